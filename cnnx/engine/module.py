@@ -1,0 +1,112 @@
+"""The layer contract every built-in and plugin layer follows.
+
+A layer's life, Keras-style: ``__init__`` stores only its config (PyTorch-named kwargs),
+``build(input_shape, rng)`` creates the parameters once the per-sample input shape is known
+and returns the per-sample output shape, then ``forward``/``backward`` run on batches.
+Maths lives in ``cnnx.engine.functional``; the module owns parameters and caches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from cnnx.engine.parameter import Parameter
+from cnnx.errors import ShapeError
+
+Shape = tuple[int, ...]
+
+
+class Module:
+    #: Parameters and buffers are created in float32; ``to(np.float64)`` is for gradient checks.
+    dtype = np.dtype(np.float32)
+
+    def __init__(self) -> None:
+        self.params: dict[str, Parameter] = {}
+        # Non-trainable state that belongs in a state_dict (batchnorm running statistics).
+        self.buffers: dict[str, np.ndarray] = {}
+        self.input_shape: Shape | None = None
+        self.output_shape: Shape | None = None
+        self.training = True
+
+    # -- construction -------------------------------------------------------------------
+    def build(self, input_shape: Shape, rng: np.random.Generator) -> Shape:
+        """Create parameters for a per-sample ``input_shape``; return the output shape."""
+        self.input_shape = tuple(int(d) for d in input_shape)
+        self.output_shape = tuple(int(d) for d in self._build(self.input_shape, rng))
+        if any(d <= 0 for d in self.output_shape):
+            raise ShapeError(
+                f"{type(self).__name__} turns input shape {self.input_shape} into "
+                f"{self.output_shape}, which has a zero or negative size"
+            )
+        return self.output_shape
+
+    def _build(self, input_shape: Shape, rng: np.random.Generator) -> Shape:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        """Constructor kwargs that rebuild this layer (used by summaries and saved models)."""
+        return {}
+
+    @property
+    def built(self) -> bool:
+        return self.output_shape is not None
+
+    # -- computation --------------------------------------------------------------------
+    def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
+        raise NotImplementedError
+
+    def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        """Return the gradient of the input and assign every ``Parameter.grad``."""
+        raise NotImplementedError
+
+    # -- structure ----------------------------------------------------------------------
+    def children(self) -> Iterator[tuple[str, Module]]:
+        """Named sub-modules (blocks such as ``residual`` override this)."""
+        return iter(())
+
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+        for name, param in self.params.items():
+            yield prefix + name, param
+        for child_name, child in self.children():
+            yield from child.named_parameters(f"{prefix}{child_name}.")
+
+    def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, np.ndarray]]:
+        for name, buf in self.buffers.items():
+            yield prefix + name, buf
+        for child_name, child in self.children():
+            yield from child.named_buffers(f"{prefix}{child_name}.")
+
+    def parameter_count(self) -> int:
+        return sum(p.size for _, p in self.named_parameters())
+
+    def train(self, mode: bool = True) -> Module:
+        self.training = mode
+        for _, child in self.children():
+            child.train(mode)
+        return self
+
+    def eval(self) -> Module:
+        return self.train(False)
+
+    def to(self, dtype: Any) -> Module:
+        """Cast parameters and buffers (in place of the arrays), e.g. float64 for grad checks."""
+        dtype = np.dtype(dtype)
+        self.dtype = dtype
+        for param in self.params.values():
+            param.data = param.data.astype(dtype)
+            param.grad = param.grad.astype(dtype)
+        for name, buf in self.buffers.items():
+            self.buffers[name] = buf.astype(dtype)
+        for _, child in self.children():
+            child.to(dtype)
+        return self
+
+    def __call__(self, x: np.ndarray, training: bool = True) -> np.ndarray:
+        return self.forward(x, training)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"

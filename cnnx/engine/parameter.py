@@ -1,0 +1,26 @@
+import numpy as np
+
+
+class Parameter:
+    """A trainable array and the gradient the last ``backward`` wrote for it.
+
+    Layers assign ``grad`` on every backward pass (no accumulation, so no ``zero_grad``);
+    optimizers read it and update ``data`` in place.
+    """
+
+    __slots__ = ("data", "grad")
+
+    def __init__(self, data: np.ndarray):
+        self.data = data
+        self.grad = np.zeros_like(data)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.data.shape
+
+    @property
+    def size(self) -> int:
+        return self.data.size
+
+    def __repr__(self) -> str:
+        return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype})"

@@ -1,0 +1,30 @@
+"""Project exceptions.
+
+Every error a user can cause is a ``CnnxError``: the CLI prints its message on one line and
+exits non-zero instead of showing a traceback. Messages name the offending key or value and
+what was expected.
+"""
+
+
+class CnnxError(Exception):
+    """Base class for errors caused by user input (configs, data, files)."""
+
+
+class ConfigError(CnnxError, ValueError):
+    """A config value is missing, of the wrong type or outside the accepted values."""
+
+
+class ShapeError(CnnxError, ValueError):
+    """Layer shapes do not fit together."""
+
+
+class PluginError(CnnxError, LookupError):
+    """A component name is unknown, claimed twice, or its plugin fails to import."""
+
+
+class DataError(CnnxError, ValueError):
+    """A dataset or input array is unusable (empty, NaN, mismatched lengths, ...)."""
+
+
+class CheckpointError(CnnxError, ValueError):
+    """A weights or checkpoint file is truncated, foreign or does not fit the model."""
