@@ -107,3 +107,43 @@ def check_float32(
         assert p.grad.dtype == np.float32, f"gradient of {name} is {p.grad.dtype}"
     for name, buf in module.named_buffers():
         assert buf.dtype == np.float32, f"buffer {name} is {buf.dtype}"
+
+
+def check_loss_gradients(
+    loss: Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray]],
+    outputs: np.ndarray,
+    targets: np.ndarray,
+    *,
+    eps: float = 1e-6,
+    rtol: float = 1e-5,
+    atol: float = 1e-8,
+    directions: int = 5,
+    seed: int = 0,
+) -> None:
+    """Raise ``AssertionError`` if ``loss``'s gradient disagrees with finite differences.
+
+    ``outputs`` is cast to float64; the value must be a Python float, the gradient an array
+    of the outputs' shape and dtype, and the call must leave ``outputs`` unchanged.
+    """
+    rng = np.random.default_rng(seed)
+    outputs = np.array(outputs, dtype=np.float64)
+    pristine = outputs.copy()
+    value, grad = loss(outputs, targets)
+    name = type(loss).__name__
+    assert isinstance(value, float), f"{name} returned a {type(value).__name__} value, not a float"
+    assert np.isfinite(value), f"{name} returned a non-finite value {value}"
+    assert np.array_equal(outputs, pristine), f"{name} modified the outputs it was given"
+    assert isinstance(grad, np.ndarray) and grad.shape == outputs.shape, (
+        f"{name} gradient shape {getattr(grad, 'shape', None)} != outputs shape {outputs.shape}"
+    )
+    assert grad.dtype == np.float64, f"{name} turned float64 outputs into a {grad.dtype} gradient"
+    for _ in range(directions):
+        direction = rng.standard_normal(outputs.shape)
+        plus, _ = loss(outputs + eps * direction, targets)
+        minus, _ = loss(outputs - eps * direction, targets)
+        numeric = (plus - minus) / (2 * eps)
+        exact = float(np.sum(grad * direction))
+        assert _tolerance_ok(numeric, exact, rtol, atol), (
+            f"{name}: gradient is wrong along a random direction: finite difference "
+            f"{numeric:.10g}, returned gradient {exact:.10g}"
+        )

@@ -1,0 +1,102 @@
+"""2-D convolution layer (PyTorch's ``nn.Conv2d`` arguments and weight layout)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from cnnx.engine.functional.conv import conv2d_backward, conv2d_forward
+from cnnx.engine.functional.im2col import Workspace, as_pair, output_size
+from cnnx.engine.init import he_normal
+from cnnx.engine.module import Module, Shape
+from cnnx.engine.parameter import Parameter
+from cnnx.errors import ConfigError, ShapeError
+
+
+def compact_pair(pair: tuple[int, int]) -> int | list[int]:
+    """The config form of a size: an int when both sides agree, else a list (YAML/JSON-safe)."""
+    return pair[0] if pair[0] == pair[1] else list(pair)
+
+
+class Conv2D(Module):
+    """Cross-correlation of (N, C, H, W) inputs with ``out_channels`` filters.
+
+    ``weight`` is (out_channels, C, kh, kw) and ``bias`` (out_channels,), exactly as in
+    ``torch.nn.Conv2d``, so state dicts move between the two by name. Weights are He-normal
+    (fan_in = C·kh·kw), biases zero.
+    """
+
+    def __init__(
+        self,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] = 0,
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        if isinstance(out_channels, bool) or not isinstance(out_channels, (int, np.integer)) or out_channels < 1:
+            raise ConfigError(f"Conv2D out_channels must be a positive int, got {out_channels!r}")
+        if not isinstance(bias, (bool, np.bool_)):
+            raise ConfigError(f"Conv2D bias must be true or false, got {bias!r}")
+        self.out_channels = int(out_channels)
+        self.kernel_size = as_pair(kernel_size, "Conv2D kernel_size", minimum=1)
+        self.stride = as_pair(stride, "Conv2D stride", minimum=1)
+        self.padding = as_pair(padding, "Conv2D padding", minimum=0)
+        self.use_bias = bool(bias)
+        self.workspace = Workspace()
+        self._col: np.ndarray | None = None
+
+    def _build(self, input_shape: Shape, rng: np.random.Generator) -> Shape:
+        kernel, padding = self.kernel_size, self.padding
+        if len(input_shape) != 3:
+            raise ShapeError(
+                f"Conv2D needs a per-sample input of shape (C, H, W), got {input_shape} "
+                f"(kernel {kernel})"
+            )
+        channels, height, width = input_shape
+        if height + 2 * padding[0] < kernel[0] or width + 2 * padding[1] < kernel[1]:
+            raise ShapeError(
+                f"Conv2D kernel {kernel} with padding {padding} is larger than the input "
+                f"{input_shape} (C, H, W)"
+            )
+        fan_in = channels * kernel[0] * kernel[1]
+        self.params["weight"] = Parameter(
+            he_normal(rng, (self.out_channels, channels, *kernel), fan_in, self.dtype)
+        )
+        if self.use_bias:
+            self.params["bias"] = Parameter(np.zeros(self.out_channels, self.dtype))
+        return (
+            self.out_channels,
+            output_size(height, kernel[0], self.stride[0], padding[0]),
+            output_size(width, kernel[1], self.stride[1], padding[1]),
+        )
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "out_channels": self.out_channels,
+            "kernel_size": compact_pair(self.kernel_size),
+            "stride": compact_pair(self.stride),
+            "padding": compact_pair(self.padding),
+            "bias": self.use_bias,
+        }
+
+    def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
+        bias = self.params["bias"].data if self.use_bias else None
+        y, self._col = conv2d_forward(
+            x, self.params["weight"].data, bias, self.stride, self.padding, self.workspace
+        )
+        return y
+
+    def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        if self._col is None:
+            raise RuntimeError("Conv2D.backward called before forward")
+        weight = self.params["weight"]
+        grad_x, weight.grad, grad_bias = conv2d_backward(
+            grad_output, weight.data, self._col, self.input_shape[1:], self.stride, self.padding,
+            self.workspace,
+        )
+        if self.use_bias:
+            self.params["bias"].grad = grad_bias
+        return grad_x

@@ -1,0 +1,67 @@
+"""Dense (fully connected) layer: y = x @ W.T + b, with W in PyTorch's (out, in) layout."""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import numpy as np
+
+from cnnx.engine.init import he_normal
+from cnnx.engine.module import Module, Shape
+from cnnx.engine.parameter import Parameter
+from cnnx.errors import ConfigError, ShapeError
+
+
+class Dense(Module):
+    """``torch.nn.Linear`` with the input size inferred at build time.
+
+    Weights are He-normal (the layers around it are usually ReLU); the bias starts at zero.
+    """
+
+    def __init__(self, out_features: int, bias: bool = True) -> None:
+        super().__init__()
+        if isinstance(out_features, bool) or not isinstance(out_features, numbers.Integral):
+            raise ConfigError(
+                f"dense: out_features must be a positive integer, got {out_features!r}"
+            )
+        if out_features <= 0:
+            raise ConfigError(
+                f"dense: out_features must be a positive integer, got {out_features}"
+            )
+        if not isinstance(bias, (bool, np.bool_)):
+            raise ConfigError(f"dense: bias must be true or false, got {bias!r}")
+        self.out_features = int(out_features)
+        self.use_bias = bool(bias)
+        self._x: np.ndarray | None = None
+
+    def _build(self, input_shape: Shape, rng: np.random.Generator) -> Shape:
+        if len(input_shape) != 1:
+            raise ShapeError(
+                f"dense expects a flat per-sample input (features,), got shape {input_shape}; "
+                f"add a 'flatten' layer before it"
+            )
+        in_features = input_shape[0]
+        self.params["weight"] = Parameter(
+            he_normal(rng, (self.out_features, in_features), in_features, self.dtype)
+        )
+        if self.use_bias:
+            self.params["bias"] = Parameter(np.zeros(self.out_features, dtype=self.dtype))
+        return (self.out_features,)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"out_features": self.out_features, "bias": self.use_bias}
+
+    def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
+        self._x = x
+        y = x @ self.params["weight"].data.T
+        if self.use_bias:
+            y += self.params["bias"].data
+        return y
+
+    def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        weight = self.params["weight"]
+        weight.grad = grad_output.T @ self._x
+        if self.use_bias:
+            self.params["bias"].grad = grad_output.sum(axis=0)
+        return grad_output @ weight.data

@@ -1,0 +1,32 @@
+"""Flatten: any per-sample shape to one feature axis, e.g. (C, H, W) -> (C*H*W,)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from cnnx.engine.module import Module, Shape
+
+
+class Flatten(Module):
+    """Reshapes ``(N, *shape)`` to ``(N, prod(shape))`` in C order, as ``torch.nn.Flatten``.
+
+    C order makes the feature index ``c*H*W + h*W + w``, so dense weights transfer to and
+    from PyTorch unchanged. Both passes return views when the input is contiguous.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._batch_shape: tuple[int, ...] | None = None
+
+    def _build(self, input_shape: Shape, rng: np.random.Generator) -> Shape:
+        return (math.prod(input_shape),)
+
+    def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
+        self._batch_shape = x.shape
+        # An explicit size (not -1) keeps empty batches reshapeable.
+        return x.reshape(x.shape[0], math.prod(x.shape[1:]))
+
+    def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        return grad_output.reshape(self._batch_shape)

@@ -1,0 +1,123 @@
+"""Pooling layers: max and average over windows (PyTorch's arguments), and global average."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from cnnx.engine.functional.im2col import Workspace, as_pair, output_size
+from cnnx.engine.functional.pooling import (
+    avg_pool2d_backward,
+    avg_pool2d_forward,
+    global_avg_pool2d_backward,
+    global_avg_pool2d_forward,
+    max_pool2d_backward,
+    max_pool2d_forward,
+)
+from cnnx.engine.layers.conv import compact_pair
+from cnnx.engine.module import Module, Shape
+from cnnx.errors import ShapeError
+
+
+class _Pool2D(Module):
+    def __init__(
+        self,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] | None = None,
+        padding: int | tuple[int, int] = 0,
+    ) -> None:
+        super().__init__()
+        name = type(self).__name__
+        self.kernel_size = as_pair(kernel_size, f"{name} kernel_size", minimum=1)
+        self.stride = self.kernel_size if stride is None else as_pair(stride, f"{name} stride", minimum=1)
+        self.padding = as_pair(padding, f"{name} padding", minimum=0)
+        self.workspace = Workspace()
+
+    def _build(self, input_shape: Shape, rng: np.random.Generator) -> Shape:
+        name, kernel, padding = type(self).__name__, self.kernel_size, self.padding
+        if len(input_shape) != 3:
+            raise ShapeError(
+                f"{name} needs a per-sample input of shape (C, H, W), got {input_shape} "
+                f"(kernel {kernel})"
+            )
+        # PyTorch's rule: a window must always hold at least half real values.
+        if 2 * padding[0] > kernel[0] or 2 * padding[1] > kernel[1]:
+            raise ShapeError(
+                f"{name} padding {padding} is more than half the kernel {kernel}; "
+                f"padding may be at most kernel_size // 2"
+            )
+        channels, height, width = input_shape
+        if height + 2 * padding[0] < kernel[0] or width + 2 * padding[1] < kernel[1]:
+            raise ShapeError(
+                f"{name} window {kernel} with padding {padding} is larger than the input "
+                f"{input_shape} (C, H, W)"
+            )
+        return (
+            channels,
+            output_size(height, kernel[0], self.stride[0], padding[0]),
+            output_size(width, kernel[1], self.stride[1], padding[1]),
+        )
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "kernel_size": compact_pair(self.kernel_size),
+            "stride": compact_pair(self.stride),
+            "padding": compact_pair(self.padding),
+        }
+
+
+class MaxPool2D(_Pool2D):
+    """Window maxima; the gradient goes to each window's first maximum (as in PyTorch).
+    Padding is -inf, so it never wins. ``stride`` defaults to ``kernel_size``."""
+
+    def __init__(self, kernel_size, stride=None, padding=0) -> None:
+        super().__init__(kernel_size, stride, padding)
+        self._winners: np.ndarray | None = None
+
+    def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
+        y, self._winners = max_pool2d_forward(
+            x, self.kernel_size, self.stride, self.padding, self.workspace, keep_winners=training
+        )
+        return y
+
+    def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        if self._winners is None:
+            raise RuntimeError("MaxPool2D.backward needs a forward pass with training=True first")
+        return max_pool2d_backward(
+            grad_output, self._winners, self.input_shape[1:], self.kernel_size, self.stride,
+            self.padding, self.workspace,
+        )
+
+
+class AvgPool2D(_Pool2D):
+    """Window means. Padded zeros count in the divisor (PyTorch's ``count_include_pad=True``
+    default), so every window divides by kh·kw. ``stride`` defaults to ``kernel_size``."""
+
+    def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
+        return avg_pool2d_forward(x, self.kernel_size, self.stride, self.padding, self.workspace)
+
+    def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        return avg_pool2d_backward(
+            grad_output, self.input_shape[1:], self.kernel_size, self.stride, self.padding,
+            self.workspace,
+        )
+
+
+class GlobalAvgPool2D(Module):
+    """Mean over all spatial positions: (N, C, H, W) → (N, C).
+
+    Like Keras' ``GlobalAveragePooling2D`` the spatial axes are dropped, so a dense layer can
+    follow without a flatten (PyTorch's ``AdaptiveAvgPool2d(1)`` would keep them as 1×1).
+    """
+
+    def _build(self, input_shape: Shape, rng: np.random.Generator) -> Shape:
+        if len(input_shape) != 3:
+            raise ShapeError(f"GlobalAvgPool2D needs a per-sample input of shape (C, H, W), got {input_shape}")
+        return (input_shape[0],)
+
+    def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
+        return global_avg_pool2d_forward(x)
+
+    def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        return global_avg_pool2d_backward(grad_output, self.input_shape[1:])

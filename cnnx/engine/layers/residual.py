@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+from cnnx.engine.module import Module, Shape
+from cnnx.engine.sequential import Sequential
+from cnnx.engine.spec import layers_from_spec
+from cnnx.errors import ConfigError, ShapeError
+
+SHORTCUTS = ("auto", "identity", "projection")
+ACTIVATIONS = ("relu", None)
+
+
+class Residual(Module):
+    """``activation(body(x) + shortcut(x))``: a ResNet block whose body is a nested layer spec.
+
+    The shortcut is the identity when the body keeps the shape, otherwise (or when asked) a
+    1×1 convolution without bias whose stride maps the input grid onto the body's output grid,
+    as in ResNet's projection shortcut (option B).
+    """
+
+    def __init__(self, layers: Mapping[str, Any], shortcut: str = "auto",
+                 activation: str | None = "relu", where: str = "residual"):
+        super().__init__()
+        if shortcut not in SHORTCUTS:
+            raise ConfigError(f"{where}.shortcut must be one of {', '.join(SHORTCUTS)}, got {shortcut!r}")
+        if activation not in ACTIVATIONS:
+            raise ConfigError(f"{where}.activation must be 'relu' or null, got {activation!r}")
+        self.layer_spec = dict(layers)
+        self.shortcut_mode = shortcut
+        self.activation = activation
+        self.where = where
+        body_layers = layers_from_spec(layers, f"{where}.layers")
+        if "shortcut" in body_layers:
+            raise ConfigError(f"{where}.layers.shortcut: the name 'shortcut' is reserved for the block's shortcut")
+        self.body = Sequential(body_layers, f"{where}.layers")
+        self.shortcut: Module | None = None
+        self._active: np.ndarray | None = None
+
+    def _build(self, input_shape: Shape, rng: np.random.Generator) -> Shape:
+        out_shape = self.body.build(input_shape, rng)
+        if len(input_shape) != 3 or len(out_shape) != 3:
+            raise ShapeError(
+                f"a residual block needs (C, H, W) input and body output, got {input_shape} → {out_shape}"
+            )
+        needs_projection = out_shape != input_shape
+        if self.shortcut_mode == "identity" and needs_projection:
+            raise ShapeError(
+                f"identity shortcut cannot add input {input_shape} to body output {out_shape}; "
+                "use shortcut: projection (or auto)"
+            )
+        if self.shortcut_mode == "projection" or needs_projection:
+            from cnnx.engine.layers.conv import Conv2D
+
+            (_, in_h, in_w), (out_c, out_h, out_w) = input_shape, out_shape
+            stride_h, stride_w = -(-in_h // out_h), -(-in_w // out_w)
+            if (in_h - 1) // stride_h + 1 != out_h or (in_w - 1) // stride_w + 1 != out_w:
+                raise ShapeError(
+                    f"no 1×1 strided projection maps input {input_shape} onto body output {out_shape}"
+                )
+            self.shortcut = Conv2D(out_c, 1, stride=(stride_h, stride_w), bias=False)
+            self.shortcut.build(input_shape, rng)
+        return out_shape
+
+    def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
+        out = self.body.forward(x, training)
+        out = out + (x if self.shortcut is None else self.shortcut.forward(x, training))
+        if self.activation == "relu":
+            self._active = out > 0
+            out *= self._active
+        return out
+
+    def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        if self.activation == "relu":
+            grad_output = grad_output * self._active
+        grad_input = self.body.backward(grad_output)
+        if self.shortcut is None:
+            return grad_input + grad_output
+        return grad_input + self.shortcut.backward(grad_output)
+
+    def children(self) -> Iterator[tuple[str, Module]]:
+        yield from self.body.children()
+        if self.shortcut is not None:
+            yield "shortcut", self.shortcut
+
+    def get_config(self) -> dict[str, Any]:
+        return {"layers": self.layer_spec, "shortcut": self.shortcut_mode, "activation": self.activation}

@@ -1,0 +1,74 @@
+"""The loss contract: ``value, grad = loss(outputs, targets)``.
+
+``value`` is a Python float averaged over the batch; ``grad`` is d(value)/d(outputs) with the
+shape and dtype of ``outputs``, ready for ``model.backward``. Losses have no parameters and no
+state, so one object serves training and evaluation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from cnnx.errors import DataError
+
+
+class Loss:
+    #: The name used in configs and messages (the entry-point name).
+    name = "loss"
+
+    def __call__(self, outputs: np.ndarray, targets: np.ndarray) -> tuple[float, np.ndarray]:
+        outputs = np.asarray(outputs)
+        targets = np.asarray(targets)
+        if not np.issubdtype(outputs.dtype, np.floating):
+            raise DataError(
+                f"{self.name}: model outputs must be floating point, got {outputs.dtype}"
+            )
+        if outputs.ndim == 0 or outputs.shape[0] == 0:
+            raise DataError(f"{self.name}: empty batch (outputs shaped {outputs.shape})")
+        if targets.ndim == 0 or targets.shape[0] != outputs.shape[0]:
+            raise DataError(
+                f"{self.name}: {outputs.shape[0]} outputs but targets shaped {targets.shape}; "
+                f"outputs and targets must have the same batch size"
+            )
+        return self.compute(outputs, targets)
+
+    def compute(self, outputs: np.ndarray, targets: np.ndarray) -> tuple[float, np.ndarray]:
+        """Subclasses implement this; batch sizes are already known to agree."""
+        raise NotImplementedError
+
+    def get_config(self) -> dict[str, Any]:
+        """Constructor kwargs that rebuild this loss."""
+        return {}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+def class_labels(loss: str, targets: np.ndarray, num_classes: int) -> np.ndarray:
+    """Validate integer class labels (N,) or (N, 1) and return them as an index array."""
+    if targets.ndim == 2 and targets.shape[1] == 1:
+        targets = targets[:, 0]
+    if targets.ndim != 1:
+        raise DataError(
+            f"{loss}: expected integer class labels shaped (N,), got targets shaped {targets.shape}"
+        )
+    integral = np.issubdtype(targets.dtype, np.integer) or targets.dtype == np.bool_
+    # Labels read back from float files are acceptable if they are whole numbers.
+    whole_floats = np.issubdtype(targets.dtype, np.floating) and np.all(np.mod(targets, 1) == 0)
+    if not (integral or whole_floats):
+        raise DataError(
+            f"{loss}: class labels must be integers, got dtype {targets.dtype} "
+            f"(first values {targets[:5].tolist()})"
+        )
+    labels = targets.astype(np.intp, copy=False)
+    bad = (labels < 0) | (labels >= num_classes)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise DataError(
+            f"{loss}: label {targets[i].item()!r} at index {i} is out of range for "
+            f"{num_classes} classes; labels must be integers in [0, {num_classes})"
+        )
+    return labels

@@ -1,0 +1,65 @@
+"""Cross-entropy on logits: log-softmax and negative log-likelihood fused in one pass."""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import numpy as np
+
+from cnnx.engine.losses.base import Loss, class_labels
+from cnnx.errors import ConfigError, DataError
+
+
+class CrossEntropyLoss(Loss):
+    """``torch.nn.CrossEntropyLoss(label_smoothing=...)`` for logits (N, K) and labels (N,).
+
+    With smoothing e the target distribution is (1 - e) * onehot + e / K. The gradient of the
+    batch mean is (softmax(logits) - target) / N. Every exponential is of a logit minus its
+    row maximum, so logits of any magnitude give finite values.
+    """
+
+    name = "cross_entropy"
+
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        if (
+            isinstance(label_smoothing, bool)
+            or not isinstance(label_smoothing, numbers.Real)
+            or not 0 <= label_smoothing <= 1
+        ):
+            raise ConfigError(
+                f"cross_entropy: label_smoothing must be a number in [0, 1], "
+                f"got {label_smoothing!r}"
+            )
+        self.label_smoothing = float(label_smoothing)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"label_smoothing": self.label_smoothing}
+
+    def compute(self, logits: np.ndarray, targets: np.ndarray) -> tuple[float, np.ndarray]:
+        if logits.ndim != 2:
+            raise DataError(
+                f"cross_entropy expects logits shaped (N, classes), got {logits.shape}; "
+                f"end the model with a dense layer"
+            )
+        n, k = logits.shape
+        labels = class_labels(self.name, targets, k)
+        rows = np.arange(n)
+        smoothing = self.label_smoothing
+
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        grad = np.exp(shifted)
+        sumexp = grad.sum(axis=1)
+        # -sum_k target_k * log_softmax_k = log(sum exp(shifted)) - sum_k target_k * shifted_k
+        target_dot = shifted[rows, labels]
+        if smoothing:
+            target_dot *= 1 - smoothing
+            target_dot += (smoothing / k) * shifted.sum(axis=1)
+        value = float(np.mean(np.log(sumexp) - target_dot))
+
+        grad /= sumexp[:, None]
+        grad[rows, labels] -= 1 - smoothing
+        if smoothing:
+            grad -= smoothing / k
+        grad *= 1 / n
+        return value, grad

@@ -1,0 +1,141 @@
+"""The model container: build from a spec, run, summarise, save and load weights."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+from cnnx.engine.module import Module, Shape
+from cnnx.engine.sequential import Sequential
+from cnnx.engine.spec import layers_from_spec
+from cnnx.errors import CheckpointError, ConfigError, ShapeError
+
+
+class Model(Sequential):
+    """A built network with PyTorch-compatible ``state_dict`` names and layouts."""
+
+    def __init__(self, layers: Mapping[str, Module], input_shape: Shape, rng: np.random.Generator,
+                 where: str = "model.layers"):
+        super().__init__(layers, where)
+        self.build(tuple(int(d) for d in input_shape), rng)
+
+    def build(self, input_shape: Shape, rng: np.random.Generator) -> Shape:
+        if len(input_shape) != 3 or any(d <= 0 for d in input_shape):
+            raise ShapeError(f"input_shape must be (C, H, W) with positive sizes, got {input_shape}")
+        return super().build(input_shape, rng)
+
+    # -- running ---------------------------------------------------------------------------
+    def forward(self, x: np.ndarray, training: bool | None = None) -> np.ndarray:
+        expected = (None, *self.input_shape)
+        if x.ndim != 4 or tuple(x.shape[1:]) != self.input_shape:
+            raise ShapeError(f"model expects input of shape {expected} (N, C, H, W), got {x.shape}")
+        x = np.asarray(x, dtype=self.dtype)
+        return super().forward(x, self.training if training is None else training)
+
+    def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Outputs in eval mode, in batches so that large inputs fit in memory."""
+        outputs = [self.forward(x[i:i + batch_size], training=False) for i in range(0, len(x), batch_size)]
+        return np.concatenate(outputs) if outputs else np.empty((0, *self.output_shape), self.dtype)
+
+    # -- weights ---------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, np.ndarray]:
+        state = {name: p.data.copy() for name, p in self.named_parameters()}
+        state.update((name, buf.copy()) for name, buf in self.named_buffers())
+        return state
+
+    def _state_slots(self) -> dict[str, tuple[Any, str]]:
+        """Where each state_dict entry lives: (owner object, attribute or key)."""
+        slots: dict[str, tuple[Any, str]] = {name: (p, "data") for name, p in self.named_parameters()}
+
+        def walk(prefix: str, module: Module) -> None:
+            for key in module.buffers:
+                slots[prefix + key] = (module.buffers, key)
+            for child_name, child in module.children():
+                walk(f"{prefix}{child_name}.", child)
+
+        walk("", self)
+        return slots
+
+    def load_state_dict(self, state: Mapping[str, np.ndarray], strict: bool = True) -> None:
+        """Copy weights in place (optimizers keep their references); strict about names and shapes."""
+        slots = self._state_slots()
+        missing = [k for k in slots if k not in state]
+        unexpected = [k for k in state if k not in slots]
+        if strict and (missing or unexpected):
+            parts = []
+            if missing:
+                parts.append(f"missing keys: {', '.join(missing)}")
+            if unexpected:
+                parts.append(f"unexpected keys: {', '.join(unexpected)}")
+            raise CheckpointError("state_dict does not fit this model: " + "; ".join(parts))
+        for key, (owner, attr) in slots.items():
+            if key not in state:
+                continue
+            value = np.asarray(state[key])
+            target = owner.data if attr == "data" else owner[attr]
+            if value.shape != target.shape:
+                raise CheckpointError(
+                    f"state_dict entry {key!r} has shape {value.shape}, the model expects {target.shape}"
+                )
+            np.copyto(target, value, casting="same_kind")
+
+    # -- description -----------------------------------------------------------------------
+    def summary(self) -> str:
+        """A Keras-style table: layer (type), output shape, parameter count."""
+        rows: list[tuple[str, str, str]] = []
+
+        def walk(prefix: str, indent: str, module: Module) -> None:
+            for name, layer in module.children():
+                shape = "(None, " + ", ".join(str(d) for d in layer.output_shape) + ")"
+                rows.append((f"{indent}{prefix}{name} ({type(layer).__name__})", shape,
+                             f"{layer.parameter_count():,}"))
+                if any(True for _ in layer.children()):
+                    walk("", indent + "  ", layer)
+
+        walk("", "", self)
+        trainable = self.parameter_count()
+        header = ("Layer (type)", "Output Shape", "Param #")
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(3)]
+        line = "─" * (sum(widths) + 4)
+
+        def fmt(r: tuple[str, str, str]) -> str:
+            return f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}"
+
+        input_line = "Input: (None, " + ", ".join(str(d) for d in self.input_shape) + ")"
+        return "\n".join([
+            input_line, line, fmt(header), line, *map(fmt, rows), line,
+            f"Total params: {trainable:,} ({trainable * self.dtype.itemsize / 1024:.1f} KB)",
+        ])
+
+    def named_layers(self) -> Iterator[tuple[str, Module]]:
+        """Every layer, nested ones included, with its dotted name (for kernels and feature maps)."""
+        def walk(prefix: str, module: Module) -> Iterator[tuple[str, Module]]:
+            for name, child in module.children():
+                yield prefix + name, child
+                yield from walk(f"{prefix}{name}.", child)
+
+        return walk("", self)
+
+
+def build_model(
+    spec: Mapping[str, Any],
+    input_shape: Shape,
+    *,
+    seed: int | None = 0,
+    rng: np.random.Generator | None = None,
+    where: str = "model.layers",
+) -> Model:
+    """Build a model from ``{name: {type, **kwargs}}`` (or ``{"layers": {...}}``) for ``(C, H, W)``."""
+    if not isinstance(spec, Mapping):
+        raise ConfigError(f"{where} must be a mapping of layer name → layer spec, got {type(spec).__name__}")
+    layers_spec = spec.get("layers") if _is_wrapped(spec) else spec
+    if rng is None:
+        rng = np.random.default_rng(seed)
+    return Model(layers_from_spec(layers_spec, where), tuple(input_shape), rng, where)
+
+
+def _is_wrapped(spec: Mapping[str, Any]) -> bool:
+    inner = spec.get("layers")
+    return isinstance(inner, Mapping) and "type" not in inner

@@ -1,0 +1,262 @@
+"""The optimizer contract: named parameters in, in-place updates out, name-keyed state.
+
+A layer never updates itself (the pattern sklearn's ``_stochastic_optimizers`` follows): the
+optimizer reads each ``Parameter.grad`` that the last backward assigned and changes
+``Parameter.data`` in place, so the model, the layers' caches and anyone holding the array
+see the new values without re-binding.
+
+State is keyed by parameter *name*, not by object identity or position, so a checkpoint
+written by one process loads into a freshly built model of the same spec in another.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from numbers import Integral, Real
+from typing import Any
+
+import numpy as np
+
+from cnnx.engine.parameter import Parameter
+from cnnx.errors import CheckpointError, ConfigError
+
+STATE_PREFIX = "state."
+
+
+# -- hyper-parameter validation (shared by every optimizer and scheduler) -------------------
+def check_real(owner: str, key: str, value: Any) -> float:
+    """Return ``value`` as a finite Python float or raise a ConfigError naming ``key``.
+
+    Python floats keep float32 arithmetic float32 under NumPy's promotion rules, whereas a
+    NumPy float64 scalar would promote every intermediate to float64.
+    """
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise ConfigError(
+            f"{owner}: {key}={value!r} is not a number; accepted: a finite real number"
+        )
+    value = float(value)
+    if not math.isfinite(value):
+        raise ConfigError(f"{owner}: {key}={value!r} is not finite; accepted: a finite number")
+    return value
+
+
+def check_range(
+    owner: str,
+    key: str,
+    value: Any,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
+    value = check_real(owner, key, value)
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if too_low or too_high:
+        low_op = "<" if low_open else "<="
+        high_op = "<" if high_open else "<="
+        if low is not None and high is not None:
+            accepted = f"{low:g} {low_op} {key} {high_op} {high:g}"
+        elif low is not None:
+            accepted = f"{key} {'>' if low_open else '>='} {low:g}"
+        else:
+            accepted = f"{key} {high_op} {high:g}"
+        raise ConfigError(f"{owner}: {key}={value!r} is out of range; accepted: {accepted}")
+    return value
+
+
+def check_int(owner: str, key: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise ConfigError(f"{owner}: {key}={value!r} is not an integer; accepted: int >= {low}")
+    if value < low:
+        raise ConfigError(f"{owner}: {key}={value!r} is out of range; accepted: int >= {low}")
+    return int(value)
+
+
+def check_bool(owner: str, key: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ConfigError(f"{owner}: {key}={value!r} is not a boolean; accepted: true, false")
+    return bool(value)
+
+
+def check_betas(owner: str, value: Any) -> tuple[float, float]:
+    # Configs deliver a list (or an OmegaConf ListConfig), Python code a tuple.
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise ConfigError(
+            f"{owner}: betas={value!r} is not a pair; accepted: [beta1, beta2] in [0, 1)"
+        )
+    items = list(value)
+    if len(items) != 2:
+        raise ConfigError(
+            f"{owner}: betas={items!r} has {len(items)} values; accepted: [beta1, beta2] in [0, 1)"
+        )
+    return (
+        check_range(owner, "betas[0]", items[0], 0.0, 1.0, high_open=True),
+        check_range(owner, "betas[1]", items[1], 0.0, 1.0, high_open=True),
+    )
+
+
+# -- the base class --------------------------------------------------------------------------
+class Optimizer:
+    """Base class: subclasses declare their state ``slots`` and implement ``_update``.
+
+    ``lr`` is a plain attribute that learning-rate schedulers overwrite between steps.
+    ``step_count`` is the number of completed ``step()`` calls (Adam's bias correction ``t``).
+    """
+
+    def __init__(self, named_parameters: Iterable[tuple[str, Parameter]], lr: float) -> None:
+        owner = type(self).__name__
+        if isinstance(named_parameters, Mapping):
+            named_parameters = named_parameters.items()
+        self.params: dict[str, Parameter] = {}
+        for item in named_parameters:
+            try:
+                name, param = item
+            except (TypeError, ValueError):
+                raise ConfigError(
+                    f"{owner}: expected (name, Parameter) pairs such as "
+                    f"model.named_parameters(), got {item!r}"
+                ) from None
+            if not isinstance(param, Parameter):
+                raise ConfigError(
+                    f"{owner}: parameter {name!r} is a {type(param).__name__}, not a Parameter"
+                )
+            if name in self.params:
+                raise ConfigError(f"{owner}: parameter name {name!r} appears twice")
+            self.params[str(name)] = param
+        if not self.params:
+            raise ConfigError(
+                f"{owner}: got an empty parameter list; the model has nothing to train"
+            )
+        self.lr = check_range(owner, "lr", lr, 0.0, low_open=True)
+        self.step_count = 0
+        # Created on first use so buffers match the parameters' dtype at that time (a model
+        # may be cast with ``Module.to`` after the optimizer was built).
+        self.state: dict[str, dict[str, np.ndarray]] = {}
+        # Per-parameter workspace for intermediates: never checkpointed, reused every step so
+        # the hot path does not allocate.
+        self._scratch: dict[str, list[np.ndarray]] = {}
+
+    # -- what subclasses provide ----------------------------------------------------------
+    #: Names of the per-parameter state arrays (same shape as the parameter).
+    def slots(self) -> tuple[str, ...]:
+        return ()
+
+    #: How many scratch arrays ``_update`` needs per parameter.
+    scratch_count = 1
+
+    def _update(
+        self,
+        data: np.ndarray,
+        grad: np.ndarray,
+        state: dict[str, np.ndarray],
+        scratch: list[np.ndarray],
+        lr: float,
+    ) -> None:
+        raise NotImplementedError
+
+    def get_config(self) -> dict[str, Any]:
+        """Hyper-parameters (constructor kwargs except the parameters), e.g. for logging."""
+        return {"lr": self.lr}
+
+    # -- the hot path ---------------------------------------------------------------------
+    def step(self) -> None:
+        """Apply one update to every parameter from its current ``.grad``."""
+        self._ensure_state()
+        self.step_count += 1
+        lr = float(self.lr)  # schedulers may hand in NumPy scalars; keep float32 float32
+        for name, param in self.params.items():
+            self._update(param.data, param.grad, self.state[name], self._scratch[name], lr)
+
+    def _ensure_state(self) -> None:
+        if len(self.state) == len(self.params):
+            return
+        for name, param in self.params.items():
+            if name not in self.state:
+                self.state[name] = {slot: np.zeros_like(param.data) for slot in self.slots()}
+                self._scratch[name] = [np.empty_like(param.data) for _ in range(self.scratch_count)]
+
+    # -- checkpointing --------------------------------------------------------------------
+    def _state_key(self, name: str, slot: str) -> str:
+        return f"{STATE_PREFIX}{name}.{slot}"
+
+    def state_dict(self) -> dict[str, Any]:
+        """Flat ``{"step": int, "lr": float, "state.<param>.<slot>": array}`` (copies).
+
+        Only plain scalars and numeric arrays, so it saves to ``.npz`` or JSON without pickle.
+        """
+        self._ensure_state()
+        out: dict[str, Any] = {"step": int(self.step_count), "lr": float(self.lr)}
+        for name, slots in self.state.items():
+            for slot, array in slots.items():
+                out[self._state_key(name, slot)] = array.copy()
+        return out
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a ``state_dict``; strict: every key must be present and fit, none extra.
+
+        Nothing is changed unless the whole dict is valid.
+        """
+        owner = type(self).__name__
+        self._ensure_state()
+        expected = {"step", "lr"} | {
+            self._state_key(name, slot) for name, slots in self.state.items() for slot in slots
+        }
+        missing = sorted(expected - set(state))
+        if missing:
+            raise CheckpointError(
+                f"{owner} checkpoint is missing key {missing[0]!r}"
+                + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+                + "; was it written by a different optimizer, model or momentum setting?"
+            )
+        unknown = sorted(set(state) - expected)
+        if unknown:
+            raise CheckpointError(
+                f"{owner} checkpoint has unexpected key {unknown[0]!r}"
+                + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else "")
+                + "; was it written by a different optimizer, model or momentum setting?"
+            )
+        step = self._scalar(owner, state["step"], "step")
+        if step != int(step) or step < 0:
+            raise CheckpointError(f"{owner} checkpoint key 'step'={step!r} is not an integer >= 0")
+        lr = self._scalar(owner, state["lr"], "lr")
+        if not math.isfinite(lr) or lr < 0:
+            raise CheckpointError(f"{owner} checkpoint key 'lr'={lr!r} is not a finite number >= 0")
+        arrays: list[tuple[np.ndarray, np.ndarray, str]] = []
+        for name, slots in self.state.items():
+            for slot, target in slots.items():
+                key = self._state_key(name, slot)
+                value = np.asarray(state[key])
+                if value.shape != target.shape:
+                    raise CheckpointError(
+                        f"{owner} checkpoint key {key!r} has shape {value.shape}, "
+                        f"the parameter needs {target.shape}"
+                    )
+                if not (
+                    np.issubdtype(value.dtype, np.floating)
+                    or np.issubdtype(value.dtype, np.integer)
+                ):
+                    raise CheckpointError(
+                        f"{owner} checkpoint key {key!r} has dtype {value.dtype}, expected floats"
+                    )
+                arrays.append((target, value, key))
+        for target, value, _ in arrays:
+            np.copyto(target, value, casting="unsafe")
+        self.step_count = int(step)
+        self.lr = float(lr)
+
+    @staticmethod
+    def _scalar(owner: str, value: Any, key: str) -> float:
+        # .npz round trips turn scalars into 0-d arrays.
+        array = np.asarray(value)
+        if array.shape != () or not (
+            np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
+        ):
+            raise CheckpointError(f"{owner} checkpoint key {key!r}={value!r} is not a number")
+        return float(array)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"

@@ -1,0 +1,150 @@
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+
+import cnnx
+from cnnx.errors import CheckpointError, ConfigError, PluginError, ShapeError
+
+LENET5 = {
+    "conv1": {"type": "conv2d", "out_channels": 6, "kernel_size": 5, "padding": 2},
+    "relu1": {"type": "relu"},
+    "pool1": {"type": "maxpool2d", "kernel_size": 2},
+    "conv2": {"type": "conv2d", "out_channels": 16, "kernel_size": 5},
+    "relu2": {"type": "relu"},
+    "pool2": {"type": "maxpool2d", "kernel_size": 2},
+    "flatten": {"type": "flatten"},
+    "fc1": {"type": "dense", "out_features": 120},
+    "relu3": {"type": "relu"},
+    "fc2": {"type": "dense", "out_features": 84},
+    "relu4": {"type": "relu"},
+    "fc3": {"type": "dense", "out_features": 10},
+}
+
+# What torch.nn.Sequential(OrderedDict(conv1=Conv2d(1, 6, 5, padding=2), ...)) reports.
+TORCH_LENET5_SHAPES = {
+    "conv1.weight": (6, 1, 5, 5), "conv1.bias": (6,),
+    "conv2.weight": (16, 6, 5, 5), "conv2.bias": (16,),
+    "fc1.weight": (120, 400), "fc1.bias": (120,),
+    "fc2.weight": (84, 120), "fc2.bias": (84,),
+    "fc3.weight": (10, 84), "fc3.bias": (10,),
+}
+
+
+def test_lenet5_parameters_match_torch_names_and_shapes():
+    model = cnnx.build_model(LENET5, (1, 28, 28))
+    shapes = {name: p.data.shape for name, p in model.named_parameters()}
+    assert shapes == TORCH_LENET5_SHAPES
+    assert list(shapes) == list(TORCH_LENET5_SHAPES)
+    assert model.output_shape == (10,)
+
+
+def test_lenet5_matches_a_real_torch_sequential_when_torch_is_installed():
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+    reference = nn.Sequential(OrderedDict(
+        conv1=nn.Conv2d(1, 6, 5, padding=2), relu1=nn.ReLU(), pool1=nn.MaxPool2d(2),
+        conv2=nn.Conv2d(6, 16, 5), relu2=nn.ReLU(), pool2=nn.MaxPool2d(2), flatten=nn.Flatten(),
+        fc1=nn.Linear(400, 120), relu3=nn.ReLU(), fc2=nn.Linear(120, 84), relu4=nn.ReLU(),
+        fc3=nn.Linear(84, 10),
+    ))
+    model = cnnx.build_model(LENET5, (1, 28, 28))
+    assert {k: tuple(v.shape) for k, v in reference.state_dict().items()} == \
+        {k: v.shape for k, v in model.state_dict().items()}
+    # Same weights ⇒ same outputs: the layouts really are PyTorch's.
+    reference.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict().items()})
+    x = np.random.default_rng(0).standard_normal((4, 1, 28, 28)).astype(np.float32)
+    expected = reference(torch.from_numpy(x)).detach().numpy()
+    np.testing.assert_allclose(model.forward(x, training=False), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_state_dict_round_trips_exactly_including_batchnorm_buffers():
+    spec = {
+        "conv": {"type": "conv2d", "out_channels": 4, "kernel_size": 3},
+        "bn": {"type": "batchnorm2d"},
+        "relu": {"type": "relu"},
+        "flat": {"type": "flatten"},
+        "fc": {"type": "dense", "out_features": 3},
+    }
+    source = cnnx.build_model(spec, (2, 6, 6), seed=1)
+    x = np.random.default_rng(0).standard_normal((8, 2, 6, 6)).astype(np.float32)
+    source.forward(x, training=True)  # moves the running statistics off their defaults
+    state = source.state_dict()
+    assert {"bn.running_mean", "bn.running_var", "bn.weight", "bn.bias"} <= set(state)
+    target = cnnx.build_model(spec, (2, 6, 6), seed=2)
+    target.load_state_dict(state)
+    for key, value in target.state_dict().items():
+        np.testing.assert_array_equal(value, state[key])
+        assert value.dtype == np.float32
+    np.testing.assert_array_equal(source.forward(x, training=False), target.forward(x, training=False))
+
+
+def test_load_state_dict_is_strict_naming_the_key():
+    model = cnnx.build_model(LENET5, (1, 28, 28))
+    state = model.state_dict()
+    missing = {k: v for k, v in state.items() if k != "fc3.bias"}
+    with pytest.raises(CheckpointError, match="missing keys: fc3.bias"):
+        model.load_state_dict(missing)
+    with pytest.raises(CheckpointError, match="unexpected keys: fc4.weight"):
+        model.load_state_dict({**state, "fc4.weight": np.zeros(3)})
+    with pytest.raises(CheckpointError, match=r"'fc1.weight' has shape \(120, 399\)"):
+        model.load_state_dict({**state, "fc1.weight": np.zeros((120, 399), np.float32)})
+
+
+def test_load_state_dict_updates_parameters_in_place():
+    model = cnnx.build_model(LENET5, (1, 28, 28))
+    array = dict(model.named_parameters())["conv1.weight"].data
+    model.load_state_dict({k: np.zeros_like(v) for k, v in model.state_dict().items()})
+    assert dict(model.named_parameters())["conv1.weight"].data is array
+    assert not array.any()
+
+
+def test_same_seed_same_weights_different_seed_different_weights():
+    a, b, c = (cnnx.build_model(LENET5, (1, 28, 28), seed=s) for s in (3, 3, 4))
+    for key, value in a.state_dict().items():
+        np.testing.assert_array_equal(value, b.state_dict()[key])
+    assert not np.array_equal(a.state_dict()["conv1.weight"], c.state_dict()["conv1.weight"])
+
+
+def test_shape_errors_name_the_layer_and_both_shapes():
+    bad = dict(LENET5)
+    bad["conv2"] = {"type": "conv2d", "out_channels": 16, "kernel_size": 20}
+    with pytest.raises(ShapeError, match=r"model\.layers\.conv2 .*\(6, 14, 14\)"):
+        cnnx.build_model(bad, (1, 28, 28))
+    no_flatten = {k: v for k, v in LENET5.items() if k != "flatten"}
+    with pytest.raises(ShapeError, match=r"model\.layers\.fc1.*flatten"):
+        cnnx.build_model(no_flatten, (1, 28, 28))
+    model = cnnx.build_model(LENET5, (1, 28, 28))
+    with pytest.raises(ShapeError, match=r"\(None, 1, 28, 28\).*\(2, 1, 32, 32\)"):
+        model.forward(np.zeros((2, 1, 32, 32), np.float32))
+
+
+def test_spec_errors_name_the_key():
+    with pytest.raises(PluginError, match=r"unknown layer type 'conv3d' at model\.layers\.c"):
+        cnnx.build_model({"c": {"type": "conv3d"}}, (1, 8, 8))
+    with pytest.raises(ConfigError, match=r"model\.layers\.c must be a mapping with a 'type'"):
+        cnnx.build_model({"c": {"out_channels": 3}}, (1, 8, 8))
+    with pytest.raises(ConfigError, match=r"unknown option model\.layers\.c\.filters"):
+        cnnx.build_model({"c": {"type": "conv2d", "filters": 3, "kernel_size": 3}}, (1, 8, 8))
+
+
+def test_summary_lists_layers_output_shapes_and_parameter_counts():
+    model = cnnx.build_model(LENET5, (1, 28, 28))
+    summary = model.summary()
+    assert "conv1 (Conv2D)" in summary and "(None, 6, 28, 28)" in summary and "156" in summary
+    assert "fc1 (Dense)" in summary and "48,120" in summary
+    assert f"Total params: {model.parameter_count():,}" in summary
+    assert model.parameter_count() == 61706
+
+
+def test_train_and_eval_modes_reach_every_layer():
+    spec = {"res": {"type": "residual", "layers": {
+        "conv": {"type": "conv2d", "out_channels": 2, "kernel_size": 3, "padding": 1},
+        "drop": {"type": "dropout", "p": 0.5}}}}
+    model = cnnx.build_model(spec, (2, 4, 4))
+    model.eval()
+    assert not any(layer.training for _, layer in model.named_layers())
+    x = np.ones((3, 2, 4, 4), np.float32)
+    np.testing.assert_array_equal(model.forward(x), model.forward(x))  # dropout is off in eval
+    model.train()
+    assert all(layer.training for _, layer in model.named_layers())
