@@ -1,0 +1,57 @@
+"""scikit-learn's bundled 8×8 handwritten digits (1,797 images, 10 classes; no download)."""
+
+from __future__ import annotations
+
+from numbers import Integral
+
+import sklearn.datasets
+
+from cnnx.data.normalize import apply_normalization, check_mode, fit_normalization
+from cnnx.data.resize import resize_bilinear
+from cnnx.data.splits import DataSplits, check_split_config, stratified_split
+from cnnx.data.validation import check_dataset
+from cnnx.errors import ConfigError
+
+#: The digits' pixels are counts of set bits in 4×4 blocks of a 32×32 bitmap.
+PIXEL_MAX = 16.0
+
+
+def load_digits(
+    size: int = 8,
+    normalize: str = "standard",
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+) -> DataSplits:
+    """Digits as (N, 1, size, size) float32, stratified splits drawn with ``seed``.
+
+    Pixels are scaled to [0, 1] by their known range (a constant, not a statistic), resized
+    bilinearly, then normalised with training-split statistics: ``standard`` (mean 0, std 1),
+    ``unit`` (min-max of the training pixels) or ``none`` (left in [0, 1]).
+    """
+    owner = "dataset digits"
+    if isinstance(size, bool) or not isinstance(size, Integral) or size < 2:
+        raise ConfigError(
+            f"{owner}: size={size!r} is invalid; accepted: an integer >= 2 (8 = native)"
+        )
+    check_split_config(owner, val_fraction, test_fraction, seed)
+    check_mode(normalize, owner)
+
+    bunch = sklearn.datasets.load_digits()
+    images = bunch.images[:, None, :, :] / PIXEL_MAX
+    images = resize_bilinear(images, int(size), int(size))
+    x, y = check_dataset(images, bunch.target, "dataset 'digits'")
+
+    train, val, test = stratified_split(x, y, val_fraction, test_fraction, seed, owner)
+    normalization = fit_normalization(train[0], normalize, owner)
+    for split in (train, val, test):
+        apply_normalization(split[0], normalization)
+    return DataSplits(
+        train=train,
+        val=val,
+        test=test,
+        classes=[str(int(c)) for c in bunch.target_names],
+        input_shape=(1, int(size), int(size)),
+        name="digits",
+        normalization=normalization,
+    )

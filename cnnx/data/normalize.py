@@ -1,0 +1,61 @@
+"""Input normalisation fitted on the training split only.
+
+Statistics from val/test would leak the held-out data into training; the fitted
+``shift``/``scale`` are returned so the same transform can be recorded and re-applied to new
+images at inference time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from cnnx.errors import ConfigError
+
+MODES = ("none", "unit", "standard")
+
+
+def check_mode(mode: str, owner: str = "dataset") -> str:
+    if mode not in MODES:
+        raise ConfigError(
+            f"{owner}: normalize={mode!r} is not a known mode; accepted: {', '.join(MODES)}"
+        )
+    return mode
+
+
+def fit_normalization(x_train: np.ndarray, mode: str, owner: str = "dataset") -> dict[str, Any]:
+    """Per-channel ``{"mode", "shift", "scale"}`` with ``normalised = (x - shift) / scale``.
+
+    - ``none``: identity.
+    - ``unit``: min-max over all training pixels to [0, 1] (one range for every channel, so
+      colour balance is kept).
+    - ``standard``: per-channel mean 0, standard deviation 1.
+
+    Constant inputs get scale 1 rather than a division by zero.
+    """
+    check_mode(mode, owner)
+    channels = x_train.shape[1]
+    shift = np.zeros(channels)
+    scale = np.ones(channels)
+    if mode == "unit":
+        low, high = float(x_train.min()), float(x_train.max())
+        shift[:] = low
+        scale[:] = high - low if high > low else 1.0
+    elif mode == "standard":
+        # float64 accumulation: float32 sums over millions of pixels lose digits.
+        shift = x_train.mean(axis=(0, 2, 3), dtype=np.float64)
+        std = x_train.std(axis=(0, 2, 3), dtype=np.float64)
+        scale = np.where(std > 0, std, 1.0)
+    return {"mode": mode, "shift": [float(v) for v in shift], "scale": [float(v) for v in scale]}
+
+
+def apply_normalization(x: np.ndarray, normalization: dict[str, Any]) -> np.ndarray:
+    """Normalise float32 ``x`` (N, C, H, W) in place and return it."""
+    if normalization["mode"] == "none":
+        return x
+    shift = np.asarray(normalization["shift"], dtype=np.float32)[:, None, None]
+    scale = np.asarray(normalization["scale"], dtype=np.float32)[:, None, None]
+    x -= shift
+    x /= scale
+    return x

@@ -1,0 +1,131 @@
+"""What every dataset loader returns, and the stratified train/val/test split they share."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from numbers import Integral, Real
+from typing import Any
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from cnnx.errors import ConfigError, DataError
+
+Split = tuple[np.ndarray, np.ndarray]
+
+
+@dataclass
+class DataSplits:
+    """Train/val/test ``(x, y)`` pairs: ``x`` float32 (N, C, H, W), ``y`` int64 (N,).
+
+    ``val`` or ``test`` hold zero samples when their fraction is 0. ``normalization`` records
+    the per-channel transform already applied, ``x = (raw - shift) / scale``, with shift and
+    scale fitted on the training split only, so inference code can apply the same to new
+    images (plain lists: loggable as JSON).
+    """
+
+    train: Split
+    val: Split
+    test: Split
+    classes: list[str]
+    input_shape: tuple[int, int, int]
+    name: str
+    normalization: dict[str, Any] = field(default_factory=lambda: {"mode": "none"})
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def __post_init__(self) -> None:
+        self.input_shape = tuple(int(d) for d in self.input_shape)
+        for split_name in ("train", "val", "test"):
+            x, y = getattr(self, split_name)
+            if x.shape[1:] != self.input_shape or len(x) != len(y):
+                raise DataError(
+                    f"dataset {self.name!r}: {split_name} split has x {x.shape} and y "
+                    f"{y.shape}; expected (N, *{self.input_shape}) and (N,)"
+                )
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.train[1]), "val": len(self.val[1]), "test": len(self.test[1])}
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{k}={v}" for k, v in self.sizes().items())
+        return (
+            f"DataSplits(name={self.name!r}, {sizes}, input_shape={self.input_shape}, "
+            f"num_classes={self.num_classes})"
+        )
+
+
+def check_split_config(owner: str, val_fraction: Any, test_fraction: Any, seed: Any) -> None:
+    """ConfigError unless 0 <= fractions < 1, their sum < 1 and seed is an int >= 0."""
+    for key, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if isinstance(value, bool) or not isinstance(value, Real) or not 0 <= value < 1:
+            raise ConfigError(f"{owner}: {key}={value!r} is invalid; accepted: 0 <= {key} < 1")
+    if val_fraction + test_fraction >= 1:
+        raise ConfigError(
+            f"{owner}: val_fraction={val_fraction!r} + test_fraction={test_fraction!r} "
+            f"leaves no training data; accepted: val_fraction + test_fraction < 1"
+        )
+    # sklearn's RandomState takes 0 <= seed < 2**32.
+    if isinstance(seed, bool) or not isinstance(seed, Integral) or not 0 <= seed < 2**32:
+        raise ConfigError(
+            f"{owner}: seed={seed!r} is invalid; accepted: an integer 0 <= seed < 2**32"
+        )
+
+
+def stratified_indices(
+    y: np.ndarray, val_fraction: float, test_fraction: float, seed: int, source: str = "dataset"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Index arrays (train, val, test) with every class in the same proportion in each split.
+
+    Fractions are of the whole dataset; counts round up as in sklearn. Loaders that create
+    their data (synthetic) split labels first and then generate each split in place.
+    """
+    check_split_config(source, val_fraction, test_fraction, seed)
+    n = len(y)
+    n_test = math.ceil(test_fraction * n)
+    n_val = math.ceil(val_fraction * n)
+    if n - n_test - n_val < 1:
+        raise DataError(
+            f"{source}: {n} samples leave no training data after val_fraction={val_fraction} "
+            f"and test_fraction={test_fraction}"
+        )
+    # One RandomState consumed by both calls: the val split depends on the seed too, but is
+    # not a copy of the test split's shuffle.
+    random_state = np.random.RandomState(seed)
+    empty = np.empty(0, dtype=np.int64)
+    index = np.arange(n)
+    try:
+        rest, test = (
+            train_test_split(index, test_size=n_test, stratify=y, random_state=random_state)
+            if n_test
+            else (index, empty)
+        )
+        train, val = (
+            train_test_split(rest, test_size=n_val, stratify=y[rest], random_state=random_state)
+            if n_val
+            else (rest, empty)
+        )
+    except ValueError as exc:
+        # sklearn refuses splits smaller than the class count or classes with one sample.
+        message = " ".join(str(exc).split())
+        raise DataError(
+            f"{source}: cannot split {n} samples of {len(np.unique(y))} classes with "
+            f"val_fraction={val_fraction}, test_fraction={test_fraction}: {message}"
+        ) from None
+    return train, val, test
+
+
+def stratified_split(
+    x: np.ndarray,
+    y: np.ndarray,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    source: str = "dataset",
+) -> tuple[Split, Split, Split]:
+    """``(train, val, test)`` pairs of ``(x, y)``, stratified by ``y`` (copies of the rows)."""
+    train, val, test = stratified_indices(y, val_fraction, test_fraction, seed, source)
+    return (x[train], y[train]), (x[val], y[val]), (x[test], y[test])

@@ -1,0 +1,518 @@
+from __future__ import annotations
+
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+from cnnx.data.digits import load_digits
+from cnnx.data.npz import load_npz
+from cnnx.data.resize import bilinear_matrix, resize_bilinear
+from cnnx.data.splits import DataSplits, stratified_indices, stratified_split
+from cnnx.data.synthetic import PATTERNS, load_synthetic
+from cnnx.data.validation import check_dataset
+from cnnx.errors import ConfigError, DataError
+
+
+def all_arrays(d: DataSplits):
+    return [*d.train, *d.val, *d.test]
+
+
+def assert_same(a: DataSplits, b: DataSplits):
+    for u, v in zip(all_arrays(a), all_arrays(b), strict=True):
+        np.testing.assert_array_equal(u, v)
+
+
+def assert_well_formed(d: DataSplits, input_shape, num_classes):
+    assert d.input_shape == input_shape
+    assert d.num_classes == num_classes == len(d.classes)
+    for x, y in (d.train, d.val, d.test):
+        assert x.dtype == np.float32 and y.dtype == np.int64
+        assert x.shape[1:] == input_shape and x.ndim == 4
+        assert y.shape == (len(x),)
+        assert x.flags.c_contiguous
+        if len(y):
+            assert y.min() >= 0 and y.max() < num_classes
+
+
+def assert_stratified(d: DataSplits, slack: int = 1):
+    """Each split holds every class in the dataset's proportion, up to rounding."""
+    labels = np.concatenate([d.train[1], d.val[1], d.test[1]])
+    overall = np.bincount(labels, minlength=d.num_classes)
+    for _, y in (d.train, d.val, d.test):
+        if not len(y):
+            continue
+        counts = np.bincount(y, minlength=d.num_classes)
+        expected = overall * len(y) / len(labels)
+        assert np.all(np.abs(counts - expected) <= slack + 1e-9), (counts, expected)
+
+
+def accuracy_of_linear_model(d: DataSplits) -> float:
+    from sklearn.linear_model import LogisticRegression
+
+    x_train = d.train[0].reshape(len(d.train[0]), -1)
+    x_test = d.test[0].reshape(len(d.test[0]), -1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence warnings: the score is what matters
+        model = LogisticRegression(max_iter=200).fit(x_train, d.train[1])
+    return model.score(x_test, d.test[1])
+
+
+# -- digits ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def digits8():
+    return load_digits()
+
+
+def test_digits_shapes_dtypes_and_sizes(digits8):
+    assert_well_formed(digits8, (1, 8, 8), 10)
+    assert digits8.name == "digits"
+    assert digits8.classes == [str(i) for i in range(10)]
+    sizes = digits8.sizes()
+    assert sum(sizes.values()) == 1797
+    assert sizes["test"] == 360 and sizes["val"] == 180  # ceil(0.2 N), ceil(0.1 N)
+    assert_stratified(digits8)
+
+
+def test_digits_resized_to_32():
+    d = load_digits(size=32, val_fraction=0.0)
+    assert_well_formed(d, (1, 32, 32), 10)
+    assert len(d.val[0]) == 0
+    assert_stratified(d)
+
+
+def test_digits_are_deterministic_per_seed(digits8):
+    assert_same(digits8, load_digits())
+    other = load_digits(seed=1)
+    assert not np.array_equal(other.test[1], digits8.test[1])
+    assert not np.array_equal(other.train[0], digits8.train[0])
+
+
+def test_digits_standardised_with_train_statistics_only(digits8):
+    raw = load_digits(normalize="none")
+    x_raw = raw.train[0].astype(np.float64)
+    mean, std = x_raw.mean(), x_raw.std()
+    assert digits8.normalization["mode"] == "standard"
+    np.testing.assert_allclose(digits8.normalization["shift"], [mean], rtol=1e-6)
+    np.testing.assert_allclose(digits8.normalization["scale"], [std], rtol=1e-6)
+    assert abs(digits8.train[0].mean()) < 1e-5 and abs(digits8.train[0].std() - 1) < 1e-5
+    # val/test use the train transform, not their own statistics.
+    for raw_split, split in ((raw.val, digits8.val), (raw.test, digits8.test)):
+        np.testing.assert_allclose(split[0], (raw_split[0] - mean) / std, rtol=1e-5, atol=1e-5)
+        assert abs(split[0].mean()) > 1e-4
+
+
+def test_digits_unit_and_none_ranges():
+    raw = load_digits(normalize="none")
+    assert raw.train[0].min() == 0.0 and raw.train[0].max() == 1.0  # 0..16 scaled to [0, 1]
+    unit = load_digits(normalize="unit", size=16)
+    assert unit.train[0].min() == 0.0 and unit.train[0].max() == pytest.approx(1.0)
+
+
+def test_digits_are_learnable(digits8):
+    assert accuracy_of_linear_model(digits8) > 0.9
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"size": 1}, "size=1 is invalid"),
+        ({"size": 8.0}, "size=8.0"),
+        (
+            {"normalize": "zscore"},
+            "normalize='zscore' is not a known mode; accepted: none, unit, standard",
+        ),
+        ({"val_fraction": 1.0}, "val_fraction=1.0 is invalid; accepted: 0 <= val_fraction < 1"),
+        ({"test_fraction": -0.1}, "test_fraction=-0.1"),
+        ({"val_fraction": 0.5, "test_fraction": 0.5}, "leaves no training data"),
+        ({"seed": -1}, "seed=-1 is invalid"),
+        ({"seed": 1.5}, "seed=1.5"),
+    ],
+)
+def test_digits_config_errors(kwargs, fragment):
+    with pytest.raises(ConfigError) as info:
+        load_digits(**kwargs)
+    assert fragment in str(info.value) and "digits" in str(info.value)
+
+
+# -- resizing -------------------------------------------------------------------------------
+def test_bilinear_resize_basics():
+    rng = np.random.default_rng(0)
+    x = rng.random((3, 2, 8, 8)).astype(np.float32)
+    np.testing.assert_array_equal(resize_bilinear(x, 8, 8), x)
+    const = np.full((2, 1, 5, 7), 3.5)
+    np.testing.assert_allclose(resize_bilinear(const, 13, 4), 3.5)
+    np.testing.assert_allclose(bilinear_matrix(8, 32).sum(axis=1), 1.0)
+    assert resize_bilinear(x, 32, 16).shape == (3, 2, 32, 16)
+    assert resize_bilinear(x, 32, 16).dtype == np.float32
+
+
+def test_bilinear_resize_matches_torch():
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(1).random((4, 3, 8, 8))
+    for h, w in [(32, 32), (5, 11), (8, 3)]:
+        expected = torch.nn.functional.interpolate(
+            torch.from_numpy(x), size=(h, w), mode="bilinear", align_corners=False
+        ).numpy()
+        np.testing.assert_allclose(resize_bilinear(x, h, w), expected, rtol=1e-5, atol=1e-6)
+
+
+# -- synthetic ------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("size", "channels", "num_classes"), [(8, 1, 2), (16, 3, 4), (32, 1, 10), (64, 2, 6)]
+)
+def test_synthetic_shapes_dtypes_balance(size, channels, num_classes):
+    d = load_synthetic(num_samples=600, size=size, channels=channels, num_classes=num_classes)
+    assert_well_formed(d, (channels, size, size), num_classes)
+    assert d.classes == list(PATTERNS)[:num_classes]
+    labels = np.concatenate([d.train[1], d.val[1], d.test[1]])
+    counts = np.bincount(labels, minlength=num_classes)
+    assert counts.max() - counts.min() <= 1  # balanced
+    assert_stratified(d)
+    assert d.sizes() == {"train": 420, "val": 60, "test": 120}
+
+
+def test_synthetic_binary_case():
+    d = load_synthetic(num_samples=100, num_classes=2)
+    assert set(np.unique(d.train[1])) == {0, 1}
+    assert d.classes == ["horizontal_bar", "vertical_bar"]
+
+
+def test_synthetic_is_deterministic_per_seed():
+    a = load_synthetic(num_samples=500, size=16, channels=3, seed=3)
+    assert_same(a, load_synthetic(num_samples=500, size=16, channels=3, seed=3))
+    b = load_synthetic(num_samples=500, size=16, channels=3, seed=4)
+    assert not np.array_equal(a.train[0], b.train[0])
+    assert not np.array_equal(a.test[1], b.test[1])
+
+
+def test_synthetic_noise_free_images_are_shapes_on_black():
+    d = load_synthetic(num_samples=200, size=16, noise=0.0, num_classes=10)
+    x = d.train[0]
+    assert x.min() == 0.0 and x.max() <= 1.0
+    on = (x > 0).mean(axis=(1, 2, 3))
+    assert on.min() > 0.01 and on.max() < 0.7  # every image shows a shape, none fills it
+
+
+def test_synthetic_noise_level():
+    d = load_synthetic(num_samples=200, size=32, noise=0.3, num_classes=2)
+    clean = load_synthetic(num_samples=200, size=32, noise=0.0, num_classes=2)
+    residual = d.train[0] - clean.train[0]
+    assert residual.std() == pytest.approx(0.3, rel=0.02)
+    assert abs(residual.mean()) < 0.01
+
+
+def test_synthetic_colour_is_a_random_tint():
+    d = load_synthetic(num_samples=200, size=16, channels=3, noise=0.0)
+    x = d.train[0]
+    peak = x.max(axis=(2, 3))  # per image and channel
+    assert not np.allclose(peak[:, 0], peak[:, 1])
+    # The shape is the same in every channel: only its brightness differs.
+    mask = x > 0
+    np.testing.assert_array_equal(mask[:, 0], mask[:, 1])
+
+
+@pytest.mark.parametrize(
+    ("size", "num_classes", "threshold"), [(8, 4, 0.7), (32, 4, 0.7), (16, 10, 0.5)]
+)
+def test_synthetic_is_learnable(size, num_classes, threshold):
+    d = load_synthetic(num_samples=1500, size=size, num_classes=num_classes)
+    assert accuracy_of_linear_model(d) > threshold  # chance is 1 / num_classes
+
+
+def test_synthetic_threads_do_not_change_the_numbers(monkeypatch):
+    import cnnx.data.synthetic as synthetic
+
+    a = load_synthetic(num_samples=3000, size=32, channels=2, num_classes=10)
+    monkeypatch.setattr(synthetic, "MAX_THREADS", 1)
+    assert_same(a, load_synthetic(num_samples=3000, size=32, channels=2, num_classes=10))
+
+
+@pytest.mark.slow
+def test_synthetic_scales_to_100k_images_of_64x64():
+    start = time.perf_counter()
+    d = load_synthetic(num_samples=100_000, size=64, num_classes=10)
+    elapsed = time.perf_counter() - start
+    assert d.sizes() == {"train": 70_000, "val": 10_000, "test": 20_000}
+    assert d.train[0].shape == (70_000, 1, 64, 64)
+    # ~2-4 s here (most of it first-touch page faults of the 1.6 GB array); generous for CI.
+    assert elapsed < 30, f"took {elapsed:.1f} s"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"num_classes": 1}, "num_classes=1 is invalid; accepted: an integer in [2, 10]"),
+        ({"num_classes": 11}, "num_classes=11"),
+        ({"size": 4}, "size=4 is invalid; accepted: an integer >= 8"),
+        ({"channels": 0}, "channels=0"),
+        ({"noise": -0.1}, "noise=-0.1"),
+        ({"num_samples": 1}, "num_samples=1"),
+        ({"num_samples": 10.5}, "num_samples=10.5"),
+        ({"test_fraction": 1.2}, "test_fraction=1.2"),
+    ],
+)
+def test_synthetic_config_errors(kwargs, fragment):
+    with pytest.raises(ConfigError) as info:
+        load_synthetic(**kwargs)
+    assert fragment in str(info.value) and "synthetic" in str(info.value)
+
+
+def test_synthetic_too_small_to_stratify():
+    with pytest.raises(DataError, match="cannot split 10 samples of 4 classes"):
+        load_synthetic(num_samples=10, num_classes=4)
+
+
+# -- splitting ------------------------------------------------------------------------------
+def test_stratified_split_partitions_the_data():
+    y = np.repeat(np.arange(3), [50, 30, 20])
+    x = np.arange(100, dtype=np.float32).reshape(100, 1, 1, 1)
+    (xt, yt), (xv, yv), (xs, ys) = stratified_split(x, y, 0.1, 0.2, seed=7)
+    assert (len(yt), len(yv), len(ys)) == (70, 10, 20)
+    ids = np.concatenate([xt, xv, xs]).ravel().astype(int)
+    assert sorted(ids) == list(range(100))  # disjoint and complete
+    np.testing.assert_array_equal(np.bincount(ys), [10, 6, 4])
+    np.testing.assert_array_equal(np.bincount(yv), [5, 3, 2])
+    np.testing.assert_array_equal(y[ids], np.concatenate([yt, yv, ys]))  # rows stay paired
+
+
+def test_stratified_indices_zero_fractions_and_seeds():
+    y = np.arange(40) % 2
+    train, val, test = stratified_indices(y, 0.0, 0.0, seed=0)
+    assert len(train) == 40 and len(val) == len(test) == 0
+    a = stratified_indices(y, 0.25, 0.25, seed=0)
+    b = stratified_indices(y, 0.25, 0.25, seed=0)
+    c = stratified_indices(y, 0.25, 0.25, seed=1)
+    assert all(np.array_equal(u, v) for u, v in zip(a, b, strict=True))
+    assert not np.array_equal(a[2], c[2])
+
+
+def test_split_with_a_singleton_class_is_a_data_error():
+    y = np.array([0] * 20 + [1])
+    with pytest.raises(DataError, match="least populated class"):
+        stratified_indices(y, 0.1, 0.2, seed=0, source="dataset toy")
+
+
+def test_data_splits_rejects_inconsistent_shapes():
+    ok = (np.zeros((2, 1, 4, 4), np.float32), np.zeros(2, np.int64))
+    with pytest.raises(DataError, match="val split"):
+        DataSplits(
+            ok,
+            (np.zeros((2, 1, 5, 5), np.float32), np.zeros(2, np.int64)),
+            ok,
+            ["a", "b"],
+            (1, 4, 4),
+            "toy",
+        )
+
+
+# -- validation helper ----------------------------------------------------------------------
+def test_check_dataset_converts_without_copying_float32():
+    x = np.zeros((4, 1, 2, 2), np.float32)
+    y = np.array([0, 1, 0, 1])
+    x2, y2 = check_dataset(x, y, "toy")
+    assert x2 is x and y2.dtype == np.int64
+    x3, y3 = check_dataset(x.astype(np.uint8), np.array([0.0, 1.0, 1.0, 0.0]), "toy")
+    assert x3.dtype == np.float32 and y3.dtype == np.int64
+    _, y4 = check_dataset(x, y[:, None], "toy")  # a column vector of labels
+    assert y4.shape == (4,)
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "fragment"),
+    [
+        (np.zeros((0, 1, 2, 2)), np.zeros(0, int), "x is empty"),
+        (np.zeros((3, 1, 2, 2)), np.array([0, 1]), "x has 3 samples but y has 2 labels"),
+        (np.full((2, 1, 2, 2), np.nan), np.array([0, 1]), "x contains 8 NaN or infinite values"),
+        (
+            np.array([np.inf, 0, 0, 0]).reshape(1, 1, 2, 2).repeat(2, 0),
+            np.array([0, 1]),
+            "2 NaN or infinite",
+        ),
+        (np.full((2, 1, 2, 2), 1e39), np.array([0, 1]), "beyond float32 range"),
+        (np.zeros((2, 1, 2, 2)), np.array([0.0, 0.5]), "non-integer labels such as 0.5"),
+        (np.zeros((2, 1, 2, 2)), np.array([0.0, np.nan]), "non-integer labels"),
+        (np.zeros((2, 1, 2, 2)), np.array(["cat", "dog"]), "y has dtype <U3"),
+        (np.zeros((2, 1, 2, 2)), np.array([1, 1]), "a single class (1)"),
+        (np.zeros((2, 1, 2, 2)), np.array([-1, 1]), "negative label -1"),
+        (np.zeros((2, 1, 2, 2)), np.array([[0, 1], [1, 0]]), "y has shape (2, 2)"),
+        (np.zeros((2, 4)), np.array([0, 1]), "x has shape (2, 4); expected 4 dimensions"),
+        (np.array([["a"]] * 2), np.array([0, 1]), "x has dtype <U1"),
+    ],
+)
+def test_check_dataset_errors(x, y, fragment):
+    with pytest.raises(DataError) as info:
+        check_dataset(x, y, "dataset 'toy'")
+    message = str(info.value)
+    assert message.startswith("dataset 'toy': ") and fragment in message and "\n" not in message
+
+
+# -- npz ------------------------------------------------------------------------------------
+def make_images(n=60, shape=(1, 6, 6), classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % classes
+    x = (rng.random((n, *shape)) + y[:, None, None, None]).astype(np.float32)
+    return x, y
+
+
+def test_npz_nchw_round_trip(tmp_path):
+    x, y = make_images(shape=(3, 5, 7))
+    np.savez(tmp_path / "mine.npz", x=x, y=y)
+    d = load_npz(tmp_path / "mine.npz")
+    assert_well_formed(d, (3, 5, 7), 3)
+    assert d.name == "npz:mine.npz" and d.classes == ["0", "1", "2"]
+    assert d.sizes() == {"train": 42, "val": 6, "test": 12}
+    assert_stratified(d)
+    # Rows are untouched (normalize="none") and still paired with their labels.
+    for xs, ys in (d.train, d.val, d.test):
+        for img, label in zip(xs, ys, strict=True):
+            match = np.flatnonzero((x == img).all(axis=(1, 2, 3)))
+            assert len(match) == 1 and y[match[0]] == label
+    assert_same(d, load_npz(str(tmp_path / "mine.npz")))
+    assert not np.array_equal(load_npz(tmp_path / "mine.npz", seed=5).test[1], d.test[1])
+
+
+def test_npz_grayscale_float_labels_and_class_names(tmp_path):
+    x, y = make_images()
+    np.savez_compressed(
+        tmp_path / "gray.npz",
+        x=x[:, 0].astype(np.float64),
+        y=y.astype(np.float32),
+        classes=np.array(["cat", "dog", "emu"]),
+    )
+    d = load_npz(tmp_path / "gray.npz", val_fraction=0.0, test_fraction=0.5)
+    assert_well_formed(d, (1, 6, 6), 3)
+    assert d.classes == ["cat", "dog", "emu"]
+    assert len(d.val[0]) == 0 and len(d.test[0]) == 30
+
+
+def test_npz_standard_normalisation_uses_train_only(tmp_path):
+    x, y = make_images(n=90, shape=(2, 4, 4))
+    x[:, 1] *= 10
+    np.savez(tmp_path / "n.npz", x=x, y=y)
+    raw = load_npz(tmp_path / "n.npz")
+    d = load_npz(tmp_path / "n.npz", normalize="standard")
+    mean = raw.train[0].astype(np.float64).mean(axis=(0, 2, 3))
+    std = raw.train[0].astype(np.float64).std(axis=(0, 2, 3))
+    np.testing.assert_allclose(d.normalization["shift"], mean, rtol=1e-6)
+    np.testing.assert_allclose(d.train[0].mean(axis=(0, 2, 3)), 0, atol=1e-5)
+    np.testing.assert_allclose(d.train[0].std(axis=(0, 2, 3)), 1, atol=1e-5)
+    expected = (raw.test[0] - mean[:, None, None]) / std[:, None, None]
+    np.testing.assert_allclose(d.test[0], expected, rtol=1e-5, atol=1e-5)
+    unit = load_npz(tmp_path / "n.npz", normalize="unit")
+    assert unit.train[0].min() == 0.0 and unit.train[0].max() == pytest.approx(1.0)
+
+
+def test_npz_with_its_own_splits(tmp_path):
+    x, y = make_images(n=90)
+    np.savez(tmp_path / "s.npz", x_train=x[:60], y_train=y[:60], x_test=x[60:], y_test=y[60:])
+    d = load_npz(tmp_path / "s.npz", val_fraction=0.25, test_fraction=0.5)
+    np.testing.assert_array_equal(d.test[0], x[60:])  # test kept as given, test_fraction ignored
+    assert d.sizes() == {"train": 45, "val": 15, "test": 30}
+    np.savez(
+        tmp_path / "v.npz",
+        x_train=x[:60],
+        y_train=y[:60],
+        x_val=x[60:70],
+        y_val=y[60:70],
+        x_test=x[70:],
+        y_test=y[70:],
+    )
+    d = load_npz(tmp_path / "v.npz")
+    assert d.sizes() == {"train": 60, "val": 10, "test": 20}
+    np.testing.assert_array_equal(d.val[1], y[60:70])
+
+
+def write_npz(tmp_path, **arrays):
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+X, Y = make_images()
+NPZ_ERRORS = [
+    (lambda p: p / "nowhere.npz", "not found"),
+    (lambda p: p, "is a directory"),
+    (
+        lambda p: _write_bytes(p / "junk.npz", b"this is not a zip file"),
+        "not a readable .npz archive",
+    ),
+    (lambda p: _truncated(p), "bad.npz"),
+    (lambda p: _npy(p), "holds a single array (.npy format)"),
+    (
+        lambda p: write_npz(p, images=X, labels=Y),
+        "missing arrays 'x' and 'y'; found 'images', 'labels'",
+    ),
+    (lambda p: write_npz(p, x=X), "missing array 'y'; found 'x'"),
+    (lambda p: write_npz(p, x=X, y=Y[:-1]), "x has 60 samples but y has 59 labels"),
+    (
+        lambda p: write_npz(p, x=X[:, 0, 0], y=Y),
+        "'x' has shape (60, 6); expected (N, C, H, W) or (N, H, W)",
+    ),
+    (lambda p: write_npz(p, x=X[:, None], y=Y), "has shape (60, 1, 1, 6, 6)"),
+    (
+        lambda p: write_npz(p, x=np.where(np.arange(60)[:, None, None, None] == 3, np.nan, X), y=Y),
+        "NaN or infinite",
+    ),
+    (lambda p: write_npz(p, x=X * np.inf, y=Y), "NaN or infinite"),
+    (lambda p: write_npz(p, x=X, y=Y + 0.5), "non-integer labels such as 0.5"),
+    (lambda p: write_npz(p, x=X, y=Y.astype(str)), "y has dtype <U"),
+    (lambda p: write_npz(p, x=X, y=np.zeros(60, int)), "single class"),
+    (lambda p: write_npz(p, x=X[:0], y=Y[:0]), "x is empty"),
+    (lambda p: write_npz(p, x=X, y=np.array([object()] * 60)), "need pickle"),
+    (
+        lambda p: write_npz(p, x=X, y=Y, classes=np.array(["a", "b"])),
+        "names 2 classes but labels go up to 2",
+    ),
+    (
+        lambda p: write_npz(p, x=X, y=Y, classes=np.arange(3)),
+        "'classes' has shape (3,) and dtype int64",
+    ),
+    (
+        lambda p: write_npz(p, x_train=X, y_train=Y, x_test=X[:, :, :5], y_test=Y),
+        "splits have different image shapes",
+    ),
+    (
+        lambda p: write_npz(p, x_train=X, y_train=Y, x_test=X, y_test=Y[:3]),
+        "('x_test', 'y_test'): x has 60 samples",
+    ),
+]
+
+
+def _write_bytes(path, data):
+    path.write_bytes(data)
+    return path
+
+
+def _truncated(tmp_path):
+    path = write_npz(tmp_path, x=X, y=Y)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def _npy(tmp_path):
+    path = tmp_path / "arr.npz"
+    with open(path, "wb") as f:
+        np.save(f, X)
+    return path
+
+
+@pytest.mark.parametrize(("make", "fragment"), NPZ_ERRORS, ids=[f for _, f in NPZ_ERRORS])
+def test_npz_data_errors(tmp_path, make, fragment):
+    path = make(tmp_path)
+    with pytest.raises(DataError) as info:
+        load_npz(path)
+    message = str(info.value)
+    assert fragment in message
+    assert str(path.resolve()) in message  # names the file
+    assert "\n" not in message
+
+
+def test_npz_config_errors(tmp_path):
+    path = write_npz(tmp_path, x=X, y=Y)
+    with pytest.raises(ConfigError, match="normalize='minmax'"):
+        load_npz(path, normalize="minmax")
+    with pytest.raises(ConfigError, match="val_fraction=-1"):
+        load_npz(path, val_fraction=-1)
