@@ -1,0 +1,201 @@
+"""Entry-point discovery for layers, losses, optimizers, schedulers and datasets.
+
+Built-ins register exactly as third-party plugins do, through ``[project.entry-points]``.
+Discovery is lazy (nothing is imported until a name is used), so a plugin that fails to
+import, or two distributions claiming one name, break only that name — with an error naming
+the distributions involved — never cnnx or the other plugins.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import cache
+from importlib import metadata
+from typing import Any
+
+from cnnx.errors import ConfigError, PluginError
+
+#: config word → entry-point group
+GROUPS = {
+    "layer": "cnnx.layers",
+    "loss": "cnnx.losses",
+    "optimizer": "cnnx.optimizers",
+    "scheduler": "cnnx.schedulers",
+    "dataset": "cnnx.datasets",
+}
+
+
+@dataclass(frozen=True)
+class Component:
+    """One registered name: where it comes from, and (once loaded) what it is."""
+
+    kind: str
+    name: str
+    value: str
+    distribution: str
+    version: str
+
+    @property
+    def origin(self) -> str:
+        return f"{self.distribution} {self.version}"
+
+
+class Registry:
+    def __init__(self, kind: str):
+        if kind not in GROUPS:
+            raise ValueError(f"unknown component kind {kind!r}; expected one of {sorted(GROUPS)}")
+        self.kind = kind
+        self.group = GROUPS[kind]
+
+    # -- discovery -------------------------------------------------------------------------
+    def claims(self) -> dict[str, list[Component]]:
+        """Every name with all the distributions that register it (more than one = conflict)."""
+        return _discover(self.group, self.kind)
+
+    def names(self) -> list[str]:
+        return sorted(self.claims())
+
+    def component(self, name: str, where: str | None = None) -> Component:
+        claims = self.claims()
+        if name not in claims:
+            raise PluginError(self._unknown_message(name, where, claims))
+        found = claims[name]
+        if len(found) > 1:
+            owners = " and ".join(sorted(c.origin for c in found))
+            raise PluginError(
+                f"{self.kind} {name!r}{_at(where)} is registered by more than one distribution "
+                f"({owners}); uninstall one of them"
+            )
+        return found[0]
+
+    def get(self, name: str, where: str | None = None) -> Any:
+        """The registered object (class or function) for ``name``, imported on first use."""
+        if not isinstance(name, str):
+            raise ConfigError(
+                f"{self.kind} type{_at(where)} must be a name (string), got {name!r}; "
+                f"available: {', '.join(self.names())}"
+            )
+        return _load(self.component(name, where))
+
+    def create(self, name: str, options: Mapping[str, Any], config_key: str, /, **context: Any) -> Any:
+        """Call the registered factory with ``options``, checking option names first.
+
+        ``context`` holds arguments the caller supplies (e.g. ``named_parameters`` for an
+        optimizer); they are not user options, so they never appear in error messages.
+        """
+        factory = self.get(name, config_key)
+        check_options(factory, options, config_key, f"{self.kind} {name!r}", supplied=set(context))
+        try:
+            return factory(**context, **options)
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, ConfigError) or type(exc).__module__.startswith("cnnx"):
+                raise
+            raise ConfigError(f"invalid options at {config_key} for {self.kind} {name!r}: {exc}") from exc
+
+    def _unknown_message(self, name: str, where: str | None, claims: dict[str, list[Component]]) -> str:
+        by_origin: dict[str, list[str]] = {}
+        for n, comps in sorted(claims.items()):
+            for comp in comps:
+                by_origin.setdefault(comp.origin, []).append(n)
+        available = "; ".join(f"{', '.join(ns)} (from {origin})" for origin, ns in by_origin.items())
+        return f"unknown {self.kind} type {name!r}{_at(where)}; available: {available or 'none installed'}"
+
+
+def check_options(
+    factory: Callable[..., Any],
+    options: Mapping[str, Any],
+    where: str,
+    what: str,
+    supplied: set[str] = frozenset(),  # type: ignore[assignment]
+) -> None:
+    """Reject unknown and missing option names with the config key and the accepted names."""
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    accepted = [
+        n for n, p in params.items()
+        if n not in supplied and n != "self"
+        and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    ]
+    for key in options:
+        if key not in accepted:
+            raise ConfigError(
+                f"unknown option {where}.{key} for {what}; accepted: {', '.join(accepted) or 'none'}"
+            )
+    for n in accepted:
+        p = params[n]
+        if p.default is inspect.Parameter.empty and n not in options:
+            raise ConfigError(f"missing option {where}.{n} for {what}; required: {n}")
+
+
+def _at(where: str | None) -> str:
+    return f" at {where}" if where else ""
+
+
+@cache
+def _discover(group: str, kind: str) -> dict[str, list[Component]]:
+    claims: dict[str, list[Component]] = {}
+    seen: set[tuple[str, str, str]] = set()
+    for ep in metadata.entry_points(group=group):
+        dist = ep.dist
+        dist_name = dist.metadata["Name"] if dist is not None else "unknown distribution"
+        version = dist.version if dist is not None else "?"
+        # The same distribution can be visible twice (e.g. an editable install next to a
+        # leftover egg-info); that is one claim, not a conflict.
+        key = (ep.name, ep.value, _normalise(dist_name))
+        if key in seen:
+            continue
+        seen.add(key)
+        claims.setdefault(ep.name, []).append(Component(kind, ep.name, ep.value, dist_name, version))
+    return claims
+
+
+def _normalise(dist_name: str) -> str:
+    return dist_name.lower().replace("_", "-")
+
+
+@cache
+def _load(component: Component) -> Any:
+    try:
+        obj = metadata.EntryPoint(component.name, component.value, GROUPS[component.kind]).load()
+    except Exception as exc:  # any failure of a plugin's import must stay the plugin's
+        raise PluginError(
+            f"{component.kind} {component.name!r} from distribution {component.origin} failed to "
+            f"import ({component.value}): {type(exc).__name__}: {exc}"
+        ) from exc
+    if not callable(obj):
+        raise PluginError(
+            f"{component.kind} {component.name!r} from distribution {component.origin} points at "
+            f"{component.value}, which is not a class or function"
+        )
+    return obj
+
+
+def refresh() -> None:
+    """Forget discovered entry points (after installing a plugin in a running process)."""
+    _discover.cache_clear()
+    _load.cache_clear()
+
+
+layers = Registry("layer")
+losses = Registry("loss")
+optimizers = Registry("optimizer")
+schedulers = Registry("scheduler")
+datasets = Registry("dataset")
+
+
+def installed_components() -> list[Component]:
+    """Every registered component of every group, conflicts included, sorted for listing."""
+    found = [c for reg in (layers, losses, optimizers, schedulers, datasets)
+             for comps in reg.claims().values() for c in comps]
+    return sorted(found, key=lambda c: (c.kind, c.name, c.distribution))
+
+
+def plugin_distributions() -> dict[str, str]:
+    """Distribution name → version for everything that registers a cnnx component."""
+    return {c.distribution: c.version for c in installed_components()}

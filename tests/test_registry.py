@@ -1,0 +1,96 @@
+"""Entry-point discovery through real distribution metadata written to a tmp dir."""
+
+import sys
+import textwrap
+
+import pytest
+
+from cnnx import registry
+from cnnx.errors import ConfigError, PluginError
+
+
+def install_fake_distribution(root, name, version, entry_points, module=None, source=""):
+    """A minimal installed distribution (dist-info + module) that importlib.metadata finds."""
+    dist_info = root / f"{name.replace('-', '_')}-{version}.dist-info"
+    dist_info.mkdir(parents=True)
+    (dist_info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    (dist_info / "entry_points.txt").write_text(textwrap.dedent(entry_points))
+    if module:
+        (root / f"{module}.py").write_text(textwrap.dedent(source))
+
+
+@pytest.fixture
+def plugin_path(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry.refresh()
+    yield tmp_path
+    registry.refresh()
+    for mod in [m for m in sys.modules if m.startswith("fakeplug")]:
+        del sys.modules[mod]
+
+
+def test_builtins_are_registered_through_entry_points():
+    assert {"conv2d", "dense", "maxpool2d", "residual", "batchnorm2d"} <= set(registry.layers.names())
+    assert {"sgd", "adam", "adamw", "rmsprop"} <= set(registry.optimizers.names())
+    assert {"cross_entropy", "bce", "mse"} <= set(registry.losses.names())
+    assert {"digits", "synthetic", "npz"} <= set(registry.datasets.names())
+    assert registry.layers.component("conv2d").distribution == "cnnx"
+
+
+def test_unknown_name_lists_available_names_and_distribution():
+    with pytest.raises(PluginError) as info:
+        registry.layers.get("conv3d", "model.layers.c1")
+    message = str(info.value)
+    assert "unknown layer type 'conv3d' at model.layers.c1" in message
+    assert "conv2d" in message and "(from cnnx " in message
+    assert "\n" not in message
+
+
+def test_plugin_from_another_distribution_is_found(plugin_path):
+    install_fake_distribution(
+        plugin_path, "fakeplug-ok", "1.2.3",
+        "[cnnx.losses]\nfake_loss = fakeplug_ok:FakeLoss\n",
+        "fakeplug_ok", "class FakeLoss:\n    def __init__(self, scale=1.0):\n        self.scale = scale\n",
+    )
+    component = registry.losses.component("fake_loss")
+    assert (component.distribution, component.version) == ("fakeplug-ok", "1.2.3")
+    assert registry.losses.create("fake_loss", {"scale": 2.0}, "loss").scale == 2.0
+    assert "fakeplug-ok" in registry.plugin_distributions()
+
+
+def test_two_distributions_claiming_one_name_is_an_error_naming_both(plugin_path):
+    for dist in ("fakeplug-a", "fakeplug-b"):
+        install_fake_distribution(plugin_path, dist, "0.1", "[cnnx.layers]\ntwin = somewhere:Twin\n")
+    with pytest.raises(PluginError, match="fakeplug-a 0.1 and fakeplug-b 0.1"):
+        registry.layers.get("twin", "model.layers.x")
+    # The conflict breaks only that name.
+    assert registry.layers.get("conv2d") is not None
+
+
+def test_broken_plugin_breaks_only_its_own_name(plugin_path):
+    install_fake_distribution(
+        plugin_path, "fakeplug-broken", "0.2",
+        "[cnnx.layers]\nbroken = fakeplug_broken:Broken\n",
+        "fakeplug_broken", "import a_module_that_does_not_exist\n",
+    )
+    with pytest.raises(PluginError) as info:
+        registry.layers.get("broken", "model.layers.b")
+    message = str(info.value)
+    assert "fakeplug-broken 0.2" in message and "a_module_that_does_not_exist" in message
+    assert "broken" in registry.layers.names()
+    assert registry.layers.get("dense") is not None
+
+
+def test_create_rejects_unknown_and_missing_options_naming_the_key():
+    with pytest.raises(ConfigError, match=r"unknown option optimizer\.lrr for optimizer 'sgd'; accepted: lr"):
+        registry.optimizers.create("sgd", {"lrr": 0.1}, "optimizer", named_parameters=[])
+    with pytest.raises(ConfigError, match=r"missing option model\.layers\.c1\.out_channels"):
+        registry.layers.create("conv2d", {"kernel_size": 3}, "model.layers.c1")
+
+
+def test_plugins_listing_shows_group_name_distribution_and_version():
+    from cnnx.plugins import format_table
+
+    table = format_table()
+    assert "cnnx.layers" in table and "conv2d" in table and "cnnx" in table
+    assert "cnnx.engine.layers.conv:Conv2D" in table
