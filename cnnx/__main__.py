@@ -1,0 +1,5 @@
+import sys
+
+from cnnx.cli import main
+
+sys.exit(main())

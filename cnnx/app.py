@@ -1,0 +1,144 @@
+"""The Hydra application: compose → build through the registry → train → track.
+
+``run(cfg)`` is the whole job and returns the sweep objective; ``task`` is its Hydra entry,
+which ``cnnx.cli`` wraps so that errors reach the user as one line.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import hydra
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from cnnx import registry
+from cnnx.config_schema import register as register_schema
+from cnnx.engine.model import Model, build_model
+from cnnx.errors import ConfigError
+from cnnx.training.console import ConsoleLogger
+from cnnx.training.early_stopping import EarlyStopping
+from cnnx.training.trainer import Trainer
+
+register_schema()
+
+
+def _options(section: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in section.items() if k != "type"}
+
+
+def _component_type(section: Any, key: str, components: registry.Registry) -> str:
+    if not isinstance(section, dict) or "type" not in section:
+        raise ConfigError(
+            f"{key} needs a 'type' naming a registered {components.kind}; available: "
+            f"{', '.join(components.names())}"
+        )
+    return section["type"]
+
+
+def check_output_size(model: Model, num_classes: int, loss_type: str) -> None:
+    """Fail before training when the last layer cannot produce one score per class."""
+    out = model.output_shape
+    last = next(reversed(model.layers))
+    binary_ok = num_classes == 2 and out == (1,)
+    if len(out) != 1 or (out[0] != num_classes and not binary_ok):
+        expected = "1 (binary) or 2" if num_classes == 2 else str(num_classes)
+        raise ConfigError(
+            f"model.layers.{last} outputs shape {out}, but dataset has {num_classes} classes; "
+            f"expected {expected} outputs (set the last dense layer's out_features)"
+        )
+    if loss_type == "bce" and out != (1,):
+        raise ConfigError(f"loss bce needs one output per sample, model.layers.{last} gives {out}")
+
+
+def build_run(config: dict[str, Any], callbacks: list | None = None):
+    """Everything a run needs, built and validated; nothing is trained or logged yet."""
+    seed = config["seed"]
+    model_seq, _ = np.random.SeedSequence([seed, 0]).spawn(2)
+    dataset_cfg = config["dataset"]
+    data = registry.datasets.create(_component_type(dataset_cfg, "dataset", registry.datasets),
+                                    _options(dataset_cfg), "dataset")
+    model = build_model(config["model"]["layers"], data.input_shape, rng=np.random.default_rng(model_seq))
+    loss_cfg = config["loss"]
+    loss_type = _component_type(loss_cfg, "loss", registry.losses)
+    loss = registry.losses.create(loss_type, _options(loss_cfg), "loss")
+    check_output_size(model, data.num_classes, loss_type)
+    opt_cfg = config["optimizer"]
+    optimizer = registry.optimizers.create(
+        _component_type(opt_cfg, "optimizer", registry.optimizers), _options(opt_cfg), "optimizer",
+        named_parameters=list(model.named_parameters()),
+    )
+    trainer_cfg = config["trainer"]
+    sched_cfg = config["scheduler"]
+    sched_type = _component_type(sched_cfg, "scheduler", registry.schedulers)
+    # Option names are checked now; the scheduler itself needs the number of steps per epoch.
+    registry.check_options(registry.schedulers.get(sched_type, "scheduler"), _options(sched_cfg),
+                           "scheduler", f"scheduler {sched_type!r}",
+                           supplied={"optimizer", "epochs", "steps_per_epoch"})
+
+    def make_scheduler(steps_per_epoch: int):
+        return registry.schedulers.create(
+            sched_type, _options(sched_cfg), "scheduler",
+            optimizer=optimizer, epochs=trainer_cfg["epochs"], steps_per_epoch=steps_per_epoch,
+        )
+
+    callbacks = [ConsoleLogger(), *(callbacks or [])]
+    stopping = trainer_cfg["early_stopping"]
+    if stopping["enabled"]:
+        callbacks.insert(0, EarlyStopping(**{k: v for k, v in stopping.items() if k != "enabled"}))
+    trainer = Trainer(
+        model, loss, optimizer,
+        epochs=trainer_cfg["epochs"], batch_size=trainer_cfg["batch_size"], seed=seed,
+        scheduler_factory=make_scheduler, callbacks=callbacks,
+        max_shift=trainer_cfg["augment"]["max_shift"],
+        eval_batch_size=trainer_cfg["eval_batch_size"], progress=trainer_cfg["progress"],
+    )
+    return data, trainer
+
+
+def run_name_from_overrides(overrides: list[str], config: dict[str, Any]) -> str:
+    """``conv1.out_channels=16,lr=0.1``: what distinguishes this run, readable in MLflow's list."""
+    shown = []
+    for override in overrides:
+        key, _, value = override.lstrip("+~").partition("=")
+        if key in ("experiment", "tracking.uri", "hydra.run.dir", "hydra.sweep.dir") or key.startswith("hydra"):
+            continue
+        parts = key.split(".")
+        short = ".".join(parts[-2:]) if parts[0] == "model" else parts[-1]
+        shown.append(f"{short}={value}")
+    return ",".join(shown) if shown else f"{config['model']['name']}-seed{config['seed']}"
+
+
+def _tracker(config: dict[str, Any], cfg: DictConfig, overrides: list[str]):
+    from cnnx.tracking.mlflow_tracker import MlflowTracker
+    from cnnx.tracking.tags import run_tags
+
+    tracking = config["tracking"]
+    return MlflowTracker(
+        experiment_name=tracking["experiment_name"] or config["experiment_name"],
+        config=config,
+        config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
+        run_name=tracking["run_name"] or run_name_from_overrides(overrides, config),
+        tracking_uri=tracking["uri"],
+        tags=run_tags(),
+        log_kernels=tracking["log_kernels"],
+        log_weights=tracking["log_weights"],
+    )
+
+
+def run(cfg: DictConfig, overrides: list[str] | None = None) -> float:
+    config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    callbacks = [_tracker(config, cfg, overrides or [])] if config["tracking"]["enabled"] else []
+    data, trainer = build_run(config, callbacks)
+    trainer.fit(data)
+    objective = trainer.objective(config["trainer"]["monitor"])
+    print(f"{config['trainer']['monitor']} (best epoch) = {objective:.4f}", file=sys.stderr)
+    return objective
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def task(cfg: DictConfig) -> float:
+    from hydra.core.hydra_config import HydraConfig
+
+    return run(cfg, list(HydraConfig.get().overrides.task))

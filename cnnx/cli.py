@@ -1,0 +1,73 @@
+"""`cnnx` / `python -m cnnx`: the Hydra app, with user errors reported as one line.
+
+Hydra prints composition errors over several lines (and user errors raised in the task as
+tracebacks). With ``HYDRA_FULL_ERROR`` set it re-raises them instead, so they arrive here and
+become ``cnnx: error: <one line naming the key and what is accepted>`` with exit code 2.
+Anything else is a bug in cnnx or a plugin, and keeps its full traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+EXIT_USAGE = 2
+
+
+def one_line(error: BaseException) -> str | None:
+    """The user-facing sentence for an error caused by input, or None for a bug."""
+    from hydra.errors import HydraException, MissingConfigException
+    from omegaconf.errors import (
+        ConfigAttributeError, ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException,
+        ValidationError,
+    )
+
+    from cnnx.errors import CnnxError
+
+    if isinstance(error, CnnxError):
+        return " ".join(str(error).split("\n"))
+    if isinstance(error, MissingConfigException):
+        first = str(error).splitlines()[0]
+        return f"{first}; available: {', '.join(error.options)}" if error.options else first
+    cause = error.__cause__ if isinstance(error, HydraException) else error
+    if isinstance(cause, OmegaConfBaseException):
+        key = getattr(cause, "full_key", None) or getattr(cause, "key", None) or "?"
+        if isinstance(cause, MissingMandatoryValue):
+            return f"missing value for {key}; set it, e.g. {key}=..."
+        if isinstance(cause, ValidationError):
+            reason = str(cause.msg).splitlines()[0] if cause.msg else "invalid value"
+            return f"invalid value for {key}: {reason}"
+        if isinstance(cause, (ConfigKeyError, ConfigAttributeError)):
+            parent = getattr(cause, "parent_node", None)
+            accepted = ", ".join(str(k) for k in parent.keys()) if parent is not None else "?"
+            return f"unknown config key {key}; accepted keys here: {accepted}"
+        return " ".join(str(cause).split("\n"))
+    if isinstance(error, HydraException):
+        return " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["plugins"]:
+        from cnnx.plugins import main as plugins_main
+
+        return plugins_main(argv[1:])
+
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    from cnnx.app import task
+
+    sys.argv = [sys.argv[0], *argv]
+    try:
+        task()
+    except Exception as error:  # noqa: BLE001 — sorted into user errors and bugs below
+        message = one_line(error)
+        if message is None:
+            raise
+        print(f"cnnx: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

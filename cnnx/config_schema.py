@@ -1,0 +1,74 @@
+"""Structured configs: Hydra validates every composed run against these before training.
+
+Groups whose options depend on the chosen plugin (model layers, dataset, optimizer, loss,
+scheduler) are open mappings here; their option names are checked against the plugin's own
+signature when it is built, still before training starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    layers: dict[str, Any] = MISSING
+
+
+@dataclass
+class EarlyStoppingConfig:
+    enabled: bool = False
+    monitor: str = "val_loss"
+    mode: str = "auto"
+    patience: int = 5
+    min_delta: float = 0.0
+    restore_best: bool = True
+
+
+@dataclass
+class AugmentConfig:
+    max_shift: int = 0
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 10
+    batch_size: int = 64
+    eval_batch_size: int = 512
+    monitor: str = "val_acc"
+    progress: Optional[bool] = None
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+
+
+@dataclass
+class TrackingConfig:
+    enabled: bool = True
+    uri: Optional[str] = None
+    experiment_name: Optional[str] = None
+    run_name: Optional[str] = None
+    log_kernels: bool = True
+    log_weights: bool = True
+
+
+@dataclass
+class CnnxConfig:
+    experiment_name: str = "cnnx"
+    seed: int = 0
+    model: ModelConfig = MISSING
+    dataset: dict[str, Any] = MISSING
+    optimizer: dict[str, Any] = MISSING
+    loss: dict[str, Any] = MISSING
+    scheduler: dict[str, Any] = field(default_factory=lambda: {"type": "constant"})
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+def register() -> None:
+    store = ConfigStore.instance()
+    store.store(name="cnnx_schema", node=CnnxConfig)

@@ -1,0 +1,28 @@
+"""Trainer hooks. The trainer knows nothing of MLflow: tracking is one of these callbacks."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cnnx.training.trainer import Trainer
+
+
+class Callback:
+    def on_fit_start(self, trainer: Trainer) -> None:
+        """Everything is built and the first epoch is about to start."""
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
+        """``epoch`` counts from 1; ``metrics`` holds that epoch's train/val figures."""
+
+    def on_fit_end(self, trainer: Trainer, test_metrics: dict[str, float]) -> None:
+        """Training finished normally; ``test_metrics`` is empty without a test split."""
+
+    def on_fit_error(self, trainer: Trainer, error: BaseException) -> None:
+        """Training stopped by an exception (``KeyboardInterrupt`` included); it is re-raised."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from cnnx.errors import ConfigError
+from cnnx.training.callbacks import Callback
+
+if TYPE_CHECKING:
+    from cnnx.training.trainer import Trainer
+
+
+class EarlyStopping(Callback):
+    """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs.
+
+    With ``restore_best`` the model ends with the weights of its best epoch, as Keras'
+    ``EarlyStopping(restore_best_weights=True)`` does, so test metrics describe that model.
+    """
+
+    def __init__(self, monitor: str = "val_loss", mode: str = "auto", patience: int = 5,
+                 min_delta: float = 0.0, restore_best: bool = True):
+        if mode == "auto":
+            mode = "max" if monitor.endswith("acc") else "min"
+        if mode not in ("min", "max"):
+            raise ConfigError(f"trainer.early_stopping.mode must be min, max or auto, got {mode!r}")
+        if patience < 1:
+            raise ConfigError(f"trainer.early_stopping.patience must be ≥ 1, got {patience}")
+        self.monitor, self.mode, self.patience = monitor, mode, patience
+        self.min_delta, self.restore_best = abs(min_delta), restore_best
+        self.best = -math.inf if mode == "max" else math.inf
+        self.best_epoch = 0
+        self.wait = 0
+        self._best_weights: dict | None = None
+
+    def _improved(self, value: float) -> bool:
+        if self.mode == "max":
+            return value > self.best + self.min_delta
+        return value < self.best - self.min_delta
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
+        if self.monitor not in metrics:
+            raise ConfigError(
+                f"trainer.early_stopping.monitor={self.monitor!r} is not a metric; "
+                f"available: {', '.join(sorted(metrics))}"
+            )
+        value = metrics[self.monitor]
+        if self._improved(value):
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            if self.restore_best:
+                self._best_weights = trainer.model.state_dict()
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            trainer.stop_training = True
+            trainer.log(f"early stopping at epoch {epoch}: {self.monitor} has not improved "
+                        f"since epoch {self.best_epoch} ({self.best:.4f})")
+            if self._best_weights is not None:
+                trainer.model.load_state_dict(self._best_weights)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.best_epoch, self.wait = state["best"], state["best_epoch"], state["wait"]

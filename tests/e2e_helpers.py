@@ -1,0 +1,48 @@
+"""Run the real CLI in a subprocess and read the real MLflow store it wrote."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def run_cli(args: list[str], cwd: Path, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``python -m cnnx ARGS`` in ``cwd``: the store defaults to ``cwd/mlflow.db``."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    environment.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "cnnx", *args], cwd=cwd, env=environment,
+        capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def store_client(cwd: Path):
+    from mlflow import MlflowClient
+
+    return MlflowClient(f"sqlite:///{cwd / 'mlflow.db'}")
+
+
+def all_runs(cwd: Path):
+    """Every run in every experiment of the store in ``cwd`` (empty when there is no store)."""
+    if not (cwd / "mlflow.db").exists():
+        return []
+    client = store_client(cwd)
+    ids = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(ids) if ids else []
+
+
+def metric_history(client, run_id: str, key: str) -> list[tuple[int, float]]:
+    return [(m.step, m.value) for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
+
+
+def list_artifacts(client, run_id: str, path: str | None = None) -> list[str]:
+    """All artifact paths of a run, recursively."""
+    found = []
+    for item in client.list_artifacts(run_id, path):
+        if item.is_dir:
+            found.extend(list_artifacts(client, run_id, item.path))
+        else:
+            found.append(item.path)
+    return found

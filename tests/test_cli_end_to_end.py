@@ -1,0 +1,127 @@
+"""The real `python -m cnnx` command, real Hydra composition, a real sqlite MLflow store.
+
+Each test runs in its own tmp dir, outside the repository, so it also proves the configs and
+presets ship with the installed package.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from e2e_helpers import all_runs, list_artifacts, metric_history, run_cli, store_client
+
+EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_seconds")
+PRESETS = ["lenet", "digits_small", "vgg_small", "resnet_small", "binary_synthetic"]
+
+pytestmark = pytest.mark.slow
+
+
+def assert_finished_run(tmp_path, experiment: str, epochs: int):
+    client = store_client(tmp_path)
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, f"no MLflow experiment {experiment!r}"
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    for key in EPOCH_METRICS:
+        steps = [step for step, _ in metric_history(client, run.info.run_id, key)]
+        assert steps == list(range(1, epochs + 1)), f"{key} logged at steps {steps}"
+    assert 0.0 <= run.data.metrics["test_acc"] <= 1.0 and "test_loss" in run.data.metrics
+    params = run.data.params
+    assert params["experiment_name"] == experiment and "optimizer.lr" in params and "trainer.epochs" in params
+    assert any(k.startswith("model.layers.") for k in params)
+    assert run.data.tags["cnnx.version"]
+    artifacts = list_artifacts(client, run.info.run_id)
+    assert "config.yaml" in artifacts and "weights.npz" in artifacts and "model_summary.txt" in artifacts
+    kernel_images = [a for a in artifacts if a.startswith("images/") and a.endswith(".png")]
+    # one kernel grid for the initial weights (step 0) and one per epoch
+    assert len(kernel_images) == epochs + 1, artifacts
+    return client, run
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_trains_and_logs_a_finished_run(tmp_path, preset):
+    result = run_cli([f"+experiment={preset}", "trainer.epochs=2"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    client, run = assert_finished_run(tmp_path, preset, epochs=2)
+    weights = np.load(client.download_artifacts(run.info.run_id, "weights.npz", str(tmp_path)))
+    assert all(weights[k].dtype == np.float32 for k in weights.files)
+    config_text = (tmp_path / "config.yaml").read_text() if (tmp_path / "config.yaml").exists() else \
+        open(client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path))).read()
+    assert f"experiment_name: {preset}" in config_text
+
+
+def test_lenet_preset_reaches_098_test_accuracy(tmp_path):
+    result = run_cli(["+experiment=lenet"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    _, run = assert_finished_run(tmp_path, "lenet", epochs=30)
+    assert run.data.metrics["test_acc"] >= 0.98, run.data.metrics
+
+
+def test_same_config_and_seed_log_identical_metrics(tmp_path):
+    histories = []
+    for attempt in ("a", "b"):
+        workdir = tmp_path / attempt
+        workdir.mkdir()
+        result = run_cli(["+experiment=digits_small", "trainer.epochs=3", "seed=7"], workdir)
+        assert result.returncode == 0, result.stderr
+        client = store_client(workdir)
+        (run,) = all_runs(workdir)
+        keys = [k for k in EPOCH_METRICS if k != "epoch_seconds"] + ["test_loss", "test_acc"]
+        histories.append({k: metric_history(client, run.info.run_id, k) for k in keys})
+    assert histories[0] == histories[1]
+
+
+def test_tracking_disabled_trains_without_a_store(tmp_path):
+    result = run_cli(["+experiment=digits_small", "trainer.epochs=1", "tracking=none"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert not (tmp_path / "mlflow.db").exists()
+    assert "val_acc" in result.stderr
+
+
+def test_tracking_uri_override_and_environment_variable(tmp_path):
+    elsewhere = tmp_path / "store"
+    elsewhere.mkdir()
+    uri = f"sqlite:///{elsewhere / 'runs.db'}"
+    result = run_cli(["+experiment=digits_small", "trainer.epochs=1", f"tracking.uri={uri}"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (elsewhere / "runs.db").exists() and not (tmp_path / "mlflow.db").exists()
+    result = run_cli(["+experiment=digits_small", "trainer.epochs=1"], tmp_path,
+                     env={"MLFLOW_TRACKING_URI": f"sqlite:///{elsewhere / 'env.db'}"})
+    assert result.returncode == 0, result.stderr
+    assert (elsewhere / "env.db").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+BAD_INPUT = [
+    (["model.layers.conv1.type=conv3d"], ["conv3d", "model.layers.conv1", "conv2d"]),
+    (["optimizer.type=sgdd"], ["sgdd", "optimizer", "adam"]),
+    (["loss.type=hinge"], ["hinge", "loss", "cross_entropy"]),
+    (["dataset.type=cifar"], ["cifar", "dataset", "digits"]),
+    (["optimizer=nope"], ["optimizer/nope", "sgd"]),
+    (["trainer.epochs=abc"], ["trainer.epochs", "abc"]),
+    (["trainer.epochss=3"], ["trainer.epochss", "epochs"]),
+    (["+optimizer.lrr=0.1"], ["optimizer.lrr", "lr"]),
+    (["dataset=npz"], ["dataset.path"]),
+    (["model.layers.fc2.out_features=3"], ["model.layers.fc2", "10 classes"]),
+    (["trainer.batch_size=0"], ["trainer.batch_size", "0"]),
+    (["optimizer.lr=-1"], ["lr", "-1"]),
+]
+
+
+@pytest.mark.parametrize("overrides,fragments", BAD_INPUT, ids=[" ".join(o) for o, _ in BAD_INPUT])
+def test_bad_input_is_one_line_naming_the_key(tmp_path, overrides, fragments):
+    result = run_cli(["+experiment=digits_small", "trainer.epochs=1", *overrides], tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines and lines[-1].startswith("cnnx: error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[-1], (fragment, lines[-1])
+    assert not [r for r in all_runs(tmp_path) if r.info.status == "RUNNING"]
+
+
+def test_plugins_command_lists_components(tmp_path):
+    result = run_cli(["plugins"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "cnnx.layers" in result.stdout and "conv2d" in result.stdout and "cnnx.datasets" in result.stdout

@@ -1,0 +1,51 @@
+"""The original tutorial's usage example, with only its import changed."""
+
+import numpy as np
+import pytest
+
+from cnnx.errors import ShapeError
+from cnnx.tutorial import CNN
+
+
+def test_tutorial_usage_example_runs_unchanged(capsys):
+    # --- the tutorial's example, verbatim but for the import ---
+    X = np.random.randn(4, 1, 28, 28)
+    y = np.array([[1], [0], [1], [0]])  # Binary labels
+
+    cnn = CNN(learning_rate=0.01)
+    cnn.add_conv_layer(in_channels=1, out_channels=8, kernel_size=3, padding=1)
+    cnn.add_pool_layer(pool_type='max', pool_size=2, stride=2)
+    cnn.add_conv_layer(in_channels=8, out_channels=16, kernel_size=3, padding=1)
+    cnn.add_pool_layer(pool_type='max', pool_size=2, stride=2)
+    cnn.add_flatten()
+    cnn.add_dense(input_size=16*7*7, output_size=64, activation='relu')
+    cnn.add_dense(input_size=64, output_size=1, activation='sigmoid')
+
+    history = cnn.fit(X, y, epochs=10)
+    predictions = cnn.predict(X)
+    print(f"Predictions: {predictions.flatten()}")
+    # --- end of the example ---
+    assert len(history) == 10 and history[-1] < history[0]
+    assert predictions.shape == (4, 1) and set(np.unique(predictions)) <= {0, 1}
+    assert "Epoch 10/10, Loss:" in capsys.readouterr().out
+
+
+def test_tutorial_api_learns_a_separable_binary_task():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 64)
+    X = rng.normal(0, 0.3, (64, 1, 8, 8)).astype(np.float32)
+    X[y == 1, :, 2:6, 3:5] += 2.0  # class 1 has a bright vertical bar
+    cnn = CNN(learning_rate=0.1, momentum=0.9)
+    cnn.add_conv_layer(in_channels=1, out_channels=4, kernel_size=3, padding=1)
+    cnn.add_pool_layer(pool_size=2, stride=2)
+    cnn.add_flatten()
+    cnn.add_dense(input_size=4 * 4 * 4, output_size=1, activation="sigmoid")
+    cnn.fit(X, y.reshape(-1, 1), epochs=30, verbose=False, batch_size=16)
+    assert (cnn.predict(X)[:, 0] == y).mean() >= 0.95
+
+
+def test_declared_sizes_are_checked_against_inferred_ones():
+    cnn = CNN()
+    cnn.add_conv_layer(in_channels=3, out_channels=4, kernel_size=3)
+    with pytest.raises(ShapeError, match="in_channels=3"):
+        cnn.fit(np.zeros((2, 1, 8, 8)), np.array([[0], [1]]), epochs=1, verbose=False)
