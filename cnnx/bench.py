@@ -71,7 +71,7 @@ def engine_step(spec: dict, input_shape: tuple[int, ...], x: np.ndarray, y: np.n
 
     def step() -> None:
         _, grad = loss(model.forward(x, training=True), y)
-        model.backward(grad)
+        model.backward(grad, input_grad=False)
         optimizer.step()
 
     return step, model.state_dict()

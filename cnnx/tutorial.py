@@ -116,7 +116,7 @@ class CNN:
                 index = order[start:start + size]
                 outputs = model.forward(X[index], training=True)
                 value, grad = self._loss(outputs, targets[index])
-                model.backward(grad)
+                model.backward(grad, input_grad=False)
                 self._optimizer.step()
                 total += value * len(index)
             self.loss_history.append(total / len(X))

@@ -34,6 +34,14 @@ class Model(Sequential):
         x = np.asarray(x, dtype=self.dtype)
         return super().forward(x, self.training if training is None else training)
 
+    def backward(self, grad_output: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
+        """Fill every ``Parameter.grad``; return the input's gradient, or None with
+        ``input_grad=False`` — training never needs it, and for the first convolution it
+        costs as much as the weight gradient (a GEMM plus a col2im over the whole image)."""
+        first = next(iter(self.layers.values()))
+        first.needs_input_grad = input_grad
+        return super().backward(grad_output)
+
     def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Outputs in eval mode, in batches so that large inputs fit in memory."""
         outputs = [self.forward(x[i:i + batch_size], training=False) for i in range(0, len(x), batch_size)]

@@ -22,6 +22,10 @@ Shape = tuple[int, ...]
 class Module:
     #: Parameters and buffers are created in float32; ``to(np.float64)`` is for gradient checks.
     dtype = np.dtype(np.float32)
+    #: False when nothing upstream needs this layer's input gradient (the model's first layer
+    #: during training). Layers may then skip computing it and return None from ``backward``;
+    #: layers that ignore the flag stay correct, only slower.
+    needs_input_grad = True
 
     def __init__(self) -> None:
         self.params: dict[str, Parameter] = {}

@@ -136,7 +136,7 @@ class Trainer:
                     f"loss became {loss_value} at epoch {self.epoch}, batch {batch_number}; "
                     "lower optimizer.lr or check the data for extreme values"
                 )
-            self.model.backward(grad)
+            self.model.backward(grad, input_grad=False)
             self.optimizer.step()
             if self.scheduler is not None:
                 self.scheduler.step()

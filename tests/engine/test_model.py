@@ -148,3 +148,29 @@ def test_train_and_eval_modes_reach_every_layer():
     np.testing.assert_array_equal(model.forward(x), model.forward(x))  # dropout is off in eval
     model.train()
     assert all(layer.training for _, layer in model.named_layers())
+
+
+@pytest.mark.parametrize("first", ["conv2d", "dense"])
+def test_backward_without_input_grad_gives_the_same_parameter_grads(first):
+    spec = ({"c": {"type": "conv2d", "out_channels": 3, "kernel_size": 3, "stride": 2, "padding": 1}}
+            if first == "conv2d" else {})
+    spec.update({"flatten": {"type": "flatten"}, "fc": {"type": "dense", "out_features": 4}})
+    model = cnnx.build_model(spec, (2, 7, 7), seed=3)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5, 2, 7, 7), dtype=np.float32)
+    grad_y = rng.standard_normal((5, 4), dtype=np.float32)
+
+    model.forward(x, training=True)
+    grad_x = model.backward(grad_y)
+    full = {name: p.grad.copy() for name, p in model.named_parameters()}
+    assert grad_x.shape == x.shape
+
+    model.forward(x, training=True)
+    skipped = model.backward(grad_y, input_grad=False)
+    for name, p in model.named_parameters():
+        np.testing.assert_array_equal(p.grad, full[name])
+    if first == "conv2d":
+        assert skipped is None
+    # the flag is per call: the input gradient is back when asked for
+    model.forward(x, training=True)
+    np.testing.assert_array_equal(model.backward(grad_y), grad_x)

@@ -56,10 +56,12 @@ def conv2d_backward(
     stride: Pair,
     padding: Pair,
     workspace: Workspace | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    input_grad: bool = True,
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
     """Gradients (input, weight, bias) from the output gradient and the forward's columns.
 
-    The bias gradient is None when the forward ran without a bias.
+    The bias gradient is None when the forward ran without a bias, the input gradient None
+    with ``input_grad=False``.
     """
     workspace = workspace if workspace is not None else Workspace()
     out_channels, channels, kh, kw = weight.shape
@@ -72,6 +74,8 @@ def conv2d_backward(
     grad_params = col @ g.T
     grad_weight = np.ascontiguousarray(grad_params[:reduced].T).reshape(weight.shape)
     grad_bias = grad_params[reduced].copy() if col.shape[0] > reduced else None
+    if not input_grad:
+        return None, grad_weight, grad_bias
     grad_col = np.matmul(weight.reshape(out_channels, reduced).T, g, out=workspace.get("grad_col", (reduced, g.shape[1]), g.dtype))
     grad_x = col2im(grad_col.reshape(channels, kh, kw, out_h, out_w, batch), input_hw, stride, padding)
     return to_nchw(grad_x), grad_weight, grad_bias

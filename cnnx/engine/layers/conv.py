@@ -95,7 +95,7 @@ class Conv2D(Module):
         weight = self.params["weight"]
         grad_x, weight.grad, grad_bias = conv2d_backward(
             grad_output, weight.data, self._col, self.input_shape[1:], self.stride, self.padding,
-            self.workspace,
+            self.workspace, input_grad=self.needs_input_grad,
         )
         if self.use_bias:
             self.params["bias"].grad = grad_bias
