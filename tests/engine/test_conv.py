@@ -196,14 +196,15 @@ def test_workspace_reallocates_on_new_shape_or_dtype():
     assert workspace.get("col", (3, 2), np.float64).dtype == np.float64
 
 
-def test_parameters_shapes_and_he_initialisation():
+def test_parameters_shapes_and_pytorch_initialisation():
     layer = Conv2D(32, (3, 5))
     assert layer.build((4, 9, 9), np.random.default_rng(0)) == (32, 7, 5)
     weight, bias = layer.params["weight"].data, layer.params["bias"].data
     assert weight.shape == (32, 4, 3, 5) and bias.shape == (32,)
     assert weight.dtype == bias.dtype == np.float32
-    assert np.all(bias == 0)
-    assert abs(weight.std() - np.sqrt(2 / (4 * 3 * 5))) < 0.02
+    limit = 1 / np.sqrt(4 * 3 * 5)  # torch.nn.Conv2d's default: U(±1/sqrt(fan_in)), bias too
+    assert np.abs(bias).max() <= limit and np.abs(weight).max() <= limit
+    assert abs(weight.std() - limit / np.sqrt(3)) < 0.01
     same = Conv2D(32, (3, 5))
     same.build((4, 9, 9), np.random.default_rng(0))
     np.testing.assert_array_equal(same.params["weight"].data, weight)
@@ -224,8 +225,8 @@ def test_output_shape_rule_matches_pytorch():
 @pytest.mark.parametrize(
     "kwargs",
     [
-        dict(out_channels=6, kernel_size=5, stride=1, padding=2, bias=True),
-        dict(out_channels=3, kernel_size=[3, 5], stride=[2, 1], padding=[0, 1], bias=False),
+        dict(out_channels=6, kernel_size=5, stride=1, padding=2, bias=True, init="kaiming_uniform"),
+        dict(out_channels=3, kernel_size=[3, 5], stride=[2, 1], padding=[0, 1], bias=False, init="he_normal"),
     ],
 )
 def test_get_config_round_trips(kwargs):

@@ -67,14 +67,15 @@ def test_backward_assigns_rather_than_accumulates():
     np.testing.assert_array_equal(layer.params["weight"].grad, first)
 
 
-def test_pytorch_layout_and_he_init():
+def test_pytorch_layout_and_init():
     layer = Dense(300)
     assert layer.build((800,), np.random.default_rng(0)) == (300,)
     w, b = layer.params["weight"].data, layer.params["bias"].data
     assert w.shape == (300, 800) and b.shape == (300,)
     assert w.dtype == b.dtype == np.float32
-    assert w.std() == pytest.approx(np.sqrt(2 / 800), rel=0.02)
-    assert not b.any()
+    limit = 1 / np.sqrt(800)  # torch.nn.Linear's default: U(±1/sqrt(in_features)), bias too
+    assert w.std() == pytest.approx(limit / np.sqrt(3), rel=0.02)
+    assert np.abs(b).max() <= limit and b.any()
     assert layer.parameter_count() == 300 * 800 + 300
 
 
@@ -103,5 +104,5 @@ def test_bias_must_be_boolean_and_config_round_trips():
     with pytest.raises(ConfigError, match="bias"):
         Dense(3, bias="no")
     layer = Dense(np.int64(3), bias=False)
-    assert layer.get_config() == {"out_features": 3, "bias": False}
-    assert repr(layer) == "Dense(out_features=3, bias=False)"
+    assert layer.get_config() == {"out_features": 3, "bias": False, "init": "kaiming_uniform"}
+    assert repr(layer) == "Dense(out_features=3, bias=False, init='kaiming_uniform')"

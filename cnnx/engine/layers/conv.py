@@ -8,7 +8,7 @@ import numpy as np
 
 from cnnx.engine.functional.conv import conv2d_backward, conv2d_forward
 from cnnx.engine.functional.im2col import Workspace, as_pair, output_size
-from cnnx.engine.init import he_normal
+from cnnx.engine.init import check_init, init_weight_and_bias
 from cnnx.engine.module import Module, Shape
 from cnnx.engine.parameter import Parameter
 from cnnx.errors import ConfigError, ShapeError
@@ -23,8 +23,8 @@ class Conv2D(Module):
     """Cross-correlation of (N, C, H, W) inputs with ``out_channels`` filters.
 
     ``weight`` is (out_channels, C, kh, kw) and ``bias`` (out_channels,), exactly as in
-    ``torch.nn.Conv2d``, so state dicts move between the two by name. Weights are He-normal
-    (fan_in = C·kh·kw), biases zero.
+    ``torch.nn.Conv2d``, so state dicts move between the two by name; ``init`` names the
+    weight initialiser (``cnnx.engine.init.INITIALIZERS``, PyTorch's by default).
     """
 
     def __init__(
@@ -34,6 +34,7 @@ class Conv2D(Module):
         stride: int | tuple[int, int] = 1,
         padding: int | tuple[int, int] = 0,
         bias: bool = True,
+        init: str = "kaiming_uniform",
     ) -> None:
         super().__init__()
         if isinstance(out_channels, bool) or not isinstance(out_channels, (int, np.integer)) or out_channels < 1:
@@ -45,6 +46,7 @@ class Conv2D(Module):
         self.stride = as_pair(stride, "Conv2D stride", minimum=1)
         self.padding = as_pair(padding, "Conv2D padding", minimum=0)
         self.use_bias = bool(bias)
+        self.init = check_init("Conv2D", init)
         self.workspace = Workspace()
         self._col: np.ndarray | None = None
 
@@ -61,12 +63,14 @@ class Conv2D(Module):
                 f"Conv2D kernel {kernel} with padding {padding} is larger than the input "
                 f"{input_shape} (C, H, W)"
             )
-        fan_in = channels * kernel[0] * kernel[1]
-        self.params["weight"] = Parameter(
-            he_normal(rng, (self.out_channels, channels, *kernel), fan_in, self.dtype)
+        area = kernel[0] * kernel[1]
+        weight, bias = init_weight_and_bias(
+            self.init, rng, (self.out_channels, channels, *kernel), channels * area,
+            self.out_channels * area, self.use_bias, self.dtype,
         )
-        if self.use_bias:
-            self.params["bias"] = Parameter(np.zeros(self.out_channels, self.dtype))
+        self.params["weight"] = Parameter(weight)
+        if bias is not None:
+            self.params["bias"] = Parameter(bias)
         return (
             self.out_channels,
             output_size(height, kernel[0], self.stride[0], padding[0]),
@@ -80,6 +84,7 @@ class Conv2D(Module):
             "stride": compact_pair(self.stride),
             "padding": compact_pair(self.padding),
             "bias": self.use_bias,
+            "init": self.init,
         }
 
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:

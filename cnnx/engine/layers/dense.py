@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnx.engine.init import he_normal
+from cnnx.engine.init import check_init, init_weight_and_bias
 from cnnx.engine.module import Module, Shape
 from cnnx.engine.parameter import Parameter
 from cnnx.errors import ConfigError, ShapeError
@@ -16,10 +16,10 @@ from cnnx.errors import ConfigError, ShapeError
 class Dense(Module):
     """``torch.nn.Linear`` with the input size inferred at build time.
 
-    Weights are He-normal (the layers around it are usually ReLU); the bias starts at zero.
+    ``init`` names the weight initialiser (``cnnx.engine.init.INITIALIZERS``, PyTorch's by default).
     """
 
-    def __init__(self, out_features: int, bias: bool = True) -> None:
+    def __init__(self, out_features: int, bias: bool = True, init: str = "kaiming_uniform") -> None:
         super().__init__()
         if isinstance(out_features, bool) or not isinstance(out_features, numbers.Integral):
             raise ConfigError(
@@ -33,6 +33,7 @@ class Dense(Module):
             raise ConfigError(f"dense: bias must be true or false, got {bias!r}")
         self.out_features = int(out_features)
         self.use_bias = bool(bias)
+        self.init = check_init("dense", init)
         self._x: np.ndarray | None = None
 
     def _build(self, input_shape: Shape, rng: np.random.Generator) -> Shape:
@@ -42,15 +43,17 @@ class Dense(Module):
                 f"add a 'flatten' layer before it"
             )
         in_features = input_shape[0]
-        self.params["weight"] = Parameter(
-            he_normal(rng, (self.out_features, in_features), in_features, self.dtype)
+        weight, bias = init_weight_and_bias(
+            self.init, rng, (self.out_features, in_features), in_features, self.out_features,
+            self.use_bias, self.dtype,
         )
-        if self.use_bias:
-            self.params["bias"] = Parameter(np.zeros(self.out_features, dtype=self.dtype))
+        self.params["weight"] = Parameter(weight)
+        if bias is not None:
+            self.params["bias"] = Parameter(bias)
         return (self.out_features,)
 
     def get_config(self) -> dict[str, Any]:
-        return {"out_features": self.out_features, "bias": self.use_bias}
+        return {"out_features": self.out_features, "bias": self.use_bias, "init": self.init}
 
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
         self._x = x
