@@ -26,12 +26,15 @@ def window_view(x_chwn: np.ndarray, kernel: Pair, stride: Pair, out_hw: Pair, wr
     Write through it only when windows do not overlap (stride >= kernel), or elements alias.
     """
     c_stride, h_stride, w_stride, n_stride = x_chwn.strides
-    return as_strided(
-        x_chwn,
-        shape=(*kernel, x_chwn.shape[0], *out_hw, x_chwn.shape[3]),
-        strides=(h_stride, w_stride, c_stride, h_stride * stride[0], w_stride * stride[1], n_stride),
-        writeable=writeable,
-    )
+    shape = (*kernel, x_chwn.shape[0], *out_hw, x_chwn.shape[3])
+    strides = (h_stride, w_stride, c_stride, h_stride * stride[0], w_stride * stride[1], n_stride)
+    if not x_chwn.flags.c_contiguous:
+        return as_strided(x_chwn, shape=shape, strides=strides, writeable=writeable)
+    # The ndarray constructor builds the same view as as_strided ~40× faster; at 8×8 inputs
+    # the tens of µs per call are a visible share of a training step.
+    view = np.ndarray(shape, x_chwn.dtype, x_chwn, 0, strides)
+    view.flags.writeable = writeable
+    return view
 
 
 def _out_hw(in_hw: Pair, kernel: Pair, stride: Pair, padding: Pair) -> Pair:
