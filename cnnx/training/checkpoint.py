@@ -129,6 +129,7 @@ class Checkpoint(Callback):
         else:
             name = f"epoch-{trainer.epoch:04d}-batch-{progress.batches_done:04d}.npz"
         arrays, header = capture(trainer)
+        self.directory.mkdir(parents=True, exist_ok=True)
         path = write_checkpoint(self.directory / name, arrays, header)
         self.last_saved = path
         self._prune()
