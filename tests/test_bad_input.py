@@ -120,6 +120,7 @@ CASES = [
     ("other architecture", ["trainer.resume={ckpt_other_model}"], ["epoch-0000.npz", "conv1.weight", "shape"]),
     ("nothing to resume", ["trainer.resume=true"], ["trainer.resume=true", "no checkpoint"]),
     ("output dir not writable", ["hydra.run.dir={a_file}/run"], ["plain_file", "hydra.run.dir"]),
+    ("tracking store unreachable", ["tracking.uri=http://127.0.0.1:9"], ["tracking.uri", "http://127.0.0.1:9"]),
     ("checkpoint dir not writable", ["trainer.checkpoint.dir={a_file}/ck"], ["trainer.checkpoint.dir", "plain_file"]),
 ]
 
