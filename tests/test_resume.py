@@ -165,3 +165,15 @@ def test_truncated_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, da
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("cnnx: error: ") and "truncated" in last and "epoch-0002.npz" in last
     assert not [r for r in all_runs(workdir) if r.info.status == "RUNNING"]
+
+
+def test_divergence_names_epoch_and_batch_and_fails_the_run(tmp_path, data):
+    result = run_cli(["+experiment=digits_small", "dataset=npz", f"dataset.path={data}", "trainer.epochs=2",
+                      "optimizer.lr=1e30"], tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("cnnx: error: loss became nan at epoch 1, batch "), last
+    assert "trainer.on_nonfinite=skip_batch" in last and "trainer.grad_clip_norm" in last
+    (run,) = all_runs(tmp_path)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["error"].startswith("TrainingDiverged: loss became nan at epoch 1")
