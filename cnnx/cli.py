@@ -89,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cnnx: {interrupted_message(interruption, argv)}", file=sys.stderr)
         # The shell convention for "stopped by signal N".
         return 128 + getattr(signal, interruption.signal_name, signal.SIGINT)
+    except KeyboardInterrupt:
+        # Outside the training loop (loading data, a second Ctrl-C): nothing consistent to save.
+        print("cnnx: interrupted; no checkpoint written for this moment", file=sys.stderr)
+        return 128 + signal.SIGINT
     except Exception as error:  # noqa: BLE001 — sorted into user errors and bugs below
         message = one_line(error)
         if message is None:

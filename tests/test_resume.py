@@ -93,14 +93,21 @@ def reference(reference_dir):
     return run, histories, weights
 
 
-def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path, data, reference):
-    checkpoints = tmp_path / "run" / "checkpoints"
-    process = start_cli(run_args(data), tmp_path, env=DELAY)
+def signal_during_epoch_2(workdir: Path, data: Path, signum: int) -> tuple[Path, int, str]:
+    """Start a slowed run, send ``signum`` a moment after epoch 1's checkpoint appears;
+    (checkpoint dir, exit code, stderr)."""
+    checkpoints = workdir / "run" / "checkpoints"
+    process = start_cli(run_args(data), workdir, env=DELAY)
     wait_for_file(checkpoints / "epoch-0001.npz", process)
     time.sleep(0.4)
-    process.send_signal(signal.SIGKILL)
-    process.communicate(timeout=60)
-    assert process.returncode == -signal.SIGKILL
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=60)
+    return checkpoints, process.returncode, stderr
+
+
+def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path, data, reference):
+    checkpoints, returncode, _ = signal_during_epoch_2(tmp_path, data, signal.SIGKILL)
+    assert returncode == -signal.SIGKILL
     assert not (checkpoints / "epoch-0002.npz").exists(), "the kill should land before epoch 2 ends"
     (killed,) = all_runs(tmp_path)
     assert killed.info.status == "RUNNING"  # nobody could tell MLflow
@@ -114,13 +121,8 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path, dat
 
 
 def test_sigint_saves_a_checkpoint_marks_the_run_killed_and_resumes(tmp_path, data, reference):
-    checkpoints = tmp_path / "run" / "checkpoints"
-    process = start_cli(run_args(data), tmp_path, env=DELAY)
-    wait_for_file(checkpoints / "epoch-0001.npz", process)
-    time.sleep(0.4)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 128 + signal.SIGINT, stderr
+    checkpoints, returncode, stderr = signal_during_epoch_2(tmp_path, data, signal.SIGINT)
+    assert returncode == 128 + signal.SIGINT, stderr
     assert "Traceback" not in stderr
     last = stderr.strip().splitlines()[-1]
     assert last.startswith("cnnx: interrupted by SIGINT during epoch 2, batch "), last

@@ -9,6 +9,7 @@ the real name. Compression is off: it costs more time than the few hundred kB it
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import zipfile
@@ -34,9 +35,13 @@ def write_checkpoint(path: Path, arrays: Mapping[str, np.ndarray], header: Mappi
     payload = {"format": FORMAT, "version": VERSION, **header}
     encoded = np.frombuffer(json.dumps(payload, allow_nan=True).encode("utf-8"), dtype=np.uint8)
     temp = path.with_name(f".{path.name}.{os.getpid()}{TEMP_SUFFIX}")
+    # Built in memory and written in one call: zipfile's many small writes to a real file
+    # cost several times more.
+    buffer = io.BytesIO()
+    np.savez(buffer, **{HEADER_KEY: encoded}, **arrays)
     try:
         with open(temp, "wb") as handle:
-            np.savez(handle, **{HEADER_KEY: encoded}, **arrays)
+            handle.write(buffer.getbuffer())
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp, path)

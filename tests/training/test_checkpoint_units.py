@@ -121,3 +121,12 @@ def test_outbox_keeps_order_retries_and_spills_what_it_cannot_send(tmp_path):
     spilled = outbox.spill(tmp_path)
     assert spilled == tmp_path / SPILL_FILE
     assert [json.loads(line)["metrics"][0][3] for line in spilled.read_text().splitlines()] == [4]
+
+
+def test_keeps_the_last_n_and_the_best(tmp_path):
+    trainer = make_trainer(epochs=6)
+    checkpoint = Checkpoint(tmp_path, keep_last=2, monitor="val_acc")
+    for epoch, val_acc in enumerate([0.5, 0.9, 0.6, 0.7, 0.8, 0.85], 1):
+        trainer.epoch = epoch
+        checkpoint.on_epoch_end(trainer, epoch, {"val_acc": val_acc})
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["epoch-0002.npz", "epoch-0005.npz", "epoch-0006.npz"]
