@@ -105,7 +105,7 @@ def run_name_from_overrides(overrides: list[str], config: dict[str, Any]) -> str
     shown = []
     for override in overrides:
         key, _, value = override.lstrip("+~").partition("=")
-        if key in ("experiment", "tracking.uri", "hydra.run.dir", "hydra.sweep.dir") or key.startswith("hydra"):
+        if key in ("experiment", "tracking.uri", "trainer.resume", "hydra.run.dir", "hydra.sweep.dir") or key.startswith("hydra"):
             continue
         parts = key.split(".")
         short = ".".join(parts[-2:]) if parts[0] == "model" else parts[-1]

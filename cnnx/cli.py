@@ -64,10 +64,10 @@ def resume_command(argv: list[str], run_dir: str | None) -> str:
 
 
 def interrupted_message(error, argv: list[str]) -> str:
-    where = f"epoch {error.epoch}" + (f", batch {error.batch}" if error.batch else "")
+    where = f"during epoch {error.epoch}, batch {error.batch}" if error.batch else f"after epoch {error.epoch}"
     if error.checkpoint is None:
-        return f"interrupted by {error.signal_name} during {where}; no checkpoint was written"
-    return (f"interrupted by {error.signal_name} during {where}; checkpoint saved to "
+        return f"interrupted by {error.signal_name} {where}; no checkpoint was written"
+    return (f"interrupted by {error.signal_name} {where}; checkpoint saved to "
             f"{error.checkpoint}; resume with: {resume_command(argv, error.run_dir)}")
 
 

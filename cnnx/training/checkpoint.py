@@ -113,7 +113,10 @@ class Checkpoint(Callback):
 
     def on_fit_error(self, trainer: Trainer, error: BaseException) -> None:
         if isinstance(error, TrainingInterrupted):
-            error.checkpoint = str(self.save(trainer))
+            try:
+                error.checkpoint = str(self.save(trainer))
+            except OSError as exc:  # a full disk must not hide the interruption itself
+                self.warn(f"could not write the interruption checkpoint in '{self.directory}': {exc}")
 
     def state_dict(self) -> dict[str, Any]:
         return {"best_value": self.best_value, "best_epoch": self.best_epoch}
