@@ -94,12 +94,17 @@ def reference(reference_dir):
 
 
 def signal_during_epoch_2(workdir: Path, data: Path, signum: int) -> tuple[Path, int, str]:
-    """Start a slowed run, send ``signum`` a moment after epoch 1's checkpoint appears;
+    """Start a slowed run, send ``signum`` in the middle of epoch 2;
     (checkpoint dir, exit code, stderr)."""
     checkpoints = workdir / "run" / "checkpoints"
     process = start_cli(run_args(data), workdir, env=DELAY)
     wait_for_file(checkpoints / "epoch-0001.npz", process)
-    time.sleep(0.4)
+    # Epoch 1 is logged right after its checkpoint, then epoch 2 starts: >= 25 batches x 0.04 s.
+    deadline = time.monotonic() + 120
+    while not any(r.data.metrics.get("val_acc") is not None for r in all_runs(workdir)):
+        assert process.poll() is None and time.monotonic() < deadline, "epoch 1 was never logged"
+        time.sleep(0.05)
+    time.sleep(0.3)
     process.send_signal(signum)
     _, stderr = process.communicate(timeout=60)
     return checkpoints, process.returncode, stderr
@@ -155,7 +160,8 @@ def test_truncated_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, da
     warning = next(line for line in result.stderr.splitlines() if line.startswith("cnnx: warning:"))
     assert "epoch-0003.npz" in warning and "truncated" in warning and "falling back to 'epoch-0002.npz'" in warning
     arrays, _ = read_checkpoint(newest)  # written again by the resumed run, complete this time
-    _, _, ref_weights = reference
+    _, ref_histories, ref_weights = reference
+    assert logged(workdir)[1] == ref_histories  # epoch 3 and test metrics were not logged twice
     for key, value in ref_weights.items():
         assert np.array_equal(arrays[f"model/{key}"], value), key
 

@@ -130,7 +130,7 @@ class MlflowTracker(Callback):
         from mlflow.entities import Metric
 
         try:
-            self.client.get_run(self.run_id)
+            run = self.client.get_run(self.run_id)
         except Exception as exc:
             raise TrackingError(
                 f"cannot continue MLflow run {self.run_id} (recorded in the checkpoint) in store "
@@ -139,7 +139,7 @@ class MlflowTracker(Callback):
             ) from exc
         self.client.update_run(self.run_id, status="RUNNING")
         self._kernel_layer = first_conv_layer(trainer.model)
-        keys = sorted({k for epoch in trainer.history.epochs for k in epoch})
+        keys = sorted({k for epoch in trainer.history.epochs for k in epoch} | set(run.data.metrics))
         for key in keys:
             self._logged.update((key, m.step) for m in self.client.get_metric_history(self.run_id, key))
         timestamp = int(time.time() * 1000)
@@ -159,7 +159,8 @@ class MlflowTracker(Callback):
 
     def on_fit_end(self, trainer: Trainer, test_metrics: dict[str, float]) -> None:
         timestamp = int(time.time() * 1000)
-        final = [(k, float(v), timestamp, trainer.epoch) for k, v in test_metrics.items()]
+        final = [(k, float(v), timestamp, trainer.epoch) for k, v in test_metrics.items()
+                 if (k, trainer.epoch) not in self._logged]
         if final:
             self._send_metrics(final)
         if self.log_weights:
