@@ -130,3 +130,40 @@ def test_keeps_the_last_n_and_the_best(tmp_path):
         trainer.epoch = epoch
         checkpoint.on_epoch_end(trainer, epoch, {"val_acc": val_acc})
     assert [p.name for p in list_checkpoints(tmp_path)] == ["epoch-0002.npz", "epoch-0005.npz", "epoch-0006.npz"]
+
+
+def test_sigterm_only_raises_the_flag_and_handlers_are_restored():
+    import os
+    import signal
+
+    from cnnx.training.signals import InterruptFlag
+
+    before = signal.getsignal(signal.SIGTERM)
+    with InterruptFlag() as flag:
+        assert not flag.requested
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert flag.requested and flag.signal_name == "SIGTERM"
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+@pytest.mark.slow  # creating a sqlite MLflow store takes seconds
+def test_spilled_calls_replay_into_the_store(tmp_path):
+    from mlflow import MlflowClient
+
+    from cnnx.tracking.outbox import replay
+
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    client = MlflowClient(uri)
+    run_id = client.create_run(client.create_experiment("e")).info.run_id
+
+    def refused():
+        raise ConnectionError("refused")
+
+    outbox = Outbox(uri, warn=lambda _: None)
+    outbox.submit(Pending(refused, {"kind": "metrics", "run_id": run_id,
+                                    "metrics": [["val_acc", 0.5, 1, 1], ["val_acc", 0.75, 2, 2]]}))
+    outbox.submit(Pending(refused, {"kind": "status", "run_id": run_id, "status": "FINISHED"}))
+    outbox.spill(tmp_path / "unsent")
+    assert replay(tmp_path / "unsent", uri) == 2
+    assert [(m.step, m.value) for m in client.get_metric_history(run_id, "val_acc")] == [(1, 0.5), (2, 0.75)]
+    assert client.get_run(run_id).info.status == "FINISHED"
