@@ -7,6 +7,7 @@ which ``cnnx.cli`` wraps so that errors reach the user as one line.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -18,8 +19,9 @@ from cnnx.config_schema import register as register_schema
 from cnnx.engine.model import Model, build_model
 from cnnx.errors import ConfigError
 from cnnx.training.console import ConsoleLogger
+from cnnx.training.divergence import UpdateGuard
 from cnnx.training.early_stopping import EarlyStopping
-from cnnx.training.trainer import Trainer
+from cnnx.training.trainer import Trainer, TrainingInterrupted
 
 register_schema()
 
@@ -93,6 +95,7 @@ def build_run(config: dict[str, Any], callbacks: list | None = None):
         scheduler_factory=make_scheduler, callbacks=callbacks,
         max_shift=trainer_cfg["augment"]["max_shift"],
         eval_batch_size=trainer_cfg["eval_batch_size"], progress=trainer_cfg["progress"],
+        update_guard=UpdateGuard(trainer_cfg.get("on_nonfinite", "stop"), trainer_cfg.get("grad_clip_norm")),
     )
     return data, trainer
 
@@ -102,7 +105,7 @@ def run_name_from_overrides(overrides: list[str], config: dict[str, Any]) -> str
     shown = []
     for override in overrides:
         key, _, value = override.lstrip("+~").partition("=")
-        if key in ("experiment", "tracking.uri", "hydra.run.dir", "hydra.sweep.dir") or key.startswith("hydra"):
+        if key in ("experiment", "tracking.uri", "trainer.resume", "hydra.run.dir", "hydra.sweep.dir") or key.startswith("hydra"):
             continue
         parts = key.split(".")
         short = ".".join(parts[-2:]) if parts[0] == "model" else parts[-1]
@@ -110,7 +113,28 @@ def run_name_from_overrides(overrides: list[str], config: dict[str, Any]) -> str
     return ",".join(shown) if shown else f"{config['model']['name']}-seed{config['seed']}"
 
 
-def _tracker(config: dict[str, Any], cfg: DictConfig, overrides: list[str]):
+def _checkpoint(config: dict[str, Any], output_dir: str | None):
+    """The checkpoint callback, or None when checkpoints are off or have nowhere to go."""
+    from cnnx.training.checkpoint import Checkpoint
+
+    trainer_cfg = config["trainer"]
+    settings = trainer_cfg.get("checkpoint") or {"enabled": False}
+    resume = trainer_cfg.get("resume", False)
+    directory = settings.get("dir") or (Path(output_dir) / "checkpoints" if output_dir else None)
+    if not settings["enabled"] or directory is None:
+        if resume is not False:
+            raise ConfigError(
+                f"trainer.resume={resume} needs checkpoints: set trainer.checkpoint.enabled=true"
+                + ("" if directory else " and trainer.checkpoint.dir")
+            )
+        return None
+    return Checkpoint(
+        directory, every_n_epochs=settings["every_n_epochs"], keep_last=settings["keep_last"],
+        keep_best=settings["keep_best"], monitor=trainer_cfg["monitor"], resume=resume,
+    )
+
+
+def _tracker(config: dict[str, Any], cfg: DictConfig, overrides: list[str], output_dir: str | None):
     from cnnx.tracking.mlflow_tracker import MlflowTracker
     from cnnx.tracking.tags import run_tags
 
@@ -124,14 +148,25 @@ def _tracker(config: dict[str, Any], cfg: DictConfig, overrides: list[str]):
         tags=run_tags(),
         log_kernels=tracking["log_kernels"],
         log_weights=tracking["log_weights"],
+        spill_dir=Path(output_dir or ".") / "mlflow-unsent",
+        flush_timeout=tracking.get("flush_timeout", 60.0),
     )
 
 
-def run(cfg: DictConfig, overrides: list[str] | None = None) -> float:
+def run(cfg: DictConfig, overrides: list[str] | None = None, output_dir: str | None = None) -> float:
+    """One training run; ``output_dir`` (Hydra's run dir) holds its checkpoints."""
     config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-    callbacks = [_tracker(config, cfg, overrides or [])] if config["tracking"]["enabled"] else []
-    data, trainer = build_run(config, callbacks)
-    trainer.fit(data)
+    # The checkpoint callback precedes the tracker: it restores the run id before the tracker
+    # starts, and writes each epoch's checkpoint before the tracker logs that epoch.
+    callbacks = [_checkpoint(config, output_dir)]
+    if config["tracking"]["enabled"]:
+        callbacks.append(_tracker(config, cfg, overrides or [], output_dir))
+    data, trainer = build_run(config, [c for c in callbacks if c is not None])
+    try:
+        trainer.fit(data)
+    except TrainingInterrupted as interruption:
+        interruption.run_dir = output_dir
+        raise
     objective = trainer.objective(config["trainer"]["monitor"])
     print(f"{config['trainer']['monitor']} (best epoch) = {objective:.4f}", file=sys.stderr)
     return objective
@@ -141,4 +176,5 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> float:
 def task(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 
-    return run(cfg, list(HydraConfig.get().overrides.task))
+    hydra_config = HydraConfig.get()
+    return run(cfg, list(hydra_config.overrides.task), hydra_config.runtime.output_dir)

@@ -8,10 +8,16 @@ Anything else is a bug in cnnx or a plugin, and keeps its full traceback.
 
 from __future__ import annotations
 
+import errno
 import os
+import shlex
+import signal
 import sys
 
 EXIT_USAGE = 2
+#: Errors that mean "this path cannot be written" (bad output directory), not a bug.
+_UNWRITABLE = {errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EROFS, errno.ENOSPC, errno.EEXIST,
+               errno.EISDIR}
 
 
 def one_line(error: BaseException) -> str | None:
@@ -26,6 +32,9 @@ def one_line(error: BaseException) -> str | None:
 
     if isinstance(error, CnnxError):
         return " ".join(str(error).split("\n"))
+    if isinstance(error, OSError) and error.errno in _UNWRITABLE and error.filename:
+        return (f"cannot write '{error.filename}': {error.strerror}; the output directory "
+                f"(hydra.run.dir) must be a writable directory")
     if isinstance(error, MissingConfigException):
         first = str(error).splitlines()[0]
         return f"{first}; available: {', '.join(error.options)}" if error.options else first
@@ -47,6 +56,21 @@ def one_line(error: BaseException) -> str | None:
     return None
 
 
+def resume_command(argv: list[str], run_dir: str | None) -> str:
+    """The command that continues an interrupted run in the same directory."""
+    kept = [a for a in argv if not a.startswith(("trainer.resume=", "hydra.run.dir="))]
+    extra = ["trainer.resume=true"] + ([f"hydra.run.dir={run_dir}"] if run_dir else [])
+    return shlex.join(["python", "-m", "cnnx", *kept, *extra])
+
+
+def interrupted_message(error, argv: list[str]) -> str:
+    where = f"during epoch {error.epoch}, batch {error.batch}" if error.batch else f"after epoch {error.epoch}"
+    if error.checkpoint is None:
+        return f"interrupted by {error.signal_name} {where}; no checkpoint was written"
+    return (f"interrupted by {error.signal_name} {where}; checkpoint saved to "
+            f"{error.checkpoint}; resume with: {resume_command(argv, error.run_dir)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["plugins"]:
@@ -56,10 +80,19 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ["HYDRA_FULL_ERROR"] = "1"
     from cnnx.app import task
+    from cnnx.training.signals import TrainingInterrupted
 
     sys.argv = [sys.argv[0], *argv]
     try:
         task()
+    except TrainingInterrupted as interruption:
+        print(f"cnnx: {interrupted_message(interruption, argv)}", file=sys.stderr)
+        # The shell convention for "stopped by signal N".
+        return 128 + getattr(signal, interruption.signal_name, signal.SIGINT)
+    except KeyboardInterrupt:
+        # Outside the training loop (loading data, a second Ctrl-C): nothing consistent to save.
+        print("cnnx: interrupted; no checkpoint written for this moment", file=sys.stderr)
+        return 128 + signal.SIGINT
     except Exception as error:  # noqa: BLE001 — sorted into user errors and bugs below
         message = one_line(error)
         if message is None:

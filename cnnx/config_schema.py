@@ -36,6 +36,16 @@ class AugmentConfig:
 
 
 @dataclass
+class CheckpointConfig:
+    enabled: bool = True
+    every_n_epochs: int = 1
+    keep_last: int = 2
+    keep_best: bool = True
+    # null: <hydra run dir>/checkpoints
+    dir: Optional[str] = None
+
+
+@dataclass
 class TrainerConfig:
     epochs: int = 10
     batch_size: int = 64
@@ -44,6 +54,11 @@ class TrainerConfig:
     progress: Optional[bool] = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    # false, true (the newest checkpoint of this run directory) or a checkpoint file/directory
+    resume: Any = False
+    on_nonfinite: str = "stop"
+    grad_clip_norm: Optional[float] = None
 
 
 @dataclass
@@ -54,6 +69,7 @@ class TrackingConfig:
     run_name: Optional[str] = None
     log_kernels: bool = True
     log_weights: bool = True
+    flush_timeout: float = 60.0
 
 
 @dataclass

@@ -89,6 +89,12 @@ class Registry:
         check_options(factory, options, config_key, f"{self.kind} {name!r}", supplied=set(context))
         try:
             return factory(**context, **options)
+        except ConfigError as exc:
+            # Components validate their own options but do not know where in the config
+            # they sit: name the key so the user can find the value to change.
+            if config_key in str(exc):
+                raise
+            raise ConfigError(f"{config_key}: {exc}") from None
         except (TypeError, ValueError) as exc:
             if isinstance(exc, ConfigError) or type(exc).__module__.startswith("cnnx"):
                 raise

@@ -46,3 +46,28 @@ def list_artifacts(client, run_id: str, path: str | None = None) -> list[str]:
         else:
             found.append(item.path)
     return found
+
+
+def start_cli(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.Popen:
+    """``python -m cnnx ARGS`` in the background, for tests that signal or kill it."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    environment.update(env or {})
+    return subprocess.Popen(
+        [sys.executable, "-m", "cnnx", *args], cwd=cwd, env=environment,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def wait_for_file(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
+    """Until ``path`` exists; fails early if ``process`` ends first."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if process.poll() is not None:
+            raise AssertionError(f"process ended (exit {process.returncode}) before {path} appeared: "
+                                 f"{process.stderr.read()[-2000:]}")
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"{path} did not appear within {timeout} s")
+        time.sleep(0.05)

@@ -93,32 +93,7 @@ def test_tracking_uri_override_and_environment_variable(tmp_path):
     assert (elsewhere / "env.db").exists() and not (tmp_path / "mlflow.db").exists()
 
 
-BAD_INPUT = [
-    (["model.layers.conv1.type=conv3d"], ["conv3d", "model.layers.conv1", "conv2d"]),
-    (["optimizer.type=sgdd"], ["sgdd", "optimizer", "adam"]),
-    (["loss.type=hinge"], ["hinge", "loss", "cross_entropy"]),
-    (["dataset.type=cifar"], ["cifar", "dataset", "digits"]),
-    (["optimizer=nope"], ["optimizer/nope", "sgd"]),
-    (["trainer.epochs=abc"], ["trainer.epochs", "abc"]),
-    (["trainer.epochss=3"], ["trainer.epochss", "epochs"]),
-    (["+optimizer.lrr=0.1"], ["optimizer.lrr", "lr"]),
-    (["dataset=npz"], ["dataset.path"]),
-    (["model.layers.fc2.out_features=3"], ["model.layers.fc2", "10 classes"]),
-    (["trainer.batch_size=0"], ["trainer.batch_size", "0"]),
-    (["optimizer.lr=-1"], ["lr", "-1"]),
-]
-
-
-@pytest.mark.parametrize("overrides,fragments", BAD_INPUT, ids=[" ".join(o) for o, _ in BAD_INPUT])
-def test_bad_input_is_one_line_naming_the_key(tmp_path, overrides, fragments):
-    result = run_cli(["+experiment=digits_small", "trainer.epochs=1", *overrides], tmp_path)
-    assert result.returncode == 2, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert lines and lines[-1].startswith("cnnx: error: "), result.stderr
-    assert "Traceback" not in result.stderr
-    for fragment in fragments:
-        assert fragment in lines[-1], (fragment, lines[-1])
-    assert not [r for r in all_runs(tmp_path) if r.info.status == "RUNNING"]
+# Bad input (config, data, checkpoints, output dirs) is covered by tests/test_bad_input.py.
 
 
 def test_plugins_command_lists_components(tmp_path):

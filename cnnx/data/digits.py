@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from numbers import Integral
 
-import sklearn.datasets
-
 from cnnx.data.normalize import apply_normalization, check_mode, fit_normalization
 from cnnx.data.resize import resize_bilinear
 from cnnx.data.splits import DataSplits, check_split_config, stratified_split
@@ -36,6 +34,8 @@ def load_digits(
         )
     check_split_config(owner, val_fraction, test_fraction, seed)
     check_mode(normalize, owner)
+
+    import sklearn.datasets  # seconds of import time, paid only when digits are loaded
 
     bunch = sklearn.datasets.load_digits()
     images = bunch.images[:, None, :, :] / PIXEL_MAX

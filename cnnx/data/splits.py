@@ -8,7 +8,6 @@ from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from cnnx.errors import ConfigError, DataError
 
@@ -83,6 +82,9 @@ def stratified_indices(
     Fractions are of the whole dataset; counts round up as in sklearn. Loaders that create
     their data (synthetic) split labels first and then generate each split in place.
     """
+    # Imported here: sklearn costs seconds of start-up, paid only when data is split.
+    from sklearn.model_selection import train_test_split
+
     check_split_config(source, val_fraction, test_fraction, seed)
     n = len(y)
     n_test = math.ceil(test_fraction * n)

@@ -13,6 +13,7 @@ import numpy as np
 
 from cnnx.errors import CnnxError
 from cnnx.tracking.images import kernel_grid
+from cnnx.tracking.outbox import Outbox, Pending
 from cnnx.training.callbacks import Callback
 
 if TYPE_CHECKING:
@@ -24,6 +25,14 @@ if TYPE_CHECKING:
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 _MAX_PARAMS_PER_BATCH = 100
 _MAX_PARAM_LENGTH = 6000
+#: MLflow's own HTTP retries (7, back-off factor 2: minutes) would stall training at every
+#: epoch while a server is down; the outbox retries instead. Users can still override these.
+_HTTP_RETRY_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+}
 
 
 class TrackingError(CnnxError):
@@ -58,6 +67,8 @@ class MlflowTracker(Callback):
         tags: Mapping[str, str] | None = None,
         log_kernels: bool = True,
         log_weights: bool = True,
+        spill_dir: str | os.PathLike[str] | None = None,
+        flush_timeout: float = 60.0,
     ):
         self.experiment_name = experiment_name
         self.config = config
@@ -70,6 +81,15 @@ class MlflowTracker(Callback):
         self.client: MlflowClient | None = None
         self.run_id: str | None = None
         self._kernel_layer: str | None = None
+        # Where calls that could not be delivered by the end of the run are written.
+        self.spill_dir = Path(spill_dir) if spill_dir is not None else Path("mlflow-unsent")
+        self.flush_timeout = flush_timeout
+        self.outbox = Outbox(self.tracking_uri)
+        #: (key, step) pairs the store already holds for a resumed run: never logged twice.
+        self._logged: set[tuple[str, int]] = set()
+        if self.tracking_uri.startswith(("http://", "https://")):
+            for key, value in _HTTP_RETRY_DEFAULTS.items():
+                os.environ.setdefault(key, value)
 
     # -- lifecycle -------------------------------------------------------------------------
     def on_fit_start(self, trainer: Trainer) -> None:
@@ -77,15 +97,15 @@ class MlflowTracker(Callback):
         from mlflow.entities import Param
 
         self.client = MlflowClient(self.tracking_uri)
+        if self.run_id is not None:  # restored from a checkpoint: continue that run
+            self._continue_run(trainer)
+            return
         try:
             experiment = self.client.get_experiment_by_name(self.experiment_name)
             experiment_id = (experiment.experiment_id if experiment is not None
                              else self.client.create_experiment(self.experiment_name))
         except Exception as exc:  # any store failure, before any training happens
-            raise TrackingError(
-                f"cannot use MLflow store {self.tracking_uri!r} (tracking.uri): {type(exc).__name__}: "
-                f"{str(exc).splitlines()[0] if str(exc) else ''}"
-            ) from exc
+            raise self._unreachable(exc) from exc
         run = self.client.create_run(experiment_id, run_name=self.run_name, tags=self.tags)
         self.run_id = run.info.run_id
         params = [Param(k, v) for k, v in flatten(self.config).items()]
@@ -97,47 +117,120 @@ class MlflowTracker(Callback):
         if self._kernel_layer is not None:
             self._log_kernels(trainer, step=0)
 
-    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
+    def _unreachable(self, exc: BaseException) -> TrackingError:
+        detail = str(exc).splitlines()[0] if str(exc) else ""
+        return TrackingError(
+            f"cannot use MLflow store {self.tracking_uri!r} (tracking.uri): {type(exc).__name__}: "
+            f"{detail[:300]}"
+        )
+
+    def _continue_run(self, trainer: Trainer) -> None:
+        """Mark the checkpoint's run RUNNING again and log what its checkpoint holds but the
+        store does not (the killed process may have died between the two)."""
         from mlflow.entities import Metric
 
+        try:
+            run = self.client.get_run(self.run_id)
+        except Exception as exc:
+            raise TrackingError(
+                f"cannot continue MLflow run {self.run_id} (recorded in the checkpoint) in store "
+                f"{self.tracking_uri!r} (tracking.uri): {type(exc).__name__}: "
+                f"{(str(exc).splitlines() or [''])[0][:300]}"
+            ) from exc
+        self.client.update_run(self.run_id, status="RUNNING")
+        self._kernel_layer = first_conv_layer(trainer.model)
+        keys = sorted({k for epoch in trainer.history.epochs for k in epoch} | set(run.data.metrics))
+        for key in keys:
+            self._logged.update((key, m.step) for m in self.client.get_metric_history(self.run_id, key))
         timestamp = int(time.time() * 1000)
-        batch = [Metric(k, float(v), timestamp, epoch) for k, v in metrics.items()]
-        self.client.log_batch(self.run_id, metrics=batch)
+        missing = [Metric(k, float(v), timestamp, step)
+                   for step, epoch in enumerate(trainer.history.epochs, 1)
+                   for k, v in epoch.items() if (k, step) not in self._logged]
+        if missing:
+            self.client.log_batch(self.run_id, metrics=missing)
+            self._logged.update((m.key, m.step) for m in missing)
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
+        timestamp = int(time.time() * 1000)
+        fresh = {k: float(v) for k, v in metrics.items() if (k, epoch) not in self._logged}
+        if fresh:
+            self._send_metrics([(k, v, timestamp, epoch) for k, v in fresh.items()])
         self._log_kernels(trainer, step=epoch)
 
     def on_fit_end(self, trainer: Trainer, test_metrics: dict[str, float]) -> None:
-        from mlflow.entities import Metric
-
         timestamp = int(time.time() * 1000)
-        final = [Metric(k, float(v), timestamp, trainer.epoch) for k, v in test_metrics.items()]
+        final = [(k, float(v), timestamp, trainer.epoch) for k, v in test_metrics.items()
+                 if (k, trainer.epoch) not in self._logged]
         if final:
-            self.client.log_batch(self.run_id, metrics=final)
+            self._send_metrics(final)
         if self.log_weights:
-            with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / "weights.npz"
-                np.savez(path, **trainer.model.state_dict())
-                self.client.log_artifact(self.run_id, str(path))
-        self.client.set_terminated(self.run_id, "FINISHED")
+            weights = trainer.model.state_dict()
+            self.outbox.submit(Pending(lambda: self._log_weights(weights),
+                                       {"kind": "weights", "run_id": self.run_id},
+                                       {f"weights.{k}": v for k, v in weights.items()}))
+        self._submit_status("FINISHED")
+        self._finish()
 
     def on_fit_error(self, trainer: Trainer, error: BaseException) -> None:
         if self.client is None or self.run_id is None:
             return
         status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
-        try:
-            message = f"{type(error).__name__}: {error}"[:_MAX_PARAM_LENGTH]
-            self.client.set_tag(self.run_id, "error", message)
-            self.client.set_terminated(self.run_id, status)
-        except Exception:  # the original error matters more than a failed status update
-            pass
+        message = f"{type(error).__name__}: {error}"[:_MAX_PARAM_LENGTH]
+        run_id = self.run_id
+        self.outbox.submit(Pending(lambda: self.client.set_tag(run_id, "error", message),
+                                   {"kind": "tag", "run_id": run_id, "key": "error", "value": message}))
+        self._submit_status(status)
+        # The original error matters more than the status: wait less than at a normal end.
+        self._finish(timeout=min(self.flush_timeout, 10.0))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run_id}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.run_id = state.get("run_id")
+
+    # -- delivery --------------------------------------------------------------------------
+    def _send_metrics(self, rows: list[tuple[str, float, int, int]]) -> None:
+        from mlflow.entities import Metric
+
+        run_id = self.run_id
+        batch = [Metric(*row) for row in rows]
+        self.outbox.submit(Pending(lambda: self.client.log_batch(run_id, metrics=batch),
+                                   {"kind": "metrics", "run_id": run_id, "metrics": [list(r) for r in rows]}))
+        self._logged.update((row[0], row[3]) for row in rows)
+
+    def _submit_status(self, status: str) -> None:
+        run_id = self.run_id
+        self.outbox.submit(Pending(lambda: self.client.set_terminated(run_id, status),
+                                   {"kind": "status", "run_id": run_id, "status": status}))
+
+    def _log_weights(self, weights: dict[str, np.ndarray]) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "weights.npz"
+            np.savez(path, **weights)
+            self.client.log_artifact(self.run_id, str(path))
+
+    def _finish(self, timeout: float | None = None) -> None:
+        if self.outbox.drain(self.flush_timeout if timeout is None else timeout):
+            return
+        count = len(self.outbox.pending)
+        path = self.outbox.spill(self.spill_dir)
+        self.outbox.warn(
+            f"MLflow store {self.tracking_uri} still unreachable: {count} tracking calls of run "
+            f"{self.run_id} saved to {path}; send them later with: python -m cnnx.tracking.outbox "
+            f"{self.spill_dir} --tracking-uri {self.tracking_uri}"
+        )
 
     # -- images ----------------------------------------------------------------------------
     def _log_kernels(self, trainer: Trainer, step: int) -> None:
         if not self.log_kernels or self._kernel_layer is None:
             return
         weight = dict(trainer.model.named_parameters())[f"{self._kernel_layer}.weight"].data
+        image, key, run_id = kernel_grid(weight), f"kernels/{self._kernel_layer}", self.run_id
         # synchronous: async image logging adds about a second at the end of every run.
-        self.client.log_image(self.run_id, kernel_grid(weight), key=f"kernels/{self._kernel_layer}",
-                              step=step, synchronous=True)
+        self.outbox.submit(Pending(
+            lambda: self.client.log_image(run_id, image, key=key, step=step, synchronous=True),
+            {"kind": "image", "run_id": run_id, "key": key, "step": step}, {"image": image}))
 
 
 def first_conv_layer(model) -> str | None:

@@ -9,6 +9,8 @@ from cnnx.training.callbacks import Callback
 if TYPE_CHECKING:
     from cnnx.training.trainer import Trainer
 
+_BEST_WEIGHTS = "best_weights."
+
 
 class EarlyStopping(Callback):
     """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs.
@@ -58,7 +60,13 @@ class EarlyStopping(Callback):
                 trainer.model.load_state_dict(self._best_weights)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait}
+        state: dict[str, Any] = {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait}
+        # The best weights travel with the counters so a resumed run can still restore them.
+        for key, value in (self._best_weights or {}).items():
+            state[_BEST_WEIGHTS + key] = value
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best, self.best_epoch, self.wait = state["best"], state["best_epoch"], state["wait"]
+        weights = {k[len(_BEST_WEIGHTS):]: v for k, v in state.items() if k.startswith(_BEST_WEIGHTS)}
+        self._best_weights = weights or None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -14,14 +15,29 @@ from tqdm.auto import tqdm
 
 from cnnx.data.splits import DataSplits
 from cnnx.engine.model import Model
-from cnnx.errors import CnnxError, ConfigError
+from cnnx.errors import ConfigError
 from cnnx.training.augment import random_shift
 from cnnx.training.callbacks import Callback
+from cnnx.training.divergence import TrainingDiverged, UpdateGuard
 from cnnx.training.metrics import Evaluation, evaluate, predicted_labels
+from cnnx.training.signals import InterruptFlag, TrainingInterrupted
+
+__all__ = ["EpochProgress", "History", "Trainer", "TrainingDiverged", "TrainingInterrupted"]
+
+#: Test hook: seconds to sleep after every batch, so tests can signal or kill a run mid-epoch.
+BATCH_DELAY_ENV = "CNNX_TEST_BATCH_DELAY"
 
 
-class TrainingDiverged(CnnxError):
-    """The loss became NaN or infinite."""
+@dataclass
+class EpochProgress:
+    """How far the current epoch got: enough to continue it exactly after an interruption."""
+
+    order: np.ndarray
+    batches_done: int = 0
+    loss_sum: float = 0.0
+    correct: int = 0
+    seen: int = 0
+    skipped: int = 0
 
 
 @dataclass
@@ -54,6 +70,7 @@ class Trainer:
         eval_batch_size: int = 512,
         progress: bool | None = None,
         log: Callable[[str], None] | None = None,
+        update_guard: UpdateGuard | None = None,
     ):
         for key, value in (("trainer.epochs", epochs), ("trainer.batch_size", batch_size),
                            ("trainer.eval_batch_size", eval_batch_size)):
@@ -77,6 +94,11 @@ class Trainer:
         self.history = History()
         self.stop_training = False
         self.epoch = 0
+        self.guard = update_guard or UpdateGuard()
+        #: The unfinished epoch, when training stopped (or resumes) in the middle of one.
+        self.progress_state: EpochProgress | None = None
+        self.interrupts = InterruptFlag()
+        self._batch_delay = float(os.environ.get(BATCH_DELAY_ENV) or 0.0)
 
     # -- public ------------------------------------------------------------------------------
     def fit(self, data: DataSplits) -> History:
@@ -86,15 +108,17 @@ class Trainer:
             self.scheduler = self.scheduler_factory(steps_per_epoch)
         try:
             self._emit("on_fit_start")
-            while self.epoch < self.epochs and not self.stop_training:
-                self.epoch += 1
-                started = time.perf_counter()
-                metrics = self._train_epoch(x_train, y_train)
-                if data.val is not None and len(data.val[0]):
-                    metrics.update(self._evaluate(data.val).prefixed("val"))
-                metrics["epoch_seconds"] = time.perf_counter() - started
-                self.history.epochs.append(metrics)
-                self._emit("on_epoch_end", self.epoch, metrics)
+            with self.interrupts:
+                while self.epoch < self.epochs and not self.stop_training:
+                    self.epoch += 1
+                    started = time.perf_counter()
+                    metrics = self._train_epoch(x_train, y_train)
+                    if data.val is not None and len(data.val[0]):
+                        metrics.update(self._evaluate(data.val).prefixed("val"))
+                    metrics["epoch_seconds"] = time.perf_counter() - started
+                    self.history.epochs.append(metrics)
+                    self._emit("on_epoch_end", self.epoch, metrics)
+                    self._check_interrupt(batch=0)
             if data.test is not None and len(data.test[0]):
                 self.history.test = self._evaluate(data.test).prefixed("test")
             self._emit("on_fit_end", self.history.test)
@@ -117,39 +141,60 @@ class Trainer:
         for callback in self.callbacks:
             getattr(callback, hook)(self, *args)
 
+    def _check_interrupt(self, batch: int) -> None:
+        if self.interrupts.requested:
+            raise TrainingInterrupted(self.interrupts.signal_name, self.epoch, batch)
+
     def _train_epoch(self, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
         self.model.train()
-        order = self.shuffle_rng.permutation(len(x))
-        loss_sum = 0.0
-        correct = 0
-        batches = range(0, len(x), self.batch_size)
-        bar = tqdm(batches, desc=f"epoch {self.epoch}/{self.epochs}", leave=False,
+        if self.progress_state is None:
+            self.progress_state = EpochProgress(order=self.shuffle_rng.permutation(len(x)))
+        progress = self.progress_state
+        params = dict(self.model.named_parameters())
+        batch_count = math.ceil(len(x) / self.batch_size)
+        bar = tqdm(total=batch_count, initial=progress.batches_done,
+                   desc=f"epoch {self.epoch}/{self.epochs}", leave=False,
                    disable=None if self.progress is None else not self.progress, file=sys.stderr)
-        for batch_number, start in enumerate(bar, 1):
-            index = order[start:start + self.batch_size]
+        for batch_number in range(progress.batches_done + 1, batch_count + 1):
+            start = (batch_number - 1) * self.batch_size
+            index = progress.order[start:start + self.batch_size]
             xb = random_shift(x[index], self.max_shift, self.augment_rng)
             yb = y[index]
             outputs = self.model.forward(xb, training=True)
             loss_value, grad = self.loss(outputs, yb)
-            if not math.isfinite(loss_value):
-                raise TrainingDiverged(
-                    f"loss became {loss_value} at epoch {self.epoch}, batch {batch_number}; "
-                    "lower optimizer.lr or check the data for extreme values"
-                )
-            self.model.backward(grad, input_grad=False)
-            self.optimizer.step()
+            applied = self.guard.loss_ok(loss_value, self.epoch, batch_number)
+            if applied:
+                self.model.backward(grad, input_grad=False)
+                applied = self.guard.gradients_ok(params, self.epoch, batch_number)
+            if applied:
+                self.optimizer.step()
+                progress.loss_sum += loss_value * len(index)
+                progress.correct += int(np.count_nonzero(predicted_labels(outputs, self.loss) == yb))
+                progress.seen += len(index)
+            else:
+                progress.skipped += 1
+                self.log(f"skipped epoch {self.epoch}, batch {batch_number}: non-finite loss or gradient")
+            # The schedule is defined in epochs, so it advances whether or not the batch counted.
             if self.scheduler is not None:
                 self.scheduler.step()
-            loss_sum += loss_value * len(index)
-            correct += int(np.count_nonzero(predicted_labels(outputs, self.loss) == yb))
-            if batch_number % 5 == 0:
-                bar.set_postfix(loss=f"{loss_sum / (start + len(index)):.4f}", refresh=False)
+            progress.batches_done = batch_number
+            bar.update()
+            if batch_number % 5 == 0 and progress.seen:
+                bar.set_postfix(loss=f"{progress.loss_sum / progress.seen:.4f}", refresh=False)
+            if self._batch_delay:
+                time.sleep(self._batch_delay)
+            self._check_interrupt(batch_number)
         bar.close()
-        return {
-            "train_loss": loss_sum / len(x),
-            "train_acc": correct / len(x),
+        self.progress_state = None
+        seen = progress.seen or 1
+        metrics = {
+            "train_loss": progress.loss_sum / seen if progress.seen else float("nan"),
+            "train_acc": progress.correct / seen,
             "lr": float(self.optimizer.lr),
         }
+        if self.guard.on_nonfinite == "skip_batch":
+            metrics["skipped_batches"] = float(progress.skipped)
+        return metrics
 
     def _evaluate(self, split: tuple[np.ndarray, np.ndarray]) -> Evaluation:
         return evaluate(self.model, self.loss, split[0], split[1], self.eval_batch_size)

@@ -1,0 +1,198 @@
+"""The checkpoint callback: save the training state every N epochs and on interruption, keep
+the last few and the best, and resume from them.
+
+Files live in one directory (by default ``<hydra run dir>/checkpoints``):
+``epoch-0003.npz`` after epoch 3, ``epoch-0004-batch-0012.npz`` when a signal stopped
+epoch 4 after its 12th batch. Resuming picks the newest one that reads cleanly; a truncated
+newest file (a crash while the disk was full, say) falls back to the one before, with a
+warning. A checkpoint that reads cleanly but does not fit the model is an error, never
+skipped: it means the config changed.
+
+The checkpoint of an epoch is written in ``on_epoch_end`` *before* the tracker logs that
+epoch (it follows this callback in the list), so a run killed at any moment has never logged
+an epoch that its newest checkpoint does not hold.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cnnx.errors import CheckpointError, ConfigError
+from cnnx.training.callbacks import Callback
+from cnnx.training.checkpoint_file import TEMP_SUFFIX, read_checkpoint, write_checkpoint
+from cnnx.training.signals import TrainingInterrupted
+from cnnx.training.training_state import capture, restore
+
+if TYPE_CHECKING:
+    from cnnx.training.trainer import Trainer
+
+NAME = re.compile(r"^epoch-(\d{4,})(?:-batch-(\d{4,}))?\.npz$")
+_COMPLETE = math.inf  # sorts a finished epoch after every partial checkpoint of that epoch
+
+
+def checkpoint_order(path: Path) -> tuple[int, float] | None:
+    """Sort key (epoch, batch) of a checkpoint file name, None for other files."""
+    match = NAME.match(path.name)
+    if match is None:
+        return None
+    return int(match[1]), _COMPLETE if match[2] is None else int(match[2])
+
+
+def list_checkpoints(directory: Path) -> list[Path]:
+    """Checkpoint files in ``directory``, oldest first."""
+    if not directory.is_dir():
+        return []
+    found = [p for p in directory.iterdir() if checkpoint_order(p) is not None and p.is_file()]
+    return sorted(found, key=checkpoint_order)
+
+
+def check_writable(directory: Path, key: str) -> None:
+    """Fail before training, naming ``key``, if checkpoints cannot be written to ``directory``."""
+    probe = directory / f".write-test-{os.getpid()}"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"{key}: cannot write checkpoints to '{directory}' ({exc.strerror or exc}); "
+            f"accepted: a writable directory"
+        ) from None
+
+
+class Checkpoint(Callback):
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        every_n_epochs: int = 1,
+        keep_last: int = 2,
+        keep_best: bool = True,
+        monitor: str = "val_acc",
+        resume: bool | str | os.PathLike[str] = False,
+        warn: Callable[[str], None] | None = None,
+    ):
+        for key, value in (("every_n_epochs", every_n_epochs), ("keep_last", keep_last)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(
+                    f"trainer.checkpoint.{key}={value!r} is not accepted; accepted: an integer >= 1"
+                )
+        if not (isinstance(resume, (bool, str)) or isinstance(resume, os.PathLike)):
+            raise ConfigError(
+                f"trainer.resume={resume!r} is not accepted; accepted: false, true or a checkpoint path"
+            )
+        self.directory = Path(directory)
+        self.every_n_epochs, self.keep_last, self.keep_best = every_n_epochs, keep_last, keep_best
+        self.monitor = monitor
+        self.resume = resume
+        self.warn = warn or (lambda message: print(f"cnnx: warning: {message}", file=sys.stderr))
+        self.best_value: float | None = None
+        self.best_epoch = 0
+        self.last_saved: Path | None = None
+        self.resumed_from: Path | None = None
+
+    # -- hooks -----------------------------------------------------------------------------
+    def on_fit_start(self, trainer: Trainer) -> None:
+        check_writable(self.directory, "trainer.checkpoint.dir")
+        for stale in self.directory.glob(f".*{TEMP_SUFFIX}"):
+            stale.unlink(missing_ok=True)  # left by a process killed while writing
+        if self.resume is not False:
+            self.resumed_from = self._resume(trainer)
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
+        self._track_best(epoch, metrics)
+        last = epoch == trainer.epochs or trainer.stop_training
+        if epoch % self.every_n_epochs == 0 or last:
+            self.save(trainer)
+
+    def on_fit_error(self, trainer: Trainer, error: BaseException) -> None:
+        if isinstance(error, TrainingInterrupted):
+            try:
+                error.checkpoint = str(self.save(trainer))
+            except OSError as exc:  # a full disk must not hide the interruption itself
+                self.warn(f"could not write the interruption checkpoint in '{self.directory}': {exc}")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_value": self.best_value, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best_value, self.best_epoch = state["best_value"], int(state["best_epoch"])
+
+    # -- saving ----------------------------------------------------------------------------
+    def save(self, trainer: Trainer) -> Path:
+        progress = trainer.progress_state
+        if progress is None:
+            name = f"epoch-{trainer.epoch:04d}.npz"
+        else:
+            name = f"epoch-{trainer.epoch:04d}-batch-{progress.batches_done:04d}.npz"
+        arrays, header = capture(trainer)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = write_checkpoint(self.directory / name, arrays, header)
+        self.last_saved = path
+        self._prune()
+        return path
+
+    def _track_best(self, epoch: int, metrics: dict[str, float]) -> None:
+        key = self.monitor if self.monitor in metrics else self.monitor.replace("val_", "train_")
+        value = metrics.get(key)
+        if value is None or not math.isfinite(value):
+            return
+        larger_is_better = key.endswith("acc")
+        if (self.best_value is None or (value > self.best_value if larger_is_better
+                                        else value < self.best_value)):
+            self.best_value, self.best_epoch = float(value), epoch
+
+    def _prune(self) -> None:
+        files = list_checkpoints(self.directory)
+        keep = set(files[-self.keep_last:])
+        if self.keep_best and self.best_epoch:
+            keep.add(self.directory / f"epoch-{self.best_epoch:04d}.npz")
+        for path in files:
+            if path not in keep:
+                path.unlink(missing_ok=True)
+
+    # -- resuming --------------------------------------------------------------------------
+    def _candidates(self) -> tuple[list[Path], str]:
+        if self.resume is True:
+            return list_checkpoints(self.directory)[::-1], f"trainer.resume=true: no checkpoint in '{self.directory}'"
+        path = Path(self.resume).expanduser()
+        if path.is_file():
+            return [path], ""
+        if path.is_dir():
+            inner = path / "checkpoints"
+            found = list_checkpoints(path) or list_checkpoints(inner)
+            return found[::-1], f"trainer.resume={self.resume}: no checkpoint (epoch-*.npz) in '{path.resolve()}'"
+        raise CheckpointError(
+            f"trainer.resume={self.resume}: no such file or directory; accepted: true, false, "
+            f"a checkpoint file or a directory holding epoch-*.npz files"
+        )
+
+    def _resume(self, trainer: Trainer) -> Path:
+        candidates, none_found = self._candidates()
+        if not candidates:
+            raise CheckpointError(
+                f"{none_found}; pass hydra.run.dir=<the interrupted run's directory> or "
+                f"trainer.resume=<checkpoint file or directory>"
+            )
+        problems = []
+        for index, path in enumerate(candidates):
+            try:
+                arrays, header = read_checkpoint(path)
+            except CheckpointError as exc:
+                if index + 1 < len(candidates):
+                    self.warn(f"{exc}; falling back to '{candidates[index + 1].name}'")
+                problems.append(str(exc))
+                continue
+            restore(trainer, arrays, header, f"checkpoint file '{path.resolve()}'", skip=None)
+            trainer.log(f"resumed from {path} (epoch {trainer.epoch}"
+                        + (f", batch {trainer.progress_state.batches_done}" if trainer.progress_state else "")
+                        + ")")
+            return path
+        raise CheckpointError(problems[0] if len(problems) == 1 else
+                              f"no readable checkpoint: {'; '.join(problems)}")

@@ -1,0 +1,59 @@
+"""Graceful SIGINT/SIGTERM: finish the current batch, then stop with a checkpoint.
+
+While training runs, the first SIGINT or SIGTERM only raises a flag that the trainer reads
+between batches, so the state it saves is a consistent one (weights, optimizer and RNGs all
+after the same batch). A second SIGINT gives the usual immediate ``KeyboardInterrupt``, for
+when even one more batch is too long to wait.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType
+from typing import Any
+
+HANDLED = ("SIGINT", "SIGTERM")
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped at a batch boundary because of a signal.
+
+    ``checkpoint`` is set by the checkpoint callback once the state is saved; the CLI reads
+    it to tell the user how to resume.
+    """
+
+    def __init__(self, signal_name: str, epoch: int, batch: int):
+        super().__init__(f"{signal_name} received; stopped after epoch {epoch}, batch {batch}")
+        self.signal_name, self.epoch, self.batch = signal_name, epoch, batch
+        self.checkpoint: str | None = None
+        self.run_dir: str | None = None
+
+
+class InterruptFlag:
+    """Context manager installing the handlers (main thread only; a no-op elsewhere)."""
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signal_name is not None
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.signal_name is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # second Ctrl-C: stop now
+        self.signal_name = signal.Signals(signum).name
+
+    def __enter__(self) -> InterruptFlag:
+        if threading.current_thread() is threading.main_thread():
+            for name in HANDLED:
+                signum = getattr(signal, name)
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()

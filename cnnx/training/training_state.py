@@ -1,0 +1,161 @@
+"""The full state of a training run as arrays + JSON, and putting it back.
+
+Everything that influences later numbers is captured: weights and buffers, optimizer and
+scheduler state, every random generator (shuffling, augmentation, each dropout layer), the
+epoch and, when stopped mid-epoch, the batch order and running sums of that epoch, the
+metric history, and each callback's ``state_dict`` (early stopping, the tracker's run id).
+Restoring it into a freshly built trainer of the same config continues bit for bit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from cnnx.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from cnnx.training.trainer import Trainer
+
+MODEL, OPTIMIZER, CALLBACK, ORDER = "model/", "optimizer/", "callback/", "progress/order"
+
+
+def callback_keys(callbacks: list[Any]) -> list[str]:
+    """Class names (``EarlyStopping``, ``MlflowTracker``), numbered only when repeated, so a
+    resumed run with one more or one fewer callback still matches the others up."""
+    keys, seen = [], {}
+    for callback in callbacks:
+        name = type(callback).__name__
+        seen[name] = seen.get(name, 0) + 1
+        keys.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
+    return keys
+
+
+def _split(state: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """JSON-able scalars on one side, arrays on the other."""
+    plain: dict[str, Any] = {}
+    arrays: dict[str, np.ndarray] = {}
+    for key, value in state.items():
+        if isinstance(value, np.ndarray):
+            arrays[key] = value
+        elif isinstance(value, np.generic):
+            plain[key] = value.item()
+        else:
+            plain[key] = value
+    return plain, arrays
+
+
+def _layer_generators(trainer: Trainer) -> dict[str, np.random.Generator]:
+    """Layers that own a generator (dropout), by dotted layer name."""
+    return {name: layer.rng for name, layer in trainer.model.named_layers()
+            if isinstance(getattr(layer, "rng", None), np.random.Generator)}
+
+
+def capture(trainer: Trainer, skip: Any = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """``(arrays, header)`` describing ``trainer`` now; ``skip`` is a callback to leave out."""
+    arrays = {MODEL + k: v for k, v in trainer.model.state_dict().items()}
+    optimizer_plain, optimizer_arrays = _split(trainer.optimizer.state_dict())
+    arrays.update((OPTIMIZER + k, v) for k, v in optimizer_arrays.items())
+    callbacks: dict[str, Any] = {}
+    for key, callback in zip(callback_keys(trainer.callbacks), trainer.callbacks, strict=True):
+        if callback is skip:
+            continue
+        plain, callback_arrays = _split(callback.state_dict())
+        callbacks[key] = plain
+        arrays.update((f"{CALLBACK}{key}/{k}", v) for k, v in callback_arrays.items())
+    progress = trainer.progress_state
+    partial = None
+    if progress is not None:
+        arrays[ORDER] = progress.order
+        partial = {"batches_done": progress.batches_done, "loss_sum": progress.loss_sum,
+                   "correct": progress.correct, "seen": progress.seen, "skipped": progress.skipped}
+    header = {
+        "epochs_completed": trainer.epoch - (1 if progress is not None else 0),
+        "partial_epoch": partial,
+        "stop_training": trainer.stop_training,
+        "history": trainer.history.epochs,
+        "optimizer": optimizer_plain,
+        "scheduler": trainer.scheduler.state_dict() if trainer.scheduler is not None else None,
+        "rng": {
+            "shuffle": trainer.shuffle_rng.bit_generator.state,
+            "augment": trainer.augment_rng.bit_generator.state,
+            "layers": {name: g.bit_generator.state for name, g in _layer_generators(trainer).items()},
+        },
+        "callbacks": callbacks,
+    }
+    return arrays, header
+
+
+def _field(header: Mapping[str, Any], key: str, where: str) -> Any:
+    if key not in header:
+        raise CheckpointError(f"{where}: header has no {key!r}; written by another program or version?")
+    return header[key]
+
+
+def restore(trainer: Trainer, arrays: Mapping[str, np.ndarray], header: Mapping[str, Any],
+            where: str, skip: Any = None) -> None:
+    """Put a captured state back; CheckpointError (prefixed with ``where``) if it does not fit.
+
+    Everything is validated before anything changes, so a failed restore leaves the trainer
+    as freshly built.
+    """
+    from cnnx.training.trainer import EpochProgress
+
+    def sub(prefix: str) -> dict[str, np.ndarray]:
+        return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+
+    model_state = sub(MODEL)
+    if not model_state:
+        raise CheckpointError(f"{where}: holds no model weights")
+    optimizer_state = {**_field(header, "optimizer", where), **sub(OPTIMIZER)}
+    rng = _field(header, "rng", where)
+    generators = _layer_generators(trainer)
+    saved_layers = rng.get("layers", {}) if isinstance(rng, dict) else {}
+    if set(saved_layers) != set(generators):
+        raise CheckpointError(
+            f"{where}: random layers {sorted(saved_layers)} in the checkpoint, the model has "
+            f"{sorted(generators)}; it was written for a different architecture"
+        )
+    epochs_completed = int(_field(header, "epochs_completed", where))
+    partial = header.get("partial_epoch")
+    if partial is not None and ORDER not in arrays:
+        raise CheckpointError(f"{where}: stopped mid-epoch but holds no batch order")
+    history = _field(header, "history", where)
+    if len(history) != epochs_completed:
+        raise CheckpointError(f"{where}: history has {len(history)} epochs, header says {epochs_completed}")
+    try:
+        # Model and optimizer loads are strict and change nothing unless the whole dict fits;
+        # the model goes first so an architecture mismatch is reported with the layer name.
+        before = trainer.model.state_dict()
+        trainer.model.load_state_dict(model_state)
+        try:
+            trainer.optimizer.load_state_dict(optimizer_state)
+            if trainer.scheduler is not None and header.get("scheduler") is not None:
+                trainer.scheduler.load_state_dict(header["scheduler"])
+            trainer.shuffle_rng.bit_generator.state = rng["shuffle"]
+            trainer.augment_rng.bit_generator.state = rng["augment"]
+            for name, generator in generators.items():
+                generator.bit_generator.state = saved_layers[name]
+        except BaseException:
+            trainer.model.load_state_dict(before)
+            raise
+    except CheckpointError as exc:
+        raise CheckpointError(f"{where}: {exc}") from None
+    except (TypeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{where}: malformed state ({type(exc).__name__}: {exc})") from None
+
+    saved_callbacks = header.get("callbacks", {})
+    for key, callback in zip(callback_keys(trainer.callbacks), trainer.callbacks, strict=True):
+        if callback is skip or key not in saved_callbacks:
+            continue
+        callback.load_state_dict({**saved_callbacks[key], **sub(f"{CALLBACK}{key}/")})
+    trainer.epoch = epochs_completed
+    trainer.stop_training = bool(header.get("stop_training", False))
+    trainer.history.epochs = [dict(epoch) for epoch in history]
+    trainer.progress_state = None if partial is None else EpochProgress(
+        order=arrays[ORDER], batches_done=int(partial["batches_done"]),
+        loss_sum=float(partial["loss_sum"]), correct=int(partial["correct"]),
+        seen=int(partial["seen"]), skipped=int(partial["skipped"]),
+    )

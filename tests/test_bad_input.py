@@ -1,0 +1,157 @@
+"""Every kind of bad input, through the real CLI: one line naming the key or file and what is
+accepted, exit code 2, no traceback, no MLflow run left RUNNING, no half-written file.
+
+The cases run two at a time from one test (each is a ~1.5 s subprocess, mostly imports). The
+base run reads a small pre-split .npz instead of the digits, so no case pays for sklearn.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from e2e_helpers import all_runs, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def _images(rng, n):
+    return rng.standard_normal((n, 1, 8, 8)).astype(np.float32), np.arange(n) % 10
+
+
+def write_inputs(folder: Path) -> dict[str, str]:
+    """The files the cases point at, by placeholder name."""
+    rng = np.random.default_rng(0)
+    (xt, yt), (xv, yv), (xs, ys) = _images(rng, 200), _images(rng, 50), _images(rng, 50)
+    nan, inf = xt.copy(), xt.copy()
+    nan[3, 0, 2, 2], inf[7, 0, 1, 5] = np.nan, -np.inf
+    files = {
+        "good": dict(x_train=xt, y_train=yt, x_val=xv, y_val=yv, x_test=xs, y_test=ys),
+        "labels12": dict(x_train=xt, y_train=yt + (yt == 9) * 2, x_val=xv, y_val=yv, x_test=xs, y_test=ys),
+        "nan": dict(x=nan, y=yt),
+        "inf": dict(x=inf, y=yt),
+        "empty": dict(x=np.zeros((0, 1, 8, 8), np.float32), y=np.zeros(0, np.int64)),
+        "one_class": dict(x=xt, y=np.zeros(200, np.int64)),
+        "no_y": dict(x=xt),
+        "mismatch": dict(x=xt, y=yt[:150]),
+    }
+    paths = {}
+    for name, arrays in files.items():
+        paths[name] = str(folder / f"{name}.npz")
+        np.savez(paths[name], **arrays)
+    paths["text"] = str(folder / "notes.npz")
+    Path(paths["text"]).write_text("not an archive\n")
+    paths["a_file"] = str(folder / "plain_file")
+    Path(paths["a_file"]).write_text("x")
+    checkpoints = folder / "checkpoints"
+    paths["ckpt_other_model"] = str(make_checkpoint(
+        checkpoints / "other", [f"dataset.path={paths['good']}", "model.layers.conv1.out_channels=4"]))
+    good = make_checkpoint(checkpoints / "good", [f"dataset.path={paths['good']}"])
+    truncated = checkpoints / "truncated.npz"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    paths["ckpt_truncated"] = str(truncated)
+    return paths
+
+
+def make_checkpoint(directory: Path, overrides: list[str]) -> Path:
+    """A real checkpoint of a freshly built run (in-process: cheaper than a CLI run)."""
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    from cnnx.app import build_run
+    from cnnx.training.checkpoint import Checkpoint
+
+    with initialize_config_module("cnnx.conf", version_base="1.3"):
+        cfg = compose("config", overrides=["+experiment=digits_small", "dataset=npz", *overrides])
+    _, trainer = build_run(OmegaConf.to_container(cfg, resolve=True))
+    return Checkpoint(directory).save(trainer)
+
+
+BASE = ["+experiment=digits_small", "dataset=npz", "dataset.path={good}", "trainer.epochs=1"]
+
+# (case id, overrides added to BASE, fragments the error line must contain)
+CASES = [
+    # unknown plugin names
+    ("unknown layer", ["model.layers.conv1.type=conv3d"], ["conv3d", "model.layers.conv1", "conv2d"]),
+    ("unknown optimizer", ["optimizer.type=sgdd"], ["sgdd", "optimizer", "adam"]),
+    ("unknown loss", ["loss.type=hinge"], ["hinge", "loss", "cross_entropy"]),
+    ("unknown dataset", ["dataset.type=cifar"], ["cifar", "dataset", "digits"]),
+    ("unknown scheduler", ["scheduler.type=linear"], ["linear", "scheduler", "cosine"]),
+    ("unknown config option", ["optimizer=nope"], ["optimizer/nope", "sgd"]),
+    # wrong types, unknown keys
+    ("wrong type epochs", ["trainer.epochs=abc"], ["trainer.epochs", "abc"]),
+    ("wrong type kernel", ["model.layers.conv1.kernel_size=abc"], ["model.layers.conv1", "kernel_size", "abc"]),
+    ("unknown key", ["trainer.epochss=3"], ["trainer.epochss", "epochs"]),
+    ("unknown option", ["+optimizer.lrr=0.1"], ["optimizer.lrr", "lr"]),
+    ("missing value", ["dataset.path=???"], ["dataset.path"]),
+    ("bad policy", ["trainer.on_nonfinite=explode"], ["trainer.on_nonfinite", "explode", "skip_batch"]),
+    # zero or negative sizes, lr, epochs, batch size
+    ("zero batch size", ["trainer.batch_size=0"], ["trainer.batch_size", "0", "positive"]),
+    ("negative batch size", ["trainer.batch_size=-4"], ["trainer.batch_size", "-4"]),
+    ("zero epochs", ["trainer.epochs=0"], ["trainer.epochs", "0"]),
+    ("negative epochs", ["trainer.epochs=-2"], ["trainer.epochs", "-2"]),
+    ("zero lr", ["optimizer.lr=0"], ["optimizer", "lr", "lr > 0"]),
+    ("negative lr", ["optimizer.lr=-1"], ["optimizer", "lr", "-1"]),
+    ("zero channels", ["model.layers.conv1.out_channels=0"], ["model.layers.conv1", "out_channels", "0"]),
+    ("zero features", ["model.layers.fc1.out_features=0"], ["model.layers.fc1", "out_features", "0"]),
+    ("negative clip", ["trainer.grad_clip_norm=-1"], ["trainer.grad_clip_norm", "-1", "> 0"]),
+    # shapes
+    ("kernel larger than input", ["model.layers.conv1.kernel_size=20"], ["model.layers.conv1", "larger than the input"]),
+    ("pool larger than input", ["model.layers.pool1.kernel_size=16"], ["model.layers.pool1", "larger than the input"]),
+    ("shape of zero", ["model.layers.conv1.kernel_size=8", "model.layers.conv1.padding=0"],
+     ["model.layers.pool1", "(8, 1, 1)"]),
+    ("dense before flatten", ["~model.layers.flatten"], ["model.layers.fc1", "flatten"]),
+    ("output size", ["model.layers.fc2.out_features=3"], ["model.layers.fc2", "10 classes"]),
+    # data
+    ("labels out of range", ["dataset.path={labels12}"], ["model.layers.fc2", "12 classes"]),
+    ("nan in data", ["dataset.path={nan}"], ["nan.npz", "NaN"]),
+    ("inf in data", ["dataset.path={inf}"], ["inf.npz", "infinite"]),
+    ("empty dataset", ["dataset.path={empty}"], ["empty.npz", "empty"]),
+    ("single class", ["dataset.path={one_class}"], ["one_class.npz", "single class"]),
+    ("npz without y", ["dataset.path={no_y}"], ["no_y.npz", "'y'"]),
+    ("npz length mismatch", ["dataset.path={mismatch}"], ["mismatch.npz", "200", "150"]),
+    ("npz not an archive", ["dataset.path={text}"], ["notes.npz", "not a readable .npz"]),
+    ("npz not found", ["dataset.path=/nonexistent/data.npz"], ["/nonexistent/data.npz", "not found"]),
+    # checkpoints and output directories
+    ("truncated checkpoint", ["trainer.resume={ckpt_truncated}"], ["truncated.npz", "truncated"]),
+    ("foreign checkpoint", ["trainer.resume={good}"], ["good.npz", "not a cnnx checkpoint"]),
+    ("other architecture", ["trainer.resume={ckpt_other_model}"], ["epoch-0000.npz", "conv1.weight", "shape"]),
+    ("nothing to resume", ["trainer.resume=true"], ["trainer.resume=true", "no checkpoint"]),
+    ("output dir not writable", ["hydra.run.dir={a_file}/run"], ["plain_file", "hydra.run.dir"]),
+    ("tracking store unreachable", ["tracking.uri=http://127.0.0.1:9"], ["tracking.uri", "http://127.0.0.1:9"]),
+    ("checkpoint dir not writable", ["trainer.checkpoint.dir={a_file}/ck"], ["trainer.checkpoint.dir", "plain_file"]),
+]
+
+
+def run_case(root: Path, paths: dict[str, str], number: int, overrides: list[str]):
+    workdir = root / f"case{number:02d}"
+    workdir.mkdir()
+    args = [arg.format(**paths) for arg in [*BASE, *overrides]]
+    return workdir, run_cli(args, workdir, timeout=120)
+
+
+def test_every_bad_input_fails_in_one_line_naming_the_key(tmp_path):
+    assert len(CASES) >= 25
+    paths = write_inputs(tmp_path)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = [pool.submit(run_case, tmp_path, paths, i, overrides)
+                   for i, (_, overrides, _) in enumerate(CASES)]
+        results = [f.result() for f in futures]
+    problems = []
+    for (name, _, fragments), (workdir, result) in zip(CASES, results, strict=True):
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        last = lines[-1] if lines else ""
+        if result.returncode != 2 or not last.startswith("cnnx: error: ") or "Traceback" in result.stderr:
+            problems.append(f"{name}: exit {result.returncode}, stderr ends {result.stderr[-600:]!r}")
+            continue
+        missing = [f for f in fragments if f not in last]
+        if missing:
+            problems.append(f"{name}: {missing} not in {last!r}")
+        if [r for r in all_runs(workdir) if r.info.status == "RUNNING"]:
+            problems.append(f"{name}: an MLflow run was left RUNNING")
+        leftovers = [p for p in workdir.rglob("*") if p.is_file() and (p.suffix == ".tmp" or p.name.startswith("epoch-"))]
+        if leftovers:
+            problems.append(f"{name}: left files {leftovers}")
+    assert not problems, "\n".join(problems)

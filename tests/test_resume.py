@@ -1,0 +1,187 @@
+"""Runs that are killed, interrupted or find their newest checkpoint corrupt, through the real
+CLI: resuming gives the final weights and the MLflow metric history of a run that was never
+interrupted, bit for bit.
+
+``epoch_seconds`` is excluded from every comparison: it is wall-clock time, which no two runs
+share. Everything else logged per epoch (losses, accuracies, lr) and at the end (test
+metrics) must be equal exactly, in the same steps, with no step logged twice.
+
+The runs use dropout, random shifts and early stopping (with a patience that never fires) so
+that every generator and callback state takes part, and the ``CNNX_TEST_BATCH_DELAY`` hook
+slows batches down so that a signal lands in the middle of an epoch.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from e2e_helpers import all_runs, run_cli, start_cli, store_client, wait_for_file
+
+from cnnx.training.checkpoint_file import read_checkpoint
+
+pytestmark = pytest.mark.slow
+
+WALL_CLOCK_METRICS = {"epoch_seconds"}
+DELAY = {"CNNX_TEST_BATCH_DELAY": "0.04"}
+
+
+def run_args(data: Path) -> list[str]:
+    return [
+        "+experiment=digits_small", "dataset=npz", f"dataset.path={data}", "trainer.epochs=3",
+        "trainer.batch_size=8", "+model.layers.drop={type:dropout,p:0.2}", "trainer.augment.max_shift=1",
+        "trainer.early_stopping.enabled=true", "trainer.early_stopping.patience=10", "hydra.run.dir=run",
+    ]
+
+
+def logged(workdir: Path) -> tuple[object, dict[str, list[tuple[int, float]]], dict[str, np.ndarray]]:
+    """(the only run, its full metric histories but wall-clock ones, its logged final weights)."""
+    (run,) = all_runs(workdir)
+    client = store_client(workdir)
+    histories = {
+        key: sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key))
+        for key in run.data.metrics if key not in WALL_CLOCK_METRICS
+    }
+    with np.load(client.download_artifacts(run.info.run_id, "weights.npz", str(workdir))) as archive:
+        weights = {k: archive[k] for k in archive.files}
+    return run, histories, weights
+
+
+def assert_same_as_reference(workdir: Path, reference) -> None:
+    run, histories, weights = logged(workdir)
+    _, ref_histories, ref_weights = reference
+    assert run.info.status == "FINISHED"
+    assert histories == ref_histories
+    assert weights.keys() == ref_weights.keys()
+    for key in weights:
+        assert np.array_equal(weights[key], ref_weights[key]), key
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "images.npz"
+    rng = np.random.default_rng(1)
+    splits = {}
+    for name, n in (("train", 200), ("val", 40), ("test", 40)):
+        y = np.arange(n) % 10
+        # a learnable signal: one bright pixel per class
+        x = rng.standard_normal((n, 1, 8, 8)).astype(np.float32) * 0.5
+        x[np.arange(n), 0, y // 4 * 2, y % 4 * 2] += 3.0
+        splits[f"x_{name}"], splits[f"y_{name}"] = x, y
+    np.savez(path, **splits)
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference_dir(tmp_path_factory, data) -> Path:
+    workdir = tmp_path_factory.mktemp("reference")
+    result = run_cli(run_args(data), workdir)
+    assert result.returncode == 0, result.stderr
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def reference(reference_dir):
+    run, histories, weights = logged(reference_dir)
+    assert run.info.status == "FINISHED"
+    assert [step for step, _ in histories["val_acc"]] == [1, 2, 3]
+    return run, histories, weights
+
+
+def signal_during_epoch_2(workdir: Path, data: Path, signum: int) -> tuple[Path, int, str]:
+    """Start a slowed run, send ``signum`` in the middle of epoch 2;
+    (checkpoint dir, exit code, stderr)."""
+    checkpoints = workdir / "run" / "checkpoints"
+    process = start_cli(run_args(data), workdir, env=DELAY)
+    wait_for_file(checkpoints / "epoch-0001.npz", process)
+    # Epoch 1 is logged right after its checkpoint, then epoch 2 starts: >= 25 batches x 0.04 s.
+    deadline = time.monotonic() + 120
+    while not any(r.data.metrics.get("val_acc") is not None for r in all_runs(workdir)):
+        assert process.poll() is None and time.monotonic() < deadline, "epoch 1 was never logged"
+        time.sleep(0.05)
+    time.sleep(0.3)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=60)
+    return checkpoints, process.returncode, stderr
+
+
+def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path, data, reference):
+    checkpoints, returncode, _ = signal_during_epoch_2(tmp_path, data, signal.SIGKILL)
+    assert returncode == -signal.SIGKILL
+    assert not (checkpoints / "epoch-0002.npz").exists(), "the kill should land before epoch 2 ends"
+    (killed,) = all_runs(tmp_path)
+    assert killed.info.status == "RUNNING"  # nobody could tell MLflow
+
+    result = run_cli([*run_args(data), "trainer.resume=true"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "resumed from" in result.stderr and "epoch-0001.npz" in result.stderr
+    assert_same_as_reference(tmp_path, reference)
+    (run,) = all_runs(tmp_path)
+    assert run.info.run_id == killed.info.run_id
+
+
+def test_sigint_saves_a_checkpoint_marks_the_run_killed_and_resumes(tmp_path, data, reference):
+    checkpoints, returncode, stderr = signal_during_epoch_2(tmp_path, data, signal.SIGINT)
+    assert returncode == 128 + signal.SIGINT, stderr
+    assert "Traceback" not in stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("cnnx: interrupted by SIGINT during epoch 2, batch "), last
+    assert "checkpoint saved to" in last and "resume with: " in last
+    saved = sorted(p.name for p in checkpoints.glob("epoch-0002-batch-*.npz"))
+    assert len(saved) == 1, list(checkpoints.iterdir())
+    (run,) = all_runs(tmp_path)
+    assert run.info.status == "KILLED"
+    assert "TrainingInterrupted" in run.data.tags["error"]
+
+    command = shlex.split(last.split("resume with: ", 1)[1])
+    assert command[:3] == ["python", "-m", "cnnx"] and "trainer.resume=true" in command
+    result = run_cli(command[3:], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"resumed from {checkpoints / saved[0]}" in result.stderr
+    assert_same_as_reference(tmp_path, reference)
+
+
+def test_truncated_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, data, reference_dir, reference):
+    workdir = tmp_path / "copy"
+    shutil.copytree(reference_dir, workdir)
+    checkpoints = workdir / "run" / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["epoch-0002.npz", "epoch-0003.npz"]
+    newest = checkpoints / "epoch-0003.npz"
+    newest.write_bytes(newest.read_bytes()[:1000])
+
+    args = [*run_args(data), "trainer.resume=true"]
+    result = run_cli(args, workdir)
+    assert result.returncode == 0, result.stderr
+    warning = next(line for line in result.stderr.splitlines() if line.startswith("cnnx: warning:"))
+    assert "epoch-0003.npz" in warning and "truncated" in warning and "falling back to 'epoch-0002.npz'" in warning
+    arrays, _ = read_checkpoint(newest)  # written again by the resumed run, complete this time
+    _, ref_histories, ref_weights = reference
+    assert logged(workdir)[1] == ref_histories  # epoch 3 and test metrics were not logged twice
+    for key, value in ref_weights.items():
+        assert np.array_equal(arrays[f"model/{key}"], value), key
+
+    for path in checkpoints.iterdir():
+        path.write_bytes(path.read_bytes()[:1000])
+    result = run_cli(args, workdir)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("cnnx: error: ") and "truncated" in last and "epoch-0002.npz" in last
+    assert not [r for r in all_runs(workdir) if r.info.status == "RUNNING"]
+
+
+def test_divergence_names_epoch_and_batch_and_fails_the_run(tmp_path, data):
+    result = run_cli(["+experiment=digits_small", "dataset=npz", f"dataset.path={data}", "trainer.epochs=2",
+                      "optimizer.lr=1e30"], tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("cnnx: error: loss became nan at epoch 1, batch "), last
+    assert "trainer.on_nonfinite=skip_batch" in last and "trainer.grad_clip_norm" in last
+    (run,) = all_runs(tmp_path)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["error"].startswith("TrainingDiverged: loss became nan at epoch 1")

@@ -1,0 +1,157 @@
+"""The MLflow server goes away in the middle of a run and comes back: training goes on, and
+every metric, image and artifact reaches the store in the end.
+
+The outage is a TCP forwarder between the run and a real MLflow server (its Flask app and
+REST handlers over a sqlite store): `tracking.uri` points at the forwarder, which refuses
+connections for two epochs and then accepts them again on the same port. To the run that is
+exactly a server that stops and restarts; the test pays for one server start-up instead of
+two (each takes from several to tens of seconds on a busy 2-core machine).
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from e2e_helpers import list_artifacts, start_cli, wait_for_file
+
+pytestmark = pytest.mark.slow
+
+EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_seconds")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Forwarder:
+    """127.0.0.1:port → 127.0.0.1:target; ``down()`` refuses connections, ``up()`` restores."""
+
+    def __init__(self, target: int):
+        self.target, self.port = target, free_port()
+        self._connections: list[socket.socket] = []
+        self._listener: socket.socket | None = None
+        self.up()
+
+    def up(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(16)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def down(self) -> None:
+        self._listener.close()
+        for connection in self._connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            connection.close()
+        self._connections.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # closed by down()
+            server = socket.create_connection(("127.0.0.1", self.target))
+            self._connections += [client, server]
+            for source, sink in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                try:
+                    end.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    port = free_port()
+    log = open(tmp_path / "server.log", "w")
+    process = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("mlflow_test_server.py")),
+         str(tmp_path / "server.db"), str(tmp_path / "server-artifacts"), str(port)],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError((tmp_path / "server.log").read_text()[-3000:]) from None
+                time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}", port
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+def test_server_outage_mid_run_loses_no_metric(tmp_path, mlflow_server):
+    from mlflow import MlflowClient
+
+    server_uri, server_port = mlflow_server
+    forwarder = Forwarder(server_port)
+    data = tmp_path / "images.npz"
+    make_data(data)
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    checkpoints = workdir / "run" / "checkpoints"
+    process = start_cli([
+        "+experiment=digits_small", "dataset=npz", f"dataset.path={data}", "trainer.epochs=4",
+        "trainer.batch_size=8", "hydra.run.dir=run", f"tracking.uri=http://127.0.0.1:{forwarder.port}",
+    ], workdir, env={"CNNX_TEST_BATCH_DELAY": "0.03"})
+    wait_for_file(checkpoints / "epoch-0001.npz", process)
+    forwarder.down()
+    wait_for_file(checkpoints / "epoch-0003.npz", process)  # two epochs end while it is down
+    forwarder.up()
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr
+    assert "unreachable" in stderr and "reachable again" in stderr, stderr
+
+    client = MlflowClient(server_uri)
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert run.info.status == "FINISHED"
+    for key in EPOCH_METRICS:
+        steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, key))
+        assert steps == [1, 2, 3, 4], (key, steps)
+    assert {"test_loss", "test_acc"} <= run.data.metrics.keys()
+    artifacts = list_artifacts(client, run.info.run_id)
+    assert "weights.npz" in artifacts
+    assert len([a for a in artifacts if a.startswith("images/") and a.endswith(".png")]) == 5, artifacts
+    assert not (workdir / "run" / "mlflow-unsent").exists()
+
+
+def make_data(path: Path) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    splits = {}
+    for name, n in (("train", 160), ("val", 40), ("test", 40)):
+        splits[f"x_{name}"] = rng.standard_normal((n, 1, 8, 8)).astype(np.float32)
+        splits[f"y_{name}"] = np.arange(n) % 10
+    np.savez(path, **splits)

@@ -1,0 +1,169 @@
+"""Checkpoint files, the update guard and the tracking outbox, in-process (fast)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from cnnx.engine.model import build_model
+from cnnx.engine.optim.sgd import SGD
+from cnnx.errors import CheckpointError
+from cnnx.tracking.outbox import SPILL_FILE, Outbox, Pending
+from cnnx.training.checkpoint import Checkpoint, list_checkpoints
+from cnnx.training.checkpoint_file import read_checkpoint, write_checkpoint
+from cnnx.training.divergence import TrainingDiverged, UpdateGuard
+from cnnx.training.trainer import Trainer
+
+SPEC = {
+    "conv": {"type": "conv2d", "out_channels": 2, "kernel_size": 3},
+    "drop": {"type": "dropout", "p": 0.3},
+    "flat": {"type": "flatten"},
+    "fc": {"type": "dense", "out_features": 3},
+}
+
+
+def make_trainer(epochs=2, **kwargs):
+    from cnnx.engine.losses.cross_entropy import CrossEntropyLoss
+
+    model = build_model(SPEC, (1, 5, 5), seed=0)
+    return Trainer(model, CrossEntropyLoss(), SGD(model.named_parameters(), lr=0.1, momentum=0.9),
+                   epochs=epochs, batch_size=4, seed=0, progress=False, log=lambda _: None, **kwargs)
+
+
+def test_write_is_atomic_and_read_refuses_pickles_truncation_and_foreign_files(tmp_path):
+    path = write_checkpoint(tmp_path / "a.npz", {"w": np.arange(3.0)}, {"epoch": 1})
+    arrays, header = read_checkpoint(path)
+    assert np.array_equal(arrays["w"], np.arange(3.0)) and header["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["a.npz"]  # no temporary file left
+
+    np.save(tmp_path / "objects.npy", np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    np.savez(tmp_path / "pickled.npz", __cnnx_header__=np.frombuffer(b"{}", np.uint8),
+             w=np.array([{"x": 1}], dtype=object))
+    cases = {
+        "truncated.npz": path.read_bytes()[:40],
+        "text.npz": b"hello",
+    }
+    for name, content in cases.items():
+        (tmp_path / name).write_bytes(content)
+    np.savez(tmp_path / "foreign.npz", x=np.zeros(2))
+    for name, fragment in [("truncated.npz", "truncated"), ("text.npz", "truncated"),
+                           ("foreign.npz", "not a cnnx checkpoint"), ("pickled.npz", "pickle"),
+                           ("objects.npy", "pickle"), ("missing.npz", "not found")]:
+        with pytest.raises(CheckpointError) as caught:
+            read_checkpoint(tmp_path / name)
+        assert name in str(caught.value) and fragment in str(caught.value), str(caught.value)
+
+
+def test_state_round_trip_continues_identically(tmp_path):
+    from cnnx.data.splits import DataSplits
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((24, 1, 5, 5)).astype(np.float32)
+    y = np.arange(24) % 3
+    data = DataSplits(train=(x, y), val=(x[:6], y[:6]), test=(x[:6], y[:6]), classes=["a", "b", "c"],
+                      input_shape=(1, 5, 5), name="t")
+    straight = make_trainer(epochs=3)
+    straight.fit(data)
+
+    first = make_trainer(epochs=3, callbacks=[Checkpoint(tmp_path, keep_last=1)])
+    first.epochs = 1
+    first.fit(data)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["epoch-0001.npz"]
+    second = make_trainer(epochs=3, callbacks=[Checkpoint(tmp_path, keep_last=1, resume=True)])
+    second.fit(data)
+    assert second.history.epochs[-1]["train_loss"] == straight.history.epochs[-1]["train_loss"]
+    for key, value in straight.model.state_dict().items():
+        assert np.array_equal(second.model.state_dict()[key], value), key
+
+    other = make_trainer()
+    other.model = build_model({**SPEC, "fc": {"type": "dense", "out_features": 4}}, (1, 5, 5))
+    with pytest.raises(CheckpointError, match="fc.weight"):
+        Checkpoint(tmp_path, resume=True).on_fit_start(other)
+
+
+def test_update_guard_stops_skips_and_clips():
+    from cnnx.engine.parameter import Parameter
+
+    param = Parameter(np.zeros(4, np.float32))
+    param.grad = np.array([3.0, 4.0, 0.0, 0.0], np.float32)
+    assert UpdateGuard(grad_clip_norm=1.0).gradients_ok({"p": param}, 1, 1)
+    assert np.allclose(np.linalg.norm(param.grad), 1.0)
+    param.grad[0] = np.nan
+    with pytest.raises(TrainingDiverged, match="gradient of p became non-finite at epoch 2, batch 7"):
+        UpdateGuard().gradients_ok({"p": param}, 2, 7)
+    assert not UpdateGuard("skip_batch").gradients_ok({"p": param}, 2, 7)
+    with pytest.raises(TrainingDiverged, match="loss became inf at epoch 3, batch 1"):
+        UpdateGuard().loss_ok(float("inf"), 3, 1)
+
+
+def test_outbox_keeps_order_retries_and_spills_what_it_cannot_send(tmp_path):
+    sent, store_up = [], [False]
+
+    def call(n):
+        def send():
+            if not store_up[0]:
+                raise ConnectionError("refused")
+            sent.append(n)
+        return Pending(send, {"kind": "metrics", "run_id": "r", "metrics": [["m", float(n), 0, n]]})
+
+    warnings = []
+    outbox = Outbox("http://x", warn=warnings.append, sleep=lambda s: None)
+    assert not outbox.submit(call(1)) and not outbox.submit(call(2))
+    store_up[0] = True
+    assert outbox.submit(call(3)) and sent == [1, 2, 3]
+    assert "unreachable" in warnings[0] and "reachable again" in warnings[-1]
+
+    store_up[0] = False
+    outbox.submit(call(4))
+    assert not outbox.drain(timeout=0.5)
+    spilled = outbox.spill(tmp_path)
+    assert spilled == tmp_path / SPILL_FILE
+    assert [json.loads(line)["metrics"][0][3] for line in spilled.read_text().splitlines()] == [4]
+
+
+def test_keeps_the_last_n_and_the_best(tmp_path):
+    trainer = make_trainer(epochs=6)
+    checkpoint = Checkpoint(tmp_path, keep_last=2, monitor="val_acc")
+    for epoch, val_acc in enumerate([0.5, 0.9, 0.6, 0.7, 0.8, 0.85], 1):
+        trainer.epoch = epoch
+        checkpoint.on_epoch_end(trainer, epoch, {"val_acc": val_acc})
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["epoch-0002.npz", "epoch-0005.npz", "epoch-0006.npz"]
+
+
+def test_sigterm_only_raises_the_flag_and_handlers_are_restored():
+    import os
+    import signal
+
+    from cnnx.training.signals import InterruptFlag
+
+    before = signal.getsignal(signal.SIGTERM)
+    with InterruptFlag() as flag:
+        assert not flag.requested
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert flag.requested and flag.signal_name == "SIGTERM"
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+@pytest.mark.slow  # creating a sqlite MLflow store takes seconds
+def test_spilled_calls_replay_into_the_store(tmp_path):
+    from mlflow import MlflowClient
+
+    from cnnx.tracking.outbox import replay
+
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    client = MlflowClient(uri)
+    run_id = client.create_run(client.create_experiment("e")).info.run_id
+
+    def refused():
+        raise ConnectionError("refused")
+
+    outbox = Outbox(uri, warn=lambda _: None)
+    outbox.submit(Pending(refused, {"kind": "metrics", "run_id": run_id,
+                                    "metrics": [["val_acc", 0.5, 1, 1], ["val_acc", 0.75, 2, 2]]}))
+    outbox.submit(Pending(refused, {"kind": "status", "run_id": run_id, "status": "FINISHED"}))
+    outbox.spill(tmp_path / "unsent")
+    assert replay(tmp_path / "unsent", uri) == 2
+    assert [(m.step, m.value) for m in client.get_metric_history(run_id, "val_acc")] == [(1, 0.5), (2, 0.75)]
+    assert client.get_run(run_id).info.status == "FINISHED"
