@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import time
 import warnings
 
 import numpy as np
@@ -231,13 +230,12 @@ def test_synthetic_threads_do_not_change_the_numbers(monkeypatch):
 
 @pytest.mark.slow
 def test_synthetic_scales_to_100k_images_of_64x64():
-    start = time.perf_counter()
+    # Scale is about memory and dtype discipline (a float64 intermediate would need 3.3 GB);
+    # how fast it generates is a benchmark's business, not a test's.
     d = load_synthetic(num_samples=100_000, size=64, num_classes=10)
-    elapsed = time.perf_counter() - start
     assert d.sizes() == {"train": 70_000, "val": 10_000, "test": 20_000}
-    assert d.train[0].shape == (70_000, 1, 64, 64)
-    # ~2-4 s here (most of it first-touch page faults of the 1.6 GB array); generous for CI.
-    assert elapsed < 30, f"took {elapsed:.1f} s"
+    assert d.train[0].shape == (70_000, 1, 64, 64) and d.train[0].dtype == np.float32
+    assert np.bincount(d.test[1], minlength=10).min() > 1_500
 
 
 @pytest.mark.parametrize(
