@@ -97,41 +97,62 @@ def build_run(config: dict[str, Any], callbacks: list | None = None):
     return data, trainer
 
 
-def run_name_from_overrides(overrides: list[str], config: dict[str, Any]) -> str:
-    """``conv1.out_channels=16,lr=0.1``: what distinguishes this run, readable in MLflow's list."""
+def short_overrides(overrides: list[str], keep_presets: bool = False) -> list[str]:
+    """``model.layers.conv1.out_channels=16`` → ``conv1.out_channels=16``; where and how runs are
+    logged is left out, and presets too unless ``keep_presets`` (a sweep's parent names them)."""
+    presets = ("experiment", "hparams")
     shown = []
     for override in overrides:
         key, _, value = override.lstrip("+~").partition("=")
-        if key in ("experiment", "tracking.uri", "hydra.run.dir", "hydra.sweep.dir") or key.startswith("hydra"):
+        if key in ("tracking.uri", "hydra.run.dir", "hydra.sweep.dir") or key.startswith(("hydra", "sweep.")):
+            continue
+        if key in presets and not keep_presets:
             continue
         parts = key.split(".")
         short = ".".join(parts[-2:]) if parts[0] == "model" else parts[-1]
         shown.append(f"{short}={value}")
+    return shown
+
+
+def run_name_from_overrides(overrides: list[str], config: dict[str, Any]) -> str:
+    """``conv1.out_channels=16,lr=0.1``: what distinguishes this run, readable in MLflow's list."""
+    shown = short_overrides(overrides)
     return ",".join(shown) if shown else f"{config['model']['name']}-seed{config['seed']}"
 
 
-def _tracker(config: dict[str, Any], cfg: DictConfig, overrides: list[str]):
+def _tracker(config: dict[str, Any], cfg: DictConfig, overrides: list[str], sweep=None):
     from cnnx.tracking.mlflow_tracker import MlflowTracker
+    from cnnx.tracking.sweep_job import tracker_options
     from cnnx.tracking.tags import run_tags
 
     tracking = config["tracking"]
+    options = tracker_options(sweep, config)
     return MlflowTracker(
         experiment_name=tracking["experiment_name"] or config["experiment_name"],
         config=config,
         config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
         run_name=tracking["run_name"] or run_name_from_overrides(overrides, config),
-        tracking_uri=tracking["uri"],
-        tags=run_tags(),
+        tracking_uri=options.get("tracking_uri", tracking["uri"]),
+        tags={**run_tags(), **options["tags"]},
+        parent_run_id=options.get("parent_run_id"),
         log_kernels=tracking["log_kernels"],
         log_weights=tracking["log_weights"],
     )
 
 
-def run(cfg: DictConfig, overrides: list[str] | None = None) -> float:
+def run(cfg: DictConfig, overrides: list[str] | None = None, sweep=None) -> float:
+    """One training run; ``sweep`` (a ``SweepJob``) when it is a job of a multirun."""
+    from cnnx.blas_threads import limit_blas_threads
+    from cnnx.tracking.sweep_job import already_finished
+
     config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-    callbacks = [_tracker(config, cfg, overrides or [])] if config["tracking"]["enabled"] else []
-    data, trainer = build_run(config, callbacks)
-    trainer.fit(data)
+    done = already_finished(sweep, config, config["tracking"]["experiment_name"] or config["experiment_name"])
+    if done is not None:
+        return done
+    with limit_blas_threads(sweep.blas_threads if sweep else None):
+        callbacks = [_tracker(config, cfg, overrides or [], sweep)] if config["tracking"]["enabled"] else []
+        data, trainer = build_run(config, callbacks)
+        trainer.fit(data)
     objective = trainer.objective(config["trainer"]["monitor"])
     print(f"{config['trainer']['monitor']} (best epoch) = {objective:.4f}", file=sys.stderr)
     return objective
@@ -141,4 +162,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> float:
 def task(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 
-    return run(cfg, list(HydraConfig.get().overrides.task))
+    from cnnx.tracking.sweep_job import current_sweep_job
+
+    hydra_config = HydraConfig.get()
+    return run(cfg, list(hydra_config.overrides.task), current_sweep_job(hydra_config))

@@ -58,6 +58,7 @@ class MlflowTracker(Callback):
         tags: Mapping[str, str] | None = None,
         log_kernels: bool = True,
         log_weights: bool = True,
+        parent_run_id: str | None = None,
     ):
         self.experiment_name = experiment_name
         self.config = config
@@ -65,6 +66,9 @@ class MlflowTracker(Callback):
         self.run_name = run_name
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
         self.tags = dict(tags or {})
+        if parent_run_id:
+            # Explicit, not mlflow's active run: a sweep's jobs run in other processes.
+            self.tags["mlflow.parentRunId"] = parent_run_id
         self.log_kernels = log_kernels
         self.log_weights = log_weights
         self.client: MlflowClient | None = None
