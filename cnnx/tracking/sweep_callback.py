@@ -79,10 +79,15 @@ class MlflowSweepCallback(Callback):
                         "cnnx.sweep.command": " ".join(config.hydra.overrides.task)}
                 parent = client.create_run(experiment_id, run_name="sweep " + " ".join(overrides), tags=tags)
         except Exception as exc:
-            raise TrackingError(
+            from cnnx.cli import EXIT_USAGE
+
+            error = TrackingError(
                 f"cannot use MLflow store {uri!r} (tracking.uri) for the sweep: {type(exc).__name__}: "
                 f"{str(exc).splitlines()[0] if str(exc) else ''}"
-            ) from exc
+            )
+            # Hydra turns a callback's exception into a warning and would start every job anyway.
+            print(f"cnnx: error: {error}", file=sys.stderr)
+            raise SystemExit(EXIT_USAGE) from exc
         self._link = SweepLink(uri, experiment_id, parent.info.run_id)
         self._link.write(sweep_dir_of(config.hydra))
         atexit.register(self._close, "FAILED")

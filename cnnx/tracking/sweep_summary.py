@@ -20,6 +20,7 @@ BEST_RUN_TAG = "cnnx.sweep.best_run_id"
 BEST_NAME_TAG = "cnnx.sweep.best_run_name"
 BEST_PARAMS_TAG = "cnnx.sweep.best_params"
 _REPORTED_METRICS = ("test_acc", "test_loss")
+_NOT_SWEPT = ("tracking.", "sweep.")
 
 
 def objective_mode(key: str) -> str:
@@ -87,8 +88,9 @@ def sweep_table(client, parent_run_id: str, monitor: str | None = None) -> Sweep
     if monitor is None:
         monitor = client.get_run(parent_run_id).data.tags.get(OBJECTIVE_TAG, "val_acc")
     children = child_runs(client, parent_run_id)
-    # The swept params are those that differ between children (the sweeper's choices).
-    keys = sorted({k for run in children for k in run.data.params})
+    # The swept params are those that differ between children (the sweeper's choices); where
+    # runs were logged and whether the sweep resumed are not choices.
+    keys = sorted({k for run in children for k in run.data.params if not k.startswith(_NOT_SWEPT)})
     swept = [k for k in keys if len({run.data.params.get(k) for run in children}) > 1]
     table = SweepTable(objective=monitor, mode=objective_mode(monitor), swept=swept)
     for run in children:
