@@ -20,10 +20,10 @@ from pathlib import Path
 SWEEP = ["optimizer.lr=0.02,0.1", "model.layers.conv1.out_channels=4,8", "trainer.batch_size=32,64"]
 
 
-def time_sweep(workdir: Path, epochs: int, launcher: list[str]) -> float:
+def time_sweep(workdir: Path, epochs: int | None, launcher: list[str]) -> float:
     workdir.mkdir(parents=True)
-    command = [sys.executable, "-m", "cnnx", "-m", "+experiment=digits_small", f"trainer.epochs={epochs}",
-               *SWEEP, *launcher, f"hydra.sweep.dir={workdir / 'sweep'}"]
+    command = [sys.executable, "-m", "cnnx", "-m", "+experiment=digits_small",
+               *([f"trainer.epochs={epochs}"] if epochs else []), *SWEEP, *launcher, f"hydra.sweep.dir={workdir / 'sweep'}"]
     environment = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     start = time.perf_counter()
     result = subprocess.run(command, cwd=workdir, env=environment, capture_output=True, text=True)
@@ -35,11 +35,11 @@ def time_sweep(workdir: Path, epochs: int, launcher: list[str]) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=10, help="epochs per job (default 10)")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs per job (default: the preset's 20)")
     parser.add_argument("--workers", type=int, default=2, help="joblib workers (default 2)")
     args = parser.parse_args(argv)
 
-    print(f"8-job digits_small sweep, {args.epochs} epochs per job, {os.cpu_count()} cores")
+    print(f"8-job digits_small sweep, {args.epochs or 'the preset's'} epochs per job, {os.cpu_count()} cores")
     with tempfile.TemporaryDirectory(prefix="cnnx-bench-sweep-") as tmp:
         load = os.getloadavg()[0]
         sequential = time_sweep(Path(tmp) / "sequential", args.epochs, [])

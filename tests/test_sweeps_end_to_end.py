@@ -188,3 +188,11 @@ def test_sweep_with_an_unusable_store_stops_before_any_job(tmp_path):
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("cnnx: error: cannot use MLflow store") and "tracking.uri" in last
     assert "Traceback" not in result.stderr and "Total params" not in result.stderr
+
+
+def test_sweep_without_tracking_writes_no_store(tmp_path):
+    result = run_cli(["-m", *SMALL, "optimizer.lr=0.02,0.1", "tracking=none", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+                     tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr.count("val_acc (best epoch)") == 2
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "sweep" / "mlflow_sweep.json").exists()
