@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="joblib workers (default 2)")
     args = parser.parse_args(argv)
 
-    print(f"8-job digits_small sweep, {args.epochs or 'the preset's'} epochs per job, {os.cpu_count()} cores")
+    epochs = args.epochs or "the preset's 20"
+    print(f"8-job digits_small sweep, {epochs} epochs per job, {os.cpu_count()} cores")
     with tempfile.TemporaryDirectory(prefix="cnnx-bench-sweep-") as tmp:
         load = os.getloadavg()[0]
         sequential = time_sweep(Path(tmp) / "sequential", args.epochs, [])
