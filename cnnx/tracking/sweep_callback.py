@@ -39,7 +39,7 @@ def _choice(config: DictConfig, group: str) -> str:
 
 
 class MlflowSweepCallback(Callback):
-    # Plain strings only: Hydra pickles callbacks into joblib and submitit workers.
+    # Only small picklable state: Hydra pickles callbacks into joblib and submitit workers.
     def __init__(self) -> None:
         self._link: SweepLink | None = None
         self._objective = "val_acc"
@@ -50,6 +50,7 @@ class MlflowSweepCallback(Callback):
         from mlflow import MlflowClient
 
         from cnnx.app import short_overrides
+        from cnnx.cli import EXIT_USAGE
         from cnnx.tracking.mlflow_tracker import TrackingError, resolve_tracking_uri
         from cnnx.tracking.tags import run_tags
 
@@ -79,8 +80,6 @@ class MlflowSweepCallback(Callback):
                         "cnnx.sweep.command": " ".join(config.hydra.overrides.task)}
                 parent = client.create_run(experiment_id, run_name="sweep " + " ".join(overrides), tags=tags)
         except Exception as exc:
-            from cnnx.cli import EXIT_USAGE
-
             error = TrackingError(
                 f"cannot use MLflow store {uri!r} (tracking.uri) for the sweep: {type(exc).__name__}: "
                 f"{str(exc).splitlines()[0] if str(exc) else ''}"
@@ -89,8 +88,13 @@ class MlflowSweepCallback(Callback):
             print(f"cnnx: error: {error}", file=sys.stderr)
             raise SystemExit(EXIT_USAGE) from exc
         self._link = SweepLink(uri, experiment_id, parent.info.run_id)
-        self._link.write(sweep_dir_of(config.hydra))
         atexit.register(self._close, "FAILED")
+        try:
+            self._link.write(sweep_dir_of(config.hydra))
+        except OSError as exc:
+            print(f"cnnx: error: cannot write the sweep's {exc.filename or 'directory'} "
+                  f"(hydra.sweep.dir): {exc.strerror}", file=sys.stderr)
+            raise SystemExit(EXIT_USAGE) from exc
         print(f"cnnx: sweep parent run {parent.info.run_id} in experiment {experiment_name!r} at {uri}",
               file=sys.stderr)
 
