@@ -100,16 +100,26 @@ def build_run(config: dict[str, Any], callbacks: list | None = None):
     return data, trainer
 
 
-def run_name_from_overrides(overrides: list[str], config: dict[str, Any]) -> str:
-    """``conv1.out_channels=16,lr=0.1``: what distinguishes this run, readable in MLflow's list."""
+def short_overrides(overrides: list[str], keep_presets: bool = False) -> list[str]:
+    """``model.layers.conv1.out_channels=16`` → ``conv1.out_channels=16``; where and how runs are
+    logged is left out, and presets too unless ``keep_presets`` (a sweep's parent names them)."""
+    presets = ("experiment", "hparams")
     shown = []
     for override in overrides:
         key, _, value = override.lstrip("+~").partition("=")
-        if key in ("experiment", "tracking.uri", "trainer.resume", "hydra.run.dir", "hydra.sweep.dir") or key.startswith("hydra"):
+        if key in ("tracking.uri", "trainer.resume", "hydra.run.dir", "hydra.sweep.dir") or key.startswith(("hydra", "sweep.")):
+            continue
+        if key in presets and not keep_presets:
             continue
         parts = key.split(".")
         short = ".".join(parts[-2:]) if parts[0] == "model" else parts[-1]
         shown.append(f"{short}={value}")
+    return shown
+
+
+def run_name_from_overrides(overrides: list[str], config: dict[str, Any]) -> str:
+    """``conv1.out_channels=16,lr=0.1``: what distinguishes this run, readable in MLflow's list."""
+    shown = short_overrides(overrides)
     return ",".join(shown) if shown else f"{config['model']['name']}-seed{config['seed']}"
 
 
@@ -134,18 +144,22 @@ def _checkpoint(config: dict[str, Any], output_dir: str | None):
     )
 
 
-def _tracker(config: dict[str, Any], cfg: DictConfig, overrides: list[str], output_dir: str | None):
+def _tracker(config: dict[str, Any], cfg: DictConfig, overrides: list[str], output_dir: str | None,
+             sweep=None):
     from cnnx.tracking.mlflow_tracker import MlflowTracker
+    from cnnx.tracking.sweep_job import tracker_options
     from cnnx.tracking.tags import run_tags
 
     tracking = config["tracking"]
+    options = tracker_options(sweep, config)
     return MlflowTracker(
         experiment_name=tracking["experiment_name"] or config["experiment_name"],
         config=config,
         config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
         run_name=tracking["run_name"] or run_name_from_overrides(overrides, config),
-        tracking_uri=tracking["uri"],
-        tags=run_tags(),
+        tracking_uri=options.get("tracking_uri", tracking["uri"]),
+        tags={**run_tags(), **options["tags"]},
+        parent_run_id=options.get("parent_run_id"),
         log_kernels=tracking["log_kernels"],
         log_weights=tracking["log_weights"],
         spill_dir=Path(output_dir or ".") / "mlflow-unsent",
@@ -153,20 +167,29 @@ def _tracker(config: dict[str, Any], cfg: DictConfig, overrides: list[str], outp
     )
 
 
-def run(cfg: DictConfig, overrides: list[str] | None = None, output_dir: str | None = None) -> float:
-    """One training run; ``output_dir`` (Hydra's run dir) holds its checkpoints."""
+def run(cfg: DictConfig, overrides: list[str] | None = None, output_dir: str | None = None,
+        sweep=None) -> float:
+    """One training run; ``output_dir`` (Hydra's run dir) holds its checkpoints, ``sweep`` (a
+    ``SweepJob``) is set when it is a job of a multirun."""
+    from cnnx.blas_threads import limit_blas_threads
+    from cnnx.tracking.sweep_job import already_finished
+
     config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-    # The checkpoint callback precedes the tracker: it restores the run id before the tracker
-    # starts, and writes each epoch's checkpoint before the tracker logs that epoch.
-    callbacks = [_checkpoint(config, output_dir)]
-    if config["tracking"]["enabled"]:
-        callbacks.append(_tracker(config, cfg, overrides or [], output_dir))
-    data, trainer = build_run(config, [c for c in callbacks if c is not None])
-    try:
-        trainer.fit(data)
-    except TrainingInterrupted as interruption:
-        interruption.run_dir = output_dir
-        raise
+    done = already_finished(sweep, config, config["tracking"]["experiment_name"] or config["experiment_name"])
+    if done is not None:
+        return done
+    with limit_blas_threads(sweep.blas_threads if sweep else None):
+        # The checkpoint callback precedes the tracker: it restores the run id before the
+        # tracker starts, and writes each epoch's checkpoint before the tracker logs that epoch.
+        callbacks = [_checkpoint(config, output_dir)]
+        if config["tracking"]["enabled"]:
+            callbacks.append(_tracker(config, cfg, overrides or [], output_dir, sweep))
+        data, trainer = build_run(config, [c for c in callbacks if c is not None])
+        try:
+            trainer.fit(data)
+        except TrainingInterrupted as interruption:
+            interruption.run_dir = output_dir
+            raise
     objective = trainer.objective(config["trainer"]["monitor"])
     print(f"{config['trainer']['monitor']} (best epoch) = {objective:.4f}", file=sys.stderr)
     return objective
@@ -176,5 +199,8 @@ def run(cfg: DictConfig, overrides: list[str] | None = None, output_dir: str | N
 def task(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 
+    from cnnx.tracking.sweep_job import current_sweep_job
+
     hydra_config = HydraConfig.get()
-    return run(cfg, list(hydra_config.overrides.task), hydra_config.runtime.output_dir)
+    return run(cfg, list(hydra_config.overrides.task), hydra_config.runtime.output_dir,
+               current_sweep_job(hydra_config))

@@ -73,6 +73,12 @@ class TrackingConfig:
 
 
 @dataclass
+class SweepConfig:
+    # rerun a multirun, skipping jobs whose run already FINISHED under the same sweep parent
+    resume: bool = False
+
+
+@dataclass
 class CnnxConfig:
     experiment_name: str = "cnnx"
     seed: int = 0
@@ -83,6 +89,7 @@ class CnnxConfig:
     scheduler: dict[str, Any] = field(default_factory=lambda: {"type": "constant"})
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
 def register() -> None:

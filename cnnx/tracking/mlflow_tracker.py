@@ -69,6 +69,7 @@ class MlflowTracker(Callback):
         log_weights: bool = True,
         spill_dir: str | os.PathLike[str] | None = None,
         flush_timeout: float = 60.0,
+        parent_run_id: str | None = None,
     ):
         self.experiment_name = experiment_name
         self.config = config
@@ -76,6 +77,9 @@ class MlflowTracker(Callback):
         self.run_name = run_name
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
         self.tags = dict(tags or {})
+        if parent_run_id:
+            # Explicit, not mlflow's active run: a sweep's jobs run in other processes.
+            self.tags["mlflow.parentRunId"] = parent_run_id
         self.log_kernels = log_kernels
         self.log_weights = log_weights
         self.client: MlflowClient | None = None

@@ -1,0 +1,135 @@
+"""One parent MLflow run per multirun, its jobs' runs as children, a summary at the end.
+
+A Hydra callback (``hydra.callbacks`` in conf/config.yaml) that acts only on multiruns:
+before any job starts it sets up the store once (schema, experiment) and creates the parent
+run, then leaves a ``SweepLink`` in the sweep directory for the jobs. When the sweep ends it
+records the best child, the comparison CSV and plot on the parent. A sweep that stops early
+(a failed job, Ctrl-C) still gets its summary and leaves the parent FAILED, never RUNNING.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from cnnx.tracking.sweep_link import SweepLink, absolute_tracking_uri, sweep_dir_of
+from cnnx.tracking.sweep_summary import OBJECTIVE_TAG, ROLE_TAG, record_summary, sweep_table
+
+SIGNATURE_TAG = "cnnx.sweep.signature"
+OPTUNA_RESULTS = "optimization_results.yaml"
+
+
+def sweep_signature(config: DictConfig, experiment_name: str) -> str:
+    """Identifies "the same multirun command": its overrides and search space, not how it resumes."""
+    overrides = sorted(o for o in config.hydra.overrides.task if not o.lstrip("+~").startswith("sweep."))
+    params = OmegaConf.to_container(config.hydra.sweeper, resolve=False).get("params") or {}
+    text = json.dumps([experiment_name, overrides, params], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def _choice(config: DictConfig, group: str) -> str:
+    return str(config.hydra.runtime.choices.get(group, "?"))
+
+
+class MlflowSweepCallback(Callback):
+    # Only small picklable state: Hydra pickles callbacks into joblib and submitit workers.
+    def __init__(self) -> None:
+        self._link: SweepLink | None = None
+        self._objective = "val_acc"
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if not config.tracking.enabled:
+            return
+        from mlflow import MlflowClient
+
+        from cnnx.app import short_overrides
+        from cnnx.cli import EXIT_USAGE
+        from cnnx.tracking.mlflow_tracker import TrackingError, resolve_tracking_uri
+        from cnnx.tracking.tags import run_tags
+
+        cwd = Path(config.hydra.runtime.cwd)
+        uri = absolute_tracking_uri(resolve_tracking_uri(config.tracking.uri), cwd)
+        experiment_name = config.tracking.experiment_name or config.experiment_name
+        self._objective = config.trainer.monitor
+        signature = sweep_signature(config, experiment_name)
+        try:
+            # Creating the client, the experiment and the parent here, once, before any job
+            # starts, is what keeps parallel jobs from racing to build the schema or experiment.
+            client = MlflowClient(uri)
+            experiment = client.get_experiment_by_name(experiment_name)
+            experiment_id = (experiment.experiment_id if experiment is not None
+                             else client.create_experiment(experiment_name))
+            parent = self._previous_parent(client, experiment_id, signature) if config.sweep.resume else None
+            if parent is not None:
+                client.update_run(parent.info.run_id, status="RUNNING")
+                print(f"cnnx: resuming sweep {parent.info.run_name!r} (parent run {parent.info.run_id})",
+                      file=sys.stderr)
+            else:
+                overrides = short_overrides(list(config.hydra.overrides.task), keep_presets=True)
+                tags = {**run_tags(), ROLE_TAG: "parent", SIGNATURE_TAG: signature,
+                        OBJECTIVE_TAG: self._objective, "cnnx.sweep.dir": str(sweep_dir_of(config.hydra)),
+                        "cnnx.sweep.launcher": _choice(config, "hydra/launcher"),
+                        "cnnx.sweep.sweeper": _choice(config, "hydra/sweeper"),
+                        "cnnx.sweep.command": " ".join(config.hydra.overrides.task)}
+                parent = client.create_run(experiment_id, run_name="sweep " + " ".join(overrides), tags=tags)
+        except Exception as exc:
+            error = TrackingError(
+                f"cannot use MLflow store {uri!r} (tracking.uri) for the sweep: {type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else ''}"
+            )
+            # Hydra turns a callback's exception into a warning and would start every job anyway.
+            print(f"cnnx: error: {error}", file=sys.stderr)
+            raise SystemExit(EXIT_USAGE) from exc
+        self._link = SweepLink(uri, experiment_id, parent.info.run_id)
+        atexit.register(self._close, "FAILED")
+        try:
+            self._link.write(sweep_dir_of(config.hydra))
+        except OSError as exc:
+            print(f"cnnx: error: cannot write the sweep's {exc.filename or 'directory'} "
+                  f"(hydra.sweep.dir): {exc.strerror}", file=sys.stderr)
+            raise SystemExit(EXIT_USAGE) from exc
+        print(f"cnnx: sweep parent run {parent.info.run_id} in experiment {experiment_name!r} at {uri}",
+              file=sys.stderr)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self._link is None:
+            return
+        optuna_results = sweep_dir_of(config.hydra) / OPTUNA_RESULTS
+        if optuna_results.exists():
+            from mlflow import MlflowClient
+
+            MlflowClient(self._link.tracking_uri).log_artifact(self._link.parent_run_id, str(optuna_results))
+        self._close("FINISHED")
+
+    def _close(self, status: str) -> None:
+        """Summarise whatever children exist and end the parent, once."""
+        link, self._link = self._link, None
+        if link is None:
+            return
+        from mlflow import MlflowClient
+
+        client = MlflowClient(link.tracking_uri)
+        try:
+            table = sweep_table(client, link.parent_run_id, self._objective)
+            best = record_summary(client, link.parent_run_id, table)
+            if best is not None:
+                print(f"cnnx: best of {len(table.rows)} runs: {best['run_name']} "
+                      f"{table.objective_column}={best[table.objective_column]:.4f} (run {best['run_id']})",
+                      file=sys.stderr)
+        finally:
+            client.set_terminated(link.parent_run_id, status)
+
+    @staticmethod
+    def _previous_parent(client, experiment_id: str, signature: str):
+        runs = client.search_runs(
+            [experiment_id], f"tags.`{SIGNATURE_TAG}` = '{signature}' and tags.`{ROLE_TAG}` = 'parent'",
+            max_results=1, order_by=["attributes.start_time DESC"],
+        )
+        return runs[0] if runs else None

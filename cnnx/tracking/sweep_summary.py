@@ -1,0 +1,172 @@
+"""A sweep's comparison table: one row per child run, its swept params and its objective.
+
+``sweep_table`` reads the children of a parent run from any MLflow store; the multirun
+callback records it on the parent (best child, CSV, plot), and other tools can print it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Tags the sweep callback puts on a parent run.
+ROLE_TAG = "cnnx.sweep.role"
+OBJECTIVE_TAG = "cnnx.sweep.objective"
+BEST_RUN_TAG = "cnnx.sweep.best_run_id"
+BEST_NAME_TAG = "cnnx.sweep.best_run_name"
+BEST_PARAMS_TAG = "cnnx.sweep.best_params"
+_REPORTED_METRICS = ("test_acc", "test_loss")
+_NOT_SWEPT = ("tracking.", "sweep.")
+
+
+def objective_mode(key: str) -> str:
+    """Accuracies are maximised, everything else (losses) minimised, as the trainer does."""
+    return "max" if key.endswith("acc") else "min"
+
+
+def run_objective(client, run, monitor: str) -> float | None:
+    """The best epoch's ``monitor`` of a run (its train twin when there is no validation split)."""
+    for key in (monitor, monitor.replace("val_", "train_")):
+        if key in run.data.metrics:
+            values = [m.value for m in client.get_metric_history(run.info.run_id, key)
+                      if not math.isnan(m.value)]
+            if values:
+                return max(values) if objective_mode(key) == "max" else min(values)
+    return None
+
+
+def child_runs(client, parent_run_id: str) -> list:
+    """Every child of the parent, in any experiment of the store, oldest first."""
+    experiment_ids = [e.experiment_id for e in client.search_experiments()]
+    runs, token = [], None
+    while True:
+        page = client.search_runs(experiment_ids, f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+                                  max_results=1000, order_by=["attributes.start_time ASC"], page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+@dataclass
+class SweepTable:
+    objective: str
+    mode: str
+    swept: list[str]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def objective_column(self) -> str:
+        return f"best_{self.objective}"
+
+    @property
+    def columns(self) -> list[str]:
+        extra = [m for m in _REPORTED_METRICS if any(m in row for row in self.rows)]
+        return ["run_id", "run_name", "status", *self.swept, self.objective_column, *extra]
+
+    def best(self) -> dict[str, Any] | None:
+        scored = [r for r in self.rows if r["status"] == "FINISHED" and r[self.objective_column] is not None]
+        if not scored:
+            return None
+        pick = max if self.mode == "max" else min
+        return pick(scored, key=lambda r: r[self.objective_column])
+
+    def to_csv(self) -> str:
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=self.columns, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        return out.getvalue()
+
+
+def sweep_table(client, parent_run_id: str, monitor: str | None = None) -> SweepTable:
+    """The comparison table of a sweep; ``monitor`` defaults to the objective tagged on the parent."""
+    if monitor is None:
+        monitor = client.get_run(parent_run_id).data.tags.get(OBJECTIVE_TAG, "val_acc")
+    children = child_runs(client, parent_run_id)
+    # The swept params are those that differ between children (the sweeper's choices); where
+    # runs were logged and whether the sweep resumed are not choices.
+    keys = sorted({k for run in children for k in run.data.params if not k.startswith(_NOT_SWEPT)})
+    swept = [k for k in keys if len({run.data.params.get(k) for run in children}) > 1]
+    table = SweepTable(objective=monitor, mode=objective_mode(monitor), swept=swept)
+    for run in children:
+        row = {"run_id": run.info.run_id, "run_name": run.info.run_name, "status": run.info.status,
+               **{k: run.data.params.get(k) for k in swept},
+               table.objective_column: run_objective(client, run, monitor)}
+        row.update({m: run.data.metrics[m] for m in _REPORTED_METRICS if m in run.data.metrics})
+        table.rows.append(row)
+    return table
+
+
+def objective_figure(table: SweepTable):
+    """Objective against each swept param, one panel per param; the best child is marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    column = table.objective_column
+    scored = [r for r in table.rows if r[column] is not None]
+    best = table.best()
+    panels = table.swept or ["run_name"]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.2), squeeze=False)
+    for ax, key in zip(axes[0], panels):
+        raw = [r[key] for r in scored]
+        try:
+            xs = [float(v) for v in raw]
+            numeric = True
+        except (TypeError, ValueError):
+            categories = sorted(set(map(str, raw)))
+            xs = [categories.index(str(v)) for v in raw]
+            numeric = False
+        ax.scatter(xs, [r[column] for r in scored], color="tab:blue")
+        if best is not None:
+            i = scored.index(best)
+            ax.scatter([xs[i]], [best[column]], color="tab:red", marker="*", s=160, label="best")
+            ax.legend(loc="best", fontsize=8)
+        if numeric and len(set(xs)) > 2 and min(xs) > 0 and max(xs) / min(xs) >= 100:
+            ax.set_xscale("log")
+        if not numeric:
+            ax.set_xticks(range(len(categories)), categories, rotation=30, ha="right", fontsize=8)
+        ax.set_xlabel(key, fontsize=9)
+        ax.set_ylabel(column, fontsize=9)
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{len(scored)} runs, objective {column} ({table.mode})", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def record_summary(client, parent_run_id: str, table: SweepTable) -> dict[str, Any] | None:
+    """Best child (tags + metric), ``comparison.csv`` and ``comparison.png`` on the parent run."""
+    from mlflow.entities import Metric, RunTag
+
+    best = table.best()
+    client.log_text(parent_run_id, table.to_csv(), "comparison.csv")
+    if table.rows:
+        import matplotlib.pyplot as plt
+
+        fig = objective_figure(table)
+        client.log_figure(parent_run_id, fig, "comparison.png")
+        plt.close(fig)
+    if best is None:
+        return None
+    params = {k: best[k] for k in table.swept}
+    # Tags and metrics, not params: a resumed sweep may find a new best and must update them.
+    client.log_batch(parent_run_id, metrics=[Metric(table.objective_column, best[table.objective_column],
+                                                    _now_ms(), 0)],
+                     tags=[RunTag(BEST_RUN_TAG, best["run_id"]), RunTag(BEST_NAME_TAG, best["run_name"]),
+                           RunTag(BEST_PARAMS_TAG, json.dumps(params, sort_keys=True))])
+    client.log_dict(parent_run_id, {"run_id": best["run_id"], "run_name": best["run_name"],
+                                    "objective": table.objective, table.objective_column: best[table.objective_column],
+                                    "params": params}, "best_child.json")
+    return best
+
+
+def _now_ms() -> int:
+    import time
+
+    return int(time.time() * 1000)

@@ -1,0 +1,198 @@
+"""Sweeps through the real CLI and Hydra's real launchers and sweepers, into real MLflow stores.
+
+Every multirun must leave one parent run whose children are all of its jobs, FINISHED, with
+the best child and the comparison table recorded on the parent.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+from e2e_helpers import list_artifacts, run_cli, store_client
+
+pytestmark = pytest.mark.slow
+
+SMALL = ["+experiment=digits_small", "trainer.epochs=1"]
+EIGHT_JOBS = ["optimizer.lr=0.02,0.1", "model.layers.conv1.out_channels=4,8", "trainer.batch_size=32,64"]
+SWEPT = {"optimizer.lr", "model.layers.conv1.out_channels", "trainer.batch_size"}
+
+
+def sweep_runs(client, experiment: str = "digits_small"):
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, f"no experiment {experiment!r}"
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("cnnx.sweep.role") == "parent"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return parents, children
+
+
+def assert_complete_sweep(client, result, jobs: int, swept: set[str] = SWEPT, interrupted: int = 0):
+    """One FINISHED parent, ``jobs`` FINISHED children under it (plus ``interrupted`` ones that
+    were stopped), and the summary on the parent."""
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "database is locked" not in result.stderr
+    parents, children = sweep_runs(client)
+    assert len(parents) == 1, [p.info.run_name for p in parents]
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert len(children) == jobs + interrupted, [c.info.run_name for c in children]
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    finished = [c for c in children if c.info.status == "FINISHED"]
+    assert len(finished) == jobs, [c.info.status for c in children]
+    # nothing lost or run twice: every combination exactly once, its metrics logged
+    assert len({tuple(c.data.params[k] for k in sorted(swept)) for c in finished}) == jobs
+    assert all("val_acc" in c.data.metrics and "test_acc" in c.data.metrics for c in finished)
+
+    best_val = {c.info.run_id: c.data.metrics["val_acc"] for c in finished}  # 1 epoch: last = best
+    tags = parent.data.tags
+    assert best_val[tags["cnnx.sweep.best_run_id"]] == max(best_val.values())
+    assert parent.data.metrics["best_val_acc"] == max(best_val.values())
+    best_child = next(c for c in finished if c.info.run_id == tags["cnnx.sweep.best_run_id"])
+    assert json.loads(tags["cnnx.sweep.best_params"]) == {k: best_child.data.params[k] for k in sorted(swept)}
+
+    assert {"comparison.csv", "comparison.png", "best_child.json"} <= set(list_artifacts(client, parent.info.run_id))
+    table = list(csv.DictReader(Path(client.download_artifacts(parent.info.run_id, "comparison.csv")).open()))
+    assert len(table) == len(children) and swept <= set(table[0]) and "best_val_acc" in table[0]
+    return parent, finished
+
+
+def test_joblib_sweep_runs_eight_children_under_one_parent(tmp_path):
+    result = run_cli(["-m", *SMALL, *EIGHT_JOBS, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], tmp_path)
+    client = store_client(tmp_path)
+    _, children = assert_complete_sweep(client, result, jobs=8)
+    # child names state their overrides
+    names = {c.info.run_name for c in children}
+    assert "epochs=1,lr=0.02,conv1.out_channels=4,batch_size=32" in names, names
+    # two workers share the cores: each job's BLAS gets its part
+    expected_threads = str(max(1, (os.cpu_count() or 1) // 2))
+    assert {c.data.tags["cnnx.blas_threads"] for c in children} == {expected_threads}
+
+
+def test_submitit_local_sweep_runs_eight_children_under_one_parent(tmp_path):
+    result = run_cli(["-m", *SMALL, *EIGHT_JOBS, "hydra/launcher=submitit_local",
+                      f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path)
+    assert_complete_sweep(store_client(tmp_path), result, jobs=8)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_until_healthy(url: str, server: subprocess.Popen, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise AssertionError(f"mlflow server exited with {server.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"mlflow server at {url} not ready after {timeout} s")
+
+
+def test_joblib_sweep_logs_to_a_shared_mlflow_server(tmp_path):
+    from mlflow import MlflowClient
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = (tmp_path / "server.log").open("w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"],
+        cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        _wait_until_healthy(url, server)
+        result = run_cli(["-m", *SMALL, *EIGHT_JOBS, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                          f"tracking.uri={url}"], tmp_path)
+        assert_complete_sweep(MlflowClient(url), result, jobs=8)
+        assert not (tmp_path / "mlflow.db").exists()
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # the server and its workers, by the server's pid
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        log.close()
+
+
+def test_optuna_sweep_records_the_best_trial_on_the_parent(tmp_path):
+    result = run_cli(["-m", *SMALL, "+hparams=lenet_optuna", "hydra.sweeper.n_trials=4",
+                      f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = store_client(tmp_path)
+    searched = {"optimizer.lr", "model.layers.conv1.out_channels", "model.layers.conv2.out_channels",
+                "trainer.batch_size"}
+    _, children = sweep_runs(client)
+    # the sampler may draw a choice twice: the table's swept columns are the params that differ
+    varied = {k for k in searched if len({c.data.params[k] for c in children}) > 1}
+    parent, children = assert_complete_sweep(client, result, jobs=4, swept=varied)
+    optuna = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
+    assert parent.data.metrics["best_val_acc"] == pytest.approx(optuna["best_value"])
+    best = client.get_run(parent.data.tags["cnnx.sweep.best_run_id"])
+    assert {k: float(best.data.params[k]) for k in searched} == pytest.approx(
+        {k: float(v) for k, v in optuna["best_params"].items()})
+    assert "optimization_results.yaml" in list_artifacts(client, parent.info.run_id)
+
+
+def test_interrupted_sweep_resumes_running_only_the_missing_jobs(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    four_jobs = EIGHT_JOBS[:2]
+    args = ["-m", *SMALL, *four_jobs, f"hydra.sweep.dir={sweep_dir}"]
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    first = subprocess.Popen([sys.executable, "-m", "cnnx", *args], cwd=tmp_path, env=environment,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # The basic launcher runs jobs in order: job 2's directory means jobs 0 and 1 have finished.
+    deadline = time.monotonic() + 120
+    while not (sweep_dir / "2").exists() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    first.send_signal(signal.SIGINT)
+    first.communicate(timeout=60)
+    client = store_client(tmp_path)
+    (parent,), children = sweep_runs(client)
+    assert parent.info.status == "FAILED"  # interrupted: never left RUNNING
+    done_before = {c.info.run_id for c in children if c.info.status == "FINISHED"}
+    assert 2 <= len(done_before) < 4, len(done_before)
+
+    result = run_cli([*args, "sweep.resume=true"], tmp_path)
+    swept = {"optimizer.lr", "model.layers.conv1.out_channels"}
+    _, finished = assert_complete_sweep(client, result, jobs=4, swept=swept,
+                                        interrupted=len(children) - len(done_before))
+    assert done_before <= {c.info.run_id for c in finished}
+    assert result.stderr.count("cnnx: skipping") == len(done_before)
+    assert result.stderr.count("Total params") == 4 - len(done_before)  # only the missing jobs trained
+
+
+def test_sweep_with_an_unusable_store_stops_before_any_job(tmp_path):
+    (tmp_path / "a_file").write_text("not a directory")
+    result = run_cli(["-m", *SMALL, "optimizer.lr=0.02,0.1", f"tracking.uri=sqlite:///{tmp_path}/a_file/runs.db"],
+                     tmp_path)
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("cnnx: error: cannot use MLflow store") and "tracking.uri" in last
+    assert "Traceback" not in result.stderr and "Total params" not in result.stderr
+
+
+def test_sweep_without_tracking_writes_no_store(tmp_path):
+    result = run_cli(["-m", *SMALL, "optimizer.lr=0.02,0.1", "tracking=none", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+                     tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr.count("val_acc (best epoch)") == 2
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "sweep" / "mlflow_sweep.json").exists()

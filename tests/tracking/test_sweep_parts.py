@@ -1,0 +1,123 @@
+"""The pieces of sweeps that need no subprocess: table, fingerprint, BLAS share, names, links."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from cnnx.app import run_name_from_overrides, short_overrides
+from cnnx.blas_threads import threads_per_job
+from cnnx.tracking.sweep_link import SweepLink, absolute_tracking_uri
+from cnnx.tracking.sweep_resume import config_fingerprint
+from cnnx.tracking.sweep_summary import record_summary, sweep_table
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    from mlflow import MlflowClient
+
+    # one store for the module: building MLflow's schema costs seconds
+    return MlflowClient(f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}")
+
+
+def make_sweep(client, children):
+    """A parent and its children: ``(params, {metric: [per-epoch values]}, status)`` each."""
+    from mlflow.entities import Metric, Param
+
+    experiment_id = client.create_experiment(f"sweep{len(client.search_experiments())}")
+    parent = client.create_run(experiment_id, run_name="sweep")
+    ids = []
+    for i, (params, histories, status) in enumerate(children):
+        run = client.create_run(experiment_id, run_name=f"child{i}",
+                                tags={"mlflow.parentRunId": parent.info.run_id})
+        metrics = [Metric(k, v, 0, step) for k, values in histories.items() for step, v in enumerate(values, 1)]
+        client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()], metrics=metrics)
+        client.set_terminated(run.info.run_id, status)
+        ids.append(run.info.run_id)
+    client.create_run(experiment_id, run_name="not in the sweep")
+    return parent.info.run_id, ids
+
+
+COMMON = {"trainer.epochs": 3, "tracking.uri": "x", "sweep.resume": True}
+
+
+@pytest.mark.slow
+def test_table_picks_the_best_epoch_of_finished_children_and_records_it(client, tmp_path):
+    parent, ids = make_sweep(client, [
+        ({**COMMON, "optimizer.lr": 0.01, "model.name": "a"}, {"val_acc": [0.5, 0.9, 0.6], "test_acc": [0.7]}, "FINISHED"),
+        ({**COMMON, "optimizer.lr": 0.1, "model.name": "b"}, {"val_acc": [0.8, 0.85, 0.86]}, "FINISHED"),
+        ({**COMMON, "optimizer.lr": 0.3, "model.name": "c"}, {"val_acc": [0.95]}, "FAILED"),
+    ])
+    table = sweep_table(client, parent, "val_acc")
+    assert table.swept == ["model.name", "optimizer.lr"]  # where runs go and resuming are not choices
+    assert [r["run_id"] for r in table.rows] == ids
+    assert [r["best_val_acc"] for r in table.rows] == [0.9, 0.86, 0.95]
+    assert table.best()["run_id"] == ids[0]  # best epoch counts, a FAILED run does not
+
+    best = record_summary(client, parent, table)
+    run = client.get_run(parent)
+    assert best["run_id"] == ids[0] and run.data.tags["cnnx.sweep.best_run_id"] == ids[0]
+    assert json.loads(run.data.tags["cnnx.sweep.best_params"]) == {"model.name": "a", "optimizer.lr": "0.01"}
+    assert run.data.metrics["best_val_acc"] == 0.9
+    rows = list(csv.DictReader(Path(client.download_artifacts(parent, "comparison.csv", str(tmp_path))).open()))
+    assert [r["optimizer.lr"] for r in rows] == ["0.01", "0.1", "0.3"] and rows[0]["test_acc"] == "0.7"
+    assert rows[2]["status"] == "FAILED"
+    assert {a.path for a in client.list_artifacts(parent)} == {"comparison.csv", "comparison.png", "best_child.json"}
+
+
+@pytest.mark.slow
+def test_loss_objectives_are_minimised(client):
+    parent, ids = make_sweep(client, [
+        ({"optimizer.lr": 0.01}, {"val_loss": [0.9, 0.3]}, "FINISHED"),
+        ({"optimizer.lr": 0.1}, {"val_loss": [0.5, 0.4]}, "FINISHED"),
+    ])
+    table = sweep_table(client, parent, "val_loss")
+    assert table.mode == "min" and table.best()["run_id"] == ids[0]
+
+
+def test_fingerprint_ignores_where_a_run_is_logged_but_not_what_it_trains():
+    config = {"seed": 0, "optimizer": {"lr": 0.1}, "trainer": {"epochs": 2, "progress": None},
+              "tracking": {"uri": "a"}, "sweep": {"resume": False}}
+    same = {**config, "tracking": {"uri": "b"}, "sweep": {"resume": True},
+            "trainer": {"epochs": 2, "progress": True}}
+    assert config_fingerprint(config) == config_fingerprint(same)
+    assert config_fingerprint(config) != config_fingerprint({**config, "optimizer": {"lr": 0.2}})
+    assert config_fingerprint(config) != config_fingerprint({**config, "seed": 1})
+
+
+@pytest.mark.parametrize("launcher,cpus,expected", [
+    ({"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": 2}, 2, 1),
+    ({"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": 2}, 8, 4),
+    ({"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": -1}, 8, 1),
+    ({"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": -2}, 8, 1),
+    ({"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": 3}, 2, 1),
+    ({"_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher",
+      "cpus_per_task": 4}, 64, 4),
+    ({"_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher",
+      "cpus_per_task": None}, 2, 1),
+    ({"_target_": "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher",
+      "ray": {"remote": {"num_cpus": 2}}}, 16, 2),
+    ({"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"}, 2, None),
+])
+def test_each_job_gets_its_share_of_the_cores(launcher, cpus, expected):
+    assert threads_per_job(launcher, cpus) == expected
+
+
+def test_run_names_state_the_overrides_but_not_where_or_how_the_sweep_runs():
+    overrides = ["+experiment=lenet", "+hparams=lenet_optuna", "model.layers.conv1.out_channels=16",
+                 "optimizer.lr=0.1", "sweep.resume=true", "tracking.uri=http://x"]
+    assert run_name_from_overrides(overrides, {}) == "conv1.out_channels=16,lr=0.1"
+    assert short_overrides(overrides, keep_presets=True) == [
+        "experiment=lenet", "hparams=lenet_optuna", "conv1.out_channels=16", "lr=0.1"]
+
+
+def test_link_round_trips_and_store_paths_become_absolute(tmp_path):
+    link = SweepLink("sqlite:////abs/mlflow.db", "1", "abc")
+    link.write(tmp_path / "sweep")
+    assert SweepLink.read(tmp_path / "sweep") == link and SweepLink.read(tmp_path) is None
+    assert absolute_tracking_uri("sqlite:///mlflow.db", Path("/w")) == "sqlite:////w/mlflow.db"
+    assert absolute_tracking_uri("sqlite:////data/m.db", Path("/w")) == "sqlite:////data/m.db"
+    assert absolute_tracking_uri("http://127.0.0.1:5000", Path("/w")) == "http://127.0.0.1:5000"
