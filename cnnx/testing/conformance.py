@@ -463,7 +463,7 @@ def _context(label: str, check: str) -> Iterator[None]:
 def _assert_same_arrays(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], what: str) -> None:
     assert sorted(a) == sorted(b), f"{what}: names differ ({sorted(a)} vs {sorted(b)})"
     for key in a:
-        assert np.array_equal(a[key], b[key]), f"{what}: {key!r} differs between identical runs"
+        assert np.array_equal(a[key], b[key]), f"{what}: {key!r} differs"
 
 
 def _same_global_state(before: tuple, after: tuple) -> bool:

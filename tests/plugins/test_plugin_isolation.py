@@ -73,12 +73,17 @@ def test_each_broken_name_fails_alone_naming_the_distribution(broken_visible, na
 @pytest.mark.slow
 def test_cli_trains_next_to_a_broken_plugin_and_names_it_when_used(installed_plugins, broken_target, tmp_path):
     env = {"PYTHONPATH": str(broken_target)}
-    listing = subprocess.run([sys.executable, "-m", "cnnx.plugins"], capture_output=True, text=True,
-                             env={**os.environ, **env}, timeout=120)
-    assert listing.returncode == 0, listing.stderr
-    assert "missing_module" in listing.stdout and "cnnx-broken-example" in listing.stdout
-    assert [line.split()[:3] for line in listing.stdout.splitlines() if "CONFLICT" in line] == [
+    listing = subprocess.run([sys.executable, "-m", "cnnx.plugins", "--check"], capture_output=True,
+                             text=True, env={**os.environ, **env}, timeout=120)
+    assert listing.returncode == 1, listing.stderr
+    lines = listing.stdout.splitlines()
+    assert [line.split()[:3] for line in lines if "CONFLICT" in line] == [
         ["cnnx.layers", "sigmoid", "cnnx"], ["cnnx.layers", "sigmoid", "cnnx-broken-example"]]
+    assert sorted(line.split()[1] for line in lines if "BROKEN" in line) == [
+        "import_fails", "missing_module", "not_a_layer"]
+    assert all(line.split()[2] == "cnnx-broken-example" for line in lines if "BROKEN" in line)
+    # Everything else, the other plugins included, imports fine.
+    assert all(line.endswith(" ok") for line in lines[1:] if "CONFLICT" not in line and "BROKEN" not in line)
 
     common = ["+experiment=digits_small", "trainer.epochs=1"]
     (tmp_path / "ok").mkdir()
