@@ -5,7 +5,8 @@ would give it, each ``check_*`` function builds the component exactly as a run d
 the registry, with option names checked) and asserts the contracts of ``ARCHITECTURE.md``:
 
 - layers: shape inference, float64 finite-difference gradients of the input and every
-  parameter (after a training-mode forward), float32 in → float32 out, identical numbers for an
+  parameter (after a training-mode forward; the same parameter gradients when the input
+  gradient is not needed), float32 in → float32 out, identical numbers for an
   identical seed (and no use of NumPy's global random state), a ``state_dict`` round trip
   into a layer built from another seed, and a ``get_config`` round trip;
 - losses: finite-difference gradient, float32 preservation, determinism, ``get_config``;
@@ -87,6 +88,8 @@ def check_layer(
             make(), input_shape, batch_size=batch_size, seed=seed, training=True,
             make_input=make_input, before_forward=_generator_replayer(), rtol=rtol, atol=atol,
         )
+    with _context(label, "parameter gradients without the input gradient"):
+        _check_without_input_grad(make, input_shape, draw, seed)
     with _context(label, "float32 preservation"):
         check_float32(make(), input_shape, batch_size=batch_size, seed=seed, training=True)
         layer = make()
@@ -129,6 +132,27 @@ def _check_shapes(layer: Module, input_shape: Shape, x: np.ndarray, seed: int) -
     for pname, p in layer.named_parameters():
         assert p.grad.shape == p.data.shape, (
             f"gradient of {pname} has shape {p.grad.shape}, parameter {p.data.shape}"
+        )
+
+
+def _check_without_input_grad(
+    make: Callable[[], Module], input_shape: Shape, draw: Callable[..., np.ndarray], seed: int
+) -> None:
+    """As a model's first layer in training (``needs_input_grad = False``) a layer may skip
+    its input gradient, but must fill the same parameter gradients."""
+    grads = []
+    for needed in (True, False):
+        layer = make()
+        layer.build(input_shape, np.random.default_rng(seed))
+        layer.needs_input_grad = needed
+        y = layer.forward(draw(np.random.default_rng(seed)).astype(np.float32), training=True)
+        layer.backward(np.random.default_rng(seed + 3).standard_normal(y.shape).astype(np.float32))
+        grads.append({n: p.grad.copy() for n, p in layer.named_parameters()})
+    assert sorted(grads[0]) == sorted(grads[1])
+    for name in grads[0]:
+        np.testing.assert_allclose(
+            grads[1][name], grads[0][name], rtol=1e-5, atol=1e-6,
+            err_msg=f"gradient of {name} changes when the input gradient is not needed",
         )
 
 

@@ -97,7 +97,7 @@ class DepthwiseConv2D(Module):
             y += self.params["bias"].data.reshape(channels, self.depth_multiplier, 1)
         return to_nchw(y.reshape(-1, out_h, out_w, batch))
 
-    def backward(self, grad_output: np.ndarray) -> np.ndarray:
+    def backward(self, grad_output: np.ndarray) -> np.ndarray | None:
         if self._col is None:
             raise RuntimeError("depthwise_conv2d: backward called before forward")
         channels, height, width = self.input_shape
@@ -108,6 +108,8 @@ class DepthwiseConv2D(Module):
         weight.grad = (g @ self._col.transpose(0, 2, 1)).reshape(weight.data.shape)
         if self.use_bias:
             self.params["bias"].grad = g.sum(axis=2).reshape(-1)
+        if not self.needs_input_grad:
+            return None
         grad_col = self._filters().transpose(0, 2, 1) @ g  # (C, kh·kw, OH·OW·N)
         grad_x = col2im(grad_col.reshape(channels, kh, kw, out_h, out_w, batch), (height, width),
                         self.stride, self.padding)
@@ -151,5 +153,6 @@ class SeparableConv2D(Module):
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
         return self.pointwise.forward(self.depthwise.forward(x, training), training)
 
-    def backward(self, grad_output: np.ndarray) -> np.ndarray:
+    def backward(self, grad_output: np.ndarray) -> np.ndarray | None:
+        self.depthwise.needs_input_grad = self.needs_input_grad
         return self.depthwise.backward(self.pointwise.backward(grad_output))
