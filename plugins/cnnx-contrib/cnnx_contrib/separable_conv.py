@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from cnnx.engine.functional.im2col import Workspace, as_pair, col2im, im2col, output_size, to_chwn, to_nchw
-from cnnx.engine.init import he_normal
+from cnnx.engine.init import check_init, init_weight_and_bias
 from cnnx.engine.layers.conv import Conv2D, compact_pair
 from cnnx.engine.module import Module, Shape
 from cnnx.engine.parameter import Parameter
@@ -38,6 +38,7 @@ class DepthwiseConv2D(Module):
         padding: int | tuple[int, int] = 0,
         depth_multiplier: int = 1,
         bias: bool = True,
+        init: str = "kaiming_uniform",
     ) -> None:
         super().__init__()
         owner = "depthwise_conv2d"
@@ -48,6 +49,7 @@ class DepthwiseConv2D(Module):
         if not isinstance(bias, (bool, np.bool_)):
             raise ConfigError(f"{owner}: bias must be true or false, got {bias!r}")
         self.use_bias = bool(bias)
+        self.init = check_init(owner, init)
         self.workspace = Workspace()
         self._col: np.ndarray | None = None
 
@@ -62,9 +64,14 @@ class DepthwiseConv2D(Module):
                 f"larger than the input {input_shape} (C, H, W)"
             )
         out_channels = channels * self.depth_multiplier
-        self.params["weight"] = Parameter(he_normal(rng, (out_channels, 1, kh, kw), kh * kw, self.dtype))
-        if self.use_bias:
-            self.params["bias"] = Parameter(np.zeros(out_channels, self.dtype))
+        # Fans of one channel's group, as torch.nn.init sees a grouped convolution's weight.
+        weight, bias = init_weight_and_bias(
+            self.init, rng, (out_channels, 1, kh, kw), kh * kw, self.depth_multiplier * kh * kw,
+            self.use_bias, self.dtype,
+        )
+        self.params["weight"] = Parameter(weight)
+        if bias is not None:
+            self.params["bias"] = Parameter(bias)
         return (
             out_channels,
             output_size(height, kh, self.stride[0], ph),
@@ -78,6 +85,7 @@ class DepthwiseConv2D(Module):
             "padding": compact_pair(self.padding),
             "depth_multiplier": self.depth_multiplier,
             "bias": self.use_bias,
+            "init": self.init,
         }
 
     def _filters(self) -> np.ndarray:
@@ -130,11 +138,12 @@ class SeparableConv2D(Module):
         padding: int | tuple[int, int] = 0,
         depth_multiplier: int = 1,
         bias: bool = True,
+        init: str = "kaiming_uniform",
     ) -> None:
         super().__init__()
-        self.depthwise = DepthwiseConv2D(kernel_size, stride, padding, depth_multiplier, bias=False)
+        self.depthwise = DepthwiseConv2D(kernel_size, stride, padding, depth_multiplier, bias=False, init=init)
         try:
-            self.pointwise = Conv2D(out_channels, 1, bias=bias)
+            self.pointwise = Conv2D(out_channels, 1, bias=bias, init=init)
         except ConfigError as exc:
             raise ConfigError(f"separable_conv2d: {exc}") from None
 
