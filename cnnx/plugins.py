@@ -1,13 +1,29 @@
-"""`python -m cnnx.plugins` / `cnnx plugins`: every registered component and where it comes from."""
+"""`python -m cnnx.plugins` / `cnnx plugins`: every registered component and where it comes from.
+
+Listing imports nothing (discovery is lazy); ``--check`` imports every component and reports
+the ones that fail — a broken or conflicting plugin — with the error a run using them would
+print, exiting 1 if there are any.
+"""
 
 from __future__ import annotations
 
+import argparse
 import sys
 
-from cnnx.registry import GROUPS, installed_components
+from cnnx.errors import PluginError
+from cnnx.registry import GROUPS, Component, Registry, installed_components
 
 
-def format_table() -> str:
+def problem(component: Component) -> str | None:
+    """Why a run using this component would stop (None when it loads)."""
+    try:
+        Registry(component.kind).get(component.name)
+    except PluginError as exc:
+        return str(exc)
+    return None
+
+
+def format_table(check: bool = False) -> str:
     components = installed_components()
     counts: dict[tuple[str, str], int] = {}
     for c in components:
@@ -15,6 +31,9 @@ def format_table() -> str:
     rows = [("group", "name", "distribution", "version", "target")]
     for c in components:
         target = c.value + ("   ← CONFLICT: claimed twice" if counts[(c.kind, c.name)] > 1 else "")
+        if check and counts[(c.kind, c.name)] == 1:
+            error = problem(c)
+            target += f"   ← BROKEN: {error}" if error else "   ok"
         rows.append((GROUPS[c.kind], c.name, c.distribution, c.version, target))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     return "\n".join(
@@ -23,8 +42,13 @@ def format_table() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    print(format_table())
-    return 0
+    parser = argparse.ArgumentParser(prog="cnnx plugins", description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true",
+                        help="import every component and report the ones that fail (exit 1)")
+    args = parser.parse_args(argv)
+    table = format_table(check=args.check)
+    print(table)
+    return 1 if args.check and ("← BROKEN" in table or "← CONFLICT" in table) else 0
 
 
 if __name__ == "__main__":

@@ -153,7 +153,7 @@ def _discover(group: str, kind: str) -> dict[str, list[Component]]:
         version = dist.version if dist is not None else "?"
         # The same distribution can be visible twice (e.g. an editable install next to a
         # leftover egg-info); that is one claim, not a conflict.
-        key = (ep.name, ep.value, _normalise(dist_name))
+        key = (ep.name, ep.value, normalise_distribution(dist_name))
         if key in seen:
             continue
         seen.add(key)
@@ -161,7 +161,7 @@ def _discover(group: str, kind: str) -> dict[str, list[Component]]:
     return claims
 
 
-def _normalise(dist_name: str) -> str:
+def normalise_distribution(dist_name: str) -> str:
     return dist_name.lower().replace("_", "-")
 
 
@@ -174,12 +174,37 @@ def _load(component: Component) -> Any:
             f"{component.kind} {component.name!r} from distribution {component.origin} failed to "
             f"import ({component.value}): {type(exc).__name__}: {exc}"
         ) from exc
-    if not callable(obj):
+    problem = _contract_violation(component.kind, obj)
+    if problem:
         raise PluginError(
             f"{component.kind} {component.name!r} from distribution {component.origin} points at "
-            f"{component.value}, which is not a class or function"
+            f"{component.value}, which {problem}"
         )
     return obj
+
+
+def _contract_violation(kind: str, obj: Any) -> str | None:
+    """Why ``obj`` cannot serve as a ``kind`` (None when it can), checked once at import so
+    that a wrong class fails by name, with its distribution, instead of deep in training."""
+    if kind == "layer":
+        from cnnx.engine.module import Module
+
+        if not (isinstance(obj, type) and issubclass(obj, Module)):
+            return f"is {_describe(obj)}, not a subclass of cnnx.engine.module.Module"
+    elif kind in ("optimizer", "scheduler"):
+        if not (isinstance(obj, type) and callable(getattr(obj, "step", None))):
+            return f"is {_describe(obj)}, not a class with a step() method"
+    elif not callable(obj):
+        return f"is {_describe(obj)}, not a class or function"
+    return None
+
+
+def _describe(obj: Any) -> str:
+    if isinstance(obj, type):
+        return f"the class {obj.__module__}.{obj.__qualname__}"
+    if callable(obj):
+        return f"the function {getattr(obj, '__qualname__', obj)!r}"
+    return f"a {type(obj).__name__} object"
 
 
 def refresh() -> None:

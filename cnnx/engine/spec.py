@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from cnnx.engine.module import Module
-from cnnx.errors import ConfigError, PluginError
+from cnnx.errors import ConfigError
 
 
 def layers_from_spec(spec: Mapping[str, Any], where: str) -> dict[str, Module]:
@@ -29,11 +29,8 @@ def layers_from_spec(spec: Mapping[str, Any], where: str) -> dict[str, Module]:
         if not isinstance(layer_spec, Mapping) or "type" not in layer_spec:
             raise ConfigError(f"{key} must be a mapping with a 'type' key, got {layer_spec!r}")
         options = {k: v for k, v in layer_spec.items() if k != "type"}
+        # The registry has already checked that it is a Module subclass.
         cls = layer_registry.get(layer_spec["type"], key)
-        if not (isinstance(cls, type) and issubclass(cls, Module)):
-            raise PluginError(
-                f"layer type {layer_spec['type']!r} at {key} is {cls!r}, not a cnnx Module subclass"
-            )
         # Blocks build nested layers and report their errors under their own config key.
         context = {"where": key} if "where" in inspect.signature(cls).parameters else {}
         layer = layer_registry.create(layer_spec["type"], options, key, **context)

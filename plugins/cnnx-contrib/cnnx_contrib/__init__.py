@@ -1,0 +1,1 @@
+"""cnnx-contrib: extra cnnx components, registered through entry points (see pyproject.toml)."""

@@ -1,0 +1,113 @@
+"""cnnx-contrib's own tests: every component through cnnx's conformance kit (the
+``cnnx_conformance`` fixture cnnx installs), plus what each one computes."""
+
+import numpy as np
+import pytest
+
+from cnnx import registry
+from cnnx.engine.functional.conv import conv2d_forward
+from cnnx.errors import ConfigError
+
+LAYER_CASES = {
+    "depthwise_conv2d": [({"kernel_size": 3, "padding": 1}, (3, 5, 5)),
+                         ({"kernel_size": (2, 3), "stride": 2, "depth_multiplier": 2, "bias": False}, (2, 6, 7))],
+    "separable_conv2d": [({"out_channels": 4, "kernel_size": 3, "padding": 1}, (3, 5, 5)),
+                         ({"out_channels": 2, "kernel_size": 2, "stride": 2, "depth_multiplier": 3}, (2, 6, 6))],
+}
+LOSS_CASES = {"focal_loss": [{}, {"gamma": 0.5}, {"gamma": 0.0}]}
+OPTIMIZER_CASES = {"lamb": [{}, {"weight_decay": 0.0, "lr": 0.01}]}
+
+
+@pytest.mark.parametrize(("name", "case"), [(n, c) for n, cs in LAYER_CASES.items() for c in cs])
+def test_layers_conform(cnnx_conformance, name, case):
+    cnnx_conformance.layer(name, case[0], case[1], batch_size=3)
+
+
+@pytest.mark.parametrize(("name", "options"), [(n, c) for n, cs in LOSS_CASES.items() for c in cs])
+def test_losses_conform(cnnx_conformance, name, options):
+    cnnx_conformance.loss(name, options)
+
+
+@pytest.mark.parametrize(("name", "options"), [(n, c) for n, cs in OPTIMIZER_CASES.items() for c in cs])
+def test_optimizers_conform(cnnx_conformance, name, options):
+    cnnx_conformance.optimizer(name, options)
+
+
+def test_augmented_dataset_conforms(cnnx_conformance):
+    cnnx_conformance.dataset("augmented", {"base": {"type": "synthetic", "num_samples": 80, "size": 8},
+                                           "copies": 2, "hflip": True})
+
+
+def test_every_registered_name_is_checked(cnnx_conformance):
+    assert cnnx_conformance.registered("layer", "cnnx-contrib") == sorted(LAYER_CASES)
+    assert cnnx_conformance.registered("loss", "cnnx-contrib") == sorted(LOSS_CASES)
+    assert cnnx_conformance.registered("optimizer", "cnnx-contrib") == sorted(OPTIMIZER_CASES)
+    assert cnnx_conformance.registered("dataset", "cnnx-contrib") == ["augmented"]
+
+
+def test_depthwise_filters_each_channel_alone_in_torch_layout():
+    rng = np.random.default_rng(0)
+    layer = registry.layers.create("depthwise_conv2d", {"kernel_size": 3, "padding": 1, "depth_multiplier": 2}, "t")
+    layer.build((3, 5, 5), rng)
+    layer.to(np.float64)
+    layer.params["bias"].data[:] = rng.standard_normal(6)
+    x = rng.standard_normal((2, 3, 5, 5))
+    y = layer.forward(x)
+    weight, bias = layer.params["weight"].data, layer.params["bias"].data
+    assert weight.shape == (6, 1, 3, 3)  # torch.nn.Conv2d(3, 6, 3, groups=3).weight
+    for out in range(6):
+        expected, _ = conv2d_forward(x[:, out // 2:out // 2 + 1], weight[out:out + 1], bias[out:out + 1], (1, 1), (1, 1))
+        np.testing.assert_allclose(y[:, out:out + 1], expected, rtol=1e-12, atol=1e-12)
+
+
+def test_separable_is_depthwise_then_pointwise_with_fewer_weights():
+    layer = registry.layers.create("separable_conv2d", {"out_channels": 16, "kernel_size": 3}, "t")
+    layer.build((8, 6, 6), np.random.default_rng(0))
+    shapes = {n: p.data.shape for n, p in layer.named_parameters()}
+    assert shapes == {"depthwise.weight": (8, 1, 3, 3), "pointwise.weight": (16, 8, 1, 1), "pointwise.bias": (16,)}
+    assert layer.parameter_count() < 16 * 8 * 9 / 3
+    x = np.random.default_rng(1).standard_normal((2, 8, 6, 6)).astype(np.float32)
+    np.testing.assert_array_equal(layer.forward(x), layer.pointwise.forward(layer.depthwise.forward(x)))
+
+
+def test_focal_loss_is_cross_entropy_at_gamma_zero_and_smaller_for_gamma_two():
+    rng = np.random.default_rng(0)
+    logits, labels = rng.standard_normal((8, 5)), rng.integers(0, 5, 8)
+    ce_value, ce_grad = registry.losses.create("cross_entropy", {}, "t")(logits, labels)
+    value, grad = registry.losses.create("focal_loss", {"gamma": 0.0}, "t")(logits, labels)
+    assert value == pytest.approx(ce_value, rel=1e-12)
+    np.testing.assert_allclose(grad, ce_grad, rtol=1e-10, atol=1e-15)
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    pt = (p / p.sum(1, keepdims=True))[np.arange(8), labels]
+    focal, _ = registry.losses.create("focal_loss", {"gamma": 2.0}, "t")(logits, labels)
+    assert focal == pytest.approx(np.mean(-(1 - pt) ** 2 * np.log(pt)), rel=1e-12)
+    # Confident, correct predictions give finite values and gradients.
+    sure = np.array([[60.0, 0.0, -60.0]])
+    value, grad = registry.losses.create("focal_loss", {"gamma": 0.5}, "t")(sure, np.array([0]))
+    assert np.isfinite(value) and np.isfinite(grad).all()
+
+
+def test_lamb_step_matches_the_paper():
+    from cnnx.engine.parameter import Parameter
+
+    p = Parameter(np.array([3.0, -4.0], dtype=np.float32))
+    p.grad = np.array([0.5, 0.25], dtype=np.float32)
+    opt = registry.optimizers.create("lamb", {"lr": 0.1, "weight_decay": 0.1}, "t", named_parameters=[("w", p)])
+    opt.step()
+    w, g = np.array([3.0, -4.0]), np.array([0.5, 0.25])
+    m, v = 0.1 * g / 0.1, 0.001 * g * g / 0.001
+    u = m / (np.sqrt(v) + 1e-6) + 0.1 * w
+    np.testing.assert_allclose(p.data, w - 0.1 * np.linalg.norm(w) / np.linalg.norm(u) * u, rtol=1e-5)
+
+
+def test_augmented_adds_copies_to_train_only():
+    base = {"type": "synthetic", "num_samples": 80, "size": 8}
+    plain = registry.datasets.create("synthetic", {k: v for k, v in base.items() if k != "type"}, "t")
+    data = registry.datasets.create("augmented", {"base": base, "copies": 2, "vflip": True}, "t")
+    assert len(data.train[0]) == 3 * len(plain.train[0])
+    np.testing.assert_array_equal(data.train[0][:len(plain.train[0])], plain.train[0])
+    np.testing.assert_array_equal(data.train[1], np.tile(plain.train[1], 3))
+    np.testing.assert_array_equal(data.test[0], plain.test[0])
+    assert not np.array_equal(data.train[0][len(plain.train[0]):2 * len(plain.train[0])], plain.train[0])
+    with pytest.raises(ConfigError, match="dataset augmented: copies=0"):
+        registry.datasets.create("augmented", {"base": base, "copies": 0}, "t")

@@ -1,0 +1,149 @@
+"""``imagefolder``: a folder with one sub-folder per class, each holding PNG/JPEG images.
+
+    root/
+      cat/ 001.png 002.jpg …
+      dog/ …
+
+Classes are the sub-folder names in sorted order (label 0 is the first). Every image is
+decoded with Pillow, converted to grayscale or RGB, resized to ``size`` (bilinear, with
+Pillow's antialiasing when shrinking) and scaled to [0, 1]; the splits are stratified and
+drawn with ``seed``; ``normalize`` is fitted on the training split only. Hidden entries and
+files with other extensions are ignored; an image file Pillow cannot read stops the run
+with its path.
+"""
+
+from __future__ import annotations
+
+from numbers import Integral
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnnx.data.normalize import apply_normalization, check_mode, fit_normalization
+from cnnx.data.splits import DataSplits, check_split_config, stratified_split
+from cnnx.data.validation import check_dataset
+from cnnx.errors import ConfigError, DataError
+# Imported under another name: ``cache`` is also the option that switches it off.
+from cnnx_imagefolder import cache as image_cache
+
+EXTENSIONS = (".png", ".jpg", ".jpeg")
+COLOR_MODES = {"grayscale": "L", "rgb": "RGB"}
+OWNER = "dataset imagefolder"
+
+
+def load_imagefolder(
+    root: str | PathLike[str],
+    size: int | list[int] = 32,
+    color_mode: str = "grayscale",
+    normalize: str = "standard",
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    cache: bool = True,
+    cache_dir: str | PathLike[str] | None = None,
+) -> DataSplits:
+    height, width = _size(size)
+    if color_mode not in COLOR_MODES:
+        raise ConfigError(
+            f"{OWNER}: color_mode={color_mode!r} is not known; accepted: {', '.join(COLOR_MODES)}"
+        )
+    check_mode(normalize, OWNER)
+    check_split_config(OWNER, val_fraction, test_fraction, seed)
+    if not isinstance(cache, bool):
+        raise ConfigError(f"{OWNER}: cache={cache!r} is invalid; accepted: true, false")
+
+    root = Path(root).expanduser().resolve()
+    classes, files, labels = _scan(root)
+    x = y = None
+    if cache:
+        store = Path(cache_dir).expanduser() if cache_dir is not None else image_cache.default_cache_dir()
+        key = image_cache.cache_key(root, files, {"size": [height, width], "color_mode": color_mode})
+        cached = image_cache.load(store, key)
+        if cached is not None and len(cached[1]) == len(files):
+            x, y = cached
+    if x is None:
+        x = np.stack([_decode(path, COLOR_MODES[color_mode], (width, height)) for path in files])
+        y = np.asarray(labels, dtype=np.int64)
+        if cache:
+            image_cache.save(store, key, x, y)
+
+    images, y = check_dataset(x.astype(np.float32) / 255.0, y, f"{OWNER} at '{root}'")
+    train, val, test = stratified_split(images, y, val_fraction, test_fraction, seed, f"{OWNER} at '{root}'")
+    normalization = fit_normalization(train[0], normalize, OWNER)
+    for split in (train, val, test):
+        apply_normalization(split[0], normalization)
+    return DataSplits(
+        train=train, val=val, test=test, classes=classes,
+        input_shape=(images.shape[1], height, width),
+        name=f"imagefolder:{root.name}", normalization=normalization,
+    )
+
+
+def _size(size: Any) -> tuple[int, int]:
+    if isinstance(size, Integral) and not isinstance(size, bool):
+        pair = [size, size]
+    else:
+        try:
+            pair = list(size)
+        except TypeError:
+            pair = []
+    if len(pair) != 2 or not all(isinstance(v, Integral) and not isinstance(v, bool) and v >= 2 for v in pair):
+        raise ConfigError(f"{OWNER}: size={size!r} is invalid; accepted: an integer >= 2 or [height, width]")
+    return int(pair[0]), int(pair[1])
+
+
+def _visible(path: Path) -> bool:
+    return not path.name.startswith(".")
+
+
+def _hidden_part(path: Path, under: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(under).parts)
+
+
+def _scan(root: Path) -> tuple[list[str], list[Path], list[int]]:
+    if not root.is_dir():
+        problem = "is a file, not a folder" if root.exists() else "does not exist"
+        raise DataError(f"{OWNER}: root '{root}' {problem}; expected a folder with one sub-folder per class")
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and _visible(p))
+    if not class_dirs:
+        raise DataError(
+            f"{OWNER}: root '{root}' has no class sub-folders; expected one sub-folder per "
+            f"class holding {'/'.join(EXTENSIONS)} images (e.g. '{root}/cat/001.png')"
+        )
+    files: list[Path] = []
+    labels: list[int] = []
+    for label, class_dir in enumerate(class_dirs):
+        images = sorted(
+            p for p in class_dir.rglob("*")
+            if p.is_file() and p.suffix.lower() in EXTENSIONS
+            and not _hidden_part(p, class_dir)
+        )
+        if not images:
+            raise DataError(
+                f"{OWNER}: class folder '{class_dir}' holds no {'/'.join(EXTENSIONS)} images; "
+                f"add images or remove the folder"
+            )
+        files.extend(images)
+        labels.extend([label] * len(images))
+    if len(class_dirs) < 2:
+        raise DataError(
+            f"{OWNER}: root '{root}' has a single class sub-folder ('{class_dirs[0].name}'); "
+            f"a classifier needs at least two"
+        )
+    return [p.name for p in class_dirs], files, labels
+
+
+def _decode(path: Path, mode: str, size: tuple[int, int]) -> np.ndarray:
+    """(C, H, W) uint8 pixels of one image file."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image = image.convert(mode).resize(size, Image.Resampling.BILINEAR)
+            pixels = np.asarray(image, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise DataError(f"{OWNER}: cannot read image '{path}': {reason}") from None
+    return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)

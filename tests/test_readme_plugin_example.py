@@ -1,0 +1,60 @@
+"""The README's "Write a plugin" example, installed from the README's own text, passes the
+conformance kit with the README's own test code and trains in a model."""
+
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import cnnx
+from cnnx import registry
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def blocks(language: str) -> list[str]:
+    text = README.read_text()
+    section = text[text.index("## Write a plugin"):]
+    section = section[:section.index("\n## ", 1)]
+    return re.findall(rf"```{language}\n(.*?)```", section, re.S)
+
+
+@pytest.fixture
+def readme_plugin(tmp_path, monkeypatch):
+    """The module and entry points exactly as the README shows them, as an installed
+    distribution (dist-info with entry_points.txt) that importlib.metadata finds."""
+    module_code = blocks("python")[0]
+    project = tomllib.loads(blocks("toml")[0])["project"]
+    module, _ = project["entry-points"]["cnnx.layers"]["swish"].split(":")
+    (tmp_path / module).mkdir()
+    (tmp_path / module / "__init__.py").write_text(module_code)
+    dist_info = tmp_path / f"{project['name'].replace('-', '_')}-{project['version']}.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n")
+    entry_points = "".join(
+        f"[{group}]\n" + "".join(f"{name} = {target}\n" for name, target in names.items())
+        for group, names in project["entry-points"].items())
+    (dist_info / "entry_points.txt").write_text(entry_points)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry.refresh()
+    yield
+    registry.refresh()
+    sys.modules.pop(module, None)
+
+
+def test_readme_plugin_passes_the_readme_conformance_tests(readme_plugin, cnnx_conformance):
+    namespace: dict = {}
+    exec(blocks("python")[-1], namespace)
+    tests = [f for name, f in namespace.items() if name.startswith("test_")]
+    assert len(tests) == 2
+    for test in tests:
+        test(cnnx_conformance)
+    model = cnnx.build_model({"c": {"type": "conv2d", "out_channels": 2, "kernel_size": 3},
+                              "act": {"type": "swish", "beta": 1.5}, "f": {"type": "flatten"},
+                              "fc": {"type": "dense", "out_features": 3}}, (1, 5, 5))
+    out = model.forward(np.ones((2, 1, 5, 5), np.float32))
+    assert out.shape == (2, 3) and out.dtype == np.float32
