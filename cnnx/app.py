@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from cnnx import registry
 from cnnx.config_schema import register as register_schema
 from cnnx.engine.model import Model, build_model
-from cnnx.errors import ConfigError
+from cnnx.errors import ConfigError, ReportedInputError
 from cnnx.training.console import ConsoleLogger
 from cnnx.training.divergence import UpdateGuard
 from cnnx.training.early_stopping import EarlyStopping
@@ -85,7 +85,9 @@ def build_run(config: dict[str, Any], callbacks: list | None = None):
             optimizer=optimizer, epochs=trainer_cfg["epochs"], steps_per_epoch=steps_per_epoch,
         )
 
-    callbacks = [ConsoleLogger(), *(callbacks or [])]
+    # The console goes last: a callback that refuses to start (an unreachable store, a bad
+    # checkpoint) then fails before anything is printed, so the error stays one line.
+    callbacks = [*(callbacks or []), ConsoleLogger()]
     stopping = trainer_cfg["early_stopping"]
     if stopping["enabled"]:
         callbacks.insert(0, EarlyStopping(**{k: v for k, v in stopping.items() if k != "enabled"}))
@@ -171,14 +173,15 @@ def run(cfg: DictConfig, overrides: list[str] | None = None, output_dir: str | N
         sweep=None) -> float:
     """One training run; ``output_dir`` (Hydra's run dir) holds its checkpoints, ``sweep`` (a
     ``SweepJob``) is set when it is a job of a multirun."""
-    from cnnx.blas_threads import limit_blas_threads
+    from cnnx.blas_threads import limit_blas_threads, run_blas_threads
     from cnnx.tracking.sweep_job import already_finished
 
     config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     done = already_finished(sweep, config, config["tracking"]["experiment_name"] or config["experiment_name"])
     if done is not None:
         return done
-    with limit_blas_threads(sweep.blas_threads if sweep else None):
+    threads = run_blas_threads(config["trainer"]["blas_threads"], sweep.blas_threads if sweep else None)
+    with limit_blas_threads(threads):
         # The checkpoint callback precedes the tracker: it restores the run id before the
         # tracker starts, and writes each epoch's checkpoint before the tracker logs that epoch.
         callbacks = [_checkpoint(config, output_dir)]
@@ -199,8 +202,17 @@ def run(cfg: DictConfig, overrides: list[str] | None = None, output_dir: str | N
 def task(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 
+    from hydra.types import RunMode
+
+    from cnnx.cli import one_line
     from cnnx.tracking.sweep_job import current_sweep_job
 
     hydra_config = HydraConfig.get()
-    return run(cfg, list(hydra_config.overrides.task), hydra_config.runtime.output_dir,
-               current_sweep_job(hydra_config))
+    try:
+        return run(cfg, list(hydra_config.overrides.task), hydra_config.runtime.output_dir,
+                   current_sweep_job(hydra_config))
+    except Exception as error:
+        # In a sweep, Hydra's line naming the failing job's overrides is worth keeping.
+        if hydra_config.mode == RunMode.RUN and one_line(error) is not None:
+            raise ReportedInputError(error) from error
+        raise

@@ -1,4 +1,5 @@
-"""BLAS threads per sweep job, so jobs running side by side do not oversubscribe the CPU.
+"""BLAS threads per run (``trainer.blas_threads``) and per sweep job, so that jobs running
+side by side do not oversubscribe the CPU.
 
 Two joblib workers on two cores, each running a two-thread BLAS, spend their time switching
 threads; one thread each runs both at full speed. The share comes from the launcher's own
@@ -27,6 +28,20 @@ def threads_per_job(launcher: Mapping[str, Any], cpu_count: int | None = None) -
         remote = (launcher.get("ray") or {}).get("remote") or {}
         return int(remote.get("num_cpus") or 1)
     return None
+
+
+def run_blas_threads(configured: Any, sweep_share: int | None) -> int | None:
+    """The BLAS threads for one run: ``trainer.blas_threads``, capped by a sweep job's share."""
+    from cnnx.errors import ConfigError
+
+    if configured is not None and (isinstance(configured, bool) or not isinstance(configured, int) or configured < 1):
+        raise ConfigError(
+            f"trainer.blas_threads={configured!r} is invalid; accepted: a positive integer, or null "
+            "for the BLAS library's default"
+        )
+    if configured is None or sweep_share is None:
+        return configured if configured is not None else sweep_share
+    return min(configured, sweep_share)
 
 
 def limit_blas_threads(threads: int | None):

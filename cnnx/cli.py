@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ["HYDRA_FULL_ERROR"] = "1"
     from cnnx.app import task
+    from cnnx.errors import ReportedInputError
     from cnnx.training.signals import TrainingInterrupted
 
     sys.argv = [sys.argv[0], *argv]
@@ -89,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cnnx: {interrupted_message(interruption, argv)}", file=sys.stderr)
         # The shell convention for "stopped by signal N".
         return 128 + getattr(signal, interruption.signal_name, signal.SIGINT)
+    except ReportedInputError as reported:
+        print(f"cnnx: error: {one_line(reported.error)}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         # Outside the training loop (loading data, a second Ctrl-C): nothing consistent to save.
         print("cnnx: interrupted; no checkpoint written for this moment", file=sys.stderr)

@@ -59,6 +59,7 @@ class TrainerConfig:
     resume: Any = False
     on_nonfinite: str = "stop"
     grad_clip_norm: Optional[float] = None
+    blas_threads: Optional[int] = 1
 
 
 @dataclass

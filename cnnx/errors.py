@@ -28,3 +28,16 @@ class DataError(CnnxError, ValueError):
 
 class CheckpointError(CnnxError, ValueError):
     """A weights or checkpoint file is truncated, foreign or does not fit the model."""
+
+
+class ReportedInputError(BaseException):
+    """Carries a user error of a single run out of its Hydra job untouched.
+
+    Hydra catches every ``Exception`` a job raises and writes "Error executing job with
+    overrides: …" above it, which would turn the CLI's one-line error into two lines. A
+    ``BaseException`` passes through, and the CLI reports ``error`` as its one line.
+    """
+
+    def __init__(self, error: Exception):
+        super().__init__(str(error))
+        self.error = error

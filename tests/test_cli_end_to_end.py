@@ -32,6 +32,7 @@ def assert_finished_run(tmp_path, experiment: str, epochs: int):
     assert params["experiment_name"] == experiment and "optimizer.lr" in params and "trainer.epochs" in params
     assert any(k.startswith("model.layers.") for k in params)
     assert run.data.tags["cnnx.version"]
+    assert run.data.tags["cnnx.blas_threads"] == "1"  # trainer.blas_threads default
     artifacts = list_artifacts(client, run.info.run_id)
     assert "config.yaml" in artifacts and "weights.npz" in artifacts and "model_summary.txt" in artifacts
     kernel_images = [a for a in artifacts if a.startswith("images/") and a.endswith(".png")]

@@ -29,12 +29,12 @@ def current_sweep_job(hydra_cfg: Any) -> SweepJob | None:
 
 def tracker_options(job: SweepJob | None, config: dict[str, Any]) -> dict[str, Any]:
     """MlflowTracker arguments that make a job's run a child of the sweep's parent."""
-    tags = {FINGERPRINT_TAG: config_fingerprint(config)}
-    if job is None or job.link is None:
-        return {"tags": tags}
     from cnnx.blas_threads import blas_threads_in_effect
 
-    tags["cnnx.blas_threads"] = str(blas_threads_in_effect())
+    # Results depend on the BLAS thread count (summation order), so every run records it.
+    tags = {FINGERPRINT_TAG: config_fingerprint(config), "cnnx.blas_threads": str(blas_threads_in_effect())}
+    if job is None or job.link is None:
+        return {"tags": tags}
     return {"tags": tags, "tracking_uri": job.link.tracking_uri, "parent_run_id": job.link.parent_run_id}
 
 
