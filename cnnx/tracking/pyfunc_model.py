@@ -1,0 +1,85 @@
+"""The trained network as an MLflow model (``python_function`` flavour), no pickle involved.
+
+The flavour is the loader-module kind: MLflow copies a plain directory (the
+``cnnx.inference.Classifier`` files: JSON description + weights ``.npz``) into the model and,
+at load time, calls ``_load_pyfunc`` below on it. So
+``mlflow.pyfunc.load_model("runs:/<id>/model").predict(images)`` and
+``mlflow models serve --env-manager local`` need cnnx installed and nothing of the run's
+training code or config. The requirements are given explicitly: MLflow's inference of them
+imports the model in a subprocess and costs seconds per run.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import cnnx
+from cnnx.inference import Classifier
+
+#: Where the model lives inside a run's artifacts: ``runs:/<id>/model``.
+ARTIFACT_PATH = "model"
+DATA_DIR = "cnnx_model"
+
+
+class PyfuncClassifier:
+    """What ``mlflow.pyfunc`` calls: images (N, C, H, W) → class probabilities (N, K)."""
+
+    def __init__(self, classifier: Classifier):
+        self.classifier = classifier
+
+    def predict(self, model_input: Any, params: dict[str, Any] | None = None) -> np.ndarray:
+        return self.classifier.predict_proba(model_input)
+
+
+def _load_pyfunc(data_path: str) -> PyfuncClassifier:
+    return PyfuncClassifier(Classifier.load(data_path))
+
+
+def requirements() -> list[str]:
+    return [f"cnnx=={cnnx.__version__}", f"numpy=={np.__version__}"]
+
+
+def signature(classifier: Classifier):
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    c, h, w = classifier.input_shape
+    return ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, c, h, w), "images")]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, len(classifier.classes)), "probabilities")]),
+    )
+
+
+def save_mlflow_model(classifier: Classifier, path: str | Path, input_example: np.ndarray) -> Path:
+    """Write an MLflow model directory at ``path`` (which must not exist yet)."""
+    import mlflow.pyfunc
+
+    # MLflow announces its check of the input example at INFO on every run; keep runs quiet.
+    quiet = logging.getLogger("mlflow.pyfunc")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)
+    with tempfile.TemporaryDirectory() as tmp:
+        data = classifier.save(Path(tmp) / DATA_DIR)
+        mlflow.pyfunc.save_model(
+            str(path),
+            loader_module=__name__,
+            data_path=str(data),
+            signature=signature(classifier),
+            input_example=np.asarray(input_example, dtype=np.float32),
+            pip_requirements=requirements(),
+            metadata={"cnnx_classes": classifier.classes},
+        )
+    quiet.setLevel(level)
+    return Path(path)
+
+
+def log_mlflow_model(client, run_id: str, classifier: Classifier, input_example: np.ndarray) -> None:
+    """Save the model and upload it as the run's ``model/`` artifact directory."""
+    with tempfile.TemporaryDirectory() as tmp:
+        local = save_mlflow_model(classifier, Path(tmp) / ARTIFACT_PATH, input_example)
+        client.log_artifacts(run_id, str(local), ARTIFACT_PATH)
