@@ -50,8 +50,8 @@ def signature(classifier: Classifier):
 
     c, h, w = classifier.input_shape
     return ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, c, h, w), "images")]),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, len(classifier.classes)), "probabilities")]),
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, c, h, w))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, len(classifier.classes)))]),
     )
 
 
@@ -63,18 +63,20 @@ def save_mlflow_model(classifier: Classifier, path: str | Path, input_example: n
     quiet = logging.getLogger("mlflow.pyfunc")
     level = quiet.level
     quiet.setLevel(logging.WARNING)
-    with tempfile.TemporaryDirectory() as tmp:
-        data = classifier.save(Path(tmp) / DATA_DIR)
-        mlflow.pyfunc.save_model(
-            str(path),
-            loader_module=__name__,
-            data_path=str(data),
-            signature=signature(classifier),
-            input_example=np.asarray(input_example, dtype=np.float32),
-            pip_requirements=requirements(),
-            metadata={"cnnx_classes": classifier.classes},
-        )
-    quiet.setLevel(level)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            data = classifier.save(Path(tmp) / DATA_DIR)
+            mlflow.pyfunc.save_model(
+                str(path),
+                loader_module=__name__,
+                data_path=str(data),
+                signature=signature(classifier),
+                input_example=np.asarray(input_example, dtype=np.float32),
+                pip_requirements=requirements(),
+                metadata={"cnnx_classes": classifier.classes},
+            )
+    finally:
+        quiet.setLevel(level)
     return Path(path)
 
 
