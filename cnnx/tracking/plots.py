@@ -92,6 +92,7 @@ def misclassified(images: np.ndarray, y_true: np.ndarray, probabilities: np.ndar
     y_pred = probabilities.argmax(axis=1)
     all_wrong = np.flatnonzero(y_pred != y_true)
     wrong = all_wrong[np.argsort(-probabilities[all_wrong, y_pred[all_wrong]], kind="stable")][:limit]
+    columns = max(4, min(columns, len(wrong)))  # a few mistakes: not a wide empty strip
     rows = max(1, -(-len(wrong) // columns))
     c, h, w = images.shape[1:]
     pad_top, gap = h // 2 + 2, 2
