@@ -73,20 +73,18 @@ def interrupted_message(error, argv: list[str]) -> str:
             f"{error.checkpoint}; resume with: {resume_command(argv, error.run_dir)}")
 
 
-def report_user_errors(command: str):
+def report_user_errors(function):
     """Wrap a tool's ``main`` so that user errors become ``cnnx: error: ...`` and exit code 2."""
-    def decorate(function):
-        @functools.wraps(function)
-        def wrapper(*args, **kwargs) -> int:
-            from cnnx.errors import CnnxError
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs) -> int:
+        from cnnx.errors import CnnxError
 
-            try:
-                return function(*args, **kwargs)
-            except CnnxError as error:
-                print(f"cnnx: error: {' '.join(str(error).split())}", file=sys.stderr)
-                return EXIT_USAGE
-        return wrapper
-    return decorate
+        try:
+            return function(*args, **kwargs)
+        except CnnxError as error:
+            print(f"cnnx: error: {' '.join(str(error).split())}", file=sys.stderr)
+            return EXIT_USAGE
+    return wrapper
 
 
 #: ``cnnx NAME ...`` runs ``cnnx.NAME.main`` (also ``python -m cnnx.NAME``), not a training run.

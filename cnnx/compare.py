@@ -149,7 +149,7 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-@report_user_errors("compare")
+@report_user_errors
 def main(argv: list[str] | None = None) -> int:
     from mlflow import MlflowClient
 

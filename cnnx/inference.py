@@ -132,7 +132,7 @@ class Classifier:
         model.load_state_dict(load_weights(weights_path))
         model.eval()
         return cls(model, layers, description.get("normalization", {"mode": "none"}),
-                   list(description.get("classes") or range(model.output_shape[0])), kind)
+                   [str(c) for c in description.get("classes") or range(model.output_shape[0])], kind)
 
 
 def load_weights(path: str | Path) -> dict[str, np.ndarray]:

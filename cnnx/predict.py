@@ -195,7 +195,7 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-@report_user_errors("predict")
+@report_user_errors
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.config and not args.weights:
