@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import math
 import re
 import sys
 from pathlib import Path
@@ -18,11 +17,9 @@ from typing import Any
 
 from cnnx.cli import report_user_errors
 from cnnx.errors import CnnxError
+from cnnx.tracking.sweep_summary import OBJECTIVE_TAG, ROLE_TAG, child_runs, objective_mode, run_objective
 
 PARENT_TAG = "mlflow.parentRunId"
-#: Set on sweep parent runs by the multirun callback (they hold no training metrics).
-SWEEP_ROLE_TAG = "cnnx.sweep.role"
-SWEEP_OBJECTIVE_TAG = "cnnx.sweep.objective"
 REPORTED_METRICS = ("test_acc", "test_loss")
 #: Params that differ between runs without being a choice of the user.
 UNSWEPT_PARAMS = ("tracking.run_name",)
@@ -33,26 +30,10 @@ class CompareError(CnnxError):
     """The experiment or parent run to compare does not exist or has no runs."""
 
 
-def objective_mode(key: str) -> str:
-    """Accuracies are maximised, everything else (losses) minimised, as the trainer does."""
-    return "max" if key.endswith("acc") else "min"
-
-
-def best_value(client, run, monitor: str) -> float | None:
-    """The best epoch's ``monitor`` (its train twin when the run had no validation split)."""
-    for key in (monitor, monitor.replace("val_", "train_")):
-        if key in run.data.metrics:
-            values = [m.value for m in client.get_metric_history(run.info.run_id, key)
-                      if not math.isnan(m.value)]
-            if values:
-                return max(values) if objective_mode(key) == "max" else min(values)
-    return None
-
-
-def _search(client, experiment_ids: list[str], filter_string: str = "") -> list:
+def _search(client, experiment_ids: list[str]) -> list:
     runs, token = [], None
     while True:
-        page = client.search_runs(experiment_ids, filter_string, max_results=1000,
+        page = client.search_runs(experiment_ids, "", max_results=1000,
                                   order_by=["attributes.start_time ASC"], page_token=token)
         runs.extend(page)
         token = page.token
@@ -70,12 +51,11 @@ def find_runs(client, target: str) -> tuple[str, list, str | None]:
         except MlflowException:
             parent = None
         if parent is not None:
-            experiment_ids = [e.experiment_id for e in client.search_experiments()]
-            children = _search(client, experiment_ids, f"tags.`{PARENT_TAG}` = '{target}'")
+            children = child_runs(client, target)
             if not children:
                 raise CompareError(f"run {target} has no child runs; pass a sweep's parent run id "
                                    f"or an experiment name")
-            return f"children of run {target}", children, parent.data.tags.get(SWEEP_OBJECTIVE_TAG)
+            return f"children of run {target}", children, parent.data.tags.get(OBJECTIVE_TAG)
     experiment = client.get_experiment_by_name(target)
     if experiment is None:
         names = ", ".join(sorted(e.name for e in client.search_experiments())) or "none"
@@ -83,7 +63,7 @@ def find_runs(client, target: str) -> tuple[str, list, str | None]:
     runs = _search(client, [experiment.experiment_id])
     parents = {r.data.tags.get(PARENT_TAG) for r in runs}
     # A sweep's parent summarises its children; listing it among them would count it twice.
-    trained = [r for r in runs if r.info.run_id not in parents and SWEEP_ROLE_TAG not in r.data.tags]
+    trained = [r for r in runs if r.info.run_id not in parents and ROLE_TAG not in r.data.tags]
     if not trained:
         raise CompareError(f"experiment {target!r} has no runs")
     return f"experiment {target}", trained, None
@@ -97,7 +77,7 @@ def comparison_rows(client, runs: list, monitor: str) -> tuple[list[str], list[d
     rows = []
     for run in runs:
         row = {"run_id": run.info.run_id, "run_name": run.info.run_name, "status": run.info.status,
-               **{k: run.data.params.get(k) for k in swept}, objective: best_value(client, run, monitor)}
+               **{k: run.data.params.get(k) for k in swept}, objective: run_objective(client, run, monitor)}
         row.update({m: run.data.metrics.get(m) for m in REPORTED_METRICS})
         rows.append(row)
     sign = -1.0 if objective_mode(monitor) == "max" else 1.0
