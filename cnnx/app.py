@@ -166,6 +166,8 @@ def _tracker(config: dict[str, Any], cfg: DictConfig, overrides: list[str], outp
         log_weights=tracking["log_weights"],
         spill_dir=Path(output_dir or ".") / "mlflow-unsent",
         flush_timeout=tracking.get("flush_timeout", 60.0),
+        log_plots=tracking["log_plots"],
+        log_model=tracking["log_model"],
     )
 
 

@@ -9,6 +9,8 @@ Anything else is a bug in cnnx or a plugin, and keeps its full traceback.
 from __future__ import annotations
 
 import errno
+import functools
+import importlib
 import os
 import shlex
 import signal
@@ -71,12 +73,29 @@ def interrupted_message(error, argv: list[str]) -> str:
             f"{error.checkpoint}; resume with: {resume_command(argv, error.run_dir)}")
 
 
+def report_user_errors(function):
+    """Wrap a tool's ``main`` so that user errors become ``cnnx: error: ...`` and exit code 2."""
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs) -> int:
+        from cnnx.errors import CnnxError
+
+        try:
+            return function(*args, **kwargs)
+        except CnnxError as error:
+            print(f"cnnx: error: {' '.join(str(error).split())}", file=sys.stderr)
+            return EXIT_USAGE
+    return wrapper
+
+
+#: ``cnnx NAME ...`` runs ``cnnx.NAME.main`` (also ``python -m cnnx.NAME``), not a training run.
+SUBCOMMANDS = ("plugins", "predict", "compare")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["plugins"]:
-        from cnnx.plugins import main as plugins_main
-
-        return plugins_main(argv[1:])
+    if argv[:1] and argv[0] in SUBCOMMANDS:
+        module = importlib.import_module(f"cnnx.{argv[0]}")
+        return module.main(argv[1:])
 
     os.environ["HYDRA_FULL_ERROR"] = "1"
     from cnnx.app import task

@@ -71,6 +71,8 @@ class TrackingConfig:
     log_kernels: bool = True
     log_weights: bool = True
     flush_timeout: float = 60.0
+    log_plots: bool = True
+    log_model: bool = True
 
 
 @dataclass

@@ -59,3 +59,12 @@ def apply_normalization(x: np.ndarray, normalization: dict[str, Any]) -> np.ndar
     x -= shift
     x /= scale
     return x
+
+
+def invert_normalization(x: np.ndarray, normalization: dict[str, Any]) -> np.ndarray:
+    """Back to the loader's pixel scale (a new array): what a user feeds a logged model."""
+    if normalization["mode"] == "none":
+        return np.array(x, dtype=np.float32)
+    shift = np.asarray(normalization["shift"], dtype=np.float32)[:, None, None]
+    scale = np.asarray(normalization["scale"], dtype=np.float32)[:, None, None]
+    return x * scale + shift

@@ -3,24 +3,43 @@ from __future__ import annotations
 import numpy as np
 
 
+def tile_grid(tiles: np.ndarray, cell: int = 8, gap: int = 1) -> np.ndarray:
+    """Lay out ``(rows, cols, h, w)`` values in [0, 1] as one uint8 image with white gaps.
+
+    Tiles are enlarged by nearest neighbour until their longer side reaches ``cell`` pixels,
+    so 3×3 kernels or 4×4 feature maps stay visible in the MLflow UI.
+    """
+    n_rows, n_cols, h, w = tiles.shape
+    zoom = max(1, cell // max(h, w))
+    tiles = tiles.repeat(zoom, axis=2).repeat(zoom, axis=3) * 255.0
+    th, tw = h * zoom, w * zoom
+    grid = np.full((n_rows * (th + gap) + gap, n_cols * (tw + gap) + gap), 255.0, np.float32)
+    rows = (np.arange(n_rows) * (th + gap) + gap)[:, None, None, None] + np.arange(th)[None, None, :, None]
+    cols = (np.arange(n_cols) * (tw + gap) + gap)[None, :, None, None] + np.arange(tw)[None, None, None, :]
+    grid[rows, cols] = tiles
+    return grid.round().astype(np.uint8)
+
+
 def kernel_grid(weight: np.ndarray, cell: int = 8, gap: int = 1) -> np.ndarray:
     """Render conv kernels ``(out, in, kh, kw)`` as one uint8 image, a row per output channel.
 
     Each kernel is scaled symmetrically around zero (mid-grey = 0), so the sign of a weight
-    reads the same in every cell and every epoch's image; cells are enlarged by nearest
-    neighbour so 3×3 or 5×5 kernels are visible in the MLflow UI.
+    reads the same in every cell and every epoch's image.
     """
-    out_c, in_c, kh, kw = weight.shape
-    in_shown = min(in_c, 16)
-    w = weight[:, :in_shown].astype(np.float32)
+    w = weight[:, :16].astype(np.float32)
     scale = np.abs(w).max(axis=(2, 3), keepdims=True)
     scale[scale == 0] = 1.0
-    tiles = (0.5 + 0.5 * w / scale) * 255.0
-    zoom = max(1, cell // max(kh, kw))
-    tiles = tiles.repeat(zoom, axis=2).repeat(zoom, axis=3)
-    th, tw = kh * zoom, kw * zoom
-    grid = np.full((out_c * (th + gap) + gap, in_shown * (tw + gap) + gap), 255.0, np.float32)
-    rows = (np.arange(out_c) * (th + gap) + gap)[:, None, None, None] + np.arange(th)[None, None, :, None]
-    cols = (np.arange(in_shown) * (tw + gap) + gap)[None, :, None, None] + np.arange(tw)[None, None, None, :]
-    grid[rows, cols] = tiles
-    return grid.round().astype(np.uint8)
+    return tile_grid(0.5 + 0.5 * w / scale, cell, gap)
+
+
+def activation_grid(maps: np.ndarray, cell: int = 32, gap: int = 2) -> np.ndarray:
+    """Render activations ``(images, channels, h, w)`` a row per image, each map min-max scaled.
+
+    Per-map scaling shows where each channel responds; absolute magnitudes differ by orders
+    between layers and would leave most maps black under one common scale.
+    """
+    maps = maps.astype(np.float32)
+    low = maps.min(axis=(2, 3), keepdims=True)
+    span = maps.max(axis=(2, 3), keepdims=True) - low
+    span[span == 0] = 1.0
+    return tile_grid((maps - low) / span, cell, gap)

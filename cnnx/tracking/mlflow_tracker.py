@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cnnx.errors import CnnxError
+from cnnx.tracking.feature_maps import conv_layers
 from cnnx.tracking.images import kernel_grid
 from cnnx.tracking.outbox import Outbox, Pending
 from cnnx.training.callbacks import Callback
@@ -70,6 +71,8 @@ class MlflowTracker(Callback):
         spill_dir: str | os.PathLike[str] | None = None,
         flush_timeout: float = 60.0,
         parent_run_id: str | None = None,
+        log_plots: bool = True,
+        log_model: bool = True,
     ):
         self.experiment_name = experiment_name
         self.config = config
@@ -82,6 +85,8 @@ class MlflowTracker(Callback):
             self.tags["mlflow.parentRunId"] = parent_run_id
         self.log_kernels = log_kernels
         self.log_weights = log_weights
+        self.log_plots = log_plots
+        self.log_model = log_model
         self.client: MlflowClient | None = None
         self.run_id: str | None = None
         self._kernel_layer: str | None = None
@@ -172,8 +177,24 @@ class MlflowTracker(Callback):
             self.outbox.submit(Pending(lambda: self._log_weights(weights),
                                        {"kind": "weights", "run_id": self.run_id},
                                        {f"weights.{k}": v for k, v in weights.items()}))
+        if self.log_model or self.log_plots:
+            self._log_report(trainer)
         self._submit_status("FINISHED")
         self._finish()
+
+    def _log_report(self, trainer: Trainer) -> None:
+        """Plots and the servable model, sent directly: too large to queue through an outage."""
+        from mlflow.exceptions import MlflowException
+
+        from cnnx.tracking.run_report import log_run_report
+
+        try:
+            log_run_report(self.client, self.run_id, trainer, self.config,
+                           model=self.log_model, plots=self.log_plots,
+                           kernels_logged=self._kernel_layer if self.log_kernels else None)
+        except (MlflowException, OSError) as exc:
+            reason = " ".join(str(exc).split())[:200]
+            self.outbox.warn(f"plots and model of run {self.run_id} not logged: store unreachable ({reason})")
 
     def on_fit_error(self, trainer: Trainer, error: BaseException) -> None:
         if self.client is None or self.run_id is None:
@@ -238,8 +259,4 @@ class MlflowTracker(Callback):
 
 
 def first_conv_layer(model) -> str | None:
-    for name, layer in model.named_layers():
-        weight = layer.params.get("weight")
-        if weight is not None and weight.data.ndim == 4:
-            return name
-    return None
+    return next(iter(conv_layers(model)), None)

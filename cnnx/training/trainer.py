@@ -99,9 +99,13 @@ class Trainer:
         self.progress_state: EpochProgress | None = None
         self.interrupts = InterruptFlag()
         self._batch_delay = float(os.environ.get(BATCH_DELAY_ENV) or 0.0)
+        # For callbacks that explain the run at its end (plots, a logged model).
+        self.data: DataSplits | None = None
+        self.test_evaluation: Evaluation | None = None
 
     # -- public ------------------------------------------------------------------------------
     def fit(self, data: DataSplits) -> History:
+        self.data = data
         x_train, y_train = data.train
         steps_per_epoch = math.ceil(len(x_train) / self.batch_size)
         if self.scheduler is None and self.scheduler_factory is not None:
@@ -120,7 +124,8 @@ class Trainer:
                     self._emit("on_epoch_end", self.epoch, metrics)
                     self._check_interrupt(batch=0)
             if data.test is not None and len(data.test[0]):
-                self.history.test = self._evaluate(data.test).prefixed("test")
+                self.test_evaluation = self._evaluate(data.test)
+                self.history.test = self.test_evaluation.prefixed("test")
             self._emit("on_fit_end", self.history.test)
         except BaseException as error:
             for callback in self.callbacks:

@@ -1,0 +1,154 @@
+"""`python -m cnnx.compare` / `cnnx compare`: the runs of an experiment or a sweep, best first.
+
+For people who live in the terminal or on a cluster without a browser: one row per run with
+the params that differ between the runs (what was swept), the objective (the best epoch's
+``trainer.monitor``, as the sweeper sees it) and the test metrics; the same table is written
+as CSV.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from cnnx.cli import report_user_errors
+from cnnx.errors import CnnxError
+from cnnx.tracking.sweep_summary import OBJECTIVE_TAG, ROLE_TAG, child_runs, objective_mode, run_objective
+
+PARENT_TAG = "mlflow.parentRunId"
+REPORTED_METRICS = ("test_acc", "test_loss")
+#: Params that differ between runs without being a choice of the user.
+UNSWEPT_PARAMS = ("tracking.run_name",)
+_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+class CompareError(CnnxError):
+    """The experiment or parent run to compare does not exist or has no runs."""
+
+
+def _search(client, experiment_ids: list[str]) -> list:
+    runs, token = [], None
+    while True:
+        page = client.search_runs(experiment_ids, "", max_results=1000,
+                                  order_by=["attributes.start_time ASC"], page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def find_runs(client, target: str) -> tuple[str, list, str | None]:
+    """``(description, runs, objective tagged on a sweep parent)`` for a parent run id or an experiment."""
+    from mlflow.exceptions import MlflowException
+
+    if _RUN_ID.match(target):
+        try:
+            parent = client.get_run(target)
+        except MlflowException:
+            parent = None
+        if parent is not None:
+            children = child_runs(client, target)
+            if not children:
+                raise CompareError(f"run {target} has no child runs; pass a sweep's parent run id "
+                                   f"or an experiment name")
+            return f"children of run {target}", children, parent.data.tags.get(OBJECTIVE_TAG)
+    experiment = client.get_experiment_by_name(target)
+    if experiment is None:
+        names = ", ".join(sorted(e.name for e in client.search_experiments())) or "none"
+        raise CompareError(f"no experiment or run named {target!r}; experiments in this store: {names}")
+    runs = _search(client, [experiment.experiment_id])
+    parents = {r.data.tags.get(PARENT_TAG) for r in runs}
+    # A sweep's parent summarises its children; listing it among them would count it twice.
+    trained = [r for r in runs if r.info.run_id not in parents and ROLE_TAG not in r.data.tags]
+    if not trained:
+        raise CompareError(f"experiment {target!r} has no runs")
+    return f"experiment {target}", trained, None
+
+
+def comparison_rows(client, runs: list, monitor: str) -> tuple[list[str], list[dict[str, Any]]]:
+    """``(columns, rows)`` sorted by the objective, best first; runs without it come last."""
+    keys = sorted({k for run in runs for k in run.data.params} - set(UNSWEPT_PARAMS))
+    swept = [k for k in keys if len({run.data.params.get(k) for run in runs}) > 1]
+    objective = f"best_{monitor}"
+    rows = []
+    for run in runs:
+        row = {"run_id": run.info.run_id, "run_name": run.info.run_name, "status": run.info.status,
+               **{k: run.data.params.get(k) for k in swept}, objective: run_objective(client, run, monitor)}
+        row.update({m: run.data.metrics.get(m) for m in REPORTED_METRICS})
+        rows.append(row)
+    sign = -1.0 if objective_mode(monitor) == "max" else 1.0
+    rows.sort(key=lambda r: (r[objective] is None, sign * (r[objective] or 0.0)))
+    metrics = [m for m in REPORTED_METRICS if any(r[m] is not None for r in rows)]
+    return ["rank", "run_id", "run_name", "status", *swept, objective, *metrics], \
+        [{"rank": i, **row} for i, row in enumerate(rows, 1)]
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def format_table(columns: list[str], rows: list[dict[str, Any]]) -> str:
+    cells = [columns] + [[_cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+    numeric = [all(_cell(r.get(c)).replace(".", "").replace("-", "").isdigit() for r in rows)
+               for c in columns]
+    return "\n".join(
+        "  ".join(cell.rjust(w) if num else cell.ljust(w)
+                  for cell, w, num in zip(line, widths, numeric, strict=True)).rstrip()
+        for line in cells
+    )
+
+
+def write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".partial")
+    with temporary.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    temporary.replace(path)  # never leave a half-written table behind
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cnnx compare", description=__doc__.split("\n\n")[1])
+    p.add_argument("target", help="an experiment name (e.g. lenet) or a sweep's parent run id")
+    p.add_argument("--objective", metavar="METRIC",
+                   help="sort by the best epoch's METRIC (default: the sweep's objective, else the "
+                        "runs' trainer.monitor, else val_acc)")
+    p.add_argument("--csv", metavar="PATH", default="comparison.csv",
+                   help="where to write the table as CSV (default: comparison.csv)")
+    p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    return p
+
+
+@report_user_errors
+def main(argv: list[str] | None = None) -> int:
+    from mlflow import MlflowClient
+
+    from cnnx.tracking.mlflow_tracker import resolve_tracking_uri
+
+    args = parser().parse_args(argv)
+    client = MlflowClient(resolve_tracking_uri(args.tracking_uri))
+    description, runs, sweep_objective = find_runs(client, args.target)
+    monitors = {r.data.params.get("trainer.monitor") for r in runs} - {None}
+    monitor = args.objective or sweep_objective or (monitors.pop() if len(monitors) == 1 else "val_acc")
+    columns, rows = comparison_rows(client, runs, monitor)
+    print(f"{description}: {len(rows)} runs, best {monitor} "
+          f"({'highest' if objective_mode(monitor) == 'max' else 'lowest'}) first")
+    print(format_table(columns, rows))
+    csv_path = Path(args.csv).expanduser()
+    write_csv(csv_path, columns, rows)
+    print(f"wrote {csv_path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

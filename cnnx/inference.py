@@ -1,0 +1,144 @@
+"""A trained network as a self-contained classifier: raw images in, class probabilities out.
+
+Everything needed to predict without the training code or config — the layer spec, the
+input shape, the normalisation fitted on the training split, the class names and what the
+last layer outputs — is saved as plain JSON next to the weights (an ``.npz`` read with
+``allow_pickle=False``): loading a model never executes stored code.
+
+Images are given in the dataset's pixel scale before normalisation (digits: [0, 1]),
+float32 ``(N, C, H, W)``; ``(N, H, W)`` is accepted for one-channel models.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnnx.data.normalize import apply_normalization
+from cnnx.engine.functional.softmax import sigmoid, softmax
+from cnnx.engine.model import Model, build_model
+from cnnx.errors import CheckpointError, DataError
+
+SPEC_FILE = "cnnx_model.json"
+WEIGHTS_FILE = "weights.npz"
+FORMAT_VERSION = 1
+
+#: What the last layer emits, hence how it becomes class probabilities.
+OUTPUT_KINDS = ("logits", "probabilities", "binary_logit", "binary_probability")
+
+
+def output_kind(model: Model, loss_type: str, loss_options: Mapping[str, Any]) -> str:
+    """Classify the model's outputs from its last layer and the loss it was trained with."""
+    last = type(model.layers[next(reversed(model.layers))]).__name__.lower()
+    binary = model.output_shape == (1,)
+    if binary:
+        if loss_type == "bce" and loss_options.get("from_logits", False):
+            return "binary_logit"
+        return "binary_probability" if last == "sigmoid" or loss_type == "bce" else "binary_logit"
+    return "probabilities" if last == "softmax" else "logits"
+
+
+def class_probabilities(outputs: np.ndarray, kind: str) -> np.ndarray:
+    """``(N, K)`` float32 probabilities; one binary output becomes the two columns 1-p, p."""
+    if kind == "logits":
+        return softmax(outputs, axis=1).astype(np.float32, copy=False)
+    if kind == "probabilities":
+        return outputs.astype(np.float32, copy=False)
+    p = outputs[:, :1].astype(np.float32)
+    if kind == "binary_logit":
+        p = sigmoid(p)
+    return np.concatenate([1.0 - p, p], axis=1)
+
+
+@dataclass
+class Classifier:
+    model: Model
+    spec: dict[str, Any]
+    normalization: dict[str, Any]
+    classes: list[str]
+    output_kind: str
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return self.model.input_shape
+
+    # -- predicting --------------------------------------------------------------------------
+    def check_images(self, images: Any, source: str = "images") -> np.ndarray:
+        """Images as float32 ``(N, C, H, W)``, or a DataError naming what this model takes."""
+        x = np.asarray(images)
+        c, h, w = self.input_shape
+        expected = f"(N, {c}, {h}, {w})" + (f" or (N, {h}, {w})" if c == 1 else "")
+        if x.ndim == 3 and c == 1:
+            x = x[:, None]
+        if x.ndim != 4:
+            raise DataError(f"{source}: shape {x.shape}; this model takes {expected}")
+        if x.dtype.kind not in "biuf":
+            raise DataError(f"{source}: dtype {x.dtype}; expected numbers (float32)")
+        if x.shape[1] != c:
+            raise DataError(
+                f"{source}: {x.shape[1]} channel{'s' if x.shape[1] != 1 else ''}, but this model "
+                f"takes {c} ({expected}, got {x.shape})"
+            )
+        if x.shape[2:] != (h, w):
+            raise DataError(
+                f"{source}: {x.shape[2]}×{x.shape[3]} pixels, but this model takes {h}×{w} "
+                f"({expected}, got {x.shape})"
+            )
+        # A copy: normalisation works in place and must not touch the caller's array.
+        return np.array(x, dtype=np.float32)
+
+    def predict_proba(self, images: Any, batch_size: int = 256) -> np.ndarray:
+        x = apply_normalization(self.check_images(images), self.normalization)
+        return class_probabilities(self.model.predict(x, batch_size), self.output_kind)
+
+    # -- files -------------------------------------------------------------------------------
+    def save(self, directory: str | Path) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        description = {
+            "format_version": FORMAT_VERSION,
+            "layers": self.spec,
+            "input_shape": list(self.input_shape),
+            "normalization": self.normalization,
+            "classes": self.classes,
+            "output_kind": self.output_kind,
+        }
+        (directory / SPEC_FILE).write_text(json.dumps(description, indent=2) + "\n")
+        np.savez(directory / WEIGHTS_FILE, **self.model.state_dict())
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Classifier:
+        directory = Path(directory)
+        spec_path, weights_path = directory / SPEC_FILE, directory / WEIGHTS_FILE
+        for path in (spec_path, weights_path):
+            if not path.is_file():
+                raise CheckpointError(f"'{path}' not found; a cnnx model directory holds "
+                                      f"{SPEC_FILE} and {WEIGHTS_FILE}")
+        try:
+            description = json.loads(spec_path.read_text())
+            layers, input_shape = description["layers"], description["input_shape"]
+            kind = description["output_kind"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"'{spec_path}' is not a cnnx model description ({exc})") from None
+        if kind not in OUTPUT_KINDS:
+            raise CheckpointError(f"'{spec_path}': output_kind={kind!r}; accepted: {', '.join(OUTPUT_KINDS)}")
+        model = build_model(layers, tuple(input_shape), seed=0)
+        model.load_state_dict(load_weights(weights_path))
+        model.eval()
+        return cls(model, layers, description.get("normalization", {"mode": "none"}),
+                   [str(c) for c in description.get("classes") or range(model.output_shape[0])], kind)
+
+
+def load_weights(path: str | Path) -> dict[str, np.ndarray]:
+    """A ``state_dict`` saved with ``np.savez`` (never unpickled)."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {key: archive[key] for key in archive.files}
+    except (OSError, ValueError, EOFError) as exc:
+        raise CheckpointError(f"'{path}' is not a readable weights .npz file ({exc})") from None

@@ -1,0 +1,211 @@
+"""`python -m cnnx.predict` / `cnnx predict`: class predictions for images from a trained model.
+
+The model comes from a tracked run (``--run ID``: its ``model/`` artifact), an MLflow model
+(``--model`` directory or ``runs:/``/``models:/`` URI), or a weights ``.npz`` with the run's
+``config.yaml`` (``--weights FILE --config FILE``). Images are ``.npz`` archives (array ``x``,
+or their only array, shaped (N, C, H, W) or (N, H, W)) in the dataset's pixel scale, or PNG
+files, read as [0, 1] (digits: white strokes on black, like the training images).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from cnnx.cli import report_user_errors
+from cnnx.errors import CheckpointError, ConfigError, DataError
+from cnnx.inference import SPEC_FILE, Classifier
+
+PNG_SUFFIXES = (".png",)
+
+
+# -- the model -------------------------------------------------------------------------------
+def classifier_from_mlflow_model(directory: Path, source: str) -> Classifier:
+    """The cnnx classifier inside an MLflow model directory (read, never unpickled)."""
+    import yaml
+
+    from cnnx.tracking.pyfunc_model import __name__ as loader_module
+
+    mlmodel = directory / "MLmodel"
+    if not mlmodel.is_file():
+        if (directory / SPEC_FILE).is_file():
+            return Classifier.load(directory)
+        raise CheckpointError(f"{source}: no MLmodel file in '{directory}'; expected an MLflow model directory")
+    flavor = (yaml.safe_load(mlmodel.read_text()) or {}).get("flavors", {}).get("python_function", {})
+    if flavor.get("loader_module") != loader_module or "data" not in flavor:
+        raise CheckpointError(f"{source} is an MLflow model, but not one logged by cnnx "
+                              f"(python_function loader {flavor.get('loader_module')!r})")
+    return Classifier.load(directory / flavor["data"])
+
+
+def download_model(uri: str, tracking_uri: str | None, source: str) -> Path:
+    from mlflow.artifacts import download_artifacts
+    from mlflow.exceptions import MlflowException
+
+    from cnnx.tracking.mlflow_tracker import resolve_tracking_uri
+
+    store = resolve_tracking_uri(tracking_uri)
+    # The bar would mix with the predictions on stdout-like terminals; models are small.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    try:
+        return Path(download_artifacts(artifact_uri=uri, tracking_uri=store))
+    except (MlflowException, OSError) as exc:
+        reason = " ".join(str(exc).split())[:300]
+        raise CheckpointError(f"{source}: cannot load {uri} from MLflow store {store!r} ({reason}); "
+                              f"runs log their model when tracking.log_model=true") from None
+
+
+def classifier_from_weights(weights: Path, config_path: Path | None) -> Classifier:
+    """Weights ``.npz`` + the run's resolved ``config.yaml`` (layers, dataset, loss)."""
+    from omegaconf import OmegaConf
+
+    from cnnx import registry
+    from cnnx.engine.model import build_model
+    from cnnx.inference import load_weights, output_kind
+
+    if (weights.parent / SPEC_FILE).is_file() and config_path is None:
+        return Classifier.load(weights.parent)
+    if config_path is None:
+        raise ConfigError(f"--weights {weights} needs --config: the run's config.yaml artifact, "
+                          f"which holds the layers and the dataset's normalisation")
+    if not config_path.is_file():
+        raise ConfigError(f"--config {config_path}: file not found")
+    config = OmegaConf.to_container(OmegaConf.load(config_path), resolve=True)
+    try:
+        layers, dataset, loss = config["model"]["layers"], dict(config["dataset"]), dict(config["loss"])
+    except (KeyError, TypeError):
+        raise ConfigError(f"--config {config_path}: not a cnnx run config (needs model.layers, "
+                          f"dataset and loss)") from None
+    # The normalisation was fitted on the training split: rebuild the split to recover it.
+    data = registry.datasets.create(dataset.pop("type"), dataset, "dataset")
+    model = build_model(layers, data.input_shape, seed=0)
+    model.load_state_dict(load_weights(weights))
+    model.eval()
+    return Classifier(model, layers, data.normalization, list(data.classes),
+                      output_kind(model, loss.pop("type"), loss))
+
+
+def load_classifier(args: argparse.Namespace) -> Classifier:
+    if args.run:
+        return classifier_from_mlflow_model(
+            download_model(f"runs:/{args.run}/model", args.tracking_uri, f"--run {args.run}"),
+            f"--run {args.run}")
+    if args.model:
+        local = Path(args.model).expanduser()
+        if ":/" in args.model and not local.exists():
+            local = download_model(args.model, args.tracking_uri, f"--model {args.model}")
+        elif not local.is_dir():
+            raise CheckpointError(f"--model {args.model}: directory not found")
+        return classifier_from_mlflow_model(local, f"--model {args.model}")
+    weights = Path(args.weights).expanduser()
+    if not weights.is_file():
+        raise CheckpointError(f"--weights {weights}: file not found")
+    return classifier_from_weights(weights, Path(args.config).expanduser() if args.config else None)
+
+
+# -- the images ------------------------------------------------------------------------------
+def read_png(path: Path) -> np.ndarray:
+    """(C, H, W) float32 in [0, 1]; an alpha channel is dropped (it is not a colour)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except (OSError, UnidentifiedImageError) as exc:
+        raise DataError(f"image '{path}': not a readable PNG ({exc})") from None
+    if image.mode.startswith("I;16") or image.mode == "I":
+        pixels = np.asarray(image, dtype=np.float32) / 65535.0
+        return pixels[None]
+    target = {"1": "L", "L": "L", "LA": "L", "RGB": "RGB", "RGBA": "RGB"}.get(image.mode, "RGB")
+    pixels = np.asarray(image.convert(target), dtype=np.float32) / 255.0
+    return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+
+
+def read_npz(path: Path) -> np.ndarray:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            keys = archive.files
+            key = "x" if "x" in keys else (keys[0] if len(keys) == 1 else None)
+            if key is None:
+                raise DataError(f"images '{path}': holds arrays {', '.join(keys)}; expected 'x' "
+                                f"(N, C, H, W) or a single array")
+            return archive[key]
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(f"images '{path}': not a readable .npz archive ({exc})") from None
+
+
+def fit_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    """A grey picture saved as RGB feeds a one-channel model; real colour does not."""
+    if channels == 1 and image.shape[0] == 3 and np.array_equal(image[0], image[1]) \
+            and np.array_equal(image[0], image[2]):
+        return image[:1]
+    return image
+
+
+def read_images(paths: Sequence[str], classifier: Classifier) -> tuple[list[str], np.ndarray]:
+    names, batches = [], []
+    for name in paths:
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise DataError(f"image file '{path}' not found")
+        suffix = path.suffix.lower()
+        if suffix == ".npz":
+            x = classifier.check_images(read_npz(path), f"images in '{path}'")
+            names.extend(f"{path.name}[{i}]" for i in range(len(x)))
+        elif suffix in PNG_SUFFIXES:
+            image = fit_channels(read_png(path), classifier.input_shape[0])
+            x = classifier.check_images(image[None], f"image '{path}'")
+            names.append(path.name)
+        else:
+            raise DataError(f"image file '{path}': unsupported type {suffix or '(none)'}; "
+                            f"accepted: .npz, .png")
+        batches.append(x)
+    return names, np.concatenate(batches)
+
+
+# -- the command -----------------------------------------------------------------------------
+def format_predictions(names: Sequence[str], probabilities: np.ndarray, classes: Sequence[str],
+                       top: int) -> str:
+    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :max(1, top)]
+    rows = [("image", "prediction", "probability", f"top {order.shape[1]}")]
+    for name, ranked, p in zip(names, order, probabilities, strict=True):
+        rows.append((name, classes[ranked[0]], f"{p[ranked[0]]:.4f}",
+                     "  ".join(f"{classes[k]}:{p[k]:.3f}" for k in ranked)))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    return "\n".join("  ".join(f"{c:<{widths[i]}}" for i, c in enumerate(r[:3])) + "  " + r[3]
+                     for r in rows)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cnnx predict", description=__doc__.split("\n\n")[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", metavar="RUN_ID", help="an MLflow run id (uses runs:/RUN_ID/model)")
+    source.add_argument("--model", metavar="DIR_OR_URI", help="an MLflow model directory or URI")
+    source.add_argument("--weights", metavar="FILE", help="a weights .npz (needs --config)")
+    p.add_argument("--config", metavar="FILE", help="the run's config.yaml, with --weights")
+    p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    p.add_argument("--top", type=int, default=3, help="how many classes to list per image (default 3)")
+    p.add_argument("images", nargs="+", help=".npz or .png files")
+    return p
+
+
+@report_user_errors
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.config and not args.weights:
+        raise ConfigError("--config goes with --weights; --run and --model carry their own config")
+    classifier = load_classifier(args)
+    names, images = read_images(args.images, classifier)
+    probabilities = classifier.predict_proba(images)
+    print(format_predictions(names, probabilities, classifier.classes, args.top))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""The trained network as an MLflow model (``python_function`` flavour), no pickle involved.
+
+The flavour is the loader-module kind: MLflow copies a plain directory (the
+``cnnx.inference.Classifier`` files: JSON description + weights ``.npz``) into the model and,
+at load time, calls ``_load_pyfunc`` below on it. So
+``mlflow.pyfunc.load_model("runs:/<id>/model").predict(images)`` and
+``mlflow models serve --env-manager local`` need cnnx installed and nothing of the run's
+training code or config. The requirements are written explicitly: MLflow's inference of them
+imports the model in a subprocess and costs seconds per run.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import cnnx
+from cnnx.inference import Classifier
+
+#: Where the model lives inside a run's artifacts: ``runs:/<id>/model``.
+ARTIFACT_PATH = "model"
+DATA_DIR = "cnnx_model"
+
+
+class PyfuncClassifier:
+    """What ``mlflow.pyfunc`` calls: images (N, C, H, W) → class probabilities (N, K)."""
+
+    def __init__(self, classifier: Classifier):
+        self.classifier = classifier
+
+    def predict(self, model_input: Any, params: dict[str, Any] | None = None) -> np.ndarray:
+        return self.classifier.predict_proba(model_input)
+
+
+def _load_pyfunc(data_path: str) -> PyfuncClassifier:
+    return PyfuncClassifier(Classifier.load(data_path))
+
+
+def requirements() -> list[str]:
+    return [f"cnnx=={cnnx.__version__}", f"numpy=={np.__version__}"]
+
+
+def signature(classifier: Classifier):
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    c, h, w = classifier.input_shape
+    return ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, c, h, w))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, len(classifier.classes)))]),
+    )
+
+
+def save_mlflow_model(classifier: Classifier, path: str | Path, input_example: np.ndarray) -> Path:
+    """Write an MLflow model directory at ``path`` (which must not exist yet).
+
+    Written directly with MLflow's public ``Model``/``add_to_model`` rather than
+    ``mlflow.pyfunc.save_model``, which checks the requirements against every installed
+    distribution's file list (about a second per run) although they are this environment's own.
+    """
+    import mlflow
+    import mlflow.pyfunc
+    from mlflow.models import Model
+
+    path = Path(path)
+    path.mkdir(parents=True)
+    classifier.save(path / "data" / DATA_DIR)
+    pip = [f"mlflow=={mlflow.__version__}", *requirements()]
+    python = platform.python_version()
+    (path / "requirements.txt").write_text("\n".join(pip) + "\n")
+    (path / "python_env.yaml").write_text(
+        f"python: {python}\nbuild_dependencies:\n- pip\n- setuptools\n- wheel\n"
+        "dependencies:\n- -r requirements.txt\n")
+    (path / "conda.yaml").write_text(
+        f"channels:\n- conda-forge\ndependencies:\n- python={python}\n- pip\n- pip:\n"
+        + "".join(f"  - {requirement}\n" for requirement in pip) + "name: mlflow-env\n")
+    example = np.asarray(input_example, dtype=np.float32).tolist()
+    (path / "input_example.json").write_text(json.dumps(example))
+    (path / "serving_input_example.json").write_text(json.dumps({"inputs": example}, indent=2))
+    model = Model(signature=signature(classifier), metadata={"cnnx_classes": classifier.classes})
+    model.saved_input_example_info = {"artifact_path": "input_example.json", "type": "ndarray",
+                                      "serving_input_path": "serving_input_example.json"}
+    mlflow.pyfunc.add_to_model(model, loader_module=__name__, data=f"data/{DATA_DIR}",
+                               conda_env="conda.yaml", python_env="python_env.yaml")
+    model.save(str(path / "MLmodel"))
+    return path
+
+
+def log_mlflow_model(client, run_id: str, classifier: Classifier, input_example: np.ndarray) -> None:
+    """Save the model and upload it as the run's ``model/`` artifact directory."""
+    with tempfile.TemporaryDirectory() as tmp:
+        local = save_mlflow_model(classifier, Path(tmp) / ARTIFACT_PATH, input_example)
+        client.log_artifacts(run_id, str(local), ARTIFACT_PATH)

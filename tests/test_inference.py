@@ -1,0 +1,108 @@
+"""The self-contained classifier behind the logged model and `cnnx predict`, and feature maps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cnnx.engine.model import build_model
+from cnnx.errors import CheckpointError, DataError
+from cnnx.inference import Classifier, class_probabilities, output_kind
+from cnnx.tracking.feature_maps import conv_activations, conv_layers
+from cnnx.tracking.images import activation_grid
+
+SMALL = {
+    "conv1": {"type": "conv2d", "out_channels": 4, "kernel_size": 3, "padding": 1},
+    "relu1": {"type": "relu"},
+    "flatten": {"type": "flatten"},
+    "fc": {"type": "dense", "out_features": 3},
+}
+RESIDUAL = {
+    "stem": {"type": "conv2d", "out_channels": 4, "kernel_size": 3, "padding": 1},
+    "block": {"type": "residual", "layers": {
+        "conv1": {"type": "conv2d", "out_channels": 4, "kernel_size": 3, "padding": 1},
+        "relu": {"type": "relu"},
+        "conv2": {"type": "conv2d", "out_channels": 4, "kernel_size": 3, "padding": 1}}},
+    "pool": {"type": "global_avgpool2d"},
+    "fc": {"type": "dense", "out_features": 2},
+}
+NORMALIZATION = {"mode": "standard", "shift": [0.25, 0.5], "scale": [2.0, 4.0]}
+
+
+def _classifier(spec=SMALL, shape=(2, 6, 6)) -> Classifier:
+    model = build_model(spec, shape, seed=3)
+    model.eval()
+    classes = [f"c{i}" for i in range(model.output_shape[0])]
+    return Classifier(model, spec, NORMALIZATION, classes, "logits")
+
+
+def test_predict_proba_normalises_like_training_and_leaves_the_input_alone():
+    classifier = _classifier()
+    raw = np.random.default_rng(0).random((5, 2, 6, 6), dtype=np.float32)
+    before = raw.copy()
+    probabilities = classifier.predict_proba(raw)
+    np.testing.assert_array_equal(raw, before)
+    normalised = (raw - np.array([0.25, 0.5], np.float32)[:, None, None]) / np.array([2.0, 4.0], np.float32)[:, None, None]
+    logits = classifier.model.predict(normalised)
+    expected = np.exp(logits - logits.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(probabilities, expected / expected.sum(axis=1, keepdims=True), rtol=1e-5)
+    assert probabilities.dtype == np.float32
+
+
+def test_save_and_load_round_trip_without_pickle(tmp_path):
+    classifier = _classifier()
+    classifier.save(tmp_path / "m")
+    with np.load(tmp_path / "m" / "weights.npz", allow_pickle=False) as weights:
+        assert set(weights.files) == set(classifier.model.state_dict())
+    loaded = Classifier.load(tmp_path / "m")
+    x = np.random.default_rng(1).random((3, 2, 6, 6), dtype=np.float32)
+    np.testing.assert_array_equal(loaded.predict_proba(x), classifier.predict_proba(x))
+    assert loaded.classes == classifier.classes and loaded.normalization == NORMALIZATION
+    with pytest.raises(CheckpointError, match="cnnx_model.json and weights.npz"):
+        Classifier.load(tmp_path / "missing")
+
+
+@pytest.mark.parametrize(("images", "fragment"), [
+    (np.zeros((2, 3, 6, 6)), "3 channels, but this model takes 2"),
+    (np.zeros((2, 2, 8, 6)), "8×6 pixels, but this model takes 6×6"),
+    (np.zeros((2, 6, 6)), "shape (2, 6, 6); this model takes (N, 2, 6, 6)"),
+])
+def test_wrong_images_are_refused_naming_what_the_model_takes(images, fragment):
+    with pytest.raises(DataError) as error:
+        _classifier().predict_proba(images)
+    assert fragment in str(error.value)
+
+
+def test_one_channel_models_take_images_without_a_channel_axis():
+    classifier = _classifier(shape=(1, 6, 6))
+    classifier.normalization = {"mode": "none"}
+    x = np.random.default_rng(2).random((4, 6, 6), dtype=np.float32)
+    np.testing.assert_array_equal(classifier.predict_proba(x), classifier.predict_proba(x[:, None]))
+
+
+def test_binary_outputs_become_two_class_probabilities():
+    sigmoid_model = build_model({**SMALL, "fc": {"type": "dense", "out_features": 1},
+                                 "sigmoid": {"type": "sigmoid"}}, (1, 4, 4))
+    assert output_kind(sigmoid_model, "bce", {"from_logits": False}) == "binary_probability"
+    logit_model = build_model({**SMALL, "fc": {"type": "dense", "out_features": 1}}, (1, 4, 4))
+    assert output_kind(logit_model, "bce", {"from_logits": True}) == "binary_logit"
+    assert output_kind(build_model(SMALL, (1, 4, 4)), "cross_entropy", {}) == "logits"
+    p = np.array([[0.2], [0.9]], np.float32)
+    np.testing.assert_allclose(class_probabilities(p, "binary_probability"), [[0.8, 0.2], [0.1, 0.9]], rtol=1e-6)
+    np.testing.assert_allclose(class_probabilities(np.zeros((1, 1), np.float32), "binary_logit"), [[0.5, 0.5]])
+
+
+def test_feature_maps_reach_conv_layers_inside_residual_blocks_and_leave_the_model_as_it_was():
+    model = build_model(RESIDUAL, (1, 5, 5), seed=0)
+    assert conv_layers(model) == ["stem", "block.conv1", "block.conv2"]
+    x = np.random.default_rng(0).standard_normal((3, 1, 5, 5)).astype(np.float32)
+    before = model.predict(x)
+    maps = conv_activations(model, x)
+    assert list(maps) == ["stem", "block.conv1", "block.conv2"]
+    assert all(m.shape == (3, 4, 5, 5) for m in maps.values())
+    stem = model.layers["stem"]
+    np.testing.assert_allclose(maps["stem"], stem.forward(x, training=False), rtol=1e-6)
+    assert "forward" not in vars(stem)
+    np.testing.assert_array_equal(model.predict(x), before)
+    grid = activation_grid(maps["block.conv2"])
+    assert grid.dtype == np.uint8 and grid.shape == (3 * 30 + 4 * 2, 4 * 30 + 5 * 2)

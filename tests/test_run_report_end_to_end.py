@@ -1,0 +1,243 @@
+"""A finished lenet run, read back from its sqlite store: plots, kernels, feature maps, the model.
+
+One short run (2 epochs) serves every test here; the logged model is loaded in fresh
+processes (``mlflow.pyfunc``, ``cnnx predict``, ``mlflow models serve``) and must agree with
+the trainer's own test-split predictions, which the run logs next to its plots.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from e2e_helpers import all_runs, list_artifacts, run_cli, store_client
+
+from cnnx.data.digits import load_digits
+from cnnx.predict import main as predict_main
+
+pytestmark = pytest.mark.slow
+
+EPOCHS = 2
+PLOTS = ["plots/learning_curves.png", "plots/confusion_matrix.png",
+         "plots/per_class_precision_recall.png", "plots/misclassified.png"]
+
+
+@pytest.fixture(scope="module")
+def lenet_run(tmp_path_factory):
+    """``(store folder, run id, raw test images, trainer's test predictions)``."""
+    folder = tmp_path_factory.mktemp("lenet")
+    result = run_cli(["+experiment=lenet", f"trainer.epochs={EPOCHS}"], folder)
+    assert result.returncode == 0, result.stderr
+    (run,) = all_runs(folder)
+    assert run.info.status == "FINISHED"
+    client = store_client(folder)
+    local = client.download_artifacts(run.info.run_id, "plots/test_predictions.npz", str(folder))
+    with np.load(local) as logged:
+        trainer_predictions = {k: logged[k] for k in logged.files}
+    # The same split the run used (seed 0), in the pixel scale users feed the model.
+    raw_test = load_digits(size=32, normalize="none", seed=0).test
+    np.testing.assert_array_equal(raw_test[1], trainer_predictions["labels"])
+    return folder, run.info.run_id, raw_test[0], trainer_predictions
+
+
+def _image_size(client, run_id: str, path: str, folder: Path) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(client.download_artifacts(run_id, path, str(folder / "check"))) as image:
+        assert image.format == "PNG", path
+        return image.size
+
+
+def test_run_logs_every_plot_kernel_feature_map_and_the_model(lenet_run):
+    folder, run_id, _, _ = lenet_run
+    client = store_client(folder)
+    artifacts = list_artifacts(client, run_id)
+    for plot in PLOTS:
+        assert plot in artifacts
+        width, height = _image_size(client, run_id, plot, folder)
+        assert width >= 300 and height >= 200, (plot, width, height)
+    assert "plots/classification_report.txt" in artifacts
+
+    images = [a for a in artifacts if a.startswith("images/") and a.endswith(".png")]
+
+    def logged(key: str) -> list[str]:
+        # MLflow files an image under its key with '/' escaped, then '+step+<n>+...'.
+        return [a for a in images if a.split("/", 1)[1].split("+step+")[0].replace("~", "/") == key]
+
+    # LeNet-5 has two conv layers: kernels and feature maps of both, at the last epoch.
+    for layer in ("conv1", "conv2"):
+        assert any(f"+step+{EPOCHS}+" in a for a in logged(f"kernels/{layer}")), layer
+        assert any(f"+step+{EPOCHS}+" in a for a in logged(f"feature_maps/{layer}")), layer
+    assert logged("feature_maps/input")
+    # The first conv layer also at every epoch, from the initial weights on.
+    assert {int(a.split("+step+")[1].split("+")[0]) for a in logged("kernels/conv1")} == set(range(EPOCHS + 1))
+    # conv2 (16 outputs × 6 inputs of 5×5) and its 10×10 maps of 4 images × 16 channels,
+    # enlarged 3× with 2-pixel gaps.
+    assert _image_size(client, run_id, logged("kernels/conv2")[0], folder) == (6 * 6 + 1, 16 * 6 + 1)
+    width, height = _image_size(client, run_id, logged("feature_maps/conv2")[0], folder)
+    assert (width, height) == (16 * 30 + 17 * 2, 4 * 30 + 5 * 2)
+
+    from mlflow.models import Model
+
+    model = Model.load(client.download_artifacts(run_id, "model/MLmodel", str(folder / "check")))
+    assert model.flavors["python_function"]["loader_module"] == "cnnx.tracking.pyfunc_model"
+    assert model.signature.inputs.to_dict()[0]["tensor-spec"] == {"dtype": "float32", "shape": (-1, 1, 32, 32)}
+    assert model.signature.outputs.to_dict()[0]["tensor-spec"] == {"dtype": "float32", "shape": (-1, 10)}
+    assert "model/input_example.json" in artifacts and "model/serving_input_example.json" in artifacts
+    assert {"model/data/cnnx_model/cnnx_model.json", "model/data/cnnx_model/weights.npz"} <= set(artifacts)
+    assert not [a for a in artifacts if a.endswith((".pkl", ".pickle"))]
+    requirements = client.download_artifacts(run_id, "model/requirements.txt", str(folder / "check"))
+    assert "cnnx==" in Path(requirements).read_text()
+
+
+FRESH_PROCESS = """
+import sys, numpy as np, mlflow.pyfunc
+model = mlflow.pyfunc.load_model(sys.argv[1])
+with np.load(sys.argv[2]) as images:
+    probabilities = model.predict(images["x"])
+np.save(sys.argv[3], probabilities)
+# Loading and predicting needs the engine only, not the training code or Hydra.
+print(",".join(m for m in ("cnnx.training", "cnnx.app", "hydra", "sklearn") if m in sys.modules))
+"""
+
+
+def test_logged_model_predicts_like_the_trainer_in_a_fresh_process(lenet_run, tmp_path):
+    folder, run_id, raw_test, trainer_predictions = lenet_run
+    np.savez(tmp_path / "images.npz", x=raw_test)
+    environment = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}"}
+    result = subprocess.run(
+        [sys.executable, "-c", FRESH_PROCESS, f"runs:/{run_id}/model", str(tmp_path / "images.npz"),
+         str(tmp_path / "probabilities.npy")],
+        cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""
+    probabilities = np.load(tmp_path / "probabilities.npy")
+    assert probabilities.dtype == np.float32 and probabilities.shape == (len(raw_test), 10)
+    np.testing.assert_array_equal(probabilities.argmax(axis=1), trainer_predictions["predicted"])
+    np.testing.assert_allclose(probabilities, trainer_predictions["probabilities"], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_predict_command_prints_predictions_for_npz_and_png(lenet_run, tmp_path):
+    from PIL import Image
+
+    folder, run_id, raw_test, trainer_predictions = lenet_run
+    np.savez(tmp_path / "digits.npz", x=raw_test[:5])
+    Image.fromarray((raw_test[5, 0] * 255).round().astype(np.uint8)).save(tmp_path / "six.png")
+    result = subprocess.run(
+        [sys.executable, "-m", "cnnx", "predict", "--run", run_id, "--tracking-uri",
+         f"sqlite:///{folder / 'mlflow.db'}", str(tmp_path / "digits.npz"), str(tmp_path / "six.png")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    header, *lines = result.stdout.strip().splitlines()
+    assert header.split()[:3] == ["image", "prediction", "probability"]
+    assert [line.split()[0] for line in lines] == [f"digits.npz[{i}]" for i in range(5)] + ["six.png"]
+    predicted = [int(line.split()[1]) for line in lines]
+    assert predicted[:5] == trainer_predictions["predicted"][:5].tolist()
+    probabilities = trainer_predictions["probabilities"]
+    assert [float(line.split()[2]) for line in lines[:5]] == pytest.approx(
+        probabilities[np.arange(5), predicted[:5]], abs=1e-4)
+    # The PNG holds image 5 quantised to 8 bits: same digit, nearly the same confidence.
+    assert predicted[5] == trainer_predictions["predicted"][5]
+
+
+@pytest.mark.parametrize(("make_images", "fragments"), [
+    (lambda x: x[:2, :, ::4, ::4], ["8×8 pixels", "takes 32×32", "(N, 1, 32, 32)"]),
+    (lambda x: np.repeat(x[:2], 3, axis=1) * np.array([1, 0.5, 0.2], np.float32)[:, None, None],
+     ["3 channels", "takes 1", "(N, 1, 32, 32)"]),
+])
+def test_predict_rejects_wrong_image_size_or_channels_in_one_line(lenet_run, tmp_path, capsys,
+                                                                 make_images, fragments):
+    folder, run_id, raw_test, _ = lenet_run
+    np.savez(tmp_path / "bad.npz", x=make_images(raw_test))
+    code = predict_main(["--run", run_id, "--tracking-uri", f"sqlite:///{folder / 'mlflow.db'}",
+                         str(tmp_path / "bad.npz")])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == ""
+    message = captured.err.strip()
+    assert message.startswith("cnnx: error: images in '") and "\n" not in message
+    for fragment in fragments:
+        assert fragment in message
+
+
+def test_predict_from_weights_and_config_matches_the_logged_model(lenet_run, tmp_path, capsys):
+    folder, run_id, raw_test, trainer_predictions = lenet_run
+    client = store_client(folder)
+    weights = client.download_artifacts(run_id, "weights.npz", str(tmp_path))
+    config = client.download_artifacts(run_id, "config.yaml", str(tmp_path))
+    np.savez(tmp_path / "digits.npz", x=raw_test[:8])
+    assert predict_main(["--weights", weights, "--config", config, "--top", "1",
+                         str(tmp_path / "digits.npz")]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()[1:]
+    assert [int(line.split()[1]) for line in lines] == trainer_predictions["predicted"][:8].tolist()
+
+    assert predict_main(["--weights", weights, str(tmp_path / "digits.npz")]) == 2
+    assert "needs --config" in capsys.readouterr().err
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _post(url: str, payload: dict, timeout: float = 30) -> dict:
+    request = urllib.request.Request(url, data=json.dumps(payload).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.load(response)
+
+
+def test_mlflow_models_serve_answers_invocations(lenet_run, tmp_path):
+    folder, run_id, raw_test, trainer_predictions = lenet_run
+    port = _free_port()
+    environment = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}"}
+    log = (tmp_path / "serve.log").open("w")
+    # Its own session: the server's workers share its process group, stopped together below.
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"runs:/{run_id}/model",
+         "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        cwd=tmp_path, env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, (tmp_path / "serve.log").read_text()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, OSError):
+                pass
+            assert time.monotonic() < deadline, "server not up in 120 s:\n" + (tmp_path / "serve.log").read_text()
+            time.sleep(0.5)
+        answer = _post(f"http://127.0.0.1:{port}/invocations", {"inputs": raw_test[:6].tolist()})
+        probabilities = np.asarray(answer["predictions"], dtype=np.float32)
+        assert probabilities.shape == (6, 10)
+        np.testing.assert_array_equal(probabilities.argmax(axis=1), trainer_predictions["predicted"][:6])
+        np.testing.assert_allclose(probabilities, trainer_predictions["probabilities"][:6], atol=1e-5)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            _post(f"http://127.0.0.1:{port}/invocations", {"inputs": raw_test[:2, :, :8, :8].tolist()})
+        assert refused.value.code == 400
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=20)
+        log.close()
+    assert "Creating a new environment" not in (tmp_path / "serve.log").read_text()
