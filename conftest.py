@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -10,14 +13,37 @@ from plugin_install import PLUGINS, pip_install
 PLUGINS_DIR = Path(__file__).resolve().parent / "plugins"
 
 
+def _missing_plugins() -> list[Path]:
+    missing = []
+    for source in PLUGINS:
+        try:
+            metadata.distribution(source.name)
+        except metadata.PackageNotFoundError:
+            missing.append(source)
+    return missing
+
+
 @pytest.fixture(scope="session")
 def installed_plugins(tmp_path_factory) -> list[str]:
-    """Every distribution in plugins/, pip-installed into this environment once per session
-    (non-editable, like a user's install); returns their directory names."""
+    """Every distribution in plugins/, installed into this environment (non-editable, like a
+    user's install); returns their directory names.
+
+    The README's test command installs them with pip; a session in an environment without
+    them installs them here. Parallel workers (pytest-xdist) share one lock, so exactly one of
+    them runs pip and the others wait for it.
+    """
     from cnnx import registry
 
-    pip_install(PLUGINS, tmp_path_factory.mktemp("plugin-sources"))
-    registry.refresh()
+    if _missing_plugins():
+        shared = tmp_path_factory.getbasetemp()
+        if os.environ.get("PYTEST_XDIST_WORKER"):
+            shared = shared.parent
+        with open(shared / "plugin-install.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            missing = _missing_plugins()
+            if missing:
+                pip_install(missing, tmp_path_factory.mktemp("plugin-sources"))
+        registry.refresh()
     return [p.name for p in PLUGINS]
 
 
