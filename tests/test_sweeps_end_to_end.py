@@ -157,12 +157,20 @@ def test_interrupted_sweep_resumes_running_only_the_missing_jobs(tmp_path):
     four_jobs = EIGHT_JOBS[:2]
     args = ["-m", *SMALL, *four_jobs, f"hydra.sweep.dir={sweep_dir}"]
     environment = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    # Slowed batches (the trainer's test hook) keep each job training for a few seconds, so
+    # the signal lands inside job 2's training loop rather than between jobs.
+    environment["CNNX_TEST_BATCH_DELAY"] = "0.05"
     first = subprocess.Popen([sys.executable, "-m", "cnnx", *args], cwd=tmp_path, env=environment,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    # The basic launcher runs jobs in order: job 2's directory means jobs 0 and 1 have finished.
-    deadline = time.monotonic() + 120
-    while not (sweep_dir / "2").exists() and first.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.1)
+    # The basic launcher runs jobs in order; the third model summary means jobs 0 and 1 have
+    # finished and job 2 is starting to train.
+    summaries = 0
+    for line in first.stderr:
+        summaries += line.startswith("Total params")
+        if summaries == 3:
+            break
+    assert summaries == 3 and first.poll() is None, "the sweep ended before job 2 trained"
+    time.sleep(0.5)
     first.send_signal(signal.SIGINT)
     first.communicate(timeout=60)
     client = store_client(tmp_path)
