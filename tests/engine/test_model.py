@@ -4,22 +4,10 @@ import numpy as np
 import pytest
 
 import cnnx
+from cnnx.bench import WORKLOADS
 from cnnx.errors import CheckpointError, ConfigError, PluginError, ShapeError
 
-LENET5 = {
-    "conv1": {"type": "conv2d", "out_channels": 6, "kernel_size": 5, "padding": 2},
-    "relu1": {"type": "relu"},
-    "pool1": {"type": "maxpool2d", "kernel_size": 2},
-    "conv2": {"type": "conv2d", "out_channels": 16, "kernel_size": 5},
-    "relu2": {"type": "relu"},
-    "pool2": {"type": "maxpool2d", "kernel_size": 2},
-    "flatten": {"type": "flatten"},
-    "fc1": {"type": "dense", "out_features": 120},
-    "relu3": {"type": "relu"},
-    "fc2": {"type": "dense", "out_features": 84},
-    "relu4": {"type": "relu"},
-    "fc3": {"type": "dense", "out_features": 10},
-}
+LENET5 = WORKLOADS["lenet5"][1]  # LeNet-5 as the issue specifies it
 
 # What torch.nn.Sequential(OrderedDict(conv1=Conv2d(1, 6, 5, padding=2), ...)) reports.
 TORCH_LENET5_SHAPES = {

@@ -4,24 +4,14 @@ import numpy as np
 import pytest
 
 import cnnx
+from cnnx.bench import WORKLOADS
 from cnnx.data.digits import load_digits
 from cnnx.engine.losses.cross_entropy import CrossEntropyLoss
 from cnnx.engine.optim.schedulers import CosineLR
 from cnnx.engine.optim.sgd import SGD
 from cnnx.training.trainer import Trainer
 
-DIGITS_CNN = {
-    "conv1": {"type": "conv2d", "out_channels": 8, "kernel_size": 3, "padding": 1},
-    "relu1": {"type": "relu"},
-    "pool1": {"type": "maxpool2d", "kernel_size": 2},
-    "conv2": {"type": "conv2d", "out_channels": 16, "kernel_size": 3, "padding": 1},
-    "relu2": {"type": "relu"},
-    "pool2": {"type": "maxpool2d", "kernel_size": 2},
-    "flatten": {"type": "flatten"},
-    "fc1": {"type": "dense", "out_features": 64},
-    "relu3": {"type": "relu"},
-    "fc2": {"type": "dense", "out_features": 10},
-}
+DIGITS_CNN = WORKLOADS["digits"][1]  # the digits model, as the benchmark times it
 
 
 @pytest.mark.slow
