@@ -142,8 +142,12 @@ def test_server_outage_mid_run_loses_no_metric(tmp_path, mlflow_server):
     assert {"test_loss", "test_acc"} <= run.data.metrics.keys()
     artifacts = list_artifacts(client, run.info.run_id)
     assert "weights.npz" in artifacts
-    # the first conv layer's kernels at steps 0..4 (the run report adds other images at the end)
-    assert len([a for a in artifacts if a.startswith("images/kernels~conv1+") and a.endswith(".png")]) == 5, artifacts
+    # The first conv layer's kernels at every step 0..4 (the run report adds other images at
+    # the end). Delivery is at least once: an upload whose reply the outage cut off is sent
+    # again, so a step may hold two identical images, but none is missing.
+    kernel_steps = {int(a.split("+step+")[1].split("+")[0]) for a in artifacts
+                    if a.startswith("images/kernels~conv1+") and a.endswith(".png")}
+    assert kernel_steps == {0, 1, 2, 3, 4}, artifacts
     assert not (workdir / "run" / "mlflow-unsent").exists()
 
 
