@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from numbers import Integral
 
-from cnnx.data.normalize import apply_normalization, check_mode, fit_normalization
+from cnnx.data.normalize import check_mode, normalize_splits
 from cnnx.data.resize import resize_bilinear
 from cnnx.data.splits import DataSplits, check_split_config, stratified_split
 from cnnx.data.validation import check_dataset
@@ -43,9 +43,7 @@ def load_digits(
     x, y = check_dataset(images, bunch.target, "dataset 'digits'")
 
     train, val, test = stratified_split(x, y, val_fraction, test_fraction, seed, owner)
-    normalization = fit_normalization(train[0], normalize, owner)
-    for split in (train, val, test):
-        apply_normalization(split[0], normalization)
+    normalization = normalize_splits((train, val, test), normalize, owner)
     return DataSplits(
         train=train,
         val=val,

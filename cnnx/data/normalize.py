@@ -68,3 +68,12 @@ def invert_normalization(x: np.ndarray, normalization: dict[str, Any]) -> np.nda
     shift = np.asarray(normalization["shift"], dtype=np.float32)[:, None, None]
     scale = np.asarray(normalization["scale"], dtype=np.float32)[:, None, None]
     return x * scale + shift
+
+
+def normalize_splits(splits: Any, mode: str, owner: str = "dataset") -> dict[str, Any]:
+    """Fit on the first (training) split's images, normalise every split in place, and return
+    the fitted transform. ``splits`` are ``(x, y)`` pairs: train, then the held-out ones."""
+    normalization = fit_normalization(splits[0][0], mode, owner)
+    for x, _ in splits:
+        apply_normalization(x, normalization)
+    return normalization

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnx.data.normalize import apply_normalization, check_mode, fit_normalization
+from cnnx.data.normalize import check_mode, normalize_splits
 from cnnx.data.splits import DataSplits, Split, check_split_config, stratified_split
 from cnnx.data.validation import check_dataset
 from cnnx.errors import DataError
@@ -77,9 +77,7 @@ def load_npz(
     }
     if len(set(shapes.values())) > 1:
         raise DataError(f"{source}: splits have different image shapes {shapes}")
-    normalization = fit_normalization(train[0], normalize, owner)
-    for split in (train, val, test):
-        apply_normalization(split[0], normalization)
+    normalization = normalize_splits((train, val, test), normalize, owner)
     return DataSplits(
         train=train,
         val=val,

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnx.data.normalize import apply_normalization, check_mode, fit_normalization
+from cnnx.data.normalize import check_mode, normalize_splits
 from cnnx.data.splits import DataSplits, check_split_config, stratified_split
 from cnnx.data.validation import check_dataset
 from cnnx.errors import ConfigError, DataError
@@ -71,9 +71,7 @@ def load_imagefolder(
 
     images, y = check_dataset(x.astype(np.float32) / 255.0, y, f"{OWNER} at '{root}'")
     train, val, test = stratified_split(images, y, val_fraction, test_fraction, seed, f"{OWNER} at '{root}'")
-    normalization = fit_normalization(train[0], normalize, OWNER)
-    for split in (train, val, test):
-        apply_normalization(split[0], normalization)
+    normalization = normalize_splits((train, val, test), normalize, OWNER)
     return DataSplits(
         train=train, val=val, test=test, classes=classes,
         input_shape=(images.shape[1], height, width),
