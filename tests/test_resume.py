@@ -28,7 +28,9 @@ from cnnx.training.checkpoint_file import read_checkpoint
 pytestmark = pytest.mark.slow
 
 WALL_CLOCK_METRICS = {"epoch_seconds"}
-DELAY = {"CNNX_TEST_BATCH_DELAY": "0.04"}
+# 25+ batches x 0.1 s: epoch 2 lasts seconds, longer than polling the store for epoch 1 can
+# take on a loaded machine, so the signal lands inside it.
+DELAY = {"CNNX_TEST_BATCH_DELAY": "0.1"}
 
 
 def run_args(data: Path) -> list[str]:
@@ -99,7 +101,7 @@ def signal_during_epoch_2(workdir: Path, data: Path, signum: int) -> tuple[Path,
     checkpoints = workdir / "run" / "checkpoints"
     process = start_cli(run_args(data), workdir, env=DELAY)
     wait_for_file(checkpoints / "epoch-0001.npz", process)
-    # Epoch 1 is logged right after its checkpoint, then epoch 2 starts: >= 25 batches x 0.04 s.
+    # Epoch 1 is logged right after its checkpoint, then epoch 2 starts: >= 25 batches x 0.1 s.
     deadline = time.monotonic() + 120
     while not any(r.data.metrics.get("val_acc") is not None for r in all_runs(workdir)):
         assert process.poll() is None and time.monotonic() < deadline, "epoch 1 was never logged"
