@@ -1,5 +1,3 @@
-import sys
+from cnnx.cli import entry
 
-from cnnx.cli import main
-
-sys.exit(main())
+entry()

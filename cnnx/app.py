@@ -154,7 +154,7 @@ def _tracker(config: dict[str, Any], cfg: DictConfig, overrides: list[str], outp
 
     tracking = config["tracking"]
     options = tracker_options(sweep, config)
-    return MlflowTracker(
+    arguments = dict(
         experiment_name=tracking["experiment_name"] or config["experiment_name"],
         config=config,
         config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
@@ -169,6 +169,13 @@ def _tracker(config: dict[str, Any], cfg: DictConfig, overrides: list[str], outp
         log_plots=tracking["log_plots"],
         log_model=tracking["log_model"],
     )
+    # A single run has a core to spare for tracking; a sweep's jobs already fill the cores.
+    background = tracking.get("background")
+    if background if background is not None else sweep is None:
+        from cnnx.tracking.background import BackgroundTracker
+
+        return BackgroundTracker(arguments, config["model"]["layers"])
+    return MlflowTracker(**arguments)
 
 
 def run(cfg: DictConfig, overrides: list[str] | None = None, output_dir: str | None = None,

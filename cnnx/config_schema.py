@@ -73,6 +73,8 @@ class TrackingConfig:
     flush_timeout: float = 60.0
     log_plots: bool = True
     log_model: bool = True
+    # null: in a helper process for single runs, in the job's own process for sweep jobs
+    background: Optional[bool] = None
 
 
 @dataclass

@@ -59,7 +59,7 @@ def test_every_preset_trains_and_logs_a_finished_run(tmp_path, preset):
 def test_lenet_preset_reaches_098_test_accuracy(tmp_path):
     result = run_cli(["+experiment=lenet"], tmp_path)
     assert result.returncode == 0, result.stderr
-    _, run = assert_finished_run(tmp_path, "lenet", epochs=30)
+    _, run = assert_finished_run(tmp_path, "lenet", epochs=20)
     assert run.data.metrics["test_acc"] >= 0.98, run.data.metrics
 
 

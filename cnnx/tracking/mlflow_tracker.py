@@ -15,6 +15,7 @@ from cnnx.errors import CnnxError
 from cnnx.tracking.feature_maps import conv_layers
 from cnnx.tracking.images import kernel_grid
 from cnnx.tracking.outbox import Outbox, Pending
+from cnnx.tracking.sqlite_store import create_store_atomically
 from cnnx.training.callbacks import Callback
 
 if TYPE_CHECKING:
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
 
     from cnnx.training.trainer import Trainer
 
+#: Identifies a run before MLflow has given it an id (see ``BackgroundTracker``).
+RUN_KEY_TAG = "cnnx.run_key"
 #: MLflow's own default, spelled out so runs land in ./mlflow.db whatever MLflow's version.
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 _MAX_PARAMS_PER_BATCH = 100
@@ -38,6 +41,11 @@ _HTTP_RETRY_DEFAULTS = {
 
 class TrackingError(CnnxError):
     """The MLflow store cannot be reached or written."""
+
+
+def unusable_store(uri: str, exc: BaseException) -> TrackingError:
+    detail = str(exc).splitlines()[0] if str(exc) else ""
+    return TrackingError(f"cannot use MLflow store {uri!r} (tracking.uri): {type(exc).__name__}: {detail[:300]}")
 
 
 def resolve_tracking_uri(uri: str | None) -> str:
@@ -89,6 +97,7 @@ class MlflowTracker(Callback):
         self.log_model = log_model
         self.client: MlflowClient | None = None
         self.run_id: str | None = None
+        self.resuming = False
         self._kernel_layer: str | None = None
         # Where calls that could not be delivered by the end of the run are written.
         self.spill_dir = Path(spill_dir) if spill_dir is not None else Path("mlflow-unsent")
@@ -105,7 +114,11 @@ class MlflowTracker(Callback):
         from mlflow import MlflowClient
         from mlflow.entities import Param
 
-        self.client = MlflowClient(self.tracking_uri)
+        try:
+            create_store_atomically(self.tracking_uri)
+            self.client = MlflowClient(self.tracking_uri)
+        except Exception as exc:
+            raise self._unreachable(exc) from exc
         if self.run_id is not None:  # restored from a checkpoint: continue that run
             self._continue_run(trainer)
             return
@@ -113,8 +126,12 @@ class MlflowTracker(Callback):
             experiment = self.client.get_experiment_by_name(self.experiment_name)
             experiment_id = (experiment.experiment_id if experiment is not None
                              else self.client.create_experiment(self.experiment_name))
+            self.run_id = self._run_with_key(experiment_id)
         except Exception as exc:  # any store failure, before any training happens
             raise self._unreachable(exc) from exc
+        if self.run_id is not None:  # a checkpoint written before its run id was known
+            self._continue_run(trainer)
+            return
         run = self.client.create_run(experiment_id, run_name=self.run_name, tags=self.tags)
         self.run_id = run.info.run_id
         params = [Param(k, v) for k, v in flatten(self.config).items()]
@@ -126,12 +143,17 @@ class MlflowTracker(Callback):
         if self._kernel_layer is not None:
             self._log_kernels(trainer, step=0)
 
+    def _run_with_key(self, experiment_id: str) -> str | None:
+        """The run tagged with this tracker's ``cnnx.run_key`` when it resumes one (its
+        checkpoint was written before the run id came back from a background tracker)."""
+        key = self.tags.get(RUN_KEY_TAG)
+        if not key or not self.resuming:
+            return None
+        runs = self.client.search_runs([experiment_id], f"tags.`{RUN_KEY_TAG}` = '{key}'", max_results=1)
+        return runs[0].info.run_id if runs else None
+
     def _unreachable(self, exc: BaseException) -> TrackingError:
-        detail = str(exc).splitlines()[0] if str(exc) else ""
-        return TrackingError(
-            f"cannot use MLflow store {self.tracking_uri!r} (tracking.uri): {type(exc).__name__}: "
-            f"{detail[:300]}"
-        )
+        return unusable_store(self.tracking_uri, exc)
 
     def _continue_run(self, trainer: Trainer) -> None:
         """Mark the checkpoint's run RUNNING again and log what its checkpoint holds but the
@@ -197,10 +219,14 @@ class MlflowTracker(Callback):
             self.outbox.warn(f"plots and model of run {self.run_id} not logged: store unreachable ({reason})")
 
     def on_fit_error(self, trainer: Trainer, error: BaseException) -> None:
+        status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+        self.finish_with_error(status, f"{type(error).__name__}: {error}")
+
+    def finish_with_error(self, status: str, message: str) -> None:
+        """End the run ``status`` (FAILED or KILLED), ``message`` in its ``error`` tag."""
         if self.client is None or self.run_id is None:
             return
-        status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
-        message = f"{type(error).__name__}: {error}"[:_MAX_PARAM_LENGTH]
+        message = message[:_MAX_PARAM_LENGTH]
         run_id = self.run_id
         self.outbox.submit(Pending(lambda: self.client.set_tag(run_id, "error", message),
                                    {"kind": "tag", "run_id": run_id, "key": "error", "value": message}))
@@ -213,6 +239,9 @@ class MlflowTracker(Callback):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.run_id = state.get("run_id")
+        if state.get("run_key"):
+            self.tags[RUN_KEY_TAG] = state["run_key"]
+            self.resuming = True
 
     # -- delivery --------------------------------------------------------------------------
     def _send_metrics(self, rows: list[tuple[str, float, int, int]]) -> None:

@@ -12,6 +12,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from cnnx.tracking.class_scores import class_scores, confusion_counts
+
 
 def _figure(width: float, height: float, **margins: float) -> Figure:
     # Fixed margins rather than constrained layout: the layout solver costs more than drawing.
@@ -41,9 +43,7 @@ def learning_curves(epochs: Sequence[dict[str, float]]) -> Figure:
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str]) -> Figure:
     """Counts of true (rows) × predicted (columns) labels on the test split."""
-    from sklearn.metrics import confusion_matrix as counts_of
-
-    counts = counts_of(y_true, y_pred, labels=np.arange(len(classes)))
+    counts = confusion_counts(y_true, y_pred, len(classes))
     size = min(12, 2.5 + 0.5 * len(classes))
     figure = _figure(size, size, left=0.1, bottom=0.1)
     axes = figure.subplots()
@@ -65,10 +65,8 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[s
 
 def per_class_scores(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str]) -> Figure:
     """Precision and recall of every class on the test split, as paired bars."""
-    from sklearn.metrics import precision_recall_fscore_support
-
-    precision, recall, _, support = precision_recall_fscore_support(
-        y_true, y_pred, labels=np.arange(len(classes)), zero_division=0)
+    scores = class_scores(confusion_counts(y_true, y_pred, len(classes)))
+    precision, recall, support = scores.precision, scores.recall, scores.support
     figure = _figure(min(14, 3 + 0.6 * len(classes)), 4)
     axes = figure.subplots()
     x = np.arange(len(classes))

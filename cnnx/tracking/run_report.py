@@ -62,9 +62,8 @@ def log_run_report(client, run_id: str, trainer: Trainer, config: Mapping[str, A
 
 
 def _log_plots(client, run_id: str, trainer: Trainer, classifier: Classifier) -> None:
-    from sklearn.metrics import classification_report
-
     from cnnx.tracking import plots
+    from cnnx.tracking.class_scores import classification_report
 
     client.log_figure(run_id, plots.learning_curves(trainer.history.epochs), "plots/learning_curves.png")
     evaluation = trainer.test_evaluation
@@ -76,9 +75,7 @@ def _log_plots(client, run_id: str, trainer: Trainer, classifier: Classifier) ->
     names = classifier.classes
     client.log_figure(run_id, plots.confusion_matrix(y_test, y_pred, names), "plots/confusion_matrix.png")
     client.log_figure(run_id, plots.per_class_scores(y_test, y_pred, names), "plots/per_class_precision_recall.png")
-    client.log_text(run_id, classification_report(y_test, y_pred, labels=np.arange(len(names)),
-                                                  target_names=names, digits=4, zero_division=0),
-                    "plots/classification_report.txt")
+    client.log_text(run_id, classification_report(y_test, y_pred, names), "plots/classification_report.txt")
     raw = invert_normalization(x_test, classifier.normalization)
     client.log_figure(run_id, plots.misclassified(raw, y_test, probabilities, names),
                       "plots/misclassified.png")

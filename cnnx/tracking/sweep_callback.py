@@ -19,6 +19,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from cnnx.tracking.sqlite_store import create_store_atomically
 from cnnx.tracking.sweep_link import SweepLink, absolute_tracking_uri, sweep_dir_of
 from cnnx.tracking.sweep_summary import OBJECTIVE_TAG, ROLE_TAG, record_summary, sweep_table
 
@@ -62,6 +63,7 @@ class MlflowSweepCallback(Callback):
         try:
             # Creating the client, the experiment and the parent here, once, before any job
             # starts, is what keeps parallel jobs from racing to build the schema or experiment.
+            create_store_atomically(uri)
             client = MlflowClient(uri)
             experiment = client.get_experiment_by_name(experiment_name)
             experiment_id = (experiment.experiment_id if experiment is not None

@@ -52,26 +52,36 @@ def output_size(size: int, kernel: int, stride: int, padding: int) -> int:
 
 
 class Workspace:
-    """Scratch arrays a layer reuses from step to step, one per role.
+    """Scratch arrays a layer reuses from step to step, by role and shape.
 
     Allocating the multi-megabyte column buffers afresh every step costs page faults that
     show up in step times; a workspace hands back the same array while the shape and dtype
-    stay the same. Only scratch lives here — never an array a layer returns, which the caller
-    may keep. A workspace belongs to one layer: im2col relies on its column buffer's padded
-    positions still holding the values of its first allocation.
+    stay the same. A few shapes are kept per role, because an epoch alternates between them
+    (full training batches, the last partial one, evaluation batches) and re-filling a
+    column buffer at every switch cost milliseconds each time. Only scratch lives here — never
+    an array a layer returns, which the caller may keep. A workspace belongs to one layer:
+    im2col relies on its column buffer's padded positions still holding the values of its
+    first allocation.
     """
 
+    #: Shapes kept per role; the least recently used one goes when another arrives.
+    SHAPES_PER_ROLE = 3
+
     def __init__(self) -> None:
-        self._arrays: dict[str, np.ndarray] = {}
+        self._arrays: dict[str, dict[tuple[tuple[int, ...], np.dtype], np.ndarray]] = {}
 
     def get(self, role: str, shape: tuple[int, ...], dtype: Any, fill: float | None = None) -> np.ndarray:
         """The ``role`` array of this shape and dtype; ``fill`` sets its value on allocation only."""
-        array = self._arrays.get(role)
-        if array is None or array.shape != shape or array.dtype != dtype:
+        kept = self._arrays.setdefault(role, {})
+        key = (tuple(shape), np.dtype(dtype))
+        array = kept.pop(key, None)
+        if array is None:
+            if len(kept) >= self.SHAPES_PER_ROLE:
+                del kept[next(iter(kept))]
             array = np.empty(shape, dtype)
             if fill is not None:
                 array.fill(fill)
-            self._arrays[role] = array
+        kept[key] = array  # most recently used last
         return array
 
 

@@ -1,0 +1,334 @@
+"""MLflow tracking in a helper process, so that it runs on another core while the engine trains.
+
+Importing MLflow, opening the store, encoding kernel images and rendering the run report cost
+a single run several seconds of one core, in series with training. ``BackgroundTracker`` is the
+trainer callback that hands that work to a child process running the ordinary
+``MlflowTracker``: each event goes through a pipe with what the tracker reads of the trainer
+(metrics, the first conv layer's kernels, at the end the weights and the test split), and the
+child replays it on a model of its own, rebuilt from the spec.
+
+What stays as with the in-process tracker:
+
+- a store that cannot be used fails the run with the tracker's one-line error before any
+  training: a local store (sqlite, files) is checked here, and with a remote one (a tracking
+  server) training starts only once the child has created its run there;
+- a resumed run continues its MLflow run: checkpoints hold the run id, or, for one written
+  before the child reported it, the ``cnnx.run_key`` tag the run was created with;
+- the run ends FINISHED, FAILED or KILLED, and the command returns only once the child has
+  delivered everything (or spilled it, as ``MlflowTracker`` does when the store is down);
+- if this process dies (SIGKILL), the child stops at once and leaves the run RUNNING for
+  ``trainer.resume`` to continue, as the killed process itself would have.
+
+The child is forked where the platform allows it, so it starts with what this process has
+already imported (in a sweep: MLflow itself) instead of a fresh interpreter.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sys
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from cnnx.data.splits import DataSplits
+from cnnx.tracking.mlflow_tracker import RUN_KEY_TAG, TrackingError, resolve_tracking_uri, unusable_store
+from cnnx.training.callbacks import Callback
+from cnnx.training.metrics import Evaluation
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
+    from cnnx.engine.model import Model
+    from cnnx.training.trainer import Trainer
+
+#: Samples of the train and val splits the report may fall back on (feature maps, model
+#: examples) when a run has no test split; the rest is not sent.
+_FALLBACK_SAMPLES = 8
+#: Seconds to wait, after an error or an interruption, for the child to record how the run
+#: ended (it may still be starting); a second Ctrl-C stops the wait.
+_ERROR_WAIT = 60.0
+_POLL_SECONDS = 0.2
+
+
+@dataclass
+class _History:
+    epochs: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class TrainerView:
+    """What ``MlflowTracker`` and the run report read of a trainer, rebuilt in the child."""
+
+    model: Model
+    epoch: int = 0
+    history: _History = field(default_factory=_History)
+    data: DataSplits | None = None
+    test_evaluation: Evaluation | None = None
+
+
+class BackgroundTracker(Callback):
+    """A trainer callback with ``MlflowTracker``'s behaviour, its work done in a child process.
+
+    ``options`` are ``MlflowTracker``'s keyword arguments; ``model_spec`` is the layer spec the
+    trainer's model was built from (the child rebuilds the model from it).
+    """
+
+    def __init__(self, options: dict[str, Any], model_spec: dict[str, Any]):
+        self.uri = resolve_tracking_uri(options.get("tracking_uri"))
+        self.remote = _is_remote(self.uri)
+        if not self.remote:
+            _check_local_store(self.uri)
+        self.options = {**options, "tags": dict(options.get("tags") or {})}
+        self.run_key = uuid.uuid4().hex
+        self.run_id: str | None = None
+        self.resumed = False
+        self._kernel_weight: str | None = None
+        self._failure: str | None = None
+        self._start_sent = self._started = self._finished = False
+        context = multiprocessing.get_context("fork" if hasattr(os, "fork") else "spawn")
+        self._pipe, child_end = context.Pipe()
+        # Started now, before the data loads, so that MLflow's import overlaps with it.
+        self._process = context.Process(target=_serve, args=(child_end, self._pipe, self.options, model_spec, os.getpid()),
+                                        name="cnnx-tracking", daemon=True)
+        self._process.start()
+        child_end.close()
+
+    # -- hooks -----------------------------------------------------------------------------
+    def on_fit_start(self, trainer: Trainer) -> None:
+        from cnnx.tracking.feature_maps import conv_layers
+
+        first_conv = next(iter(conv_layers(trainer.model)), None)
+        self._kernel_weight = None if first_conv is None else f"{first_conv}.weight"
+        self._send("start", run_id=self.run_id, run_key=self.run_key, resumed=self.resumed,
+                   input_shape=trainer.data.input_shape, state=trainer.model.state_dict(),
+                   history=list(trainer.history.epochs), epoch=trainer.epoch)
+        self._start_sent = True
+        if self.remote:
+            self._wait_started()  # an unreachable server fails the run now, not epochs later
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
+        self._poll()
+        weights = {}
+        if self._kernel_weight is not None:
+            weights[self._kernel_weight] = dict(trainer.model.named_parameters())[self._kernel_weight].data.copy()
+        self._send("epoch", epoch=epoch, metrics=dict(metrics), weights=weights)
+
+    def on_fit_end(self, trainer: Trainer, test_metrics: dict[str, float]) -> None:
+        self._send("end", test_metrics=dict(test_metrics), state=trainer.model.state_dict(),
+                   epoch=trainer.epoch, history=list(trainer.history.epochs),
+                   data=_report_data(trainer.data), test_evaluation=trainer.test_evaluation)
+        # Everything is delivered (or spilled) by the time the command returns.
+        self._wait_finished(timeout=None)
+
+    def on_fit_error(self, trainer: Trainer, error: BaseException) -> None:
+        if self._failure is not None or not self._process.is_alive():
+            return
+        if not self._start_sent:  # another callback failed first: no run was created
+            self._pipe.close()
+            self._process.join(timeout=5.0)
+            return
+        status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+        try:
+            self._send("error", status=status, message=f"{type(error).__name__}: {error}")
+            self._wait_finished(timeout=_ERROR_WAIT)
+        except TrackingError:
+            pass  # the training error is the one to report
+
+    def state_dict(self) -> dict[str, Any]:
+        if self._start_sent and self._failure is None:
+            self._poll()
+        return {"run_id": self.run_id, "run_key": self.run_key}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.run_id = state.get("run_id")
+        self.run_key = state.get("run_key") or self.run_key
+        self.resumed = True
+
+    # -- the pipe --------------------------------------------------------------------------
+    def _send(self, kind: str, **payload: Any) -> None:
+        self._raise_if_failed()
+        try:
+            self._pipe.send((kind, payload))
+        except OSError as exc:  # the child is gone; it said why, or exited abnormally
+            self._poll()
+            self._raise_if_failed()
+            raise self._fail(f"the MLflow tracking process stopped ({exc})") from exc
+
+    def _poll(self) -> None:
+        while self._pipe.poll(0):
+            self._receive()
+        self._raise_if_failed()
+
+    def _wait_started(self) -> None:
+        while not self._started:
+            self._wait_message(timeout=None)
+        self._raise_if_failed()
+
+    def _wait_finished(self, timeout: float | None) -> None:
+        try:
+            while not self._finished:
+                if not self._wait_message(timeout):
+                    break
+            self._raise_if_failed()
+        finally:
+            self._process.join(timeout=5.0)
+
+    def _wait_message(self, timeout: float | None) -> bool:
+        """Handle the child's next message; False if none came within ``timeout`` seconds."""
+        waited = 0.0
+        while not self._pipe.poll(_POLL_SECONDS):
+            if not self._process.is_alive() and not self._pipe.poll(0):
+                raise self._fail(f"the MLflow tracking process exited (code {self._process.exitcode})")
+            waited += _POLL_SECONDS
+            if timeout is not None and waited >= timeout:
+                return False
+        self._receive()
+        return True
+
+    def _receive(self) -> None:
+        try:
+            kind, value = self._pipe.recv()
+        except (EOFError, OSError) as exc:
+            raise self._fail(f"the MLflow tracking process exited (code {self._process.exitcode})") from exc
+        if kind == "started":
+            self.run_id, self._started = value, True
+        elif kind == "finished":
+            self._finished = True
+        elif kind == "failed":
+            self._failure = value
+
+    def _fail(self, message: str) -> TrackingError:
+        self._failure = self._failure or message
+        return TrackingError(self._failure)
+
+    def _raise_if_failed(self) -> None:
+        if self._failure is not None:
+            raise TrackingError(self._failure)
+
+
+def _is_remote(uri: str) -> bool:
+    """Anything but a local sqlite file or folder store (a tracking server, Databricks, a
+    database server): there, failing to connect is likely and can only be found by trying."""
+    return urlparse(uri).scheme not in ("", "file", "sqlite") or uri.startswith("databricks")
+
+
+def _check_local_store(uri: str) -> None:
+    """What MLflow would fail on with a local store, checked before anything is trained."""
+    if uri.startswith("sqlite:"):
+        folder = Path(uri[len("sqlite:///"):]).parent  # sqlite:///rel/x.db, sqlite:////abs/x.db
+    else:
+        folder = Path(urlparse(uri).path if uri.startswith("file:") else uri)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not os.access(folder, os.W_OK):
+            raise PermissionError(f"'{folder}' is not writable")
+    except OSError as exc:
+        raise unusable_store(uri, exc) from exc
+
+
+def _report_data(data: DataSplits | None) -> DataSplits | None:
+    """The test split whole (plots are drawn from it); a few samples of train and val."""
+    if data is None:
+        return None
+    return DataSplits(
+        train=tuple(part[:_FALLBACK_SAMPLES] for part in data.train),
+        val=tuple(part[:_FALLBACK_SAMPLES] for part in data.val),
+        test=data.test, classes=list(data.classes), input_shape=data.input_shape,
+        name=data.name, normalization=data.normalization,
+    )
+
+
+# -- the child ---------------------------------------------------------------------------------
+def _serve(pipe: Connection, parent_end: Connection, options: dict[str, Any], model_spec: dict[str, Any],
+           parent_pid: int) -> None:
+    # Without this the child itself would hold the pipe open and never see its parent die.
+    parent_end.close()
+    # Ctrl-C reaches the whole process group; the training process decides how the run ends.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _forget_inherited_connections()
+    from cnnx.tracking.mlflow_tracker import MlflowTracker
+
+    tracker = MlflowTracker(**options)
+    view: TrainerView | None = None
+    warmed = False
+    while True:
+        if view is not None and not warmed and not pipe.poll(0):
+            _warm_up(options)  # while the trainer is busy, so the report does not wait for it
+            warmed = True
+        try:
+            kind, message = pipe.recv()
+        except (EOFError, OSError):
+            return  # the training process died: leave the run as it is, for resume
+        if os.getppid() != parent_pid and kind not in ("end", "error"):
+            return  # killed mid-run: what is left is for the resumed run to log, not for us
+        try:
+            if kind == "start":
+                view = _start_view(model_spec, message)
+                tracker.run_id = message["run_id"]
+                tracker.tags[RUN_KEY_TAG] = message["run_key"]
+                tracker.resuming = message["resumed"]
+                tracker.on_fit_start(view)
+                pipe.send(("started", tracker.run_id))
+            elif kind == "epoch":
+                parameters = dict(view.model.named_parameters())
+                for name, value in message["weights"].items():
+                    parameters[name].data[...] = value
+                view.epoch = message["epoch"]
+                view.history.epochs.append(message["metrics"])
+                tracker.on_epoch_end(view, message["epoch"], message["metrics"])
+            elif kind == "end":
+                view.model.load_state_dict(message["state"])
+                view.epoch = message["epoch"]
+                view.history.epochs = message["history"]
+                view.data, view.test_evaluation = message["data"], message["test_evaluation"]
+                tracker.on_fit_end(view, message["test_metrics"])
+                pipe.send(("finished", None))
+                return
+            elif kind == "error":
+                tracker.finish_with_error(message["status"], message["message"])
+                pipe.send(("finished", None))
+                return
+        except TrackingError as exc:
+            pipe.send(("failed", str(exc)))
+            return
+        except Exception as exc:  # a bug here must not leave the run RUNNING without a word
+            traceback.print_exc(file=sys.stderr)
+            pipe.send(("failed", f"MLflow tracking failed: {type(exc).__name__}: {exc}"))
+            if kind != "error":
+                tracker.finish_with_error("FAILED", f"tracking: {type(exc).__name__}: {exc}")
+            return
+
+
+def _start_view(model_spec: dict[str, Any], message: dict[str, Any]) -> TrainerView:
+    from cnnx.engine.model import build_model
+
+    model = build_model(model_spec, tuple(message["input_shape"]), rng=np.random.default_rng(0))
+    model.load_state_dict(message["state"])
+    return TrainerView(model=model, epoch=message["epoch"], history=_History(list(message["history"])))
+
+
+def _warm_up(options: dict[str, Any]) -> None:
+    """Import what the end-of-run report needs (matplotlib, MLflow's model code)."""
+    if options.get("log_plots", True):
+        import cnnx.tracking.plots  # noqa: F401
+    if options.get("log_model", True):
+        import cnnx.tracking.pyfunc_model
+        import mlflow.pyfunc  # noqa: F401
+
+
+def _forget_inherited_connections() -> None:
+    """A forked child must not use the database connections its parent's pool holds open
+    (SQLAlchemy's rule for fork): drop them from the pool here, without closing them."""
+    module = sys.modules.get("mlflow.store.tracking.sqlalchemy_store")
+    if module is None:
+        return
+    for engine in list(module.SqlAlchemyStore._engine_map.values()):
+        engine.dispose(close=False)

@@ -1,0 +1,78 @@
+"""Tracking in a helper process (the default for single runs) logs what in-process tracking
+logs, and a store that cannot be reached still fails the run before it trains."""
+
+from __future__ import annotations
+
+import pytest
+from e2e_helpers import all_runs, list_artifacts, metric_history, run_cli, store_client
+
+from cnnx.tracking.background import _is_remote
+from cnnx.tracking.sqlite_store import create_store_atomically
+
+pytestmark = pytest.mark.slow
+
+WALL_CLOCK = {"epoch_seconds"}
+
+
+def _logged(workdir):
+    (run,) = all_runs(workdir)
+    client = store_client(workdir)
+    metrics = {key: metric_history(client, run.info.run_id, key) for key in run.data.metrics if key not in WALL_CLOCK}
+    artifacts = sorted(list_artifacts(client, run.info.run_id))
+    tags = {k: v for k, v in run.data.tags.items() if k.startswith("cnnx.") and k != "cnnx.run_key"}
+    return run, metrics, artifacts, tags
+
+
+def test_background_and_in_process_tracking_log_the_same_run(tmp_path):
+    args = ["+experiment=digits_small", "trainer.epochs=3", "model.layers.conv1.out_channels=4"]
+    logged = {}
+    for background in ("true", "false"):
+        workdir = tmp_path / background
+        workdir.mkdir()
+        result = run_cli([*args, f"tracking.background={background}"], workdir)
+        assert result.returncode == 0, result.stderr
+        logged[background] = _logged(workdir)
+    (run, metrics, artifacts, tags), (run_in, metrics_in, artifacts_in, tags_in) = logged["true"], logged["false"]
+    assert run.info.status == run_in.info.status == "FINISHED"
+    assert metrics == metrics_in and len(metrics["val_acc"]) == 3
+    differing = {k for k in run.data.params.keys() | run_in.data.params.keys()
+                 if run.data.params.get(k) != run_in.data.params.get(k)}
+    assert differing == {"tracking.background"}
+    assert tags == tags_in
+    # Image file names carry a timestamp and a random suffix: compare what they show, per step.
+    def shape(paths):
+        return sorted(p.split("%")[0].split("+step+")[0] + f"@{p.split('+step+')[1].split('+')[0]}"
+                      if "+step+" in p else p for p in paths)
+    assert shape(artifacts) == shape(artifacts_in)
+    assert run.data.tags.get("cnnx.run_key") and "cnnx.run_key" not in run_in.data.tags
+
+
+def test_background_tracking_fails_before_training_on_an_unusable_sqlite_path(tmp_path):
+    (tmp_path / "a_file").write_text("not a folder")
+    result = run_cli(["+experiment=digits_small", "trainer.epochs=1",
+                      f"tracking.uri=sqlite:///{tmp_path}/a_file/runs.db"], tmp_path)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert lines[0].startswith("cnnx: error: cannot use MLflow store") and "tracking.uri" in lines[0]
+    assert not list(tmp_path.rglob("epoch-*.npz"))
+
+
+@pytest.mark.parametrize(("uri", "remote"), [
+    ("sqlite:///mlflow.db", False), ("sqlite:////abs/m.db", False), ("file:///tmp/mlruns", False),
+    ("mlruns", False), ("/abs/mlruns", False), ("http://127.0.0.1:5000", True),
+    ("https://mlflow.example.com", True), ("postgresql://u@h/db", True), ("databricks", True),
+])
+def test_which_stores_are_checked_up_front_and_which_by_waiting_for_the_run(uri, remote):
+    assert _is_remote(uri) == remote
+
+
+def test_a_new_sqlite_store_appears_complete_and_an_existing_one_is_kept(tmp_path):
+    path = tmp_path / "deep" / "runs.db"
+    create_store_atomically(f"sqlite:///{path}")
+    assert path.is_file() and sorted(p.name for p in path.parent.iterdir()) == ["runs.db"]
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{path}")
+    client.create_experiment("kept")
+    create_store_atomically(f"sqlite:///{path}")
+    assert client.get_experiment_by_name("kept") is not None
