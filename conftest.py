@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import tempfile
 from importlib import metadata
 from pathlib import Path
 
@@ -11,6 +12,10 @@ import pytest
 from plugin_install import PLUGINS, pip_install
 
 PLUGINS_DIR = Path(__file__).resolve().parent / "plugins"
+
+# Prepared datasets are cached per test session, not in the user's ~/.cache (the CLI runs
+# that tests start inherit this).
+os.environ.setdefault("CNNX_CACHE_DIR", tempfile.mkdtemp(prefix="cnnx-test-cache-"))
 
 
 def _missing_plugins() -> list[Path]:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from importlib import metadata
 from numbers import Integral
 
+from cnnx.data.cache import cached_splits
 from cnnx.data.normalize import check_mode, normalize_splits
 from cnnx.data.resize import resize_bilinear
 from cnnx.data.splits import DataSplits, check_split_config, stratified_split
 from cnnx.data.validation import check_dataset
 from cnnx.errors import ConfigError
 
+OWNER = "dataset digits"
 #: The digits' pixels are counts of set bits in 4×4 blocks of a 32×32 bitmap.
 PIXEL_MAX = 16.0
 
@@ -27,29 +30,33 @@ def load_digits(
     bilinearly, then normalised with training-split statistics: ``standard`` (mean 0, std 1),
     ``unit`` (min-max of the training pixels) or ``none`` (left in [0, 1]).
     """
-    owner = "dataset digits"
     if isinstance(size, bool) or not isinstance(size, Integral) or size < 2:
         raise ConfigError(
-            f"{owner}: size={size!r} is invalid; accepted: an integer >= 2 (8 = native)"
+            f"{OWNER}: size={size!r} is invalid; accepted: an integer >= 2 (8 = native)"
         )
-    check_split_config(owner, val_fraction, test_fraction, seed)
-    check_mode(normalize, owner)
+    check_split_config(OWNER, val_fraction, test_fraction, seed)
+    check_mode(normalize, OWNER)
+    options = {"size": int(size), "normalize": normalize, "val_fraction": val_fraction,
+               "test_fraction": test_fraction, "seed": seed, "scikit-learn": metadata.version("scikit-learn")}
+    return cached_splits("digits", options, lambda: _prepare(int(size), normalize, val_fraction, test_fraction, seed))
 
-    import sklearn.datasets  # seconds of import time, paid only when digits are loaded
+
+def _prepare(size: int, normalize: str, val_fraction: float, test_fraction: float, seed: int) -> DataSplits:
+    import sklearn.datasets  # seconds of import time: paid when the cache does not hold these splits
 
     bunch = sklearn.datasets.load_digits()
     images = bunch.images[:, None, :, :] / PIXEL_MAX
-    images = resize_bilinear(images, int(size), int(size))
+    images = resize_bilinear(images, size, size)
     x, y = check_dataset(images, bunch.target, "dataset 'digits'")
 
-    train, val, test = stratified_split(x, y, val_fraction, test_fraction, seed, owner)
-    normalization = normalize_splits((train, val, test), normalize, owner)
+    train, val, test = stratified_split(x, y, val_fraction, test_fraction, seed, OWNER)
+    normalization = normalize_splits((train, val, test), normalize, OWNER)
     return DataSplits(
         train=train,
         val=val,
         test=test,
         classes=[str(int(c)) for c in bunch.target_names],
-        input_shape=(1, int(size), int(size)),
+        input_shape=(1, size, size),
         name="digits",
         normalization=normalization,
     )

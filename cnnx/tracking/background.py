@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import queue
 import signal
 import sys
+import threading
 import traceback
 import uuid
 from dataclasses import dataclass, field
@@ -40,6 +42,7 @@ import numpy as np
 
 from cnnx.data.splits import DataSplits
 from cnnx.tracking.mlflow_tracker import RUN_KEY_TAG, TrackingError, resolve_tracking_uri, unusable_store
+from cnnx.tracking.sqlite_store import build_aside, discard_built, sqlite_path
 from cnnx.training.callbacks import Callback
 from cnnx.training.metrics import Evaluation
 
@@ -94,12 +97,21 @@ class BackgroundTracker(Callback):
         self._failure: str | None = None
         self._start_sent = self._started = self._finished = False
         context = multiprocessing.get_context("fork" if hasattr(os, "fork") else "spawn")
-        self._pipe, child_end = context.Pipe()
+        inbox, self._to_child = context.Pipe(duplex=False)
+        self._from_child, outbox = context.Pipe(duplex=False)
         # Started now, before the data loads, so that MLflow's import overlaps with it.
-        self._process = context.Process(target=_serve, args=(child_end, self._pipe, self.options, model_spec, os.getpid()),
-                                        name="cnnx-tracking", daemon=True)
+        self._process = context.Process(
+            target=_serve, args=(inbox, outbox, (self._to_child, self._from_child), self.options, model_spec, os.getpid()),
+            name="cnnx-tracking", daemon=True)
         self._process.start()
-        child_end.close()
+        inbox.close()
+        outbox.close()
+        # Sent from a thread: a pipe holds 64 KB, and the trainer must not wait while the
+        # child is still importing MLflow and the start message carries all the weights.
+        self._outgoing: queue.SimpleQueue[tuple[str, dict[str, Any]] | None] = queue.SimpleQueue()
+        self._send_error: OSError | None = None
+        self._sender = threading.Thread(target=self._send_all, name="cnnx-tracking-sender", daemon=True)
+        self._sender.start()
 
     # -- hooks -----------------------------------------------------------------------------
     def on_fit_start(self, trainer: Trainer) -> None:
@@ -132,7 +144,7 @@ class BackgroundTracker(Callback):
         if self._failure is not None or not self._process.is_alive():
             return
         if not self._start_sent:  # another callback failed first: no run was created
-            self._pipe.close()
+            self._outgoing.put(None)
             self._process.join(timeout=5.0)
             return
         status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
@@ -155,15 +167,23 @@ class BackgroundTracker(Callback):
     # -- the pipe --------------------------------------------------------------------------
     def _send(self, kind: str, **payload: Any) -> None:
         self._raise_if_failed()
-        try:
-            self._pipe.send((kind, payload))
-        except OSError as exc:  # the child is gone; it said why, or exited abnormally
+        if self._send_error is not None:  # the child is gone; it said why, or exited abnormally
             self._poll()
             self._raise_if_failed()
-            raise self._fail(f"the MLflow tracking process stopped ({exc})") from exc
+            raise self._fail(f"the MLflow tracking process stopped ({self._send_error})")
+        self._outgoing.put((kind, payload))
+
+    def _send_all(self) -> None:
+        while (message := self._outgoing.get()) is not None:
+            try:
+                self._to_child.send(message)
+            except OSError as exc:
+                self._send_error = exc
+                break
+        self._to_child.close()  # the child reads end-of-file: nothing more comes
 
     def _poll(self) -> None:
-        while self._pipe.poll(0):
+        while self._from_child.poll(0):
             self._receive()
         self._raise_if_failed()
 
@@ -173,6 +193,7 @@ class BackgroundTracker(Callback):
         self._raise_if_failed()
 
     def _wait_finished(self, timeout: float | None) -> None:
+        self._outgoing.put(None)
         try:
             while not self._finished:
                 if not self._wait_message(timeout):
@@ -184,8 +205,8 @@ class BackgroundTracker(Callback):
     def _wait_message(self, timeout: float | None) -> bool:
         """Handle the child's next message; False if none came within ``timeout`` seconds."""
         waited = 0.0
-        while not self._pipe.poll(_POLL_SECONDS):
-            if not self._process.is_alive() and not self._pipe.poll(0):
+        while not self._from_child.poll(_POLL_SECONDS):
+            if not self._process.is_alive() and not self._from_child.poll(0):
                 raise self._fail(f"the MLflow tracking process exited (code {self._process.exitcode})")
             waited += _POLL_SECONDS
             if timeout is not None and waited >= timeout:
@@ -195,7 +216,7 @@ class BackgroundTracker(Callback):
 
     def _receive(self) -> None:
         try:
-            kind, value = self._pipe.recv()
+            kind, value = self._from_child.recv()
         except (EOFError, OSError) as exc:
             raise self._fail(f"the MLflow tracking process exited (code {self._process.exitcode})") from exc
         if kind == "started":
@@ -247,24 +268,36 @@ def _report_data(data: DataSplits | None) -> DataSplits | None:
 
 
 # -- the child ---------------------------------------------------------------------------------
-def _serve(pipe: Connection, parent_end: Connection, options: dict[str, Any], model_spec: dict[str, Any],
-           parent_pid: int) -> None:
+def _serve(inbox: Connection, outbox: Connection, parent_ends: tuple[Connection, ...], options: dict[str, Any],
+           model_spec: dict[str, Any], parent_pid: int) -> None:
     # Without this the child itself would hold the pipe open and never see its parent die.
-    parent_end.close()
+    for end in parent_ends:
+        end.close()
     # Ctrl-C reaches the whole process group; the training process decides how the run ends.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The training process ends us with SIGTERM when it exits before its run started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     _forget_inherited_connections()
+    try:
+        _track(inbox, outbox, options, model_spec, parent_pid)
+    finally:
+        discard_built()
+
+
+def _track(inbox: Connection, outbox: Connection, options: dict[str, Any], model_spec: dict[str, Any],
+           parent_pid: int) -> None:
     from cnnx.tracking.mlflow_tracker import MlflowTracker
 
     tracker = MlflowTracker(**options)
+    _open_store(tracker.tracking_uri)
     view: TrainerView | None = None
     warmed = False
     while True:
-        if view is not None and not warmed and not pipe.poll(0):
+        if view is not None and not warmed and not inbox.poll(0):
             _warm_up(options)  # while the trainer is busy, so the report does not wait for it
             warmed = True
         try:
-            kind, message = pipe.recv()
+            kind, message = inbox.recv()
         except (EOFError, OSError):
             return  # the training process died: leave the run as it is, for resume
         if os.getppid() != parent_pid and kind not in ("end", "error"):
@@ -276,7 +309,7 @@ def _serve(pipe: Connection, parent_end: Connection, options: dict[str, Any], mo
                 tracker.tags[RUN_KEY_TAG] = message["run_key"]
                 tracker.resuming = message["resumed"]
                 tracker.on_fit_start(view)
-                pipe.send(("started", tracker.run_id))
+                outbox.send(("started", tracker.run_id))
             elif kind == "epoch":
                 parameters = dict(view.model.named_parameters())
                 for name, value in message["weights"].items():
@@ -290,18 +323,18 @@ def _serve(pipe: Connection, parent_end: Connection, options: dict[str, Any], mo
                 view.history.epochs = message["history"]
                 view.data, view.test_evaluation = message["data"], message["test_evaluation"]
                 tracker.on_fit_end(view, message["test_metrics"])
-                pipe.send(("finished", None))
+                outbox.send(("finished", None))
                 return
             elif kind == "error":
                 tracker.finish_with_error(message["status"], message["message"])
-                pipe.send(("finished", None))
+                outbox.send(("finished", None))
                 return
         except TrackingError as exc:
-            pipe.send(("failed", str(exc)))
+            outbox.send(("failed", str(exc)))
             return
         except Exception as exc:  # a bug here must not leave the run RUNNING without a word
             traceback.print_exc(file=sys.stderr)
-            pipe.send(("failed", f"MLflow tracking failed: {type(exc).__name__}: {exc}"))
+            outbox.send(("failed", f"MLflow tracking failed: {type(exc).__name__}: {exc}"))
             if kind != "error":
                 tracker.finish_with_error("FAILED", f"tracking: {type(exc).__name__}: {exc}")
             return
@@ -313,6 +346,22 @@ def _start_view(model_spec: dict[str, Any], message: dict[str, Any]) -> TrainerV
     model = build_model(model_spec, tuple(message["input_shape"]), rng=np.random.default_rng(0))
     model.load_state_dict(message["state"])
     return TrainerView(model=model, epoch=message["epoch"], history=_History(list(message["history"])))
+
+
+def _open_store(uri: str) -> None:
+    """Import MLflow and open the store (or build a new one's schema aside) while the trainer
+    still loads its data; MLflow keeps the store, so the tracker's client finds it ready. A
+    failure here is left for the tracker to meet again and report."""
+    try:
+        from mlflow import MlflowClient
+
+        path = sqlite_path(uri)
+        if path is not None and not path.exists():
+            build_aside(uri)  # linked into place when the run starts: a failed config leaves no store
+        else:
+            MlflowClient(uri)
+    except Exception:  # noqa: BLE001 — reported by MlflowTracker.on_fit_start
+        pass
 
 
 def _warm_up(options: dict[str, Any]) -> None:

@@ -1,16 +1,24 @@
-"""A new sqlite MLflow store appears whole: its schema is built aside, then moved into place.
+"""A new sqlite MLflow store appears whole: its schema is built aside, then linked into place.
 
 MLflow creates a missing sqlite database, then runs some fifty schema migrations in it for a
 couple of seconds. Anyone who opens the file in between (``mlflow ui``, ``cnnx compare``,
 another run) sees tables missing and starts migrating it too, and one of the two fails
 ("duplicate column name"). Building the schema in a temporary file and linking it into place
 leaves nothing half-built to find.
+
+The tracking process builds the schema ahead (``build_aside``) while the trainer loads its
+data, and links it only when the run starts (``create_store_atomically``): a run that fails on
+its config leaves no store behind.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
+
+#: Schemas built ahead by this process: database path → the scratch file holding it.
+_built: dict[Path, Path] = {}
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -20,10 +28,10 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(uri[len("sqlite:///"):])
 
 
-def create_store_atomically(uri: str) -> None:
-    """Create the schema of a sqlite store that does not exist yet; any other store is left alone."""
+def build_aside(uri: str) -> None:
+    """Build the schema of a sqlite store that does not exist yet in a scratch file beside it."""
     path = sqlite_path(uri)
-    if path is None or path.exists():
+    if path is None or path.exists() or path in _built:
         return
     try:
         import sqlalchemy
@@ -31,15 +39,51 @@ def create_store_atomically(uri: str) -> None:
     except ImportError:  # an MLflow without this helper creates the store itself, as before
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.creating")
-    engine = sqlalchemy.create_engine(f"sqlite:///{temporary}")
+    scratch = path.with_name(f".{path.name}.{os.getpid()}.creating")
+    engine = sqlalchemy.create_engine(f"sqlite:///{scratch}")
+    # A scratch file until it is linked into place: no need to make each migration durable.
+    sqlalchemy.event.listen(engine, "connect", _without_syncing)
+    quiet = logging.getLogger("mlflow.store.db.utils")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)  # "Creating initial MLflow database tables...": not news here
     try:
         _initialize_tables(engine)
-        engine.dispose()
-        try:
-            os.link(temporary, path)  # atomic, and refuses to replace a store created meanwhile
-        except FileExistsError:
-            pass
+    except BaseException:
+        scratch.unlink(missing_ok=True)
+        raise
     finally:
         engine.dispose()
-        temporary.unlink(missing_ok=True)
+        quiet.setLevel(level)
+    _built[path] = scratch
+
+
+def create_store_atomically(uri: str) -> None:
+    """Make a missing sqlite store exist, complete; any other store is left alone."""
+    path = sqlite_path(uri)
+    if path is None or path.exists():
+        discard_built()
+        return
+    build_aside(uri)
+    scratch = _built.pop(path, None)
+    if scratch is None:
+        return
+    try:
+        os.link(scratch, path)  # atomic, and refuses to replace a store created meanwhile
+    except FileExistsError:
+        pass
+    finally:
+        scratch.unlink(missing_ok=True)
+
+
+def discard_built() -> None:
+    """Remove schemas built ahead and never used (the run stopped before it started)."""
+    while _built:
+        _, scratch = _built.popitem()
+        scratch.unlink(missing_ok=True)
+
+
+def _without_syncing(connection, _record) -> None:
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA synchronous=OFF")
+    cursor.execute("PRAGMA journal_mode=MEMORY")
+    cursor.close()

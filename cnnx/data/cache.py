@@ -1,0 +1,84 @@
+"""Prepared datasets kept on disk, so that a run does not prepare the same arrays again.
+
+Preparing scikit-learn's digits takes milliseconds, but importing scikit-learn to do it takes
+about two seconds of every run. A loader that is a pure function of its options can keep its
+result here: one ``.npz`` per set of options, named by a hash of the options and of the
+versions that produced it (cnnx, the library, this file's format), written atomically and
+rebuilt whenever it cannot be read.
+
+``CNNX_CACHE_DIR`` chooses the folder (default ``$XDG_CACHE_HOME/cnnx`` or ``~/.cache/cnnx``);
+``CNNX_CACHE_DIR=off`` turns the cache off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import zipfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnnx.data.splits import DataSplits
+
+CACHE_ENV = "CNNX_CACHE_DIR"
+#: Bump when what a cached file holds, or how a loader prepares it, changes.
+FORMAT = 1
+_SPLITS = ("train", "val", "test")
+
+
+def cache_dir() -> Path | None:
+    configured = os.environ.get(CACHE_ENV)
+    if configured:
+        return None if configured.lower() in ("off", "0", "false", "none") else Path(configured)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "cnnx"
+
+
+def cached_splits(kind: str, options: Mapping[str, Any], build: Callable[[], DataSplits]) -> DataSplits:
+    """``build()``'s result for these ``options``, from the cache when it holds it."""
+    folder = cache_dir()
+    if folder is None:
+        return build()
+    from cnnx import __version__
+
+    key = json.dumps({"kind": kind, "options": dict(options), "cnnx": __version__, "format": FORMAT},
+                     sort_keys=True, default=str)
+    path = folder / f"{kind}-{hashlib.sha256(key.encode()).hexdigest()[:20]}.npz"
+    try:
+        return _read(path)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        pass  # absent, or damaged: build it again
+    data = build()
+    try:
+        _write(path, data)
+    except OSError as exc:  # a read-only home must not stop a run
+        print(f"cnnx: warning: cannot cache the prepared dataset in '{folder}' ({exc.strerror}); "
+              f"set {CACHE_ENV} to a writable folder, or to 'off'", file=sys.stderr)
+    return data
+
+
+def _write(path: Path, data: DataSplits) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {f"{part}_{name}": array for name in _SPLITS for part, array in zip("xy", getattr(data, name), strict=True)}
+    header = {"classes": list(data.classes), "input_shape": list(data.input_shape), "name": data.name,
+              "normalization": data.normalization}
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "wb") as handle:
+            np.savez(handle, header=np.array(json.dumps(header)), **arrays)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _read(path: Path) -> DataSplits:
+    with np.load(path, allow_pickle=False) as archive:
+        header = json.loads(str(archive["header"]))
+        splits = {name: (archive[f"x_{name}"], archive[f"y_{name}"]) for name in _SPLITS}
+    return DataSplits(**splits, classes=header["classes"], input_shape=tuple(header["input_shape"]),
+                      name=header["name"], normalization=header["normalization"])
