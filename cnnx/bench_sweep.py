@@ -4,7 +4,8 @@ Times the same 8-job ``digits_small`` sweep twice through the real CLI, each int
 fresh sqlite store: once with Hydra's basic launcher (jobs one after another) and once with
 the joblib launcher (``--workers`` jobs side by side, each job's BLAS given its share of the
 cores). Prints both wall times and the speed-up; the load average shows how busy the machine
-was, since other processes take cores from either run.
+was, since other processes take cores from either run. ``--repeat N`` runs N such pairs and
+reports the median speed-up: on a shared host one pair can be off by a third either way.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,21 +48,28 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=None, help="epochs per job (default: the preset's 20)")
     parser.add_argument("--workers", type=int, default=2, help="joblib workers (default 2)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="pairs of sweeps, alternating sequential and joblib; the median speed-up is reported")
     args = parser.parse_args(argv)
 
     epochs = args.epochs or "the preset's 20"
     print(f"8-job digits_small sweep, {epochs} epochs per job, {os.cpu_count()} cores")
+    launchers = {"sequential (basic launcher)": [],
+                 f"joblib, {args.workers} workers": ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={args.workers}"]}
+    speedups = []
     with tempfile.TemporaryDirectory(prefix="cnnx-bench-sweep-") as tmp:
-        load = os.getloadavg()[0]
-        sequential, cpu = time_sweep(Path(tmp) / "sequential", args.epochs, [])
-        print(f"sequential (basic launcher): {sequential:7.1f} s wall, {cpu:6.1f} s CPU "
-              f"(load average before: {load:.2f})")
-        load = os.getloadavg()[0]
-        parallel, cpu = time_sweep(Path(tmp) / "joblib", args.epochs,
-                                   ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={args.workers}"])
-        print(f"joblib, {args.workers} workers:           {parallel:7.1f} s wall, {cpu:6.1f} s CPU "
-              f"(load average before: {load:.2f})")
-    print(f"speed-up: {sequential / parallel:.2f}x")
+        for pair in range(args.repeat):
+            walls = []
+            for number, (name, launcher) in enumerate(launchers.items()):
+                load = os.getloadavg()[0]
+                wall, cpu = time_sweep(Path(tmp) / f"{pair}-{number}", args.epochs, launcher)
+                walls.append(wall)
+                print(f"{name + ':':30s} {wall:7.1f} s wall, {cpu:6.1f} s CPU (load average before: {load:.2f})")
+            speedups.append(walls[0] / walls[1])
+            print(f"speed-up: {speedups[-1]:.2f}x")
+    if args.repeat > 1:
+        print(f"median speed-up over {args.repeat} pairs: {statistics.median(speedups):.2f}x "
+              f"(min {min(speedups):.2f}, max {max(speedups):.2f})")
     return 0
 
 

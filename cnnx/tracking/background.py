@@ -276,12 +276,19 @@ def _serve(inbox: Connection, outbox: Connection, parent_ends: tuple[Connection,
     # Ctrl-C reaches the whole process group; the training process decides how the run ends.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # The training process ends us with SIGTERM when it exits before its run started.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGTERM, _terminated)
     _forget_inherited_connections()
     try:
         _track(inbox, outbox, options, model_spec, parent_pid)
     finally:
         discard_built()
+
+
+def _terminated(*_: Any) -> None:
+    # Exiting here rather than raising: an exception could surface inside whatever code the
+    # signal interrupted (a garbage-collection callback, say) and be printed, not propagated.
+    discard_built()
+    os._exit(0)
 
 
 def _track(inbox: Connection, outbox: Connection, options: dict[str, Any], model_spec: dict[str, Any],

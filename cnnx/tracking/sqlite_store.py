@@ -19,6 +19,8 @@ from pathlib import Path
 
 #: Schemas built ahead by this process: database path → the scratch file holding it.
 _built: dict[Path, Path] = {}
+#: Scratch files this process has created and not yet linked or removed.
+_scratch: set[Path] = set()
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -40,6 +42,7 @@ def build_aside(uri: str) -> None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     scratch = path.with_name(f".{path.name}.{os.getpid()}.creating")
+    _scratch.add(scratch)
     engine = sqlalchemy.create_engine(f"sqlite:///{scratch}")
     # A scratch file until it is linked into place: no need to make each migration durable.
     sqlalchemy.event.listen(engine, "connect", _without_syncing)
@@ -49,7 +52,7 @@ def build_aside(uri: str) -> None:
     try:
         _initialize_tables(engine)
     except BaseException:
-        scratch.unlink(missing_ok=True)
+        _remove(scratch)
         raise
     finally:
         engine.dispose()
@@ -72,14 +75,19 @@ def create_store_atomically(uri: str) -> None:
     except FileExistsError:
         pass
     finally:
-        scratch.unlink(missing_ok=True)
+        _remove(scratch)
 
 
 def discard_built() -> None:
-    """Remove schemas built ahead and never used (the run stopped before it started)."""
-    while _built:
-        _, scratch = _built.popitem()
-        scratch.unlink(missing_ok=True)
+    """Remove every scratch file, built or half-built (the run stopped before it started)."""
+    _built.clear()
+    for scratch in list(_scratch):
+        _remove(scratch)
+
+
+def _remove(scratch: Path) -> None:
+    scratch.unlink(missing_ok=True)
+    _scratch.discard(scratch)
 
 
 def _without_syncing(connection, _record) -> None:
