@@ -1,0 +1,65 @@
+"""A checkpoint written before the tracking process reported its run id still leads the
+resumed run back to that MLflow run, through the ``cnnx.run_key`` tag."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cnnx.engine.model import build_model
+from cnnx.tracking.background import TrainerView, _History
+from cnnx.tracking.mlflow_tracker import RUN_KEY_TAG, MlflowTracker
+
+SPEC = {"conv1": {"type": "conv2d", "out_channels": 2, "kernel_size": 3}, "flatten": {"type": "flatten"},
+        "fc": {"type": "dense", "out_features": 3}}
+
+
+def _tracker(uri, tmp_path, **state):
+    tracker = MlflowTracker(experiment_name="keyed", config={"seed": 0}, config_yaml="seed: 0\n",
+                            tracking_uri=uri, log_plots=False, log_model=False, spill_dir=tmp_path / "unsent")
+    if state:
+        tracker.load_state_dict(state)
+    return tracker
+
+
+def _view(epochs):
+    model = build_model(SPEC, (1, 6, 6), rng=np.random.default_rng(0))
+    return TrainerView(model=model, epoch=len(epochs), history=_History(list(epochs)))
+
+
+def test_a_resumed_run_without_id_finds_its_run_by_key(tmp_path):
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first = _tracker(uri, tmp_path)
+    first.tags[RUN_KEY_TAG] = "key-1"
+    first.on_fit_start(_view([]))
+    epoch_1 = {"train_loss": 1.0, "val_acc": 0.5}
+    first.on_epoch_end(_view([epoch_1]), 1, epoch_1)
+    # killed here; its checkpoint holds the key but not the id
+
+    other = _tracker(uri, tmp_path)  # another run in the same experiment, another key
+    other.tags[RUN_KEY_TAG] = "key-2"
+    other.on_fit_start(_view([]))
+
+    epoch_2 = {"train_loss": 0.5, "val_acc": 0.75}
+    resumed = _tracker(uri, tmp_path, run_id=None, run_key="key-1")
+    resumed.on_fit_start(_view([epoch_1]))
+    assert resumed.run_id == first.run_id
+    resumed.on_epoch_end(_view([epoch_1, epoch_2]), 2, epoch_2)
+    resumed.on_fit_end(_view([epoch_1, epoch_2]), {})
+    client = MlflowClient(uri)
+    run = client.get_run(first.run_id)
+    assert run.info.status == "FINISHED"
+    assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val_acc")] == [(1, 0.5), (2, 0.75)]
+    assert client.get_run(other.run_id).info.status == "RUNNING"
+
+
+def test_a_fresh_run_with_a_key_is_a_new_run(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = _tracker(uri, tmp_path)
+    tracker.tags[RUN_KEY_TAG] = "key-3"
+    tracker.on_fit_start(_view([]))
+    again = _tracker(uri, tmp_path)
+    again.tags[RUN_KEY_TAG] = "key-3"  # same key, but not resuming: never continue another run
+    again.on_fit_start(_view([]))
+    assert again.run_id != tracker.run_id
