@@ -277,7 +277,6 @@ def _serve(inbox: Connection, outbox: Connection, parent_ends: tuple[Connection,
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # The training process ends us with SIGTERM when it exits before its run started.
     signal.signal(signal.SIGTERM, _terminated)
-    _forget_inherited_connections()
     try:
         _track(inbox, outbox, options, model_spec, parent_pid)
     finally:
@@ -378,13 +377,3 @@ def _warm_up(options: dict[str, Any]) -> None:
     if options.get("log_model", True):
         import cnnx.tracking.pyfunc_model
         import mlflow.pyfunc  # noqa: F401
-
-
-def _forget_inherited_connections() -> None:
-    """A forked child must not use the database connections its parent's pool holds open
-    (SQLAlchemy's rule for fork): drop them from the pool here, without closing them."""
-    module = sys.modules.get("mlflow.store.tracking.sqlalchemy_store")
-    if module is None:
-        return
-    for engine in list(module.SqlAlchemyStore._engine_map.values()):
-        engine.dispose(close=False)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cnnx.errors import CnnxError
+from cnnx.tracking import after_fork  # noqa: F401 — registers the fork hook
 from cnnx.tracking.feature_maps import conv_layers
 from cnnx.tracking.images import kernel_grid
 from cnnx.tracking.outbox import Outbox, Pending
