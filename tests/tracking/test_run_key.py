@@ -26,9 +26,10 @@ def _view(epochs):
     return TrainerView(model=model, epoch=len(epochs), history=_History(list(epochs)))
 
 
-def test_a_resumed_run_without_id_finds_its_run_by_key(tmp_path):
+def test_a_resumed_run_without_id_finds_its_run_by_key(tmp_path, monkeypatch):
     from mlflow import MlflowClient
 
+    monkeypatch.chdir(tmp_path)  # the store's artifacts go to ./mlruns
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     first = _tracker(uri, tmp_path)
     first.tags[RUN_KEY_TAG] = "key-1"
@@ -54,7 +55,8 @@ def test_a_resumed_run_without_id_finds_its_run_by_key(tmp_path):
     assert client.get_run(other.run_id).info.status == "RUNNING"
 
 
-def test_a_fresh_run_with_a_key_is_a_new_run(tmp_path):
+def test_a_fresh_run_with_a_key_is_a_new_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     tracker = _tracker(uri, tmp_path)
     tracker.tags[RUN_KEY_TAG] = "key-3"

@@ -19,8 +19,12 @@ from cnnx.tracking.sweep_summary import record_summary, sweep_table
 def client(tmp_path_factory):
     from mlflow import MlflowClient
 
-    # one store for the module: building MLflow's schema costs seconds
-    return MlflowClient(f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}")
+    folder = tmp_path_factory.mktemp("store")
+    # one store for the module: building MLflow's schema costs seconds. Created from inside
+    # its folder, so its artifacts go to folder/mlruns, not into the working directory.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        return MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
 
 
 def make_sweep(client, children):
