@@ -41,7 +41,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cnnx.data.splits import DataSplits
-from cnnx.tracking.mlflow_tracker import RUN_KEY_TAG, TrackingError, resolve_tracking_uri, unusable_store
+from cnnx.tracking.mlflow_tracker import (
+    RUN_KEY_TAG, TrackingError, ending_status, resolve_tracking_uri, unusable_store,
+)
 from cnnx.tracking.sqlite_store import build_aside, discard_built, sqlite_path
 from cnnx.training.callbacks import Callback
 from cnnx.training.metrics import Evaluation
@@ -89,7 +91,6 @@ class BackgroundTracker(Callback):
         self.remote = _is_remote(self.uri)
         if not self.remote:
             _check_local_store(self.uri)
-        self.options = {**options, "tags": dict(options.get("tags") or {})}
         self.run_key = uuid.uuid4().hex
         self.run_id: str | None = None
         self.resumed = False
@@ -101,7 +102,7 @@ class BackgroundTracker(Callback):
         self._from_child, outbox = context.Pipe(duplex=False)
         # Started now, before the data loads, so that MLflow's import overlaps with it.
         self._process = context.Process(
-            target=_serve, args=(inbox, outbox, (self._to_child, self._from_child), self.options, model_spec, os.getpid()),
+            target=_serve, args=(inbox, outbox, (self._to_child, self._from_child), options, model_spec, os.getpid()),
             name="cnnx-tracking", daemon=True)
         self._process.start()
         inbox.close()
@@ -147,9 +148,8 @@ class BackgroundTracker(Callback):
             self._outgoing.put(None)
             self._process.join(timeout=5.0)
             return
-        status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
         try:
-            self._send("error", status=status, message=f"{type(error).__name__}: {error}")
+            self._send("error", status=ending_status(error), message=f"{type(error).__name__}: {error}")
             self._wait_finished(timeout=_ERROR_WAIT)
         except TrackingError:
             pass  # the training error is the one to report

@@ -49,6 +49,11 @@ def unusable_store(uri: str, exc: BaseException) -> TrackingError:
     return TrackingError(f"cannot use MLflow store {uri!r} (tracking.uri): {type(exc).__name__}: {detail[:300]}")
 
 
+def ending_status(error: BaseException) -> str:
+    """How a run stopped by ``error`` ends in MLflow: an interruption is not a failure."""
+    return "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+
+
 def resolve_tracking_uri(uri: str | None) -> str:
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
@@ -220,8 +225,7 @@ class MlflowTracker(Callback):
             self.outbox.warn(f"plots and model of run {self.run_id} not logged: store unreachable ({reason})")
 
     def on_fit_error(self, trainer: Trainer, error: BaseException) -> None:
-        status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
-        self.finish_with_error(status, f"{type(error).__name__}: {error}")
+        self.finish_with_error(ending_status(error), f"{type(error).__name__}: {error}")
 
     def finish_with_error(self, status: str, message: str) -> None:
         """End the run ``status`` (FAILED or KILLED), ``message`` in its ``error`` tag."""
