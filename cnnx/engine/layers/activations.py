@@ -15,13 +15,8 @@ import numpy as np
 
 from cnnx.engine.functional.softmax import sigmoid, softmax
 from cnnx.engine.module import Module, Shape
+from cnnx.engine.options import check_flag
 from cnnx.errors import ConfigError
-
-
-def _check_flag(layer: str, name: str, value: Any) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise ConfigError(f"{layer}: {name} must be true or false, got {value!r}")
-    return bool(value)
 
 
 class _Activation(Module):
@@ -35,7 +30,7 @@ class ReLU(_Activation):
 
     def __init__(self, inplace: bool = False) -> None:
         super().__init__()
-        self.inplace = _check_flag("relu", "inplace", inplace)
+        self.inplace = check_flag("relu", "inplace", inplace)
 
     def get_config(self) -> dict[str, Any]:
         return {"inplace": self.inplace}
@@ -66,7 +61,7 @@ class LeakyReLU(_Activation):
         # A Python float, not a NumPy scalar: NumPy 2 would let an np.float64 slope promote
         # float32 activations to float64.
         self.negative_slope = float(negative_slope)
-        self.inplace = _check_flag("leaky_relu", "inplace", inplace)
+        self.inplace = check_flag("leaky_relu", "inplace", inplace)
         self._positive: np.ndarray | None = None
 
     def get_config(self) -> dict[str, Any]:

@@ -10,8 +10,9 @@ from cnnx.engine.functional.conv import conv2d_backward, conv2d_forward
 from cnnx.engine.functional.im2col import Workspace, as_pair, output_size
 from cnnx.engine.init import check_init, init_weight_and_bias
 from cnnx.engine.module import Module, Shape
+from cnnx.engine.options import check_flag, check_positive_int
 from cnnx.engine.parameter import Parameter
-from cnnx.errors import ConfigError, ShapeError
+from cnnx.errors import ShapeError
 
 
 def compact_pair(pair: tuple[int, int]) -> int | list[int]:
@@ -37,15 +38,11 @@ class Conv2D(Module):
         init: str = "kaiming_uniform",
     ) -> None:
         super().__init__()
-        if isinstance(out_channels, bool) or not isinstance(out_channels, (int, np.integer)) or out_channels < 1:
-            raise ConfigError(f"Conv2D out_channels must be a positive int, got {out_channels!r}")
-        if not isinstance(bias, (bool, np.bool_)):
-            raise ConfigError(f"Conv2D bias must be true or false, got {bias!r}")
-        self.out_channels = int(out_channels)
+        self.out_channels = check_positive_int("conv2d", "out_channels", out_channels)
         self.kernel_size = as_pair(kernel_size, "Conv2D kernel_size", minimum=1)
         self.stride = as_pair(stride, "Conv2D stride", minimum=1)
         self.padding = as_pair(padding, "Conv2D padding", minimum=0)
-        self.use_bias = bool(bias)
+        self.use_bias = check_flag("conv2d", "bias", bias)
         self.init = check_init("Conv2D", init)
         self.workspace = Workspace()
         self._col: np.ndarray | None = None

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import numpy as np
 
 from cnnx.engine.init import check_init, init_weight_and_bias
 from cnnx.engine.module import Module, Shape
+from cnnx.engine.options import check_flag, check_positive_int
 from cnnx.engine.parameter import Parameter
-from cnnx.errors import ConfigError, ShapeError
+from cnnx.errors import ShapeError
 
 
 class Dense(Module):
@@ -21,18 +21,8 @@ class Dense(Module):
 
     def __init__(self, out_features: int, bias: bool = True, init: str = "kaiming_uniform") -> None:
         super().__init__()
-        if isinstance(out_features, bool) or not isinstance(out_features, numbers.Integral):
-            raise ConfigError(
-                f"dense: out_features must be a positive integer, got {out_features!r}"
-            )
-        if out_features <= 0:
-            raise ConfigError(
-                f"dense: out_features must be a positive integer, got {out_features}"
-            )
-        if not isinstance(bias, (bool, np.bool_)):
-            raise ConfigError(f"dense: bias must be true or false, got {bias!r}")
-        self.out_features = int(out_features)
-        self.use_bias = bool(bias)
+        self.out_features = check_positive_int("dense", "out_features", out_features)
+        self.use_bias = check_flag("dense", "bias", bias)
         self.init = check_init("dense", init)
         self._x: np.ndarray | None = None
 

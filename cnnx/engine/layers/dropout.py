@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from cnnx.engine.module import Module, Shape
+from cnnx.engine.options import check_flag
 from cnnx.errors import ConfigError
 
 
@@ -24,10 +25,8 @@ class Dropout(Module):
         super().__init__()
         if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 <= p < 1:
             raise ConfigError(f"dropout: p must be a probability in [0, 1), got {p!r}")
-        if not isinstance(inplace, (bool, np.bool_)):
-            raise ConfigError(f"dropout: inplace must be true or false, got {inplace!r}")
         self.p = float(p)
-        self.inplace = bool(inplace)
+        self.inplace = check_flag("dropout", "inplace", inplace)
         self._threshold = round(self.p * 2**32)
         self._scale = 1.0 / (1.0 - self.p)
         self.rng: np.random.Generator | None = None

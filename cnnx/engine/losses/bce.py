@@ -8,7 +8,8 @@ import numpy as np
 
 from cnnx.engine.functional.softmax import sigmoid, softplus
 from cnnx.engine.losses.base import Loss
-from cnnx.errors import ConfigError, DataError
+from cnnx.engine.options import check_flag
+from cnnx.errors import DataError
 
 # torch.nn.BCELoss's guards: each log term is clamped at -100 and the gradient's p * (1 - p)
 # denominator at 1e-12, so saturated probabilities (exactly 0 or 1) give finite values.
@@ -29,9 +30,7 @@ class BCELoss(Loss):
     name = "bce"
 
     def __init__(self, from_logits: bool = False) -> None:
-        if not isinstance(from_logits, (bool, np.bool_)):
-            raise ConfigError(f"bce: from_logits must be true or false, got {from_logits!r}")
-        self.from_logits = bool(from_logits)
+        self.from_logits = check_flag("bce", "from_logits", from_logits)
 
     def get_config(self) -> dict[str, Any]:
         return {"from_logits": self.from_logits}

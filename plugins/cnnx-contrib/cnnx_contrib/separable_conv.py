@@ -20,14 +20,9 @@ from cnnx.engine.functional.im2col import Workspace, as_pair, col2im, im2col, ou
 from cnnx.engine.init import check_init, init_weight_and_bias
 from cnnx.engine.layers.conv import Conv2D, compact_pair
 from cnnx.engine.module import Module, Shape
+from cnnx.engine.options import check_flag, check_positive_int
 from cnnx.engine.parameter import Parameter
 from cnnx.errors import ConfigError, ShapeError
-
-
-def _positive_int(owner: str, key: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ConfigError(f"{owner}: {key} must be a positive int, got {value!r}")
-    return int(value)
 
 
 class DepthwiseConv2D(Module):
@@ -45,10 +40,8 @@ class DepthwiseConv2D(Module):
         self.kernel_size = as_pair(kernel_size, f"{owner} kernel_size", minimum=1)
         self.stride = as_pair(stride, f"{owner} stride", minimum=1)
         self.padding = as_pair(padding, f"{owner} padding", minimum=0)
-        self.depth_multiplier = _positive_int(owner, "depth_multiplier", depth_multiplier)
-        if not isinstance(bias, (bool, np.bool_)):
-            raise ConfigError(f"{owner}: bias must be true or false, got {bias!r}")
-        self.use_bias = bool(bias)
+        self.depth_multiplier = check_positive_int(owner, "depth_multiplier", depth_multiplier)
+        self.use_bias = check_flag(owner, "bias", bias)
         self.init = check_init(owner, init)
         self.workspace = Workspace()
         self._col: np.ndarray | None = None
