@@ -21,7 +21,7 @@ class Loss:
     def __call__(self, outputs: np.ndarray, targets: np.ndarray) -> tuple[float, np.ndarray]:
         outputs = np.asarray(outputs)
         targets = np.asarray(targets)
-        if not np.issubdtype(outputs.dtype, np.floating):
+        if outputs.dtype.kind != "f":
             raise DataError(
                 f"{self.name}: model outputs must be floating point, got {outputs.dtype}"
             )
@@ -55,18 +55,18 @@ def class_labels(loss: str, targets: np.ndarray, num_classes: int) -> np.ndarray
         raise DataError(
             f"{loss}: expected integer class labels shaped (N,), got targets shaped {targets.shape}"
         )
-    integral = np.issubdtype(targets.dtype, np.integer) or targets.dtype == np.bool_
+    kind = targets.dtype.kind  # dtype kinds, not np.issubdtype: this runs on every batch
+    integral = kind in "iub"
     # Labels read back from float files are acceptable if they are whole numbers.
-    whole_floats = np.issubdtype(targets.dtype, np.floating) and np.all(np.mod(targets, 1) == 0)
+    whole_floats = kind == "f" and bool(np.all(np.mod(targets, 1) == 0))
     if not (integral or whole_floats):
         raise DataError(
             f"{loss}: class labels must be integers, got dtype {targets.dtype} "
             f"(first values {targets[:5].tolist()})"
         )
     labels = targets.astype(np.intp, copy=False)
-    bad = (labels < 0) | (labels >= num_classes)
-    if bad.any():
-        i = int(np.argmax(bad))
+    if labels.min() < 0 or labels.max() >= num_classes:
+        i = int(np.argmax((labels < 0) | (labels >= num_classes)))
         raise DataError(
             f"{loss}: label {targets[i].item()!r} at index {i} is out of range for "
             f"{num_classes} classes; labels must be integers in [0, {num_classes})"
