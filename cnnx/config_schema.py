@@ -81,6 +81,8 @@ class TrackingConfig:
 class SweepConfig:
     # rerun a multirun, skipping jobs whose run already FINISHED under the same sweep parent
     resume: bool = False
+    # joblib launcher: fork the workers with the imports done (null: yes on Linux)
+    fork_workers: Optional[bool] = None
 
 
 @dataclass

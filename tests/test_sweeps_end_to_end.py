@@ -119,8 +119,9 @@ def test_joblib_sweep_logs_to_a_shared_mlflow_server(tmp_path):
     )
     try:
         _wait_until_healthy(url, server)
+        # loky's own fresh interpreters here; the sqlite test above runs forked workers
         result = run_cli(["-m", *SMALL, *EIGHT_JOBS, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                          f"tracking.uri={url}"], tmp_path)
+                          "sweep.fork_workers=false", f"tracking.uri={url}"], tmp_path)
         assert_complete_sweep(MlflowClient(url), result, jobs=8)
         assert not (tmp_path / "mlflow.db").exists()
     finally:
