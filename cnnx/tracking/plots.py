@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from cnnx.tracking.class_scores import class_scores, confusion_counts
 
 
-def _figure(width: float, height: float, **margins: float) -> Figure:
+def new_figure(width: float, height: float, **margins: float) -> Figure:
     # Fixed margins rather than constrained layout: the layout solver costs more than drawing.
     figure = Figure(figsize=(width, height), dpi=100)
     FigureCanvasAgg(figure)
@@ -25,7 +25,7 @@ def _figure(width: float, height: float, **margins: float) -> Figure:
 
 def learning_curves(epochs: Sequence[dict[str, float]]) -> Figure:
     """Train/val loss and accuracy per epoch, side by side."""
-    figure = _figure(10, 4)
+    figure = new_figure(10, 4)
     numbers = np.arange(1, len(epochs) + 1)
     for axes, quantity in zip(figure.subplots(1, 2), ("loss", "acc"), strict=True):
         for split, style in (("train", "-o"), ("val", "-s")):
@@ -45,7 +45,7 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[s
     """Counts of true (rows) × predicted (columns) labels on the test split."""
     counts = confusion_counts(y_true, y_pred, len(classes))
     size = min(12, 2.5 + 0.5 * len(classes))
-    figure = _figure(size, size, left=0.1, bottom=0.1)
+    figure = new_figure(size, size, left=0.1, bottom=0.1)
     axes = figure.subplots()
     axes.imshow(counts, cmap="Blues")
     ticks = np.arange(len(classes))
@@ -67,7 +67,7 @@ def per_class_scores(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[s
     """Precision and recall of every class on the test split, as paired bars."""
     scores = class_scores(confusion_counts(y_true, y_pred, len(classes)))
     precision, recall, support = scores.precision, scores.recall, scores.support
-    figure = _figure(min(14, 3 + 0.6 * len(classes)), 4)
+    figure = new_figure(min(14, 3 + 0.6 * len(classes)), 4)
     axes = figure.subplots()
     x = np.arange(len(classes))
     axes.bar(x - 0.2, precision, 0.4, label="precision")
@@ -97,7 +97,7 @@ def misclassified(images: np.ndarray, y_true: np.ndarray, probabilities: np.ndar
     cell_h, cell_w = h + pad_top + gap, w + gap
     width = columns * 1.3
     height = width * rows * cell_h / (columns * cell_w) + 0.4
-    figure = _figure(width, height, left=0.005, right=0.995, bottom=0.005, top=1 - 0.4 / height)
+    figure = new_figure(width, height, left=0.005, right=0.995, bottom=0.005, top=1 - 0.4 / height)
     axes = figure.subplots()
     axes.axis("off")
     title = f"misclassified test images: {len(all_wrong)} of {len(y_true)}"

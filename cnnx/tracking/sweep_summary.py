@@ -104,16 +104,14 @@ def sweep_table(client, parent_run_id: str, monitor: str | None = None) -> Sweep
 
 def objective_figure(table: SweepTable):
     """Objective against each swept param, one panel per param; the best child is marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from cnnx.tracking.plots import new_figure
 
     column = table.objective_column
     scored = [r for r in table.rows if r[column] is not None]
     best = table.best()
     panels = table.swept or ["run_name"]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.2), squeeze=False)
+    fig = new_figure(3.6 * len(panels), 3.2)
+    axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, key in zip(axes[0], panels):
         raw = [r[key] for r in scored]
         try:
@@ -147,11 +145,7 @@ def record_summary(client, parent_run_id: str, table: SweepTable) -> dict[str, A
     best = table.best()
     client.log_text(parent_run_id, table.to_csv(), "comparison.csv")
     if table.rows:
-        import matplotlib.pyplot as plt
-
-        fig = objective_figure(table)
-        client.log_figure(parent_run_id, fig, "comparison.png")
-        plt.close(fig)
+        client.log_figure(parent_run_id, objective_figure(table), "comparison.png")
     if best is None:
         return None
     params = {k: best[k] for k in table.swept}
