@@ -6,8 +6,7 @@ result here: one ``.npz`` per set of options, named by a hash of the options and
 versions that produced it (cnnx, the library, this file's format), written atomically and
 rebuilt whenever it cannot be read.
 
-``CNNX_CACHE_DIR`` chooses the folder (default ``$XDG_CACHE_HOME/cnnx`` or ``~/.cache/cnnx``);
-``CNNX_CACHE_DIR=off`` turns the cache off.
+The folder is ``cnnx.cache_dir`` (``CNNX_CACHE_DIR``; ``off`` turns caching off).
 """
 
 from __future__ import annotations
@@ -23,20 +22,12 @@ from typing import Any
 
 import numpy as np
 
+from cnnx.cache_dir import CACHE_ENV, cache_dir
 from cnnx.data.splits import DataSplits
 
-CACHE_ENV = "CNNX_CACHE_DIR"
 #: Bump when what a cached file holds, or how a loader prepares it, changes.
 FORMAT = 1
 _SPLITS = ("train", "val", "test")
-
-
-def cache_dir() -> Path | None:
-    configured = os.environ.get(CACHE_ENV)
-    if configured:
-        return None if configured.lower() in ("off", "0", "false", "none") else Path(configured)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "cnnx"
 
 
 def cached_splits(kind: str, options: Mapping[str, Any], build: Callable[[], DataSplits]) -> DataSplits:
