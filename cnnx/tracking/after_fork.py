@@ -1,8 +1,8 @@
 """A forked process must not share its parent's open database connections.
 
 MLflow keeps one SQLAlchemy engine per store URI, with a pool of open connections. A process
-forked from one that has used the store (cnnx's tracking process; joblib workers with
-``hydra.launcher.backend=multiprocessing``) inherits that pool, and two processes talking
+forked from one that has used the store (cnnx's tracking process; joblib sweep workers,
+``cnnx.fork_workers``) inherits that pool, and two processes talking
 through one sqlite or server connection corrupt each other's traffic. SQLAlchemy's remedy is
 ``engine.dispose(close=False)`` in the child: the pool forgets the inherited connections
 without closing them under the parent, and the child opens its own.
