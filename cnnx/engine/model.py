@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnx.engine.flat_parameters import flatten_parameters
 from cnnx.engine.module import Module, Shape
 from cnnx.engine.sequential import Sequential
 from cnnx.engine.spec import layers_from_spec
@@ -20,6 +21,12 @@ class Model(Sequential):
                  where: str = "model.layers"):
         super().__init__(layers, where)
         self.build(tuple(int(d) for d in input_shape), rng)
+        flatten_parameters([p for _, p in self.named_parameters()])
+
+    def to(self, dtype: Any) -> Model:
+        super().to(dtype)
+        flatten_parameters([p for _, p in self.named_parameters()])
+        return self
 
     def build(self, input_shape: Shape, rng: np.random.Generator) -> Shape:
         if len(input_shape) != 3 or any(d <= 0 for d in input_shape):

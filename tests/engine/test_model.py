@@ -162,3 +162,23 @@ def test_backward_without_input_grad_gives_the_same_parameter_grads(first):
     # the flag is per call: the input gradient is back when asked for
     model.forward(x, training=True)
     np.testing.assert_array_equal(model.backward(grad_y), grad_x)
+
+
+def test_parameters_live_in_one_buffer_through_loading_and_casting():
+    from cnnx.engine.flat_parameters import shared_buffer
+
+    spec = {"conv": {"type": "conv2d", "out_channels": 4, "kernel_size": 3},
+            "bn": {"type": "batchnorm2d"},
+            "block": {"type": "residual", "layers": {"c": {"type": "conv2d", "out_channels": 4, "kernel_size": 3, "padding": 1}}},
+            "flat": {"type": "flatten"}, "fc": {"type": "dense", "out_features": 3}}
+    model = cnnx.build_model(spec, (2, 6, 6), seed=0)
+    params = [p for _, p in model.named_parameters()]
+    flat = shared_buffer(params)
+    assert flat is not None and flat.size == model.parameter_count() and flat.dtype == np.float32
+    same_seed = cnnx.build_model(spec, (2, 6, 6), seed=0).state_dict()
+    assert all(np.array_equal(v, same_seed[k]) for k, v in model.state_dict().items())  # values kept
+    model.load_state_dict(cnnx.build_model(spec, (2, 6, 6), seed=1).state_dict())
+    assert shared_buffer(params) is flat  # loaded in place
+    model.to(np.float64)
+    cast = shared_buffer([p for _, p in model.named_parameters()])
+    assert cast is not None and cast.dtype == np.float64

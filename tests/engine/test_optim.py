@@ -10,6 +10,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
+from cnnx.engine.flat_parameters import flatten_parameters, shared_buffer
 from cnnx.engine.optim.adam import Adam, AdamW
 from cnnx.engine.optim.optimizer import Optimizer
 from cnnx.engine.optim.rmsprop import RMSprop
@@ -400,3 +401,61 @@ def test_base_class_is_abstract():
     opt = Optimizer([("w", Parameter(np.zeros(1)))], lr=0.1)
     with pytest.raises(NotImplementedError):
         opt.step()
+
+
+# -- parameters sharing one buffer (cnnx.engine.flat_parameters) ----------------------------
+def run_flat(cls, kwargs, start, grad_fn, steps=STEPS, dtype=np.float64):
+    params = {n: Parameter(a.astype(dtype).copy()) for n, a in start.items()}
+    flatten_parameters(list(params.values()))
+    opt = cls(params.items(), **kwargs)
+    for t in range(steps):
+        for n, p in params.items():
+            p.grad = grad_fn(n, t)(p.data).astype(dtype)
+        opt.step()
+    return params, opt
+
+
+@pytest.mark.parametrize(("cls", "ref", "kwargs"), CASES, ids=IDS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_parameters_in_one_buffer_follow_exactly_the_per_parameter_trajectory(cls, ref, kwargs, dtype):
+    start, grad_fn = make_problem(dtype=dtype)
+    separate, _ = run_cnnx(cls, kwargs, start, grad_fn, dtype=dtype)
+    shared, opt = run_flat(cls, kwargs, start, grad_fn, dtype=dtype)
+    assert opt._flat is not None, "the one-buffer update was not used"
+    assert shared_buffer(list(shared.values())) is opt._flat.data  # still views of one buffer
+    for name in SHAPES:
+        np.testing.assert_array_equal(shared[name].data, separate[name].data, err_msg=name)
+        assert shared[name].data.dtype == dtype
+    # state keyed by name, as views of the flat state
+    state = opt.state_dict()
+    assert {k for k in state if k.startswith("state.")} == {
+        f"state.{n}.{slot}" for n in SHAPES for slot in opt.slots()}
+
+
+def test_rebinding_a_parameter_falls_back_to_per_parameter_updates():
+    start, grad_fn = make_problem()
+    params = {n: Parameter(a.copy()) for n, a in start.items()}
+    flatten_parameters(list(params.values()))
+    opt = SGD(params.items(), lr=0.05, momentum=0.9)
+    expected, _ = run_cnnx(SGD, {"lr": 0.05, "momentum": 0.9}, start, grad_fn)
+    for t in range(STEPS):
+        if t == 3:
+            params["fc.weight"].data = params["fc.weight"].data.copy()  # e.g. Module.to
+        for n, p in params.items():
+            p.grad = grad_fn(n, t)(p.data)
+        opt.step()
+    for name in SHAPES:
+        np.testing.assert_array_equal(params[name].data, expected[name].data, err_msg=name)
+
+
+def test_an_optimizer_that_is_not_elementwise_updates_parameter_by_parameter():
+    seen = []
+
+    class PerTensorNorm(Optimizer):
+        def _update(self, data, grad, state, scratch, lr):
+            seen.append(data.shape)
+            data -= lr * grad / (np.linalg.norm(grad) + 1e-12)  # a per-parameter quantity
+
+    start, grad_fn = make_problem()
+    params, _ = run_flat(PerTensorNorm, {"lr": 0.1}, start, grad_fn, steps=1)
+    assert seen == list(SHAPES.values())

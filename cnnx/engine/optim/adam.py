@@ -23,6 +23,7 @@ from cnnx.engine.parameter import Parameter
 
 
 class Adam(Optimizer):
+    elementwise = True
     scratch_count = 2
     #: AdamW flips this: weight decay shrinks the parameters instead of adding to the grad.
     decoupled_weight_decay = False

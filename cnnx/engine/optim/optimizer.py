@@ -12,12 +12,14 @@ written by one process loads into a freshly built model of the same spec in anot
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from collections.abc import Iterable, Mapping
 from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
 
+from cnnx.engine.flat_parameters import shared_buffer
 from cnnx.engine.parameter import Parameter
 from cnnx.errors import CheckpointError, ConfigError
 
@@ -99,6 +101,15 @@ def check_betas(owner: str, value: Any) -> tuple[float, float]:
 
 
 # -- the base class --------------------------------------------------------------------------
+@dataclass
+class _FlatState:
+    data: np.ndarray
+    views: tuple[np.ndarray, ...]  # each parameter's data when the buffer was found
+    grad: np.ndarray
+    state: dict[str, np.ndarray]
+    scratch: list[np.ndarray]
+
+
 class Optimizer:
     """Base class: subclasses declare their state ``slots`` and implement ``_update``.
 
@@ -138,6 +149,8 @@ class Optimizer:
         # Per-parameter workspace for intermediates: never checkpointed, reused every step so
         # the hot path does not allocate.
         self._scratch: dict[str, list[np.ndarray]] = {}
+        # The whole-model arrays when parameters share one buffer (see ``elementwise``).
+        self._flat: _FlatState | None = None
 
     # -- what subclasses provide ----------------------------------------------------------
     #: Names of the per-parameter state arrays (same shape as the parameter).
@@ -146,6 +159,11 @@ class Optimizer:
 
     #: How many scratch arrays ``_update`` needs per parameter.
     scratch_count = 1
+
+    #: True when ``_update`` treats every element on its own (no per-parameter norms, as LAMB
+    #: has): the optimizer may then update parameters that share one buffer
+    #: (``cnnx.engine.flat_parameters``) as a single flat array.
+    elementwise = False
 
     def _update(
         self,
@@ -167,11 +185,32 @@ class Optimizer:
         self._ensure_state()
         self.step_count += 1
         lr = float(self.lr)  # schedulers may hand in NumPy scalars; keep float32 float32
+        flat = self._flat
+        # Identity checks only: anything that rebinds a parameter's data (Module.to) ends this.
+        if flat is not None and all(p.data is view for p, view in zip(self.params.values(), flat.views)):
+            np.concatenate([p.grad.reshape(-1) for p in self.params.values()], out=flat.grad)
+            self._update(flat.data, flat.grad, flat.state, flat.scratch, lr)
+            return
         for name, param in self.params.items():
             self._update(param.data, param.grad, self.state[name], self._scratch[name], lr)
 
     def _ensure_state(self) -> None:
         if len(self.state) == len(self.params):
+            return
+        params = list(self.params.values())
+        buffer = shared_buffer(params) if self.elementwise else None
+        if buffer is not None and not self.state:
+            # State and scratch as flat arrays too; per-parameter entries are views of them, so
+            # checkpoints stay keyed by parameter name.
+            self._flat = _FlatState(buffer, tuple(p.data for p in params), np.empty_like(buffer),
+                                    {slot: np.zeros_like(buffer) for slot in self.slots()},
+                                    [np.empty_like(buffer) for _ in range(self.scratch_count)])
+            offset = 0
+            for name, param in self.params.items():
+                part = slice(offset, offset + param.data.size)
+                self.state[name] = {slot: a[part].reshape(param.shape) for slot, a in self._flat.state.items()}
+                self._scratch[name] = [a[part].reshape(param.shape) for a in self._flat.scratch]
+                offset += param.data.size
             return
         for name, param in self.params.items():
             if name not in self.state:

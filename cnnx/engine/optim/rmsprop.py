@@ -22,6 +22,7 @@ from cnnx.engine.parameter import Parameter
 
 
 class RMSprop(Optimizer):
+    elementwise = True
     scratch_count = 2
 
     def __init__(

@@ -23,6 +23,7 @@ from cnnx.errors import ConfigError
 
 
 class SGD(Optimizer):
+    elementwise = True
     def __init__(
         self,
         named_parameters: Iterable[tuple[str, Parameter]],
