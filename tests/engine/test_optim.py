@@ -109,8 +109,10 @@ def make_problem(seed: int = 0, dtype=np.float64):
     return start, grad_fn
 
 
-def run_cnnx(cls, kwargs, start, grad_fn, steps=STEPS, dtype=np.float64):
+def run_cnnx(cls, kwargs, start, grad_fn, steps=STEPS, dtype=np.float64, one_buffer=False):
     params = {n: Parameter(a.astype(dtype).copy()) for n, a in start.items()}
+    if one_buffer:
+        flatten_parameters(list(params.values()))
     opt = cls(params.items(), **kwargs)
     for t in range(steps):
         for n, p in params.items():
@@ -404,23 +406,12 @@ def test_base_class_is_abstract():
 
 
 # -- parameters sharing one buffer (cnnx.engine.flat_parameters) ----------------------------
-def run_flat(cls, kwargs, start, grad_fn, steps=STEPS, dtype=np.float64):
-    params = {n: Parameter(a.astype(dtype).copy()) for n, a in start.items()}
-    flatten_parameters(list(params.values()))
-    opt = cls(params.items(), **kwargs)
-    for t in range(steps):
-        for n, p in params.items():
-            p.grad = grad_fn(n, t)(p.data).astype(dtype)
-        opt.step()
-    return params, opt
-
-
 @pytest.mark.parametrize(("cls", "ref", "kwargs"), CASES, ids=IDS)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_parameters_in_one_buffer_follow_exactly_the_per_parameter_trajectory(cls, ref, kwargs, dtype):
     start, grad_fn = make_problem(dtype=dtype)
     separate, _ = run_cnnx(cls, kwargs, start, grad_fn, dtype=dtype)
-    shared, opt = run_flat(cls, kwargs, start, grad_fn, dtype=dtype)
+    shared, opt = run_cnnx(cls, kwargs, start, grad_fn, dtype=dtype, one_buffer=True)
     assert opt._flat is not None, "the one-buffer update was not used"
     assert shared_buffer(list(shared.values())) is opt._flat.data  # still views of one buffer
     for name in SHAPES:
@@ -457,5 +448,5 @@ def test_an_optimizer_that_is_not_elementwise_updates_parameter_by_parameter():
             data -= lr * grad / (np.linalg.norm(grad) + 1e-12)  # a per-parameter quantity
 
     start, grad_fn = make_problem()
-    params, _ = run_flat(PerTensorNorm, {"lr": 0.1}, start, grad_fn, steps=1)
+    run_cnnx(PerTensorNorm, {"lr": 0.1}, start, grad_fn, steps=1, one_buffer=True)
     assert seen == list(SHAPES.values())
