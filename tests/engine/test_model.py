@@ -182,3 +182,38 @@ def test_parameters_live_in_one_buffer_through_loading_and_casting():
     model.to(np.float64)
     cast = shared_buffer([p for _, p in model.named_parameters()])
     assert cast is not None and cast.dtype == np.float64
+
+
+@pytest.mark.parametrize("pool", [
+    {"kernel_size": 2},
+    {"kernel_size": 3, "stride": 2, "padding": 1},  # overlapping windows, -inf padding
+    {"kernel_size": [2, 3], "stride": 1},
+])
+@pytest.mark.parametrize("inplace", [False, True])
+def test_relu_then_max_pool_runs_swapped_with_identical_outputs_and_gradients(pool, inplace):
+    spec = {"conv": {"type": "conv2d", "out_channels": 3, "kernel_size": 3, "padding": 1},
+            "relu": {"type": "relu", "inplace": inplace}, "pool": {"type": "maxpool2d", **pool},
+            "flat": {"type": "flatten"}, "fc": {"type": "dense", "out_features": 4}}
+    model = cnnx.build_model(spec, (2, 7, 7), seed=3)
+    assert [type(layer).__name__ for layer in model._run_order][1:3] == ["MaxPool2D", "ReLU"]
+    rng = np.random.default_rng(0)
+    # Rounded inputs and zeroed weights make ties and all-negative windows common.
+    x = np.round(rng.standard_normal((5, 2, 7, 7)), 0).astype(np.float32)
+    model.load_state_dict({k: np.where(np.abs(v) < 0.1, 0, np.round(v, 1)) for k, v in model.state_dict().items()})
+    g = rng.standard_normal((5, 4)).astype(np.float32)
+
+    out = model.forward(x, training=True)
+    grad_x = model.backward(g)
+    grads = {n: p.grad.copy() for n, p in model.named_parameters()}
+
+    # the declared order, layer by layer
+    h = x
+    for layer in model.layers.values():
+        h = layer.forward(h, training=True)
+    back = g
+    for layer in reversed(list(model.layers.values())):
+        back = layer.backward(back)
+    np.testing.assert_array_equal(out, h)
+    np.testing.assert_array_equal(grad_x, back)
+    for name, param in model.named_parameters():
+        np.testing.assert_array_equal(grads[name], param.grad, err_msg=name)
