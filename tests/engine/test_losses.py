@@ -266,3 +266,16 @@ def test_losses_match_torch():
     got = MSELoss()(o, target)
     assert got[0] == pytest.approx(expected[0], rel=1e-12)
     np.testing.assert_allclose(got[1], expected[1], rtol=1e-12)
+
+
+def test_cross_entropy_gradient_does_not_depend_on_the_logits_memory_order():
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal((6, 4)).astype(np.float32)
+    labels = rng.integers(0, 4, 6)
+    for smoothing in (0.0, 0.2):
+        loss = CrossEntropyLoss(label_smoothing=smoothing)
+        value, grad = loss(logits, labels)
+        value_f, grad_f = loss(np.asfortranarray(logits), labels)
+        assert value_f == value
+        np.testing.assert_array_equal(grad_f, grad)
+        np.testing.assert_allclose(grad.sum(axis=1), 0, atol=1e-7)

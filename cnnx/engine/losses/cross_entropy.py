@@ -51,7 +51,8 @@ class CrossEntropyLoss(Loss):
         smoothing = self.label_smoothing
 
         shifted = logits - logits.max(axis=1, keepdims=True)
-        grad = np.exp(shifted)
+        # C order whatever the logits' layout: the flat view below must write through.
+        grad = np.exp(shifted, out=np.empty(shifted.shape, shifted.dtype))
         sumexp = grad.sum(axis=1)
         # -sum_k target_k * log_softmax_k = log(sum exp(shifted)) - sum_k target_k * shifted_k
         total = np.log(sumexp).sum() - (1 - smoothing) * shifted.take(target_at).sum()
