@@ -450,3 +450,32 @@ def test_an_optimizer_that_is_not_elementwise_updates_parameter_by_parameter():
     start, grad_fn = make_problem()
     run_cnnx(PerTensorNorm, {"lr": 0.1}, start, grad_fn, steps=1, one_buffer=True)
     assert seen == list(SHAPES.values())
+
+
+def test_a_subclass_with_its_own_update_is_not_taken_for_elementwise():
+    class LarsLike(SGD):  # per-parameter trust ratios, as LARS has
+        def _update(self, data, grad, state, scratch, lr):
+            data -= lr * grad * np.linalg.norm(data) / (np.linalg.norm(grad) + 1e-12)
+
+    class Declared(SGD):
+        elementwise = True
+
+        def _update(self, data, grad, state, scratch, lr):
+            super()._update(data, grad, state, scratch, lr)
+
+    assert SGD.elementwise and not LarsLike.elementwise and Declared.elementwise
+    start, grad_fn = make_problem()
+    _, opt = run_cnnx(LarsLike, {"lr": 0.1}, start, grad_fn, steps=2, one_buffer=True)
+    assert opt._flat is None
+
+
+def test_a_gradient_of_the_wrong_shape_is_an_error_even_in_one_buffer():
+    start, grad_fn = make_problem()
+    params = {n: Parameter(a.copy()) for n, a in start.items()}
+    flatten_parameters(list(params.values()))
+    opt = SGD(params.items(), lr=0.1)
+    for n, p in params.items():
+        p.grad = grad_fn(n, 0)(p.data)
+    params["fc.weight"].grad = params["fc.weight"].grad.T.copy()  # right size, wrong shape
+    with pytest.raises(ValueError):
+        opt.step()

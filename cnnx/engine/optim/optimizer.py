@@ -12,8 +12,8 @@ written by one process loads into a freshly built model of the same spec in anot
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any
 
@@ -165,6 +165,12 @@ class Optimizer:
     #: (``cnnx.engine.flat_parameters``) as a single flat array.
     elementwise = False
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # A subclass with its own update (say, LARS from SGD) must declare it elementwise itself.
+        if "_update" in cls.__dict__ and "elementwise" not in cls.__dict__:
+            cls.elementwise = False
+
     def _update(
         self,
         data: np.ndarray,
@@ -186,8 +192,10 @@ class Optimizer:
         self.step_count += 1
         lr = float(self.lr)  # schedulers may hand in NumPy scalars; keep float32 float32
         flat = self._flat
-        # Identity checks only: anything that rebinds a parameter's data (Module.to) ends this.
-        if flat is not None and all(p.data is view for p, view in zip(self.params.values(), flat.views)):
+        # Cheap checks only: anything that rebinds a parameter's data (Module.to) ends this, and
+        # a gradient of another shape or dtype gets the per-parameter path (and its errors).
+        if flat is not None and all(p.data is view and p.grad.shape == view.shape and p.grad.dtype == view.dtype
+                                    for p, view in zip(self.params.values(), flat.views)):
             np.concatenate([p.grad.reshape(-1) for p in self.params.values()], out=flat.grad)
             self._update(flat.data, flat.grad, flat.state, flat.scratch, lr)
             return
