@@ -5,26 +5,29 @@ imports MLflow, its SQLAlchemy store and matplotlib again (about 6 s of CPU here
 first job trains, so on two cores a sweep of short jobs was no faster in parallel than one
 job after another. Forked workers start with everything the main process has imported.
 
-Two things keep forking sound:
+What keeps forking sound:
 - ``gc.freeze()`` before the fork: loky runs ``gc.collect()`` after every task, and a full
   collection over the inherited heap cost about 1 s per job (and copies every page it touches).
-- ``cnnx.tracking.after_fork``: a forked process drops the database connections it inherited.
+- ``cnnx.tracking.after_fork``: a forked process drops the database connections and MLflow's
+  telemetry client it inherited (the client's threads and locks do not survive a fork).
+- The main process of a sweep never trains: it has run no OpenMP region (libgomp cannot be
+  used again after a fork), and OpenBLAS re-creates its threads in a forked child itself.
 
 Linux only (macOS system libraries are not fork-safe); ``sweep.fork_workers=false`` turns it
-off. The main process of a sweep never trains, so no BLAS or OpenMP thread pool exists yet
-when the workers are forked.
+off.
 """
 
 from __future__ import annotations
 
 import gc
 import importlib
+import os
 import sys
 import warnings
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 #: What every job imports, beyond what the sweep's own callbacks import (the MLflow sweep
 #: callback has imported MLflow and its store by now).
@@ -35,9 +38,10 @@ TRACKING_MODULES = ("cnnx.tracking.mlflow_tracker", "cnnx.tracking.run_report", 
 
 def fork_workers_wanted(config: DictConfig) -> bool:
     """``sweep.fork_workers`` resolved: null means yes on Linux with the joblib launcher."""
-    if "hydra_joblib_launcher" not in str(config.hydra.launcher.get("_target_", "")):
+    launcher = OmegaConf.select(config, "hydra.launcher._target_", default="")
+    if "hydra_joblib_launcher" not in str(launcher) or not hasattr(os, "fork"):
         return False
-    setting = config.sweep.fork_workers
+    setting = OmegaConf.select(config, "sweep.fork_workers", default=None)
     return sys.platform.startswith("linux") if setting is None else bool(setting)
 
 
@@ -47,7 +51,8 @@ class ForkJoblibWorkers(Callback):
             return
         from joblib.externals.loky.backend import context
 
-        for name in JOB_MODULES + (TRACKING_MODULES if config.tracking.enabled else ()):
+        tracked = OmegaConf.select(config, "tracking.enabled", default=True)
+        for name in JOB_MODULES + (TRACKING_MODULES if tracked else ()):
             importlib.import_module(name)
         # loky warns that fork "does not respect POSIX": its workers only run jobs, which is
         # what fork-based pools have always done; the warning would only confuse users.
