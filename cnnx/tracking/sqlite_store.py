@@ -18,10 +18,12 @@ and later stores start as a copy of it: milliseconds instead of seconds.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
 import sqlite3
+import tempfile
 from pathlib import Path
 
 #: Schemas built ahead by this process: database path → the scratch file holding it.
@@ -80,17 +82,24 @@ def _initialize(scratch: Path) -> bool:
 
 
 def _template_path() -> Path | None:
-    from importlib.metadata import PackageNotFoundError, version
+    """Where the schema of this MLflow and SQLAlchemy is cached (None: caching is off)."""
+    from importlib.metadata import PackageNotFoundError, distribution, version
 
     from cnnx.cache_dir import cache_dir
 
     folder = cache_dir()
-    try:
-        # The schema is MLflow's migrations as SQLAlchemy emits them.
-        versions = f"mlflow-{version('mlflow')}-sqlalchemy-{version('sqlalchemy')}"
-    except PackageNotFoundError:
+    if folder is None:
         return None
-    return None if folder is None else folder / f"{versions}-schema.db"
+    try:
+        # The schema is MLflow's migrations as SQLAlchemy emits them. The migration files are
+        # named too, for installs (from source) whose version string outlives a new migration.
+        migrations = Path(str(distribution("mlflow").locate_file("mlflow/store/db_migrations/versions")))
+        names = sorted(p.name for p in migrations.glob("*.py"))
+        versions = f"mlflow-{version('mlflow')}-sqlalchemy-{version('sqlalchemy')}"
+    except (PackageNotFoundError, OSError):
+        return None
+    digest = hashlib.sha256("\n".join(names).encode()).hexdigest()[:12]
+    return folder / f"{versions}-{digest}-schema.db"
 
 
 def _copy_template(template: Path | None, scratch: Path) -> bool:
@@ -99,7 +108,7 @@ def _copy_template(template: Path | None, scratch: Path) -> bool:
         return False
     try:
         shutil.copyfile(template, scratch)
-        connection = sqlite3.connect(f"file:{scratch}?mode=ro", uri=True)
+        connection = sqlite3.connect(scratch)  # our own copy: no URI quoting of odd paths
         try:
             # Whole (a few ms), and a schema that MLflow finished migrating: its revision is recorded.
             (check,) = connection.execute("PRAGMA quick_check").fetchone()
@@ -118,15 +127,20 @@ def _keep_template(scratch: Path, template: Path | None) -> None:
     """Cache a freshly built schema for the next new store; a cache that cannot be written is skipped."""
     if template is None:
         return
-    temporary = template.with_name(f".{template.name}.{os.getpid()}.tmp")
+    temporary = None
     try:
         template.parent.mkdir(parents=True, exist_ok=True)
+        # A unique name: containers sharing a cache folder may reuse the same pid.
+        handle, name = tempfile.mkstemp(prefix=f".{template.name}.", suffix=".tmp", dir=template.parent)
+        os.close(handle)
+        temporary = Path(name)
         shutil.copyfile(scratch, temporary)
         os.replace(temporary, template)
     except OSError:
         pass
     finally:
-        temporary.unlink(missing_ok=True)
+        if temporary is not None:
+            temporary.unlink(missing_ok=True)
 
 
 def create_store_atomically(uri: str) -> None:
