@@ -10,6 +10,10 @@ forward pass takes the maxima and then finds the winners with a few whole-slab o
 compare every offset with the window maximum, OR-accumulate over the offsets, and keep the
 offset where the accumulated flag first turns on. Only the boolean winner mask is kept, so a
 later layer that modifies its input in place cannot corrupt the gradient.
+
+The 2×2, stride-2, unpadded max pooling of most CNNs has a path of its own (``_Pairwise2x2``):
+two pairwise stages over contiguous runs — the two columns of each window, then the two rows —
+instead of strided slabs per window offset, with two small masks for the gradient's route.
 """
 
 from __future__ import annotations
@@ -62,6 +66,9 @@ def max_pool2d_forward(
     """
     workspace = workspace if workspace is not None else Workspace()
     x_chwn = to_chwn(x, workspace, "input")
+    if kernel == stride == (2, 2) and padding == (0, 0):
+        y, route = _Pairwise2x2.forward(x_chwn, keep_winners)
+        return to_nchw(y), route
     channels, height, width, batch = x_chwn.shape
     if padding != (0, 0):
         padded_shape = (channels, height + 2 * padding[0], width + 2 * padding[1], batch)
@@ -101,6 +108,8 @@ def max_pool2d_backward(
 ) -> np.ndarray:
     """Input gradient: each window's output gradient goes to its first maximum."""
     g = to_chwn(grad_y, workspace, "grad_output")
+    if isinstance(winners, _Pairwise2x2):
+        return to_nchw(winners.backward(g, input_hw))
     channels, out_h, out_w, batch = g.shape
     padded_hw = (input_hw[0] + 2 * padding[0], input_hw[1] + 2 * padding[1])
     grad_padded = np.zeros((channels, *padded_hw, batch), g.dtype)
@@ -115,6 +124,56 @@ def max_pool2d_backward(
         np.multiply(g, winners, out=grad_windows)
     grad_x = grad_padded[:, padding[0]:padding[0] + input_hw[0], padding[1]:padding[1] + input_hw[1]]
     return to_nchw(grad_x)
+
+
+class _Pairwise2x2:
+    """Route of a 2×2, stride-2 max pooling: which column won in each row, which row won.
+
+    In CHWN memory the two columns of a window are two adjacent runs of N values and its two
+    rows are runs of W·N values, so every stage works on long contiguous runs. Strictly
+    greater wins, so ties go to the first column, then the first row: the first maximum in
+    row-major order, as PyTorch routes it.
+    """
+
+    __slots__ = ("right_won", "lower_won")
+
+    def __init__(self, right_won: np.ndarray, lower_won: np.ndarray) -> None:
+        self.right_won = right_won  # (C, OH, 2, OW, N): column 1 beat column 0 in that row
+        self.lower_won = lower_won  # (C, OH, OW, N): row 1's maximum beat row 0's
+
+    @staticmethod
+    def _pairs(x_chwn: np.ndarray) -> np.ndarray:
+        """(C, OH, 2, OW, 2, N) view of the windows' rows and columns (a leftover odd row or
+        column, outside every window, is left out)."""
+        channels, height, width, batch = x_chwn.shape
+        out_h, out_w = height // 2, width // 2
+        return x_chwn[:, :2 * out_h, :2 * out_w].reshape(channels, out_h, 2, out_w, 2, batch)
+
+    @classmethod
+    def forward(cls, x_chwn: np.ndarray, keep_winners: bool) -> tuple[np.ndarray, _Pairwise2x2 | None]:
+        pairs = cls._pairs(x_chwn)
+        left, right = pairs[..., 0, :], pairs[..., 1, :]
+        row_max = np.maximum(left, right)  # (C, OH, 2, OW, N), contiguous
+        y = np.maximum(row_max[:, :, 0], row_max[:, :, 1])
+        if not keep_winners:
+            return y, None
+        return y, cls(np.greater(right, left), np.greater(row_max[:, :, 1], row_max[:, :, 0]))
+
+    def backward(self, g_chwn: np.ndarray, input_hw: Pair) -> np.ndarray:
+        channels, out_h, out_w, batch = g_chwn.shape
+        grad_x = np.empty((channels, *input_hw, batch), g_chwn.dtype)
+        if input_hw[0] % 2 or input_hw[1] % 2:
+            grad_x[:, 2 * out_h:] = 0  # the leftover row and column get nothing
+            grad_x[:, :, 2 * out_w:] = 0
+        pairs = self._pairs(grad_x)
+        # rows: the winning row's share is g, the other's 0 (g·won and g − g·won)
+        per_row = np.empty((channels, out_h, 2, out_w, batch), g_chwn.dtype)
+        np.multiply(g_chwn, self.lower_won, out=per_row[:, :, 1])
+        np.subtract(g_chwn, per_row[:, :, 1], out=per_row[:, :, 0])
+        # then columns, within each row
+        np.multiply(per_row, self.right_won, out=pairs[..., 1, :])
+        np.subtract(per_row, pairs[..., 1, :], out=pairs[..., 0, :])
+        return grad_x
 
 
 # -- average pooling -----------------------------------------------------------------------

@@ -73,7 +73,7 @@ class MaxPool2D(_Pool2D):
 
     def __init__(self, kernel_size, stride=None, padding=0) -> None:
         super().__init__(kernel_size, stride, padding)
-        self._winners: np.ndarray | None = None
+        self._winners: object | None = None  # the route of the last training forward
 
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
         y, self._winners = max_pool2d_forward(
