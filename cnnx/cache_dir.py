@@ -8,7 +8,10 @@ when it cannot be read, and safe to delete at any time.
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 CACHE_ENV = "CNNX_CACHE_DIR"
 
@@ -20,3 +23,18 @@ def cache_dir() -> Path | None:
         return None if configured.lower() in ("off", "0", "false", "none") else Path(configured)
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "cnnx"
+
+
+def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Create or replace ``path`` with what ``write`` puts in a file: readers see the old file or
+    the whole new one, never a part. Raises OSError when the folder cannot be written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # A unique temporary name: processes in containers that share a cache folder may share pids.
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    temporary = Path(name)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            write(stream)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)

@@ -35,6 +35,10 @@ JOB_MODULES = ("cnnx.app",)
 #: ... and what a tracked job imports for its run report.
 TRACKING_MODULES = ("cnnx.tracking.mlflow_tracker", "cnnx.tracking.run_report", "cnnx.tracking.plots")
 
+# loky warns that fork "does not respect POSIX": its workers only run jobs, which is what
+# fork-based pools have always done; the warning would only confuse users.
+warnings.filterwarnings("ignore", message="`fork` start method should not be used", category=UserWarning)
+
 
 def fork_workers_wanted(config: DictConfig) -> bool:
     """``sweep.fork_workers`` resolved: null means yes on Linux with the joblib launcher."""
@@ -54,8 +58,5 @@ class ForkJoblibWorkers(Callback):
         tracked = OmegaConf.select(config, "tracking.enabled", default=True)
         for name in JOB_MODULES + (TRACKING_MODULES if tracked else ()):
             importlib.import_module(name)
-        # loky warns that fork "does not respect POSIX": its workers only run jobs, which is
-        # what fork-based pools have always done; the warning would only confuse users.
-        warnings.filterwarnings("ignore", message="`fork` start method should not be used", category=UserWarning)
         context.set_start_method("fork", force=True)
         gc.freeze()

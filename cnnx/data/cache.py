@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 import zipfile
 from collections.abc import Callable, Mapping
@@ -22,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnx.cache_dir import CACHE_ENV, cache_dir
+from cnnx.cache_dir import CACHE_ENV, cache_dir, write_atomically
 from cnnx.data.splits import DataSplits
 
 #: Bump when what a cached file holds, or how a loader prepares it, changes.
@@ -54,17 +53,10 @@ def cached_splits(kind: str, options: Mapping[str, Any], build: Callable[[], Dat
 
 
 def _write(path: Path, data: DataSplits) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {f"{part}_{name}": array for name in _SPLITS for part, array in zip("xy", getattr(data, name), strict=True)}
     header = {"classes": list(data.classes), "input_shape": list(data.input_shape), "name": data.name,
               "normalization": data.normalization}
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "wb") as handle:
-            np.savez(handle, header=np.array(json.dumps(header)), **arrays)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    write_atomically(path, lambda stream: np.savez(stream, header=np.array(json.dumps(header)), **arrays))
 
 
 def _read(path: Path) -> DataSplits:

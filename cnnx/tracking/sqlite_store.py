@@ -23,7 +23,6 @@ import logging
 import os
 import shutil
 import sqlite3
-import tempfile
 from pathlib import Path
 
 #: Schemas built ahead by this process: database path → the scratch file holding it.
@@ -127,20 +126,12 @@ def _keep_template(scratch: Path, template: Path | None) -> None:
     """Cache a freshly built schema for the next new store; a cache that cannot be written is skipped."""
     if template is None:
         return
-    temporary = None
+    from cnnx.cache_dir import write_atomically
+
     try:
-        template.parent.mkdir(parents=True, exist_ok=True)
-        # A unique name: containers sharing a cache folder may reuse the same pid.
-        handle, name = tempfile.mkstemp(prefix=f".{template.name}.", suffix=".tmp", dir=template.parent)
-        os.close(handle)
-        temporary = Path(name)
-        shutil.copyfile(scratch, temporary)
-        os.replace(temporary, template)
+        write_atomically(template, lambda stream: stream.write(scratch.read_bytes()))
     except OSError:
         pass
-    finally:
-        if temporary is not None:
-            temporary.unlink(missing_ok=True)
 
 
 def create_store_atomically(uri: str) -> None:
