@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from cnnx.engine.functional import conv as conv_functional
 from cnnx.engine.functional.im2col import Workspace, col2im, im2col, output_size, to_chwn
 from cnnx.engine.layers.conv import Conv2D
 from cnnx.errors import ConfigError, ShapeError
@@ -76,6 +77,41 @@ def test_forward_matches_direct_definition(c):
 @pytest.mark.parametrize("c", CONFIGS, ids=config_id)
 def test_gradients(c):
     check_gradients(make_layer(c), (c["in_channels"], *c["hw"]), batch_size=c["batch"], seed=3)
+
+
+def stride1_config(seed):
+    """A random geometry where both input-gradient routes apply: stride 1, padding < kernel."""
+    rng = np.random.default_rng(1000 + seed)
+    kernel = tuple(int(k) for k in rng.integers(1, 6, 2))
+    padding = tuple(int(rng.integers(0, k)) for k in kernel)
+    hw = tuple(int(rng.integers(max(1, k - 2 * p), k + 7)) for k, p in zip(kernel, padding))
+    return dict(in_channels=int(rng.integers(1, 6)), out_channels=int(rng.integers(1, 6)), kernel=kernel,
+                stride=(1, 1), padding=padding, hw=hw, batch=int(rng.integers(1, 5)), bias=bool(seed % 3))
+
+
+@pytest.mark.parametrize("route", ["col2im", "transposed"])
+@pytest.mark.parametrize("c", [stride1_config(seed) for seed in range(30)], ids=config_id)
+def test_both_input_gradient_routes(c, route, monkeypatch):
+    """Whichever route the size rule picks, each one is checked on its own at stride 1."""
+    monkeypatch.setattr(conv_functional, "transposed_route_pays", lambda *shape: route == "transposed")
+    check_gradients(make_layer(c), (c["in_channels"], *c["hw"]), batch_size=c["batch"], seed=4)
+
+
+@pytest.mark.parametrize(
+    "weight_shape, input_hw, stride, padding, batch, transposed",
+    [
+        ((16, 8, 3, 3), (4, 4), (1, 1), (1, 1), 64, True),  # the digits model's conv2
+        ((16, 16, 3, 3), (32, 32), (1, 1), (1, 1), 64, True),  # same channels: fewer values copied
+        ((16, 6, 5, 5), (14, 14), (1, 1), (0, 0), 64, False),  # LeNet-5's conv2: 2.6x the values
+        ((32, 16, 3, 3), (16, 16), (1, 1), (1, 1), 64, False),  # twice the values, out of cache
+        ((16, 16, 3, 3), (8, 8), (2, 2), (1, 1), 64, False),  # stride 2: no plain transposed conv
+        ((16, 16, 1, 1), (8, 8), (1, 1), (0, 0), 64, False),  # 1x1: col2im is one add
+        ((16, 16, 3, 3), (8, 8), (1, 1), (3, 3), 64, False),  # padding >= kernel
+    ],
+)
+def test_input_gradient_route_rule(weight_shape, input_hw, stride, padding, batch, transposed):
+    output_hw = tuple(output_size(n, k, s, p) for n, k, s, p in zip(input_hw, weight_shape[2:], stride, padding))
+    assert conv_functional.transposed_route_pays(weight_shape, input_hw, output_hw, stride, padding, batch) is transposed
 
 
 @pytest.mark.parametrize("c", CONFIGS[:4], ids=config_id)
