@@ -97,12 +97,32 @@ def test_both_input_gradient_routes(c, route, monkeypatch):
     check_gradients(make_layer(c), (c["in_channels"], *c["hw"]), batch_size=c["batch"], seed=4)
 
 
+def test_transposed_route_reuses_its_columns_across_steps_and_batch_sizes(monkeypatch):
+    """Its zero-padded column buffer is kept between steps; every input gradient stays exact."""
+    c = dict(in_channels=3, out_channels=4, kernel=(3, 2), stride=(1, 1), padding=(2, 1),
+             hw=(5, 4), batch=2, bias=True)
+    routes = {"col2im": built(c, np.float32), "transposed": built(c, np.float32)}
+    rng = np.random.default_rng(9)
+    steps = []
+    for batch in (2, 3, 2, 1):
+        x = rng.standard_normal((batch, 3, 5, 4)).astype(np.float32)
+        grads = {}
+        for route, layer in routes.items():
+            monkeypatch.setattr(conv_functional, "transposed_route_pays", lambda *shape, r=route: r == "transposed")
+            y = layer.forward(x)
+            grads[route] = layer.backward(np.random.default_rng(batch).standard_normal(y.shape).astype(np.float32))
+        steps.append(grads)
+    for grads in steps:  # earlier results are not overwritten by later steps
+        assert grads["transposed"].dtype == np.float32
+        np.testing.assert_allclose(grads["transposed"], grads["col2im"], rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize(
     "weight_shape, input_hw, stride, padding, batch, transposed",
     [
         ((16, 8, 3, 3), (4, 4), (1, 1), (1, 1), 64, True),  # the digits model's conv2
         ((16, 16, 3, 3), (32, 32), (1, 1), (1, 1), 64, True),  # same channels: fewer values copied
-        ((16, 6, 5, 5), (14, 14), (1, 1), (0, 0), 64, False),  # LeNet-5's conv2: 2.6x the values
+        ((16, 6, 5, 5), (14, 14), (1, 1), (0, 0), 64, False),  # LeNet-5's conv2: 5.2x the values
         ((32, 16, 3, 3), (16, 16), (1, 1), (1, 1), 64, False),  # twice the values, out of cache
         ((16, 16, 3, 3), (8, 8), (2, 2), (1, 1), 64, False),  # stride 2: no plain transposed conv
         ((16, 16, 1, 1), (8, 8), (1, 1), (0, 0), 64, False),  # 1x1: col2im is one add
