@@ -6,6 +6,10 @@ initial weights) runs in the same process and the steps are interleaved — engi
 engine, torch, … — so machine noise hits both alike, and the ratio engine/torch is reported.
 PyTorch is only ever imported here, and only if it is installed; cnnx does not depend on it.
 
+Interleaving has a price on a small machine: after its step, each library's idle threads spin
+for a while and take cores from the other one. ``--separate`` times all of the engine's steps,
+then all of torch's, so each runs at its own best; compare both figures on the same machine.
+
 Threads: ``--threads N`` caps NumPy's BLAS through threadpoolctl (when installed) and sets
 ``torch.set_num_threads(N)``. Without threadpoolctl, set ``OPENBLAS_NUM_THREADS`` /
 ``MKL_NUM_THREADS`` / ``OMP_NUM_THREADS`` in the environment before starting Python.
@@ -136,7 +140,8 @@ def median_ms(times: list[float]) -> float:
     return statistics.median(times) * 1e3
 
 
-def run(workloads: list[str], steps: int, warmup: int, batch_size: int, threads: int | None, use_torch: bool) -> None:
+def run(workloads: list[str], steps: int, warmup: int, batch_size: int, threads: int | None, use_torch: bool,
+        interleave: bool = True) -> None:
     torch = None
     if use_torch:
         try:
@@ -149,7 +154,8 @@ def run(workloads: list[str], steps: int, warmup: int, batch_size: int, threads:
         print(f"numpy {np.__version__}; {blas}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}")
         if torch is not None:
             print(f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
-        print(f"batch {batch_size}, float32, {steps} timed steps after {warmup} warm-up steps, interleaved\n")
+        order = "interleaved" if interleave else "each library on its own"
+        print(f"batch {batch_size}, float32, {steps} timed steps after {warmup} warm-up steps, {order}\n")
         header = f"{'workload':<8} {'engine ms':>10} {'samples/s':>10}"
         if torch is not None:
             header += f" {'torch ms':>10} {'samples/s':>10} {'engine/torch':>13}"
@@ -164,12 +170,14 @@ def run(workloads: list[str], steps: int, warmup: int, batch_size: int, threads:
             if torch is not None:
                 contenders["torch"] = torch_step(spec, state, x, y)
             times: dict[str, list[float]] = {k: [] for k in contenders}
-            for i in range(warmup + steps):
-                for label, step in contenders.items():
+            rounds = [contenders] * (warmup + steps) if interleave else [
+                {label: step} for label, step in contenders.items() for _ in range(warmup + steps)]
+            for i, round_ in enumerate(rounds):
+                for label, step in round_.items():
                     start = time.perf_counter()
                     step()
                     elapsed = time.perf_counter() - start
-                    if i >= warmup:
+                    if i % (warmup + steps) >= warmup:
                         times[label].append(elapsed)
             engine_ms = median_ms(times["engine"])
             line = f"{name:<8} {engine_ms:>10.3f} {batch_size / engine_ms * 1e3:>10.0f}"
@@ -188,10 +196,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workload", choices=sorted(WORKLOADS), action="append",
                         help="run only this workload (repeatable; default: all)")
     parser.add_argument("--no-torch", action="store_true", help="time the engine only")
+    parser.add_argument("--separate", action="store_true",
+                        help="time all engine steps, then all torch steps, instead of interleaving them")
     args = parser.parse_args(argv)
-    if args.steps < 1 or args.warmup < 0 or args.batch_size < 1 or (args.threads is not None and args.threads < 1):
-        parser.error("--steps, --batch-size and --threads must be positive, --warmup non-negative")
-    run(args.workload or list(WORKLOADS), args.steps, args.warmup, args.batch_size, args.threads, not args.no_torch)
+    for option, value, least in (("--steps", args.steps, 1), ("--warmup", args.warmup, 0),
+                                 ("--batch-size", args.batch_size, 1), ("--threads", args.threads, 1)):
+        if value is not None and value < least:
+            parser.error(f"{option} must be at least {least}, got {value}")
+    run(args.workload or list(WORKLOADS), args.steps, args.warmup, args.batch_size, args.threads, not args.no_torch,
+        interleave=not args.separate)
 
 
 if __name__ == "__main__":
