@@ -22,12 +22,19 @@ def flatten_parameters(params: Sequence[Parameter]) -> None:
     if len(params) < 2 or len({p.data.dtype for p in params}) != 1:
         return
     flat = np.empty(sum(p.data.size for p in params), params[0].data.dtype)
-    offset = 0
-    for param in params:
-        view = flat[offset:offset + param.data.size].reshape(param.data.shape)
+    for param, view in zip(params, parameter_views(flat, params)):
         np.copyto(view, param.data)
         param.data = view
-        offset += view.size
+
+
+def parameter_views(flat: np.ndarray, params: Sequence[Parameter]) -> list[np.ndarray]:
+    """Consecutive views of the 1-D ``flat``, one shaped like each parameter, in order."""
+    views = []
+    offset = 0
+    for param in params:
+        views.append(flat[offset:offset + param.data.size].reshape(param.data.shape))
+        offset += param.data.size
+    return views
 
 
 def shared_buffer(params: Sequence[Parameter]) -> np.ndarray | None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnx.engine.flat_parameters import shared_buffer
+from cnnx.engine.flat_parameters import parameter_views, shared_buffer
 from cnnx.engine.parameter import Parameter
 from cnnx.errors import CheckpointError, ConfigError
 
@@ -213,12 +213,11 @@ class Optimizer:
             self._flat = _FlatState(buffer, tuple(p.data for p in params), np.empty_like(buffer),
                                     {slot: np.zeros_like(buffer) for slot in self.slots()},
                                     [np.empty_like(buffer) for _ in range(self.scratch_count)])
-            offset = 0
-            for name, param in self.params.items():
-                part = slice(offset, offset + param.data.size)
-                self.state[name] = {slot: a[part].reshape(param.shape) for slot, a in self._flat.state.items()}
-                self._scratch[name] = [a[part].reshape(param.shape) for a in self._flat.scratch]
-                offset += param.data.size
+            state = {slot: parameter_views(a, params) for slot, a in self._flat.state.items()}
+            scratch = [parameter_views(a, params) for a in self._flat.scratch]
+            for i, name in enumerate(self.params):
+                self.state[name] = {slot: views[i] for slot, views in state.items()}
+                self._scratch[name] = [views[i] for views in scratch]
             return
         for name, param in self.params.items():
             if name not in self.state:
