@@ -6,6 +6,7 @@ the joblib launcher (``--workers`` jobs side by side, each job's BLAS given its 
 cores). Prints both wall times and the speed-up; the load average shows how busy the machine
 was, since other processes take cores from either run. ``--repeat N`` runs N such pairs and
 reports the median speed-up: on a shared host one pair can be off by a third either way.
+``--sweep OVERRIDE`` (repeatable) times another sweep of the same preset instead.
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ from pathlib import Path
 SWEEP = ["optimizer.lr=0.02,0.1", "model.layers.conv1.out_channels=4,8", "trainer.batch_size=32,64"]
 
 
-def time_sweep(workdir: Path, epochs: int | None, launcher: list[str]) -> tuple[float, float]:
-    """Wall seconds and CPU seconds (all processes of the sweep) of one sweep."""
+def time_sweep(workdir: Path, epochs: int | None, sweep: list[str], launcher: list[str]) -> tuple[float, float, int]:
+    """Wall seconds, CPU seconds (all processes of the sweep) and jobs run of one sweep."""
     workdir.mkdir(parents=True)
     command = [sys.executable, "-m", "cnnx", "-m", "+experiment=digits_small",
-               *([f"trainer.epochs={epochs}"] if epochs else []), *SWEEP, *launcher, f"hydra.sweep.dir={workdir / 'sweep'}"]
+               *([f"trainer.epochs={epochs}"] if epochs else []), *sweep, *launcher, f"hydra.sweep.dir={workdir / 'sweep'}"]
     environment = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     cpu_before = _children_cpu()
     start = time.perf_counter()
@@ -35,8 +36,12 @@ def time_sweep(workdir: Path, epochs: int | None, launcher: list[str]) -> tuple[
     elapsed = time.perf_counter() - start
     cpu = _children_cpu() - cpu_before
     if result.returncode != 0:
-        raise SystemExit(f"sweep failed ({' '.join(command)}):\n{result.stderr[-2000:]}")
-    return elapsed, cpu
+        # The CLI's own error is its last line: a config mistake reads as it would by hand.
+        reason = next((line for line in reversed(result.stderr.splitlines()) if line.strip()), "no error output")
+        raise SystemExit(f"python -m cnnx.bench_sweep: the sweep failed (exit {result.returncode}): {reason.strip()}")
+    # Hydra gives every job of a multirun its own numbered directory.
+    jobs = sum(1 for job_dir in (workdir / "sweep").iterdir() if job_dir.name.isdigit())
+    return elapsed, cpu, jobs
 
 
 def _children_cpu() -> float:
@@ -45,15 +50,21 @@ def _children_cpu() -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m cnnx.bench_sweep", description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=None, help="epochs per job (default: the preset's 20)")
     parser.add_argument("--workers", type=int, default=2, help="joblib workers (default 2)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="pairs of sweeps, alternating sequential and joblib; the median speed-up is reported")
+    parser.add_argument("--sweep", action="append", metavar="OVERRIDE",
+                        help=f"a sweep override of the digits_small preset, repeatable (default: {' '.join(SWEEP)})")
     args = parser.parse_args(argv)
+    for option, value in (("--epochs", args.epochs), ("--workers", args.workers), ("--repeat", args.repeat)):
+        if value is not None and value < 1:
+            parser.error(f"{option} must be at least 1, got {value}")
+    sweep = args.sweep or SWEEP
 
     epochs = args.epochs or "the preset's 20"
-    print(f"8-job digits_small sweep, {epochs} epochs per job, {os.cpu_count()} cores")
+    print(f"digits_small sweep {' '.join(sweep)}, {epochs} epochs per job, {os.cpu_count()} cores")
     launchers = {"sequential (basic launcher)": [],
                  f"joblib, {args.workers} workers": ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={args.workers}"]}
     speedups = []
@@ -62,9 +73,10 @@ def main(argv: list[str] | None = None) -> int:
             walls = []
             for number, (name, launcher) in enumerate(launchers.items()):
                 load = os.getloadavg()[0]
-                wall, cpu = time_sweep(Path(tmp) / f"{pair}-{number}", args.epochs, launcher)
+                wall, cpu, jobs = time_sweep(Path(tmp) / f"{pair}-{number}", args.epochs, sweep, launcher)
                 walls.append(wall)
-                print(f"{name + ':':30s} {wall:7.1f} s wall, {cpu:6.1f} s CPU (load average before: {load:.2f})")
+                print(f"{name + ':':30s} {wall:7.1f} s wall, {cpu:6.1f} s CPU, {jobs} jobs "
+                      f"(load average before: {load:.2f})")
             speedups.append(walls[0] / walls[1])
             print(f"speed-up: {speedups[-1]:.2f}x")
     if args.repeat > 1:

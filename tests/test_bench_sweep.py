@@ -1,0 +1,46 @@
+"""``python -m cnnx.bench_sweep`` through its real command line: both sweeps run and are reported.
+
+How fast either sweep runs is the benchmark's business; here only that it runs the jobs it
+says, reports a speed-up consistent with its wall times, and names bad input on one line.
+"""
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+
+def run_bench_sweep(*args: str, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cnnx.bench_sweep", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_times_the_sweep_sequentially_and_with_joblib(tmp_path):
+    result = run_bench_sweep("--epochs", "1", "--sweep", "optimizer.lr=0.02,0.1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    walls = {}
+    for name in ("sequential (basic launcher)", "joblib, 2 workers"):
+        line = next(line for line in result.stdout.splitlines() if line.startswith(name + ":"))
+        wall, cpu, jobs = re.search(r"([\d.]+) s wall, +([\d.]+) s CPU, (\d+) jobs", line).groups()
+        assert int(jobs) == 2 and float(cpu) > 0, line
+        walls[name] = float(wall)
+    speedup = float(re.search(r"^speed-up: ([\d.]+)x$", result.stdout, re.MULTILINE).group(1))
+    assert speedup == pytest.approx(walls["sequential (basic launcher)"] / walls["joblib, 2 workers"], abs=0.06)
+    assert list(tmp_path.iterdir()) == [], "the sweeps' stores and outputs belong in a temporary directory"
+
+
+def test_a_failing_sweep_reports_the_clis_error_on_one_line(tmp_path):
+    result = run_bench_sweep("--epochs", "1", "--sweep", "optimizer.lrr=0.02,0.1", cwd=tmp_path)
+    assert result.returncode == 1
+    message = result.stderr.strip()
+    assert "\n" not in message and message.startswith("python -m cnnx.bench_sweep: the sweep failed"), message
+    assert "optimizer.lrr" in message
+
+
+@pytest.mark.parametrize("option", ["--epochs", "--workers", "--repeat"])
+def test_bad_option_is_named(option, tmp_path):
+    result = run_bench_sweep(option, "0", cwd=tmp_path)
+    assert result.returncode == 2
+    assert f"{option} must be at least 1, got 0" in result.stderr.splitlines()[-1]
