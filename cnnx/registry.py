@@ -131,7 +131,8 @@ def check_options(
     for key in options:
         if key not in accepted:
             raise ConfigError(
-                f"unknown option {where}.{key} for {what}; accepted: {', '.join(accepted) or 'none'}"
+                f"unknown option {where}.{key} for {what}; accepted: {', '.join(accepted) or 'none'} "
+                f"(set by a preset or another group? drop it with ~{where}.{key})"
             )
     for n in accepted:
         p = params[n]
