@@ -21,7 +21,7 @@ from cnnx.errors import ConfigError, ReportedInputError
 from cnnx.training.console import ConsoleLogger
 from cnnx.training.divergence import UpdateGuard
 from cnnx.training.early_stopping import EarlyStopping
-from cnnx.training.trainer import Trainer, TrainingInterrupted
+from cnnx.training.trainer import MONITORABLE, Trainer, TrainingInterrupted
 
 register_schema()
 
@@ -52,6 +52,12 @@ def check_output_size(model: Model, num_classes: int, loss_type: str) -> None:
         )
     if loss_type == "bce" and out != (1,):
         raise ConfigError(f"loss bce needs one output per sample, model.layers.{last} gives {out}")
+
+
+def _check_monitor(key: str, monitor: Any) -> None:
+    # Checked before training: a typo would otherwise surface only once the run is over.
+    if monitor not in MONITORABLE:
+        raise ConfigError(f"{key}={monitor!r} is not a metric the trainer records; accepted: {', '.join(MONITORABLE)}")
 
 
 def build_run(config: dict[str, Any], callbacks: list | None = None):
@@ -89,7 +95,9 @@ def build_run(config: dict[str, Any], callbacks: list | None = None):
     # checkpoint) then fails before anything is printed, so the error stays one line.
     callbacks = [*(callbacks or []), ConsoleLogger()]
     stopping = trainer_cfg["early_stopping"]
+    _check_monitor("trainer.monitor", trainer_cfg["monitor"])
     if stopping["enabled"]:
+        _check_monitor("trainer.early_stopping.monitor", stopping["monitor"])
         callbacks.insert(0, EarlyStopping(**{k: v for k, v in stopping.items() if k != "enabled"}))
     trainer = Trainer(
         model, loss, optimizer,

@@ -17,11 +17,20 @@ import shlex
 import signal
 import sys
 import threading
+import traceback
 
 EXIT_USAGE = 2
 #: Errors that mean "this path cannot be written" (bad output directory), not a bug.
 _UNWRITABLE = {errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EROFS, errno.ENOSPC, errno.EEXIST,
                errno.EISDIR}
+
+
+def _raised_creating_output_dir(error: OSError) -> bool:
+    """Whether Hydra failed to create the run's directory: there even "no such file" (a
+    pseudo-filesystem such as /proc) means the directory cannot be written."""
+    codes = [frame.f_code for frame, _ in traceback.walk_tb(error.__traceback__)]
+    in_run_job = any(code.co_name == "run_job" and f"{os.sep}hydra{os.sep}" in code.co_filename for code in codes)
+    return in_run_job and bool(codes) and codes[-1].co_name == "mkdir"
 
 
 def one_line(error: BaseException) -> str | None:
@@ -36,9 +45,10 @@ def one_line(error: BaseException) -> str | None:
 
     if isinstance(error, CnnxError):
         return " ".join(str(error).split("\n"))
-    if isinstance(error, OSError) and error.errno in _UNWRITABLE and error.filename:
+    if isinstance(error, OSError) and error.filename and (
+            error.errno in _UNWRITABLE or _raised_creating_output_dir(error)):
         return (f"cannot write '{error.filename}': {error.strerror}; the output directory "
-                f"(hydra.run.dir) must be a writable directory")
+                f"(hydra.run.dir, or hydra.sweep.dir with -m) must be a writable directory")
     if isinstance(error, MissingConfigException):
         first = str(error).splitlines()[0]
         return f"{first}; available: {', '.join(error.options)}" if error.options else first

@@ -84,9 +84,12 @@ CASES = [
     ("wrong type epochs", ["trainer.epochs=abc"], ["trainer.epochs", "abc"]),
     ("wrong type kernel", ["model.layers.conv1.kernel_size=abc"], ["model.layers.conv1", "kernel_size", "abc"]),
     ("unknown key", ["trainer.epochss=3"], ["trainer.epochss", "epochs"]),
-    ("unknown option", ["+optimizer.lrr=0.1"], ["optimizer.lrr", "lr"]),
+    ("unknown option", ["+optimizer.lrr=0.1"], ["optimizer.lrr", "lr", "drop it with ~optimizer.lrr"]),
     ("missing value", ["dataset.path=???"], ["dataset.path"]),
     ("bad policy", ["trainer.on_nonfinite=explode"], ["trainer.on_nonfinite", "explode", "skip_batch"]),
+    ("unknown monitor", ["trainer.monitor=val_accc"], ["trainer.monitor", "val_accc", "val_acc"]),
+    ("unknown early-stopping monitor", ["trainer.early_stopping.enabled=true", "trainer.early_stopping.monitor=vall_loss"],
+     ["trainer.early_stopping.monitor", "vall_loss", "val_loss"]),
     # zero or negative sizes, lr, epochs, batch size
     ("zero batch size", ["trainer.batch_size=0"], ["trainer.batch_size", "0", "positive"]),
     ("negative batch size", ["trainer.batch_size=-4"], ["trainer.batch_size", "-4"]),
@@ -120,7 +123,11 @@ CASES = [
     ("other architecture", ["trainer.resume={ckpt_other_model}"], ["epoch-0000.npz", "conv1.weight", "shape"]),
     ("nothing to resume", ["trainer.resume=true"], ["trainer.resume=true", "no checkpoint"]),
     ("output dir not writable", ["hydra.run.dir={a_file}/run"], ["plain_file", "hydra.run.dir"]),
+    ("output dir on a pseudo-filesystem", ["hydra.run.dir=/proc/cnnx-run"], ["/proc/cnnx-run", "hydra.run.dir"]),
     ("tracking store unreachable", ["tracking.uri=http://127.0.0.1:9"], ["tracking.uri", "http://127.0.0.1:9"]),
+    ("tracking store not a database", ["tracking.uri=sqlite:///{text}"], ["tracking.uri", "not an SQLite database"]),
+    ("tracking store on a pseudo-filesystem", ["tracking.uri=sqlite:////proc/cnnx.db"],
+     ["tracking.uri", "cannot create files in '/proc'"]),
     ("checkpoint dir not writable", ["trainer.checkpoint.dir={a_file}/ck"], ["trainer.checkpoint.dir", "plain_file"]),
 ]
 

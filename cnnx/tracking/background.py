@@ -30,6 +30,7 @@ import os
 import queue
 import signal
 import sys
+import tempfile
 import threading
 import traceback
 import uuid
@@ -241,18 +242,35 @@ def _is_remote(uri: str) -> bool:
     return urlparse(uri).scheme not in ("", "file", "sqlite") or uri.startswith("databricks")
 
 
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
 def _check_local_store(uri: str) -> None:
     """What MLflow would fail on with a local store, checked before anything is trained."""
     if uri.startswith("sqlite:"):
         folder = Path(uri[len("sqlite:///"):]).parent  # sqlite:///rel/x.db, sqlite:////abs/x.db
     else:
         folder = Path(urlparse(uri).path if uri.startswith("file:") else uri)
+    database = sqlite_path(uri)
+    problem = None
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        if not os.access(folder, os.W_OK):
-            raise PermissionError(f"'{folder}' is not writable")
+        if database is not None and database.is_file():
+            with database.open("rb") as file:
+                header = file.read(len(_SQLITE_HEADER))
+            if header and header != _SQLITE_HEADER:  # sqlite takes an empty file as a new database
+                problem = f"'{database}' is not an SQLite database"
+        else:
+            folder.mkdir(parents=True, exist_ok=True)
+            try:
+                # Creating a file is the only sure test: root passes os.access even on /proc.
+                with tempfile.TemporaryFile(dir=folder):
+                    pass
+            except OSError as exc:
+                problem = f"cannot create files in '{folder}': {exc.strerror}"
     except OSError as exc:
         raise unusable_store(uri, exc) from exc
+    if problem:
+        raise TrackingError(f"cannot use MLflow store {uri!r} (tracking.uri): {problem}")
 
 
 def _report_data(data: DataSplits | None) -> DataSplits | None:

@@ -26,6 +26,9 @@ __all__ = ["EpochProgress", "History", "Trainer", "TrainingDiverged", "TrainingI
 
 #: Test hook: seconds to sleep after every batch, so tests can signal or kill a run mid-epoch.
 BATCH_DELAY_ENV = "CNNX_TEST_BATCH_DELAY"
+#: Epoch metrics a run can be judged by (best checkpoint, sweep objective, early stopping);
+#: without a validation split a val_ metric falls back to its train_ twin.
+MONITORABLE = ("val_acc", "val_loss", "train_acc", "train_loss")
 
 
 @dataclass
