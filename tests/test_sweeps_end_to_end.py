@@ -199,6 +199,16 @@ def test_sweep_with_an_unusable_store_stops_before_any_job(tmp_path):
     assert "Traceback" not in result.stderr and "Total params" not in result.stderr
 
 
+def test_sweep_against_a_server_that_is_down_fails_at_once_in_one_line(tmp_path):
+    uri = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    # MLflow's own retries would take minutes here: the timeout is the guard, not a speed test.
+    result = run_cli(["-m", *SMALL, "optimizer.lr=0.02,0.1", f"tracking.uri={uri}"], tmp_path, timeout=120)
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == f"cnnx: error: cannot reach MLflow tracking server '{uri}' (tracking.uri): Connection refused"
+    assert "Retrying" not in result.stdout + result.stderr and "Total params" not in result.stderr
+
+
 def test_sweep_without_tracking_writes_no_store(tmp_path):
     result = run_cli(["-m", *SMALL, "optimizer.lr=0.02,0.1", "tracking=none", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
                      tmp_path)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import tempfile
 import time
 from collections.abc import Mapping
@@ -44,8 +46,29 @@ class TrackingError(CnnxError):
     """The MLflow store cannot be reached or written."""
 
 
+def use_short_http_retries(uri: str) -> None:
+    """Fail fast against a tracking server that is down (unless the user set MLflow's retries)."""
+    if uri.startswith(("http://", "https://")):
+        for key, value in _HTTP_RETRY_DEFAULTS.items():
+            os.environ.setdefault(key, value)
+        # urllib3 logs every retry on the console; cnnx reports an outage once, in its own words.
+        logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
+
+
+def _connection_failure(text: str) -> str | None:
+    """Why a tracking server could not be reached, dug out of requests' and urllib3's wrappers."""
+    if "Max retries exceeded" not in text:
+        return None
+    reason = re.search(r"\[Errno -?\d+\] ([^'\")]+)", text)
+    return reason.group(1).strip() if reason else "timed out" if "imeout" in text else "no connection"
+
+
 def unusable_store(uri: str, exc: BaseException) -> TrackingError:
-    detail = str(exc).splitlines()[0] if str(exc) else ""
+    text = str(exc)
+    reason = _connection_failure(text)
+    if reason:
+        return TrackingError(f"cannot reach MLflow tracking server {uri!r} (tracking.uri): {reason}")
+    detail = text.splitlines()[0] if text else ""
     return TrackingError(f"cannot use MLflow store {uri!r} (tracking.uri): {type(exc).__name__}: {detail[:300]}")
 
 
@@ -111,9 +134,7 @@ class MlflowTracker(Callback):
         self.outbox = Outbox(self.tracking_uri)
         #: (key, step) pairs the store already holds for a resumed run: never logged twice.
         self._logged: set[tuple[str, int]] = set()
-        if self.tracking_uri.startswith(("http://", "https://")):
-            for key, value in _HTTP_RETRY_DEFAULTS.items():
-                os.environ.setdefault(key, value)
+        use_short_http_retries(self.tracking_uri)
 
     # -- lifecycle -------------------------------------------------------------------------
     def on_fit_start(self, trainer: Trainer) -> None:

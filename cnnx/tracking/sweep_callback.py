@@ -52,7 +52,7 @@ class MlflowSweepCallback(Callback):
 
         from cnnx.app import short_overrides
         from cnnx.cli import EXIT_USAGE
-        from cnnx.tracking.mlflow_tracker import TrackingError, resolve_tracking_uri
+        from cnnx.tracking.mlflow_tracker import resolve_tracking_uri, unusable_store, use_short_http_retries
         from cnnx.tracking.tags import run_tags
 
         cwd = Path(config.hydra.runtime.cwd)
@@ -60,6 +60,7 @@ class MlflowSweepCallback(Callback):
         experiment_name = config.tracking.experiment_name or config.experiment_name
         self._objective = config.trainer.monitor
         signature = sweep_signature(config, experiment_name)
+        use_short_http_retries(uri)
         try:
             # Creating the client, the experiment and the parent here, once, before any job
             # starts, is what keeps parallel jobs from racing to build the schema or experiment.
@@ -82,10 +83,7 @@ class MlflowSweepCallback(Callback):
                         "cnnx.sweep.command": " ".join(config.hydra.overrides.task)}
                 parent = client.create_run(experiment_id, run_name="sweep " + " ".join(overrides), tags=tags)
         except Exception as exc:
-            error = TrackingError(
-                f"cannot use MLflow store {uri!r} (tracking.uri) for the sweep: {type(exc).__name__}: "
-                f"{str(exc).splitlines()[0] if str(exc) else ''}"
-            )
+            error = unusable_store(uri, exc)
             # Hydra turns a callback's exception into a warning and would start every job anyway.
             print(f"cnnx: error: {error}", file=sys.stderr)
             raise SystemExit(EXIT_USAGE) from exc
