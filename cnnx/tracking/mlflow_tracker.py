@@ -68,6 +68,12 @@ def unusable_store(uri: str, exc: BaseException) -> TrackingError:
     reason = _connection_failure(text)
     if reason:
         return TrackingError(f"cannot reach MLflow tracking server {uri!r} (tracking.uri): {reason}")
+    schemes = re.search(r"Supported URI schemes are: \[([^\]]*)\]", text)
+    if schemes:  # MLflow words it as a model-registry problem, whichever store it was building
+        names = (name.strip(" '\"") for name in schemes.group(1).split(","))
+        accepted = ", ".join(f"{name}:" for name in names if name)
+        return TrackingError(f"tracking.uri={uri!r} has a scheme MLflow does not support; accepted: {accepted} "
+                             f"or a plain folder path")
     detail = text.splitlines()[0] if text else ""
     return TrackingError(f"cannot use MLflow store {uri!r} (tracking.uri): {type(exc).__name__}: {detail[:300]}")
 

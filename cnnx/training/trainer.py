@@ -163,6 +163,31 @@ class Trainer:
         bar = tqdm(total=batch_count, initial=progress.batches_done,
                    desc=f"epoch {self.epoch}/{self.epochs}", leave=False,
                    disable=None if self.progress is None else not self.progress, file=sys.stderr)
+        # A diverging model overflows long before its loss is NaN; the guard names the batch
+        # where that matters, so NumPy's warnings would only repeat it, line after line.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            self._train_batches(x, y, progress, batch_count, bar, params)
+        bar.close()
+        if progress.skipped and not progress.seen:
+            raise TrainingDiverged(
+                f"every batch of epoch {self.epoch} was skipped (non-finite loss or gradient): the model "
+                "has stopped learning; lower optimizer.lr or set trainer.grad_clip_norm"
+            )
+        if progress.skipped > 1:
+            self.log(f"skipped {progress.skipped} of {batch_count} batches in epoch {self.epoch}")
+        self.progress_state = None
+        seen = progress.seen or 1
+        metrics = {
+            "train_loss": progress.loss_sum / seen if progress.seen else float("nan"),
+            "train_acc": progress.correct / seen,
+            "lr": float(self.optimizer.lr),
+        }
+        if self.guard.on_nonfinite == "skip_batch":
+            metrics["skipped_batches"] = float(progress.skipped)
+        return metrics
+
+    def _train_batches(self, x: np.ndarray, y: np.ndarray, progress: EpochProgress, batch_count: int, bar,
+                       params: dict) -> None:
         for batch_number in range(progress.batches_done + 1, batch_count + 1):
             start = (batch_number - 1) * self.batch_size
             index = progress.order[start:start + self.batch_size]
@@ -181,7 +206,8 @@ class Trainer:
                 progress.seen += len(index)
             else:
                 progress.skipped += 1
-                self.log(f"skipped epoch {self.epoch}, batch {batch_number}: non-finite loss or gradient")
+                if progress.skipped == 1:  # the rest are counted in the epoch's summary line
+                    self.log(f"skipped epoch {self.epoch}, batch {batch_number}: non-finite loss or gradient")
             # The schedule is defined in epochs, so it advances whether or not the batch counted.
             if self.scheduler is not None:
                 self.scheduler.step()
@@ -192,17 +218,8 @@ class Trainer:
             if self._batch_delay:
                 time.sleep(self._batch_delay)
             self._check_interrupt(batch_number)
-        bar.close()
-        self.progress_state = None
-        seen = progress.seen or 1
-        metrics = {
-            "train_loss": progress.loss_sum / seen if progress.seen else float("nan"),
-            "train_acc": progress.correct / seen,
-            "lr": float(self.optimizer.lr),
-        }
-        if self.guard.on_nonfinite == "skip_batch":
-            metrics["skipped_batches"] = float(progress.skipped)
-        return metrics
 
     def _evaluate(self, split: tuple[np.ndarray, np.ndarray]) -> Evaluation:
-        return evaluate(self.model, self.loss, split[0], split[1], self.eval_batch_size)
+        # After skipped batches the weights may be huge: a NaN loss says so in the metrics.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            return evaluate(self.model, self.loss, split[0], split[1], self.eval_batch_size)

@@ -167,3 +167,28 @@ def test_spilled_calls_replay_into_the_store(tmp_path):
     assert replay(tmp_path / "unsent", uri) == 2
     assert [(m.step, m.value) for m in client.get_metric_history(run_id, "val_acc")] == [(1, 0.5), (2, 0.75)]
     assert client.get_run(run_id).info.status == "FINISHED"
+
+
+def test_skip_batch_reports_once_per_epoch_and_fails_when_a_whole_epoch_is_skipped():
+    import warnings
+
+    from cnnx.data.splits import DataSplits
+    from cnnx.engine.losses.cross_entropy import CrossEntropyLoss
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((24, 1, 5, 5)).astype(np.float32)
+    y = np.arange(24) % 3
+    data = DataSplits(train=(x, y), val=(x[:6], y[:6]), test=(x[:6], y[:6]), classes=["a", "b", "c"],
+                      input_shape=(1, 5, 5), name="t")
+    model = build_model(SPEC, (1, 5, 5), seed=0)
+    messages = []
+    # The first update sends the weights to ~1e30: every later batch overflows.
+    trainer = Trainer(model, CrossEntropyLoss(), SGD(model.named_parameters(), lr=1e30), epochs=3, batch_size=4,
+                      seed=0, progress=False, log=messages.append, update_guard=UpdateGuard("skip_batch"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the guard reports divergence; NumPy must not warn as well
+        with pytest.raises(TrainingDiverged, match="every batch of epoch 2 was skipped"):
+            trainer.fit(data)
+    assert messages == ["skipped epoch 1, batch 2: non-finite loss or gradient", "skipped 5 of 6 batches in epoch 1",
+                        "skipped epoch 2, batch 1: non-finite loss or gradient"]
+    assert trainer.history.epochs[0]["skipped_batches"] == 5
