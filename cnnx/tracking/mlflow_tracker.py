@@ -238,11 +238,16 @@ class MlflowTracker(Callback):
         self._finish()
 
     def _log_report(self, trainer: Trainer) -> None:
-        """Plots and the servable model, sent directly: too large to queue through an outage."""
+        """Plots and the servable model, sent directly: too large to queue through an outage,
+        so during one they wait (``flush_timeout``, as the queue would) for the store first."""
         from mlflow.exceptions import MlflowException
 
         from cnnx.tracking.run_report import log_run_report
 
+        if self.outbox.pending and not self.outbox.drain(self.flush_timeout):
+            self.outbox.warn(f"plots and model of run {self.run_id} not logged: store {self.tracking_uri} still "
+                             f"unreachable after {self.flush_timeout:.0f} s (tracking.flush_timeout)")
+            return
         try:
             log_run_report(self.client, self.run_id, trainer, self.config,
                            model=self.log_model, plots=self.log_plots,
