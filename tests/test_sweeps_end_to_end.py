@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from e2e_helpers import list_artifacts, run_cli, store_client
+from e2e_helpers import all_runs, list_artifacts, run_cli, store_client
 
 pytestmark = pytest.mark.slow
 
@@ -207,6 +207,18 @@ def test_sweep_against_a_server_that_is_down_fails_at_once_in_one_line(tmp_path)
     last = result.stderr.strip().splitlines()[-1]
     assert last == f"cnnx: error: cannot reach MLflow tracking server '{uri}' (tracking.uri): Connection refused"
     assert "Retrying" not in result.stdout + result.stderr and "Total params" not in result.stderr
+
+
+def test_sweep_with_a_mistyped_override_leaves_no_parent_run_behind(tmp_path):
+    from mlflow.entities import ViewType
+
+    result = run_cli(["-m", *SMALL, "optimzer.lr=0.02,0.1"], tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("cnnx: error: unknown config key optimzer")
+    assert all_runs(tmp_path) == []  # the active runs: no empty FAILED parent to clutter the experiment
+    client = store_client(tmp_path)
+    (parent,) = client.search_runs([e.experiment_id for e in client.search_experiments()], run_view_type=ViewType.ALL)
+    assert parent.info.lifecycle_stage == "deleted" and parent.info.status == "FAILED"
 
 
 def test_sweep_without_tracking_writes_no_store(tmp_path):

@@ -116,15 +116,21 @@ class MlflowSweepCallback(Callback):
         from mlflow import MlflowClient
 
         client = MlflowClient(link.tracking_uri)
+        table = None
         try:
             table = sweep_table(client, link.parent_run_id, self._objective)
-            best = record_summary(client, link.parent_run_id, table)
-            if best is not None:
-                print(f"cnnx: best of {len(table.rows)} runs: {best['run_name']} "
-                      f"{table.objective_column}={best[table.objective_column]:.4f} (run {best['run_id']})",
-                      file=sys.stderr)
+            if table.rows or status == "FINISHED":
+                best = record_summary(client, link.parent_run_id, table)
+                if best is not None:
+                    print(f"cnnx: best of {len(table.rows)} runs: {best['run_name']} "
+                          f"{table.objective_column}={best[table.objective_column]:.4f} (run {best['run_id']})",
+                          file=sys.stderr)
         finally:
             client.set_terminated(link.parent_run_id, status)
+            # A sweep that failed before any job (a mistyped override) leaves nothing to compare:
+            # its parent goes to MLflow's trash rather than cluttering the experiment.
+            if table is not None and not table.rows and status == "FAILED":
+                client.delete_run(link.parent_run_id)
 
     @staticmethod
     def _previous_parent(client, experiment_id: str, signature: str):
