@@ -133,10 +133,10 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from mlflow import MlflowClient
 
-    from cnnx.tracking.mlflow_tracker import resolve_tracking_uri
+    from cnnx.tracking.mlflow_tracker import existing_store
 
     args = parser().parse_args(argv)
-    client = MlflowClient(resolve_tracking_uri(args.tracking_uri))
+    client = MlflowClient(existing_store(args.tracking_uri))
     description, runs, sweep_objective = find_runs(client, args.target)
     monitors = {r.data.params.get("trainer.monitor") for r in runs} - {None}
     monitor = args.objective or sweep_objective or (monitors.pop() if len(monitors) == 1 else "val_acc")

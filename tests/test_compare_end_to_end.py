@@ -91,3 +91,17 @@ def test_compare_unknown_target_is_one_line(sweep, capsys, target, fragment):
     assert code == 2
     assert error.startswith(f"cnnx: error: {fragment}") and "\n" not in error
     assert not (sweep / "never.csv").exists()
+
+
+@pytest.mark.parametrize(("args", "env", "store"), [
+    ([], {}, "sqlite:///mlflow.db (the default; set --tracking-uri or $MLFLOW_TRACKING_URI)"),
+    (["--tracking-uri", "sqlite:///nope/x.db"], {}, "sqlite:///nope/x.db (--tracking-uri)"),
+    ([], {"MLFLOW_TRACKING_URI": "mlruns"}, "mlruns ($MLFLOW_TRACKING_URI)"),
+])
+def test_compare_without_a_store_creates_none(tmp_path, args, env, store):
+    result = run_cli(["compare", "lenet", *args], tmp_path, env=env)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip().startswith(f"cnnx: error: no MLflow store at {store}: '{tmp_path}/")
+    assert "train a run first" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    # MLflow would have created an empty store (and its folder) to look the name up in.
+    assert list(tmp_path.iterdir()) == []
