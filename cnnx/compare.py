@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnx.cli import report_user_errors
-from cnnx.errors import CnnxError
+from cnnx.errors import CnnxError, ConfigError
 from cnnx.tracking.sweep_summary import OBJECTIVE_TAG, ROLE_TAG, child_runs, objective_mode, run_objective
 
 PARENT_TAG = "mlflow.parentRunId"
@@ -67,6 +67,14 @@ def find_runs(client, target: str) -> tuple[str, list, str | None]:
     if not trained:
         raise CompareError(f"experiment {target!r} has no runs")
     return f"experiment {target}", trained, None
+
+
+def check_objective(runs: list, objective: str) -> None:
+    """A metric no run logged would sort nothing and leave its column empty."""
+    logged = {key for run in runs for key in run.data.metrics}
+    if not logged & {objective, objective.replace("val_", "train_")}:  # run_objective's keys
+        raise ConfigError(f"--objective {objective}: no run logged this metric; "
+                          f"metrics these runs have: {', '.join(sorted(logged)) or 'none'}")
 
 
 def comparison_rows(client, runs: list, monitor: str) -> tuple[list[str], list[dict[str, Any]]]:
@@ -138,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     client = MlflowClient(existing_store(args.tracking_uri))
     description, runs, sweep_objective = find_runs(client, args.target)
+    if args.objective:
+        check_objective(runs, args.objective)
     monitors = {r.data.params.get("trainer.monitor") for r in runs} - {None}
     monitor = args.objective or sweep_objective or (monitors.pop() if len(monitors) == 1 else "val_acc")
     columns, rows = comparison_rows(client, runs, monitor)

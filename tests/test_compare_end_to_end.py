@@ -93,6 +93,16 @@ def test_compare_unknown_target_is_one_line(sweep, capsys, target, fragment):
     assert not (sweep / "never.csv").exists()
 
 
+def test_compare_unknown_objective_is_one_line_naming_the_runs_metrics(sweep):
+    result = _compare(sweep, "digits_small", "--objective", "foo", "--csv", "foo.csv")
+    assert result.returncode == 2 and result.stdout == ""
+    error = result.stderr.strip()
+    assert error.startswith("cnnx: error: --objective foo: no run logged this metric; "
+                            "metrics these runs have: ") and "\n" not in error
+    assert {"val_acc", "val_loss", "test_acc"} <= set(error.split(": ")[-1].split(", "))
+    assert not (sweep / "foo.csv").exists()
+
+
 @pytest.mark.parametrize(("args", "env", "store"), [
     ([], {}, "sqlite:///mlflow.db (the default; set --tracking-uri or $MLFLOW_TRACKING_URI)"),
     (["--tracking-uri", "sqlite:///nope/x.db"], {}, "sqlite:///nope/x.db (--tracking-uri)"),
