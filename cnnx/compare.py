@@ -9,6 +9,7 @@ as CSV.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import re
 import sys
@@ -116,13 +117,27 @@ def format_table(columns: list[str], rows: list[dict[str, Any]]) -> str:
 
 
 def write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    missing = [folder for folder in path.parents if not folder.exists()]  # deepest first
     temporary = path.with_name(path.name + ".partial")
-    with temporary.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    temporary.replace(path)  # never leave a half-written table behind
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with temporary.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+        temporary.replace(path)  # never leave a half-written table behind
+    except OSError as exc:
+        # A failed write leaves nothing behind: no partial table, no folders made for it.
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
+        for folder in missing:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        reason = exc.strerror or str(exc)
+        if exc.filename not in (None, str(path), str(temporary)):  # a folder on the way
+            reason += f": '{exc.filename}'"
+        raise ConfigError(f"--csv {path}: cannot write the table ({reason}); "
+                          f"expected a file in a writable folder") from None
 
 
 def parser() -> argparse.ArgumentParser:
@@ -151,11 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     monitors = {r.data.params.get("trainer.monitor") for r in runs} - {None}
     monitor = args.objective or sweep_objective or (monitors.pop() if len(monitors) == 1 else "val_acc")
     columns, rows = comparison_rows(client, runs, monitor)
+    csv_path = Path(args.csv).expanduser()
+    write_csv(csv_path, columns, rows)  # first: a path it cannot write is reported on its own
     print(f"{description}: {len(rows)} runs, best {monitor} "
           f"({'highest' if objective_mode(monitor) == 'max' else 'lowest'}) first")
     print(format_table(columns, rows))
-    csv_path = Path(args.csv).expanduser()
-    write_csv(csv_path, columns, rows)
     print(f"wrote {csv_path}", file=sys.stderr)
     return 0
 

@@ -103,6 +103,23 @@ def test_compare_unknown_objective_is_one_line_naming_the_runs_metrics(sweep):
     assert not (sweep / "foo.csv").exists()
 
 
+@pytest.mark.parametrize(("where", "reason"), [
+    ("a_file/table.csv", "File exists: '{folder}/a_file'"),
+    # The folders are made before the name turns out too long: they go again.
+    ("new/folders/" + "x" * 300 + ".csv", "File name too long"),
+    ("a_folder", "Is a directory"),
+])
+def test_compare_unwritable_csv_is_one_line_and_leaves_nothing(sweep, tmp_path, where, reason):
+    (tmp_path / "a_file").write_text("kept")
+    (tmp_path / "a_folder").mkdir()
+    result = _compare(sweep, "digits_small", "--csv", str(tmp_path / where))
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip() == (f"cnnx: error: --csv {tmp_path / where}: cannot write the table "
+                                     f"({reason.format(folder=tmp_path)}); expected a file in a writable folder")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a_file", "a_folder"]
+    assert (tmp_path / "a_file").read_text() == "kept"
+
+
 @pytest.mark.parametrize(("args", "env", "store"), [
     ([], {}, "sqlite:///mlflow.db (the default; set --tracking-uri or $MLFLOW_TRACKING_URI)"),
     (["--tracking-uri", "sqlite:///nope/x.db"], {}, "sqlite:///nope/x.db (--tracking-uri)"),
