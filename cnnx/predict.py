@@ -199,6 +199,8 @@ def parser() -> argparse.ArgumentParser:
 @report_user_errors
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.top < 1:
+        raise ConfigError(f"--top must be at least 1, got {args.top}")
     if args.config and not args.weights:
         raise ConfigError("--config goes with --weights; --run and --model carry their own config")
     classifier = load_classifier(args)

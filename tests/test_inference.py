@@ -118,3 +118,10 @@ def test_predict_without_a_store_creates_none(tmp_path, source):
         f"$MLFLOW_TRACKING_URI): '{tmp_path}/mlflow.db' does not exist; train a run first or point "
         f"to an existing store")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("top", ["0", "-2"])
+def test_predict_top_below_one_is_refused_on_one_line(tmp_path, top):
+    result = run_cli(["predict", "--weights", "weights.npz", "--top", top, "seven.png"], tmp_path)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip() == f"cnnx: error: --top must be at least 1, got {top}"
