@@ -9,6 +9,7 @@ as CSV.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import re
 import sys
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnx.cli import report_user_errors
-from cnnx.errors import CnnxError
+from cnnx.errors import CnnxError, ConfigError
 from cnnx.tracking.sweep_summary import OBJECTIVE_TAG, ROLE_TAG, child_runs, objective_mode, run_objective
 
 PARENT_TAG = "mlflow.parentRunId"
@@ -69,6 +70,14 @@ def find_runs(client, target: str) -> tuple[str, list, str | None]:
     return f"experiment {target}", trained, None
 
 
+def check_objective(runs: list, objective: str) -> None:
+    """A metric no run logged would sort nothing and leave its column empty."""
+    logged = {key for run in runs for key in run.data.metrics}
+    if not logged & {objective, objective.replace("val_", "train_")}:  # run_objective's keys
+        raise ConfigError(f"--objective {objective}: no run logged this metric; "
+                          f"metrics these runs have: {', '.join(sorted(logged)) or 'none'}")
+
+
 def comparison_rows(client, runs: list, monitor: str) -> tuple[list[str], list[dict[str, Any]]]:
     """``(columns, rows)`` sorted by the objective, best first; runs without it come last."""
     keys = sorted({k for run in runs for k in run.data.params} - set(UNSWEPT_PARAMS))
@@ -108,13 +117,27 @@ def format_table(columns: list[str], rows: list[dict[str, Any]]) -> str:
 
 
 def write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    missing = [folder for folder in path.parents if not folder.exists()]  # deepest first
     temporary = path.with_name(path.name + ".partial")
-    with temporary.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    temporary.replace(path)  # never leave a half-written table behind
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with temporary.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+        temporary.replace(path)  # never leave a half-written table behind
+    except OSError as exc:
+        # A failed write leaves nothing behind: no partial table, no folders made for it.
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
+        for folder in missing:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        reason = exc.strerror or str(exc)
+        if exc.filename not in (None, str(path), str(temporary)):  # a folder on the way
+            reason += f": '{exc.filename}'"
+        raise ConfigError(f"--csv {path}: cannot write the table ({reason}); "
+                          f"expected a file in a writable folder") from None
 
 
 def parser() -> argparse.ArgumentParser:
@@ -133,19 +156,21 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from mlflow import MlflowClient
 
-    from cnnx.tracking.mlflow_tracker import resolve_tracking_uri
+    from cnnx.tracking.mlflow_tracker import existing_store
 
     args = parser().parse_args(argv)
-    client = MlflowClient(resolve_tracking_uri(args.tracking_uri))
+    client = MlflowClient(existing_store(args.tracking_uri))
     description, runs, sweep_objective = find_runs(client, args.target)
+    if args.objective:
+        check_objective(runs, args.objective)
     monitors = {r.data.params.get("trainer.monitor") for r in runs} - {None}
     monitor = args.objective or sweep_objective or (monitors.pop() if len(monitors) == 1 else "val_acc")
     columns, rows = comparison_rows(client, runs, monitor)
+    csv_path = Path(args.csv).expanduser()
+    write_csv(csv_path, columns, rows)  # first: a path it cannot write is reported on its own
     print(f"{description}: {len(rows)} runs, best {monitor} "
           f"({'highest' if objective_mode(monitor) == 'max' else 'lowest'}) first")
     print(format_table(columns, rows))
-    csv_path = Path(args.csv).expanduser()
-    write_csv(csv_path, columns, rows)
     print(f"wrote {csv_path}", file=sys.stderr)
     return 0
 

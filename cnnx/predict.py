@@ -47,9 +47,10 @@ def download_model(uri: str, tracking_uri: str | None, source: str) -> Path:
     from mlflow.artifacts import download_artifacts
     from mlflow.exceptions import MlflowException
 
-    from cnnx.tracking.mlflow_tracker import resolve_tracking_uri
+    from cnnx.tracking.mlflow_tracker import existing_store, resolve_tracking_uri
 
-    store = resolve_tracking_uri(tracking_uri)
+    # Only runs:/ and models:/ are looked up in the store; other URIs name the files themselves.
+    store = (existing_store if uri.startswith(("runs:/", "models:/")) else resolve_tracking_uri)(tracking_uri)
     # The bar would mix with the predictions on stdout-like terminals; models are small.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
@@ -198,6 +199,8 @@ def parser() -> argparse.ArgumentParser:
 @report_user_errors
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.top < 1:
+        raise ConfigError(f"--top must be at least 1, got {args.top}")
     if args.config and not args.weights:
         raise ConfigError("--config goes with --weights; --run and --model carry their own config")
     classifier = load_classifier(args)

@@ -91,3 +91,44 @@ def test_compare_unknown_target_is_one_line(sweep, capsys, target, fragment):
     assert code == 2
     assert error.startswith(f"cnnx: error: {fragment}") and "\n" not in error
     assert not (sweep / "never.csv").exists()
+
+
+def test_compare_unknown_objective_is_one_line_naming_the_runs_metrics(sweep):
+    result = _compare(sweep, "digits_small", "--objective", "foo", "--csv", "foo.csv")
+    assert result.returncode == 2 and result.stdout == ""
+    error = result.stderr.strip()
+    assert error.startswith("cnnx: error: --objective foo: no run logged this metric; "
+                            "metrics these runs have: ") and "\n" not in error
+    assert {"val_acc", "val_loss", "test_acc"} <= set(error.split(": ")[-1].split(", "))
+    assert not (sweep / "foo.csv").exists()
+
+
+@pytest.mark.parametrize(("where", "reason"), [
+    ("a_file/table.csv", "File exists: '{folder}/a_file'"),
+    # The folders are made before the name turns out too long: they go again.
+    ("new/folders/" + "x" * 300 + ".csv", "File name too long"),
+    ("a_folder", "Is a directory"),
+])
+def test_compare_unwritable_csv_is_one_line_and_leaves_nothing(sweep, tmp_path, where, reason):
+    (tmp_path / "a_file").write_text("kept")
+    (tmp_path / "a_folder").mkdir()
+    result = _compare(sweep, "digits_small", "--csv", str(tmp_path / where))
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip() == (f"cnnx: error: --csv {tmp_path / where}: cannot write the table "
+                                     f"({reason.format(folder=tmp_path)}); expected a file in a writable folder")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a_file", "a_folder"]
+    assert (tmp_path / "a_file").read_text() == "kept"
+
+
+@pytest.mark.parametrize(("args", "env", "store"), [
+    ([], {}, "sqlite:///mlflow.db (the default; set --tracking-uri or $MLFLOW_TRACKING_URI)"),
+    (["--tracking-uri", "sqlite:///nope/x.db"], {}, "sqlite:///nope/x.db (--tracking-uri)"),
+    ([], {"MLFLOW_TRACKING_URI": "mlruns"}, "mlruns ($MLFLOW_TRACKING_URI)"),
+])
+def test_compare_without_a_store_creates_none(tmp_path, args, env, store):
+    result = run_cli(["compare", "lenet", *args], tmp_path, env=env)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip().startswith(f"cnnx: error: no MLflow store at {store}: '{tmp_path}/")
+    assert "train a run first" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    # MLflow would have created an empty store (and its folder) to look the name up in.
+    assert list(tmp_path.iterdir()) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from e2e_helpers import run_cli
 
 from cnnx.engine.model import build_model
 from cnnx.errors import CheckpointError, DataError
@@ -106,3 +107,21 @@ def test_feature_maps_reach_conv_layers_inside_residual_blocks_and_leave_the_mod
     np.testing.assert_array_equal(model.predict(x), before)
     grid = activation_grid(maps["block.conv2"])
     assert grid.dtype == np.uint8 and grid.shape == (3 * 30 + 4 * 2, 4 * 30 + 5 * 2)
+
+
+@pytest.mark.parametrize("source", [["--run", "0" * 32], ["--model", f"runs:/{'0' * 32}/model"]])
+def test_predict_without_a_store_creates_none(tmp_path, source):
+    result = run_cli(["predict", *source, "seven.png"], tmp_path)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip() == (
+        f"cnnx: error: no MLflow store at sqlite:///mlflow.db (the default; set --tracking-uri or "
+        f"$MLFLOW_TRACKING_URI): '{tmp_path}/mlflow.db' does not exist; train a run first or point "
+        f"to an existing store")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("top", ["0", "-2"])
+def test_predict_top_below_one_is_refused_on_one_line(tmp_path, top):
+    result = run_cli(["predict", "--weights", "weights.npz", "--top", top, "seven.png"], tmp_path)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip() == f"cnnx: error: --top must be at least 1, got {top}"

@@ -18,7 +18,7 @@ from cnnx.tracking import after_fork  # noqa: F401 — registers the fork hook
 from cnnx.tracking.feature_maps import conv_layers
 from cnnx.tracking.images import kernel_grid
 from cnnx.tracking.outbox import Outbox, Pending
-from cnnx.tracking.sqlite_store import create_store_atomically
+from cnnx.tracking.sqlite_store import create_store_atomically, sqlite_path
 from cnnx.training.callbacks import Callback
 
 if TYPE_CHECKING:
@@ -85,6 +85,32 @@ def ending_status(error: BaseException) -> str:
 
 def resolve_tracking_uri(uri: str | None) -> str:
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def existing_store(uri: str | None) -> str:
+    """The store a command that only reads (``compare``, ``predict``) opens.
+
+    MLflow creates a missing local store on first use, so a mistyped path or the wrong folder
+    would leave a new, empty store behind and then report that nothing is in it.
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.file_utils import local_file_uri_to_path
+    from mlflow.utils.uri import is_local_uri
+
+    store = resolve_tracking_uri(uri)
+    path = sqlite_path(store)
+    try:
+        if path is None and is_local_uri(store):  # a file store: a path or a file: URI
+            path = Path(local_file_uri_to_path(store))
+    except MlflowException:  # file://host/...: MLflow's own error says what to use instead
+        pass
+    if path is not None and not path.exists():
+        source = "--tracking-uri" if uri else (
+            "$MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") else
+            "the default; set --tracking-uri or $MLFLOW_TRACKING_URI")
+        raise TrackingError(f"no MLflow store at {store} ({source}): '{path.absolute()}' "
+                            f"does not exist; train a run first or point to an existing store")
+    return store
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

@@ -35,7 +35,7 @@ def sqlite_path(uri: str) -> Path | None:
     """The database file of a ``sqlite:///`` URI (``sqlite:////abs.db`` is absolute), else None."""
     if not uri.startswith("sqlite:///") or uri == "sqlite:///:memory:":
         return None
-    return Path(uri[len("sqlite:///"):])
+    return Path(uri[len("sqlite:///"):].partition("?")[0])  # ?timeout=…: SQLAlchemy's options
 
 
 def build_aside(uri: str) -> None:
