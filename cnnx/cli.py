@@ -96,6 +96,10 @@ def report_user_errors(function):
         except CnnxError as error:
             print(f"cnnx: error: {' '.join(str(error).split())}", file=sys.stderr)
             return EXIT_USAGE
+        except BrokenPipeError:
+            # The reader went away (``cnnx compare ... | head``): nothing left to say to it.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 128 + signal.SIGPIPE
     return wrapper
 
 

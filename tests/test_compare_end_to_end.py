@@ -132,3 +132,13 @@ def test_compare_without_a_store_creates_none(tmp_path, args, env, store):
     assert "train a run first" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     # MLflow would have created an empty store (and its folder) to look the name up in.
     assert list(tmp_path.iterdir()) == []
+
+
+def test_compare_into_a_closed_pipe_exits_quietly(sweep, tmp_path):
+    # `cnnx compare ... | head -1`: the reader is gone before the table is written.
+    process = subprocess.Popen([sys.executable, "-m", "cnnx", "compare", "digits_small", "--csv", str(tmp_path / "t.csv")],
+                               cwd=sweep, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process.stdout.close()
+    stderr = process.stderr.read()
+    assert process.wait(timeout=300) == 141, stderr  # 128 + SIGPIPE, as the shell reports it
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr

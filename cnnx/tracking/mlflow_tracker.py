@@ -98,6 +98,7 @@ def existing_store(uri: str | None) -> str:
     from mlflow.utils.uri import is_local_uri
 
     store = resolve_tracking_uri(uri)
+    use_short_http_retries(store)
     path = sqlite_path(store)
     try:
         if path is None and is_local_uri(store):  # a file store: a path or a file: URI
