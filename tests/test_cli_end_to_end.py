@@ -104,3 +104,12 @@ def test_plugins_command_lists_components(tmp_path):
     result = run_cli(["plugins"], tmp_path)
     assert result.returncode == 0, result.stderr
     assert "cnnx.layers" in result.stdout and "conv2d" in result.stdout and "cnnx.datasets" in result.stdout
+
+
+def test_help_names_the_subcommands_and_the_config_groups(tmp_path):
+    result = run_cli(["--help"], tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("cnnx: train, sweep and compare")
+    for shown in ("python -m cnnx compare", "python -m cnnx predict", "python -m cnnx plugins",
+                  "experiment: binary_synthetic, digits_small, lenet", "optimizer: adam"):
+        assert shown in result.stdout, shown
