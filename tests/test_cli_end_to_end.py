@@ -68,7 +68,8 @@ def test_same_config_and_seed_log_identical_metrics(tmp_path):
     for attempt in ("a", "b"):
         workdir = tmp_path / attempt
         workdir.mkdir()
-        result = run_cli(["+experiment=digits_small", "trainer.epochs=3", "seed=7"], workdir)
+        result = run_cli(["+experiment=digits_small", "trainer.epochs=3", "seed=7", "tracking.log_plots=false",
+                          "tracking.log_model=false"], workdir)
         assert result.returncode == 0, result.stderr
         client = store_client(workdir)
         (run,) = all_runs(workdir)

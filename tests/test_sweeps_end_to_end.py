@@ -26,6 +26,9 @@ pytestmark = pytest.mark.slow
 SMALL = ["+experiment=digits_small", "trainer.epochs=1"]
 EIGHT_JOBS = ["optimizer.lr=0.02,0.1", "model.layers.conv1.out_channels=4,8", "trainer.batch_size=32,64"]
 SWEPT = {"optimizer.lr", "model.layers.conv1.out_channels", "trainer.batch_size"}
+#: Each job's plots and model are checked in the joblib sweep into sqlite (forked workers
+#: drawing with matplotlib); the other launchers' tests skip them, a second or so per job.
+LEAN = ["tracking.log_plots=false", "tracking.log_model=false"]
 
 
 def sweep_runs(client, experiment: str = "digits_small"):
@@ -80,7 +83,7 @@ def test_joblib_sweep_runs_eight_children_under_one_parent(tmp_path):
 
 
 def test_submitit_local_sweep_runs_eight_children_under_one_parent(tmp_path):
-    result = run_cli(["-m", *SMALL, *EIGHT_JOBS, "hydra/launcher=submitit_local",
+    result = run_cli(["-m", *SMALL, *LEAN, *EIGHT_JOBS, "hydra/launcher=submitit_local",
                       f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path)
     assert_complete_sweep(store_client(tmp_path), result, jobs=8)
 
@@ -120,7 +123,7 @@ def test_joblib_sweep_logs_to_a_shared_mlflow_server(tmp_path):
     try:
         _wait_until_healthy(url, server)
         # loky's own fresh interpreters here; the sqlite test above runs forked workers
-        result = run_cli(["-m", *SMALL, *EIGHT_JOBS, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+        result = run_cli(["-m", *SMALL, *LEAN, *EIGHT_JOBS, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
                           "sweep.fork_workers=false", f"tracking.uri={url}"], tmp_path)
         assert_complete_sweep(MlflowClient(url), result, jobs=8)
         assert not (tmp_path / "mlflow.db").exists()
@@ -135,7 +138,7 @@ def test_joblib_sweep_logs_to_a_shared_mlflow_server(tmp_path):
 
 
 def test_optuna_sweep_records_the_best_trial_on_the_parent(tmp_path):
-    result = run_cli(["-m", *SMALL, "+hparams=lenet_optuna", "hydra.sweeper.n_trials=4",
+    result = run_cli(["-m", *SMALL, *LEAN, "+hparams=lenet_optuna", "hydra.sweeper.n_trials=4",
                       f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     client = store_client(tmp_path)
@@ -156,7 +159,7 @@ def test_optuna_sweep_records_the_best_trial_on_the_parent(tmp_path):
 def test_interrupted_sweep_resumes_running_only_the_missing_jobs(tmp_path):
     sweep_dir = tmp_path / "sweep"
     four_jobs = EIGHT_JOBS[:2]
-    args = ["-m", *SMALL, *four_jobs, f"hydra.sweep.dir={sweep_dir}"]
+    args = ["-m", *SMALL, *LEAN, *four_jobs, f"hydra.sweep.dir={sweep_dir}"]
     environment = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     # Slowed batches (the trainer's test hook) keep each job training for a few seconds, so
     # the signal lands inside job 2's training loop rather than between jobs.
