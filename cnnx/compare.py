@@ -154,12 +154,13 @@ def parser() -> argparse.ArgumentParser:
 
 @report_user_errors
 def main(argv: list[str] | None = None) -> int:
-    from mlflow import MlflowClient
-
     from cnnx.tracking.mlflow_tracker import existing_store
 
     args = parser().parse_args(argv)
-    client = MlflowClient(existing_store(args.tracking_uri))
+    store = existing_store(args.tracking_uri)
+    from mlflow import MlflowClient  # after the checks: a missing store is reported at once
+
+    client = MlflowClient(store)
     description, runs, sweep_objective = find_runs(client, args.target)
     if args.objective:
         check_objective(runs, args.objective)

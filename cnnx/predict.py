@@ -44,13 +44,13 @@ def classifier_from_mlflow_model(directory: Path, source: str) -> Classifier:
 
 
 def download_model(uri: str, tracking_uri: str | None, source: str) -> Path:
-    from mlflow.artifacts import download_artifacts
-    from mlflow.exceptions import MlflowException
-
     from cnnx.tracking.mlflow_tracker import existing_store, resolve_tracking_uri
 
     # Only runs:/ and models:/ are looked up in the store; other URIs name the files themselves.
     store = (existing_store if uri.startswith(("runs:/", "models:/")) else resolve_tracking_uri)(tracking_uri)
+    from mlflow.artifacts import download_artifacts  # after the check: a missing store is reported at once
+    from mlflow.exceptions import MlflowException
+
     # The bar would mix with the predictions on stdout-like terminals; models are small.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:

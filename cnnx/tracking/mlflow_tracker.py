@@ -93,18 +93,20 @@ def existing_store(uri: str | None) -> str:
     MLflow creates a missing local store on first use, so a mistyped path or the wrong folder
     would leave a new, empty store behind and then report that nothing is in it.
     """
-    from mlflow.exceptions import MlflowException
-    from mlflow.utils.file_utils import local_file_uri_to_path
-    from mlflow.utils.uri import is_local_uri
-
     store = resolve_tracking_uri(uri)
     use_short_http_retries(store)
     path = sqlite_path(store)
-    try:
-        if path is None and is_local_uri(store):  # a file store: a path or a file: URI
-            path = Path(local_file_uri_to_path(store))
-    except MlflowException:  # file://host/...: MLflow's own error says what to use instead
-        pass
+    if path is None and not store.startswith(("sqlite:", "http:", "https:")):
+        # Imported only here: for the usual sqlite store, a missing file is reported at once.
+        from mlflow.exceptions import MlflowException
+        from mlflow.utils.file_utils import local_file_uri_to_path
+        from mlflow.utils.uri import is_local_uri
+
+        try:
+            if is_local_uri(store):  # a file store: a path or a file: URI
+                path = Path(local_file_uri_to_path(store))
+        except MlflowException:  # file://host/...: MLflow's own error says what to use instead
+            pass
     if path is not None and not path.exists():
         source = "--tracking-uri" if uri else (
             "$MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") else
