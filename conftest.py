@@ -58,3 +58,10 @@ def _plugins_for_plugin_suites(request) -> None:
     # plugin author runs them; when the whole repository's suite runs, that happens here.
     if PLUGINS_DIR in Path(request.node.path).parents:
         request.getfixturevalue("installed_plugins")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    # Modules with slow end-to-end tests go first: workers take whole modules (--dist
+    # loadscope), and a long module collected last would run alone while the other worker idles.
+    slow_files = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow_files)
