@@ -107,7 +107,6 @@ def test_compare_unknown_objective_is_one_line_naming_the_runs_metrics(sweep):
     ("a_file/table.csv", "File exists: '{folder}/a_file'"),
     # The folders are made before the name turns out too long: they go again.
     ("new/folders/" + "x" * 300 + ".csv", "File name too long"),
-    ("a_folder", "Is a directory"),
 ])
 def test_compare_unwritable_csv_is_one_line_and_leaves_nothing(sweep, tmp_path, where, reason):
     (tmp_path / "a_file").write_text("kept")
