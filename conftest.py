@@ -59,10 +59,3 @@ def _plugins_for_plugin_suites(request) -> None:
     if PLUGINS_DIR in Path(request.node.path).parents:
         request.getfixturevalue("installed_plugins")
 
-
-def pytest_collection_modifyitems(config, items) -> None:
-    # Modules with slow end-to-end tests go first: workers take whole modules in this order
-    # (--dist loadscope --no-loadscope-reorder; xdist's own reorder puts modules with many
-    # tests first, i.e. the quick engine ones), so no long module runs alone at the end.
-    slow_files = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow_files)

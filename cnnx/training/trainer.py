@@ -29,6 +29,9 @@ BATCH_DELAY_ENV = "CNNX_TEST_BATCH_DELAY"
 #: Epoch metrics a run can be judged by (best checkpoint, sweep objective, early stopping);
 #: without a validation split a val_ metric falls back to its train_ twin.
 MONITORABLE = ("val_acc", "val_loss", "train_acc", "train_loss")
+#: Float warnings silenced while training and evaluating: a diverging model overflows long
+#: before its loss is NaN, and the update guard names the batch where that matters.
+_QUIET_FLOATS = {"over": "ignore", "invalid": "ignore", "divide": "ignore"}
 
 
 @dataclass
@@ -163,9 +166,7 @@ class Trainer:
         bar = tqdm(total=batch_count, initial=progress.batches_done,
                    desc=f"epoch {self.epoch}/{self.epochs}", leave=False,
                    disable=None if self.progress is None else not self.progress, file=sys.stderr)
-        # A diverging model overflows long before its loss is NaN; the guard names the batch
-        # where that matters, so NumPy's warnings would only repeat it, line after line.
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        with np.errstate(**_QUIET_FLOATS):
             self._train_batches(x, y, progress, batch_count, bar, params)
         bar.close()
         if progress.skipped and not progress.seen:
@@ -220,6 +221,5 @@ class Trainer:
             self._check_interrupt(batch_number)
 
     def _evaluate(self, split: tuple[np.ndarray, np.ndarray]) -> Evaluation:
-        # After skipped batches the weights may be huge: a NaN loss says so in the metrics.
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        with np.errstate(**_QUIET_FLOATS):  # after skipped batches the weights may be huge
             return evaluate(self.model, self.loss, split[0], split[1], self.eval_batch_size)
