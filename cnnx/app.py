@@ -6,7 +6,7 @@ which ``cnnx.cli`` wraps so that errors reach the user as one line.
 
 from __future__ import annotations
 
-import sys
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,10 @@ from cnnx.training.early_stopping import EarlyStopping
 from cnnx.training.trainer import MONITORABLE, Trainer, TrainingInterrupted
 
 register_schema()
+
+#: The run's own lines; Hydra's job logging (conf/hydra/job_logging/cnnx.yaml) sends them to
+#: stdout and to the run directory's log file.
+RUN_LOG = logging.getLogger("cnnx.run")
 
 
 def _options(section: dict[str, Any]) -> dict[str, Any]:
@@ -104,7 +108,7 @@ def build_run(config: dict[str, Any], callbacks: list | None = None):
         epochs=trainer_cfg["epochs"], batch_size=trainer_cfg["batch_size"], seed=seed,
         scheduler_factory=make_scheduler, callbacks=callbacks,
         max_shift=trainer_cfg["augment"]["max_shift"],
-        eval_batch_size=trainer_cfg["eval_batch_size"], progress=trainer_cfg["progress"],
+        eval_batch_size=trainer_cfg["eval_batch_size"], progress=trainer_cfg["progress"], log=RUN_LOG.info,
         update_guard=UpdateGuard(trainer_cfg.get("on_nonfinite", "stop"), trainer_cfg.get("grad_clip_norm")),
     )
     return data, trainer
@@ -211,7 +215,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None, output_dir: str | N
             interruption.run_dir = output_dir
             raise
     objective = trainer.objective(config["trainer"]["monitor"])
-    print(f"{config['trainer']['monitor']} (best epoch) = {objective:.4f}", file=sys.stderr)
+    RUN_LOG.info(f"{config['trainer']['monitor']} (best epoch) = {objective:.4f}")
     return objective
 
 

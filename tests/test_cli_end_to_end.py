@@ -82,7 +82,13 @@ def test_tracking_disabled_trains_without_a_store(tmp_path):
     result = run_cli(["+experiment=digits_small", "trainer.epochs=1", "tracking=none"], tmp_path)
     assert result.returncode == 0, result.stderr
     assert not (tmp_path / "mlflow.db").exists()
-    assert "val_acc" in result.stderr
+    # The run's lines go to stdout (so `> train.log` keeps them) and to the run directory's log.
+    # The console gets plain lines; the log file the same lines, timestamped.
+    lines = result.stdout.splitlines()
+    assert "Total params" in result.stdout and "Total params" not in result.stderr
+    assert any(line.startswith("epoch   1/1 ") for line in lines) and lines[-1].startswith("val_acc (best epoch) = ")
+    (log,) = (tmp_path / "outputs").glob("*/*/app.log")
+    assert f"[cnnx.run][INFO] - {lines[-1]}" in log.read_text()
 
 
 def test_tracking_uri_override_and_environment_variable(tmp_path):

@@ -126,7 +126,7 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path, dat
 
     result = run_cli([*run_args(data), "trainer.resume=true"], tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "resumed from" in result.stderr and "epoch-0001.npz" in result.stderr
+    assert "resumed from" in result.stdout and "epoch-0001.npz" in result.stdout
     assert_same_as_reference(tmp_path, reference)
     (run,) = all_runs(tmp_path)
     assert run.info.run_id == killed.info.run_id
@@ -149,7 +149,7 @@ def test_sigint_saves_a_checkpoint_marks_the_run_killed_and_resumes(tmp_path, da
     assert command[:3] == ["python", "-m", "cnnx"] and "trainer.resume=true" in command
     result = run_cli(command[3:], tmp_path)
     assert result.returncode == 0, result.stderr
-    assert f"resumed from {checkpoints / saved[0]}" in result.stderr
+    assert f"resumed from {checkpoints / saved[0]}" in result.stdout
     assert_same_as_reference(tmp_path, reference)
 
 

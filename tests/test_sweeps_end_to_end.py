@@ -165,11 +165,11 @@ def test_interrupted_sweep_resumes_running_only_the_missing_jobs(tmp_path):
     # the signal lands inside job 2's training loop rather than between jobs.
     environment["CNNX_TEST_BATCH_DELAY"] = "0.05"
     first = subprocess.Popen([sys.executable, "-m", "cnnx", *args], cwd=tmp_path, env=environment,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     # The basic launcher runs jobs in order; the third model summary means jobs 0 and 1 have
     # finished and job 2 is starting to train.
     summaries = 0
-    for line in first.stderr:
+    for line in first.stdout:
         summaries += line.startswith("Total params")
         if summaries == 3:
             break
@@ -189,7 +189,7 @@ def test_interrupted_sweep_resumes_running_only_the_missing_jobs(tmp_path):
                                         interrupted=len(children) - len(done_before))
     assert done_before <= {c.info.run_id for c in finished}
     assert result.stderr.count("cnnx: skipping") == len(done_before)
-    assert result.stderr.count("Total params") == 4 - len(done_before)  # only the missing jobs trained
+    assert result.stdout.count("Total params") == 4 - len(done_before)  # only the missing jobs trained
 
 
 def test_sweep_with_an_unusable_store_stops_before_any_job(tmp_path):
@@ -199,7 +199,7 @@ def test_sweep_with_an_unusable_store_stops_before_any_job(tmp_path):
     assert result.returncode == 2, result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("cnnx: error: cannot use MLflow store") and "tracking.uri" in last
-    assert "Traceback" not in result.stderr and "Total params" not in result.stderr
+    assert "Traceback" not in result.stderr and "Total params" not in result.stdout + result.stderr
 
 
 def test_sweep_against_a_server_that_is_down_fails_at_once_in_one_line(tmp_path):
@@ -209,7 +209,7 @@ def test_sweep_against_a_server_that_is_down_fails_at_once_in_one_line(tmp_path)
     assert result.returncode == 2, result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last == f"cnnx: error: cannot reach MLflow tracking server '{uri}' (tracking.uri): Connection refused"
-    assert "Retrying" not in result.stdout + result.stderr and "Total params" not in result.stderr
+    assert "Retrying" not in result.stdout + result.stderr and "Total params" not in result.stdout + result.stderr
 
 
 def test_sweep_with_a_mistyped_override_leaves_no_parent_run_behind(tmp_path):
@@ -228,5 +228,8 @@ def test_sweep_without_tracking_writes_no_store(tmp_path):
     result = run_cli(["-m", *SMALL, "optimizer.lr=0.02,0.1", "tracking=none", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
                      tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stderr.count("val_acc (best epoch)") == 2
+    assert result.stdout.count("val_acc (best epoch)") == 2
+    # each job's own lines, and only those, in its directory's log
+    logs = [(tmp_path / "sweep" / str(job) / "app.log").read_text() for job in (0, 1)]
+    assert [log.count("val_acc (best epoch)") for log in logs] == [1, 1]
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "sweep" / "mlflow_sweep.json").exists()

@@ -93,7 +93,8 @@ class Trainer:
         self.max_shift = max_shift
         # tqdm's disable=None hides the bar when stderr is not a terminal (CI, sweeps, logs).
         self.progress = progress
-        self.log = log or (lambda message: print(message, file=sys.stderr))
+        # Lines on stdout, as Keras's fit prints them; the CLI passes a logger instead.
+        self.log = log or print
         shuffle_seq, augment_seq = np.random.SeedSequence([seed, 1]).spawn(2)
         self.shuffle_rng = np.random.default_rng(shuffle_seq)
         self.augment_rng = np.random.default_rng(augment_seq)
