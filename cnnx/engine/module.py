@@ -108,8 +108,10 @@ class Module:
             child.to(dtype)
         return self
 
-    def __call__(self, x: np.ndarray, training: bool = True) -> np.ndarray:
-        return self.forward(x, training)
+    def __call__(self, x: np.ndarray, training: bool | None = None) -> np.ndarray:
+        # As in PyTorch, ``module(x)`` follows ``train()``/``eval()``; ``forward`` keeps its
+        # explicit flag, which the trainer passes on every call.
+        return self.forward(x, self.training if training is None else training)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())

@@ -217,3 +217,23 @@ def test_relu_then_max_pool_runs_swapped_with_identical_outputs_and_gradients(po
     np.testing.assert_array_equal(grad_x, back)
     for name, param in model.named_parameters():
         np.testing.assert_array_equal(grads[name], param.grad, err_msg=name)
+
+
+def test_calling_a_model_or_layer_follows_its_train_eval_mode_like_torch():
+    # PyTorch users write model.eval(); model(x): that must not drop units nor move batchnorm's
+    # running statistics.
+    spec = {"bn": {"type": "batchnorm2d"}, "flat": {"type": "flatten"}, "drop": {"type": "dropout", "p": 0.5}}
+    model = cnnx.build_model(spec, (2, 3, 3))
+    x = np.random.default_rng(0).standard_normal((4, 2, 3, 3)).astype(np.float32) + 5
+    model.eval()
+    before = model.state_dict()
+    np.testing.assert_array_equal(model(x), model.predict(x))
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(value, before[key])
+    dropout = model.layers["drop"]
+    flat = x.reshape(4, -1)
+    np.testing.assert_array_equal(dropout(flat), flat)
+    model.train()
+    assert (model(x) == 0).any()
+    assert not np.array_equal(model.state_dict()["bn.running_mean"], before["bn.running_mean"])
+    np.testing.assert_array_equal(model(x, training=False), model.predict(x))  # explicit wins
