@@ -11,7 +11,7 @@ from cnnx.engine.flat_parameters import flatten_parameters
 from cnnx.engine.module import Module, Shape
 from cnnx.engine.sequential import Sequential
 from cnnx.engine.spec import layers_from_spec
-from cnnx.errors import CheckpointError, ConfigError, ShapeError
+from cnnx.errors import CheckpointError, ConfigError, DataError, ShapeError
 
 
 class Model(Sequential):
@@ -20,6 +20,7 @@ class Model(Sequential):
     def __init__(self, layers: Mapping[str, Module], input_shape: Shape, rng: np.random.Generator,
                  where: str = "model.layers"):
         super().__init__(layers, where)
+        self._last_output_shape: tuple[int, ...] | None = None  # what backward's gradient must be
         self.build(tuple(int(d) for d in input_shape), rng)
         flatten_parameters([p for _, p in self.named_parameters()])
 
@@ -35,19 +36,38 @@ class Model(Sequential):
 
     # -- running ---------------------------------------------------------------------------
     def forward(self, x: np.ndarray, training: bool | None = None) -> np.ndarray:
+        """Inputs of any real dtype (float64, uint8 images, nested lists) are cast to the
+        model's float32, as Keras does; complex, string and object arrays are refused."""
+        x = np.asarray(x)
+        if x.dtype.kind not in "fiub":
+            raise DataError(
+                f"model input has dtype {x.dtype}; expected real numbers (float32, or ints and "
+                f"floats, which are cast to float32)"
+            )
         expected = (None, *self.input_shape)
         if x.ndim != 4 or tuple(x.shape[1:]) != self.input_shape:
             raise ShapeError(f"model expects input of shape {expected} (N, C, H, W), got {x.shape}")
-        x = np.asarray(x, dtype=self.dtype)
-        return super().forward(x, self.training if training is None else training)
+        y = super().forward(x.astype(self.dtype, copy=False), self.training if training is None else training)
+        self._last_output_shape = y.shape
+        return y
 
     def backward(self, grad_output: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
         """Fill every ``Parameter.grad``; return the input's gradient, or None with
         ``input_grad=False`` — training never needs it, and for the first convolution it
         costs as much as the weight gradient (a GEMM plus a col2im over the whole image)."""
+        expected = self._last_output_shape
+        if expected is None:
+            raise RuntimeError("Model.backward called before forward: run model.forward(x) first")
+        grad_output = np.asarray(grad_output)
+        if grad_output.shape != expected:
+            raise ShapeError(
+                f"grad_output must have the shape of the last forward's output {expected}, "
+                f"got {grad_output.shape}"
+            )
         first = next(iter(self.layers.values()))
         first.needs_input_grad = input_grad
-        return super().backward(grad_output)
+        # A loss written in float64 (float64 targets) would otherwise make every gradient float64.
+        return super().backward(grad_output.astype(self.dtype, copy=False))
 
     def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Outputs in eval mode, in batches so that large inputs fit in memory."""

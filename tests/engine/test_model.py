@@ -1,3 +1,4 @@
+import re
 from collections import OrderedDict
 
 import numpy as np
@@ -5,7 +6,7 @@ import pytest
 
 import cnnx
 from cnnx.bench import WORKLOADS
-from cnnx.errors import CheckpointError, ConfigError, PluginError, ShapeError
+from cnnx.errors import CheckpointError, ConfigError, DataError, PluginError, ShapeError
 
 LENET5 = WORKLOADS["lenet5"][1]  # LeNet-5 as the issue specifies it
 
@@ -237,3 +238,30 @@ def test_calling_a_model_or_layer_follows_its_train_eval_mode_like_torch():
     assert (model(x) == 0).any()
     assert not np.array_equal(model.state_dict()["bn.running_mean"], before["bn.running_mean"])
     np.testing.assert_array_equal(model(x, training=False), model.predict(x))  # explicit wins
+
+
+def test_inputs_are_cast_to_float32_or_refused_in_one_line_naming_the_dtype():
+    model = cnnx.build_model(LENET5, (1, 28, 28))
+    x = np.random.default_rng(0).standard_normal((2, 1, 28, 28))
+    expected = model.predict(x.astype(np.float32))
+    for cast in (x, x.tolist()):  # float64 arrays and nested lists, as Keras accepts them
+        out = model.forward(cast, training=False)
+        assert out.dtype == np.float32
+        np.testing.assert_array_equal(out, expected)
+    for bad in (x.astype(complex), x.astype(str), x.astype(object)):
+        with pytest.raises(DataError, match=rf"model input .*dtype {bad.dtype}.*float32"):
+            model.forward(bad)
+
+
+def test_backward_keeps_float32_and_names_a_misfit_gradient():
+    model = cnnx.build_model(LENET5, (1, 28, 28))
+    with pytest.raises(RuntimeError, match="backward.*before.*forward"):
+        model.backward(np.zeros((2, 10), np.float32))
+    model.forward(np.zeros((2, 1, 28, 28), np.float32), training=True)
+    for shape in ((2, 9), (3, 10), (20,)):
+        with pytest.raises(ShapeError, match=rf"grad_output .*\(2, 10\).*got {re.escape(str(shape))}"):
+            model.backward(np.zeros(shape, np.float32))
+    # A loss computed in float64 (targets as float64) must not turn every gradient float64.
+    grad_x = model.backward(np.ones((2, 10)))
+    assert grad_x.dtype == np.float32
+    assert {p.grad.dtype for _, p in model.named_parameters()} == {np.dtype(np.float32)}
