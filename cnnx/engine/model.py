@@ -94,10 +94,14 @@ class Model(Sequential):
         return slots
 
     def load_state_dict(self, state: Mapping[str, np.ndarray], strict: bool = True) -> None:
-        """Copy weights in place (optimizers keep their references); strict about names and shapes."""
+        """Copy weights in place (optimizers keep their references); strict about names and shapes.
+
+        A ``torch.nn`` state_dict loads as it is (tensors convert; batchnorm's
+        ``num_batches_tracked`` is dropped)."""
         slots = self._state_slots()
+        foreign = {f"{name}.{key}" for name, layer in self.named_layers() for key in layer.foreign_state_keys}
         missing = [k for k in slots if k not in state]
-        unexpected = [k for k in state if k not in slots]
+        unexpected = [k for k in state if k not in slots and k not in foreign]
         if strict and (missing or unexpected):
             parts = []
             if missing:

@@ -26,6 +26,9 @@ class Module:
     #: during training). Layers may then skip computing it and return None from ``backward``;
     #: layers that ignore the flag stay correct, only slower.
     needs_input_grad = True
+    #: state_dict keys that the layer's PyTorch twin writes and this layer does not keep
+    #: (batchnorm's ``num_batches_tracked``): ``Model.load_state_dict`` accepts and drops them.
+    foreign_state_keys: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         self.params: dict[str, Parameter] = {}

@@ -265,3 +265,16 @@ def test_backward_keeps_float32_and_names_a_misfit_gradient():
     grad_x = model.backward(np.ones((2, 10)))
     assert grad_x.dtype == np.float32
     assert {p.grad.dtype for _, p in model.named_parameters()} == {np.dtype(np.float32)}
+
+
+def test_a_torch_state_dict_with_batchnorm_loads_as_is():
+    # torch.nn.BatchNorm2d's state_dict carries num_batches_tracked, which cnnx does not keep.
+    spec = {"conv": {"type": "conv2d", "out_channels": 4, "kernel_size": 3}, "bn": {"type": "batchnorm2d"}}
+    model = cnnx.build_model(spec, (1, 6, 6))
+    torch_state = {**model.state_dict(), "bn.num_batches_tracked": np.array(7)}
+    torch_state["bn.running_var"] = np.full(4, 2.0, np.float32)
+    model.load_state_dict(torch_state)
+    np.testing.assert_array_equal(model.state_dict()["bn.running_var"], torch_state["bn.running_var"])
+    assert "bn.num_batches_tracked" not in model.state_dict()
+    with pytest.raises(CheckpointError, match=r"unexpected keys: conv\.num_batches_tracked"):
+        model.load_state_dict({**torch_state, "conv.num_batches_tracked": np.array(7)})
