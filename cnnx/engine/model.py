@@ -97,7 +97,9 @@ class Model(Sequential):
         """Copy weights in place (optimizers keep their references); strict about names and shapes.
 
         A ``torch.nn`` state_dict loads as it is (tensors convert; batchnorm's
-        ``num_batches_tracked`` is dropped)."""
+        ``num_batches_tracked`` is dropped). Nothing changes unless every entry fits."""
+        if not isinstance(state, Mapping):
+            raise CheckpointError(f"state_dict must be a mapping of name → array, got {type(state).__name__}")
         slots = self._state_slots()
         foreign = {f"{name}.{key}" for name, layer in self.named_layers() for key in layer.foreign_state_keys}
         missing = [k for k in slots if k not in state]
@@ -109,6 +111,7 @@ class Model(Sequential):
             if unexpected:
                 parts.append(f"unexpected keys: {', '.join(unexpected)}")
             raise CheckpointError("state_dict does not fit this model: " + "; ".join(parts))
+        copies = []
         for key, (owner, attr) in slots.items():
             if key not in state:
                 continue
@@ -118,6 +121,10 @@ class Model(Sequential):
                 raise CheckpointError(
                     f"state_dict entry {key!r} has shape {value.shape}, the model expects {target.shape}"
                 )
+            if value.dtype.kind not in "fiub":
+                raise CheckpointError(f"state_dict entry {key!r} has dtype {value.dtype}; expected real numbers")
+            copies.append((target, value))
+        for target, value in copies:
             np.copyto(target, value, casting="same_kind")
 
     # -- description -----------------------------------------------------------------------

@@ -278,3 +278,19 @@ def test_a_torch_state_dict_with_batchnorm_loads_as_is():
     assert "bn.num_batches_tracked" not in model.state_dict()
     with pytest.raises(CheckpointError, match=r"unexpected keys: conv\.num_batches_tracked"):
         model.load_state_dict({**torch_state, "conv.num_batches_tracked": np.array(7)})
+
+
+def test_load_state_dict_changes_nothing_unless_every_entry_fits():
+    model = cnnx.build_model(LENET5, (1, 28, 28))
+    before = model.state_dict()
+    zeros = {k: np.zeros_like(v) for k, v in before.items()}
+    for key, bad, message in [
+        ("fc3.bias", np.zeros(11, np.float32), r"'fc3.bias' has shape \(11,\)"),
+        ("fc3.bias", np.array(["x"] * 10), r"'fc3.bias' has dtype <U1; expected real numbers"),
+    ]:
+        with pytest.raises(CheckpointError, match=message):
+            model.load_state_dict({**zeros, key: bad})
+        for name, value in model.state_dict().items():
+            np.testing.assert_array_equal(value, before[name])
+    with pytest.raises(CheckpointError, match="state_dict must be a mapping of name → array, got list"):
+        model.load_state_dict(list(before.items()))
