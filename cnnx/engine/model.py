@@ -17,11 +17,12 @@ from cnnx.errors import CheckpointError, ConfigError, DataError, ShapeError
 class Model(Sequential):
     """A built network with PyTorch-compatible ``state_dict`` names and layouts."""
 
-    def __init__(self, layers: Mapping[str, Module], input_shape: Shape, rng: np.random.Generator,
-                 where: str = "model.layers"):
+    def __init__(self, layers: Mapping[str, Module], input_shape: Shape,
+                 rng: np.random.Generator | None = None, where: str = "model.layers"):
+        """``rng`` draws the initial weights; by default seed 0, as ``build_model``'s."""
         super().__init__(layers, where)
         self._last_output_shape: tuple[int, ...] | None = None  # what backward's gradient must be
-        self.build(tuple(int(d) for d in input_shape), rng)
+        self.build(input_shape, np.random.default_rng(0) if rng is None else rng)
         flatten_parameters([p for _, p in self.named_parameters()])
 
     def to(self, dtype: Any) -> Model:
@@ -30,9 +31,13 @@ class Model(Sequential):
         return self
 
     def build(self, input_shape: Shape, rng: np.random.Generator) -> Shape:
-        if len(input_shape) != 3 or any(d <= 0 for d in input_shape):
-            raise ShapeError(f"input_shape must be (C, H, W) with positive sizes, got {input_shape}")
-        return super().build(input_shape, rng)
+        try:
+            shape = tuple(int(d) for d in input_shape)
+        except (TypeError, ValueError):
+            shape = ()
+        if len(shape) != 3 or any(d <= 0 for d in shape):
+            raise ShapeError(f"input_shape must be (C, H, W) with positive sizes, got {input_shape!r}")
+        return super().build(shape, rng)
 
     # -- running ---------------------------------------------------------------------------
     def forward(self, x: np.ndarray, training: bool | None = None) -> np.ndarray:
@@ -179,7 +184,7 @@ def build_model(
     layers_spec = spec.get("layers") if _is_wrapped(spec) else spec
     if rng is None:
         rng = np.random.default_rng(seed)
-    return Model(layers_from_spec(layers_spec, where), tuple(input_shape), rng, where)
+    return Model(layers_from_spec(layers_spec, where), input_shape, rng, where)
 
 
 def _is_wrapped(spec: Mapping[str, Any]) -> bool:

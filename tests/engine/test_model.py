@@ -294,3 +294,15 @@ def test_load_state_dict_changes_nothing_unless_every_entry_fits():
             np.testing.assert_array_equal(value, before[name])
     with pytest.raises(CheckpointError, match="state_dict must be a mapping of name → array, got list"):
         model.load_state_dict(list(before.items()))
+
+
+def test_a_model_from_layer_objects_needs_no_generator_and_input_shape_errors_are_one_line():
+    from cnnx.engine.layers.dense import Dense
+    from cnnx.engine.layers.flatten import Flatten
+
+    a = cnnx.Model({"flat": Flatten(), "fc": Dense(3)}, (1, 4, 4))
+    b = cnnx.build_model({"flat": {"type": "flatten"}, "fc": {"type": "dense", "out_features": 3}}, (1, 4, 4))
+    np.testing.assert_array_equal(a.state_dict()["fc.weight"], b.state_dict()["fc.weight"])  # seed 0 both
+    for bad in (8, "1x8x8", (1, 8, "x")):
+        with pytest.raises(ShapeError, match=r"input_shape must be \(C, H, W\) with positive sizes, got "):
+            cnnx.build_model({"flat": {"type": "flatten"}}, bad)
