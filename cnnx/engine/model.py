@@ -49,12 +49,21 @@ class Model(Sequential):
                 f"model input has dtype {x.dtype}; expected real numbers (float32, or ints and "
                 f"floats, which are cast to float32)"
             )
-        expected = (None, *self.input_shape)
         if x.ndim != 4 or tuple(x.shape[1:]) != self.input_shape:
-            raise ShapeError(f"model expects input of shape {expected} (N, C, H, W), got {x.shape}")
+            raise ShapeError(self._input_shape_message(x.shape))
         y = super().forward(x.astype(self.dtype, copy=False), self.training if training is None else training)
         self._last_output_shape = y.shape
         return y
+
+    def _input_shape_message(self, shape: tuple[int, ...]) -> str:
+        channels, height, width = self.input_shape
+        message = f"model expects input of shape {(None, *self.input_shape)} (N, C, H, W), got {shape}"
+        # Keras and image libraries hand out (N, H, W, C) and, for grey images, (N, H, W).
+        if len(shape) == 4 and tuple(shape[1:]) == (height, width, channels):
+            return message + ": channels last; pass x.transpose(0, 3, 1, 2)"
+        if channels == 1 and len(shape) == 3 and tuple(shape[1:]) == (height, width):
+            return message + ": no channel axis; pass x[:, None]"
+        return message
 
     def backward(self, grad_output: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
         """Fill every ``Parameter.grad``; return the input's gradient, or None with

@@ -306,3 +306,13 @@ def test_a_model_from_layer_objects_needs_no_generator_and_input_shape_errors_ar
     for bad in (8, "1x8x8", (1, 8, "x")):
         with pytest.raises(ShapeError, match=r"input_shape must be \(C, H, W\) with positive sizes, got "):
             cnnx.build_model({"flat": {"type": "flatten"}}, bad)
+
+
+def test_a_channels_last_or_channel_less_input_is_refused_with_the_fix():
+    model = cnnx.build_model(LENET5, (1, 28, 28))
+    with pytest.raises(ShapeError, match=r"got \(2, 28, 28, 1\): channels last.*x\.transpose\(0, 3, 1, 2\)"):
+        model.forward(np.zeros((2, 28, 28, 1), np.float32))
+    with pytest.raises(ShapeError, match=r"got \(2, 28, 28\): .*channel axis.*x\[:, None\]"):
+        model.forward(np.zeros((2, 28, 28), np.float32))
+    with pytest.raises(ShapeError, match=r"got \(2, 1, 32, 32\)$"):
+        model.forward(np.zeros((2, 1, 32, 32), np.float32))
