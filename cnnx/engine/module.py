@@ -29,6 +29,9 @@ class Module:
     #: state_dict keys that the layer's PyTorch twin writes and this layer does not keep
     #: (batchnorm's ``num_batches_tracked``): ``Model.load_state_dict`` accepts and drops them.
     foreign_state_keys: tuple[str, ...] = ()
+    #: The registered name it was built from (``conv2d``), so that a model's ``get_config``
+    #: is a spec that rebuilds it; None for a layer constructed by hand.
+    type_name: str | None = None
 
     def __init__(self) -> None:
         self.params: dict[str, Parameter] = {}

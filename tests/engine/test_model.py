@@ -316,3 +316,16 @@ def test_a_channels_last_or_channel_less_input_is_refused_with_the_fix():
         model.forward(np.zeros((2, 28, 28), np.float32))
     with pytest.raises(ShapeError, match=r"got \(2, 1, 32, 32\)$"):
         model.forward(np.zeros((2, 1, 32, 32), np.float32))
+
+
+def test_get_config_rebuilds_the_same_model_keras_style():
+    spec = {"res": {"type": "residual", "layers": {
+        "conv": {"type": "conv2d", "out_channels": 3, "kernel_size": 3, "padding": 1}}},
+        "bn": {"type": "batchnorm2d", "momentum": 0.2}, "flat": {"type": "flatten"},
+        "fc": {"type": "dense", "out_features": 4, "init": "he_normal"}}
+    model = cnnx.build_model(spec, (2, 5, 5), seed=4)
+    rebuilt = cnnx.build_model(model.get_config(), model.input_shape, seed=4)
+    assert rebuilt.get_config() == model.get_config()
+    assert rebuilt.get_config()["layers"]["bn"] == {"type": "batchnorm2d", "eps": 1e-5, "momentum": 0.2}
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(rebuilt.state_dict()[key], value)
