@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from cnnx.engine.parameter import Parameter
-from cnnx.errors import ShapeError
+from cnnx.errors import PluginError, ShapeError
 
 Shape = tuple[int, ...]
 
@@ -46,6 +46,7 @@ class Module:
         """Create parameters for a per-sample ``input_shape``; return the output shape."""
         self.input_shape = tuple(int(d) for d in input_shape)
         self.output_shape = tuple(int(d) for d in self._build(self.input_shape, rng))
+        self._adopt_attribute_parameters()
         if any(d <= 0 for d in self.output_shape):
             raise ShapeError(
                 f"{type(self).__name__} turns input shape {self.input_shape} into "
@@ -55,6 +56,26 @@ class Module:
 
     def _build(self, input_shape: Shape, rng: np.random.Generator) -> Shape:
         return input_shape
+
+    def _adopt_attribute_parameters(self) -> None:
+        """PyTorch-style layers assign ``self.weight = Parameter(...)``: such a Parameter joins
+        ``params`` under its attribute name, as ``torch.nn.Module`` registers it. A sub-layer
+        held in an attribute must be yielded by ``children()``; otherwise optimizers and
+        state_dicts would silently never see its parameters, so that is refused."""
+        owned = {id(p) for p in self.params.values()}
+        for name, value in list(vars(self).items()):
+            if isinstance(value, Parameter) and id(value) not in owned:
+                self.params[name] = value
+        seen = {id(p) for _, p in self.named_parameters()}
+        for name, value in vars(self).items():
+            if isinstance(value, Module):
+                unseen = [n for n, p in value.named_parameters(f"{name}.") if id(p) not in seen]
+                if unseen:
+                    raise PluginError(
+                        f"{type(self).__name__}.{name} holds parameters ({', '.join(unseen)}) that "
+                        f"{type(self).__name__} does not list: yield the sub-layer from children() "
+                        f"so that optimizers and state_dict see them"
+                    )
 
     def get_config(self) -> dict[str, Any]:
         """Constructor kwargs that rebuild this layer (used by summaries and saved models)."""
