@@ -44,6 +44,11 @@ class Module:
     # -- construction -------------------------------------------------------------------
     def build(self, input_shape: Shape, rng: np.random.Generator) -> Shape:
         """Create parameters for a per-sample ``input_shape``; return the output shape."""
+        if "params" not in vars(self):
+            raise PluginError(
+                f"{type(self).__name__}.__init__ must call super().__init__() (Module sets up "
+                f"params, buffers and the training flag there)"
+            )
         self.input_shape = tuple(int(d) for d in input_shape)
         self.output_shape = tuple(int(d) for d in self._build(self.input_shape, rng))
         self._adopt_attribute_parameters()

@@ -59,3 +59,16 @@ class Wrapper(Module):
 def test_a_sub_layer_whose_parameters_nobody_sees_is_refused_naming_it():
     with pytest.raises(PluginError, match=r"Wrapper\.inner .*inner\.weight, inner\.bias.*children\(\)"):
         cnnx.Model({"flat": Flatten(), "wrap": Wrapper()}, (1, 2, 2))
+
+
+class Forgetful(Module):
+    def __init__(self, beta=1.0):  # no super().__init__()
+        self.beta = beta
+
+    def forward(self, x, training=True):
+        return x
+
+
+def test_a_layer_that_skips_module_init_is_named():
+    with pytest.raises(PluginError, match=r"Forgetful\.__init__ must call super\(\)\.__init__\(\)"):
+        cnnx.Model({"odd": Forgetful(), "flat": Flatten()}, (1, 2, 2))
