@@ -58,3 +58,32 @@ def test_readme_plugin_passes_the_readme_conformance_tests(readme_plugin, cnnx_c
                               "fc": {"type": "dense", "out_features": 3}}, (1, 5, 5))
     out = model.forward(np.ones((2, 1, 5, 5), np.float32))
     assert out.shape == (2, 3) and out.dtype == np.float32
+
+
+@pytest.mark.slow  # a pip wheel build, ~3 s
+def test_readme_config_group_layout_builds_a_wheel_with_the_configs_and_the_search_path(tmp_path):
+    # setuptools' automatic discovery refuses a package next to hydra_plugins ("multiple
+    # top-level packages"): the README's pyproject lines must name both and ship the YAML.
+    import subprocess
+    import zipfile
+
+    searchpath_code = blocks("python")[1]
+    package = re.search(r'add_plugin_configs\(search_path, "[^"]+", "(\w+)\.conf"\)', searchpath_code)[1]
+    (tmp_path / package / "conf" / "loss").mkdir(parents=True)
+    (tmp_path / package / "__init__.py").write_text("")
+    (tmp_path / package / "conf" / "loss" / "my_loss.yaml").write_text("type: my_loss\n")
+    (tmp_path / "hydra_plugins" / f"{package}_searchpath").mkdir(parents=True)
+    (tmp_path / "hydra_plugins" / f"{package}_searchpath" / "__init__.py").write_text(searchpath_code)
+    (tmp_path / "pyproject.toml").write_text(
+        f'[project]\nname = "{package}"\nversion = "0.1.0"\n\n' + blocks("toml")[1])
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+         "--disable-pip-version-check", "-w", str(tmp_path / "dist"), str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    [wheel] = (tmp_path / "dist").glob("*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert f"{package}/conf/loss/my_loss.yaml" in names
+    assert f"hydra_plugins/{package}_searchpath/__init__.py" in names
+    assert "hydra_plugins/__init__.py" not in names

@@ -11,16 +11,18 @@ from cnnx.engine.flat_parameters import flatten_parameters
 from cnnx.engine.module import Module, Shape
 from cnnx.engine.sequential import Sequential
 from cnnx.engine.spec import layers_from_spec
-from cnnx.errors import CheckpointError, ConfigError, ShapeError
+from cnnx.errors import CheckpointError, ConfigError, DataError, ShapeError
 
 
 class Model(Sequential):
     """A built network with PyTorch-compatible ``state_dict`` names and layouts."""
 
-    def __init__(self, layers: Mapping[str, Module], input_shape: Shape, rng: np.random.Generator,
-                 where: str = "model.layers"):
+    def __init__(self, layers: Mapping[str, Module], input_shape: Shape,
+                 rng: np.random.Generator | None = None, where: str = "model.layers"):
+        """``rng`` draws the initial weights; by default seed 0, as ``build_model``'s."""
         super().__init__(layers, where)
-        self.build(tuple(int(d) for d in input_shape), rng)
+        self._last_output_shape: tuple[int, ...] | None = None  # what backward's gradient must be
+        self.build(input_shape, np.random.default_rng(0) if rng is None else rng)
         flatten_parameters([p for _, p in self.named_parameters()])
 
     def to(self, dtype: Any) -> Model:
@@ -29,25 +31,57 @@ class Model(Sequential):
         return self
 
     def build(self, input_shape: Shape, rng: np.random.Generator) -> Shape:
-        if len(input_shape) != 3 or any(d <= 0 for d in input_shape):
-            raise ShapeError(f"input_shape must be (C, H, W) with positive sizes, got {input_shape}")
-        return super().build(input_shape, rng)
+        try:
+            shape = tuple(int(d) for d in input_shape)
+        except (TypeError, ValueError):
+            shape = ()
+        if len(shape) != 3 or any(d <= 0 for d in shape):
+            raise ShapeError(f"input_shape must be (C, H, W) with positive sizes, got {input_shape!r}")
+        return super().build(shape, rng)
 
     # -- running ---------------------------------------------------------------------------
     def forward(self, x: np.ndarray, training: bool | None = None) -> np.ndarray:
-        expected = (None, *self.input_shape)
+        """Inputs of any real dtype (float64, uint8 images, nested lists) are cast to the
+        model's float32, as Keras does; complex, string and object arrays are refused."""
+        x = np.asarray(x)
+        if x.dtype.kind not in "fiub":
+            raise DataError(
+                f"model input has dtype {x.dtype}; expected real numbers (float32, or ints and "
+                f"floats, which are cast to float32)"
+            )
         if x.ndim != 4 or tuple(x.shape[1:]) != self.input_shape:
-            raise ShapeError(f"model expects input of shape {expected} (N, C, H, W), got {x.shape}")
-        x = np.asarray(x, dtype=self.dtype)
-        return super().forward(x, self.training if training is None else training)
+            raise ShapeError(self._input_shape_message(x.shape))
+        y = super().forward(x.astype(self.dtype, copy=False), self.training if training is None else training)
+        self._last_output_shape = y.shape
+        return y
+
+    def _input_shape_message(self, shape: tuple[int, ...]) -> str:
+        channels, height, width = self.input_shape
+        message = f"model expects input of shape {(None, *self.input_shape)} (N, C, H, W), got {shape}"
+        # Keras and image libraries hand out (N, H, W, C) and, for grey images, (N, H, W).
+        if len(shape) == 4 and tuple(shape[1:]) == (height, width, channels):
+            return message + ": channels last; pass x.transpose(0, 3, 1, 2)"
+        if channels == 1 and len(shape) == 3 and tuple(shape[1:]) == (height, width):
+            return message + ": no channel axis; pass x[:, None]"
+        return message
 
     def backward(self, grad_output: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
         """Fill every ``Parameter.grad``; return the input's gradient, or None with
         ``input_grad=False`` — training never needs it, and for the first convolution it
         costs as much as the weight gradient (a GEMM plus a col2im over the whole image)."""
+        expected = self._last_output_shape
+        if expected is None:
+            raise RuntimeError("Model.backward called before forward: run model.forward(x) first")
+        grad_output = np.asarray(grad_output)
+        if grad_output.shape != expected:
+            raise ShapeError(
+                f"grad_output must have the shape of the last forward's output {expected}, "
+                f"got {grad_output.shape}"
+            )
         first = next(iter(self.layers.values()))
         first.needs_input_grad = input_grad
-        return super().backward(grad_output)
+        # A loss written in float64 (float64 targets) would otherwise make every gradient float64.
+        return super().backward(grad_output.astype(self.dtype, copy=False))
 
     def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Outputs in eval mode, in batches so that large inputs fit in memory."""
@@ -74,10 +108,16 @@ class Model(Sequential):
         return slots
 
     def load_state_dict(self, state: Mapping[str, np.ndarray], strict: bool = True) -> None:
-        """Copy weights in place (optimizers keep their references); strict about names and shapes."""
+        """Copy weights in place (optimizers keep their references); strict about names and shapes.
+
+        A ``torch.nn`` state_dict loads as it is (tensors convert; batchnorm's
+        ``num_batches_tracked`` is dropped). Nothing changes unless every entry fits."""
+        if not isinstance(state, Mapping):
+            raise CheckpointError(f"state_dict must be a mapping of name → array, got {type(state).__name__}")
         slots = self._state_slots()
+        foreign = {f"{name}.{key}" for name, layer in self.named_layers() for key in layer.foreign_state_keys}
         missing = [k for k in slots if k not in state]
-        unexpected = [k for k in state if k not in slots]
+        unexpected = [k for k in state if k not in slots and k not in foreign]
         if strict and (missing or unexpected):
             parts = []
             if missing:
@@ -85,6 +125,7 @@ class Model(Sequential):
             if unexpected:
                 parts.append(f"unexpected keys: {', '.join(unexpected)}")
             raise CheckpointError("state_dict does not fit this model: " + "; ".join(parts))
+        copies = []
         for key, (owner, attr) in slots.items():
             if key not in state:
                 continue
@@ -94,6 +135,10 @@ class Model(Sequential):
                 raise CheckpointError(
                     f"state_dict entry {key!r} has shape {value.shape}, the model expects {target.shape}"
                 )
+            if value.dtype.kind not in "fiub":
+                raise CheckpointError(f"state_dict entry {key!r} has dtype {value.dtype}; expected real numbers")
+            copies.append((target, value))
+        for target, value in copies:
             np.copyto(target, value, casting="same_kind")
 
     # -- description -----------------------------------------------------------------------
@@ -148,7 +193,7 @@ def build_model(
     layers_spec = spec.get("layers") if _is_wrapped(spec) else spec
     if rng is None:
         rng = np.random.default_rng(seed)
-    return Model(layers_from_spec(layers_spec, where), tuple(input_shape), rng, where)
+    return Model(layers_from_spec(layers_spec, where), input_shape, rng, where)
 
 
 def _is_wrapped(spec: Mapping[str, Any]) -> bool:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from cnnx.engine.parameter import Parameter
-from cnnx.errors import ShapeError
+from cnnx.errors import PluginError, ShapeError
 
 Shape = tuple[int, ...]
 
@@ -26,6 +26,12 @@ class Module:
     #: during training). Layers may then skip computing it and return None from ``backward``;
     #: layers that ignore the flag stay correct, only slower.
     needs_input_grad = True
+    #: state_dict keys that the layer's PyTorch twin writes and this layer does not keep
+    #: (batchnorm's ``num_batches_tracked``): ``Model.load_state_dict`` accepts and drops them.
+    foreign_state_keys: tuple[str, ...] = ()
+    #: The registered name it was built from (``conv2d``), so that a model's ``get_config``
+    #: is a spec that rebuilds it; None for a layer constructed by hand.
+    type_name: str | None = None
 
     def __init__(self) -> None:
         self.params: dict[str, Parameter] = {}
@@ -38,8 +44,14 @@ class Module:
     # -- construction -------------------------------------------------------------------
     def build(self, input_shape: Shape, rng: np.random.Generator) -> Shape:
         """Create parameters for a per-sample ``input_shape``; return the output shape."""
+        if "params" not in vars(self):
+            raise PluginError(
+                f"{type(self).__name__}.__init__ must call super().__init__() (Module sets up "
+                f"params, buffers and the training flag there)"
+            )
         self.input_shape = tuple(int(d) for d in input_shape)
         self.output_shape = tuple(int(d) for d in self._build(self.input_shape, rng))
+        self._adopt_attribute_parameters()
         if any(d <= 0 for d in self.output_shape):
             raise ShapeError(
                 f"{type(self).__name__} turns input shape {self.input_shape} into "
@@ -49,6 +61,26 @@ class Module:
 
     def _build(self, input_shape: Shape, rng: np.random.Generator) -> Shape:
         return input_shape
+
+    def _adopt_attribute_parameters(self) -> None:
+        """PyTorch-style layers assign ``self.weight = Parameter(...)``: such a Parameter joins
+        ``params`` under its attribute name, as ``torch.nn.Module`` registers it. A sub-layer
+        held in an attribute must be yielded by ``children()``; otherwise optimizers and
+        state_dicts would silently never see its parameters, so that is refused."""
+        owned = {id(p) for p in self.params.values()}
+        for name, value in list(vars(self).items()):
+            if isinstance(value, Parameter) and id(value) not in owned:
+                self.params[name] = value
+        seen = {id(p) for _, p in self.named_parameters()}
+        for name, value in vars(self).items():
+            if isinstance(value, Module):
+                unseen = [n for n, p in value.named_parameters(f"{name}.") if id(p) not in seen]
+                if unseen:
+                    raise PluginError(
+                        f"{type(self).__name__}.{name} holds parameters ({', '.join(unseen)}) that "
+                        f"{type(self).__name__} does not list: yield the sub-layer from children() "
+                        f"so that optimizers and state_dict see them"
+                    )
 
     def get_config(self) -> dict[str, Any]:
         """Constructor kwargs that rebuild this layer (used by summaries and saved models)."""
@@ -108,8 +140,10 @@ class Module:
             child.to(dtype)
         return self
 
-    def __call__(self, x: np.ndarray, training: bool = True) -> np.ndarray:
-        return self.forward(x, training)
+    def __call__(self, x: np.ndarray, training: bool | None = None) -> np.ndarray:
+        # As in PyTorch, ``module(x)`` follows ``train()``/``eval()``; ``forward`` keeps its
+        # explicit flag, which the trainer passes on every call.
+        return self.forward(x, self.training if training is None else training)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())

@@ -48,7 +48,8 @@ class Sequential(Module):
         return iter(self.layers.items())
 
     def get_config(self) -> dict:
-        return {"layers": {n: {"type": type(l).__name__, **l.get_config()} for n, l in self.layers.items()}}
+        return {"layers": {n: {"type": l.type_name or type(l).__name__, **l.get_config()}
+                           for n, l in self.layers.items()}}
 
 
 def run_order(layers: list[Module]) -> list[Module]:

@@ -34,6 +34,7 @@ def layers_from_spec(spec: Mapping[str, Any], where: str) -> dict[str, Module]:
         # Blocks build nested layers and report their errors under their own config key.
         context = {"where": key} if "where" in inspect.signature(cls).parameters else {}
         layer = layer_registry.create(layer_spec["type"], options, key, **context)
+        layer.type_name = layer_spec["type"]
         built[name] = layer
     if not built:
         raise ConfigError(f"{where} has no layers left")

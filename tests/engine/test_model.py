@@ -1,3 +1,4 @@
+import re
 from collections import OrderedDict
 
 import numpy as np
@@ -5,7 +6,7 @@ import pytest
 
 import cnnx
 from cnnx.bench import WORKLOADS
-from cnnx.errors import CheckpointError, ConfigError, PluginError, ShapeError
+from cnnx.errors import CheckpointError, ConfigError, DataError, PluginError, ShapeError
 
 LENET5 = WORKLOADS["lenet5"][1]  # LeNet-5 as the issue specifies it
 
@@ -217,3 +218,114 @@ def test_relu_then_max_pool_runs_swapped_with_identical_outputs_and_gradients(po
     np.testing.assert_array_equal(grad_x, back)
     for name, param in model.named_parameters():
         np.testing.assert_array_equal(grads[name], param.grad, err_msg=name)
+
+
+def test_calling_a_model_or_layer_follows_its_train_eval_mode_like_torch():
+    # PyTorch users write model.eval(); model(x): that must not drop units nor move batchnorm's
+    # running statistics.
+    spec = {"bn": {"type": "batchnorm2d"}, "flat": {"type": "flatten"}, "drop": {"type": "dropout", "p": 0.5}}
+    model = cnnx.build_model(spec, (2, 3, 3))
+    x = np.random.default_rng(0).standard_normal((4, 2, 3, 3)).astype(np.float32) + 5
+    model.eval()
+    before = model.state_dict()
+    np.testing.assert_array_equal(model(x), model.predict(x))
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(value, before[key])
+    dropout = model.layers["drop"]
+    flat = x.reshape(4, -1)
+    np.testing.assert_array_equal(dropout(flat), flat)
+    model.train()
+    assert (model(x) == 0).any()
+    assert not np.array_equal(model.state_dict()["bn.running_mean"], before["bn.running_mean"])
+    np.testing.assert_array_equal(model(x, training=False), model.predict(x))  # explicit wins
+
+
+def test_inputs_are_cast_to_float32_or_refused_in_one_line_naming_the_dtype():
+    model = cnnx.build_model(LENET5, (1, 28, 28))
+    x = np.random.default_rng(0).standard_normal((2, 1, 28, 28))
+    expected = model.predict(x.astype(np.float32))
+    for cast in (x, x.tolist()):  # float64 arrays and nested lists, as Keras accepts them
+        out = model.forward(cast, training=False)
+        assert out.dtype == np.float32
+        np.testing.assert_array_equal(out, expected)
+    for bad in (x.astype(complex), x.astype(str), x.astype(object)):
+        with pytest.raises(DataError, match=rf"model input .*dtype {bad.dtype}.*float32"):
+            model.forward(bad)
+
+
+def test_backward_keeps_float32_and_names_a_misfit_gradient():
+    model = cnnx.build_model(LENET5, (1, 28, 28))
+    with pytest.raises(RuntimeError, match="backward.*before.*forward"):
+        model.backward(np.zeros((2, 10), np.float32))
+    model.forward(np.zeros((2, 1, 28, 28), np.float32), training=True)
+    for shape in ((2, 9), (3, 10), (20,)):
+        with pytest.raises(ShapeError, match=rf"grad_output .*\(2, 10\).*got {re.escape(str(shape))}"):
+            model.backward(np.zeros(shape, np.float32))
+    # A loss computed in float64 (targets as float64) must not turn every gradient float64.
+    grad_x = model.backward(np.ones((2, 10)))
+    assert grad_x.dtype == np.float32
+    assert {p.grad.dtype for _, p in model.named_parameters()} == {np.dtype(np.float32)}
+
+
+def test_a_torch_state_dict_with_batchnorm_loads_as_is():
+    # torch.nn.BatchNorm2d's state_dict carries num_batches_tracked, which cnnx does not keep.
+    spec = {"conv": {"type": "conv2d", "out_channels": 4, "kernel_size": 3}, "bn": {"type": "batchnorm2d"}}
+    model = cnnx.build_model(spec, (1, 6, 6))
+    torch_state = {**model.state_dict(), "bn.num_batches_tracked": np.array(7)}
+    torch_state["bn.running_var"] = np.full(4, 2.0, np.float32)
+    model.load_state_dict(torch_state)
+    np.testing.assert_array_equal(model.state_dict()["bn.running_var"], torch_state["bn.running_var"])
+    assert "bn.num_batches_tracked" not in model.state_dict()
+    with pytest.raises(CheckpointError, match=r"unexpected keys: conv\.num_batches_tracked"):
+        model.load_state_dict({**torch_state, "conv.num_batches_tracked": np.array(7)})
+
+
+def test_load_state_dict_changes_nothing_unless_every_entry_fits():
+    model = cnnx.build_model(LENET5, (1, 28, 28))
+    before = model.state_dict()
+    zeros = {k: np.zeros_like(v) for k, v in before.items()}
+    for key, bad, message in [
+        ("fc3.bias", np.zeros(11, np.float32), r"'fc3.bias' has shape \(11,\)"),
+        ("fc3.bias", np.array(["x"] * 10), r"'fc3.bias' has dtype <U1; expected real numbers"),
+    ]:
+        with pytest.raises(CheckpointError, match=message):
+            model.load_state_dict({**zeros, key: bad})
+        for name, value in model.state_dict().items():
+            np.testing.assert_array_equal(value, before[name])
+    with pytest.raises(CheckpointError, match="state_dict must be a mapping of name → array, got list"):
+        model.load_state_dict(list(before.items()))
+
+
+def test_a_model_from_layer_objects_needs_no_generator_and_input_shape_errors_are_one_line():
+    from cnnx.engine.layers.dense import Dense
+    from cnnx.engine.layers.flatten import Flatten
+
+    a = cnnx.Model({"flat": Flatten(), "fc": Dense(3)}, (1, 4, 4))
+    b = cnnx.build_model({"flat": {"type": "flatten"}, "fc": {"type": "dense", "out_features": 3}}, (1, 4, 4))
+    np.testing.assert_array_equal(a.state_dict()["fc.weight"], b.state_dict()["fc.weight"])  # seed 0 both
+    for bad in (8, "1x8x8", (1, 8, "x")):
+        with pytest.raises(ShapeError, match=r"input_shape must be \(C, H, W\) with positive sizes, got "):
+            cnnx.build_model({"flat": {"type": "flatten"}}, bad)
+
+
+def test_a_channels_last_or_channel_less_input_is_refused_with_the_fix():
+    model = cnnx.build_model(LENET5, (1, 28, 28))
+    with pytest.raises(ShapeError, match=r"got \(2, 28, 28, 1\): channels last.*x\.transpose\(0, 3, 1, 2\)"):
+        model.forward(np.zeros((2, 28, 28, 1), np.float32))
+    with pytest.raises(ShapeError, match=r"got \(2, 28, 28\): .*channel axis.*x\[:, None\]"):
+        model.forward(np.zeros((2, 28, 28), np.float32))
+    with pytest.raises(ShapeError, match=r"got \(2, 1, 32, 32\)$"):
+        model.forward(np.zeros((2, 1, 32, 32), np.float32))
+
+
+def test_get_config_rebuilds_the_same_model_keras_style():
+    spec = {"res": {"type": "residual", "layers": {
+        "conv": {"type": "conv2d", "out_channels": 3, "kernel_size": 3, "padding": 1}}},
+        "bn": {"type": "batchnorm2d", "momentum": 0.2}, "flat": {"type": "flatten"},
+        "fc": {"type": "dense", "out_features": 4, "init": "he_normal"}}
+    model = cnnx.build_model(spec, (2, 5, 5), seed=4)
+    rebuilt = cnnx.build_model(model.get_config(), model.input_shape, seed=4)
+    assert rebuilt.get_config() == model.get_config()
+    assert rebuilt.get_config()["layers"]["bn"] == {"type": "batchnorm2d", "eps": 1e-5, "momentum": 0.2}
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(rebuilt.state_dict()[key], value)

@@ -26,6 +26,8 @@ class BatchNorm2D(Module):
     ``running_var``, all of shape (C,), named as in PyTorch so state_dicts transfer.
     ``num_batches_tracked`` is not kept: it only matters for ``momentum=None``."""
 
+    foreign_state_keys = ("num_batches_tracked",)
+
     def __init__(self, eps: float = 1e-5, momentum: float = 0.1) -> None:
         super().__init__()
         if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps > 0:

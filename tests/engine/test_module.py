@@ -1,0 +1,74 @@
+"""Custom layers written the PyTorch way: what Module does for their authors."""
+
+import numpy as np
+import pytest
+
+import cnnx
+from cnnx.engine.layers.dense import Dense
+from cnnx.engine.layers.flatten import Flatten
+from cnnx.engine.module import Module
+from cnnx.engine.optim.sgd import SGD
+from cnnx.engine.parameter import Parameter
+from cnnx.errors import PluginError
+
+
+class Scale(Module):
+    """A learned per-feature scale, its Parameter assigned as an attribute (torch-style)."""
+
+    def _build(self, input_shape, rng):
+        self.scale = Parameter(np.full(input_shape, 2.0, self.dtype))
+        return input_shape
+
+    def forward(self, x, training=True):
+        self._x = x
+        return x * self.scale.data
+
+    def backward(self, grad_output):
+        self.scale.grad = (grad_output * self._x).sum(axis=0)
+        return grad_output * self.scale.data
+
+
+def test_a_parameter_assigned_as_an_attribute_is_registered_and_trained():
+    model = cnnx.Model({"flat": Flatten(), "scale": Scale(), "fc": Dense(2)}, (1, 2, 2))
+    assert [name for name, _ in model.named_parameters()] == ["scale.scale", "fc.weight", "fc.bias"]
+    assert "scale.scale" in model.state_dict()
+    layer = model.layers["scale"]
+    before = layer.scale.data.copy()
+    optimizer = SGD(model.named_parameters(), lr=0.1)
+    model(np.ones((3, 1, 2, 2), np.float32))
+    model.backward(np.ones((3, 2), np.float32))
+    optimizer.step()
+    assert not np.array_equal(layer.scale.data, before)
+    assert layer.scale is layer.params["scale"]
+
+
+class Wrapper(Module):
+    """A composite that builds a sub-layer but forgets to yield it from children()."""
+
+    def _build(self, input_shape, rng):
+        self.inner = Dense(3)
+        return self.inner.build(input_shape, rng)
+
+    def forward(self, x, training=True):
+        return self.inner.forward(x, training)
+
+    def backward(self, grad_output):
+        return self.inner.backward(grad_output)
+
+
+def test_a_sub_layer_whose_parameters_nobody_sees_is_refused_naming_it():
+    with pytest.raises(PluginError, match=r"Wrapper\.inner .*inner\.weight, inner\.bias.*children\(\)"):
+        cnnx.Model({"flat": Flatten(), "wrap": Wrapper()}, (1, 2, 2))
+
+
+class Forgetful(Module):
+    def __init__(self, beta=1.0):  # no super().__init__()
+        self.beta = beta
+
+    def forward(self, x, training=True):
+        return x
+
+
+def test_a_layer_that_skips_module_init_is_named():
+    with pytest.raises(PluginError, match=r"Forgetful\.__init__ must call super\(\)\.__init__\(\)"):
+        cnnx.Model({"odd": Forgetful(), "flat": Flatten()}, (1, 2, 2))
