@@ -103,6 +103,10 @@ class Module:
         """Named sub-modules (blocks such as ``residual`` override this)."""
         return iter(())
 
+    def parameters(self) -> Iterator[Parameter]:
+        """Every Parameter, in ``named_parameters`` order (what ``torch.nn.Module`` offers)."""
+        return (param for _, param in self.named_parameters())
+
     def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
         for name, param in self.params.items():
             yield prefix + name, param

@@ -4,7 +4,7 @@ import numpy as np
 class Parameter:
     """A trainable array and the gradient the last ``backward`` wrote for it.
 
-    Layers assign ``grad`` on every backward pass (no accumulation, so no ``zero_grad``);
+    Layers assign ``grad`` on every backward pass (no accumulation: ``zero_grad`` is never needed);
     optimizers read it and update ``data`` in place.
     """
 

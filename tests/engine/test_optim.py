@@ -339,8 +339,33 @@ def test_bad_parameter_lists_raise_config_error():
         SGD([("w", Parameter(np.zeros(1))), ("w", Parameter(np.zeros(1)))])
     with pytest.raises(ConfigError, match="not a Parameter"):
         SGD([("w", np.zeros(1))])
-    with pytest.raises(ConfigError, match="expected \\(name, Parameter\\) pairs"):
-        SGD([Parameter(np.zeros(1))])
+    with pytest.raises(ConfigError, match="expected Parameters or \\(name, Parameter\\) pairs"):
+        SGD([np.zeros(1)])
+
+
+def test_the_pytorch_training_loop_runs_unchanged_and_matches_named_parameters():
+    """``SGD(model.parameters())`` and ``zero_grad(); backward(); step()``, as PyTorch code has it."""
+    from cnnx.bench import WORKLOADS
+    from cnnx.engine.losses.cross_entropy import CrossEntropyLoss
+    from cnnx.engine.model import build_model
+
+    shape, spec = WORKLOADS["digits"]
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((16, *shape)).astype(np.float32), rng.integers(0, 10, 16)
+    loss = CrossEntropyLoss()
+    torch_style, named = build_model(spec, shape, seed=0), build_model(spec, shape, seed=0)
+    torch_optimizer = SGD(torch_style.parameters(), lr=0.1, momentum=0.9)
+    named_optimizer = SGD(named.named_parameters(), lr=0.1, momentum=0.9)
+    for _ in range(3):
+        torch_optimizer.zero_grad()
+        assert all(not p.grad.any() for p in torch_style.parameters())
+        torch_style.backward(loss(torch_style(x), y)[1])
+        torch_optimizer.step()
+        named.backward(loss(named(x), y)[1])
+        named_optimizer.step()
+    for (name, a), b in zip(named.named_parameters(), torch_style.parameters()):
+        np.testing.assert_array_equal(a.data, b.data, err_msg=name)
+    assert list(torch_optimizer.params) == [str(i) for i in range(8)]  # named by position, as torch's
 
 
 def test_accepts_numpy_scalars_and_integers_from_configs():

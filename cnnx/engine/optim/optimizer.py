@@ -117,17 +117,21 @@ class Optimizer:
     ``step_count`` is the number of completed ``step()`` calls (Adam's bias correction ``t``).
     """
 
-    def __init__(self, named_parameters: Iterable[tuple[str, Parameter]], lr: float) -> None:
+    def __init__(self, named_parameters: Iterable[tuple[str, Parameter]] | Iterable[Parameter], lr: float) -> None:
+        """``model.named_parameters()``; bare Parameters (``model.parameters()``, as PyTorch
+        code passes them) are named by position, as in torch's optimizer state_dict."""
         owner = type(self).__name__
         if isinstance(named_parameters, Mapping):
             named_parameters = named_parameters.items()
         self.params: dict[str, Parameter] = {}
-        for item in named_parameters:
+        for position, item in enumerate(named_parameters):
+            if isinstance(item, Parameter):
+                item = (str(position), item)
             try:
                 name, param = item
             except (TypeError, ValueError):
                 raise ConfigError(
-                    f"{owner}: expected (name, Parameter) pairs such as "
+                    f"{owner}: expected Parameters or (name, Parameter) pairs such as "
                     f"model.named_parameters(), got {item!r}"
                 ) from None
             if not isinstance(param, Parameter):
@@ -184,6 +188,13 @@ class Optimizer:
     def get_config(self) -> dict[str, Any]:
         """Hyper-parameters (constructor kwargs except the parameters), e.g. for logging."""
         return {"lr": self.lr}
+
+    def zero_grad(self) -> None:
+        """Zero every parameter's gradient in place. Never needed here (each backward replaces
+        the gradients, nothing accumulates); it lets PyTorch's ``zero_grad(); backward();
+        step()`` loop run unchanged."""
+        for param in self.params.values():
+            param.grad.fill(0)
 
     # -- the hot path ---------------------------------------------------------------------
     def step(self) -> None:
