@@ -212,7 +212,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None, output_dir: str | N
         try:
             trainer.fit(data)
         except TrainingInterrupted as interruption:
-            interruption.run_dir = output_dir
+            interruption.run_dir, interruption.in_sweep = output_dir, sweep is not None
             raise
     objective = trainer.objective(config["trainer"]["monitor"])
     RUN_LOG.info(f"{config['trainer']['monitor']} (best epoch) = {objective:.4f}")

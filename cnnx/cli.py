@@ -77,8 +77,19 @@ def resume_command(argv: list[str], run_dir: str | None) -> str:
     return shlex.join(["python", "-m", "cnnx", *kept, *extra])
 
 
+def sweep_resume_command(argv: list[str]) -> str:
+    """The command that continues an interrupted sweep under the same parent run."""
+    kept = [a for a in argv if not a.startswith(("trainer.resume=", "sweep.resume="))]
+    return shlex.join(["python", "-m", "cnnx", *kept, "sweep.resume=true"])
+
+
 def interrupted_message(error, argv: list[str]) -> str:
     where = f"during epoch {error.epoch}, batch {error.batch}" if error.batch else f"after epoch {error.epoch}"
+    if getattr(error, "in_sweep", False):
+        # A job's own checkpoint cannot be resumed from a multirun: the sweep reruns the job.
+        return (f"sweep interrupted by {error.signal_name} {where} of job {error.run_dir}; continue "
+                f"the sweep with: {sweep_resume_command(argv)} (FINISHED jobs are skipped, this one "
+                f"starts again)")
     if error.checkpoint is None:
         return f"interrupted by {error.signal_name} {where}; no checkpoint was written"
     return (f"interrupted by {error.signal_name} {where}; checkpoint saved to "
@@ -129,6 +140,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cnnx: error: {one_line(reported.error)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
+        if {"-m", "--multirun"} & set(argv):
+            # The sweep's own process (parallel launchers' jobs run elsewhere): it never trains.
+            print(f"cnnx: sweep interrupted; continue it with: {sweep_resume_command(argv)} "
+                  f"(FINISHED jobs are skipped)", file=sys.stderr)
+            return 128 + signal.SIGINT
         # Outside the training loop (loading data, a second Ctrl-C): nothing consistent to save.
         print("cnnx: interrupted; no checkpoint written for this moment", file=sys.stderr)
         return 128 + signal.SIGINT
