@@ -121,7 +121,7 @@ def short_overrides(overrides: list[str], keep_presets: bool = False) -> list[st
     shown = []
     for override in overrides:
         key, _, value = override.lstrip("+~").partition("=")
-        if key in ("tracking.uri", "trainer.resume", "hydra.run.dir", "hydra.sweep.dir") or key.startswith(("hydra", "sweep.")):
+        if key == "trainer.resume" or key.startswith(("hydra", "sweep.", "tracking.")):
             continue
         if key in presets and not keep_presets:
             continue

@@ -112,7 +112,7 @@ def test_each_job_gets_its_share_of_the_cores(launcher, cpus, expected):
 
 def test_run_names_state_the_overrides_but_not_where_or_how_the_sweep_runs():
     overrides = ["+experiment=lenet", "+hparams=lenet_optuna", "model.layers.conv1.out_channels=16",
-                 "optimizer.lr=0.1", "sweep.resume=true", "tracking.uri=http://x"]
+                 "optimizer.lr=0.1", "sweep.resume=true", "tracking.uri=http://x", "tracking.log_plots=False"]
     assert run_name_from_overrides(overrides, {}) == "conv1.out_channels=16,lr=0.1"
     assert short_overrides(overrides, keep_presets=True) == [
         "experiment=lenet", "hparams=lenet_optuna", "conv1.out_channels=16", "lr=0.1"]
