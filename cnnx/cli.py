@@ -13,6 +13,7 @@ import errno
 import functools
 import importlib
 import os
+import re
 import shlex
 import signal
 import sys
@@ -37,14 +38,18 @@ def one_line(error: BaseException) -> str | None:
     """The user-facing sentence for an error caused by input, or None for a bug."""
     from hydra.errors import HydraException, MissingConfigException
     from omegaconf.errors import (
-        ConfigAttributeError, ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException,
-        ValidationError,
+        ConfigAttributeError, ConfigKeyError, ConfigTypeError, MissingMandatoryValue,
+        OmegaConfBaseException, ValidationError,
     )
 
     from cnnx.errors import CnnxError
 
     if isinstance(error, CnnxError):
         return " ".join(str(error).split("\n"))
+    if isinstance(error, ValueError) and str(error).startswith("Only one of --run, --multirun"):
+        # Hydra's own check of its flags, raised as a bare ValueError.
+        return ("only one of -m/--multirun, --cfg, --info and --shell-completion can be given; to "
+                "see a sweep job's config, drop -m and give each swept key one value")
     if isinstance(error, OSError) and error.filename and (
             error.errno in _UNWRITABLE or _raised_creating_output_dir(error)):
         return (f"cannot write '{error.filename}': {error.strerror}; the output directory "
@@ -64,7 +69,15 @@ def one_line(error: BaseException) -> str | None:
             parent = getattr(cause, "parent_node", None)
             accepted = ", ".join(str(k) for k in parent.keys()) if parent is not None else "?"
             return f"unknown config key {key}; accepted keys here: {accepted}"
+        if isinstance(cause, ConfigTypeError) and "does not support deletion" in str(cause):
+            return (f"~{key}: cnnx's config schema needs {key} in every run, so it cannot be "
+                    f"removed; set its value instead (--cfg job shows it)")
         return " ".join(str(cause).split("\n"))
+    deletion = re.match(r"Could not delete from config\. '([^']+)' does not exist", str(error))
+    if deletion:
+        key = deletion.group(1)
+        return (f"~{key}: nothing to remove, {key} is null or absent in the composed config "
+                f"(--cfg job shows it)")
     if isinstance(error, HydraException):
         return " ".join(line.strip() for line in str(error).splitlines() if line.strip())
     return None
