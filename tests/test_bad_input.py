@@ -129,6 +129,7 @@ CASES = [
     ("output dir not writable", ["hydra.run.dir={a_file}/run"], ["plain_file", "hydra.run.dir"]),
     ("output dir on a pseudo-filesystem", ["hydra.run.dir=/proc/cnnx-run"], ["/proc/cnnx-run", "hydra.run.dir"]),
     ("tracking store unreachable", ["tracking.uri=http://127.0.0.1:9"], ["tracking.uri", "http://127.0.0.1:9"]),
+    ("tracking store a plain path", ["tracking.uri=runs.db"], ["tracking.uri='runs.db'", "sqlite:///runs.db"]),
     ("tracking store scheme unknown", ["tracking.uri=foo://bar"], ["tracking.uri='foo://bar'", "scheme", "sqlite:"]),
     ("tracking store not a database", ["tracking.uri=sqlite:///{text}"], ["tracking.uri", "not an SQLite database"]),
     ("tracking store on a pseudo-filesystem", ["tracking.uri=sqlite:////proc/cnnx.db"],
