@@ -142,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     from cnnx.errors import ReportedInputError
     from cnnx.training.signals import TrainingInterrupted
 
+    # Hydra's parser takes overrides only in one run: `... +experiment=lenet -m lr=0.1,0.2`
+    # would be refused as unrecognized arguments. -m takes no value, so it can go first.
+    multirun = [a for a in argv if a in ("-m", "--multirun")]
+    argv = multirun + [a for a in argv if a not in multirun]
     sys.argv = [sys.argv[0], *argv]
     try:
         task()
