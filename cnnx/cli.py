@@ -127,6 +127,31 @@ def report_user_errors(function):
     return wrapper
 
 
+class _FlagRefused(Exception):
+    pass
+
+
+def hydra_flag_error(argv: list[str]) -> str | None:
+    """What Hydra's parser refuses in ``argv``, in one line; None if it accepts them.
+
+    Hydra's parser prints its usage and then the error naming the script (``__main__.py``).
+    """
+    if "--version" in argv:  # argparse prints it and exits: Hydra handles that itself
+        return None
+    from hydra._internal.utils import get_args_parser
+
+    def refuse(message: str) -> None:
+        raise _FlagRefused(message)
+
+    parser = get_args_parser()
+    parser.error = refuse
+    try:
+        parser.parse_args(argv)
+    except _FlagRefused as refused:
+        return f"{refused}; Hydra's flags: python -m cnnx --hydra-help"
+    return None
+
+
 #: ``cnnx NAME ...`` runs ``cnnx.NAME.main`` (also ``python -m cnnx.NAME``), not a training run.
 SUBCOMMANDS = ("plugins", "predict", "compare")
 
@@ -146,6 +171,10 @@ def main(argv: list[str] | None = None) -> int:
     # would be refused as unrecognized arguments. -m takes no value, so it can go first.
     multirun = [a for a in argv if a in ("-m", "--multirun")]
     argv = multirun + [a for a in argv if a not in multirun]
+    refused = hydra_flag_error(argv)
+    if refused is not None:
+        print(f"cnnx: error: {refused}", file=sys.stderr)
+        return EXIT_USAGE
     sys.argv = [sys.argv[0], *argv]
     try:
         task()

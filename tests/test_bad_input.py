@@ -89,6 +89,7 @@ CASES = [
     ("schema key removed", ["~trainer.augment"], ["~trainer.augment", "cannot be removed"]),
     ("null key removed", ["~trainer.grad_clip_norm"], ["~trainer.grad_clip_norm", "nothing to remove"]),
     ("sweep with --cfg", ["-m", "--cfg", "job"], ["-m/--multirun", "--cfg", "drop -m"]),
+    ("unknown --cfg choice", ["--cfg", "jobs"], ["--cfg", "'jobs'", "'job', 'hydra', 'all'"]),
     ("sweep of no value", ["-m", "optimizer.lr=range(0.1,0.1)"], ["optimizer.lr=range(0.1,0.1)", "no value"]),
     ("joblib without workers", ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=0"],
      ["hydra.launcher.n_jobs=0", "positive"]),
