@@ -206,6 +206,9 @@ def test_interrupted_sweep_resumes_running_only_the_missing_jobs(tmp_path):
                                         interrupted=len(children) - len(done_before))
     assert done_before <= {c.info.run_id for c in finished}
     assert result.stderr.count("cnnx: skipping") == len(done_before)
+    stopped = len(children) - len(done_before)
+    others = f" ({stopped} more stopped or failed)" if stopped else ""
+    assert f"cnnx: best of 4 finished runs{others}: " in result.stderr, result.stderr
     assert result.stdout.count("Total params") == 4 - len(done_before)  # only the missing jobs trained
 
 

@@ -122,7 +122,11 @@ class MlflowSweepCallback(Callback):
             if table.rows or status == "FINISHED":
                 best = record_summary(client, link.parent_run_id, table)
                 if best is not None:
-                    print(f"cnnx: best of {len(table.rows)} runs: {best['run_name']} "
+                    # Only FINISHED runs compete; a resumed sweep also holds the runs it stopped.
+                    finished = sum(row["status"] == "FINISHED" for row in table.rows)
+                    others = len(table.rows) - finished
+                    print(f"cnnx: best of {finished} finished runs"
+                          f"{f' ({others} more stopped or failed)' if others else ''}: {best['run_name']} "
                           f"{table.objective_column}={best[table.objective_column]:.4f} (run {best['run_id']})",
                           file=sys.stderr)
         finally:
