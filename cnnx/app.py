@@ -15,7 +15,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from cnnx import registry
-from cnnx.config_schema import register as register_schema
+from cnnx.config_schema import keys_outside_the_schema, register as register_schema
 from cnnx.engine.model import Model, build_model
 from cnnx.errors import ConfigError, ReportedInputError
 from cnnx.training.console import ConsoleLogger
@@ -121,7 +121,7 @@ def short_overrides(overrides: list[str], keep_presets: bool = False) -> list[st
     shown = []
     for override in overrides:
         key, _, value = override.lstrip("+~").partition("=")
-        if key in ("tracking.uri", "trainer.resume", "hydra.run.dir", "hydra.sweep.dir") or key.startswith(("hydra", "sweep.")):
+        if key == "trainer.resume" or key.startswith(("hydra", "sweep.", "tracking.")):
             continue
         if key in presets and not keep_presets:
             continue
@@ -197,6 +197,11 @@ def run(cfg: DictConfig, overrides: list[str] | None = None, output_dir: str | N
     from cnnx.blas_threads import limit_blas_threads, run_blas_threads
     from cnnx.tracking.sweep_job import already_finished
 
+    unknown = keys_outside_the_schema(cfg)
+    if unknown:
+        key, accepted = unknown[0]
+        raise ConfigError(f"unknown config key {key} (added with +{key}); accepted keys here: "
+                          f"{', '.join(accepted)}")
     config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     done = already_finished(sweep, config, config["tracking"]["experiment_name"] or config["experiment_name"])
     if done is not None:
@@ -212,7 +217,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None, output_dir: str | N
         try:
             trainer.fit(data)
         except TrainingInterrupted as interruption:
-            interruption.run_dir = output_dir
+            interruption.run_dir, interruption.in_sweep = output_dir, sweep is not None
             raise
     objective = trainer.objective(config["trainer"]["monitor"])
     RUN_LOG.info(f"{config['trainer']['monitor']} (best epoch) = {objective:.4f}")

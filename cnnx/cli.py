@@ -13,6 +13,7 @@ import errno
 import functools
 import importlib
 import os
+import re
 import shlex
 import signal
 import sys
@@ -37,14 +38,18 @@ def one_line(error: BaseException) -> str | None:
     """The user-facing sentence for an error caused by input, or None for a bug."""
     from hydra.errors import HydraException, MissingConfigException
     from omegaconf.errors import (
-        ConfigAttributeError, ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException,
-        ValidationError,
+        ConfigAttributeError, ConfigKeyError, ConfigTypeError, MissingMandatoryValue,
+        OmegaConfBaseException, ValidationError,
     )
 
     from cnnx.errors import CnnxError
 
     if isinstance(error, CnnxError):
         return " ".join(str(error).split("\n"))
+    if isinstance(error, ValueError) and str(error).startswith("Only one of --run, --multirun"):
+        # Hydra's own check of its flags, raised as a bare ValueError.
+        return ("only one of -m/--multirun, --cfg, --info and --shell-completion can be given; to "
+                "see a sweep job's config, drop -m and give each swept key one value")
     if isinstance(error, OSError) and error.filename and (
             error.errno in _UNWRITABLE or _raised_creating_output_dir(error)):
         return (f"cannot write '{error.filename}': {error.strerror}; the output directory "
@@ -64,7 +69,15 @@ def one_line(error: BaseException) -> str | None:
             parent = getattr(cause, "parent_node", None)
             accepted = ", ".join(str(k) for k in parent.keys()) if parent is not None else "?"
             return f"unknown config key {key}; accepted keys here: {accepted}"
+        if isinstance(cause, ConfigTypeError) and "does not support deletion" in str(cause):
+            return (f"~{key}: cnnx's config schema needs {key} in every run, so it cannot be "
+                    f"removed; set its value instead (--cfg job shows it)")
         return " ".join(str(cause).split("\n"))
+    deletion = re.match(r"Could not delete from config\. '([^']+)' does not exist", str(error))
+    if deletion:
+        key = deletion.group(1)
+        return (f"~{key}: nothing to remove, {key} is null or absent in the composed config "
+                f"(--cfg job shows it)")
     if isinstance(error, HydraException):
         return " ".join(line.strip() for line in str(error).splitlines() if line.strip())
     return None
@@ -77,8 +90,19 @@ def resume_command(argv: list[str], run_dir: str | None) -> str:
     return shlex.join(["python", "-m", "cnnx", *kept, *extra])
 
 
+def sweep_resume_command(argv: list[str]) -> str:
+    """The command that continues an interrupted sweep under the same parent run."""
+    kept = [a for a in argv if not a.startswith(("trainer.resume=", "sweep.resume="))]
+    return shlex.join(["python", "-m", "cnnx", *kept, "sweep.resume=true"])
+
+
 def interrupted_message(error, argv: list[str]) -> str:
     where = f"during epoch {error.epoch}, batch {error.batch}" if error.batch else f"after epoch {error.epoch}"
+    if getattr(error, "in_sweep", False):
+        # A job's own checkpoint cannot be resumed from a multirun: the sweep reruns the job.
+        return (f"sweep interrupted by {error.signal_name} {where} of job {error.run_dir}; continue "
+                f"the sweep with: {sweep_resume_command(argv)} (FINISHED jobs are skipped, this one "
+                f"starts again)")
     if error.checkpoint is None:
         return f"interrupted by {error.signal_name} {where}; no checkpoint was written"
     return (f"interrupted by {error.signal_name} {where}; checkpoint saved to "
@@ -103,6 +127,31 @@ def report_user_errors(function):
     return wrapper
 
 
+class _FlagRefused(Exception):
+    pass
+
+
+def hydra_flag_error(argv: list[str]) -> str | None:
+    """What Hydra's parser refuses in ``argv``, in one line; None if it accepts them.
+
+    Hydra's parser prints its usage and then the error naming the script (``__main__.py``).
+    """
+    if "--version" in argv:  # argparse prints it and exits: Hydra handles that itself
+        return None
+    from hydra._internal.utils import get_args_parser
+
+    def refuse(message: str) -> None:
+        raise _FlagRefused(message)
+
+    parser = get_args_parser()
+    parser.error = refuse
+    try:
+        parser.parse_args(argv)
+    except _FlagRefused as refused:
+        return f"{refused}; Hydra's flags: python -m cnnx --hydra-help"
+    return None
+
+
 #: ``cnnx NAME ...`` runs ``cnnx.NAME.main`` (also ``python -m cnnx.NAME``), not a training run.
 SUBCOMMANDS = ("plugins", "predict", "compare")
 
@@ -118,6 +167,14 @@ def main(argv: list[str] | None = None) -> int:
     from cnnx.errors import ReportedInputError
     from cnnx.training.signals import TrainingInterrupted
 
+    # Hydra's parser takes overrides only in one run: `... +experiment=lenet -m lr=0.1,0.2`
+    # would be refused as unrecognized arguments. -m takes no value, so it can go first.
+    multirun = [a for a in argv if a in ("-m", "--multirun")]
+    argv = multirun + [a for a in argv if a not in multirun]
+    refused = hydra_flag_error(argv)
+    if refused is not None:
+        print(f"cnnx: error: {refused}", file=sys.stderr)
+        return EXIT_USAGE
     sys.argv = [sys.argv[0], *argv]
     try:
         task()
@@ -129,6 +186,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cnnx: error: {one_line(reported.error)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
+        if {"-m", "--multirun"} & set(argv):
+            # The sweep's own process (parallel launchers' jobs run elsewhere): it never trains.
+            print(f"cnnx: sweep interrupted; continue it with: {sweep_resume_command(argv)} "
+                  f"(FINISHED jobs are skipped)", file=sys.stderr)
+            return 128 + signal.SIGINT
         # Outside the training loop (loading data, a second Ctrl-C): nothing consistent to save.
         print("cnnx: interrupted; no checkpoint written for this moment", file=sys.stderr)
         return 128 + signal.SIGINT

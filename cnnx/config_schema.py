@@ -7,6 +7,7 @@ signature when it is built, still before training starts.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -97,6 +98,28 @@ class CnnxConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
+
+
+def keys_outside_the_schema(cfg: Any, prefix: str = "") -> list[tuple[str, list[str]]]:
+    """``(key, accepted keys)`` for each key a ``+key=value`` override added to a section the
+    schema describes (``trainer``, ``tracking``, ``sweep``, ``model``, …).
+
+    Hydra's ``+`` adds a key even where the schema would reject it, and nothing reads the
+    added key: ``+trainer.epoch=5`` would train for the default epochs without a word. Keys
+    added at the top level are left alone: they serve as variables for interpolation.
+    """
+    from omegaconf import DictConfig, OmegaConf
+
+    found = []
+    schema = OmegaConf.get_type(cfg)
+    fields = [f.name for f in dataclasses.fields(schema)] if dataclasses.is_dataclass(schema) else None
+    for key in cfg.keys():
+        if fields is not None and prefix and key not in fields:
+            found.append((f"{prefix}{key}", fields))
+        node = cfg._get_node(key)
+        if isinstance(node, DictConfig) and not node._is_none() and not node._is_missing():
+            found.extend(keys_outside_the_schema(node, f"{prefix}{key}."))
+    return found
 
 
 def register() -> None:

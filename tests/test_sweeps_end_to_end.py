@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -156,27 +157,43 @@ def test_optuna_sweep_records_the_best_trial_on_the_parent(tmp_path):
     assert "optimization_results.yaml" in list_artifacts(client, parent.info.run_id)
 
 
+def start_sweep_until_training(args: list[str], cwd: Path, summaries: int, **popen) -> subprocess.Popen:
+    """A sweep in the background, returned once ``summaries`` jobs have begun to train.
+
+    Slowed batches (the trainer's test hook) keep each job training for a few seconds, so a
+    signal sent next lands inside a training loop rather than between jobs.
+    """
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    environment["CNNX_TEST_BATCH_DELAY"] = "0.05"
+    sweep = subprocess.Popen([sys.executable, "-m", "cnnx", *args], cwd=cwd, env=environment,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+    seen = 0
+    for line in sweep.stdout:
+        seen += line.startswith("Total params")
+        if seen == summaries:
+            break
+    assert seen == summaries and sweep.poll() is None, f"the sweep ended before {summaries} jobs trained"
+    return sweep
+
+
+def sweep_resume_command(args: list[str]) -> str:
+    return shlex.join(["python", "-m", "cnnx", *args, "sweep.resume=true"])
+
+
 def test_interrupted_sweep_resumes_running_only_the_missing_jobs(tmp_path):
     sweep_dir = tmp_path / "sweep"
     four_jobs = EIGHT_JOBS[:2]
     args = ["-m", *SMALL, *LEAN, *four_jobs, f"hydra.sweep.dir={sweep_dir}"]
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    # Slowed batches (the trainer's test hook) keep each job training for a few seconds, so
-    # the signal lands inside job 2's training loop rather than between jobs.
-    environment["CNNX_TEST_BATCH_DELAY"] = "0.05"
-    first = subprocess.Popen([sys.executable, "-m", "cnnx", *args], cwd=tmp_path, env=environment,
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     # The basic launcher runs jobs in order; the third model summary means jobs 0 and 1 have
     # finished and job 2 is starting to train.
-    summaries = 0
-    for line in first.stdout:
-        summaries += line.startswith("Total params")
-        if summaries == 3:
-            break
-    assert summaries == 3 and first.poll() is None, "the sweep ended before job 2 trained"
+    first = start_sweep_until_training(args, tmp_path, summaries=3)
     time.sleep(0.5)
     first.send_signal(signal.SIGINT)
-    first.communicate(timeout=60)
+    _, stderr = first.communicate(timeout=60)
+    # the command it prints continues the sweep, not one job's checkpoint
+    resume_line = next(line for line in stderr.splitlines() if line.startswith("cnnx: sweep interrupted"))
+    assert sweep_resume_command(args) in resume_line, resume_line
+    assert "trainer.resume" not in resume_line and "hydra.run.dir" not in resume_line
     client = store_client(tmp_path)
     (parent,), children = sweep_runs(client)
     assert parent.info.status == "FAILED"  # interrupted: never left RUNNING
@@ -189,7 +206,26 @@ def test_interrupted_sweep_resumes_running_only_the_missing_jobs(tmp_path):
                                         interrupted=len(children) - len(done_before))
     assert done_before <= {c.info.run_id for c in finished}
     assert result.stderr.count("cnnx: skipping") == len(done_before)
+    stopped = len(children) - len(done_before)
+    others = f" ({stopped} more stopped or failed)" if stopped else ""
+    assert f"cnnx: best of 4 finished runs{others}: " in result.stderr, result.stderr
     assert result.stdout.count("Total params") == 4 - len(done_before)  # only the missing jobs trained
+
+
+def test_ctrl_c_on_a_parallel_sweep_leaves_no_run_running_and_says_how_to_continue(tmp_path):
+    args = ["-m", *SMALL, *LEAN, "trainer.epochs=3", "optimizer.lr=0.02,0.1,0.2",
+            "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    # A session of its own: the signal goes to the whole group, as a terminal's Ctrl-C does.
+    sweep = start_sweep_until_training(args, tmp_path, summaries=2, start_new_session=True)
+    time.sleep(0.3)
+    os.killpg(sweep.pid, signal.SIGINT)
+    _, stderr = sweep.communicate(timeout=60)
+    assert sweep.returncode == 130, stderr[-2000:]
+    assert stderr.strip().splitlines()[-1] == (
+        f"cnnx: sweep interrupted; continue it with: {sweep_resume_command(args)} (FINISHED jobs are skipped)")
+    (parent,), children = sweep_runs(store_client(tmp_path))
+    assert parent.info.status == "FAILED" and children
+    assert [c.info.status for c in children if c.info.status == "RUNNING"] == []
 
 
 def test_sweep_with_an_unusable_store_stops_before_any_job(tmp_path):

@@ -125,8 +125,10 @@ class BackgroundTracker(Callback):
                    input_shape=trainer.data.input_shape, state=trainer.model.state_dict(),
                    history=list(trainer.history.epochs), epoch=trainer.epoch)
         self._start_sent = True
-        if self.remote:
-            self._wait_started()  # an unreachable server fails the run now, not epochs later
+        # An unreachable server fails the run now, not epochs later; so does a folder store,
+        # which recent MLflow versions refuse to open (only a sqlite file is checked ahead).
+        if self.remote or sqlite_path(self.uri) is None:
+            self._wait_started()
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
         self._poll()

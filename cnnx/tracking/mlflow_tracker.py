@@ -74,6 +74,13 @@ def unusable_store(uri: str, exc: BaseException) -> TrackingError:
         accepted = ", ".join(f"{name}:" for name in names if name)
         return TrackingError(f"tracking.uri={uri!r} has a scheme MLflow does not support; accepted: {accepted} "
                              f"or a plain folder path")
+    if "MLFLOW_ALLOW_FILE_STORE" in text:
+        # MLflow reads a plain path as a folder store, which its recent versions refuse to open.
+        database = f"sqlite:///{uri}" if ":" not in uri else "sqlite:///PATH"
+        return TrackingError(
+            f"tracking.uri={uri!r} is a folder path, which MLflow no longer opens as a store; accepted: "
+            f"{database} (a database file), http(s)://HOST:PORT (a tracking server), or a folder "
+            f"with MLFLOW_ALLOW_FILE_STORE=true")
     detail = text.splitlines()[0] if text else ""
     return TrackingError(f"cannot use MLflow store {uri!r} (tracking.uri): {type(exc).__name__}: {detail[:300]}")
 

@@ -122,10 +122,21 @@ class MlflowSweepCallback(Callback):
             if table.rows or status == "FINISHED":
                 best = record_summary(client, link.parent_run_id, table)
                 if best is not None:
-                    print(f"cnnx: best of {len(table.rows)} runs: {best['run_name']} "
+                    # Only FINISHED runs compete; a resumed sweep also holds the runs it stopped.
+                    finished = sum(row["status"] == "FINISHED" for row in table.rows)
+                    others = len(table.rows) - finished
+                    print(f"cnnx: best of {finished} finished runs"
+                          f"{f' ({others} more stopped or failed)' if others else ''}: {best['run_name']} "
                           f"{table.objective_column}={best[table.objective_column]:.4f} (run {best['run_id']})",
                           file=sys.stderr)
         finally:
+            if status == "FAILED" and table is not None:
+                # Ctrl-C on a parallel sweep: the launcher stops its workers, sometimes before a
+                # job has ended its own run. A job still running elsewhere (SLURM) ends its run
+                # itself later, which overrides this status.
+                for row in table.rows:
+                    if row["status"] == "RUNNING":
+                        client.set_terminated(row["run_id"], "KILLED")
             client.set_terminated(link.parent_run_id, status)
             # A sweep that failed before any job (a mistyped override) leaves nothing to compare:
             # its parent goes to MLflow's trash rather than cluttering the experiment.

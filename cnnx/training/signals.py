@@ -28,6 +28,8 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.signal_name, self.epoch, self.batch = signal_name, epoch, batch
         self.checkpoint: str | None = None
         self.run_dir: str | None = None
+        #: A job of a multirun: the sweep resumes as a whole (``sweep.resume=true``).
+        self.in_sweep = False
 
 
 class InterruptFlag:

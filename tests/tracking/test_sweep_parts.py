@@ -112,7 +112,7 @@ def test_each_job_gets_its_share_of_the_cores(launcher, cpus, expected):
 
 def test_run_names_state_the_overrides_but_not_where_or_how_the_sweep_runs():
     overrides = ["+experiment=lenet", "+hparams=lenet_optuna", "model.layers.conv1.out_channels=16",
-                 "optimizer.lr=0.1", "sweep.resume=true", "tracking.uri=http://x"]
+                 "optimizer.lr=0.1", "sweep.resume=true", "tracking.uri=http://x", "tracking.log_plots=False"]
     assert run_name_from_overrides(overrides, {}) == "conv1.out_channels=16,lr=0.1"
     assert short_overrides(overrides, keep_presets=True) == [
         "experiment=lenet", "hparams=lenet_optuna", "conv1.out_channels=16", "lr=0.1"]
@@ -125,3 +125,17 @@ def test_link_round_trips_and_store_paths_become_absolute(tmp_path):
     assert absolute_tracking_uri("sqlite:///mlflow.db", Path("/w")) == "sqlite:////w/mlflow.db"
     assert absolute_tracking_uri("sqlite:////data/m.db", Path("/w")) == "sqlite:////data/m.db"
     assert absolute_tracking_uri("http://127.0.0.1:5000", Path("/w")) == "http://127.0.0.1:5000"
+
+
+@pytest.mark.slow
+def test_a_stopped_sweep_leaves_none_of_its_runs_running(client):
+    from cnnx.tracking.sweep_callback import MlflowSweepCallback
+
+    # Ctrl-C on a joblib sweep: the launcher may stop a worker before its job ends its run.
+    parent, ids = make_sweep(client, [({"optimizer.lr": 0.01}, {"val_acc": [0.5]}, "FINISHED"),
+                                      ({"optimizer.lr": 0.1}, {"val_acc": [0.6]}, "RUNNING")])
+    callback = MlflowSweepCallback()
+    callback._link = SweepLink(client._tracking_client.tracking_uri, "", parent)
+    callback._close("FAILED")
+    assert [client.get_run(i).info.status for i in ids] == ["FINISHED", "KILLED"]
+    assert client.get_run(parent).info.status == "FAILED"

@@ -1,0 +1,66 @@
+"""A multirun's launcher, sweeper and swept values, checked before the sweep starts.
+
+Hydra's launchers and sweepers check their settings only once the sweep runs, and report a
+bad one as a library's traceback (joblib's "n_jobs == 0 in Parallel has no meaning",
+Optuna's "Please set either 'minimize' or 'maximize' to direction"). A swept value that
+expands to nothing (``optimizer.lr=range(0.1,0.1)``) runs no job and exits 0, as if the
+sweep had worked. This Hydra callback runs first among the sweep's callbacks
+(``hydra.callbacks`` in conf/config.yaml), before any MLflow run exists.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+OPTUNA_DIRECTIONS = ("minimize", "maximize")
+
+
+def _empty_sweep(overrides: list[str]) -> str | None:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    for override in OverridesParser.create().parse_overrides(overrides):
+        if not override.is_sweep_override():
+            continue
+        try:
+            values = list(override.sweep_iterator())
+        except Exception:  # noqa: BLE001 — interval() and glob(): the sweeper enumerates those
+            continue
+        if not values:
+            return (f"{override.input_line} sweeps over no value; accepted: a range whose stop "
+                    f"lies beyond its start (range(0.1,0.4,0.1)), or a list of values (0.1,0.2)")
+    return None
+
+
+def sweep_settings_problem(config: DictConfig) -> str | None:
+    """What keeps this multirun from running a single job, in one line; None if nothing."""
+    launcher = OmegaConf.select(config, "hydra.launcher") or {}
+    if "joblib" in str(launcher.get("_target_", "")) and launcher.get("n_jobs") == 0:
+        return ("hydra.launcher.n_jobs=0 starts no worker; accepted: a positive number of workers, "
+                "or -1 for one per core (-2 for all but one, ...)")
+    sweeper = OmegaConf.select(config, "hydra.sweeper") or {}
+    if "optuna" in str(sweeper.get("_target_", "")):
+        direction = sweeper.get("direction")
+        directions = list(direction) if OmegaConf.is_list(direction) else [direction]
+        if any(str(getattr(d, "name", d)).lower() not in OPTUNA_DIRECTIONS for d in directions):
+            return (f"hydra.sweeper.direction={direction} is not a direction; accepted: "
+                    f"{', '.join(OPTUNA_DIRECTIONS)} (a list of them for several objectives)")
+        for key in ("n_trials", "n_jobs"):
+            value = sweeper.get(key)
+            if isinstance(value, int) and value < 1:
+                return f"hydra.sweeper.{key}={value} runs no trial; accepted: a positive integer"
+    return _empty_sweep(list(config.hydra.overrides.task))
+
+
+class CheckSweepSettings(Callback):
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from cnnx.cli import EXIT_USAGE
+
+        problem = sweep_settings_problem(config)
+        if problem is not None:
+            # Hydra turns a callback's exception into a warning and would start the sweep anyway.
+            print(f"cnnx: error: {problem}", file=sys.stderr)
+            raise SystemExit(EXIT_USAGE)
