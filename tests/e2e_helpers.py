@@ -18,6 +18,30 @@ def run_cli(args: list[str], cwd: Path, timeout: float = 300, env: dict | None =
     )
 
 
+def run_cli_many(runs: list[tuple[list[str], Path]], parallel: int = 2, timeout: float = 600) -> list[subprocess.CompletedProcess]:
+    """``run_cli`` for each (args, cwd), ``parallel`` at a time, each forked from one interpreter
+    that has done cnnx's imports (``preloaded_cli.py``): for many short runs, such as the
+    bad-input cases. Without ``os.fork``, one ``run_cli`` after another."""
+    if not hasattr(os, "fork"):
+        return [run_cli(args, cwd, timeout) for args, cwd in runs]
+    import json
+    import tempfile
+
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    with tempfile.TemporaryDirectory(prefix="cnnx-runs-") as folder:
+        spec = [{"args": args, "cwd": str(cwd), "stdout": f"{folder}/{n}.out", "stderr": f"{folder}/{n}.err"}
+                for n, (args, cwd) in enumerate(runs)]
+        (Path(folder) / "runs.json").write_text(json.dumps(spec))
+        runner = subprocess.run([sys.executable, str(Path(__file__).with_name("preloaded_cli.py")),
+                                 f"{folder}/runs.json", str(parallel)],
+                                env=environment, capture_output=True, text=True, timeout=timeout)
+        assert runner.returncode == 0, runner.stderr[-3000:]
+        codes = json.loads(runner.stdout.strip().splitlines()[-1])
+        return [subprocess.CompletedProcess(["cnnx", *run["args"]], code, Path(run["stdout"]).read_text(),
+                                            Path(run["stderr"]).read_text())
+                for run, code in zip(spec, codes, strict=True)]
+
+
 def store_client(cwd: Path):
     from mlflow import MlflowClient
 

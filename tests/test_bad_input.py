@@ -1,18 +1,18 @@
 """Every kind of bad input, through the real CLI: one line naming the key or file and what is
 accepted, exit code 2, no traceback, no MLflow run left RUNNING, no half-written file.
 
-The cases run two at a time from one test (each is a ~1.5 s subprocess, mostly imports). The
+The cases run two at a time from one test, each forked from one interpreter that has done the
+imports (``run_cli_many``): as subprocesses of their own they took ~1.5 s each, mostly imports. The
 base run reads a small pre-split .npz instead of the digits, so no case pays for sklearn.
 """
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
-from e2e_helpers import all_runs, run_cli
+from e2e_helpers import all_runs, run_cli_many
 
 pytestmark = pytest.mark.slow
 
@@ -144,22 +144,19 @@ CASES = [
 ]
 
 
-def run_case(root: Path, paths: dict[str, str], number: int, overrides: list[str]):
+def case_run(root: Path, paths: dict[str, str], number: int, overrides: list[str]) -> tuple[list[str], Path]:
     workdir = root / f"case{number:02d}"
     workdir.mkdir()
-    args = [arg.format(**paths) for arg in [*BASE, *overrides]]
-    return workdir, run_cli(args, workdir, timeout=120)
+    return [arg.format(**paths) for arg in [*BASE, *overrides]], workdir
 
 
 def test_every_bad_input_fails_in_one_line_naming_the_key(tmp_path):
     assert len(CASES) >= 25
     paths = write_inputs(tmp_path)
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = [pool.submit(run_case, tmp_path, paths, i, overrides)
-                   for i, (_, overrides, _) in enumerate(CASES)]
-        results = [f.result() for f in futures]
+    runs = [case_run(tmp_path, paths, i, overrides) for i, (_, overrides, _) in enumerate(CASES)]
+    results = run_cli_many(runs)
     problems = []
-    for (name, _, fragments), (workdir, result) in zip(CASES, results, strict=True):
+    for (name, _, fragments), (_, workdir), result in zip(CASES, runs, results, strict=True):
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         last = lines[-1] if lines else ""
         if result.returncode != 2 or len(lines) != 1 or not last.startswith("cnnx: error: "):
