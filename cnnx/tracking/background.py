@@ -262,7 +262,13 @@ def _check_local_store(uri: str) -> None:
             if header and header != _SQLITE_HEADER:  # sqlite takes an empty file as a new database
                 problem = f"'{database}' is not an SQLite database"
         else:
-            folder.mkdir(parents=True, exist_ok=True)
+            if database is None:
+                # A folder store: MLflow makes the folder itself (or, since 3.x, refuses folder
+                # stores). Made here, an empty folder would stand where the sqlite:///PATH that
+                # the refusal suggests has to create its file.
+                folder = next(parent for parent in (folder, *folder.parents) if parent.exists())
+            else:
+                folder.mkdir(parents=True, exist_ok=True)
             try:
                 # Creating a file is the only sure test: root passes os.access even on /proc.
                 with tempfile.TemporaryFile(dir=folder):
