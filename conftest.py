@@ -58,4 +58,3 @@ def _plugins_for_plugin_suites(request) -> None:
     # plugin author runs them; when the whole repository's suite runs, that happens here.
     if PLUGINS_DIR in Path(request.node.path).parents:
         request.getfixturevalue("installed_plugins")
-
