@@ -137,14 +137,18 @@ def run_name_from_overrides(overrides: list[str], config: dict[str, Any]) -> str
     return ",".join(shown) if shown else f"{config['model']['name']}-seed{config['seed']}"
 
 
-def _checkpoint(config: dict[str, Any], output_dir: str | None):
-    """The checkpoint callback, or None when checkpoints are off or have nowhere to go."""
+def _checkpoint(config: dict[str, Any], output_dir: str | None, continue_in: Path | None = None):
+    """The checkpoint callback, or None when checkpoints are off or have nowhere to go.
+
+    ``continue_in``: the checkpoints of an earlier attempt of this sweep job, which it resumes
+    from and goes on writing to, so that its run keeps one checkpoint directory.
+    """
     from cnnx.training.checkpoint import Checkpoint
 
     trainer_cfg = config["trainer"]
     settings = trainer_cfg.get("checkpoint") or {"enabled": False}
-    resume = trainer_cfg.get("resume", False)
-    directory = settings.get("dir") or (Path(output_dir) / "checkpoints" if output_dir else None)
+    resume = True if continue_in is not None else trainer_cfg.get("resume", False)
+    directory = continue_in or settings.get("dir") or (Path(output_dir) / "checkpoints" if output_dir else None)
     if not settings["enabled"] or directory is None:
         if resume is not False:
             raise ConfigError(
@@ -159,13 +163,13 @@ def _checkpoint(config: dict[str, Any], output_dir: str | None):
 
 
 def _tracker(config: dict[str, Any], cfg: DictConfig, overrides: list[str], output_dir: str | None,
-             sweep=None):
+             sweep=None, checkpoint_dir: Path | None = None):
     from cnnx.tracking.mlflow_tracker import MlflowTracker
     from cnnx.tracking.sweep_job import tracker_options
     from cnnx.tracking.tags import run_tags
 
     tracking = config["tracking"]
-    options = tracker_options(sweep, config)
+    options = tracker_options(sweep, config, checkpoint_dir)
     arguments = dict(
         experiment_name=tracking["experiment_name"] or config["experiment_name"],
         config=config,
@@ -195,7 +199,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None, output_dir: str | N
     """One training run; ``output_dir`` (Hydra's run dir) holds its checkpoints, ``sweep`` (a
     ``SweepJob``) is set when it is a job of a multirun."""
     from cnnx.blas_threads import limit_blas_threads, run_blas_threads
-    from cnnx.tracking.sweep_job import already_finished
+    from cnnx.tracking.sweep_job import earlier_attempt
 
     unknown = keys_outside_the_schema(cfg)
     if unknown:
@@ -203,21 +207,24 @@ def run(cfg: DictConfig, overrides: list[str] | None = None, output_dir: str | N
         raise ConfigError(f"unknown config key {key} (added with +{key}); accepted keys here: "
                           f"{', '.join(accepted)}")
     config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-    done = already_finished(sweep, config, config["tracking"]["experiment_name"] or config["experiment_name"])
-    if done is not None:
-        return done
+    attempt = earlier_attempt(sweep, config, config["tracking"]["experiment_name"] or config["experiment_name"])
+    if attempt.objective is not None:
+        return attempt.objective
     threads = run_blas_threads(config["trainer"]["blas_threads"], sweep.blas_threads if sweep else None)
     with limit_blas_threads(threads):
         # The checkpoint callback precedes the tracker: it restores the run id before the
         # tracker starts, and writes each epoch's checkpoint before the tracker logs that epoch.
-        callbacks = [_checkpoint(config, output_dir)]
+        checkpoint = _checkpoint(config, output_dir, attempt.checkpoint_dir)
+        callbacks = [checkpoint]
         if config["tracking"]["enabled"]:
-            callbacks.append(_tracker(config, cfg, overrides or [], output_dir, sweep))
+            callbacks.append(_tracker(config, cfg, overrides or [], output_dir, sweep,
+                                      checkpoint.directory if checkpoint else None))
         data, trainer = build_run(config, [c for c in callbacks if c is not None])
         try:
             trainer.fit(data)
         except TrainingInterrupted as interruption:
             interruption.run_dir, interruption.in_sweep = output_dir, sweep is not None
+            interruption.sweep_tracked = config["tracking"]["enabled"]
             raise
     objective = trainer.objective(config["trainer"]["monitor"])
     RUN_LOG.info(f"{config['trainer']['monitor']} (best epoch) = {objective:.4f}")

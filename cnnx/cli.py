@@ -96,13 +96,24 @@ def sweep_resume_command(argv: list[str]) -> str:
     return shlex.join(["python", "-m", "cnnx", *kept, "sweep.resume=true"])
 
 
+def sweep_continuation(argv: list[str], tracked: bool, this_job: str = "") -> str:
+    """How to go on with an interrupted sweep. Only MLflow knows which jobs finished, so an
+    untracked sweep can only be run again."""
+    if not tracked:
+        kept = [a for a in argv if not a.startswith("sweep.resume=")]
+        return (f"run it again with: {shlex.join(['python', '-m', 'cnnx', *kept])} (tracking is off, so "
+                f"nothing records which jobs finished: every job runs again)")
+    return (f"continue it with: {sweep_resume_command(argv)} (FINISHED jobs are skipped, "
+            f"{this_job or 'stopped ones continue from their last checkpoint'})")
+
+
 def interrupted_message(error, argv: list[str]) -> str:
     where = f"during epoch {error.epoch}, batch {error.batch}" if error.batch else f"after epoch {error.epoch}"
-    if getattr(error, "in_sweep", False):
-        # A job's own checkpoint cannot be resumed from a multirun: the sweep reruns the job.
-        return (f"sweep interrupted by {error.signal_name} {where} of job {error.run_dir}; continue "
-                f"the sweep with: {sweep_resume_command(argv)} (FINISHED jobs are skipped, this one "
-                f"starts again)")
+    if error.in_sweep:
+        # A job's own checkpoint is not resumed by hand: the resumed sweep continues it.
+        this_job = "" if error.checkpoint else "this one starts again"
+        return (f"sweep interrupted by {error.signal_name} {where} of job {error.run_dir}; "
+                f"{sweep_continuation(argv, error.sweep_tracked, this_job)}")
     if error.checkpoint is None:
         return f"interrupted by {error.signal_name} {where}; no checkpoint was written"
     return (f"interrupted by {error.signal_name} {where}; checkpoint saved to "
@@ -188,8 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         if {"-m", "--multirun"} & set(argv):
             # The sweep's own process (parallel launchers' jobs run elsewhere): it never trains.
-            print(f"cnnx: sweep interrupted; continue it with: {sweep_resume_command(argv)} "
-                  f"(FINISHED jobs are skipped)", file=sys.stderr)
+            from cnnx.sweep_settings import sweep_is_tracked
+
+            print(f"cnnx: sweep interrupted; {sweep_continuation(argv, sweep_is_tracked())}", file=sys.stderr)
             return 128 + signal.SIGINT
         # Outside the training loop (loading data, a second Ctrl-C): nothing consistent to save.
         print("cnnx: interrupted; no checkpoint written for this moment", file=sys.stderr)

@@ -18,6 +18,14 @@ from omegaconf import DictConfig, OmegaConf
 
 OPTUNA_DIRECTIONS = ("minimize", "maximize")
 
+#: Whether the multirun of this process logs to MLflow; read when it is interrupted, to say
+#: how it can go on (only MLflow knows which of its jobs finished).
+_tracked: bool | None = None
+
+
+def sweep_is_tracked() -> bool:
+    return bool(_tracked)
+
 
 def _empty_sweep(overrides: list[str]) -> str | None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -37,6 +45,10 @@ def _empty_sweep(overrides: list[str]) -> str | None:
 
 def sweep_settings_problem(config: DictConfig) -> str | None:
     """What keeps this multirun from running a single job, in one line; None if nothing."""
+    if OmegaConf.select(config, "sweep.resume", default=False) and not OmegaConf.select(
+            config, "tracking.enabled", default=True):
+        return ("sweep.resume=true needs tracking: only the sweep's MLflow runs record which jobs "
+                "finished; accepted: tracking=mlflow, or drop sweep.resume to run every job again")
     launcher = OmegaConf.select(config, "hydra.launcher") or {}
     if "joblib" in str(launcher.get("_target_", "")) and launcher.get("n_jobs") == 0:
         return ("hydra.launcher.n_jobs=0 starts no worker; accepted: a positive number of workers, "
@@ -59,6 +71,8 @@ class CheckSweepSettings(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from cnnx.cli import EXIT_USAGE
 
+        global _tracked
+        _tracked = bool(OmegaConf.select(config, "tracking.enabled", default=True))
         problem = sweep_settings_problem(config)
         if problem is not None:
             # Hydra turns a callback's exception into a warning and would start the sweep anyway.

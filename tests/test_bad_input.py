@@ -95,6 +95,8 @@ CASES = [
      ["hydra.launcher.n_jobs=0", "positive"]),
     ("optuna direction", ["-m", "+hparams=lenet_optuna", "hydra.sweeper.direction=up"],
      ["hydra.sweeper.direction=up", "maximize"]),
+    ("sweep resumed without tracking", ["-m", "tracking=none", "sweep.resume=true"],
+     ["sweep.resume=true", "tracking=mlflow"]),
     ("missing value", ["dataset.path=???"], ["dataset.path"]),
     ("bad policy", ["trainer.on_nonfinite=explode"], ["trainer.on_nonfinite", "explode", "skip_batch"]),
     ("unknown monitor", ["trainer.monitor=val_accc"], ["trainer.monitor", "val_accc", "val_acc"]),

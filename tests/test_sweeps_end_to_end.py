@@ -184,35 +184,42 @@ def sweep_resume_command(args: list[str]) -> str:
 
 
 def test_interrupted_sweep_resumes_running_only_the_missing_jobs(tmp_path):
-    sweep_dir = tmp_path / "sweep"
     four_jobs = EIGHT_JOBS[:2]
-    args = ["-m", *SMALL, *LEAN, *four_jobs, f"hydra.sweep.dir={sweep_dir}"]
+    args = ["-m", *SMALL, *LEAN, *four_jobs]
     # The basic launcher runs jobs in order; the third model summary means jobs 0 and 1 have
     # finished and job 2 is starting to train.
-    first = start_sweep_until_training(args, tmp_path, summaries=3)
+    first = start_sweep_until_training([*args, f"hydra.sweep.dir={tmp_path / 'first'}"], tmp_path, summaries=3)
     time.sleep(0.5)
     first.send_signal(signal.SIGINT)
     _, stderr = first.communicate(timeout=60)
     # the command it prints continues the sweep, not one job's checkpoint
     resume_line = next(line for line in stderr.splitlines() if line.startswith("cnnx: sweep interrupted"))
-    assert sweep_resume_command(args) in resume_line, resume_line
+    assert sweep_resume_command([*args, f"hydra.sweep.dir={tmp_path / 'first'}"]) in resume_line, resume_line
+    assert "stopped ones continue from their last checkpoint" in resume_line, resume_line
     assert "trainer.resume" not in resume_line and "hydra.run.dir" not in resume_line
     client = store_client(tmp_path)
     (parent,), children = sweep_runs(client)
     assert parent.info.status == "FAILED"  # interrupted: never left RUNNING
     done_before = {c.info.run_id for c in children if c.info.status == "FINISHED"}
-    assert 2 <= len(done_before) < 4, len(done_before)
+    stopped = [c for c in children if c.info.status != "FINISHED"]
+    assert len(done_before) == 2 and [c.info.status for c in stopped] == ["KILLED"], children
 
-    result = run_cli([*args, "sweep.resume=true"], tmp_path)
+    # Rerun elsewhere (the default sweep directory is a new timestamp): the stopped job is
+    # found through its run, which records where its checkpoints are.
+    result = run_cli([*args, f"hydra.sweep.dir={tmp_path / 'second'}", "sweep.resume=true"], tmp_path)
     swept = {"optimizer.lr", "model.layers.conv1.out_channels"}
-    _, finished = assert_complete_sweep(client, result, jobs=4, swept=swept,
-                                        interrupted=len(children) - len(done_before))
-    assert done_before <= {c.info.run_id for c in finished}
-    assert result.stderr.count("cnnx: skipping") == len(done_before)
-    stopped = len(children) - len(done_before)
-    others = f" ({stopped} more stopped or failed)" if stopped else ""
-    assert f"cnnx: best of 4 finished runs{others}: " in result.stderr, result.stderr
-    assert result.stdout.count("Total params") == 4 - len(done_before)  # only the missing jobs trained
+    _, finished = assert_complete_sweep(client, result, jobs=4, swept=swept)
+    assert done_before | {stopped[0].info.run_id} <= {c.info.run_id for c in finished}
+    assert result.stderr.count("cnnx: skipping") == 2
+    assert result.stderr.count("cnnx: continuing") == 1
+    assert str(tmp_path / "first" / "2" / "checkpoints") in result.stderr
+    assert "cnnx: best of 4 finished runs: " in result.stderr, result.stderr
+    # only the missing jobs trained, the stopped one from where it stopped
+    assert result.stdout.count("Total params") == 2
+    assert result.stdout.count("resumed from ") == 1 and "batch" in result.stdout
+    # the continued run's epochs were logged once each
+    continued = client.get_metric_history(stopped[0].info.run_id, "val_acc")
+    assert [m.step for m in continued] == [1]
 
 
 def test_ctrl_c_on_a_parallel_sweep_leaves_no_run_running_and_says_how_to_continue(tmp_path):
@@ -224,8 +231,11 @@ def test_ctrl_c_on_a_parallel_sweep_leaves_no_run_running_and_says_how_to_contin
     os.killpg(sweep.pid, signal.SIGINT)
     _, stderr = sweep.communicate(timeout=60)
     assert sweep.returncode == 130, stderr[-2000:]
-    assert stderr.strip().splitlines()[-1] == (
-        f"cnnx: sweep interrupted; continue it with: {sweep_resume_command(args)} (FINISHED jobs are skipped)")
+    # Whichever comes first, the sweep's own Ctrl-C or a worker's interrupted job, it ends so:
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("cnnx: sweep interrupted") and last.endswith(
+        f"continue it with: {sweep_resume_command(args)} (FINISHED jobs are skipped, "
+        "stopped ones continue from their last checkpoint)"), stderr[-3000:]
     (parent,), children = sweep_runs(store_client(tmp_path))
     assert parent.info.status == "FAILED" and children
     assert [c.info.status for c in children if c.info.status == "RUNNING"] == []

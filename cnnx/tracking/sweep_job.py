@@ -1,14 +1,18 @@
-"""What a job of a sweep needs to know: its parent run, its BLAS share, whether it already ran."""
+"""What a job of a sweep needs to know: its parent run, its BLAS share, whether it already ran
+(or began to)."""
 
 from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cnnx.blas_threads import threads_per_job
 from cnnx.tracking.sweep_link import SweepLink, sweep_dir_of
-from cnnx.tracking.sweep_resume import FINGERPRINT_TAG, config_fingerprint, finished_twin
+from cnnx.tracking.sweep_resume import (
+    CHECKPOINT_DIR_TAG, FINGERPRINT_TAG, config_fingerprint, finished_twin, stopped_twin, twins,
+)
 from cnnx.tracking.sweep_summary import run_objective
 
 
@@ -27,32 +31,50 @@ def current_sweep_job(hydra_cfg: Any) -> SweepJob | None:
     return SweepJob(SweepLink.read(sweep_dir_of(hydra_cfg)), threads_per_job(hydra_cfg.launcher))
 
 
-def tracker_options(job: SweepJob | None, config: dict[str, Any]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class EarlierAttempt:
+    """What a resumed sweep found of this job: its objective if it FINISHED, else the checkpoints
+    of the run that was stopped (None for both: the job never started, or left nothing)."""
+
+    objective: float | None = None
+    checkpoint_dir: Path | None = None
+
+
+def tracker_options(job: SweepJob | None, config: dict[str, Any], checkpoint_dir: Path | None = None) -> dict[str, Any]:
     """MlflowTracker arguments that make a job's run a child of the sweep's parent."""
     from cnnx.blas_threads import blas_threads_in_effect
 
     # Results depend on the BLAS thread count (summation order), so every run records it.
     tags = {FINGERPRINT_TAG: config_fingerprint(config), "cnnx.blas_threads": str(blas_threads_in_effect())}
+    if checkpoint_dir is not None:
+        tags[CHECKPOINT_DIR_TAG] = str(checkpoint_dir.resolve())
     if job is None or job.link is None:
         return {"tags": tags}
     return {"tags": tags, "tracking_uri": job.link.tracking_uri, "parent_run_id": job.link.parent_run_id}
 
 
-def already_finished(job: SweepJob | None, config: dict[str, Any], experiment_name: str) -> float | None:
-    """With ``sweep.resume=true``: the objective of this config's FINISHED run in the sweep, if any."""
+def earlier_attempt(job: SweepJob | None, config: dict[str, Any], experiment_name: str) -> EarlierAttempt:
+    """With ``sweep.resume=true``: what an earlier run of this job in the sweep left."""
     if job is None or job.link is None or not config["sweep"]["resume"] or not config["tracking"]["enabled"]:
-        return None
+        return EarlierAttempt()
     from mlflow import MlflowClient
 
     client = MlflowClient(job.link.tracking_uri)
     experiment = client.get_experiment_by_name(experiment_name)
     if experiment is None:
-        return None
-    twin = finished_twin(client, experiment.experiment_id, job.link.parent_run_id, config_fingerprint(config))
-    if twin is None:
-        return None
-    monitor = config["trainer"]["monitor"]
-    objective = run_objective(client, twin, monitor)
-    print(f"cnnx: skipping {twin.info.run_name!r}: already FINISHED as run {twin.info.run_id} "
-          f"({monitor} (best epoch) = {objective})", file=sys.stderr)
-    return float("nan") if objective is None else objective
+        return EarlierAttempt()
+    runs = twins(client, experiment.experiment_id, job.link.parent_run_id, config_fingerprint(config))
+    finished = finished_twin(runs)
+    if finished is not None:
+        monitor = config["trainer"]["monitor"]
+        objective = run_objective(client, finished, monitor)
+        print(f"cnnx: skipping {finished.info.run_name!r}: already FINISHED as run {finished.info.run_id} "
+              f"({monitor} (best epoch) = {objective})", file=sys.stderr)
+        return EarlierAttempt(objective=float("nan") if objective is None else objective)
+    stopped = stopped_twin(runs) if config["trainer"]["checkpoint"]["enabled"] else None
+    if stopped is None:
+        return EarlierAttempt()
+    run, directory = stopped
+    print(f"cnnx: continuing {run.info.run_name!r} (run {run.info.run_id}, {run.info.status}) from its "
+          f"checkpoints in {directory}", file=sys.stderr)
+    return EarlierAttempt(checkpoint_dir=directory)

@@ -28,8 +28,15 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.signal_name, self.epoch, self.batch = signal_name, epoch, batch
         self.checkpoint: str | None = None
         self.run_dir: str | None = None
-        #: A job of a multirun: the sweep resumes as a whole (``sweep.resume=true``).
+        #: A job of a multirun: the sweep resumes as a whole (``sweep.resume=true``), which
+        #: needs its runs tracked.
         self.in_sweep = False
+        self.sweep_tracked = False
+
+    def __reduce__(self):
+        # A parallel sweep's worker sends it back to the sweep's process pickled; the default
+        # (class, args) would call __init__ with the message alone.
+        return type(self), (self.signal_name, self.epoch, self.batch), self.__dict__
 
 
 class InterruptFlag:

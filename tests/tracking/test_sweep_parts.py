@@ -11,7 +11,9 @@ import pytest
 from cnnx.app import run_name_from_overrides, short_overrides
 from cnnx.blas_threads import threads_per_job
 from cnnx.tracking.sweep_link import SweepLink, absolute_tracking_uri
-from cnnx.tracking.sweep_resume import config_fingerprint
+from cnnx.tracking.sweep_resume import (
+    CHECKPOINT_DIR_TAG, FINGERPRINT_TAG, config_fingerprint, finished_twin, stopped_twin, twins,
+)
 from cnnx.tracking.sweep_summary import record_summary, sweep_table
 
 
@@ -88,8 +90,46 @@ def test_fingerprint_ignores_where_a_run_is_logged_but_not_what_it_trains():
     same = {**config, "tracking": {"uri": "b"}, "sweep": {"resume": True},
             "trainer": {"epochs": 2, "progress": True}}
     assert config_fingerprint(config) == config_fingerprint(same)
+    # a job continued from its checkpoint is the job it was (resuming is exact)
+    assert config_fingerprint({**config, "trainer": {"epochs": 2, "resume": False}}) == config_fingerprint(
+        {**config, "trainer": {"epochs": 2, "resume": "/runs/3/checkpoints"}})
     assert config_fingerprint(config) != config_fingerprint({**config, "optimizer": {"lr": 0.2}})
     assert config_fingerprint(config) != config_fingerprint({**config, "seed": 1})
+
+
+def test_a_resumed_sweep_continues_the_newest_stopped_twin_that_left_checkpoints(client, tmp_path):
+    experiment_id = client.create_experiment("twins")
+    parent = client.create_run(experiment_id, run_name="sweep").info.run_id
+    clock = iter(range(1_000, 10_000, 1_000))
+
+    def child(status, directory, fingerprint="same"):
+        tags = {"mlflow.parentRunId": parent, FINGERPRINT_TAG: fingerprint}
+        if directory is not None:
+            tags[CHECKPOINT_DIR_TAG] = str(directory)
+        run_id = client.create_run(experiment_id, start_time=next(clock), tags=tags).info.run_id
+        if status != "RUNNING":
+            client.set_terminated(run_id, status)
+        return run_id
+
+    saved, emptied = tmp_path / "saved", tmp_path / "emptied"
+    saved.mkdir()
+    emptied.mkdir()
+    (saved / "epoch-0002-batch-0007.npz").write_bytes(b"")
+    killed = child("KILLED", saved)
+    child("FAILED", None)  # checkpoints were off
+    child("RUNNING", emptied)  # killed outright, its checkpoints since deleted
+    child("KILLED", saved, fingerprint="another config")
+
+    runs = twins(client, experiment_id, parent, "same")
+    assert finished_twin(runs) is None
+    run, directory = stopped_twin(runs)
+    assert (run.info.run_id, directory) == (killed, saved)
+    (saved / "epoch-0002-batch-0007.npz").rename(emptied / "epoch-0003.npz")
+    run, directory = stopped_twin(twins(client, experiment_id, parent, "same"))
+    assert directory == emptied and run.info.status == "RUNNING"  # a process killed outright
+
+    finished = child("FINISHED", saved)
+    assert finished_twin(twins(client, experiment_id, parent, "same")).info.run_id == finished
 
 
 @pytest.mark.parametrize("launcher,cpus,expected", [

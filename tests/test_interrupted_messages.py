@@ -1,0 +1,60 @@
+"""What the CLI tells a user whose run or sweep was interrupted: a command that works.
+
+The end-to-end tests (test_resume.py, test_sweeps_end_to_end.py) send the signals; these pin
+down the wording for each case without a subprocess each.
+"""
+
+from __future__ import annotations
+
+from cnnx.cli import interrupted_message, sweep_continuation
+from cnnx.training.signals import TrainingInterrupted
+
+SWEEP = ["-m", "+experiment=digits_small", "optimizer.lr=0.1,0.2"]
+
+
+def interruption(checkpoint: str | None, in_sweep: bool, tracked: bool = True) -> TrainingInterrupted:
+    error = TrainingInterrupted("SIGTERM", epoch=3, batch=7)
+    error.checkpoint, error.run_dir = checkpoint, "multirun/x/1"
+    error.in_sweep, error.sweep_tracked = in_sweep, tracked
+    return error
+
+
+def test_a_stopped_sweep_job_with_a_checkpoint_is_said_to_continue_from_it():
+    message = interrupted_message(interruption("multirun/x/1/checkpoints/e.npz", in_sweep=True), SWEEP)
+    assert message.startswith("sweep interrupted by SIGTERM during epoch 3, batch 7 of job multirun/x/1; ")
+    assert "continue it with: python -m cnnx -m +experiment=digits_small optimizer.lr=0.1,0.2 sweep.resume=true" in message
+    assert message.endswith("(FINISHED jobs are skipped, stopped ones continue from their last checkpoint)")
+
+
+def test_a_stopped_sweep_job_without_a_checkpoint_starts_again():
+    message = interrupted_message(interruption(None, in_sweep=True), SWEEP)
+    assert message.endswith("(FINISHED jobs are skipped, this one starts again)")
+
+
+def test_an_untracked_sweep_can_only_be_run_again_and_is_not_offered_sweep_resume():
+    # sweep.resume=true is refused without tracking: offering it would send the user to an error
+    message = interrupted_message(interruption("c.npz", in_sweep=True, tracked=False), [*SWEEP, "tracking=none"])
+    assert "sweep.resume" not in message
+    assert "run it again with: python -m cnnx -m +experiment=digits_small optimizer.lr=0.1,0.2 tracking=none" in message
+    assert "every job runs again" in message
+    assert "sweep.resume" not in sweep_continuation([*SWEEP, "sweep.resume=true"], tracked=False)
+
+
+def test_a_sweep_job_interrupted_in_a_parallel_worker_reaches_the_sweep_intact():
+    import pickle
+
+    sent = interruption("c.npz", in_sweep=True)
+    received = pickle.loads(pickle.dumps(sent))
+    assert isinstance(received, TrainingInterrupted)
+    assert vars(received) == vars(sent) and str(received) == str(sent)
+
+
+def test_a_parallel_sweep_says_its_stopped_jobs_continue():
+    assert sweep_continuation(SWEEP, tracked=True).endswith(
+        "sweep.resume=true (FINISHED jobs are skipped, stopped ones continue from their last checkpoint)")
+
+
+def test_a_single_run_is_resumed_from_its_own_checkpoint():
+    message = interrupted_message(interruption("runs/a/checkpoints/e.npz", in_sweep=False), ["+experiment=lenet"])
+    assert message == ("interrupted by SIGTERM during epoch 3, batch 7; checkpoint saved to runs/a/checkpoints/e.npz; "
+                       "resume with: python -m cnnx +experiment=lenet trainer.resume=true hydra.run.dir=multirun/x/1")
