@@ -210,6 +210,10 @@ def run(cfg: DictConfig, overrides: list[str] | None = None, output_dir: str | N
     attempt = earlier_attempt(sweep, config, config["tracking"]["experiment_name"] or config["experiment_name"])
     if attempt.objective is not None:
         return attempt.objective
+    if sweep is not None and sweep.parallel and config["trainer"]["progress"] is None:
+        # Parallel jobs' progress bars would redraw over each other on the one terminal; their
+        # epoch lines, tagged with the job, say as much.
+        config["trainer"]["progress"] = False
     threads = run_blas_threads(config["trainer"]["blas_threads"], sweep.blas_threads if sweep else None)
     with limit_blas_threads(threads):
         # The checkpoint callback precedes the tracker: it restores the run id before the

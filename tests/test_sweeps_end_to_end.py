@@ -81,6 +81,8 @@ def test_joblib_sweep_runs_eight_children_under_one_parent(tmp_path):
     # two workers share the cores: each job's BLAS gets its part
     expected_threads = str(max(1, (os.cpu_count() or 1) // 2))
     assert {c.data.tags["cnnx.blas_threads"] for c in children} == {expected_threads}
+    # their progress bars would redraw over each other on the one terminal
+    assert {c.data.params["trainer.progress"] for c in children} == {"False"}
 
 
 def test_submitit_local_sweep_runs_eight_children_under_one_parent(tmp_path):
@@ -172,7 +174,7 @@ def start_sweep_until_training(args: list[str], cwd: Path, summaries: int, **pop
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
     seen = 0
     for line in sweep.stdout:
-        seen += line.startswith("Total params")
+        seen += "Total params" in line
         if seen == summaries:
             break
     assert seen == summaries and sweep.poll() is None, f"the sweep ended before {summaries} jobs trained"
@@ -277,8 +279,12 @@ def test_sweep_without_tracking_writes_no_store(tmp_path):
     result = run_cli(["-m", *SMALL, "optimizer.lr=0.02,0.1", "tracking=none", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
                      tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.count("val_acc (best epoch)") == 2
-    # each job's own lines, and only those, in its directory's log
+    # on the shared console each line names its job; each job's own log needs no tag
+    lines = result.stdout.splitlines()
+    assert [line for line in lines if "val_acc (best epoch)" in line][0].startswith("[#0] val_acc (best epoch) = ")
+    assert sum(line.startswith("[#1] val_acc (best epoch) = ") for line in lines) == 1
+    assert sum(line.startswith("[#1] Total params") for line in lines) == 1
     logs = [(tmp_path / "sweep" / str(job) / "app.log").read_text() for job in (0, 1)]
-    assert [log.count("val_acc (best epoch)") for log in logs] == [1, 1]
+    assert [log.count("] - val_acc (best epoch)") for log in logs] == [1, 1]
+    assert "[#" not in logs[0] + logs[1]
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "sweep" / "mlflow_sweep.json").exists()

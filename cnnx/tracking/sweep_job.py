@@ -20,6 +20,8 @@ from cnnx.tracking.sweep_summary import run_objective
 class SweepJob:
     link: SweepLink | None
     blas_threads: int | None
+    #: Beside other jobs (any launcher but Hydra's basic one), sharing their terminal.
+    parallel: bool = False
 
 
 def current_sweep_job(hydra_cfg: Any) -> SweepJob | None:
@@ -28,7 +30,8 @@ def current_sweep_job(hydra_cfg: Any) -> SweepJob | None:
 
     if hydra_cfg.mode != RunMode.MULTIRUN:
         return None
-    return SweepJob(SweepLink.read(sweep_dir_of(hydra_cfg)), threads_per_job(hydra_cfg.launcher))
+    parallel = "BasicLauncher" not in str(hydra_cfg.launcher.get("_target_", ""))
+    return SweepJob(SweepLink.read(sweep_dir_of(hydra_cfg)), threads_per_job(hydra_cfg.launcher), parallel)
 
 
 @dataclass(frozen=True)
