@@ -3,6 +3,8 @@ logs, and a store that cannot be reached still fails the run before it trains.""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from e2e_helpers import all_runs, list_artifacts, metric_history, run_cli, store_client
 
@@ -20,6 +22,9 @@ def _logged(workdir):
     metrics = {key: metric_history(client, run.info.run_id, key) for key in run.data.metrics if key not in WALL_CLOCK}
     artifacts = sorted(list_artifacts(client, run.info.run_id))
     tags = {k: v for k, v in run.data.tags.items() if k.startswith("cnnx.") and k != "cnnx.run_key"}
+    # where this run keeps its checkpoints: its own run directory, so not compared across runs
+    checkpoints = Path(tags.pop("cnnx.checkpoint_dir"))
+    assert checkpoints.name == "checkpoints" and workdir in checkpoints.parents, checkpoints
     return run, metrics, artifacts, tags
 
 
