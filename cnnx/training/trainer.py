@@ -130,10 +130,16 @@ class Trainer:
                     self.history.epochs.append(metrics)
                     self._emit("on_epoch_end", self.epoch, metrics)
                     self._check_interrupt(batch=0)
-            if data.test is not None and len(data.test[0]):
-                self.test_evaluation = self._evaluate(data.test)
-                self.history.test = self.test_evaluation.prefixed("test")
-            self._emit("on_fit_end", self.history.test)
+                # Still under the handlers: a SIGTERM here would otherwise kill the process
+                # halfway through logging the report and leave the MLflow run RUNNING. Only a
+                # second Ctrl-C cuts the end short; the first lets the run finish.
+                if data.test is not None and len(data.test[0]):
+                    self.test_evaluation = self._evaluate(data.test)
+                    self.history.test = self.test_evaluation.prefixed("test")
+                self._emit("on_fit_end", self.history.test)
+            if self.interrupts.requested:
+                self.log(f"{self.interrupts.signal_name} received while the run was finishing; "
+                         f"it finished first (nothing to resume)")
         except BaseException as error:
             for callback in self.callbacks:
                 callback.on_fit_error(self, error)

@@ -146,6 +146,48 @@ def test_sigterm_only_raises_the_flag_and_handlers_are_restored():
     assert signal.getsignal(signal.SIGTERM) is before
 
 
+def tiny_data():
+    from cnnx.data.splits import DataSplits
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((24, 1, 5, 5)).astype(np.float32)
+    y = np.arange(24) % 3
+    return DataSplits(train=(x, y), val=(x[:6], y[:6]), test=(x[:6], y[:6]), classes=["a", "b", "c"],
+                      input_shape=(1, 5, 5), name="t")
+
+
+def test_a_signal_while_the_run_finishes_lets_it_finish():
+    """SIGTERM during the test evaluation or the end-of-run report used to hit the default
+    handler: the process died silently halfway through logging and the MLflow run stayed
+    RUNNING. Now it is deferred until the run has finished."""
+    import os
+    import signal
+
+    from cnnx.training.callbacks import Callback
+
+    class SignalAtEnd(Callback):
+        def on_fit_end(self, trainer, test_metrics):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    class LaterCallback(Callback):
+        ended = False
+
+        def on_fit_end(self, trainer, test_metrics):
+            self.ended = True
+
+    reached_default = []
+    previous = signal.signal(signal.SIGTERM, lambda *_: reached_default.append(True))
+    later, lines = LaterCallback(), []
+    try:
+        trainer = make_trainer(epochs=1, callbacks=[SignalAtEnd(), later])
+        trainer.log = lines.append
+        trainer.fit(tiny_data())
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert not reached_default and later.ended
+    assert lines == ["SIGTERM received while the run was finishing; it finished first (nothing to resume)"]
+
+
 @pytest.mark.slow  # creating a sqlite MLflow store takes seconds
 def test_spilled_calls_replay_into_the_store(tmp_path):
     from mlflow import MlflowClient
