@@ -115,8 +115,8 @@ class Checkpoint(Callback):
         if isinstance(error, TrainingInterrupted):
             try:
                 error.checkpoint = str(self.save(trainer))
-            except OSError as exc:  # a full disk must not hide the interruption itself
-                self.warn(f"could not write the interruption checkpoint in '{self.directory}': {exc}")
+            except CheckpointError as exc:  # a full disk must not hide the interruption itself
+                self.warn(str(exc))
 
     def state_dict(self) -> dict[str, Any]:
         return {"best_value": self.best_value, "best_epoch": self.best_epoch}
@@ -132,8 +132,17 @@ class Checkpoint(Callback):
         else:
             name = f"epoch-{trainer.epoch:04d}-batch-{progress.batches_done:04d}.npz"
         arrays, header = capture(trainer)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        path = write_checkpoint(self.directory / name, arrays, header)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            path = write_checkpoint(self.directory / name, arrays, header)
+        except OSError as exc:  # a full disk or a quota: write_checkpoint left no partial file
+            kept = list_checkpoints(self.directory)
+            raise CheckpointError(
+                f"trainer.checkpoint.dir: cannot write checkpoint '{self.directory / name}' "
+                f"({exc.strerror or exc}); "
+                + (f"the newest complete one, '{kept[-1]}', is kept: free space, then resume with "
+                   f"trainer.resume=true" if kept else "no checkpoint was written")
+            ) from None
         self.last_saved = path
         self._prune()
         return path
@@ -185,14 +194,17 @@ class Checkpoint(Callback):
             try:
                 arrays, header = read_checkpoint(path)
             except CheckpointError as exc:
-                if index + 1 < len(candidates):
-                    self.warn(f"{exc}; falling back to '{candidates[index + 1].name}'")
                 problems.append(str(exc))
                 continue
+            # Warned only now: when no file reads, the error alone says it all, in one line.
+            for problem, fallback in zip(problems, candidates[1:index + 1]):
+                self.warn(f"{problem}; falling back to '{fallback.name}'")
             restore(trainer, arrays, header, f"checkpoint file '{path.resolve()}'", skip=None)
-            trainer.log(f"resumed from {path} (epoch {trainer.epoch}"
-                        + (f", batch {trainer.progress_state.batches_done}" if trainer.progress_state else "")
-                        + ")")
+            progress = trainer.progress_state
+            # trainer.epoch counts completed epochs; an interrupted one is the next.
+            where = (f"epoch {trainer.epoch + 1}, after batch {progress.batches_done}" if progress
+                     else f"after epoch {trainer.epoch}")
+            trainer.log(f"resumed from {path} ({where})")
             return path
         raise CheckpointError(problems[0] if len(problems) == 1 else
                               f"no readable checkpoint: {'; '.join(problems)}")

@@ -234,3 +234,63 @@ def test_skip_batch_reports_once_per_epoch_and_fails_when_a_whole_epoch_is_skipp
     assert messages == ["skipped epoch 1, batch 2: non-finite loss or gradient", "skipped 5 of 6 batches in epoch 1",
                         "skipped epoch 2, batch 1: non-finite loss or gradient"]
     assert trainer.history.epochs[0]["skipped_batches"] == 5
+
+
+def test_garbage_is_not_called_a_pickle_and_warnings_come_only_before_a_fallback(tmp_path):
+    import pickle
+
+    (tmp_path / "random.npz").write_bytes(bytes(range(7, 250)))
+    (tmp_path / "pickle.npz").write_bytes(pickle.dumps({"w": 1}))
+    for name, reason in [("random.npz", "(not an .npz archive)"), ("pickle.npz", "a Python pickle")]:
+        with pytest.raises(CheckpointError) as caught:
+            read_checkpoint(tmp_path / name)
+        assert reason in str(caught.value), str(caught.value)
+
+    trainer = make_trainer(epochs=1)
+    (tmp_path / "epoch-0001.npz").write_bytes(b"\x00" * 100)
+    (tmp_path / "epoch-0002.npz").write_bytes(b"\x00" * 100)
+    warnings = []
+    with pytest.raises(CheckpointError, match="no readable checkpoint"):
+        Checkpoint(tmp_path, resume=True, warn=warnings.append).on_fit_start(trainer)
+    assert warnings == []  # the one error line names both files; no warning repeats it
+
+    good = make_trainer(epochs=1, callbacks=[Checkpoint(tmp_path / "good")])
+    good.fit(tiny_data())
+    (tmp_path / "good" / "epoch-0002-batch-0003.npz").write_bytes(b"\x00" * 100)
+    lines = []
+    resumed = make_trainer(epochs=2, callbacks=[Checkpoint(tmp_path / "good", resume=True, warn=warnings.append)])
+    resumed.log = lines.append
+    Checkpoint(tmp_path / "good", resume=True, warn=warnings.append).on_fit_start(resumed)
+    assert len(warnings) == 1 and "falling back to 'epoch-0001.npz'" in warnings[0]
+    assert lines[-1].endswith("epoch-0001.npz (after epoch 1)")
+
+
+def test_an_interrupted_epoch_is_named_as_the_signal_named_it(tmp_path):
+    from cnnx.training.trainer import EpochProgress
+
+    trainer = make_trainer(epochs=3, callbacks=[Checkpoint(tmp_path)])
+    trainer.epoch, trainer.progress_state = 2, EpochProgress(order=np.arange(24), batches_done=4)
+    trainer.history.epochs = [{"train_loss": 1.0}]
+    Checkpoint(tmp_path).save(trainer)  # what SIGINT during epoch 2, batch 4 leaves
+    lines = []
+    resumed = make_trainer(epochs=3, callbacks=[Checkpoint(tmp_path, resume=True)])
+    resumed.log = lines.append
+    resumed.callbacks[0].on_fit_start(resumed)
+    assert lines[-1].endswith("epoch-0002-batch-0004.npz (epoch 2, after batch 4)")
+
+
+def test_a_full_disk_stops_the_run_in_one_line_and_leaves_no_partial_file(tmp_path):
+    import resource
+
+    trainer = make_trainer(epochs=2, callbacks=[Checkpoint(tmp_path)])
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    # Files may not grow past 1 kB, as on a full disk: writes fail (EFBIG; Python ignores SIGXFSZ).
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1024, hard))
+    try:
+        with pytest.raises(CheckpointError) as caught:
+            trainer.fit(tiny_data())
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    message = str(caught.value)
+    assert message.startswith("trainer.checkpoint.dir: cannot write checkpoint") and "epoch-0001.npz" in message
+    assert "\n" not in message and list(tmp_path.iterdir()) == []
