@@ -159,7 +159,23 @@ def _checkpoint(config: dict[str, Any], output_dir: str | None, continue_in: Pat
     return Checkpoint(
         directory, every_n_epochs=settings["every_n_epochs"], keep_last=settings["keep_last"],
         keep_best=settings["keep_best"], monitor=trainer_cfg["monitor"], resume=resume,
+        config=resumable_config(config),
     )
+
+
+#: Settings a resumed run may change: how long it trains, how it is logged, where it runs. The
+#: rest decide its numbers, so they must be the checkpoint's.
+RESUMABLE_CHANGES = ("experiment_name", "model.name", "trainer.epochs", "trainer.eval_batch_size",
+                     "trainer.progress", "trainer.checkpoint", "trainer.resume", "trainer.blas_threads",
+                     "tracking", "sweep")
+
+
+def resumable_config(config: dict[str, Any]) -> dict[str, str]:
+    """The flattened settings a resumed run must share with its checkpoint."""
+    from cnnx.tracking.mlflow_tracker import flatten
+
+    return {key: value for key, value in flatten(config).items()
+            if not any(key == prefix or key.startswith(prefix + ".") for prefix in RESUMABLE_CHANGES)}
 
 
 def _tracker(config: dict[str, Any], cfg: DictConfig, overrides: list[str], output_dir: str | None,

@@ -294,3 +294,24 @@ def test_a_full_disk_stops_the_run_in_one_line_and_leaves_no_partial_file(tmp_pa
     message = str(caught.value)
     assert message.startswith("trainer.checkpoint.dir: cannot write checkpoint") and "epoch-0001.npz" in message
     assert "\n" not in message and list(tmp_path.iterdir()) == []
+
+
+def test_resuming_with_a_changed_config_is_refused_naming_the_key(tmp_path):
+    """A changed learning rate or seed used to be taken silently: the resumed run continued
+    the MLflow run whose params still showed the old values."""
+    from cnnx.app import resumable_config
+
+    config = {"seed": 0, "optimizer": {"type": "sgd", "lr": 0.05}, "trainer": {"epochs": 2, "resume": False},
+              "tracking": {"log_plots": True}}
+    first = make_trainer(epochs=1, callbacks=[Checkpoint(tmp_path, config=resumable_config(config))])
+    first.fit(tiny_data())
+
+    longer = {**config, "trainer": {"epochs": 5, "resume": True}, "tracking": {"log_plots": False}}
+    Checkpoint(tmp_path, resume=True, config=resumable_config(longer)).on_fit_start(make_trainer(epochs=5))
+
+    changed = {**config, "seed": 3, "optimizer": {"type": "adam", "lr": 0.05}}
+    with pytest.raises(CheckpointError) as caught:
+        Checkpoint(tmp_path, resume=True, config=resumable_config(changed)).on_fit_start(make_trainer())
+    message = str(caught.value)
+    assert message.startswith("trainer.resume: the config differs from checkpoint")
+    assert "in optimizer.type=adam (checkpoint: sgd), seed=3 (checkpoint: 0);" in message
