@@ -170,6 +170,8 @@ class MlflowTracker(Callback):
         self.client: MlflowClient | None = None
         self.run_id: str | None = None
         self.resuming = False
+        #: Continues a FINISHED run that has nothing left to train: leave its record alone.
+        self._complete = False
         self._kernel_layer: str | None = None
         # Where calls that could not be delivered by the end of the run are written.
         self.spill_dir = Path(spill_dir) if spill_dir is not None else Path("mlflow-unsent")
@@ -239,6 +241,11 @@ class MlflowTracker(Callback):
                 f"{self.tracking_uri!r} (tracking.uri): {type(exc).__name__}: "
                 f"{(str(exc).splitlines() or [''])[0][:300]}"
             ) from exc
+        if run.info.status == "FINISHED" and getattr(trainer, "finished_training", False):
+            # Resumed from the last checkpoint of a run that had ended: its record is complete,
+            # and logging the report again would only duplicate every image and the model.
+            self._complete = True
+            return
         self.client.update_run(self.run_id, status="RUNNING")
         if "error" in run.data.tags:  # how it stopped last time; a FINISHED run must not keep it
             self.client.delete_tag(self.run_id, "error")
@@ -268,6 +275,8 @@ class MlflowTracker(Callback):
         self._log_kernels(trainer, step=epoch)
 
     def on_fit_end(self, trainer: Trainer, test_metrics: dict[str, float]) -> None:
+        if self._complete:
+            return
         timestamp = int(time.time() * 1000)
         final = [(k, float(v), timestamp, trainer.epoch) for k, v in test_metrics.items()
                  if (k, trainer.epoch) not in self._logged]
@@ -307,7 +316,7 @@ class MlflowTracker(Callback):
 
     def finish_with_error(self, status: str, message: str) -> None:
         """End the run ``status`` (FAILED or KILLED), ``message`` in its ``error`` tag."""
-        if self.client is None or self.run_id is None:
+        if self.client is None or self.run_id is None or self._complete:
             return
         message = message[:_MAX_PARAM_LENGTH]
         run_id = self.run_id

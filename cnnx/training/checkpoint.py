@@ -213,6 +213,9 @@ class Checkpoint(Callback):
             where = (f"epoch {trainer.epoch + 1}, after batch {progress.batches_done}" if progress
                      else f"after epoch {trainer.epoch}")
             trainer.log(f"resumed from {path} ({where})")
+            if trainer.finished_training:
+                trainer.log(f"the checkpoint's run had finished training ({trainer.epoch} epochs); nothing "
+                            f"left to train (raise trainer.epochs to train longer)")
             return path
         raise CheckpointError(problems[0] if len(problems) == 1 else
                               f"no readable checkpoint: {'; '.join(problems)}")

@@ -146,6 +146,11 @@ class Trainer:
             raise
         return self.history
 
+    @property
+    def finished_training(self) -> bool:
+        """Nothing left to train: every epoch done, or stopped early (a resumed finished run)."""
+        return self.progress_state is None and (self.epoch >= self.epochs or self.stop_training)
+
     def objective(self, monitor: str = "val_acc") -> float:
         """The figure a sweeper optimises: the best epoch's ``monitor`` (falls back to train)."""
         if not self.history.epochs:

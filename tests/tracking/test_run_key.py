@@ -101,3 +101,27 @@ def test_a_resumed_run_that_finishes_drops_the_error_of_its_interruption(tmp_pat
     resumed.on_fit_end(_view([epoch_1]), {})
     run = client.get_run(first.run_id)
     assert run.info.status == "FINISHED" and "error" not in run.data.tags
+
+
+def test_resuming_a_run_that_had_finished_leaves_its_record_alone(tmp_path, monkeypatch):
+    """Resuming from the last checkpoint of a finished run reopened it and logged the report
+    again: every kernel and feature-map image twice, the model and weights again."""
+    from mlflow import MlflowClient
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    epoch_1 = {"train_loss": 1.0, "val_acc": 0.5}
+    first = _tracker(uri, tmp_path)
+    first.on_fit_start(_view([]))
+    first.on_epoch_end(_view([epoch_1]), 1, epoch_1)
+    first.on_fit_end(_view([epoch_1]), {"test_acc": 0.5})
+    client = MlflowClient(uri)
+    before = client.get_run(first.run_id)
+
+    done = _view([epoch_1])
+    done.finished_training = True
+    resumed = _tracker(uri, tmp_path, run_id=first.run_id)
+    resumed.on_fit_start(done)
+    resumed.on_fit_end(done, {"test_acc": 0.5})
+    after = client.get_run(first.run_id)
+    assert (after.info.status, after.info.end_time) == ("FINISHED", before.info.end_time)
