@@ -67,6 +67,9 @@ def test_save_and_load_round_trip_without_pickle(tmp_path):
     (np.zeros((2, 3, 6, 6)), "3 channels, but this model takes 2"),
     (np.zeros((2, 2, 8, 6)), "8×6 pixels, but this model takes 6×6"),
     (np.zeros((2, 6, 6)), "shape (2, 6, 6); this model takes (N, 2, 6, 6)"),
+    # predicted "class 0" with probability nan, exit 0
+    (np.stack([np.zeros((2, 6, 6)), np.full((2, 6, 6), np.nan)]), "image 1 holds NaN or infinite pixels"),
+    (np.full((1, 2, 6, 6), np.inf), "image 0 holds NaN or infinite pixels"),
 ])
 def test_wrong_images_are_refused_naming_what_the_model_takes(images, fragment):
     with pytest.raises(DataError) as error:
