@@ -21,7 +21,7 @@ from cnnx.errors import ConfigError, ReportedInputError
 from cnnx.training.console import ConsoleLogger
 from cnnx.training.divergence import UpdateGuard
 from cnnx.training.early_stopping import EarlyStopping
-from cnnx.training.trainer import MONITORABLE, Trainer, TrainingInterrupted
+from cnnx.training.trainer import MONITORABLE, Trainer
 
 register_schema()
 
@@ -242,7 +242,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None, output_dir: str | N
         data, trainer = build_run(config, [c for c in callbacks if c is not None])
         try:
             trainer.fit(data)
-        except TrainingInterrupted as interruption:
+        except KeyboardInterrupt as interruption:  # TrainingInterrupted, or a second Ctrl-C
             interruption.run_dir, interruption.in_sweep = output_dir, sweep is not None
             interruption.sweep_tracked = config["tracking"]["enabled"]
             raise

@@ -121,6 +121,11 @@ class Checkpoint(Callback):
                 error.checkpoint = str(self.save(trainer))
             except CheckpointError as exc:  # a full disk must not hide the interruption itself
                 self.warn(str(exc))
+        elif isinstance(error, KeyboardInterrupt):
+            # A second Ctrl-C stops mid-batch, where no state is consistent; the newest
+            # checkpoint still resumes the run, and the CLI says so.
+            newest = self.last_saved or self.resumed_from
+            error.last_checkpoint = None if newest is None else str(newest)
 
     def state_dict(self) -> dict[str, Any]:
         state = {"best_value": self.best_value, "best_epoch": self.best_epoch}

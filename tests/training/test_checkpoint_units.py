@@ -315,3 +315,25 @@ def test_resuming_with_a_changed_config_is_refused_naming_the_key(tmp_path):
     message = str(caught.value)
     assert message.startswith("trainer.resume: the config differs from checkpoint")
     assert "in optimizer.type=adam (checkpoint: sgd), seed=3 (checkpoint: 0);" in message
+
+
+def test_a_second_ctrl_c_still_points_at_the_newest_checkpoint(tmp_path):
+    """A second Ctrl-C stops mid-batch; the CLI said only 'no checkpoint written for this
+    moment', although the previous epoch's checkpoint resumes the run."""
+    from cnnx.cli import stopped_at_once_message
+    from cnnx.training.callbacks import Callback
+
+    class SecondCtrlC(Callback):
+        def on_epoch_end(self, trainer, epoch, metrics):
+            if epoch == 2:
+                raise KeyboardInterrupt
+
+    trainer = make_trainer(epochs=3, callbacks=[Checkpoint(tmp_path), SecondCtrlC()])
+    with pytest.raises(KeyboardInterrupt) as caught:
+        trainer.fit(tiny_data())
+    caught.value.run_dir = "runs/x"
+    message = stopped_at_once_message(caught.value, ["+experiment=lenet"])
+    assert message == (f"interrupted; no checkpoint written for this moment, but the newest one, "
+                       f"{tmp_path / 'epoch-0002.npz'}, resumes with: python -m cnnx +experiment=lenet "
+                       f"trainer.resume=true hydra.run.dir=runs/x")
+    assert stopped_at_once_message(KeyboardInterrupt(), []) == "interrupted; no checkpoint written for this moment"
