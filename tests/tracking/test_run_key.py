@@ -83,15 +83,24 @@ def test_a_resumed_run_that_was_never_created_logs_the_checkpoints_epochs(tmp_pa
     assert [(m.step, m.value) for m in client.get_metric_history(resumed.run_id, "val_acc")] == [(1, 0.5), (2, 0.75)]
 
 
+EPOCH_1 = {"train_loss": 1.0, "val_acc": 0.5}
+
+
+def _one_epoch_run(tmp_path, monkeypatch):
+    """(store uri, a tracker whose run has logged EPOCH_1 and is still open)."""
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first = _tracker(uri, tmp_path)
+    first.on_fit_start(_view([]))
+    first.on_epoch_end(_view([EPOCH_1]), 1, EPOCH_1)
+    return uri, first
+
+
 def test_a_resumed_run_that_finishes_drops_the_error_of_its_interruption(tmp_path, monkeypatch):
     from mlflow import MlflowClient
 
-    monkeypatch.chdir(tmp_path)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    epoch_1 = {"train_loss": 1.0, "val_acc": 0.5}
-    first = _tracker(uri, tmp_path)
-    first.on_fit_start(_view([]))
-    first.on_epoch_end(_view([epoch_1]), 1, epoch_1)
+    uri, first = _one_epoch_run(tmp_path, monkeypatch)
+    epoch_1 = EPOCH_1
     first.finish_with_error("KILLED", "TrainingInterrupted: SIGINT received; stopped after epoch 2, batch 3")
     client = MlflowClient(uri)
     assert "error" in client.get_run(first.run_id).data.tags
@@ -108,12 +117,8 @@ def test_resuming_a_run_that_had_finished_leaves_its_record_alone(tmp_path, monk
     again: every kernel and feature-map image twice, the model and weights again."""
     from mlflow import MlflowClient
 
-    monkeypatch.chdir(tmp_path)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    epoch_1 = {"train_loss": 1.0, "val_acc": 0.5}
-    first = _tracker(uri, tmp_path)
-    first.on_fit_start(_view([]))
-    first.on_epoch_end(_view([epoch_1]), 1, epoch_1)
+    uri, first = _one_epoch_run(tmp_path, monkeypatch)
+    epoch_1 = EPOCH_1
     first.on_fit_end(_view([epoch_1]), {"test_acc": 0.5})
     client = MlflowClient(uri)
     before = client.get_run(first.run_id)
