@@ -21,7 +21,7 @@ from cnnx.errors import ConfigError, ReportedInputError
 from cnnx.training.console import ConsoleLogger
 from cnnx.training.divergence import UpdateGuard
 from cnnx.training.early_stopping import EarlyStopping
-from cnnx.training.trainer import MONITORABLE, Trainer, TrainingInterrupted
+from cnnx.training.trainer import MONITORABLE, Trainer
 
 register_schema()
 
@@ -159,7 +159,23 @@ def _checkpoint(config: dict[str, Any], output_dir: str | None, continue_in: Pat
     return Checkpoint(
         directory, every_n_epochs=settings["every_n_epochs"], keep_last=settings["keep_last"],
         keep_best=settings["keep_best"], monitor=trainer_cfg["monitor"], resume=resume,
+        config=resumable_config(config),
     )
+
+
+#: Settings a resumed run may change: how long it trains, how it is logged, where it runs. The
+#: rest decide its numbers, so they must be the checkpoint's.
+RESUMABLE_CHANGES = ("experiment_name", "model.name", "trainer.epochs", "trainer.eval_batch_size",
+                     "trainer.progress", "trainer.checkpoint", "trainer.resume", "trainer.blas_threads",
+                     "tracking", "sweep")
+
+
+def resumable_config(config: dict[str, Any]) -> dict[str, str]:
+    """The flattened settings a resumed run must share with its checkpoint."""
+    from cnnx.tracking.mlflow_tracker import flatten
+
+    return {key: value for key, value in flatten(config).items()
+            if not any(key == prefix or key.startswith(prefix + ".") for prefix in RESUMABLE_CHANGES)}
 
 
 def _tracker(config: dict[str, Any], cfg: DictConfig, overrides: list[str], output_dir: str | None,
@@ -226,7 +242,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None, output_dir: str | N
         data, trainer = build_run(config, [c for c in callbacks if c is not None])
         try:
             trainer.fit(data)
-        except TrainingInterrupted as interruption:
+        except KeyboardInterrupt as interruption:  # TrainingInterrupted, or a second Ctrl-C
             interruption.run_dir, interruption.in_sweep = output_dir, sweep is not None
             interruption.sweep_tracked = config["tracking"]["enabled"]
             raise

@@ -120,6 +120,15 @@ def interrupted_message(error, argv: list[str]) -> str:
             f"{error.checkpoint}; resume with: {resume_command(argv, error.run_dir)}")
 
 
+def stopped_at_once_message(error: KeyboardInterrupt, argv: list[str]) -> str:
+    """A Ctrl-C outside the batch boundaries (a second one, or before training started)."""
+    newest = getattr(error, "last_checkpoint", None)
+    if newest is None:
+        return "interrupted; no checkpoint written for this moment"
+    return (f"interrupted; no checkpoint written for this moment, but the newest one, {newest}, "
+            f"resumes with: {resume_command(argv, getattr(error, 'run_dir', None))}")
+
+
 def report_user_errors(function):
     """Wrap a tool's ``main`` so that user errors become ``cnnx: error: ...`` and exit code 2."""
     @functools.wraps(function)
@@ -204,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"cnnx: sweep interrupted; {sweep_continuation(argv, sweep_is_tracked())}", file=sys.stderr)
             return 128 + signal.SIGINT
         # Outside the training loop (loading data, a second Ctrl-C): nothing consistent to save.
-        print("cnnx: interrupted; no checkpoint written for this moment", file=sys.stderr)
+        print(f"cnnx: {stopped_at_once_message(sys.exc_info()[1], argv)}", file=sys.stderr)
         return 128 + signal.SIGINT
     except Exception as error:  # noqa: BLE001 — sorted into user errors and bugs below
         message = one_line(error)

@@ -90,7 +90,12 @@ class Classifier:
                 f"({expected}, got {x.shape})"
             )
         # A copy: normalisation works in place and must not touch the caller's array.
-        return np.array(x, dtype=np.float32)
+        x = np.array(x, dtype=np.float32)
+        finite = np.isfinite(x).reshape(len(x), -1).all(axis=1)
+        if not finite.all():  # would come out as NaN probabilities, and argmax calls them class 0
+            raise DataError(f"{source}: image {int(np.argmin(finite))} holds NaN or infinite pixels; "
+                            f"the model needs finite values")
+        return x
 
     def predict_proba(self, images: Any, batch_size: int = 256) -> np.ndarray:
         x = apply_normalization(self.check_images(images), self.normalization)

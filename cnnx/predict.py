@@ -67,7 +67,7 @@ def classifier_from_weights(weights: Path, config_path: Path | None) -> Classifi
 
     from cnnx import registry
     from cnnx.engine.model import build_model
-    from cnnx.inference import load_weights, output_kind
+    from cnnx.inference import output_kind
 
     if (weights.parent / SPEC_FILE).is_file() and config_path is None:
         return Classifier.load(weights.parent)
@@ -85,10 +85,24 @@ def classifier_from_weights(weights: Path, config_path: Path | None) -> Classifi
     # The normalisation was fitted on the training split: rebuild the split to recover it.
     data = registry.datasets.create(dataset.pop("type"), dataset, "dataset")
     model = build_model(layers, data.input_shape, seed=0)
-    model.load_state_dict(load_weights(weights))
+    model.load_state_dict(model_weights(weights))
     model.eval()
     return Classifier(model, layers, data.normalization, list(data.classes),
                       output_kind(model, loss.pop("type"), loss))
+
+
+def model_weights(path: Path) -> dict:
+    """A weights ``.npz``, or the model's part of a training checkpoint (``epoch-*.npz``), as
+    Lightning's ``load_from_checkpoint`` takes one."""
+    from cnnx.inference import load_weights
+    from cnnx.training.checkpoint_file import HEADER_KEY, read_checkpoint
+    from cnnx.training.training_state import MODEL
+
+    state = load_weights(path)
+    if HEADER_KEY not in state:
+        return state
+    arrays, _ = read_checkpoint(path)
+    return {key[len(MODEL):]: value for key, value in arrays.items() if key.startswith(MODEL)}
 
 
 def load_classifier(args: argparse.Namespace) -> Classifier:

@@ -67,6 +67,9 @@ def test_save_and_load_round_trip_without_pickle(tmp_path):
     (np.zeros((2, 3, 6, 6)), "3 channels, but this model takes 2"),
     (np.zeros((2, 2, 8, 6)), "8×6 pixels, but this model takes 6×6"),
     (np.zeros((2, 6, 6)), "shape (2, 6, 6); this model takes (N, 2, 6, 6)"),
+    # predicted "class 0" with probability nan, exit 0
+    (np.stack([np.zeros((2, 6, 6)), np.full((2, 6, 6), np.nan)]), "image 1 holds NaN or infinite pixels"),
+    (np.full((1, 2, 6, 6), np.inf), "image 0 holds NaN or infinite pixels"),
 ])
 def test_wrong_images_are_refused_naming_what_the_model_takes(images, fragment):
     with pytest.raises(DataError) as error:
@@ -125,3 +128,25 @@ def test_predict_top_below_one_is_refused_on_one_line(tmp_path, top):
     result = run_cli(["predict", "--weights", "weights.npz", "--top", top, "seven.png"], tmp_path)
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.strip() == f"cnnx: error: --top must be at least 1, got {top}"
+
+
+def test_predict_takes_a_training_checkpoint_as_weights(tmp_path, capsys):
+    """`--weights checkpoints/epoch-0003.npz --config .hydra/config.yaml`, as a Lightning user
+    predicts from a checkpoint, was refused with a list of 20 'unexpected keys'."""
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    from cnnx.app import build_run
+    from cnnx.predict import main
+    from cnnx.training.checkpoint import Checkpoint
+
+    with initialize_config_module("cnnx.conf", version_base="1.3"):
+        cfg = compose("config", overrides=["+experiment=digits_small"])
+    OmegaConf.save(cfg, tmp_path / "config.yaml")
+    data, trainer = build_run(OmegaConf.to_container(cfg, resolve=True))
+    checkpoint = Checkpoint(tmp_path / "checkpoints").save(trainer)
+    images = data.test[0][:2] * data.normalization["scale"][0] + data.normalization["shift"][0]
+    np.savez(tmp_path / "two.npz", x=images)
+    assert main(["--weights", str(checkpoint), "--config", str(tmp_path / "config.yaml"), str(tmp_path / "two.npz")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == ["image", "two.npz[0]", "two.npz[1]"]

@@ -78,6 +78,7 @@ class TrainerView:
     history: _History = field(default_factory=_History)
     data: DataSplits | None = None
     test_evaluation: Evaluation | None = None
+    finished_training: bool = False
 
 
 class BackgroundTracker(Callback):
@@ -123,7 +124,8 @@ class BackgroundTracker(Callback):
         self._kernel_weight = None if first_conv is None else f"{first_conv}.weight"
         self._send("start", run_id=self.run_id, run_key=self.run_key, resumed=self.resumed,
                    input_shape=trainer.data.input_shape, state=trainer.model.state_dict(),
-                   history=list(trainer.history.epochs), epoch=trainer.epoch)
+                   history=list(trainer.history.epochs), epoch=trainer.epoch,
+                   finished_training=trainer.finished_training)
         self._start_sent = True
         # An unreachable server fails the run now, not epochs later; so does a folder store,
         # which recent MLflow versions refuse to open (only a sqlite file is checked ahead).
@@ -377,7 +379,8 @@ def _start_view(model_spec: dict[str, Any], message: dict[str, Any]) -> TrainerV
 
     model = build_model(model_spec, tuple(message["input_shape"]), rng=np.random.default_rng(0))
     model.load_state_dict(message["state"])
-    return TrainerView(model=model, epoch=message["epoch"], history=_History(list(message["history"])))
+    return TrainerView(model=model, epoch=message["epoch"], history=_History(list(message["history"])),
+                       finished_training=message["finished_training"])
 
 
 def _open_store(uri: str) -> None:

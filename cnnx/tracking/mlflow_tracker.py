@@ -31,6 +31,7 @@ RUN_KEY_TAG = "cnnx.run_key"
 #: MLflow's own default, spelled out so runs land in ./mlflow.db whatever MLflow's version.
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 _MAX_PARAMS_PER_BATCH = 100
+_MAX_METRICS_PER_BATCH = 1000  # MLflow's limit for one log_batch
 _MAX_PARAM_LENGTH = 6000
 #: MLflow's own HTTP retries (7, back-off factor 2: minutes) would stall training at every
 #: epoch while a server is down; the outbox retries instead. Users can still override these.
@@ -169,6 +170,8 @@ class MlflowTracker(Callback):
         self.client: MlflowClient | None = None
         self.run_id: str | None = None
         self.resuming = False
+        #: Continues a FINISHED run that has nothing left to train: leave its record alone.
+        self._complete = False
         self._kernel_layer: str | None = None
         # Where calls that could not be delivered by the end of the run are written.
         self.spill_dir = Path(spill_dir) if spill_dir is not None else Path("mlflow-unsent")
@@ -211,6 +214,9 @@ class MlflowTracker(Callback):
         self._kernel_layer = first_conv_layer(trainer.model)
         if self._kernel_layer is not None:
             self._log_kernels(trainer, step=0)
+        # A resumed run whose process died before its MLflow run was created (the tracking
+        # process was still starting): the checkpoint's epochs would otherwise be missing.
+        self._log_missing_history(trainer)
 
     def _run_with_key(self, experiment_id: str) -> str | None:
         """The run tagged with this tracker's ``cnnx.run_key`` when it resumes one (its
@@ -227,8 +233,6 @@ class MlflowTracker(Callback):
     def _continue_run(self, trainer: Trainer) -> None:
         """Mark the checkpoint's run RUNNING again and log what its checkpoint holds but the
         store does not (the killed process may have died between the two)."""
-        from mlflow.entities import Metric
-
         try:
             run = self.client.get_run(self.run_id)
         except Exception as exc:
@@ -237,18 +241,31 @@ class MlflowTracker(Callback):
                 f"{self.tracking_uri!r} (tracking.uri): {type(exc).__name__}: "
                 f"{(str(exc).splitlines() or [''])[0][:300]}"
             ) from exc
+        if run.info.status == "FINISHED" and getattr(trainer, "finished_training", False):
+            # Resumed from the last checkpoint of a run that had ended: its record is complete,
+            # and logging the report again would only duplicate every image and the model.
+            self._complete = True
+            return
         self.client.update_run(self.run_id, status="RUNNING")
+        if "error" in run.data.tags:  # how it stopped last time; a FINISHED run must not keep it
+            self.client.delete_tag(self.run_id, "error")
         self._kernel_layer = first_conv_layer(trainer.model)
         keys = sorted({k for epoch in trainer.history.epochs for k in epoch} | set(run.data.metrics))
         for key in keys:
             self._logged.update((key, m.step) for m in self.client.get_metric_history(self.run_id, key))
+        self._log_missing_history(trainer)
+
+    def _log_missing_history(self, trainer: Trainer) -> None:
+        """The epochs of ``trainer.history`` the store does not hold yet, in one batch."""
+        from mlflow.entities import Metric
+
         timestamp = int(time.time() * 1000)
         missing = [Metric(k, float(v), timestamp, step)
                    for step, epoch in enumerate(trainer.history.epochs, 1)
                    for k, v in epoch.items() if (k, step) not in self._logged]
-        if missing:
-            self.client.log_batch(self.run_id, metrics=missing)
-            self._logged.update((m.key, m.step) for m in missing)
+        for i in range(0, len(missing), _MAX_METRICS_PER_BATCH):
+            self.client.log_batch(self.run_id, metrics=missing[i:i + _MAX_METRICS_PER_BATCH])
+        self._logged.update((m.key, m.step) for m in missing)
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
         timestamp = int(time.time() * 1000)
@@ -258,6 +275,8 @@ class MlflowTracker(Callback):
         self._log_kernels(trainer, step=epoch)
 
     def on_fit_end(self, trainer: Trainer, test_metrics: dict[str, float]) -> None:
+        if self._complete:
+            return
         timestamp = int(time.time() * 1000)
         final = [(k, float(v), timestamp, trainer.epoch) for k, v in test_metrics.items()
                  if (k, trainer.epoch) not in self._logged]
@@ -297,7 +316,7 @@ class MlflowTracker(Callback):
 
     def finish_with_error(self, status: str, message: str) -> None:
         """End the run ``status`` (FAILED or KILLED), ``message`` in its ``error`` tag."""
-        if self.client is None or self.run_id is None:
+        if self.client is None or self.run_id is None or self._complete:
             return
         message = message[:_MAX_PARAM_LENGTH]
         run_id = self.run_id

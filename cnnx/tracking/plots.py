@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from cnnx.tracking.class_scores import class_scores, confusion_counts
 
@@ -34,6 +35,7 @@ def learning_curves(epochs: Sequence[dict[str, float]]) -> Figure:
             if not np.all(np.isnan(values)):
                 axes.plot(numbers, values, style, markersize=3, label=split)
         axes.set_xlabel("epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 1.5
         axes.set_ylabel("accuracy" if quantity == "acc" else "loss")
         axes.set_title("accuracy" if quantity == "acc" else "loss")
         axes.grid(alpha=0.3)

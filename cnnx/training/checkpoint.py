@@ -77,7 +77,10 @@ class Checkpoint(Callback):
         monitor: str = "val_acc",
         resume: bool | str | os.PathLike[str] = False,
         warn: Callable[[str], None] | None = None,
+        config: dict[str, str] | None = None,
     ):
+        """``config``: the settings a resumed run must share with its checkpoint (flat key →
+        value); saved in each checkpoint and compared when resuming. None: not checked."""
         for key, value in (("every_n_epochs", every_n_epochs), ("keep_last", keep_last)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(
@@ -91,6 +94,7 @@ class Checkpoint(Callback):
         self.every_n_epochs, self.keep_last, self.keep_best = every_n_epochs, keep_last, keep_best
         self.monitor = monitor
         self.resume = resume
+        self.config = config
         self.warn = warn or (lambda message: print(f"cnnx: warning: {message}", file=sys.stderr))
         self.best_value: float | None = None
         self.best_epoch = 0
@@ -115,11 +119,19 @@ class Checkpoint(Callback):
         if isinstance(error, TrainingInterrupted):
             try:
                 error.checkpoint = str(self.save(trainer))
-            except OSError as exc:  # a full disk must not hide the interruption itself
-                self.warn(f"could not write the interruption checkpoint in '{self.directory}': {exc}")
+            except CheckpointError as exc:  # a full disk must not hide the interruption itself
+                self.warn(str(exc))
+        elif isinstance(error, KeyboardInterrupt):
+            # A second Ctrl-C stops mid-batch, where no state is consistent; the newest
+            # checkpoint still resumes the run, and the CLI says so.
+            newest = self.last_saved or self.resumed_from
+            error.last_checkpoint = None if newest is None else str(newest)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best_value": self.best_value, "best_epoch": self.best_epoch}
+        state = {"best_value": self.best_value, "best_epoch": self.best_epoch}
+        if self.config is not None:
+            state["config"] = self.config
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best_value, self.best_epoch = state["best_value"], int(state["best_epoch"])
@@ -132,8 +144,17 @@ class Checkpoint(Callback):
         else:
             name = f"epoch-{trainer.epoch:04d}-batch-{progress.batches_done:04d}.npz"
         arrays, header = capture(trainer)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        path = write_checkpoint(self.directory / name, arrays, header)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            path = write_checkpoint(self.directory / name, arrays, header)
+        except OSError as exc:  # a full disk or a quota: write_checkpoint left no partial file
+            kept = list_checkpoints(self.directory)
+            raise CheckpointError(
+                f"trainer.checkpoint.dir: cannot write checkpoint '{self.directory / name}' "
+                f"({exc.strerror or exc}); "
+                + (f"the newest complete one, '{kept[-1]}', is kept: free space, then resume with "
+                   f"trainer.resume=true" if kept else "no checkpoint was written")
+            ) from None
         self.last_saved = path
         self._prune()
         return path
@@ -185,14 +206,39 @@ class Checkpoint(Callback):
             try:
                 arrays, header = read_checkpoint(path)
             except CheckpointError as exc:
-                if index + 1 < len(candidates):
-                    self.warn(f"{exc}; falling back to '{candidates[index + 1].name}'")
                 problems.append(str(exc))
                 continue
+            # Warned only now: when no file reads, the error alone says it all, in one line.
+            for problem, fallback in zip(problems, candidates[1:index + 1]):
+                self.warn(f"{problem}; falling back to '{fallback.name}'")
+            self._check_same_config(header, path)
             restore(trainer, arrays, header, f"checkpoint file '{path.resolve()}'", skip=None)
-            trainer.log(f"resumed from {path} (epoch {trainer.epoch}"
-                        + (f", batch {trainer.progress_state.batches_done}" if trainer.progress_state else "")
-                        + ")")
+            progress = trainer.progress_state
+            # trainer.epoch counts completed epochs; an interrupted one is the next.
+            where = (f"epoch {trainer.epoch + 1}, after batch {progress.batches_done}" if progress
+                     else f"after epoch {trainer.epoch}")
+            trainer.log(f"resumed from {path} ({where})")
+            if trainer.finished_training:
+                trainer.log(f"the checkpoint's run had finished training ({trainer.epoch} epochs); nothing "
+                            f"left to train (raise trainer.epochs to train longer)")
             return path
         raise CheckpointError(problems[0] if len(problems) == 1 else
                               f"no readable checkpoint: {'; '.join(problems)}")
+
+    def _check_same_config(self, header: dict[str, Any], path: Path) -> None:
+        """A resumed run continues the same training and MLflow run: a changed learning rate
+        or seed would make its numbers and its logged params disagree, silently."""
+        saved = (header.get("callbacks") or {}).get(type(self).__name__, {}).get("config")
+        if self.config is None or not isinstance(saved, dict):
+            return  # not checked, or written by a cnnx that did not record it
+        changed = [f"{key}={self.config.get(key, '(absent)')} (checkpoint: {saved.get(key, '(absent)')})"
+                   for key in sorted(set(saved) | set(self.config), key=lambda k: (not k.endswith(".type"), k))
+                   if saved.get(key) != self.config.get(key)]
+        if changed:
+            listed = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+            raise CheckpointError(
+                f"trainer.resume: the config differs from checkpoint '{path}' in {listed}; a resumed run continues "
+                f"the same training and MLflow run, so only trainer.epochs, tracking.*, "
+                f"trainer.checkpoint.* and where it runs may change: drop the override, or start a "
+                f"new run without trainer.resume"
+            )

@@ -52,7 +52,7 @@ class InterruptFlag:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.signal_name is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # second Ctrl-C: stop now
+            raise KeyboardInterrupt("second Ctrl-C: stopped at once")  # the MLflow run's error tag
         self.signal_name = signal.Signals(signum).name
 
     def __enter__(self) -> InterruptFlag:

@@ -130,15 +130,26 @@ class Trainer:
                     self.history.epochs.append(metrics)
                     self._emit("on_epoch_end", self.epoch, metrics)
                     self._check_interrupt(batch=0)
-            if data.test is not None and len(data.test[0]):
-                self.test_evaluation = self._evaluate(data.test)
-                self.history.test = self.test_evaluation.prefixed("test")
-            self._emit("on_fit_end", self.history.test)
+                # Still under the handlers: a SIGTERM here would otherwise kill the process
+                # halfway through logging the report and leave the MLflow run RUNNING. Only a
+                # second Ctrl-C cuts the end short; the first lets the run finish.
+                if data.test is not None and len(data.test[0]):
+                    self.test_evaluation = self._evaluate(data.test)
+                    self.history.test = self.test_evaluation.prefixed("test")
+                self._emit("on_fit_end", self.history.test)
+            if self.interrupts.requested:
+                self.log(f"{self.interrupts.signal_name} received while the run was finishing; "
+                         f"it finished first (nothing to resume)")
         except BaseException as error:
             for callback in self.callbacks:
                 callback.on_fit_error(self, error)
             raise
         return self.history
+
+    @property
+    def finished_training(self) -> bool:
+        """Nothing left to train: every epoch done, or stopped early (a resumed finished run)."""
+        return self.progress_state is None and (self.epoch >= self.epochs or self.stop_training)
 
     def objective(self, monitor: str = "val_acc") -> float:
         """The figure a sweeper optimises: the best epoch's ``monitor`` (falls back to train)."""

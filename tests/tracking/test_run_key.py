@@ -65,3 +65,68 @@ def test_a_fresh_run_with_a_key_is_a_new_run(tmp_path, monkeypatch):
     again.tags[RUN_KEY_TAG] = "key-3"  # same key, but not resuming: never continue another run
     again.on_fit_start(_view([]))
     assert again.run_id != tracker.run_id
+
+
+def test_a_resumed_run_that_was_never_created_logs_the_checkpoints_epochs(tmp_path, monkeypatch):
+    """Killed before the tracking process had created its run (it was still importing
+    MLflow), the resumed run is a new one: it used to start without the epochs trained before."""
+    from mlflow import MlflowClient
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    epoch_1, epoch_2 = {"train_loss": 1.0, "val_acc": 0.5}, {"train_loss": 0.5, "val_acc": 0.75}
+    resumed = _tracker(uri, tmp_path, run_id=None, run_key="never-created")
+    resumed.on_fit_start(_view([epoch_1]))
+    resumed.on_epoch_end(_view([epoch_1, epoch_2]), 2, epoch_2)
+    resumed.on_fit_end(_view([epoch_1, epoch_2]), {})
+    client = MlflowClient(uri)
+    assert [(m.step, m.value) for m in client.get_metric_history(resumed.run_id, "val_acc")] == [(1, 0.5), (2, 0.75)]
+
+
+EPOCH_1 = {"train_loss": 1.0, "val_acc": 0.5}
+
+
+def _one_epoch_run(tmp_path, monkeypatch):
+    """(store uri, a tracker whose run has logged EPOCH_1 and is still open)."""
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first = _tracker(uri, tmp_path)
+    first.on_fit_start(_view([]))
+    first.on_epoch_end(_view([EPOCH_1]), 1, EPOCH_1)
+    return uri, first
+
+
+def test_a_resumed_run_that_finishes_drops_the_error_of_its_interruption(tmp_path, monkeypatch):
+    from mlflow import MlflowClient
+
+    uri, first = _one_epoch_run(tmp_path, monkeypatch)
+    epoch_1 = EPOCH_1
+    first.finish_with_error("KILLED", "TrainingInterrupted: SIGINT received; stopped after epoch 2, batch 3")
+    client = MlflowClient(uri)
+    assert "error" in client.get_run(first.run_id).data.tags
+
+    resumed = _tracker(uri, tmp_path, run_id=first.run_id)
+    resumed.on_fit_start(_view([epoch_1]))
+    resumed.on_fit_end(_view([epoch_1]), {})
+    run = client.get_run(first.run_id)
+    assert run.info.status == "FINISHED" and "error" not in run.data.tags
+
+
+def test_resuming_a_run_that_had_finished_leaves_its_record_alone(tmp_path, monkeypatch):
+    """Resuming from the last checkpoint of a finished run reopened it and logged the report
+    again: every kernel and feature-map image twice, the model and weights again."""
+    from mlflow import MlflowClient
+
+    uri, first = _one_epoch_run(tmp_path, monkeypatch)
+    epoch_1 = EPOCH_1
+    first.on_fit_end(_view([epoch_1]), {"test_acc": 0.5})
+    client = MlflowClient(uri)
+    before = client.get_run(first.run_id)
+
+    done = _view([epoch_1])
+    done.finished_training = True
+    resumed = _tracker(uri, tmp_path, run_id=first.run_id)
+    resumed.on_fit_start(done)
+    resumed.on_fit_end(done, {"test_acc": 0.5})
+    after = client.get_run(first.run_id)
+    assert (after.info.status, after.info.end_time) == ("FINISHED", before.info.end_time)

@@ -146,6 +146,48 @@ def test_sigterm_only_raises_the_flag_and_handlers_are_restored():
     assert signal.getsignal(signal.SIGTERM) is before
 
 
+def tiny_data():
+    from cnnx.data.splits import DataSplits
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((24, 1, 5, 5)).astype(np.float32)
+    y = np.arange(24) % 3
+    return DataSplits(train=(x, y), val=(x[:6], y[:6]), test=(x[:6], y[:6]), classes=["a", "b", "c"],
+                      input_shape=(1, 5, 5), name="t")
+
+
+def test_a_signal_while_the_run_finishes_lets_it_finish():
+    """SIGTERM during the test evaluation or the end-of-run report used to hit the default
+    handler: the process died silently halfway through logging and the MLflow run stayed
+    RUNNING. Now it is deferred until the run has finished."""
+    import os
+    import signal
+
+    from cnnx.training.callbacks import Callback
+
+    class SignalAtEnd(Callback):
+        def on_fit_end(self, trainer, test_metrics):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    class LaterCallback(Callback):
+        ended = False
+
+        def on_fit_end(self, trainer, test_metrics):
+            self.ended = True
+
+    reached_default = []
+    previous = signal.signal(signal.SIGTERM, lambda *_: reached_default.append(True))
+    later, lines = LaterCallback(), []
+    try:
+        trainer = make_trainer(epochs=1, callbacks=[SignalAtEnd(), later])
+        trainer.log = lines.append
+        trainer.fit(tiny_data())
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert not reached_default and later.ended
+    assert lines == ["SIGTERM received while the run was finishing; it finished first (nothing to resume)"]
+
+
 @pytest.mark.slow  # creating a sqlite MLflow store takes seconds
 def test_spilled_calls_replay_into_the_store(tmp_path):
     from mlflow import MlflowClient
@@ -192,3 +234,106 @@ def test_skip_batch_reports_once_per_epoch_and_fails_when_a_whole_epoch_is_skipp
     assert messages == ["skipped epoch 1, batch 2: non-finite loss or gradient", "skipped 5 of 6 batches in epoch 1",
                         "skipped epoch 2, batch 1: non-finite loss or gradient"]
     assert trainer.history.epochs[0]["skipped_batches"] == 5
+
+
+def test_garbage_is_not_called_a_pickle_and_warnings_come_only_before_a_fallback(tmp_path):
+    import pickle
+
+    (tmp_path / "random.npz").write_bytes(bytes(range(7, 250)))
+    (tmp_path / "pickle.npz").write_bytes(pickle.dumps({"w": 1}))
+    for name, reason in [("random.npz", "(not an .npz archive)"), ("pickle.npz", "a Python pickle")]:
+        with pytest.raises(CheckpointError) as caught:
+            read_checkpoint(tmp_path / name)
+        assert reason in str(caught.value), str(caught.value)
+
+    trainer = make_trainer(epochs=1)
+    (tmp_path / "epoch-0001.npz").write_bytes(b"\x00" * 100)
+    (tmp_path / "epoch-0002.npz").write_bytes(b"\x00" * 100)
+    warnings = []
+    with pytest.raises(CheckpointError, match="no readable checkpoint"):
+        Checkpoint(tmp_path, resume=True, warn=warnings.append).on_fit_start(trainer)
+    assert warnings == []  # the one error line names both files; no warning repeats it
+
+    good = make_trainer(epochs=1, callbacks=[Checkpoint(tmp_path / "good")])
+    good.fit(tiny_data())
+    (tmp_path / "good" / "epoch-0002-batch-0003.npz").write_bytes(b"\x00" * 100)
+    lines = []
+    resumed = make_trainer(epochs=2, callbacks=[Checkpoint(tmp_path / "good", resume=True, warn=warnings.append)])
+    resumed.log = lines.append
+    Checkpoint(tmp_path / "good", resume=True, warn=warnings.append).on_fit_start(resumed)
+    assert len(warnings) == 1 and "falling back to 'epoch-0001.npz'" in warnings[0]
+    assert lines[-1].endswith("epoch-0001.npz (after epoch 1)")
+
+
+def test_an_interrupted_epoch_is_named_as_the_signal_named_it(tmp_path):
+    from cnnx.training.trainer import EpochProgress
+
+    trainer = make_trainer(epochs=3, callbacks=[Checkpoint(tmp_path)])
+    trainer.epoch, trainer.progress_state = 2, EpochProgress(order=np.arange(24), batches_done=4)
+    trainer.history.epochs = [{"train_loss": 1.0}]
+    Checkpoint(tmp_path).save(trainer)  # what SIGINT during epoch 2, batch 4 leaves
+    lines = []
+    resumed = make_trainer(epochs=3, callbacks=[Checkpoint(tmp_path, resume=True)])
+    resumed.log = lines.append
+    resumed.callbacks[0].on_fit_start(resumed)
+    assert lines[-1].endswith("epoch-0002-batch-0004.npz (epoch 2, after batch 4)")
+
+
+def test_a_full_disk_stops_the_run_in_one_line_and_leaves_no_partial_file(tmp_path):
+    import resource
+
+    trainer = make_trainer(epochs=2, callbacks=[Checkpoint(tmp_path)])
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    # Files may not grow past 1 kB, as on a full disk: writes fail (EFBIG; Python ignores SIGXFSZ).
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1024, hard))
+    try:
+        with pytest.raises(CheckpointError) as caught:
+            trainer.fit(tiny_data())
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    message = str(caught.value)
+    assert message.startswith("trainer.checkpoint.dir: cannot write checkpoint") and "epoch-0001.npz" in message
+    assert "\n" not in message and list(tmp_path.iterdir()) == []
+
+
+def test_resuming_with_a_changed_config_is_refused_naming_the_key(tmp_path):
+    """A changed learning rate or seed used to be taken silently: the resumed run continued
+    the MLflow run whose params still showed the old values."""
+    from cnnx.app import resumable_config
+
+    config = {"seed": 0, "optimizer": {"type": "sgd", "lr": 0.05}, "trainer": {"epochs": 2, "resume": False},
+              "tracking": {"log_plots": True}}
+    first = make_trainer(epochs=1, callbacks=[Checkpoint(tmp_path, config=resumable_config(config))])
+    first.fit(tiny_data())
+
+    longer = {**config, "trainer": {"epochs": 5, "resume": True}, "tracking": {"log_plots": False}}
+    Checkpoint(tmp_path, resume=True, config=resumable_config(longer)).on_fit_start(make_trainer(epochs=5))
+
+    changed = {**config, "seed": 3, "optimizer": {"type": "adam", "lr": 0.05}}
+    with pytest.raises(CheckpointError) as caught:
+        Checkpoint(tmp_path, resume=True, config=resumable_config(changed)).on_fit_start(make_trainer())
+    message = str(caught.value)
+    assert message.startswith("trainer.resume: the config differs from checkpoint")
+    assert "in optimizer.type=adam (checkpoint: sgd), seed=3 (checkpoint: 0);" in message
+
+
+def test_a_second_ctrl_c_still_points_at_the_newest_checkpoint(tmp_path):
+    """A second Ctrl-C stops mid-batch; the CLI said only 'no checkpoint written for this
+    moment', although the previous epoch's checkpoint resumes the run."""
+    from cnnx.cli import stopped_at_once_message
+    from cnnx.training.callbacks import Callback
+
+    class SecondCtrlC(Callback):
+        def on_epoch_end(self, trainer, epoch, metrics):
+            if epoch == 2:
+                raise KeyboardInterrupt
+
+    trainer = make_trainer(epochs=3, callbacks=[Checkpoint(tmp_path), SecondCtrlC()])
+    with pytest.raises(KeyboardInterrupt) as caught:
+        trainer.fit(tiny_data())
+    caught.value.run_dir = "runs/x"
+    message = stopped_at_once_message(caught.value, ["+experiment=lenet"])
+    assert message == (f"interrupted; no checkpoint written for this moment, but the newest one, "
+                       f"{tmp_path / 'epoch-0002.npz'}, resumes with: python -m cnnx +experiment=lenet "
+                       f"trainer.resume=true hydra.run.dir=runs/x")
+    assert stopped_at_once_message(KeyboardInterrupt(), []) == "interrupted; no checkpoint written for this moment"
