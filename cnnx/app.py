@@ -245,6 +245,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None, output_dir: str | N
         except KeyboardInterrupt as interruption:  # TrainingInterrupted, or a second Ctrl-C
             interruption.run_dir, interruption.in_sweep = output_dir, sweep is not None
             interruption.sweep_tracked = config["tracking"]["enabled"]
+            interruption.checkpoints_off = checkpoint is None
             raise
     objective = trainer.objective(config["trainer"]["monitor"])
     RUN_LOG.info(f"{config['trainer']['monitor']} (best epoch) = {objective:.4f}")

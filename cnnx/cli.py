@@ -115,7 +115,8 @@ def interrupted_message(error, argv: list[str]) -> str:
         return (f"sweep interrupted by {error.signal_name} {where} of job {error.run_dir}; "
                 f"{sweep_continuation(argv, error.sweep_tracked, this_job)}")
     if error.checkpoint is None:
-        return f"interrupted by {error.signal_name} {where}; no checkpoint was written"
+        why = " (checkpoints are off: trainer.checkpoint.enabled=false)" if error.checkpoints_off else ""
+        return f"interrupted by {error.signal_name} {where}; no checkpoint was written{why}"
     return (f"interrupted by {error.signal_name} {where}; checkpoint saved to "
             f"{error.checkpoint}; resume with: {resume_command(argv, error.run_dir)}")
 

@@ -58,3 +58,11 @@ def test_a_single_run_is_resumed_from_its_own_checkpoint():
     message = interrupted_message(interruption("runs/a/checkpoints/e.npz", in_sweep=False), ["+experiment=lenet"])
     assert message == ("interrupted by SIGTERM during epoch 3, batch 7; checkpoint saved to runs/a/checkpoints/e.npz; "
                        "resume with: python -m cnnx +experiment=lenet trainer.resume=true hydra.run.dir=multirun/x/1")
+
+
+def test_a_run_without_checkpoints_says_that_they_are_off():
+    error = interruption(None, in_sweep=False)
+    assert interrupted_message(error, []) == "interrupted by SIGTERM during epoch 3, batch 7; no checkpoint was written"
+    error.checkpoints_off = True
+    assert interrupted_message(error, []).endswith(
+        "no checkpoint was written (checkpoints are off: trainer.checkpoint.enabled=false)")

@@ -32,6 +32,9 @@ class TrainingInterrupted(KeyboardInterrupt):
         #: needs its runs tracked.
         self.in_sweep = False
         self.sweep_tracked = False
+        #: No checkpoint callback ran (trainer.checkpoint.enabled=false), as opposed to one
+        #: that failed to write.
+        self.checkpoints_off = False
 
     def __reduce__(self):
         # A parallel sweep's worker sends it back to the sweep's process pickled; the default
