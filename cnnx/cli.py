@@ -12,6 +12,7 @@ import atexit
 import errno
 import functools
 import importlib
+import logging
 import os
 import re
 import shlex
@@ -21,6 +22,19 @@ import threading
 import traceback
 
 EXIT_USAGE = 2
+
+#: The line a stopped or failed run ends with, kept in its run directory's app.log too. Job
+#: logging (conf/hydra/job_logging/cnnx.yaml) gives it the file alone: the console had it on
+#: stderr. Before Hydra has set logging up the line has nowhere else to go, and must not reach
+#: logging's last-resort handler, which would print it a second time.
+OUTCOME_LOG = logging.getLogger("cnnx.outcome")
+OUTCOME_LOG.addHandler(logging.NullHandler())
+OUTCOME_LOG.propagate = False
+
+
+def report(line: str) -> None:
+    print(line, file=sys.stderr)
+    OUTCOME_LOG.error(line)
 #: Errors that mean "this path cannot be written" (bad output directory), not a bug.
 _UNWRITABLE = {errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EROFS, errno.ENOSPC, errno.EEXIST,
                errno.EISDIR}
@@ -200,11 +214,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         task()
     except TrainingInterrupted as interruption:
-        print(f"cnnx: {interrupted_message(interruption, argv)}", file=sys.stderr)
+        report(f"cnnx: {interrupted_message(interruption, argv)}")
         # The shell convention for "stopped by signal N".
         return 128 + getattr(signal, interruption.signal_name, signal.SIGINT)
     except ReportedInputError as reported:
-        print(f"cnnx: error: {one_line(reported.error)}", file=sys.stderr)
+        report(f"cnnx: error: {one_line(reported.error)}")
         return EXIT_USAGE
     except KeyboardInterrupt:
         if {"-m", "--multirun"} & set(argv):
@@ -214,13 +228,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"cnnx: sweep interrupted; {sweep_continuation(argv, sweep_is_tracked())}", file=sys.stderr)
             return 128 + signal.SIGINT
         # Outside the training loop (loading data, a second Ctrl-C): nothing consistent to save.
-        print(f"cnnx: {stopped_at_once_message(sys.exc_info()[1], argv)}", file=sys.stderr)
+        report(f"cnnx: {stopped_at_once_message(sys.exc_info()[1], argv)}")
         return 128 + signal.SIGINT
     except Exception as error:  # noqa: BLE001 — sorted into user errors and bugs below
         message = one_line(error)
         if message is None:
             raise
-        print(f"cnnx: error: {message}", file=sys.stderr)
+        report(f"cnnx: error: {message}")
         return EXIT_USAGE
     return 0
 

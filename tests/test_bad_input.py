@@ -158,6 +158,7 @@ def test_every_bad_input_fails_in_one_line_naming_the_key(tmp_path):
     runs = [case_run(tmp_path, paths, i, overrides) for i, (_, overrides, _) in enumerate(CASES)]
     results = run_cli_many(runs)
     problems = []
+    logged = 0
     for (name, _, fragments), (_, workdir), result in zip(CASES, runs, results, strict=True):
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         last = lines[-1] if lines else ""
@@ -167,9 +168,15 @@ def test_every_bad_input_fails_in_one_line_naming_the_key(tmp_path):
         missing = [f for f in fragments if f not in last]
         if missing:
             problems.append(f"{name}: {missing} not in {last!r}")
+        # A run that got as far as its run directory keeps the error there too.
+        for log in workdir.rglob("app.log"):
+            logged += 1
+            if not log.read_text().rstrip().endswith(last):
+                problems.append(f"{name}: {log} does not end with the error line")
         if [r for r in all_runs(workdir) if r.info.status == "RUNNING"]:
             problems.append(f"{name}: an MLflow run was left RUNNING")
         leftovers = [p for p in workdir.rglob("*") if p.is_file() and (p.suffix == ".tmp" or p.name.startswith("epoch-"))]
         if leftovers:
             problems.append(f"{name}: left files {leftovers}")
     assert not problems, "\n".join(problems)
+    assert logged >= 20, f"only {logged} cases wrote an app.log"

@@ -139,6 +139,7 @@ def test_sigint_saves_a_checkpoint_marks_the_run_killed_and_resumes(tmp_path, da
     last = stderr.strip().splitlines()[-1]
     assert last.startswith("cnnx: interrupted by SIGINT during epoch 2, batch "), last
     assert "checkpoint saved to" in last and "resume with: " in last
+    assert (tmp_path / "run" / "app.log").read_text().rstrip().endswith(last)  # kept with the run
     saved = sorted(p.name for p in checkpoints.glob("epoch-0002-batch-*.npz"))
     assert len(saved) == 1, list(checkpoints.iterdir())
     (run,) = all_runs(tmp_path)
