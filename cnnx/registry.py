@@ -70,6 +70,13 @@ class Registry:
             )
         return found[0]
 
+    def label(self, name: str) -> str:
+        """``layer 'prelu' (from my-cnnx-kit 0.1.0)``: how messages name a component."""
+        try:
+            return f"{self.kind} {name!r} (from {self.component(name).origin})"
+        except PluginError:
+            return f"{self.kind} {name!r}"
+
     def get(self, name: str, where: str | None = None) -> Any:
         """The registered object (class or function) for ``name``, imported on first use."""
         if not isinstance(name, str):

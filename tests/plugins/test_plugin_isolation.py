@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from e2e_helpers import all_runs, run_cli
+from e2e_helpers import all_runs, run_cli, run_cli_many
 from plugin_install import pip_install
 
 from cnnx import registry
@@ -94,14 +94,55 @@ def test_cli_trains_next_to_a_broken_plugin_and_names_it_when_used(installed_plu
     assert trained.returncode == 0, trained.stderr
     output = trained.stdout + trained.stderr
     assert "SeparableConv2D" in output and "test_acc=" in output
+    # Using a broken name: test_plugin_slips_stop_the_run_in_one_line_naming_the_plugin.
 
-    (tmp_path / "bad").mkdir()
-    failed = run_cli([*common, "model.layers.relu1.type=missing_module"], tmp_path / "bad", env=env)
-    assert failed.returncode == 2
-    errors = [line for line in failed.stderr.splitlines() if line.startswith("cnnx: error:")]
-    assert errors == [
-        f"cnnx: error: layer 'missing_module' from distribution {ORIGIN} failed to import "
-        "(cnnx_broken_example.missing:Layer): ModuleNotFoundError: No module named 'cnnx_broken_example.missing'"
-    ], failed.stderr
-    assert "Traceback" not in failed.stderr
-    assert all(r.info.status != "RUNNING" for r in all_runs(tmp_path / "bad"))
+
+#: A plugin's slips a run cannot train on: each stops before training in one line naming the
+#: component, its config key or distribution, and what cnnx expected.
+SLIPS = [
+    ("layer whose module is missing", ["model.layers.relu1.type=missing_module"],
+     [f"cnnx: error: layer 'missing_module' from distribution {ORIGIN} failed to import "
+      "(cnnx_broken_example.missing:Layer): ModuleNotFoundError: No module named 'cnnx_broken_example.missing'"]),
+    ("layer computing in float64", ["model.layers.relu1.type=float64_output"],
+     [f"layer 'float64_output' at model.layers.relu1 (from {ORIGIN}): forward returned float64 "
+      "for float32 input; expected float32"]),
+    ("dataset returning a tuple", ["dataset.type=tuple_data"],
+     [f"dataset 'tuple_data' (from {ORIGIN}) returned tuple; expected cnnx.data.splits.DataSplits"]),
+]
+
+
+@pytest.mark.slow
+def test_plugin_slips_stop_the_run_in_one_line_naming_the_plugin(installed_plugins, broken_target, tmp_path):
+    common = ["+experiment=digits_small", "trainer.epochs=1", "model.layers.fc2.out_features=3"]
+    runs = []
+    for n, (_, overrides, _) in enumerate(SLIPS):
+        (tmp_path / str(n)).mkdir()
+        runs.append(([*common, *overrides], tmp_path / str(n)))
+    results = run_cli_many(runs, env={"PYTHONPATH": str(broken_target)})
+    problems = []
+    for (name, _, fragments), (_, workdir), result in zip(SLIPS, runs, results, strict=True):
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        if result.returncode != 2 or len(lines) != 1 or not lines[0].startswith("cnnx: error: "):
+            problems.append(f"{name}: exit {result.returncode}, stderr ends {result.stderr[-600:]!r}")
+            continue
+        problems += [f"{name}: {f!r} not in {lines[0]!r}" for f in fragments if f not in lines[0]]
+        if any(r.info.status == "RUNNING" for r in all_runs(workdir)):
+            problems.append(f"{name}: an MLflow run was left RUNNING")
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize(("name", "fragment"), [
+    ("float64_images", "returned train images of dtype float64; expected float32 (N, C, H, W)"),
+    ("float_labels", "returned train labels of dtype float64 and shape (12,); expected integer class "
+                     "indices shaped (N,)"),
+    ("no_channel_axis", "returned input_shape (8, 8); expected (C, H, W) with positive sizes"),
+])
+def test_a_dataset_breaking_the_contract_is_named_before_training(broken_visible, name, fragment):
+    # What a run checks right after loading (the CLI case above shows it reaches the user).
+    from cnnx.data.splits import check_loaded
+    from cnnx.errors import DataError
+
+    data = registry.datasets.create(name, {}, "dataset")
+    with pytest.raises(DataError) as info:
+        check_loaded(data, registry.datasets.label(name))
+    assert str(info.value).startswith(f"dataset {name!r} (from {ORIGIN}) {fragment}")
