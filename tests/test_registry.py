@@ -94,3 +94,32 @@ def test_plugins_listing_shows_group_name_distribution_and_version():
     table = format_table()
     assert "cnnx.layers" in table and "conv2d" in table and "cnnx" in table
     assert "cnnx.engine.layers.conv:Conv2D" in table
+
+
+def test_a_plugin_claiming_a_builtin_name_is_told_to_rename_it(plugin_path):
+    install_fake_distribution(plugin_path, "fakeplug-shadow", "0.3", "[cnnx.layers]\nrelu = somewhere:MyReLU\n")
+    with pytest.raises(PluginError) as info:
+        registry.layers.get("relu", "model.layers.relu1")
+    assert str(info.value) == (
+        "layer 'relu' at model.layers.relu1 is a cnnx built-in, and fakeplug-shadow 0.3 registers the "
+        "same name; a plugin cannot replace a built-in: rename its entry point in 'cnnx.layers' (or "
+        "uninstall fakeplug-shadow)")
+
+
+def test_unknown_name_points_at_a_mistyped_group_and_a_close_name(plugin_path):
+    install_fake_distribution(plugin_path, "fakeplug-typo", "0.4",
+                              "[cnnx.layer]\nswish = somewhere:Swish\n[cnnx.layers]\nprelu = somewhere:PReLU\n")
+    with pytest.raises(PluginError) as info:
+        registry.layers.get("swish", "model.layers.act")
+    assert str(info.value).startswith(
+        "unknown layer type 'swish' at model.layers.act; fakeplug-typo registers 'swish' in the entry-point "
+        "group 'cnnx.layer', but layers are read from 'cnnx.layers'; available: ")
+    with pytest.raises(PluginError, match=r"^unknown layer type 'PReLU' at model.layers.act \(did you mean 'prelu'\?\); available"):
+        registry.layers.get("PReLU", "model.layers.act")
+
+    from cnnx.plugins import format_table, main
+
+    [row] = [line for line in format_table().splitlines() if "swish" in line]
+    assert row.split()[:4] == ["cnnx.layer", "swish", "fakeplug-typo", "0.4"]
+    assert "← UNKNOWN GROUP: cnnx reads cnnx.layers, cnnx.losses" in row
+    assert main(["--check"]) == 1

@@ -55,8 +55,9 @@ def test_conformance_kit_catches_a_wrong_backward(broken_visible):
                     "which is the function 'not_a_layer', not a subclass of cnnx.engine.module.Module"),
     ("missing_module", f"layer 'missing_module' from distribution {ORIGIN} failed to import "
                        "(cnnx_broken_example.missing:Layer): ModuleNotFoundError"),
-    ("sigmoid", f"layer 'sigmoid' at model.layers.x is registered by more than one distribution "
-                f"(cnnx 0.1.0 and {ORIGIN}); uninstall one of them"),
+    ("sigmoid", f"layer 'sigmoid' at model.layers.x is a cnnx built-in, and {ORIGIN} registers the "
+                "same name; a plugin cannot replace a built-in: rename its entry point in 'cnnx.layers' "
+                "(or uninstall cnnx-broken-example)"),
 ])
 def test_each_broken_name_fails_alone_naming_the_distribution(broken_visible, name, fragment):
     with pytest.raises(PluginError) as info:
