@@ -123,3 +123,23 @@ def test_unknown_name_points_at_a_mistyped_group_and_a_close_name(plugin_path):
     assert row.split()[:4] == ["cnnx.layer", "swish", "fakeplug-typo", "0.4"]
     assert "← UNKNOWN GROUP: cnnx reads cnnx.layers, cnnx.losses" in row
     assert main(["--check"]) == 1
+
+
+def test_a_registered_component_without_a_config_file_is_named_with_how_to_select_it(plugin_path):
+    from hydra import compose, initialize_config_module
+    from hydra.errors import MissingConfigException
+
+    from cnnx.cli import one_line
+
+    install_fake_distribution(plugin_path, "fakeplug-noconf", "0.5", "[cnnx.optimizers]\nfake_opt = somewhere:Opt\n")
+    messages = []
+    for option in ("fake_opt", "not_installed"):
+        with initialize_config_module("cnnx.conf", version_base="1.3"), pytest.raises(MissingConfigException) as info:
+            compose("config", overrides=[f"optimizer={option}"])
+        messages.append(one_line(info.value))
+    assert messages[0].startswith("In 'config': Could not find 'optimizer/fake_opt'; available: ")
+    assert messages[0].endswith(
+        "; optimizer 'fake_opt' (from fakeplug-noconf 0.5) is installed, but no config optimizer/fake_opt.yaml "
+        "is on the search path: use optimizer.type=fake_opt, or ship the file with a SearchPathPlugin "
+        "(README: Write a plugin)")
+    assert "is installed" not in messages[1] and "\n" not in messages[0]
