@@ -75,7 +75,7 @@ def build_run(config: dict[str, Any], callbacks: list | None = None):
     data = check_loaded(registry.datasets.create(dataset_type, _options(dataset_cfg), "dataset"),
                         registry.datasets.label(dataset_type))
     model = build_model(config["model"]["layers"], data.input_shape, rng=np.random.default_rng(model_seq))
-    check_plugin_layers(model)
+    check_plugin_layers(model, config["model"]["layers"])
     loss_cfg = config["loss"]
     loss_type = _component_type(loss_cfg, "loss", registry.losses)
     loss = registry.losses.create(loss_type, _options(loss_cfg), "loss")

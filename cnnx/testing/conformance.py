@@ -33,6 +33,7 @@ import numpy as np
 from cnnx import registry
 from cnnx.engine.module import Module, Shape
 from cnnx.engine.parameter import Parameter
+from cnnx.plugin_layers import check_get_config
 from cnnx.testing.gradcheck import check_float32, check_gradients, check_loss_gradients
 
 Options = Mapping[str, Any] | None
@@ -102,8 +103,9 @@ def check_layer(
         _check_state_round_trip(make, make, input_shape, draw, seed)
     with _context(label, "get_config round trip"):
         built = make()
+        # The same check a run makes; its message names the options get_config() leaves out.
+        check_get_config(built, options, label)
         config = built.get_config()
-        assert isinstance(config, Mapping), f"get_config() returned {type(config).__name__}, not a mapping"
         _check_state_round_trip(make, lambda: _build_layer(name, config), input_shape, draw, seed)
 
 

@@ -147,3 +147,20 @@ def test_a_dataset_breaking_the_contract_is_named_before_training(broken_visible
     with pytest.raises(DataError) as info:
         check_loaded(data, registry.datasets.label(name))
     assert str(info.value).startswith(f"dataset {name!r} (from {ORIGIN}) {fragment}")
+
+
+def test_a_layer_whose_get_config_leaves_out_an_option_is_named(broken_visible):
+    from cnnx.engine.model import build_model
+    from cnnx.plugin_layers import check_plugin_layers
+
+    spec = {"scale": {"type": "forgets_config", "factor": 3.0}, "flat": {"type": "flatten"}}
+    expected = (f"layer 'forgets_config' at model.layers.scale (from {ORIGIN}): get_config() returns {{}}, "
+                "without factor=3.0 given in the config; expected every constructor argument")
+    with pytest.raises(PluginError) as info:
+        check_plugin_layers(build_model(spec, (1, 4, 4)), spec)
+    assert str(info.value).startswith(expected)
+    # The conformance kit says the same.
+    with pytest.raises(AssertionError, match="get_config\\(\\) returns \\{\\}, without factor=3.0"):
+        check_layer("forgets_config", {"factor": 3.0}, (1, 4, 4))
+    # Without the option there is nothing to lose.
+    check_plugin_layers(build_model({"scale": {"type": "forgets_config"}}, (1, 4, 4)), {"scale": {"type": "forgets_config"}})
