@@ -164,3 +164,26 @@ def test_a_layer_whose_get_config_leaves_out_an_option_is_named(broken_visible):
         check_layer("forgets_config", {"factor": 3.0}, (1, 4, 4))
     # Without the option there is nothing to lose.
     check_plugin_layers(build_model({"scale": {"type": "forgets_config"}}, (1, 4, 4)), {"scale": {"type": "forgets_config"}})
+
+
+def test_a_layer_whose_output_disagrees_with_its_shape_or_that_crashes_is_named(broken_visible, monkeypatch):
+    from cnnx.engine.model import build_model
+    from cnnx.plugin_layers import check_plugin_layers
+
+    spec = {"c": {"type": "conv2d", "out_channels": 3, "kernel_size": 1}, "odd": {"type": "wrong_shape"}}
+    model = build_model(spec, (1, 4, 4))
+    with pytest.raises(PluginError) as info:
+        check_plugin_layers(model, spec)
+    assert str(info.value) == (
+        f"layer 'wrong_shape' at model.layers.odd (from {ORIGIN}): forward returned shape (2, 1, 4, 4); "
+        "expected (2, 3, 4, 4) (build() declared output shape (3, 4, 4) per sample)")
+
+    def crash(self, x, training=True):
+        raise IndexError("index 7 is out of bounds\nfor axis 1")
+
+    monkeypatch.setattr(type(model.layers["odd"]), "forward", crash)
+    with pytest.raises(PluginError) as info:
+        check_plugin_layers(model, spec)
+    assert str(info.value) == (
+        f"layer 'wrong_shape' at model.layers.odd (from {ORIGIN}) fails on a float32 batch shaped "
+        "(2, 3, 4, 4): IndexError: index 7 is out of bounds for axis 1")
