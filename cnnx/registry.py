@@ -116,6 +116,10 @@ class Registry:
             if isinstance(exc, ConfigError) or type(exc).__module__.startswith("cnnx"):
                 raise
             raise ConfigError(f"invalid options at {config_key} for {self.kind} {name!r}: {exc}") from exc
+        except OSError as exc:
+            # A plugin's loader given a wrong path (np.load, open): the user's to fix, not a bug.
+            what = f"'{exc.filename}': {exc.strerror}" if exc.filename else f"{type(exc).__name__}: {exc}"
+            raise ConfigError(f"{self.label(name)} at {config_key} cannot read {what}") from exc
 
     def _unknown_message(self, name: str, where: str | None, claims: dict[str, list[Component]]) -> str:
         by_origin: dict[str, list[str]] = {}

@@ -143,3 +143,14 @@ def test_a_registered_component_without_a_config_file_is_named_with_how_to_selec
         "is on the search path: use optimizer.type=fake_opt, or ship the file with a SearchPathPlugin "
         "(README: Write a plugin)")
     assert "is installed" not in messages[1] and "\n" not in messages[0]
+
+
+def test_a_plugin_loader_that_cannot_read_its_file_fails_in_one_line(plugin_path):
+    install_fake_distribution(
+        plugin_path, "fakeplug-files", "0.6", "[cnnx.datasets]\nfrom_file = fakeplug_files:load\n",
+        "fakeplug_files", "def load(path='/nonexistent/data.npz'):\n    return open(path, 'rb')\n",
+    )
+    with pytest.raises(ConfigError) as info:
+        registry.datasets.create("from_file", {"path": "/nonexistent/mine.npz"}, "dataset")
+    assert str(info.value) == ("dataset 'from_file' (from fakeplug-files 0.6) at dataset cannot read "
+                               "'/nonexistent/mine.npz': No such file or directory")
