@@ -16,8 +16,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from cnnx import registry
 from cnnx.config_schema import keys_outside_the_schema, register as register_schema
+from cnnx.data.splits import check_loaded
 from cnnx.engine.model import Model, build_model
 from cnnx.errors import ConfigError, ReportedInputError
+from cnnx.plugin_layers import check_plugin_layers
 from cnnx.training.console import ConsoleLogger
 from cnnx.training.divergence import UpdateGuard
 from cnnx.training.early_stopping import EarlyStopping
@@ -69,9 +71,11 @@ def build_run(config: dict[str, Any], callbacks: list | None = None):
     seed = config["seed"]
     model_seq, _ = np.random.SeedSequence([seed, 0]).spawn(2)
     dataset_cfg = config["dataset"]
-    data = registry.datasets.create(_component_type(dataset_cfg, "dataset", registry.datasets),
-                                    _options(dataset_cfg), "dataset")
+    dataset_type = _component_type(dataset_cfg, "dataset", registry.datasets)
+    data = check_loaded(registry.datasets.create(dataset_type, _options(dataset_cfg), "dataset"),
+                        registry.datasets.label(dataset_type))
     model = build_model(config["model"]["layers"], data.input_shape, rng=np.random.default_rng(model_seq))
+    check_plugin_layers(model, config["model"]["layers"])
     loss_cfg = config["loss"]
     loss_type = _component_type(loss_cfg, "loss", registry.losses)
     loss = registry.losses.create(loss_type, _options(loss_cfg), "loss")

@@ -70,7 +70,8 @@ def one_line(error: BaseException) -> str | None:
                 f"(hydra.run.dir, or hydra.sweep.dir with -m) must be a writable directory")
     if isinstance(error, MissingConfigException):
         first = str(error).splitlines()[0]
-        return f"{first}; available: {', '.join(error.options)}" if error.options else first
+        return (f"{first}; available: {', '.join(error.options)}" if error.options else first) + \
+            _registered_without_config(first)
     cause = error.__cause__ if isinstance(error, HydraException) else error
     if isinstance(cause, OmegaConfBaseException):
         key = getattr(cause, "full_key", None) or getattr(cause, "key", None) or "?"
@@ -95,6 +96,23 @@ def one_line(error: BaseException) -> str | None:
     if isinstance(error, HydraException):
         return " ".join(line.strip() for line in str(error).splitlines() if line.strip())
     return None
+
+
+def _registered_without_config(message: str) -> str:
+    """For ``optimizer=NAME`` where NAME is registered but no ``optimizer/NAME.yaml`` is found
+    (a plugin without configs, or whose configs are not on Hydra's search path): how to use it."""
+    from cnnx import registry
+
+    missing = re.search(r"Could not find '(\w+)/(\w+)'", message)
+    if not missing or missing.group(1) not in registry.GROUPS:
+        return ""
+    group, name = missing.groups()
+    components = registry.Registry(group)
+    if name not in components.claims():
+        return ""
+    return (f"; {components.label(name)} is installed, but no config {group}/{name}.yaml is on the "
+            f"search path: use {group}.type={name}, or ship the file with a SearchPathPlugin "
+            f"(README: Write a plugin)")
 
 
 def resume_command(argv: list[str], run_dir: str | None) -> str:

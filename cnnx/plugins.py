@@ -2,7 +2,8 @@
 
 Listing imports nothing (discovery is lazy); ``--check`` imports every component and reports
 the ones that fail — a broken or conflicting plugin — with the error a run using them would
-print, exiting 1 if there are any.
+print, exiting 1 if there are any. Entry points in a ``cnnx…`` group that cnnx does not read
+(a mistyped ``cnnx.layer``) are listed too, marked UNKNOWN GROUP.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import argparse
 import sys
 
 from cnnx.errors import PluginError
-from cnnx.registry import GROUPS, Component, Registry, installed_components
+from cnnx.registry import GROUPS, Component, Registry, installed_components, misplaced_entry_points
 
 
 def problem(component: Component) -> str | None:
@@ -35,6 +36,11 @@ def format_table(check: bool = False) -> str:
             error = problem(c)
             target += f"   ← BROKEN: {error}" if error else "   ok"
         rows.append((GROUPS[c.kind], c.name, c.distribution, c.version, target))
+    read = ", ".join(GROUPS.values())
+    for ep in misplaced_entry_points():
+        dist = ep.dist
+        rows.append((ep.group, ep.name, dist.metadata["Name"] if dist else "?", dist.version if dist else "?",
+                     f"{ep.value}   ← UNKNOWN GROUP: cnnx reads {read}"))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     return "\n".join(
         "  ".join(f"{cell:<{widths[i]}}" for i, cell in enumerate(r[:4])) + "  " + r[4] for r in rows
@@ -48,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     table = format_table(check=args.check)
     print(table)
-    return 1 if args.check and ("← BROKEN" in table or "← CONFLICT" in table) else 0
+    return 1 if args.check and any(f"← {word}" in table for word in ("BROKEN", "CONFLICT", "UNKNOWN GROUP")) else 0
 
 
 if __name__ == "__main__":

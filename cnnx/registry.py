@@ -8,6 +8,7 @@ the distributions involved — never cnnx or the other plugins.
 
 from __future__ import annotations
 
+import difflib
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -63,12 +64,28 @@ class Registry:
             raise PluginError(self._unknown_message(name, where, claims))
         found = claims[name]
         if len(found) > 1:
+            plugins = [c for c in found if normalise_distribution(c.distribution) != "cnnx"]
+            if len(plugins) < len(found):
+                # "Uninstall one of them" would offer cnnx itself: the plugin is what to change.
+                others = " and ".join(sorted(c.origin for c in plugins))
+                raise PluginError(
+                    f"{self.kind} {name!r}{_at(where)} is a cnnx built-in, and {others} registers "
+                    f"the same name; a plugin cannot replace a built-in: rename its entry point in "
+                    f"{self.group!r} (or uninstall {' and '.join(sorted(c.distribution for c in plugins))})"
+                )
             owners = " and ".join(sorted(c.origin for c in found))
             raise PluginError(
                 f"{self.kind} {name!r}{_at(where)} is registered by more than one distribution "
                 f"({owners}); uninstall one of them"
             )
         return found[0]
+
+    def label(self, name: str) -> str:
+        """``layer 'prelu' (from my-cnnx-kit 0.1.0)``: how messages name a component."""
+        try:
+            return f"{self.kind} {name!r} (from {self.component(name).origin})"
+        except PluginError:
+            return f"{self.kind} {name!r}"
 
     def get(self, name: str, where: str | None = None) -> Any:
         """The registered object (class or function) for ``name``, imported on first use."""
@@ -99,6 +116,10 @@ class Registry:
             if isinstance(exc, ConfigError) or type(exc).__module__.startswith("cnnx"):
                 raise
             raise ConfigError(f"invalid options at {config_key} for {self.kind} {name!r}: {exc}") from exc
+        except OSError as exc:
+            # A plugin's loader given a wrong path (np.load, open): the user's to fix, not a bug.
+            what = f"'{exc.filename}': {exc.strerror}" if exc.filename else f"{type(exc).__name__}: {exc}"
+            raise ConfigError(f"{self.label(name)} at {config_key} cannot read {what}") from exc
 
     def _unknown_message(self, name: str, where: str | None, claims: dict[str, list[Component]]) -> str:
         by_origin: dict[str, list[str]] = {}
@@ -106,7 +127,14 @@ class Registry:
             for comp in comps:
                 by_origin.setdefault(comp.origin, []).append(n)
         available = "; ".join(f"{', '.join(ns)} (from {origin})" for origin, ns in by_origin.items())
-        return f"unknown {self.kind} type {name!r}{_at(where)}; available: {available or 'none installed'}"
+        hints = [f"{ep.dist.metadata['Name'] if ep.dist else 'a distribution'} registers {name!r} in the "
+                 f"entry-point group {ep.group!r}, but {self.kind}s are read from {self.group!r}"
+                 for ep in misplaced_entry_points(self.group) if ep.name == name]
+        close = difflib.get_close_matches(name, claims, n=3, cutoff=0.75) + [
+            n for n in claims if n.lower() == name.lower() and n != name]
+        guess = f" (did you mean {' or '.join(map(repr, dict.fromkeys(close)))}?)" if close else ""
+        return (f"unknown {self.kind} type {name!r}{_at(where)}{guess}; " + "".join(h + "; " for h in hints)
+                + f"available: {available or 'none installed'}")
 
 
 def check_options(
@@ -160,6 +188,16 @@ def _discover(group: str, kind: str) -> dict[str, list[Component]]:
         seen.add(key)
         claims.setdefault(ep.name, []).append(Component(kind, ep.name, ep.value, dist_name, version))
     return claims
+
+
+def misplaced_entry_points(group: str | None = None) -> list[metadata.EntryPoint]:
+    """Entry points in a ``cnnx…`` group that cnnx does not read (``cnnx.layer``), or, with
+    ``group``, in any cnnx group but that one: where a plugin's mistyped group puts its names."""
+    read = set(GROUPS.values())
+    # Per distribution: Python 3.10 and 3.11's entry_points() without a group is a mapping.
+    return [ep for dist in metadata.distributions() for ep in dist.entry_points
+            if ep.group.lower().startswith("cnnx") and ep.group != group
+            and (group is not None or ep.group not in read)]
 
 
 def normalise_distribution(dist_name: str) -> str:

@@ -18,16 +18,18 @@ def run_cli(args: list[str], cwd: Path, timeout: float = 300, env: dict | None =
     )
 
 
-def run_cli_many(runs: list[tuple[list[str], Path]], parallel: int = 2, timeout: float = 600) -> list[subprocess.CompletedProcess]:
+def run_cli_many(runs: list[tuple[list[str], Path]], parallel: int = 2, timeout: float = 600,
+                 env: dict | None = None) -> list[subprocess.CompletedProcess]:
     """``run_cli`` for each (args, cwd), ``parallel`` at a time, each forked from one interpreter
     that has done cnnx's imports (``preloaded_cli.py``): for many short runs, such as the
     bad-input cases. Without ``os.fork``, one ``run_cli`` after another."""
     if not hasattr(os, "fork"):
-        return [run_cli(args, cwd, timeout) for args, cwd in runs]
+        return [run_cli(args, cwd, timeout, env) for args, cwd in runs]
     import json
     import tempfile
 
     environment = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    environment.update(env or {})
     with tempfile.TemporaryDirectory(prefix="cnnx-runs-") as folder:
         spec = [{"args": args, "cwd": str(cwd), "stdout": f"{folder}/{n}.out", "stderr": f"{folder}/{n}.err"}
                 for n, (args, cwd) in enumerate(runs)]

@@ -150,3 +150,20 @@ def test_predict_takes_a_training_checkpoint_as_weights(tmp_path, capsys):
     assert main(["--weights", str(checkpoint), "--config", str(tmp_path / "config.yaml"), str(tmp_path / "two.npz")]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines] == ["image", "two.npz[0]", "two.npz[1]"]
+
+
+def test_the_logged_model_requires_the_plugins_its_layers_come_from(installed_plugins, tmp_path):
+    from cnnx import registry
+    from cnnx.tracking.pyfunc_model import save_mlflow_model
+
+    spec = {**SMALL, "conv1": {"type": "separable_conv2d", "out_channels": 4, "kernel_size": 3, "padding": 1}}
+    classifier = _classifier(spec)
+    save_mlflow_model(classifier, tmp_path / "model", np.zeros((1, 2, 6, 6), np.float32))
+    version = registry.layers.component("separable_conv2d").version
+    requirements = (tmp_path / "model" / "requirements.txt").read_text().split()
+    assert f"cnnx-contrib=={version}" in requirements
+    assert f"  - cnnx-contrib=={version}" in (tmp_path / "model" / "conda.yaml").read_text()
+    # A model of built-in layers needs cnnx alone.
+    save_mlflow_model(_classifier(), tmp_path / "plain", np.zeros((1, 2, 6, 6), np.float32))
+    assert [r.split("==")[0] for r in (tmp_path / "plain" / "requirements.txt").read_text().split()] == [
+        "mlflow", "cnnx", "numpy"]

@@ -72,6 +72,9 @@ def test_readme_config_group_layout_builds_a_wheel_with_the_configs_and_the_sear
     (tmp_path / package / "conf" / "loss").mkdir(parents=True)
     (tmp_path / package / "__init__.py").write_text("")
     (tmp_path / package / "conf" / "loss" / "my_loss.yaml").write_text("type: my_loss\n")
+    # Hydra's pkg:// source reports a config folder without __init__.py as "not available".
+    assert f"`{package}/conf/__init__.py`" in README.read_text()
+    (tmp_path / package / "conf" / "__init__.py").write_text("")
     (tmp_path / "hydra_plugins" / f"{package}_searchpath").mkdir(parents=True)
     (tmp_path / "hydra_plugins" / f"{package}_searchpath" / "__init__.py").write_text(searchpath_code)
     (tmp_path / "pyproject.toml").write_text(
@@ -87,3 +90,14 @@ def test_readme_config_group_layout_builds_a_wheel_with_the_configs_and_the_sear
     assert f"{package}/conf/loss/my_loss.yaml" in names
     assert f"hydra_plugins/{package}_searchpath/__init__.py" in names
     assert "hydra_plugins/__init__.py" not in names
+    assert f"{package}/conf/__init__.py" in names
+    from hydra._internal.core_plugins.importlib_resources_config_source import ImportlibResourcesConfigSource
+
+    sys.path.insert(0, str(wheel))
+    try:
+        source = ImportlibResourcesConfigSource("my-pkg", f"pkg://{package}.conf")
+        assert source.available() and source.is_config("loss/my_loss")
+    finally:
+        sys.path.remove(str(wheel))
+        for name in [m for m in sys.modules if m == package or m.startswith(f"{package}.")]:
+            del sys.modules[name]

@@ -94,3 +94,63 @@ def test_plugins_listing_shows_group_name_distribution_and_version():
     table = format_table()
     assert "cnnx.layers" in table and "conv2d" in table and "cnnx" in table
     assert "cnnx.engine.layers.conv:Conv2D" in table
+
+
+def test_a_plugin_claiming_a_builtin_name_is_told_to_rename_it(plugin_path):
+    install_fake_distribution(plugin_path, "fakeplug-shadow", "0.3", "[cnnx.layers]\nrelu = somewhere:MyReLU\n")
+    with pytest.raises(PluginError) as info:
+        registry.layers.get("relu", "model.layers.relu1")
+    assert str(info.value) == (
+        "layer 'relu' at model.layers.relu1 is a cnnx built-in, and fakeplug-shadow 0.3 registers the "
+        "same name; a plugin cannot replace a built-in: rename its entry point in 'cnnx.layers' (or "
+        "uninstall fakeplug-shadow)")
+
+
+def test_unknown_name_points_at_a_mistyped_group_and_a_close_name(plugin_path):
+    install_fake_distribution(plugin_path, "fakeplug-typo", "0.4",
+                              "[cnnx.layer]\nswish = somewhere:Swish\n[cnnx.layers]\nprelu = somewhere:PReLU\n")
+    with pytest.raises(PluginError) as info:
+        registry.layers.get("swish", "model.layers.act")
+    assert str(info.value).startswith(
+        "unknown layer type 'swish' at model.layers.act; fakeplug-typo registers 'swish' in the entry-point "
+        "group 'cnnx.layer', but layers are read from 'cnnx.layers'; available: ")
+    with pytest.raises(PluginError, match=r"^unknown layer type 'PReLU' at model.layers.act \(did you mean 'prelu'\?\); available"):
+        registry.layers.get("PReLU", "model.layers.act")
+
+    from cnnx.plugins import format_table, main
+
+    [row] = [line for line in format_table().splitlines() if "swish" in line]
+    assert row.split()[:4] == ["cnnx.layer", "swish", "fakeplug-typo", "0.4"]
+    assert "← UNKNOWN GROUP: cnnx reads cnnx.layers, cnnx.losses" in row
+    assert main(["--check"]) == 1
+
+
+def test_a_registered_component_without_a_config_file_is_named_with_how_to_select_it(plugin_path):
+    from hydra import compose, initialize_config_module
+    from hydra.errors import MissingConfigException
+
+    from cnnx.cli import one_line
+
+    install_fake_distribution(plugin_path, "fakeplug-noconf", "0.5", "[cnnx.optimizers]\nfake_opt = somewhere:Opt\n")
+    messages = []
+    for option in ("fake_opt", "not_installed"):
+        with initialize_config_module("cnnx.conf", version_base="1.3"), pytest.raises(MissingConfigException) as info:
+            compose("config", overrides=[f"optimizer={option}"])
+        messages.append(one_line(info.value))
+    assert messages[0].startswith("In 'config': Could not find 'optimizer/fake_opt'; available: ")
+    assert messages[0].endswith(
+        "; optimizer 'fake_opt' (from fakeplug-noconf 0.5) is installed, but no config optimizer/fake_opt.yaml "
+        "is on the search path: use optimizer.type=fake_opt, or ship the file with a SearchPathPlugin "
+        "(README: Write a plugin)")
+    assert "is installed" not in messages[1] and "\n" not in messages[0]
+
+
+def test_a_plugin_loader_that_cannot_read_its_file_fails_in_one_line(plugin_path):
+    install_fake_distribution(
+        plugin_path, "fakeplug-files", "0.6", "[cnnx.datasets]\nfrom_file = fakeplug_files:load\n",
+        "fakeplug_files", "def load(path='/nonexistent/data.npz'):\n    return open(path, 'rb')\n",
+    )
+    with pytest.raises(ConfigError) as info:
+        registry.datasets.create("from_file", {"path": "/nonexistent/mine.npz"}, "dataset")
+    assert str(info.value) == ("dataset 'from_file' (from fakeplug-files 0.6) at dataset cannot read "
+                               "'/nonexistent/mine.npz': No such file or directory")

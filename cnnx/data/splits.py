@@ -131,3 +131,37 @@ def stratified_split(
     """``(train, val, test)`` pairs of ``(x, y)``, stratified by ``y`` (copies of the rows)."""
     train, val, test = stratified_indices(y, val_fraction, test_fraction, seed, source)
     return (x[train], y[train]), (x[val], y[val]), (x[test], y[test])
+
+
+def check_loaded(data: Any, label: str) -> DataSplits:
+    """What the trainer relies on in a loader's result, checked before any model is built, so
+    that a plugin's slip fails in one line naming ``label`` (``dataset 'x' (from my-pkg 1.0)``)
+    rather than as a traceback or silent float64 arithmetic epochs later."""
+    if not isinstance(data, DataSplits):
+        raise DataError(
+            f"{label} returned {type(data).__name__}; expected cnnx.data.splits.DataSplits "
+            f"(train/val/test (x, y) pairs, classes, input_shape, name)"
+        )
+    shape = data.input_shape
+    if len(shape) != 3 or min(shape) <= 0:
+        raise DataError(f"{label} returned input_shape {shape}; expected (C, H, W) with positive sizes")
+    if len(data.train[1]) == 0:
+        raise DataError(f"{label} returned an empty train split")
+    for split in ("train", "val", "test"):
+        x, y = getattr(data, split)
+        if not isinstance(x, np.ndarray) or x.dtype != np.float32:
+            raise DataError(
+                f"{label} returned {split} images of dtype {getattr(x, 'dtype', type(x).__name__)}; "
+                f"expected float32 (N, C, H, W) (x.astype(np.float32))"
+            )
+        if not isinstance(y, np.ndarray) or y.dtype.kind not in "iu" or y.ndim != 1:
+            raise DataError(
+                f"{label} returned {split} labels of dtype {getattr(y, 'dtype', type(y).__name__)} "
+                f"and shape {getattr(y, 'shape', '?')}; expected integer class indices shaped (N,)"
+            )
+        if len(y) and (y.min() < 0 or y.max() >= data.num_classes):
+            raise DataError(
+                f"{label} returned {split} labels {y.min()}..{y.max()} for {data.num_classes} "
+                f"classes {data.classes}; expected labels in [0, {data.num_classes})"
+            )
+    return data

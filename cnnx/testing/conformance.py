@@ -33,6 +33,7 @@ import numpy as np
 from cnnx import registry
 from cnnx.engine.module import Module, Shape
 from cnnx.engine.parameter import Parameter
+from cnnx.plugin_layers import check_get_config
 from cnnx.testing.gradcheck import check_float32, check_gradients, check_loss_gradients
 
 Options = Mapping[str, Any] | None
@@ -102,8 +103,9 @@ def check_layer(
         _check_state_round_trip(make, make, input_shape, draw, seed)
     with _context(label, "get_config round trip"):
         built = make()
+        # The same check a run makes; its message names the options get_config() leaves out.
+        check_get_config(built, options, label)
         config = built.get_config()
-        assert isinstance(config, Mapping), f"get_config() returned {type(config).__name__}, not a mapping"
         _check_state_round_trip(make, lambda: _build_layer(name, config), input_shape, draw, seed)
 
 
@@ -435,26 +437,19 @@ def _quadratic_grads(params: Mapping[str, Parameter]) -> None:
 def check_dataset(name: str, options: Options = None) -> None:
     """Load the registered dataset ``name`` twice with ``options`` and check what the
     trainer relies on, and that identical options give identical arrays."""
-    from cnnx.data.splits import DataSplits
+    from cnnx.data.splits import check_loaded
 
     options = dict(options or {})
     label = _label("dataset", name)
     with _context(label, "loading"):
         data = registry.datasets.create(name, options, "conformance")
-        assert isinstance(data, DataSplits), f"returned {type(data).__name__}, not DataSplits"
     with _context(label, "arrays, shapes and classes"):
-        assert len(data.input_shape) == 3, f"input_shape {data.input_shape} is not (C, H, W)"
-        assert len(data.train[0]) > 0, "the train split is empty"
+        # The same check a run makes before building its model.
+        check_loaded(data, label)
         for split in ("train", "val", "test"):
             x, y = getattr(data, split)
-            assert x.dtype == np.float32, f"{split} images are {x.dtype}, not float32"
-            assert y.dtype == np.int64, f"{split} labels are {y.dtype}, not int64"
-            assert x.shape[1:] == data.input_shape, f"{split} images are {x.shape[1:]} per sample"
             if len(y):
                 assert np.isfinite(x).all(), f"{split} images hold NaN or infinite values"
-                assert 0 <= y.min() and y.max() < data.num_classes, (
-                    f"{split} labels span {y.min()}..{y.max()} for {data.num_classes} classes"
-                )
         assert data.num_classes >= 2, f"{data.num_classes} classes; a classifier needs two"
     with _context(label, "determinism"):
         again = registry.datasets.create(name, options, "conformance")
@@ -465,11 +460,8 @@ def check_dataset(name: str, options: Options = None) -> None:
 
 # -- shared ----------------------------------------------------------------------------------
 def _label(kind: str, name: str) -> str:
-    try:
-        origin = registry.Registry(kind).component(name).origin
-    except Exception:  # noqa: BLE001 — the construction check reports the real problem
-        return f"{kind} {name!r}"
-    return f"{kind} {name!r} (from {origin})"
+    # Unknown or conflicting names: the construction check reports the real problem.
+    return registry.Registry(kind).label(name)
 
 
 @contextmanager

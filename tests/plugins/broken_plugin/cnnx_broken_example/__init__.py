@@ -1,4 +1,7 @@
+import numpy as np
+
 from cnnx.engine.layers.dense import Dense
+from cnnx.engine.module import Module
 
 
 class WrongBackwardDense(Dense):
@@ -13,3 +16,37 @@ class WrongBackwardDense(Dense):
 
 def not_a_layer(out_features=1):
     return None
+
+
+class Float64Output(Module):
+    """Multiplies by a NumPy float64 array: the output silently becomes float64."""
+
+    def forward(self, x, training=True):
+        return x * np.ones(1)
+
+    def backward(self, grad_output):
+        return grad_output * np.ones(1)
+
+
+class ForgetsConfig(Module):
+    """Takes an option but keeps Module's get_config(), which returns {}."""
+
+    def __init__(self, factor: float = 2.0):
+        super().__init__()
+        self.factor = float(factor)
+
+    def forward(self, x, training=True):
+        return x * np.float32(self.factor)
+
+    def backward(self, grad_output):
+        return grad_output * np.float32(self.factor)
+
+
+class WrongShape(Module):
+    """Declares its input shape as output (Module's default _build) but drops channels."""
+
+    def forward(self, x, training=True):
+        return x[:, :1]
+
+    def backward(self, grad_output):
+        return grad_output

@@ -1,0 +1,98 @@
+"""A plugin layer checked before training — its ``get_config`` against its options, then
+forward and backward on a tiny batch — so that its slips stop the run in one line naming the
+layer, its config key and its distribution.
+
+The engine keeps no per-layer checks in its hot path, and cnnx's own layers are proven by the
+test suite; a plugin's are proven only if its author ran the conformance kit. A layer that
+returns float64 would otherwise turn the rest of the network float64 (silently twice as slow,
+and its gradients cast back on every update), and one whose output disagrees with the shape it
+declared fails deep inside another layer, epochs from its cause.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from cnnx import registry
+from cnnx.engine.model import Model
+from cnnx.engine.module import Module
+from cnnx.errors import PluginError
+
+PROBE_BATCH = 2
+
+
+def check_plugin_layers(model: Model, spec: Mapping[str, Any], where: str = "model.layers") -> None:
+    """Check ``get_config`` against the options in ``spec`` (the model's layer mapping) and run
+    forward and backward once on a copy of every layer that a plugin registers."""
+    for name, layer in model.named_layers():
+        if layer.type_name is None:
+            continue
+        component = registry.layers.component(layer.type_name)
+        if registry.normalise_distribution(component.distribution) == "cnnx":
+            continue
+        label = f"layer {layer.type_name!r} at {where}.{name} (from {component.origin})"
+        check_get_config(layer, _options_at(spec, name), label)
+        _probe(copy.deepcopy(layer), label)
+
+
+def check_get_config(layer: Module, options: Mapping[str, Any], label: str) -> None:
+    """Every option a layer was built with must come back from ``get_config()``: the model's
+    ``get_config``, its ``repr`` and specs saved from it rebuild layers from those."""
+    config = layer.get_config()
+    if not isinstance(config, Mapping):
+        raise PluginError(f"{label}: get_config() returned {type(config).__name__}; expected a dict")
+    missing = [key for key in options if key not in config]
+    if missing:
+        given = ", ".join(f"{key}={options[key]!r}" for key in missing)
+        raise PluginError(
+            f"{label}: get_config() returns {dict(config)!r}, without {given} given in the config; "
+            f"expected every constructor argument (define get_config() returning them)"
+        )
+
+
+def _options_at(spec: Mapping[str, Any], dotted: str) -> Mapping[str, Any]:
+    """The options of the layer at ``dotted`` (``block.conv1``: a block's nested layer)."""
+    *blocks, name = dotted.split(".")
+    for block in blocks:
+        spec = spec[block]["layers"]
+    return {k: v for k, v in spec[name].items() if k != "type"}
+
+
+def _probe(layer, label: str) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((PROBE_BATCH, *layer.input_shape), dtype=np.float32)
+    try:
+        y = layer.forward(x, training=True)
+        _expect(label, "forward", y, (PROBE_BATCH, *layer.output_shape))
+        grad = layer.backward(np.ones_like(y))
+        if grad is not None:  # allowed when needs_input_grad is False
+            _expect(label, "backward", grad, x.shape)
+        for pname, param in layer.named_parameters():
+            _expect(label, f"backward's gradient of parameter {pname!r}", param.grad, param.data.shape)
+    except PluginError:
+        raise
+    except Exception as exc:  # noqa: BLE001 — a plugin's crash is the plugin's, named as such
+        message = " ".join(str(exc).split())
+        raise PluginError(
+            f"{label} fails on a float32 batch shaped {x.shape}: {type(exc).__name__}: {message}"
+        ) from exc
+
+
+def _expect(label: str, what: str, array, shape: tuple[int, ...]) -> None:
+    dtype = getattr(array, "dtype", None)
+    if dtype != np.float32:
+        raise PluginError(
+            f"{label}: {what} returned {dtype or type(array).__name__} for float32 input; expected "
+            f"float32 (cnnx runs in float32: cast with .astype(np.float32, copy=False))"
+        )
+    if array.shape != shape:
+        raise PluginError(
+            f"{label}: {what} returned shape {array.shape}; expected {shape} (build() declared "
+            f"output shape {shape[1:]} per sample)"
+            if what == "forward" else
+            f"{label}: {what} returned shape {array.shape}; expected {shape}"
+        )
