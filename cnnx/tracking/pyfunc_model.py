@@ -5,8 +5,9 @@ The flavour is the loader-module kind: MLflow copies a plain directory (the
 at load time, calls ``_load_pyfunc`` below on it. So
 ``mlflow.pyfunc.load_model("runs:/<id>/model").predict(images)`` and
 ``mlflow models serve --env-manager local`` need cnnx installed (and the plugins that provide
-its layers) and nothing of the run's training code or config. The requirements are written explicitly: MLflow's inference of them
-imports the model in a subprocess and costs seconds per run.
+its layers) and nothing of the run's training code or config. The requirements are written
+explicitly: MLflow's inference of them imports the model in a subprocess and costs seconds per
+run.
 """
 
 from __future__ import annotations
