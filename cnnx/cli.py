@@ -128,15 +128,16 @@ def sweep_resume_command(argv: list[str]) -> str:
     return shlex.join(["python", "-m", "cnnx", *kept, "sweep.resume=true"])
 
 
-def sweep_continuation(argv: list[str], tracked: bool, this_job: str = "") -> str:
-    """How to go on with an interrupted sweep. Only MLflow knows which jobs finished, so an
-    untracked sweep can only be run again."""
+def sweep_continuation(argv: list[str], tracked: bool, stopped_jobs: str = "") -> str:
+    """How to go on with an interrupted sweep; ``stopped_jobs`` overrides what it says of the
+    jobs that were stopped. Only MLflow knows which jobs finished, so an untracked sweep can
+    only be run again."""
     if not tracked:
         kept = [a for a in argv if not a.startswith("sweep.resume=")]
         return (f"run it again with: {shlex.join(['python', '-m', 'cnnx', *kept])} (tracking is off, so "
                 f"nothing records which jobs finished: every job runs again)")
     return (f"continue it with: {sweep_resume_command(argv)} (FINISHED jobs are skipped, "
-            f"{this_job or 'stopped ones continue from their last checkpoint'})")
+            f"{stopped_jobs or 'stopped ones continue from their last checkpoint'})")
 
 
 def interrupted_message(error, argv: list[str]) -> str:
@@ -241,9 +242,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         if {"-m", "--multirun"} & set(argv):
             # The sweep's own process (parallel launchers' jobs run elsewhere): it never trains.
-            from cnnx.sweep_settings import sweep_is_tracked
+            from cnnx.sweep_settings import sweep_is_checkpointed, sweep_is_tracked
 
-            print(f"cnnx: sweep interrupted; {sweep_continuation(argv, sweep_is_tracked())}", file=sys.stderr)
+            stopped = "" if sweep_is_checkpointed() else "stopped ones start again: checkpoints are off"
+            print(f"cnnx: sweep interrupted; {sweep_continuation(argv, sweep_is_tracked(), stopped)}", file=sys.stderr)
             return 128 + signal.SIGINT
         # Outside the training loop (loading data, a second Ctrl-C): nothing consistent to save.
         report(f"cnnx: {stopped_at_once_message(sys.exc_info()[1], argv)}")

@@ -18,13 +18,19 @@ from omegaconf import DictConfig, OmegaConf
 
 OPTUNA_DIRECTIONS = ("minimize", "maximize")
 
-#: Whether the multirun of this process logs to MLflow; read when it is interrupted, to say
-#: how it can go on (only MLflow knows which of its jobs finished).
+#: Whether the multirun of this process logs to MLflow and checkpoints its jobs; read when it
+#: is interrupted, to say how it can go on (only MLflow knows which of its jobs finished, and
+#: only checkpoints let a stopped one continue).
 _tracked: bool | None = None
+_checkpointed: bool | None = None
 
 
 def sweep_is_tracked() -> bool:
     return bool(_tracked)
+
+
+def sweep_is_checkpointed() -> bool:
+    return bool(_checkpointed)
 
 
 def _empty_sweep(overrides: list[str]) -> str | None:
@@ -71,8 +77,9 @@ class CheckSweepSettings(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from cnnx.cli import EXIT_USAGE
 
-        global _tracked
+        global _tracked, _checkpointed
         _tracked = bool(OmegaConf.select(config, "tracking.enabled", default=True))
+        _checkpointed = bool(OmegaConf.select(config, "trainer.checkpoint.enabled", default=True))
         problem = sweep_settings_problem(config)
         if problem is not None:
             # Hydra turns a callback's exception into a warning and would start the sweep anyway.

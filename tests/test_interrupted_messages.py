@@ -66,3 +66,18 @@ def test_a_run_without_checkpoints_says_that_they_are_off():
     error.checkpoints_off = True
     assert interrupted_message(error, []).endswith(
         "no checkpoint was written (checkpoints are off: trainer.checkpoint.enabled=false)")
+
+
+def test_a_parallel_sweep_without_checkpoints_says_its_stopped_jobs_start_again():
+    from omegaconf import OmegaConf
+
+    from cnnx.sweep_settings import CheckSweepSettings, sweep_is_checkpointed, sweep_is_tracked
+
+    for enabled in (False, True):
+        config = OmegaConf.create({"tracking": {"enabled": True}, "trainer": {"checkpoint": {"enabled": enabled}},
+                                   "hydra": {"overrides": {"task": []}}})
+        CheckSweepSettings().on_multirun_start(config)
+        assert (sweep_is_tracked(), sweep_is_checkpointed()) == (True, enabled)
+    stopped = "stopped ones start again: checkpoints are off"
+    assert sweep_continuation(SWEEP, tracked=True, stopped_jobs=stopped).endswith(
+        f"(FINISHED jobs are skipped, {stopped})")
