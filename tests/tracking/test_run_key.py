@@ -100,14 +100,13 @@ def test_a_resumed_run_that_finishes_drops_the_error_of_its_interruption(tmp_pat
     from mlflow import MlflowClient
 
     uri, first = _one_epoch_run(tmp_path, monkeypatch)
-    epoch_1 = EPOCH_1
     first.finish_with_error("KILLED", "TrainingInterrupted: SIGINT received; stopped after epoch 2, batch 3")
     client = MlflowClient(uri)
     assert "error" in client.get_run(first.run_id).data.tags
 
     resumed = _tracker(uri, tmp_path, run_id=first.run_id)
-    resumed.on_fit_start(_view([epoch_1]))
-    resumed.on_fit_end(_view([epoch_1]), {})
+    resumed.on_fit_start(_view([EPOCH_1]))
+    resumed.on_fit_end(_view([EPOCH_1]), {})
     run = client.get_run(first.run_id)
     assert run.info.status == "FINISHED" and "error" not in run.data.tags
 
@@ -118,12 +117,11 @@ def test_resuming_a_run_that_had_finished_leaves_its_record_alone(tmp_path, monk
     from mlflow import MlflowClient
 
     uri, first = _one_epoch_run(tmp_path, monkeypatch)
-    epoch_1 = EPOCH_1
-    first.on_fit_end(_view([epoch_1]), {"test_acc": 0.5})
+    first.on_fit_end(_view([EPOCH_1]), {"test_acc": 0.5})
     client = MlflowClient(uri)
     before = client.get_run(first.run_id)
 
-    done = _view([epoch_1])
+    done = _view([EPOCH_1])
     done.finished_training = True
     resumed = _tracker(uri, tmp_path, run_id=first.run_id)
     resumed.on_fit_start(done)
