@@ -12,6 +12,7 @@ float32 ``(N, C, H, W)``; ``(N, H, W)`` is accepted for one-channel models.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,10 @@ from cnnx.errors import CheckpointError, DataError
 SPEC_FILE = "cnnx_model.json"
 WEIGHTS_FILE = "weights.npz"
 FORMAT_VERSION = 1
+
+class InputRangeWarning(UserWarning):
+    """Images far outside the pixel range the model was trained on: its answers mean little."""
+
 
 #: What the last layer emits, hence how it becomes class probabilities.
 OUTPUT_KINDS = ("logits", "probabilities", "binary_logit", "binary_probability")
@@ -95,10 +100,33 @@ class Classifier:
         if not finite.all():  # would come out as NaN probabilities, and argmax calls them class 0
             raise DataError(f"{source}: image {int(np.argmin(finite))} holds NaN or infinite pixels; "
                             f"the model needs finite values")
+        outside = self.outside_training_range(x, source)
+        if outside is not None:
+            warnings.warn(outside, InputRangeWarning, stacklevel=2)
         return x
 
-    def predict_proba(self, images: Any, batch_size: int = 256) -> np.ndarray:
-        x = apply_normalization(self.check_images(images), self.normalization)
+    def outside_training_range(self, x: np.ndarray, source: str = "images") -> str | None:
+        """Why ``x`` looks like another pixel scale than the training images', else None.
+
+        Pixels beyond the training range by more than its own width (0–16 or 0–255 against
+        [0, 1]) mean a scale was missed; augmentation or noise stay well within that.
+        """
+        trained = self.normalization.get("input_range")
+        if not trained or not x.size:
+            return None
+        low, high = trained
+        margin = high - low if high > low else max(abs(low), 1.0)
+        seen_low, seen_high = float(x.min()), float(x.max())
+        if low - margin <= seen_low and seen_high <= high + margin:
+            return None
+        return (f"{source}: pixels span [{seen_low:.4g}, {seen_high:.4g}], but this model was trained "
+                f"on pixels in [{low:.4g}, {high:.4g}]; predictions on another scale mean little "
+                f"(rescale the images as the training data was)")
+
+    def predict_proba(self, images: Any, batch_size: int = 256, *, checked: bool = False) -> np.ndarray:
+        """Class probabilities; ``checked``: ``images`` already came from ``check_images``."""
+        x = np.array(images, dtype=np.float32) if checked else self.check_images(images)
+        x = apply_normalization(x, self.normalization)
         return class_probabilities(self.model.predict(x, batch_size), self.output_kind)
 
     # -- files -------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import numpy as np
 
 from cnnx.cli import report_user_errors
 from cnnx.errors import CheckpointError, ConfigError, DataError
-from cnnx.inference import SPEC_FILE, Classifier
+from cnnx.inference import SPEC_FILE, Classifier, InputRangeWarning
 
 PNG_SUFFIXES = (".png",)
 
@@ -218,8 +219,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.config and not args.weights:
         raise ConfigError("--config goes with --weights; --run and --model carry their own config")
     classifier = load_classifier(args)
-    names, images = read_images(args.images, classifier)
-    probabilities = classifier.predict_proba(images)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", InputRangeWarning)
+        names, images = read_images(args.images, classifier)
+    for warning in caught:  # each names its file; the predictions still follow
+        if issubclass(warning.category, InputRangeWarning):
+            print(f"cnnx: warning: {warning.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+    probabilities = classifier.predict_proba(images, checked=True)
     print(format_predictions(names, probabilities, classifier.classes, args.top))
     return 0
 

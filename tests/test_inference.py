@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from e2e_helpers import run_cli
 
+from cnnx.data.normalize import normalize_splits
+from cnnx.data.splits import DataSplits
 from cnnx.engine.model import build_model
 from cnnx.errors import CheckpointError, DataError
-from cnnx.inference import Classifier, class_probabilities, output_kind
+from cnnx.inference import Classifier, InputRangeWarning, class_probabilities, output_kind
 from cnnx.tracking.feature_maps import conv_activations, conv_layers
 from cnnx.tracking.images import activation_grid
 
@@ -75,6 +79,48 @@ def test_wrong_images_are_refused_naming_what_the_model_takes(images, fragment):
     with pytest.raises(DataError) as error:
         _classifier().predict_proba(images)
     assert fragment in str(error.value)
+
+
+def test_images_in_another_pixel_scale_are_warned_about_and_still_predicted(tmp_path):
+    classifier = _classifier()
+    classifier.normalization = {**NORMALIZATION, "input_range": [0.0, 1.0]}
+    digits = np.random.default_rng(4).random((3, 2, 6, 6), dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # in scale, or a little beyond it (noise): no warning
+        classifier.predict_proba(digits)
+        classifier.predict_proba(digits * 1.8 - 0.4)
+    classifier.save(tmp_path / "m")
+    loaded = Classifier.load(tmp_path / "m")
+    for raw in (digits * 16, digits * 255, digits - 3):
+        with pytest.warns(InputRangeWarning) as caught:
+            probabilities = loaded.predict_proba(raw)
+        (warning,) = caught
+        assert str(warning.message) == (
+            f"images: pixels span [{raw.min():.4g}, {raw.max():.4g}], but this model was trained on "
+            f"pixels in [0, 1]; predictions on another scale mean little (rescale the images as the "
+            f"training data was)")
+        assert probabilities.shape == (3, 3)
+    # A model saved before the range was recorded predicts as it did, without a warning.
+    classifier.normalization = NORMALIZATION
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        classifier.predict_proba(digits * 255)
+
+
+def test_splits_record_the_training_pixel_range_in_the_loaders_scale():
+    raw = np.random.default_rng(5).random((6, 2, 3, 3), dtype=np.float32) * 16
+    raw[0, 1, 0, 0], raw[1, 0, 2, 2] = -2.0, 20.0
+    labels = np.zeros(6, np.int64)
+    for mode in ("none", "unit", "standard"):
+        x = raw.copy()
+        normalization = normalize_splits([(x, labels)], mode)
+        assert normalization["input_range"] == [-2.0, 20.0]
+        # A plugin's loader that normalised by itself: the range is found from its images.
+        del normalization["input_range"]
+        splits = DataSplits((x, labels), (x[:0], labels[:0]), (x[:0], labels[:0]), ["a"], (2, 3, 3),
+                            "t", normalization)
+        assert splits.normalization["input_range"] == pytest.approx([-2.0, 20.0], rel=1e-6), mode
+        assert "input_range" not in normalization  # the loader's own dict is left as it was
 
 
 def test_one_channel_models_take_images_without_a_channel_axis():

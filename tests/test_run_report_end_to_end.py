@@ -136,15 +136,23 @@ def test_predict_command_prints_predictions_for_npz_and_png(lenet_run, tmp_path)
     folder, run_id, raw_test, trainer_predictions = lenet_run
     np.savez(tmp_path / "digits.npz", x=raw_test[:5])
     Image.fromarray((raw_test[5, 0] * 255).round().astype(np.uint8)).save(tmp_path / "six.png")
+    # sklearn's own 0–16 pixels, not the [0, 1] the model was trained on: said, then predicted.
+    np.savez(tmp_path / "unscaled.npz", x=raw_test[6:7] * 16)
     result = subprocess.run(
         [sys.executable, "-m", "cnnx", "predict", "--run", run_id, "--tracking-uri",
-         f"sqlite:///{folder / 'mlflow.db'}", str(tmp_path / "digits.npz"), str(tmp_path / "six.png")],
+         f"sqlite:///{folder / 'mlflow.db'}", str(tmp_path / "digits.npz"), str(tmp_path / "six.png"),
+         str(tmp_path / "unscaled.npz")],
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr
+    warned = [line for line in result.stderr.splitlines() if line.startswith("cnnx: warning:")]
+    assert warned == [f"cnnx: warning: images in '{tmp_path / 'unscaled.npz'}': pixels span "
+                      f"[0, {raw_test[6].max() * 16:.4g}], but this model was trained on pixels in [0, 1]; "
+                      f"predictions on another scale mean little (rescale the images as the training "
+                      f"data was)"]
     header, *lines = result.stdout.strip().splitlines()
     assert header.split()[:3] == ["image", "prediction", "probability"]
-    assert [line.split()[0] for line in lines] == [f"digits.npz[{i}]" for i in range(5)] + ["six.png"]
+    assert [line.split()[0] for line in lines] == [f"digits.npz[{i}]" for i in range(5)] + ["six.png", "unscaled.npz[0]"]
     predicted = [int(line.split()[1]) for line in lines]
     assert predicted[:5] == trainer_predictions["predicted"][:5].tolist()
     probabilities = trainer_predictions["probabilities"]

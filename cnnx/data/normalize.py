@@ -32,14 +32,15 @@ def fit_normalization(x_train: np.ndarray, mode: str, owner: str = "dataset") ->
       colour balance is kept).
     - ``standard``: per-channel mean 0, standard deviation 1.
 
-    Constant inputs get scale 1 rather than a division by zero.
+    Constant inputs get scale 1 rather than a division by zero. ``input_range`` is the raw
+    training pixels' [min, max] (see ``DataSplits``).
     """
     check_mode(mode, owner)
     channels = x_train.shape[1]
     shift = np.zeros(channels)
     scale = np.ones(channels)
+    low, high = float(x_train.min()), float(x_train.max())
     if mode == "unit":
-        low, high = float(x_train.min()), float(x_train.max())
         shift[:] = low
         scale[:] = high - low if high > low else 1.0
     elif mode == "standard":
@@ -47,7 +48,8 @@ def fit_normalization(x_train: np.ndarray, mode: str, owner: str = "dataset") ->
         shift = x_train.mean(axis=(0, 2, 3), dtype=np.float64)
         std = x_train.std(axis=(0, 2, 3), dtype=np.float64)
         scale = np.where(std > 0, std, 1.0)
-    return {"mode": mode, "shift": [float(v) for v in shift], "scale": [float(v) for v in scale]}
+    return {"mode": mode, "shift": [float(v) for v in shift], "scale": [float(v) for v in scale],
+            "input_range": [low, high]}
 
 
 def apply_normalization(x: np.ndarray, normalization: dict[str, Any]) -> np.ndarray:
@@ -68,6 +70,15 @@ def invert_normalization(x: np.ndarray, normalization: dict[str, Any]) -> np.nda
     shift = np.asarray(normalization["shift"], dtype=np.float32)[:, None, None]
     scale = np.asarray(normalization["scale"], dtype=np.float32)[:, None, None]
     return x * scale + shift
+
+
+def raw_range(x: np.ndarray, normalization: dict[str, Any]) -> list[float]:
+    """[min, max] of normalised images ``x`` (N, C, H, W) back in the loader's pixel scale."""
+    lows, highs = x.min(axis=(0, 2, 3)).astype(np.float64), x.max(axis=(0, 2, 3)).astype(np.float64)
+    if normalization["mode"] != "none":
+        shift, scale = np.asarray(normalization["shift"]), np.asarray(normalization["scale"])
+        lows, highs = lows * scale + shift, highs * scale + shift  # scale > 0: order is kept
+    return [float(lows.min()), float(highs.max())]
 
 
 def normalize_splits(splits: Any, mode: str, owner: str = "dataset") -> dict[str, Any]:

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnx.data.normalize import raw_range
 from cnnx.errors import ConfigError, DataError
 
 Split = tuple[np.ndarray, np.ndarray]
@@ -21,7 +22,10 @@ class DataSplits:
     ``val`` or ``test`` hold zero samples when their fraction is 0. ``normalization`` records
     the per-channel transform already applied, ``x = (raw - shift) / scale``, with shift and
     scale fitted on the training split only, so inference code can apply the same to new
-    images (plain lists: loggable as JSON).
+    images (plain lists: loggable as JSON). Its ``input_range`` is the training pixels'
+    [min, max] in the loader's scale, so that images sent in another scale later (raw 0–16
+    digits to a model trained on [0, 1]) are recognised; a loader that normalised without
+    ``fit_normalization`` gets it filled in here, from its normalised training images.
     """
 
     train: Split
@@ -45,6 +49,10 @@ class DataSplits:
                     f"dataset {self.name!r}: {split_name} split has x {x.shape} and y "
                     f"{y.shape}; expected (N, *{self.input_shape}) and (N,)"
                 )
+        if "input_range" not in self.normalization and len(self.train[0]):
+            low, high = raw_range(self.train[0], self.normalization)
+            if math.isfinite(low) and math.isfinite(high):  # NaN pixels are refused elsewhere
+                self.normalization = {**self.normalization, "input_range": [low, high]}
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train[1]), "val": len(self.val[1]), "test": len(self.test[1])}
