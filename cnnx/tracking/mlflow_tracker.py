@@ -28,9 +28,14 @@ if TYPE_CHECKING:
 
 #: Identifies a run before MLflow has given it an id (see ``BackgroundTracker``).
 RUN_KEY_TAG = "cnnx.run_key"
+#: A setting a resumed run changed (``trainer.epochs``, say): MLflow keeps a param's first
+#: value for good, so the value the run went on with is this tag plus the param's name.
+RESUMED_WITH_TAG = "cnnx.resumed_with."
 #: MLflow's own default, spelled out so runs land in ./mlflow.db whatever MLflow's version.
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 _MAX_PARAMS_PER_BATCH = 100
+#: Set by every resumed run: they say that it was resumed, not how it differs.
+_RESUMING_SWITCHES = ("trainer.resume", "sweep.resume")
 _MAX_METRICS_PER_BATCH = 1000  # MLflow's limit for one log_batch
 _MAX_PARAM_LENGTH = 6000
 #: MLflow's own HTTP retries (7, back-off factor 2: minutes) would stall training at every
@@ -249,11 +254,30 @@ class MlflowTracker(Callback):
         self.client.update_run(self.run_id, status="RUNNING")
         if "error" in run.data.tags:  # how it stopped last time; a FINISHED run must not keep it
             self.client.delete_tag(self.run_id, "error")
+        self._log_changed_settings(run.data.params, run.data.tags)
         self._kernel_layer = first_conv_layer(trainer.model)
         keys = sorted({k for epoch in trainer.history.epochs for k in epoch} | set(run.data.metrics))
         for key in keys:
             self._logged.update((key, m.step) for m in self.client.get_metric_history(self.run_id, key))
         self._log_missing_history(trainer)
+
+    def _log_changed_settings(self, params: Mapping[str, str], tags: Mapping[str, str]) -> None:
+        """Tag what this resumed run was started with where it differs from the params it
+        logged first (only settings that ``trainer.resume`` lets change can differ)."""
+        from mlflow.entities import Param, RunTag
+
+        current = flatten(self.config)
+        changed = [RunTag(RESUMED_WITH_TAG + key, value) for key, value in current.items()
+                   if key in params and params[key] != value and key not in _RESUMING_SWITCHES]
+        added = [Param(key, value) for key, value in current.items() if key not in params]
+        for i in range(0, max(len(changed), len(added)), _MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(self.run_id, params=added[i:i + _MAX_PARAMS_PER_BATCH],
+                                  tags=changed[i:i + _MAX_PARAMS_PER_BATCH])
+        # Back to a param's first value: an earlier resume's tag would now be wrong.
+        for tag in tags:
+            key = tag[len(RESUMED_WITH_TAG):]
+            if tag.startswith(RESUMED_WITH_TAG) and current.get(key) == params.get(key):
+                self.client.delete_tag(self.run_id, tag)
 
     def _log_missing_history(self, trainer: Trainer) -> None:
         """The epochs of ``trainer.history`` the store does not hold yet, in one batch."""

@@ -7,14 +7,14 @@ import numpy as np
 
 from cnnx.engine.model import build_model
 from cnnx.tracking.background import TrainerView, _History
-from cnnx.tracking.mlflow_tracker import RUN_KEY_TAG, MlflowTracker
+from cnnx.tracking.mlflow_tracker import RESUMED_WITH_TAG, RUN_KEY_TAG, MlflowTracker
 
 SPEC = {"conv1": {"type": "conv2d", "out_channels": 2, "kernel_size": 3}, "flatten": {"type": "flatten"},
         "fc": {"type": "dense", "out_features": 3}}
 
 
-def _tracker(uri, tmp_path, **state):
-    tracker = MlflowTracker(experiment_name="keyed", config={"seed": 0}, config_yaml="seed: 0\n",
+def _tracker(uri, tmp_path, config=None, **state):
+    tracker = MlflowTracker(experiment_name="keyed", config=config or {"seed": 0}, config_yaml="seed: 0\n",
                             tracking_uri=uri, log_plots=False, log_model=False, spill_dir=tmp_path / "unsent")
     if state:
         tracker.load_state_dict(state)
@@ -128,3 +128,27 @@ def test_resuming_a_run_that_had_finished_leaves_its_record_alone(tmp_path, monk
     resumed.on_fit_end(done, {"test_acc": 0.5})
     after = client.get_run(first.run_id)
     assert (after.info.status, after.info.end_time) == ("FINISHED", before.info.end_time)
+
+
+def test_a_resumed_run_tags_the_settings_it_changed(tmp_path, monkeypatch):
+    """MLflow keeps a param's first value: a run resumed with more epochs showed the old count."""
+    from mlflow import MlflowClient
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first = _tracker(uri, tmp_path, {"seed": 0, "trainer": {"epochs": 3, "resume": False}})
+    first.on_fit_start(_view([]))
+    first.on_epoch_end(_view([EPOCH_1]), 1, EPOCH_1)
+
+    longer = {"seed": 0, "trainer": {"epochs": 5, "resume": True}, "tracking": {"log_plots": False}}
+    _tracker(uri, tmp_path, longer, run_id=first.run_id).on_fit_start(_view([EPOCH_1]))
+    run = MlflowClient(uri).get_run(first.run_id)
+    resumed_with = {k: v for k, v in run.data.tags.items() if k.startswith(RESUMED_WITH_TAG)}
+    assert resumed_with == {"cnnx.resumed_with.trainer.epochs": "5"}
+    assert run.data.params == {"seed": "0", "trainer.epochs": "3", "trainer.resume": "False",
+                               "tracking.log_plots": "False"}  # a setting new to the run: a param
+
+    again = {**longer, "trainer": {"epochs": 3, "resume": True}}  # back to the logged value
+    _tracker(uri, tmp_path, again, run_id=first.run_id).on_fit_start(_view([EPOCH_1]))
+    tags = MlflowClient(uri).get_run(first.run_id).data.tags
+    assert not [k for k in tags if k.startswith(RESUMED_WITH_TAG)]
