@@ -49,9 +49,13 @@ class DataSplits:
                     f"dataset {self.name!r}: {split_name} split has x {x.shape} and y "
                     f"{y.shape}; expected (N, *{self.input_shape}) and (N,)"
                 )
-        if "input_range" not in self.normalization and len(self.train[0]):
-            low, high = raw_range(self.train[0], self.normalization)
-            if math.isfinite(low) and math.isfinite(high):  # NaN pixels are refused elsewhere
+        x_train = self.train[0]
+        # Images that break the contract (no channel axis, NaN pixels) are named by
+        # check_loaded, before training; they get no range here.
+        if "input_range" not in self.normalization and x_train.ndim == 4 and x_train.size \
+                and x_train.dtype.kind in "fiu":
+            low, high = raw_range(x_train, self.normalization)
+            if math.isfinite(low) and math.isfinite(high):
                 self.normalization = {**self.normalization, "input_range": [low, high]}
 
     def sizes(self) -> dict[str, int]:
