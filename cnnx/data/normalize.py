@@ -7,6 +7,7 @@ images at inference time.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -78,7 +79,11 @@ def raw_range(x: np.ndarray, normalization: dict[str, Any]) -> list[float]:
     if normalization["mode"] != "none":
         shift, scale = np.asarray(normalization["shift"]), np.asarray(normalization["scale"])
         lows, highs = lows * scale + shift, highs * scale + shift  # scale > 0: order is kept
-    return [float(lows.min()), float(highs.max())]
+    low, high = float(lows.min()), float(highs.max())
+    # Undoing float32 normalisation leaves noise (a raw 0 comes back as -1.4e-08): round it
+    # off at a millionth of the range.
+    decimals = 6 - math.floor(math.log10(high - low)) if high > low else 6
+    return [round(low, decimals) + 0.0, round(high, decimals) + 0.0]  # + 0.0: no -0.0
 
 
 def normalize_splits(splits: Any, mode: str, owner: str = "dataset") -> dict[str, Any]:
