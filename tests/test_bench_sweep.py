@@ -20,14 +20,23 @@ def run_bench_sweep(*args: str, cwd) -> subprocess.CompletedProcess:
 def test_times_the_sweep_sequentially_and_with_joblib(tmp_path):
     result = run_bench_sweep("--epochs", "1", "--sweep", "optimizer.lr=0.1", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    walls = {}
+    walls, spans = {}, {}
+    lines = result.stdout.splitlines()
     for name in ("sequential (basic launcher)", "joblib, 2 workers"):
-        line = next(line for line in result.stdout.splitlines() if line.startswith(name + ":"))
-        wall, cpu, jobs = re.search(r"([\d.]+) s wall, +([\d.]+) s CPU, (\d+) jobs", line).groups()
-        assert int(jobs) == 1 and float(cpu) > 0, line
+        number = next(n for n, line in enumerate(lines) if line.startswith(name + ":"))
+        wall, cpu, jobs = re.search(r"([\d.]+) s wall, +([\d.]+) s CPU, (\d+) jobs", lines[number]).groups()
+        assert int(jobs) == 1 and float(cpu) > 0, lines[number]
         walls[name] = float(wall)
-    speedup = float(re.search(r"^speed-up: ([\d.]+)x$", result.stdout, re.MULTILINE).group(1))
+        parts = re.search(r"([\d.]+) s before the first job, ([\d.]+) s from its start to the last "
+                          r"job's end, ([\d.]+) s after$", lines[number + 1])
+        before, span, after = map(float, parts.groups())
+        # The three parts are the wall time, and start-up alone takes a second or more.
+        assert before + span + after == pytest.approx(float(wall), abs=0.15) and before > 1, lines[number + 1]
+        spans[name] = span
+    speedup, jobs_alone = map(float, re.search(r"^speed-up: ([\d.]+)x \(jobs alone: ([\d.]+)x\)$",
+                                               result.stdout, re.MULTILINE).groups())
     assert speedup == pytest.approx(walls["sequential (basic launcher)"] / walls["joblib, 2 workers"], abs=0.06)
+    assert jobs_alone == pytest.approx(spans["sequential (basic launcher)"] / spans["joblib, 2 workers"], abs=0.06)
     assert list(tmp_path.iterdir()) == [], "the sweeps' stores and outputs belong in a temporary directory"
 
 
