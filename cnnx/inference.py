@@ -29,6 +29,7 @@ SPEC_FILE = "cnnx_model.json"
 WEIGHTS_FILE = "weights.npz"
 FORMAT_VERSION = 1
 
+
 class InputRangeWarning(UserWarning):
     """Images far outside the pixel range the model was trained on: its answers mean little."""
 

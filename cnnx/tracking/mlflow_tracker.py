@@ -34,10 +34,10 @@ RESUMED_WITH_TAG = "cnnx.resumed_with."
 #: MLflow's own default, spelled out so runs land in ./mlflow.db whatever MLflow's version.
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 _MAX_PARAMS_PER_BATCH = 100
-#: Set by every resumed run: they say that it was resumed, not how it differs.
-_RESUMING_SWITCHES = ("trainer.resume", "sweep.resume")
 _MAX_METRICS_PER_BATCH = 1000  # MLflow's limit for one log_batch
 _MAX_PARAM_LENGTH = 6000
+#: Set by every resumed run: they say that it was resumed, not how it differs.
+_RESUMING_SWITCHES = ("trainer.resume", "sweep.resume")
 #: MLflow's own HTTP retries (7, back-off factor 2: minutes) would stall training at every
 #: epoch while a server is down; the outbox retries instead. Users can still override these.
 _HTTP_RETRY_DEFAULTS = {
