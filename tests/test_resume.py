@@ -29,13 +29,15 @@ pytestmark = pytest.mark.slow
 
 WALL_CLOCK_METRICS = {"epoch_seconds"}
 # 50 batches x 0.1 s: an epoch lasts 5 s, longer than the tracking process takes to create
-# its run on a loaded machine, so the signal can land inside epoch 2 of a run that exists.
+# its run on a lightly loaded machine, so the signal can land inside epoch 2 of a run that
+# exists (inside epoch 3 where the run came later).
 DELAY = {"CNNX_TEST_BATCH_DELAY": "0.1"}
+EPOCHS = 3
 
 
 def run_args(data: Path) -> list[str]:
     return [
-        "+experiment=digits_small", "dataset=npz", f"dataset.path={data}", "trainer.epochs=3",
+        "+experiment=digits_small", "dataset=npz", f"dataset.path={data}", f"trainer.epochs={EPOCHS}",
         "trainer.batch_size=8", "+model.layers.drop={type:dropout,p:0.2}", "trainer.augment.max_shift=1",
         "trainer.early_stopping.enabled=true", "trainer.early_stopping.patience=10", "hydra.run.dir=run",
         # What resuming must keep is metrics, weights and checkpoints; the end-of-run report
@@ -98,9 +100,10 @@ def reference(reference_dir):
     return run, histories, weights
 
 
-def signal_during_epoch_2(workdir: Path, data: Path, signum: int) -> tuple[Path, int, str]:
-    """Start a slowed run, send ``signum`` in the middle of epoch 2;
-    (checkpoint dir, exit code, stderr)."""
+def signal_mid_epoch(workdir: Path, data: Path, signum: int) -> tuple[Path, int, str, int]:
+    """Start a slowed run and, once its MLflow run exists, send ``signum`` in the middle of the
+    epoch under way (2; 3 on a machine so loaded that the run was created late);
+    (checkpoint dir, exit code, stderr, the epoch the signal landed in)."""
     checkpoints = workdir / "run" / "checkpoints"
     store_client(workdir)  # an existing store, as for most runs: building one takes seconds
     process = start_cli(run_args(data), workdir, env=DELAY)
@@ -110,37 +113,40 @@ def signal_during_epoch_2(workdir: Path, data: Path, signum: int) -> tuple[Path,
     while not all_runs(workdir):
         assert process.poll() is None and time.monotonic() < deadline, "the MLflow run was never created"
         time.sleep(0.05)
-    assert not (checkpoints / "epoch-0002.npz").exists(), "epoch 2 ended before the run was created"
+    assert not (checkpoints / f"epoch-{EPOCHS:04d}.npz").exists(), "every epoch ended before the run was created"
     time.sleep(0.3)
     process.send_signal(signum)
     _, stderr = process.communicate(timeout=60)
-    return checkpoints, process.returncode, stderr
+    # The epoch after the newest completed one (their checkpoints; a stop mid-epoch writes
+    # epoch-NNNN-batch-MMMM.npz instead).
+    ended = max(int(path.name[len("epoch-"):-len(".npz")]) for path in checkpoints.glob("epoch-????.npz"))
+    assert ended < EPOCHS, "the signal came after the last epoch"
+    return checkpoints, process.returncode, stderr, ended + 1
 
 
 def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path, data, reference):
-    checkpoints, returncode, _ = signal_during_epoch_2(tmp_path, data, signal.SIGKILL)
+    checkpoints, returncode, _, epoch = signal_mid_epoch(tmp_path, data, signal.SIGKILL)
     assert returncode == -signal.SIGKILL
-    assert not (checkpoints / "epoch-0002.npz").exists(), "the kill should land before epoch 2 ends"
     (killed,) = all_runs(tmp_path)
     assert killed.info.status == "RUNNING"  # nobody could tell MLflow
 
     result = run_cli([*run_args(data), "trainer.resume=true"], tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "resumed from" in result.stdout and "epoch-0001.npz" in result.stdout
+    assert "resumed from" in result.stdout and f"epoch-{epoch - 1:04d}.npz" in result.stdout
     assert_same_as_reference(tmp_path, reference)
     (run,) = all_runs(tmp_path)
     assert run.info.run_id == killed.info.run_id
 
 
 def test_sigint_saves_a_checkpoint_marks_the_run_killed_and_resumes(tmp_path, data, reference):
-    checkpoints, returncode, stderr = signal_during_epoch_2(tmp_path, data, signal.SIGINT)
+    checkpoints, returncode, stderr, epoch = signal_mid_epoch(tmp_path, data, signal.SIGINT)
     assert returncode == 128 + signal.SIGINT, stderr
     assert "Traceback" not in stderr
     last = stderr.strip().splitlines()[-1]
-    assert last.startswith("cnnx: interrupted by SIGINT during epoch 2, batch "), last
+    assert last.startswith(f"cnnx: interrupted by SIGINT during epoch {epoch}, batch "), last
     assert "checkpoint saved to" in last and "resume with: " in last
     assert (tmp_path / "run" / "app.log").read_text().rstrip().endswith(last)  # kept with the run
-    saved = sorted(p.name for p in checkpoints.glob("epoch-0002-batch-*.npz"))
+    saved = sorted(p.name for p in checkpoints.glob(f"epoch-{epoch:04d}-batch-*.npz"))
     assert len(saved) == 1, list(checkpoints.iterdir())
     (run,) = all_runs(tmp_path)
     assert run.info.status == "KILLED"
