@@ -12,7 +12,8 @@ Each sweep's wall time is also split in three, from its job directories' files: 
 first job starts (start-up, the MLflow parent run, Hydra composing every job's config), from
 then until the last job ends, and after (the sweep's summary). Only the middle part runs in
 parallel, so its speed-up ("jobs alone") is the launcher's own, and the gap between the two
-figures is what the serial parts cost.
+figures is what the serial parts cost. (The sequential sweep's first job also imports what the
+joblib sweep's forked workers inherit, so the jobs' speed-up can exceed the worker count.)
 """
 
 from __future__ import annotations
