@@ -152,7 +152,8 @@ def test_predict_command_prints_predictions_for_npz_and_png(lenet_run, tmp_path)
                       f"data was)"]
     header, *lines = result.stdout.strip().splitlines()
     assert header.split()[:3] == ["image", "prediction", "probability"]
-    assert [line.split()[0] for line in lines] == [f"digits.npz[{i}]" for i in range(5)] + ["six.png", "unscaled.npz[0]"]
+    assert [line.split()[0] for line in lines] == [f"digits.npz[{i}]" for i in range(5)] + [
+        "six.png", "unscaled.npz[0]"]
     predicted = [int(line.split()[1]) for line in lines]
     assert predicted[:5] == trainer_predictions["predicted"][:5].tolist()
     probabilities = trainer_predictions["probabilities"]
