@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 from e2e_helpers import all_runs, run_cli, start_cli, store_client, wait_for_file
 
+from cnnx.training.checkpoint import NAME
 from cnnx.training.checkpoint_file import read_checkpoint
 
 pytestmark = pytest.mark.slow
@@ -117,9 +118,9 @@ def signal_mid_epoch(workdir: Path, data: Path, signum: int) -> tuple[Path, int,
     time.sleep(0.3)
     process.send_signal(signum)
     _, stderr = process.communicate(timeout=60)
-    # The epoch after the newest completed one (their checkpoints; a stop mid-epoch writes
-    # epoch-NNNN-batch-MMMM.npz instead).
-    ended = max(int(path.name[len("epoch-"):-len(".npz")]) for path in checkpoints.glob("epoch-????.npz"))
+    # The epoch after the newest completed one (a stop mid-epoch writes a -batch- checkpoint).
+    names = [NAME.match(path.name) for path in checkpoints.iterdir()]
+    ended = max(int(name[1]) for name in names if name and name[2] is None)
     assert ended < EPOCHS, "the signal came after the last epoch"
     return checkpoints, process.returncode, stderr, ended + 1
 

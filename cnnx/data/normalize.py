@@ -75,10 +75,8 @@ def invert_normalization(x: np.ndarray, normalization: dict[str, Any]) -> np.nda
 
 def raw_range(x: np.ndarray, normalization: dict[str, Any]) -> list[float]:
     """[min, max] of normalised images ``x`` (N, C, H, W) back in the loader's pixel scale."""
-    lows, highs = x.min(axis=(0, 2, 3)).astype(np.float64), x.max(axis=(0, 2, 3)).astype(np.float64)
-    if normalization["mode"] != "none":
-        shift, scale = np.asarray(normalization["shift"]), np.asarray(normalization["scale"])
-        lows, highs = lows * scale + shift, highs * scale + shift  # scale > 0: order is kept
+    per_channel = np.stack([x.min(axis=(0, 2, 3)), x.max(axis=(0, 2, 3))])[:, :, None, None]
+    lows, highs = invert_normalization(per_channel, normalization)  # scale > 0: order is kept
     low, high = float(lows.min()), float(highs.max())
     # Undoing float32 normalisation leaves noise (a raw 0 comes back as -1.4e-08): round it
     # off at a millionth of the range.
