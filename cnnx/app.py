@@ -205,7 +205,9 @@ def _tracker(config: dict[str, Any], cfg: DictConfig, overrides: list[str], outp
         log_plots=tracking["log_plots"],
         log_model=tracking["log_model"],
     )
-    # A single run has a core to spare for tracking; a sweep's jobs already fill the cores.
+    # A single run has a core to spare for tracking. A sweep's jobs either fill the cores
+    # (parallel) or find MLflow already imported and its store open (sequential), where a
+    # helper per job measured slower than none (README, "What you'll see in MLflow").
     background = tracking.get("background")
     if background if background is not None else sweep is None:
         from cnnx.tracking.background import BackgroundTracker
