@@ -170,6 +170,11 @@ class Trainer:
 
     def _train_epoch(self, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
         self.model.train()
+        # An epoch reports the lr of its first step, as Lightning's epoch-level lr monitor does:
+        # the lr after its last step belongs to the next epoch (a step schedule's epoch 10 would
+        # show the decayed lr it never trained with, a cosine's last epoch 0). The schedule is
+        # asked rather than the optimizer so that an epoch resumed halfway reports the same.
+        first_step_lr = self.scheduler.lr_at(self.epoch - 1) if self.scheduler is not None else self.optimizer.lr
         if self.progress_state is None:
             self.progress_state = EpochProgress(order=self.shuffle_rng.permutation(len(x)))
         progress = self.progress_state
@@ -193,7 +198,7 @@ class Trainer:
         metrics = {
             "train_loss": progress.loss_sum / seen if progress.seen else float("nan"),
             "train_acc": progress.correct / seen,
-            "lr": float(self.optimizer.lr),
+            "lr": float(first_step_lr),
         }
         if self.guard.on_nonfinite == "skip_batch":
             metrics["skipped_batches"] = float(progress.skipped)
