@@ -16,6 +16,14 @@ def run_bench_sweep(*args: str, cwd) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600)
 
 
+def consistent_ratio(printed: float, numerator: float, denominator: float) -> bool:
+    """Whether a ratio printed to 0.01 can come from two times printed to 0.1 s: with a
+    1-second span, rounding alone moves the ratio by several hundredths."""
+    low = (numerator - 0.05) / (denominator + 0.05)
+    high = (numerator + 0.05) / max(denominator - 0.05, 1e-9)
+    return low - 0.005 <= printed <= high + 0.005
+
+
 @pytest.mark.slow
 def test_times_the_sweep_sequentially_and_with_joblib(tmp_path):
     result = run_bench_sweep("--epochs", "1", "--sweep", "optimizer.lr=0.1", cwd=tmp_path)
@@ -35,8 +43,8 @@ def test_times_the_sweep_sequentially_and_with_joblib(tmp_path):
         spans[name] = span
     speedup, jobs_alone = map(float, re.search(r"^speed-up: ([\d.]+)x \(jobs alone: ([\d.]+)x\)$",
                                                result.stdout, re.MULTILINE).groups())
-    assert speedup == pytest.approx(walls["sequential (basic launcher)"] / walls["joblib, 2 workers"], abs=0.06)
-    assert jobs_alone == pytest.approx(spans["sequential (basic launcher)"] / spans["joblib, 2 workers"], abs=0.06)
+    assert consistent_ratio(speedup, walls["sequential (basic launcher)"], walls["joblib, 2 workers"]), result.stdout
+    assert consistent_ratio(jobs_alone, spans["sequential (basic launcher)"], spans["joblib, 2 workers"]), result.stdout
     assert list(tmp_path.iterdir()) == [], "the sweeps' stores and outputs belong in a temporary directory"
 
 
