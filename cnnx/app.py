@@ -14,7 +14,7 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from cnnx import registry
+from cnnx import config_store_sharing, registry
 from cnnx.config_schema import keys_outside_the_schema, register as register_schema
 from cnnx.data.splits import check_loaded
 from cnnx.engine.model import Model, build_model
@@ -26,6 +26,7 @@ from cnnx.training.early_stopping import EarlyStopping
 from cnnx.training.trainer import MONITORABLE, Trainer
 
 register_schema()
+config_store_sharing.install()
 
 #: The run's own lines; Hydra's job logging (conf/hydra/job_logging/cnnx.yaml) sends them to
 #: stdout and to the run directory's log file.
