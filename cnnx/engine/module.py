@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnx.engine.in_place import OutputUse
 from cnnx.engine.parameter import Parameter
 from cnnx.errors import PluginError, ShapeError
 
@@ -32,6 +33,14 @@ class Module:
     #: The registered name it was built from (``conv2d``), so that a model's ``get_config``
     #: is a spec that rebuilds it; None for a layer constructed by hand.
     type_name: str | None = None
+    #: What a later in-place layer must leave intact of this layer's output
+    #: (``cnnx.engine.in_place``). A layer that does not say is taken to read the values.
+    backward_reads_output = OutputUse.VALUE
+    #: True when ``forward`` may return its input's memory (the input itself or a view of it).
+    returns_input_memory = False
+    #: Whether ``forward`` overwrites its input: layers built with ``inplace=True`` start with
+    #: that, and the container they run in turns it off where the input must stay intact.
+    overwrites_input = False
 
     def __init__(self) -> None:
         self.params: dict[str, Parameter] = {}

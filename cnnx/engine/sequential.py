@@ -4,6 +4,7 @@ from collections.abc import Iterator, Mapping
 
 import numpy as np
 
+from cnnx.engine.in_place import guard_in_place
 from cnnx.engine.layers.activations import ReLU
 from cnnx.engine.layers.pooling import MaxPool2D
 from cnnx.engine.module import Module, Shape
@@ -32,6 +33,7 @@ class Sequential(Module):
                     f"shape {shape}: {exc}"
                 ) from exc
         self._run_order = run_order(list(self.layers.values()))
+        guard_in_place(self._run_order)
         return shape
 
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:

@@ -1,9 +1,10 @@
 """Elementwise activations and softmax: shape-preserving layers without parameters.
 
 Every backward pass is computed from the layer's *output* (or from a mask the layer owns),
-never from its input, as in PyTorch. That is what makes ``inplace=True`` safe: the input may
-be overwritten by the forward pass and the gradient is still exact. Outputs must not be
-modified in place by the caller before ``backward`` (PyTorch would raise; we cannot detect it).
+never from its input, as in PyTorch. That is what lets ``inplace=True`` overwrite the input
+with the gradient still exact; the model decides where that is safe (``cnnx.engine.in_place``).
+Outputs must not be modified in place by the caller before ``backward`` (PyTorch would
+raise; we cannot detect it).
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ from typing import Any
 import numpy as np
 
 from cnnx.engine.functional.softmax import sigmoid, softmax
+from cnnx.engine.in_place import OutputUse
 from cnnx.engine.module import Module, Shape
 from cnnx.engine.options import check_flag
 from cnnx.errors import ConfigError
 
 
 class _Activation(Module):
+    backward_reads_output = OutputUse.VALUE  # sigmoid, tanh, softmax: the gradient is a function of y
+
     def __init__(self) -> None:
         super().__init__()
         self._y: np.ndarray | None = None
@@ -28,15 +32,19 @@ class _Activation(Module):
 class ReLU(_Activation):
     """max(x, 0). ``inplace=True`` overwrites the input (saves one array per step)."""
 
+    backward_reads_output = OutputUse.SIGN
+    preserves_sign = True
+
     def __init__(self, inplace: bool = False) -> None:
         super().__init__()
         self.inplace = check_flag("relu", "inplace", inplace)
+        self.overwrites_input = self.inplace
 
     def get_config(self) -> dict[str, Any]:
         return {"inplace": self.inplace}
 
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
-        self._y = np.maximum(x, 0, out=x if self.inplace else None)
+        self._y = np.maximum(x, 0, out=x if self.overwrites_input else None)
         return self._y
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
@@ -62,6 +70,10 @@ class LeakyReLU(_Activation):
         # float32 activations to float64.
         self.negative_slope = float(negative_slope)
         self.inplace = check_flag("leaky_relu", "inplace", inplace)
+        self.overwrites_input = self.inplace
+        # A negative slope flips the sign of negative inputs, so backward keeps its own mask.
+        self.preserves_sign = self.negative_slope >= 0
+        self.backward_reads_output = OutputUse.SIGN if self.preserves_sign else OutputUse.NONE
         self._positive: np.ndarray | None = None
 
     def get_config(self) -> dict[str, Any]:
@@ -76,7 +88,7 @@ class LeakyReLU(_Activation):
         # max(x, s*x) is the leaky ReLU for s <= 1 and min(x, s*x) for s >= 1: two fast
         # passes instead of a branchy np.where.
         pick = np.maximum if slope <= 1 else np.minimum
-        self._y = pick(x, scaled, out=x if self.inplace else scaled)
+        self._y = pick(x, scaled, out=x if self.overwrites_input else scaled)
         return self._y
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnx.engine.in_place import OutputUse
 from cnnx.engine.module import Module, Shape
 from cnnx.engine.parameter import Parameter
 from cnnx.errors import ConfigError, ShapeError
@@ -25,6 +26,8 @@ class BatchNorm2D(Module):
     """Parameters ``weight`` (gamma) and ``bias`` (beta); buffers ``running_mean`` and
     ``running_var``, all of shape (C,), named as in PyTorch so state_dicts transfer.
     ``num_batches_tracked`` is not kept: it only matters for ``momentum=None``."""
+
+    backward_reads_output = OutputUse.NONE
 
     foreign_state_keys = ("num_batches_tracked",)
 

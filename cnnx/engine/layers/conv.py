@@ -8,6 +8,7 @@ import numpy as np
 
 from cnnx.engine.functional.conv import conv2d_backward, conv2d_forward
 from cnnx.engine.functional.im2col import Workspace, as_pair, output_size
+from cnnx.engine.in_place import OutputUse
 from cnnx.engine.init import check_init, init_weight_and_bias
 from cnnx.engine.module import Module, Shape
 from cnnx.engine.options import check_flag, check_positive_int
@@ -27,6 +28,8 @@ class Conv2D(Module):
     ``torch.nn.Conv2d``, so state dicts move between the two by name; ``init`` names the
     weight initialiser (``cnnx.engine.init.INITIALIZERS``, PyTorch's by default).
     """
+
+    backward_reads_output = OutputUse.NONE
 
     def __init__(
         self,

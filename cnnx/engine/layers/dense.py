@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnx.engine.in_place import OutputUse
 from cnnx.engine.init import check_init, init_weight_and_bias
 from cnnx.engine.module import Module, Shape
 from cnnx.engine.options import check_flag, check_positive_int
@@ -18,6 +19,8 @@ class Dense(Module):
 
     ``init`` names the weight initialiser (``cnnx.engine.init.INITIALIZERS``, PyTorch's by default).
     """
+
+    backward_reads_output = OutputUse.NONE
 
     def __init__(self, out_features: int, bias: bool = True, init: str = "kaiming_uniform") -> None:
         super().__init__()

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnx.engine.in_place import OutputUse
 from cnnx.engine.module import Module, Shape
 from cnnx.engine.options import check_flag
 from cnnx.errors import ConfigError
@@ -21,12 +22,17 @@ class Dropout(Module):
     generator to ``rng`` to replay a mask (gradient checks do).
     """
 
+    backward_reads_output = OutputUse.NONE
+    returns_input_memory = True  # evaluation is the identity
+    preserves_sign = True
+
     def __init__(self, p: float = 0.5, inplace: bool = False) -> None:
         super().__init__()
         if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 <= p < 1:
             raise ConfigError(f"dropout: p must be a probability in [0, 1), got {p!r}")
         self.p = float(p)
         self.inplace = check_flag("dropout", "inplace", inplace)
+        self.overwrites_input = self.inplace
         self._threshold = round(self.p * 2**32)
         self._scale = 1.0 / (1.0 - self.p)
         self.rng: np.random.Generator | None = None
@@ -57,7 +63,7 @@ class Dropout(Module):
         self._mask = np.empty(x.shape, dtype=x.dtype)
         np.greater_equal(bits[:size].reshape(x.shape), self._threshold, out=self._mask)
         self._mask *= self._scale
-        return np.multiply(x, self._mask, out=x if self.inplace else None)
+        return np.multiply(x, self._mask, out=x if self.overwrites_input else None)
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
         if self._mask is None:

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from cnnx.engine.in_place import OutputUse
 from cnnx.engine.module import Module, Shape
 
 
@@ -15,6 +16,9 @@ class Flatten(Module):
     C order makes the feature index ``c*H*W + h*W + w``, so dense weights transfer to and
     from PyTorch unchanged. Both passes return views when the input is contiguous.
     """
+
+    backward_reads_output = OutputUse.NONE
+    returns_input_memory = True  # a view
 
     def __init__(self) -> None:
         super().__init__()

@@ -15,12 +15,15 @@ from cnnx.engine.functional.pooling import (
     max_pool2d_backward,
     max_pool2d_forward,
 )
+from cnnx.engine.in_place import OutputUse
 from cnnx.engine.layers.conv import compact_pair
 from cnnx.engine.module import Module, Shape
 from cnnx.errors import ShapeError
 
 
 class _Pool2D(Module):
+    backward_reads_output = OutputUse.NONE
+
     def __init__(
         self,
         kernel_size: int | tuple[int, int],
@@ -110,6 +113,8 @@ class GlobalAvgPool2D(Module):
     Like Keras' ``GlobalAveragePooling2D`` the spatial axes are dropped, so a dense layer can
     follow without a flatten (PyTorch's ``AdaptiveAvgPool2d(1)`` would keep them as 1×1).
     """
+
+    backward_reads_output = OutputUse.NONE
 
     def _build(self, input_shape: Shape, rng: np.random.Generator) -> Shape:
         if len(input_shape) != 3:

@@ -5,6 +5,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnx.engine.in_place import OutputUse
 from cnnx.engine.module import Module, Shape
 from cnnx.engine.sequential import Sequential
 from cnnx.engine.spec import layers_from_spec
@@ -21,6 +22,8 @@ class Residual(Module):
     1×1 convolution without bias whose stride maps the input grid onto the body's output grid,
     as in ResNet's projection shortcut (option B).
     """
+
+    backward_reads_output = OutputUse.NONE
 
     def __init__(self, layers: Mapping[str, Any], shortcut: str = "auto",
                  activation: str | None = "relu", where: str = "residual"):
