@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -12,6 +12,13 @@ from cnnx.engine.module import Module, Shape
 from cnnx.engine.sequential import Sequential
 from cnnx.engine.spec import layers_from_spec
 from cnnx.errors import CheckpointError, ConfigError, DataError, ShapeError
+
+
+class IncompatibleKeys(NamedTuple):
+    """What ``Model.load_state_dict`` did not match (PyTorch's ``_IncompatibleKeys``)."""
+
+    missing_keys: list[str]
+    unexpected_keys: list[str]
 
 
 class Model(Sequential):
@@ -90,15 +97,18 @@ class Model(Sequential):
 
     # -- weights ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, np.ndarray]:
-        state = {name: p.data.copy() for name, p in self.named_parameters()}
-        state.update((name, buf.copy()) for name, buf in self.named_buffers())
-        return state
+        """Copies of every parameter and buffer, keyed and ordered as PyTorch's ``state_dict``."""
+        return {key: (owner.data if attr == "data" else owner[attr]).copy()
+                for key, (owner, attr) in self._state_slots().items()}
 
     def _state_slots(self) -> dict[str, tuple[Any, str]]:
-        """Where each state_dict entry lives: (owner object, attribute or key)."""
-        slots: dict[str, tuple[Any, str]] = {name: (p, "data") for name, p in self.named_parameters()}
+        """Where each state_dict entry lives: (owner object, attribute or key). PyTorch's order:
+        a layer's parameters, then its buffers, then its children's entries."""
+        slots: dict[str, tuple[Any, str]] = {}
 
         def walk(prefix: str, module: Module) -> None:
+            for key, param in module.params.items():
+                slots[prefix + key] = (param, "data")
             for key in module.buffers:
                 slots[prefix + key] = (module.buffers, key)
             for child_name, child in module.children():
@@ -107,11 +117,13 @@ class Model(Sequential):
         walk("", self)
         return slots
 
-    def load_state_dict(self, state: Mapping[str, np.ndarray], strict: bool = True) -> None:
+    def load_state_dict(self, state: Mapping[str, np.ndarray], strict: bool = True) -> IncompatibleKeys:
         """Copy weights in place (optimizers keep their references); strict about names and shapes.
 
-        A ``torch.nn`` state_dict loads as it is (tensors convert; batchnorm's
-        ``num_batches_tracked`` is dropped). Nothing changes unless every entry fits."""
+        A ``torch.nn`` state_dict with the same layer names loads as it is (tensors convert;
+        batchnorm's ``num_batches_tracked`` is dropped). Nothing changes unless every entry fits.
+        Returns the keys that were missing and unexpected, as PyTorch does (both empty when
+        ``strict``, which raises instead); shapes must fit either way."""
         if not isinstance(state, Mapping):
             raise CheckpointError(f"state_dict must be a mapping of name → array, got {type(state).__name__}")
         slots = self._state_slots()
@@ -140,6 +152,7 @@ class Model(Sequential):
             copies.append((target, value))
         for target, value in copies:
             np.copyto(target, value, casting="same_kind")
+        return IncompatibleKeys(missing, unexpected)
 
     # -- description -----------------------------------------------------------------------
     def summary(self) -> str:

@@ -68,6 +68,23 @@ def test_state_dict_round_trips_exactly_including_batchnorm_buffers():
     np.testing.assert_array_equal(source.forward(x, training=False), target.forward(x, training=False))
 
 
+def test_state_dict_lists_each_layers_parameters_then_its_buffers_as_pytorch_does():
+    spec = {"conv": {"type": "conv2d", "out_channels": 2, "kernel_size": 3}, "bn": {"type": "batchnorm2d"},
+            "flat": {"type": "flatten"}, "fc": {"type": "dense", "out_features": 3}}
+    assert list(cnnx.build_model(spec, (1, 5, 5)).state_dict()) == [
+        "conv.weight", "conv.bias", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var",
+        "fc.weight", "fc.bias"]
+
+
+def test_load_state_dict_returns_the_keys_it_did_not_match():
+    model = cnnx.build_model(LENET5, (1, 28, 28))
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("fc3.")}
+    missing, unexpected = model.load_state_dict({**state, "head.weight": np.zeros(3)}, strict=False)
+    assert (missing, unexpected) == (["fc3.weight", "fc3.bias"], ["head.weight"])
+    result = model.load_state_dict(model.state_dict())
+    assert (result.missing_keys, result.unexpected_keys) == ([], [])
+
+
 def test_load_state_dict_is_strict_naming_the_key():
     model = cnnx.build_model(LENET5, (1, 28, 28))
     state = model.state_dict()
