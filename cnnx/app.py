@@ -15,7 +15,8 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from cnnx import config_store_sharing, registry
-from cnnx.config_schema import keys_outside_the_schema, register as register_schema
+from cnnx.config_schema import close_key, keys_outside_the_schema, unused_top_level_keys
+from cnnx.config_schema import register as register_schema
 from cnnx.data.splits import check_loaded
 from cnnx.engine.model import Model, build_model
 from cnnx.errors import ConfigError, ReportedInputError
@@ -217,6 +218,22 @@ def _tracker(config: dict[str, Any], cfg: DictConfig, overrides: list[str], outp
     return MlflowTracker(**arguments)
 
 
+def _refuse_unused_top_level_keys(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    stray = unused_top_level_keys(cfg, HydraConfig.get() if HydraConfig.initialized() else None)
+    if not stray:
+        return
+    key = stray[0]
+    value = cfg._get_node(key)._value() if not isinstance(cfg[key], DictConfig) else "..."
+    guess = close_key(key)
+    hint = ""
+    if guess is not None:
+        hint = f"; did you mean {'' if guess in cfg else '+'}{guess}={value}?"
+    raise ConfigError(f"unknown config key {key} (added with +{key}={value}): nothing refers to it "
+                      f"as ${{{key}}}{hint}")
+
+
 def run(cfg: DictConfig, overrides: list[str] | None = None, output_dir: str | None = None,
         sweep=None) -> float:
     """One training run; ``output_dir`` (Hydra's run dir) holds its checkpoints, ``sweep`` (a
@@ -229,6 +246,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None, output_dir: str | N
         key, accepted = unknown[0]
         raise ConfigError(f"unknown config key {key} (added with +{key}); accepted keys here: "
                           f"{', '.join(accepted)}")
+    _refuse_unused_top_level_keys(cfg)
     config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     attempt = earlier_attempt(sweep, config, config["tracking"]["experiment_name"] or config["experiment_name"])
     if attempt.objective is not None:

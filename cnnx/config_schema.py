@@ -8,6 +8,8 @@ signature when it is built, still before training starts.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -106,7 +108,8 @@ def keys_outside_the_schema(cfg: Any, prefix: str = "") -> list[tuple[str, list[
 
     Hydra's ``+`` adds a key even where the schema would reject it, and nothing reads the
     added key: ``+trainer.epoch=5`` would train for the default epochs without a word. Keys
-    added at the top level are left alone: they serve as variables for interpolation.
+    added at the top level are left to ``unused_top_level_keys``: they may be variables for
+    interpolation.
     """
     from omegaconf import DictConfig, OmegaConf
 
@@ -120,6 +123,33 @@ def keys_outside_the_schema(cfg: Any, prefix: str = "") -> list[tuple[str, list[
         if isinstance(node, DictConfig) and not node._is_none() and not node._is_missing():
             found.extend(keys_outside_the_schema(node, f"{prefix}{key}."))
     return found
+
+
+def unused_top_level_keys(cfg: Any, *others: Any) -> list[str]:
+    """Keys added at the top level that nothing refers to, in ``cfg`` or in ``others`` (Hydra's
+    own config): ``+experiement=lenet`` would otherwise train the default model without a
+    word. A top-level key is fine as a variable (``+base_lr=0.1 optimizer.lr=${base_lr}``)."""
+    from omegaconf import OmegaConf
+
+    fields = {f.name for f in dataclasses.fields(CnnxConfig)}
+    added = [key for key in cfg.keys() if key not in fields]
+    if not added:
+        return []
+    # Unresolved YAML keeps every interpolation as written.
+    text = "\n".join(OmegaConf.to_yaml(c) for c in (cfg, *others) if c is not None)
+    interpolations = re.findall(r"\$\{[^\n]*\}", text)
+    return [key for key in added
+            if not any(re.search(rf"(?<![\w.]){re.escape(str(key))}\b", found) for found in interpolations)]
+
+
+def close_key(key: str) -> str | None:
+    """The schema's top-level key or cnnx config group that ``key`` most likely misspells."""
+    from importlib.resources import files
+
+    groups = [entry.name for entry in files("cnnx.conf").iterdir() if entry.is_dir() and entry.name != "hydra"
+              and not entry.name.startswith("_")]
+    matches = difflib.get_close_matches(key, [f.name for f in dataclasses.fields(CnnxConfig)] + groups, n=1)
+    return matches[0] if matches else None
 
 
 def register() -> None:

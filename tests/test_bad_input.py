@@ -86,6 +86,8 @@ CASES = [
     ("unknown key", ["trainer.epochss=3"], ["trainer.epochss", "epochs"]),
     ("unknown option", ["+optimizer.lrr=0.1"], ["optimizer.lrr", "lr", "drop it with ~optimizer.lrr"]),
     ("key added where the schema has none", ["+trainer.epochz=3"], ["trainer.epochz", "epochs, batch_size"]),
+    ("top-level key misspelt", ["+experiement=lenet"], ["experiement", "did you mean +experiment=lenet?"]),
+    ("top-level key nothing uses", ["+sed=3"], ["+sed=3", "did you mean seed=3?"]),
     ("schema key removed", ["~trainer.augment"], ["~trainer.augment", "cannot be removed"]),
     ("null key removed", ["~trainer.grad_clip_norm"], ["~trainer.grad_clip_norm", "nothing to remove"]),
     ("sweep with --cfg", ["-m", "--cfg", "job"], ["-m/--multirun", "--cfg", "drop -m"]),
