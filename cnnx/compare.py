@@ -154,19 +154,23 @@ def parser() -> argparse.ArgumentParser:
 
 @report_user_errors
 def main(argv: list[str] | None = None) -> int:
-    from cnnx.tracking.mlflow_tracker import existing_store
+    from cnnx.tracking.mlflow_tracker import existing_store, store_setting, unusable_store
 
     args = parser().parse_args(argv)
     store = existing_store(args.tracking_uri)
     from mlflow import MlflowClient  # after the checks: a missing store is reported at once
+    from mlflow.exceptions import MlflowException
 
     client = MlflowClient(store)
-    description, runs, sweep_objective = find_runs(client, args.target)
-    if args.objective:
-        check_objective(runs, args.objective)
-    monitors = {r.data.params.get("trainer.monitor") for r in runs} - {None}
-    monitor = args.objective or sweep_objective or (monitors.pop() if len(monitors) == 1 else "val_acc")
-    columns, rows = comparison_rows(client, runs, monitor)
+    try:
+        description, runs, sweep_objective = find_runs(client, args.target)
+        if args.objective:
+            check_objective(runs, args.objective)
+        monitors = {r.data.params.get("trainer.monitor") for r in runs} - {None}
+        monitor = args.objective or sweep_objective or (monitors.pop() if len(monitors) == 1 else "val_acc")
+        columns, rows = comparison_rows(client, runs, monitor)
+    except MlflowException as exc:  # a server that is down, a store it cannot read
+        raise unusable_store(store, exc, store_setting(args.tracking_uri)) from None
     csv_path = Path(args.csv).expanduser()
     write_csv(csv_path, columns, rows)  # first: a path it cannot write is reported on its own
     print(f"{description}: {len(rows)} runs, best {monitor} "

@@ -45,7 +45,9 @@ def classifier_from_mlflow_model(directory: Path, source: str) -> Classifier:
 
 
 def download_model(uri: str, tracking_uri: str | None, source: str) -> Path:
-    from cnnx.tracking.mlflow_tracker import existing_store, resolve_tracking_uri
+    from cnnx.tracking.mlflow_tracker import (
+        connection_failure, existing_store, resolve_tracking_uri, store_setting, unusable_store,
+    )
 
     # Only runs:/ and models:/ are looked up in the store; other URIs name the files themselves.
     store = (existing_store if uri.startswith(("runs:/", "models:/")) else resolve_tracking_uri)(tracking_uri)
@@ -57,6 +59,8 @@ def download_model(uri: str, tracking_uri: str | None, source: str) -> Path:
     try:
         return Path(download_artifacts(artifact_uri=uri, tracking_uri=store))
     except (MlflowException, OSError) as exc:
+        if connection_failure(str(exc)):
+            raise unusable_store(store, exc, store_setting(tracking_uri)) from None
         reason = " ".join(str(exc).split())[:300]
         raise CheckpointError(f"{source}: cannot load {uri} from MLflow store {store!r} ({reason}); "
                               f"runs log their model when tracking.log_model=true") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import socket
 import subprocess
 import sys
 
@@ -131,6 +132,21 @@ def test_compare_without_a_store_creates_none(tmp_path, args, env, store):
     assert "train a run first" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     # MLflow would have created an empty store (and its folder) to look the name up in.
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("command", "args", "env", "setting"), [
+    ("compare", ["lenet", "--tracking-uri", "URI"], {}, "--tracking-uri"),
+    ("compare", ["lenet"], {"MLFLOW_TRACKING_URI": "URI"}, "$MLFLOW_TRACKING_URI"),
+    ("predict", ["--run", "0" * 32, "--tracking-uri", "URI", "image.png"], {}, "--tracking-uri"),
+])
+def test_a_server_that_is_down_is_one_line_naming_where_it_was_given(tmp_path, command, args, env, setting):
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        uri = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    result = run_cli([command, *(uri if a == "URI" else a for a in args)], tmp_path,
+                     env={k: uri if v == "URI" else v for k, v in env.items()})
+    assert result.returncode == 2 and result.stdout == "", result.stderr
+    assert result.stderr.strip() == f"cnnx: error: cannot reach MLflow tracking server '{uri}' ({setting}): Connection refused"
 
 
 def test_compare_into_a_closed_pipe_exits_quietly(sweep, tmp_path):

@@ -61,7 +61,7 @@ def use_short_http_retries(uri: str) -> None:
         logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
 
 
-def _connection_failure(text: str) -> str | None:
+def connection_failure(text: str) -> str | None:
     """Why a tracking server could not be reached, dug out of requests' and urllib3's wrappers."""
     if "Max retries exceeded" not in text:
         return None
@@ -69,26 +69,27 @@ def _connection_failure(text: str) -> str | None:
     return reason.group(1).strip() if reason else "timed out" if "imeout" in text else "no connection"
 
 
-def unusable_store(uri: str, exc: BaseException) -> TrackingError:
+def unusable_store(uri: str, exc: BaseException, setting: str = "tracking.uri") -> TrackingError:
+    """The one-line error for a store MLflow could not use; ``setting`` is where the user gave it."""
     text = str(exc)
-    reason = _connection_failure(text)
+    reason = connection_failure(text)
     if reason:
-        return TrackingError(f"cannot reach MLflow tracking server {uri!r} (tracking.uri): {reason}")
+        return TrackingError(f"cannot reach MLflow tracking server {uri!r} ({setting}): {reason}")
     schemes = re.search(r"Supported URI schemes are: \[([^\]]*)\]", text)
     if schemes:  # MLflow words it as a model-registry problem, whichever store it was building
         names = (name.strip(" '\"") for name in schemes.group(1).split(","))
         accepted = ", ".join(f"{name}:" for name in names if name)
-        return TrackingError(f"tracking.uri={uri!r} has a scheme MLflow does not support; accepted: {accepted} "
+        return TrackingError(f"{setting}={uri!r} has a scheme MLflow does not support; accepted: {accepted} "
                              f"or a plain folder path")
     if "MLFLOW_ALLOW_FILE_STORE" in text:
         # MLflow reads a plain path as a folder store, which its recent versions refuse to open.
         database = f"sqlite:///{uri}" if ":" not in uri else "sqlite:///PATH"
         return TrackingError(
-            f"tracking.uri={uri!r} is a folder path, which MLflow no longer opens as a store; accepted: "
+            f"{setting}={uri!r} is a folder path, which MLflow no longer opens as a store; accepted: "
             f"{database} (a database file), http(s)://HOST:PORT (a tracking server), or a folder "
             f"with MLFLOW_ALLOW_FILE_STORE=true")
     detail = text.splitlines()[0] if text else ""
-    return TrackingError(f"cannot use MLflow store {uri!r} (tracking.uri): {type(exc).__name__}: {detail[:300]}")
+    return TrackingError(f"cannot use MLflow store {uri!r} ({setting}): {type(exc).__name__}: {detail[:300]}")
 
 
 def ending_status(error: BaseException) -> str:
@@ -98,6 +99,13 @@ def ending_status(error: BaseException) -> str:
 
 def resolve_tracking_uri(uri: str | None) -> str:
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def store_setting(uri: str | None) -> str:
+    """Where a read-only command's store came from, to name it in errors."""
+    if uri:
+        return "--tracking-uri"
+    return "$MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") else "the default store"
 
 
 def existing_store(uri: str | None) -> str:
@@ -121,9 +129,9 @@ def existing_store(uri: str | None) -> str:
         except MlflowException:  # file://host/...: MLflow's own error says what to use instead
             pass
     if path is not None and not path.exists():
-        source = "--tracking-uri" if uri else (
-            "$MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") else
-            "the default; set --tracking-uri or $MLFLOW_TRACKING_URI")
+        source = store_setting(uri)
+        if source == "the default store":
+            source = "the default; set --tracking-uri or $MLFLOW_TRACKING_URI"
         raise TrackingError(f"no MLflow store at {store} ({source}): '{path.absolute()}' "
                             f"does not exist; train a run first or point to an existing store")
     return store
