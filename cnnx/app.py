@@ -272,6 +272,10 @@ def run(cfg: DictConfig, overrides: list[str] | None = None, output_dir: str | N
             interruption.sweep_tracked = config["tracking"]["enabled"]
             interruption.checkpoints_off = checkpoint is None
             raise
+    if sweep is not None and trainer.interrupts.requested:
+        # The signal came while this job was finishing: its run is complete, and the sweep
+        # stops before the next job, as it does for a Ctrl-C between jobs.
+        raise KeyboardInterrupt(f"{trainer.interrupts.signal_name} received while job {output_dir} was finishing")
     objective = trainer.objective(config["trainer"]["monitor"])
     RUN_LOG.info(f"{config['trainer']['monitor']} (best epoch) = {objective:.4f}")
     return objective

@@ -224,6 +224,25 @@ def test_interrupted_sweep_resumes_running_only_the_missing_jobs(tmp_path):
     assert [m.step for m in continued] == [1]
 
 
+def test_ctrl_c_while_a_job_finishes_stops_the_sweep_once_that_job_is_logged(tmp_path):
+    args = ["-m", *SMALL, "optimizer.lr=0.02,0.1"]
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    sweep = subprocess.Popen([sys.executable, "-m", "cnnx", *args], cwd=tmp_path, env=environment,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in sweep.stdout:
+        if "epoch   1/1" in line:  # its last epoch: the run's report (plots, model) comes next
+            break
+    time.sleep(0.1)
+    sweep.send_signal(signal.SIGINT)
+    stdout, stderr = sweep.communicate(timeout=120)
+    assert sweep.returncode == 130, stderr[-2000:]
+    assert "SIGINT received while the run was finishing; it finished first" in stdout + stderr, stdout + stderr
+    assert "Total params" not in stdout, "the next job must not start"
+    assert f"cnnx: sweep interrupted; continue it with: {sweep_resume_command(args)}" in stderr, stderr[-2000:]
+    (parent,), children = sweep_runs(store_client(tmp_path))
+    assert parent.info.status == "FAILED" and [c.info.status for c in children] == ["FINISHED"]
+
+
 def test_ctrl_c_on_a_parallel_sweep_leaves_no_run_running_and_says_how_to_continue(tmp_path):
     args = ["-m", *SMALL, *LEAN, "trainer.epochs=3", "optimizer.lr=0.02,0.1,0.2",
             "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
