@@ -292,6 +292,10 @@ def test_sweep_with_a_mistyped_override_leaves_no_parent_run_behind(tmp_path):
     client = store_client(tmp_path)
     (parent,) = client.search_runs([e.experiment_id for e in client.search_experiments()], run_view_type=ViewType.ALL)
     assert parent.info.lifecycle_stage == "deleted" and parent.info.status == "FAILED"
+    # So resuming it finds nothing to continue, and says so.
+    again = run_cli(["-m", *SMALL, "optimzer.lr=0.02,0.1", "sweep.resume=true"], tmp_path)
+    assert "cnnx: sweep.resume=true found no earlier run of this sweep with jobs in experiment " \
+           "'digits_small'; starting it" in again.stderr, again.stderr
 
 
 def test_sweep_without_tracking_writes_no_store(tmp_path):

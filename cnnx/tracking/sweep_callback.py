@@ -75,6 +75,10 @@ class MlflowSweepCallback(Callback):
                 print(f"cnnx: resuming sweep {parent.info.run_name!r} (parent run {parent.info.run_id})",
                       file=sys.stderr)
             else:
+                if config.sweep.resume:
+                    # A sweep stopped before its first job left nothing (its parent went to the trash).
+                    print("cnnx: sweep.resume=true found no earlier run of this sweep with jobs in "
+                          f"experiment {experiment_name!r}; starting it", file=sys.stderr)
                 overrides = short_overrides(list(config.hydra.overrides.task), keep_presets=True)
                 tags = {**run_tags(), ROLE_TAG: "parent", SIGNATURE_TAG: signature,
                         OBJECTIVE_TAG: self._objective, "cnnx.sweep.dir": str(sweep_dir_of(config.hydra)),
