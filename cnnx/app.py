@@ -15,7 +15,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from cnnx import config_store_sharing, registry
-from cnnx.config_schema import close_key, keys_outside_the_schema, unused_top_level_keys
+from cnnx.config_schema import added_top_level_keys, close_key, keys_outside_the_schema, unused_top_level_keys
 from cnnx.config_schema import register as register_schema
 from cnnx.data.splits import check_loaded
 from cnnx.engine.model import Model, build_model
@@ -218,10 +218,15 @@ def _tracker(config: dict[str, Any], cfg: DictConfig, overrides: list[str], outp
     return MlflowTracker(**arguments)
 
 
-def _refuse_unused_top_level_keys(cfg: DictConfig) -> None:
+def _refuse_unused_top_level_keys(cfg: DictConfig, overrides: list[str]) -> None:
+    """Only keys the command line added: a preset file may keep notes at its top level."""
     from hydra.core.hydra_config import HydraConfig
 
-    stray = unused_top_level_keys(cfg, HydraConfig.get() if HydraConfig.initialized() else None)
+    added = added_top_level_keys(overrides)
+    if not added:
+        return
+    unused = unused_top_level_keys(cfg, HydraConfig.get() if HydraConfig.initialized() else None)
+    stray = [key for key in unused if key in added]
     if not stray:
         return
     key = stray[0]
@@ -246,7 +251,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None, output_dir: str | N
         key, accepted = unknown[0]
         raise ConfigError(f"unknown config key {key} (added with +{key}); accepted keys here: "
                           f"{', '.join(accepted)}")
-    _refuse_unused_top_level_keys(cfg)
+    _refuse_unused_top_level_keys(cfg, overrides or [])
     config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     attempt = earlier_attempt(sweep, config, config["tracking"]["experiment_name"] or config["experiment_name"])
     if attempt.objective is not None:

@@ -125,10 +125,17 @@ def keys_outside_the_schema(cfg: Any, prefix: str = "") -> list[tuple[str, list[
     return found
 
 
+def added_top_level_keys(overrides: list[str]) -> set[str]:
+    """The top-level keys that command-line overrides add (``+key=value``, ``++key=value``)."""
+    keys = (override.lstrip("+").split("=", 1)[0] for override in overrides if override.startswith("+"))
+    return {key for key in keys if key and "." not in key and "/" not in key}
+
+
 def unused_top_level_keys(cfg: Any, *others: Any) -> list[str]:
-    """Keys added at the top level that nothing refers to, in ``cfg`` or in ``others`` (Hydra's
-    own config): ``+experiement=lenet`` would otherwise train the default model without a
-    word. A top-level key is fine as a variable (``+base_lr=0.1 optimizer.lr=${base_lr}``)."""
+    """Keys outside the schema at the top level that nothing refers to, in ``cfg`` or in
+    ``others`` (Hydra's own config): ``+experiement=lenet`` would otherwise train the default
+    model without a word. Such a key is fine as a variable (``+base_lr=0.1
+    optimizer.lr=${base_lr}``)."""
     from omegaconf import OmegaConf
 
     fields = {f.name for f in dataclasses.fields(CnnxConfig)}

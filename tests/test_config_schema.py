@@ -5,7 +5,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 import cnnx.app  # noqa: F401 — registers the schema, as the CLI does
-from cnnx.config_schema import close_key, unused_top_level_keys
+from cnnx.config_schema import added_top_level_keys, close_key, unused_top_level_keys
 
 
 def composed(*overrides):
@@ -35,3 +35,9 @@ def test_a_reference_from_hydras_own_config_counts():
                                             ("hparam", "hparams"), ("traner", "trainer"), ("zzzz", None)])
 def test_the_closest_key_or_group_is_suggested(key, guess):
     assert close_key(key) == guess
+
+
+def test_only_keys_the_command_line_adds_are_checked():
+    # A preset file may keep notes at its top level; the check is for typed overrides.
+    overrides = ["+experiement=lenet", "seed=3", "+trainer.epoch=1", "++note=a", "+hydra/launcher=joblib", "~x"]
+    assert added_top_level_keys(overrides) == {"experiement", "note"}
