@@ -368,6 +368,35 @@ def test_the_pytorch_training_loop_runs_unchanged_and_matches_named_parameters()
     assert list(torch_optimizer.params) == [str(i) for i in range(8)]  # named by position, as torch's
 
 
+# torch.optim's own positional order and defaults (torch 2.x): code ported from PyTorch that
+# passes hyper-parameters by position, or leaves them out, gets the same optimizer.
+TORCH_SIGNATURES = {
+    SGD: [("lr", 1e-3), ("momentum", 0), ("dampening", 0), ("weight_decay", 0), ("nesterov", False)],
+    Adam: [("lr", 1e-3), ("betas", (0.9, 0.999)), ("eps", 1e-8), ("weight_decay", 0)],
+    AdamW: [("lr", 1e-3), ("betas", (0.9, 0.999)), ("eps", 1e-8), ("weight_decay", 1e-2)],
+    RMSprop: [("lr", 1e-2), ("alpha", 0.99), ("eps", 1e-8), ("weight_decay", 0), ("momentum", 0),
+              ("centered", False)],
+}
+
+
+@pytest.mark.parametrize("cls", list(TORCH_SIGNATURES), ids=lambda cls: cls.__name__)
+def test_positional_order_and_defaults_are_pytorchs(cls):
+    import inspect
+
+    parameters = list(inspect.signature(cls).parameters.values())[1:]
+    assert [(p.name, p.default) for p in parameters] == TORCH_SIGNATURES[cls]
+
+
+@pytest.mark.parametrize("cls", list(TORCH_SIGNATURES), ids=lambda cls: cls.__name__)
+def test_the_same_signature_as_the_installed_torch(cls):
+    import inspect
+
+    torch = pytest.importorskip("torch")
+    reference = inspect.signature(getattr(torch.optim, cls.__name__)).parameters.values()
+    shared = [(p.name, p.default) for p in list(reference)[1:len(TORCH_SIGNATURES[cls]) + 1]]
+    assert shared == TORCH_SIGNATURES[cls]
+
+
 def test_accepts_numpy_scalars_and_integers_from_configs():
     p = Parameter(np.ones(2, np.float32))
     p.grad = np.ones(2, np.float32)

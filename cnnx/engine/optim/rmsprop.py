@@ -31,8 +31,8 @@ class RMSprop(Optimizer):
         lr: float = 0.01,
         alpha: float = 0.99,
         eps: float = 1e-8,
-        momentum: float = 0.0,
         weight_decay: float = 0.0,
+        momentum: float = 0.0,
         centered: bool = False,
     ) -> None:
         super().__init__(named_parameters, lr)

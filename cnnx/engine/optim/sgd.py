@@ -27,11 +27,11 @@ class SGD(Optimizer):
     def __init__(
         self,
         named_parameters: Iterable[tuple[str, Parameter]],
-        lr: float = 0.01,
+        lr: float = 1e-3,
         momentum: float = 0.0,
-        nesterov: bool = False,
-        weight_decay: float = 0.0,
         dampening: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
     ) -> None:
         super().__init__(named_parameters, lr)
         owner = type(self).__name__
