@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from cnnx.engine.functional.im2col import Workspace, as_pair, col2im, im2col, output_size, to_chwn, to_nchw
+from cnnx.engine.in_place import OutputUse
 from cnnx.engine.init import check_init, init_weight_and_bias
 from cnnx.engine.layers.conv import Conv2D, compact_pair
 from cnnx.engine.module import Module, Shape
@@ -26,6 +27,9 @@ from cnnx.errors import ConfigError, ShapeError
 
 
 class DepthwiseConv2D(Module):
+    # Backward works from the columns it keeps, so an in-place ReLU may overwrite the output.
+    backward_reads_output = OutputUse.NONE
+
     def __init__(
         self,
         kernel_size: int | tuple[int, int],
@@ -122,6 +126,8 @@ class SeparableConv2D(Module):
     convolution (Keras' ``SeparableConv2D``). One bias, after the pointwise step; parameters
     are ``depthwise.weight``, ``pointwise.weight`` and ``pointwise.bias``, the names of the
     equivalent two-layer ``torch.nn`` block."""
+
+    backward_reads_output = OutputUse.NONE  # its output is the pointwise convolution's
 
     def __init__(
         self,

@@ -4,6 +4,7 @@
 import numpy as np
 import pytest
 
+import cnnx
 from cnnx import registry
 from cnnx.engine.functional.conv import conv2d_forward
 from cnnx.errors import ConfigError
@@ -68,6 +69,27 @@ def test_separable_is_depthwise_then_pointwise_with_fewer_weights():
     assert layer.parameter_count() < 16 * 8 * 9 / 3
     x = np.random.default_rng(1).standard_normal((2, 8, 6, 6)).astype(np.float32)
     np.testing.assert_array_equal(layer.forward(x), layer.pointwise.forward(layer.depthwise.forward(x)))
+
+
+@pytest.mark.parametrize("layer", ["depthwise_conv2d", "separable_conv2d"])
+def test_an_in_place_relu_after_the_convolution_overwrites_it_and_keeps_the_gradients(layer):
+    conv = {"type": layer, "kernel_size": 3, "padding": 1}
+    if layer == "separable_conv2d":
+        conv["out_channels"] = 4
+
+    def run(inplace):
+        spec = {"conv": conv, "relu": {"type": "relu", "inplace": inplace},
+                "flatten": {"type": "flatten"}, "fc": {"type": "dense", "out_features": 3}}
+        model = cnnx.build_model(spec, (2, 5, 5), seed=0).to(np.float64)
+        y = model.forward(np.random.default_rng(0).standard_normal((3, 2, 5, 5)))
+        model.backward(np.ones_like(y))
+        return model, y, {n: p.grad.copy() for n, p in model.named_parameters()}
+
+    (model, y, grads), (_, y_ref, grads_ref) = run(True), run(False)
+    assert model.layers["relu"].overwrites_input
+    np.testing.assert_array_equal(y, y_ref)
+    for name, grad in grads_ref.items():
+        np.testing.assert_array_equal(grads[name], grad, err_msg=name)
 
 
 def test_focal_loss_is_cross_entropy_at_gamma_zero_and_smaller_for_gamma_two():
