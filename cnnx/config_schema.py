@@ -138,14 +138,13 @@ def unused_top_level_keys(cfg: Any, *others: Any) -> list[str]:
     optimizer.lr=${base_lr}``)."""
     from omegaconf import OmegaConf
 
-    fields = {f.name for f in dataclasses.fields(CnnxConfig)}
-    added = [key for key in cfg.keys() if key not in fields]
-    if not added:
+    outside = [key for key in cfg.keys() if key not in _schema_keys()]
+    if not outside:
         return []
     # Unresolved YAML keeps every interpolation as written.
     text = "\n".join(OmegaConf.to_yaml(c) for c in (cfg, *others) if c is not None)
     interpolations = re.findall(r"\$\{[^\n]*\}", text)
-    return [key for key in added
+    return [key for key in outside
             if not any(re.search(rf"(?<![\w.]){re.escape(str(key))}\b", found) for found in interpolations)]
 
 
@@ -155,8 +154,12 @@ def close_key(key: str) -> str | None:
 
     groups = [entry.name for entry in files("cnnx.conf").iterdir() if entry.is_dir() and entry.name != "hydra"
               and not entry.name.startswith("_")]
-    matches = difflib.get_close_matches(key, [f.name for f in dataclasses.fields(CnnxConfig)] + groups, n=1)
+    matches = difflib.get_close_matches(key, _schema_keys() + groups, n=1)
     return matches[0] if matches else None
+
+
+def _schema_keys() -> list[str]:
+    return [f.name for f in dataclasses.fields(CnnxConfig)]
 
 
 def register() -> None:
