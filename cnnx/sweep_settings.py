@@ -49,12 +49,44 @@ def _empty_sweep(overrides: list[str]) -> str | None:
     return None
 
 
+#: The tags Hydra's Optuna sweeper reads on an interval; it ignores any other.
+INTERVAL_TAGS = ("log",)
+
+
+def _interval_problem(overrides: list[str]) -> str | None:
+    """A search interval Optuna would refuse mid-sweep with a traceback, or whose tag it would
+    silently ignore (``tag(lg, ...)`` samples on a linear scale)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import IntervalSweep
+
+    for override in OverridesParser.create().parse_overrides(overrides):
+        interval = override.value()
+        if not isinstance(interval, IntervalSweep):
+            continue
+        line = override.input_line
+        unknown = sorted(set(interval.tags) - set(INTERVAL_TAGS))
+        if unknown:
+            return f"{line}: unknown tag {unknown[0]!r}; accepted: {', '.join(INTERVAL_TAGS)} (tag(log, interval(...)))"
+        if interval.start > interval.end:
+            return f"{line}: the interval's low end is above its high end; accepted: interval(LOW, HIGH) with LOW <= HIGH"
+        if "log" in interval.tags and interval.start <= 0:
+            return f"{line}: a log-scale interval must start above 0; accepted: tag(log, interval(LOW, HIGH)) with LOW > 0"
+    return None
+
+
 def sweep_settings_problem(config: DictConfig) -> str | None:
     """What keeps this multirun from running a single job, in one line; None if nothing."""
     if OmegaConf.select(config, "sweep.resume", default=False) and not OmegaConf.select(
             config, "tracking.enabled", default=True):
         return ("sweep.resume=true needs tracking: only the sweep's MLflow runs record which jobs "
                 "finished; accepted: tracking=mlflow, or drop sweep.resume to run every job again")
+    for group in ("launcher", "sweeper"):
+        chosen = OmegaConf.select(config, f"hydra.{group}")
+        if chosen is not None and not OmegaConf.is_dict(chosen):
+            # hydra.launcher=joblib replaces the launcher's settings with a string; the group
+            # is chosen with a slash.
+            return (f"hydra.{group}={chosen} sets hydra.{group} to a string; choose a {group} "
+                    f"with hydra/{group}={chosen} (a slash: it is a config group)")
     launcher = OmegaConf.select(config, "hydra.launcher") or {}
     if "joblib" in str(launcher.get("_target_", "")) and launcher.get("n_jobs") == 0:
         return ("hydra.launcher.n_jobs=0 starts no worker; accepted: a positive number of workers, "
@@ -70,7 +102,12 @@ def sweep_settings_problem(config: DictConfig) -> str | None:
             value = sweeper.get(key)
             if isinstance(value, int) and value < 1:
                 return f"hydra.sweeper.{key}={value} runs no trial; accepted: a positive integer"
-    return _empty_sweep(list(config.hydra.overrides.task))
+        params = sweeper.get("params") or {}
+        problem = _interval_problem([f"hydra.sweeper.params.{key}={value}" for key, value in params.items()])
+        if problem is not None:
+            return problem
+    overrides = list(config.hydra.overrides.task)
+    return _interval_problem(overrides) or _empty_sweep(overrides)
 
 
 class CheckSweepSettings(Callback):
