@@ -260,6 +260,11 @@ def test_ctrl_c_on_a_parallel_sweep_leaves_no_run_running_and_says_how_to_contin
     (parent,), children = sweep_runs(store_client(tmp_path))
     assert parent.info.status == "FAILED" and children
     assert [c.info.status for c in children if c.info.status == "RUNNING"] == []
+    # The parent's table says what the store says, even of the jobs the sweep itself stopped.
+    client = store_client(tmp_path)
+    table = client.download_artifacts(parent.info.run_id, "comparison.csv", str(tmp_path))
+    statuses = {row["run_id"]: row["status"] for row in csv.DictReader(open(table))}
+    assert statuses == {c.info.run_id: c.info.status for c in children}
 
 
 def test_sweep_with_an_unusable_store_stops_before_any_job(tmp_path):

@@ -123,6 +123,15 @@ class MlflowSweepCallback(Callback):
         table = None
         try:
             table = sweep_table(client, link.parent_run_id, self._objective)
+            if status == "FAILED":
+                # Ctrl-C on a parallel sweep: the launcher stops its workers, sometimes before a
+                # job has ended its own run. A job still running elsewhere (SLURM) ends its run
+                # itself later, which overrides this status. Before the summary, so that its
+                # table shows what the store will say.
+                for row in table.rows:
+                    if row["status"] == "RUNNING":
+                        client.set_terminated(row["run_id"], "KILLED")
+                        row["status"] = "KILLED"
             if table.rows or status == "FINISHED":
                 best = record_summary(client, link.parent_run_id, table)
                 if best is not None:
@@ -134,13 +143,6 @@ class MlflowSweepCallback(Callback):
                           f"{table.objective_column}={best[table.objective_column]:.4f} (run {best['run_id']})",
                           file=sys.stderr)
         finally:
-            if status == "FAILED" and table is not None:
-                # Ctrl-C on a parallel sweep: the launcher stops its workers, sometimes before a
-                # job has ended its own run. A job still running elsewhere (SLURM) ends its run
-                # itself later, which overrides this status.
-                for row in table.rows:
-                    if row["status"] == "RUNNING":
-                        client.set_terminated(row["run_id"], "KILLED")
             client.set_terminated(link.parent_run_id, status)
             # A sweep that failed before any job (a mistyped override) leaves nothing to compare:
             # its parent goes to MLflow's trash rather than cluttering the experiment.
