@@ -207,8 +207,13 @@ def test_interrupted_sweep_resumes_running_only_the_missing_jobs(tmp_path):
     assert len(done_before) == 2 and [c.info.status for c in stopped] == ["KILLED"], children
 
     # Rerun elsewhere (the default sweep directory is a new timestamp): the stopped job is
-    # found through its run, which records where its checkpoints are.
-    result = run_cli([*args, f"hydra.sweep.dir={tmp_path / 'second'}", "sweep.resume=true"], tmp_path)
+    # found through its run, which records where its checkpoints are. The same sweep, though
+    # its lists are given in another order and its store spelled out.
+    same_jobs = ["optimizer.lr=0.1,0.02", "model.layers.conv1.out_channels=8,4"]
+    assert sorted(same_jobs) != sorted(four_jobs)
+    result = run_cli(["-m", *SMALL, *LEAN, *same_jobs, f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+                      f"hydra.sweep.dir={tmp_path / 'second'}", "sweep.resume=true"], tmp_path)
+    assert f"cnnx: resuming sweep {parent.info.run_name!r}" in result.stderr, result.stderr[-2000:]
     swept = {"optimizer.lr", "model.layers.conv1.out_channels"}
     _, finished = assert_complete_sweep(client, result, jobs=4, swept=swept)
     assert done_before | {stopped[0].info.run_id} <= {c.info.run_id for c in finished}

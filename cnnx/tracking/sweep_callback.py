@@ -28,11 +28,25 @@ OPTUNA_RESULTS = "optimization_results.yaml"
 
 
 def sweep_signature(config: DictConfig, experiment_name: str) -> str:
-    """Identifies "the same multirun command": its overrides and search space, not how it resumes."""
-    overrides = sorted(o for o in config.hydra.overrides.task if not o.lstrip("+~").startswith("sweep."))
+    """Identifies "the same multirun command": its overrides and search space, not how it
+    resumes nor where it logs (the store is found through ``tracking.uri`` or
+    ``MLFLOW_TRACKING_URI``), nor the order in which a list of values is given."""
+    overrides = sorted(_canonical(o) for o in config.hydra.overrides.task
+                       if not o.lstrip("+~").startswith(("sweep.", "tracking.")))
     params = OmegaConf.to_container(config.hydra.sweeper, resolve=False).get("params") or {}
     text = json.dumps([experiment_name, overrides, params], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def _canonical(override: str) -> str:
+    """``lr=0.1,0.01`` → ``lr=0.01,0.1``: a list sweep as the set of jobs it makes."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    (parsed,) = OverridesParser.create().parse_overrides([override])
+    if not parsed.is_choice_sweep() or parsed.value().shuffle:
+        return override
+    values = sorted(parsed.sweep_string_iterator())
+    return f"{parsed.get_key_element()}={','.join(values)}"
 
 
 def _choice(config: DictConfig, group: str) -> str:
