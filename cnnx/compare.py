@@ -18,12 +18,12 @@ from typing import Any
 
 from cnnx.cli import report_user_errors
 from cnnx.errors import CnnxError, ConfigError
-from cnnx.tracking.sweep_summary import OBJECTIVE_TAG, ROLE_TAG, child_runs, objective_mode, run_objective
+from cnnx.tracking.sweep_summary import (
+    OBJECTIVE_TAG, ROLE_TAG, child_runs, objective_mode, run_objective, swept_columns, swept_value,
+)
 
 PARENT_TAG = "mlflow.parentRunId"
 REPORTED_METRICS = ("test_acc", "test_loss")
-#: Params that differ between runs without being a choice of the user.
-UNSWEPT_PARAMS = ("tracking.run_name",)
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -42,8 +42,8 @@ def _search(client, experiment_ids: list[str]) -> list:
             return runs
 
 
-def find_runs(client, target: str) -> tuple[str, list, str | None]:
-    """``(description, runs, objective tagged on a sweep parent)`` for a parent run id or an experiment."""
+def find_runs(client, target: str) -> tuple[str, list, Any]:
+    """``(description, runs, parent run or None)`` for a parent run id or an experiment."""
     from mlflow.exceptions import MlflowException
 
     if _RUN_ID.match(target):
@@ -52,11 +52,14 @@ def find_runs(client, target: str) -> tuple[str, list, str | None]:
         except MlflowException:
             parent = None
         if parent is not None:
+            if parent.info.lifecycle_stage == "deleted":
+                raise CompareError(f"run {target} is deleted (in MLflow's trash: a sweep stopped before "
+                                   f"its first job leaves its parent there)")
             children = child_runs(client, target)
             if not children:
                 raise CompareError(f"run {target} has no child runs; pass a sweep's parent run id "
                                    f"or an experiment name")
-            return f"children of run {target}", children, parent.data.tags.get(OBJECTIVE_TAG)
+            return f"children of run {target}", children, parent
     experiment = client.get_experiment_by_name(target)
     if experiment is None:
         names = ", ".join(sorted(e.name for e in client.search_experiments())) or "none"
@@ -78,15 +81,14 @@ def check_objective(runs: list, objective: str) -> None:
                           f"metrics these runs have: {', '.join(sorted(logged)) or 'none'}")
 
 
-def comparison_rows(client, runs: list, monitor: str) -> tuple[list[str], list[dict[str, Any]]]:
+def comparison_rows(client, runs: list, monitor: str, parent=None) -> tuple[list[str], list[dict[str, Any]]]:
     """``(columns, rows)`` sorted by the objective, best first; runs without it come last."""
-    keys = sorted({k for run in runs for k in run.data.params} - set(UNSWEPT_PARAMS))
-    swept = [k for k in keys if len({run.data.params.get(k) for run in runs}) > 1]
+    swept = swept_columns(runs, parent)
     objective = f"best_{monitor}"
     rows = []
     for run in runs:
         row = {"run_id": run.info.run_id, "run_name": run.info.run_name, "status": run.info.status,
-               **{k: run.data.params.get(k) for k in swept}, objective: run_objective(client, run, monitor)}
+               **{k: swept_value(run, k) for k in swept}, objective: run_objective(client, run, monitor)}
         row.update({m: run.data.metrics.get(m) for m in REPORTED_METRICS})
         rows.append(row)
     sign = -1.0 if objective_mode(monitor) == "max" else 1.0
@@ -163,12 +165,13 @@ def main(argv: list[str] | None = None) -> int:
 
     client = MlflowClient(store)
     try:
-        description, runs, sweep_objective = find_runs(client, args.target)
+        description, runs, parent = find_runs(client, args.target)
+        sweep_objective = parent.data.tags.get(OBJECTIVE_TAG) if parent is not None else None
         if args.objective:
             check_objective(runs, args.objective)
         monitors = {r.data.params.get("trainer.monitor") for r in runs} - {None}
         monitor = args.objective or sweep_objective or (monitors.pop() if len(monitors) == 1 else "val_acc")
-        columns, rows = comparison_rows(client, runs, monitor)
+        columns, rows = comparison_rows(client, runs, monitor, parent)
     except MlflowException as exc:  # a server that is down, a store it cannot read
         raise unusable_store(store, exc, store_setting(args.tracking_uri)) from None
     csv_path = Path(args.csv).expanduser()

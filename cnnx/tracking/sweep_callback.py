@@ -21,7 +21,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from cnnx.tracking.sqlite_store import create_store_atomically
 from cnnx.tracking.sweep_link import SweepLink, absolute_tracking_uri, sweep_dir_of
-from cnnx.tracking.sweep_summary import OBJECTIVE_TAG, ROLE_TAG, record_summary, sweep_table
+from cnnx.tracking.sweep_summary import (
+    OBJECTIVE_TAG, ROLE_TAG, SWEPT_TAG, record_summary, swept_keys_of_command, sweep_table,
+)
 
 SIGNATURE_TAG = "cnnx.sweep.signature"
 OPTUNA_RESULTS = "optimization_results.yaml"
@@ -74,6 +76,9 @@ class MlflowSweepCallback(Callback):
         experiment_name = config.tracking.experiment_name or config.experiment_name
         self._objective = config.trainer.monitor
         signature = sweep_signature(config, experiment_name)
+        search_space = OmegaConf.to_container(config.hydra.sweeper, resolve=False).get("params")
+        swept_keys = swept_keys_of_command(list(config.hydra.overrides.task), search_space)
+        swept = json.dumps(swept_keys)
         use_short_http_retries(uri)
         try:
             # Creating the client, the experiment and the parent here, once, before any job
@@ -86,6 +91,7 @@ class MlflowSweepCallback(Callback):
             parent = self._previous_parent(client, experiment_id, signature) if config.sweep.resume else None
             if parent is not None:
                 client.update_run(parent.info.run_id, status="RUNNING")
+                client.set_tag(parent.info.run_id, SWEPT_TAG, swept)  # a parent logged before the tag
                 print(f"cnnx: resuming sweep {parent.info.run_name!r} (parent run {parent.info.run_id})",
                       file=sys.stderr)
             else:
@@ -95,7 +101,7 @@ class MlflowSweepCallback(Callback):
                           f"experiment {experiment_name!r}; starting it", file=sys.stderr)
                 overrides = short_overrides(list(config.hydra.overrides.task), keep_presets=True)
                 tags = {**run_tags(), ROLE_TAG: "parent", SIGNATURE_TAG: signature,
-                        OBJECTIVE_TAG: self._objective, "cnnx.sweep.dir": str(sweep_dir_of(config.hydra)),
+                        OBJECTIVE_TAG: self._objective, SWEPT_TAG: swept, "cnnx.sweep.dir": str(sweep_dir_of(config.hydra)),
                         "cnnx.sweep.launcher": _choice(config, "hydra/launcher"),
                         "cnnx.sweep.sweeper": _choice(config, "hydra/sweeper"),
                         "cnnx.sweep.command": " ".join(config.hydra.overrides.task)}

@@ -19,7 +19,13 @@ OBJECTIVE_TAG = "cnnx.sweep.objective"
 BEST_RUN_TAG = "cnnx.sweep.best_run_id"
 BEST_NAME_TAG = "cnnx.sweep.best_run_name"
 BEST_PARAMS_TAG = "cnnx.sweep.best_params"
+#: On a parent: the keys its command sweeps (JSON list), its columns in every comparison.
+SWEPT_TAG = "cnnx.sweep.swept"
+#: On every run: its command-line overrides (JSON list), where a swept config group's or
+#: preset's choice (``optimizer=adam``), which is no param, is read back.
+OVERRIDES_TAG = "cnnx.overrides"
 _REPORTED_METRICS = ("test_acc", "test_loss")
+#: Where runs were logged, how they were named and whether a sweep resumed are not choices.
 _NOT_SWEPT = ("tracking.", "sweep.")
 
 
@@ -50,6 +56,34 @@ def child_runs(client, parent_run_id: str) -> list:
         token = page.token
         if not token:
             return runs
+
+
+def swept_keys_of_command(overrides: list[str], search_space: dict | None) -> list[str]:
+    """The keys a multirun varies: its sweep overrides, then its sweeper's search space."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    keys = [o.key_or_group for o in OverridesParser.create().parse_overrides(overrides) if o.is_sweep_override()]
+    return keys + [k for k in search_space or {} if k not in keys]
+
+
+def swept_columns(runs: list, parent=None) -> list[str]:
+    """The columns that tell ``runs`` apart: the keys their parent's command swept, or (runs
+    of no sweep, or of one logged before parents recorded it) the params that differ."""
+    if parent is not None and SWEPT_TAG in parent.data.tags:
+        return json.loads(parent.data.tags[SWEPT_TAG])
+    keys = sorted({k for run in runs for k in run.data.params if not k.startswith(_NOT_SWEPT)})
+    return [k for k in keys if len({run.data.params.get(k) for run in runs}) > 1]
+
+
+def swept_value(run, key: str) -> str | None:
+    """The run's value of a swept key: its param, or its override of a group or preset."""
+    if key in run.data.params:
+        return run.data.params[key]
+    for override in json.loads(run.data.tags.get(OVERRIDES_TAG, "[]")):
+        name, _, value = override.lstrip("+~").partition("=")
+        if name == key:
+            return value
+    return None
 
 
 @dataclass
@@ -85,17 +119,15 @@ class SweepTable:
 
 def sweep_table(client, parent_run_id: str, monitor: str | None = None) -> SweepTable:
     """The comparison table of a sweep; ``monitor`` defaults to the objective tagged on the parent."""
+    parent = client.get_run(parent_run_id)
     if monitor is None:
-        monitor = client.get_run(parent_run_id).data.tags.get(OBJECTIVE_TAG, "val_acc")
+        monitor = parent.data.tags.get(OBJECTIVE_TAG, "val_acc")
     children = child_runs(client, parent_run_id)
-    # The swept params are those that differ between children (the sweeper's choices); where
-    # runs were logged and whether the sweep resumed are not choices.
-    keys = sorted({k for run in children for k in run.data.params if not k.startswith(_NOT_SWEPT)})
-    swept = [k for k in keys if len({run.data.params.get(k) for run in children}) > 1]
+    swept = swept_columns(children, parent)
     table = SweepTable(objective=monitor, mode=objective_mode(monitor), swept=swept)
     for run in children:
         row = {"run_id": run.info.run_id, "run_name": run.info.run_name, "status": run.info.status,
-               **{k: run.data.params.get(k) for k in swept},
+               **{k: swept_value(run, k) for k in swept},
                table.objective_column: run_objective(client, run, monitor)}
         row.update({m: run.data.metrics[m] for m in _REPORTED_METRICS if m in run.data.metrics})
         table.rows.append(row)

@@ -14,7 +14,9 @@ from cnnx.tracking.sweep_link import SweepLink, absolute_tracking_uri
 from cnnx.tracking.sweep_resume import (
     CHECKPOINT_DIR_TAG, FINGERPRINT_TAG, config_fingerprint, finished_twin, stopped_twin, twins,
 )
-from cnnx.tracking.sweep_summary import record_summary, sweep_table
+from cnnx.tracking.sweep_summary import (
+    OVERRIDES_TAG, SWEPT_TAG, record_summary, swept_keys_of_command, sweep_table,
+)
 
 
 @pytest.fixture(scope="module")
@@ -29,16 +31,19 @@ def client(tmp_path_factory):
         return MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
 
 
-def make_sweep(client, children):
-    """A parent and its children: ``(params, {metric: [per-epoch values]}, status)`` each."""
+def make_sweep(client, children, parent_tags=None, overrides=None):
+    """A parent and its children: ``(params, {metric: [per-epoch values]}, status)`` each;
+    ``overrides``: each child's command-line overrides."""
     from mlflow.entities import Metric, Param
 
     experiment_id = client.create_experiment(f"sweep{len(client.search_experiments())}")
-    parent = client.create_run(experiment_id, run_name="sweep")
+    parent = client.create_run(experiment_id, run_name="sweep", tags=parent_tags or {})
     ids = []
     for i, (params, histories, status) in enumerate(children):
-        run = client.create_run(experiment_id, run_name=f"child{i}",
-                                tags={"mlflow.parentRunId": parent.info.run_id})
+        tags = {"mlflow.parentRunId": parent.info.run_id}
+        if overrides is not None:
+            tags[OVERRIDES_TAG] = json.dumps(overrides[i])
+        run = client.create_run(experiment_id, run_name=f"child{i}", tags=tags)
         metrics = [Metric(k, v, 0, step) for k, values in histories.items() for step, v in enumerate(values, 1)]
         client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()], metrics=metrics)
         client.set_terminated(run.info.run_id, status)
@@ -72,6 +77,28 @@ def test_table_picks_the_best_epoch_of_finished_children_and_records_it(client, 
     assert [r["optimizer.lr"] for r in rows] == ["0.01", "0.1", "0.3"] and rows[0]["test_acc"] == "0.7"
     assert rows[2]["status"] == "FAILED"
     assert {a.path for a in client.list_artifacts(parent)} == {"comparison.csv", "comparison.png", "best_child.json"}
+
+
+@pytest.mark.slow
+def test_the_columns_are_what_the_command_swept_even_a_group_or_a_value_no_child_differs_in(client):
+    swept = swept_keys_of_command(["+experiment=lenet", "optimizer=adam,sgd", "optimizer.lr=0.01,abc",
+                                   "trainer.epochs=2"], {"trainer.batch_size": "choice(16, 32)"})
+    assert swept == ["optimizer", "optimizer.lr", "trainer.batch_size"]
+    # the lr=abc jobs failed on their config: no child of theirs, and none that differs in lr
+    parent, ids = make_sweep(client, [
+        ({**COMMON, "optimizer.lr": 0.01, "optimizer.type": "adam", "trainer.batch_size": 16}, {"val_acc": [0.5]}, "FINISHED"),
+        ({**COMMON, "optimizer.lr": 0.01, "optimizer.type": "sgd", "trainer.batch_size": 16}, {"val_acc": [0.7]}, "FINISHED"),
+    ], parent_tags={SWEPT_TAG: json.dumps(swept)},
+        overrides=[["+experiment=lenet", f"optimizer={o}", "optimizer.lr=0.01", "trainer.batch_size=16"]
+                   for o in ("adam", "sgd")])
+    table = sweep_table(client, parent, "val_acc")
+    assert table.swept == swept
+    assert [{k: r[k] for k in swept} for r in table.rows] == [
+        {"optimizer": "adam", "optimizer.lr": "0.01", "trainer.batch_size": "16"},
+        {"optimizer": "sgd", "optimizer.lr": "0.01", "trainer.batch_size": "16"}]
+    record_summary(client, parent, table)
+    assert json.loads(client.get_run(parent).data.tags["cnnx.sweep.best_params"]) == {
+        "optimizer": "sgd", "optimizer.lr": "0.01", "trainer.batch_size": "16"}
 
 
 @pytest.mark.slow
