@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -121,16 +122,17 @@ def build_run(config: dict[str, Any], callbacks: list | None = None):
     return data, trainer
 
 
-def short_overrides(overrides: list[str], keep_presets: bool = False) -> list[str]:
+def short_overrides(overrides: list[str], keep_presets: bool = False, swept: Collection[str] = ()) -> list[str]:
     """``model.layers.conv1.out_channels=16`` → ``conv1.out_channels=16``; where and how runs are
-    logged is left out, and presets too unless ``keep_presets`` (a sweep's parent names them)."""
+    logged is left out, and presets too unless ``keep_presets`` (a sweep's parent names them)
+    or a sweep varies them (``swept``)."""
     presets = ("experiment", "hparams")
     shown = []
     for override in overrides:
         key, _, value = override.lstrip("+~").partition("=")
         if key == "trainer.resume" or key.startswith(("hydra", "sweep.", "tracking.")):
             continue
-        if key in presets and not keep_presets:
+        if key in presets and not keep_presets and key not in swept:
             continue
         parts = key.split(".")
         short = ".".join(parts[-2:]) if parts[0] == "model" else parts[-1]
@@ -138,10 +140,18 @@ def short_overrides(overrides: list[str], keep_presets: bool = False) -> list[st
     return shown
 
 
-def run_name_from_overrides(overrides: list[str], config: dict[str, Any]) -> str:
+def run_name_from_overrides(overrides: list[str], config: dict[str, Any], swept: Collection[str] = ()) -> str:
     """``conv1.out_channels=16,lr=0.1``: what distinguishes this run, readable in MLflow's list."""
-    shown = short_overrides(overrides)
+    shown = short_overrides(overrides, swept=swept)
     return ",".join(shown) if shown else f"{config['model']['name']}-seed{config['seed']}"
+
+
+def logged_in(config: dict[str, Any], sweep=None) -> str:
+    """The MLflow experiment of a run: a sweep's jobs all log into their parent's, also when
+    they are of presets that name others."""
+    if sweep is not None and sweep.link is not None and sweep.link.experiment_name is not None:
+        return sweep.link.experiment_name
+    return config["tracking"]["experiment_name"] or config["experiment_name"]
 
 
 def _checkpoint(config: dict[str, Any], output_dir: str | None, continue_in: Path | None = None):
@@ -195,10 +205,11 @@ def _tracker(config: dict[str, Any], cfg: DictConfig, overrides: list[str], outp
     tracking = config["tracking"]
     options = tracker_options(sweep, config, checkpoint_dir)
     arguments = dict(
-        experiment_name=tracking["experiment_name"] or config["experiment_name"],
+        experiment_name=logged_in(config, sweep),
         config=config,
         config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
-        run_name=tracking["run_name"] or run_name_from_overrides(overrides, config),
+        run_name=tracking["run_name"] or run_name_from_overrides(
+            overrides, config, sweep.link.swept if sweep is not None and sweep.link is not None else ()),
         tracking_uri=options.get("tracking_uri", tracking["uri"]),
         tags={**run_tags(), **options["tags"], OVERRIDES_TAG: json.dumps(overrides)},
         parent_run_id=options.get("parent_run_id"),
@@ -255,7 +266,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None, output_dir: str | N
                           f"{', '.join(accepted)}")
     _refuse_unused_top_level_keys(cfg, overrides or [])
     config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-    attempt = earlier_attempt(sweep, config, config["tracking"]["experiment_name"] or config["experiment_name"])
+    attempt = earlier_attempt(sweep, config, logged_in(config, sweep))
     if attempt.objective is not None:
         return attempt.objective
     if sweep is not None and sweep.parallel and config["trainer"]["progress"] is None:

@@ -111,7 +111,7 @@ class MlflowSweepCallback(Callback):
             # Hydra turns a callback's exception into a warning and would start every job anyway.
             print(f"cnnx: error: {error}", file=sys.stderr)
             raise SystemExit(EXIT_USAGE) from exc
-        self._link = SweepLink(uri, experiment_id, parent.info.run_id)
+        self._link = SweepLink(uri, experiment_id, parent.info.run_id, experiment_name, tuple(swept_keys))
         atexit.register(self._close, "FAILED")
         try:
             self._link.write(sweep_dir_of(config.hydra))

@@ -24,6 +24,11 @@ class SweepLink:
     tracking_uri: str
     experiment_id: str
     parent_run_id: str
+    #: The parent's experiment, where every job logs, also jobs of presets that name another
+    #: (``+experiment=lenet,digits_small``); None in links written before it was recorded.
+    experiment_name: str | None = None
+    #: The keys the sweep varies: a swept preset is named in its jobs' run names.
+    swept: tuple[str, ...] = ()
 
     def write(self, sweep_dir: Path) -> Path:
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -38,7 +43,8 @@ class SweepLink:
         path = sweep_dir / LINK_FILE
         if not path.exists():
             return None
-        return cls(**json.loads(path.read_text()))
+        fields = json.loads(path.read_text())
+        return cls(**{**fields, "swept": tuple(fields.get("swept", ()))})
 
 
 def sweep_dir_of(hydra_cfg: Any) -> Path:

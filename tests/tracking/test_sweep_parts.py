@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from cnnx.app import run_name_from_overrides, short_overrides
+from cnnx.app import logged_in, run_name_from_overrides, short_overrides
 from cnnx.blas_threads import threads_per_job
-from cnnx.tracking.sweep_link import SweepLink, absolute_tracking_uri
+from cnnx.tracking.sweep_job import SweepJob
+from cnnx.tracking.sweep_link import LINK_FILE, SweepLink, absolute_tracking_uri
 from cnnx.tracking.sweep_resume import (
     CHECKPOINT_DIR_TAG, FINGERPRINT_TAG, config_fingerprint, finished_twin, stopped_twin, twins,
 )
@@ -183,12 +184,28 @@ def test_run_names_state_the_overrides_but_not_where_or_how_the_sweep_runs():
     assert run_name_from_overrides(overrides, {}) == "conv1.out_channels=16,lr=0.1"
     assert short_overrides(overrides, keep_presets=True) == [
         "experiment=lenet", "hparams=lenet_optuna", "conv1.out_channels=16", "lr=0.1"]
+    # a sweep over presets (+experiment=lenet,digits_small) names each job's
+    assert run_name_from_overrides(overrides, {}, swept=("experiment",)) == "experiment=lenet,conv1.out_channels=16,lr=0.1"
+
+
+def test_a_sweeps_jobs_log_into_its_parents_experiment_whatever_their_preset_names():
+    config = {"experiment_name": "digits_small", "tracking": {"experiment_name": None}}
+    job = SweepJob(SweepLink("sqlite:////abs/mlflow.db", "1", "abc", "cnnx", ("experiment",)), None)
+    assert logged_in(config, job) == "cnnx"
+    assert logged_in(config) == "digits_small"
+    old_link = SweepJob(SweepLink("sqlite:////abs/mlflow.db", "1", "abc"), None)
+    assert logged_in(config, old_link) == "digits_small"
 
 
 def test_link_round_trips_and_store_paths_become_absolute(tmp_path):
-    link = SweepLink("sqlite:////abs/mlflow.db", "1", "abc")
+    link = SweepLink("sqlite:////abs/mlflow.db", "1", "abc", "lenet", ("optimizer.lr", "experiment"))
     link.write(tmp_path / "sweep")
     assert SweepLink.read(tmp_path / "sweep") == link and SweepLink.read(tmp_path) is None
+    # a link written before it named the experiment and the swept keys
+    (tmp_path / "old" / LINK_FILE).parent.mkdir()
+    (tmp_path / "old" / LINK_FILE).write_text(json.dumps(
+        {"tracking_uri": "sqlite:////abs/mlflow.db", "experiment_id": "1", "parent_run_id": "abc"}))
+    assert SweepLink.read(tmp_path / "old") == SweepLink("sqlite:////abs/mlflow.db", "1", "abc", None, ())
     assert absolute_tracking_uri("sqlite:///mlflow.db", Path("/w")) == "sqlite:////w/mlflow.db"
     assert absolute_tracking_uri("sqlite:////data/m.db", Path("/w")) == "sqlite:////data/m.db"
     assert absolute_tracking_uri("http://127.0.0.1:5000", Path("/w")) == "http://127.0.0.1:5000"
