@@ -256,6 +256,14 @@ def run(cfg: DictConfig, overrides: list[str] | None = None, output_dir: str | N
         sweep=None) -> float:
     """One training run; ``output_dir`` (Hydra's run dir) holds its checkpoints, ``sweep`` (a
     ``SweepJob``) is set when it is a job of a multirun."""
+    from cnnx.tracking.sweep_job import failure_recorded
+
+    tracked = OmegaConf.select(cfg, "tracking.enabled", default=True, throw_on_resolution_failure=False)
+    with failure_recorded(sweep, overrides or [], tracked is not False) as progress:
+        return _run(cfg, overrides, output_dir, sweep, progress)
+
+
+def _run(cfg: DictConfig, overrides: list[str] | None, output_dir: str | None, sweep, progress) -> float:
     from cnnx.blas_threads import limit_blas_threads, run_blas_threads
     from cnnx.tracking.sweep_job import earlier_attempt
 
@@ -283,6 +291,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None, output_dir: str | N
             callbacks.append(_tracker(config, cfg, overrides or [], output_dir, sweep,
                                       checkpoint.directory if checkpoint else None))
         data, trainer = build_run(config, [c for c in callbacks if c is not None])
+        progress.training = True  # from here on the job's own run records what happens
         try:
             trainer.fit(data)
         except KeyboardInterrupt as interruption:  # TrainingInterrupted, or a second Ctrl-C

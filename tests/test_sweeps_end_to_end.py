@@ -307,6 +307,22 @@ def test_sweep_with_a_mistyped_override_leaves_no_parent_run_behind(tmp_path):
            "'digits_small'; starting it" in again.stderr, again.stderr
 
 
+def test_a_job_refused_before_training_is_a_failed_child_that_says_why(tmp_path):
+    result = run_cli(["-m", *SMALL, *LEAN, "optimizer.lr=nan,0.1"], tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "cnnx: error: optimizer: SGD: lr=nan is not finite" in result.stderr
+    assert "cnnx: best of 1 finished runs (1 more stopped or failed): epochs=1,lr=0.1" in result.stderr
+    (parent,), children = sweep_runs(store_client(tmp_path))
+    assert parent.info.status == "FAILED"
+    assert sorted((c.info.run_name, c.info.status) for c in children) == [
+        ("epochs=1,lr=0.1", "FINISHED"), ("epochs=1,lr=nan", "FAILED")]
+    failed = next(c for c in children if c.info.status == "FAILED")
+    assert failed.data.tags["cnnx.error"].startswith("optimizer: SGD: lr=nan is not finite")
+    table = store_client(tmp_path).download_artifacts(parent.info.run_id, "comparison.csv", str(tmp_path))
+    assert {row["optimizer.lr"]: row["status"] for row in csv.DictReader(open(table))} == {
+        "nan": "FAILED", "0.1": "FINISHED"}
+
+
 def test_sweep_without_tracking_writes_no_store(tmp_path):
     result = run_cli(["-m", *SMALL, "optimizer.lr=0.02,0.1", "tracking=none", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
                      tmp_path)

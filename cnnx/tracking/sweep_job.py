@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +16,7 @@ from cnnx.tracking.sweep_link import SweepLink, sweep_dir_of
 from cnnx.tracking.sweep_resume import (
     CHECKPOINT_DIR_TAG, FINGERPRINT_TAG, config_fingerprint, finished_twin, stopped_twin, twins,
 )
-from cnnx.tracking.sweep_summary import run_objective
+from cnnx.tracking.sweep_summary import ERROR_TAG, OVERRIDES_TAG, run_objective
 
 
 @dataclass(frozen=True)
@@ -81,3 +84,42 @@ def earlier_attempt(job: SweepJob | None, config: dict[str, Any], experiment_nam
     print(f"cnnx: continuing {run.info.run_name!r} (run {run.info.run_id}, {run.info.status}) from its "
           f"checkpoints in {directory}", file=sys.stderr)
     return EarlierAttempt(checkpoint_dir=directory)
+
+
+@dataclass
+class JobProgress:
+    training: bool = False
+
+
+@contextlib.contextmanager
+def failure_recorded(job: SweepJob | None, overrides: list[str], tracked: bool) -> Iterator[JobProgress]:
+    """Records a sweep job that fails before training (a value refused, a model that does not
+    build) as a FAILED child of the sweep's parent, with its overrides and its error: it has no
+    run of its own yet, and the parent would otherwise show no trace of it. Set ``training``
+    once the trainer starts, from where the job's own run records what happens."""
+    progress = JobProgress()
+    try:
+        yield progress
+    except Exception as error:
+        if not progress.training and tracked and job is not None and job.link is not None:
+            _record_failed_job(job, overrides, error)
+        raise
+
+
+def _record_failed_job(job: SweepJob, overrides: list[str], error: Exception) -> None:
+    from mlflow import MlflowClient
+
+    from cnnx.app import short_overrides
+    from cnnx.cli import one_line
+
+    link = job.link
+    message = one_line(error) or f"{type(error).__name__}: {error}"
+    name = ",".join(short_overrides(overrides, swept=link.swept)) or "job"
+    try:
+        client = MlflowClient(link.tracking_uri)
+        run = client.create_run(link.experiment_id, run_name=name, tags={
+            "mlflow.parentRunId": link.parent_run_id, OVERRIDES_TAG: json.dumps(overrides),
+            ERROR_TAG: message[:5000]})  # MLflow's limit on a tag's value is 8000 characters
+        client.set_terminated(run.info.run_id, "FAILED")
+    except Exception:  # noqa: BLE001 — the job's own error is what its user must see
+        pass

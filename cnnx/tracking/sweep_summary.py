@@ -24,6 +24,8 @@ SWEPT_TAG = "cnnx.sweep.swept"
 #: On every run: its command-line overrides (JSON list), where a swept config group's or
 #: preset's choice (``optimizer=adam``), which is no param, is read back.
 OVERRIDES_TAG = "cnnx.overrides"
+#: On a sweep job's FAILED run when it failed before training: its error, in one line.
+ERROR_TAG = "cnnx.error"
 _REPORTED_METRICS = ("test_acc", "test_loss")
 #: Where runs were logged, how they were named and whether a sweep resumed are not choices.
 _NOT_SWEPT = ("tracking.", "sweep.")
