@@ -48,7 +48,8 @@ def run_objective(client, run, monitor: str) -> float | None:
 
 
 def child_runs(client, parent_run_id: str) -> list:
-    """Every child of the parent, in any experiment of the store, oldest first."""
+    """The children of the parent, in any experiment of the store, oldest first; an attempt that
+    a resumed sweep ran again is left out (see ``superseded``)."""
     experiment_ids = [e.experiment_id for e in client.search_experiments()]
     runs, token = [], None
     while True:
@@ -57,7 +58,29 @@ def child_runs(client, parent_run_id: str) -> list:
         runs.extend(page)
         token = page.token
         if not token:
-            return runs
+            hidden = superseded(runs)
+            return [run for run in runs if run.info.run_id not in hidden]
+
+
+def superseded(runs: list) -> set[str]:
+    """Ids of the runs that did not finish and that a later run of the same job replaced: a job
+    stopped before its first checkpoint, or one that failed before training, starts a new run
+    when its sweep resumes. The same job: the same config fingerprint, or the same overrides
+    (a job that failed before training has no fingerprint). FINISHED runs always count: Optuna
+    may draw the same trial twice."""
+    from cnnx.tracking.sweep_resume import FINGERPRINT_TAG
+
+    def identities(run) -> list[str]:
+        fingerprint, overrides = run.data.tags.get(FINGERPRINT_TAG), run.data.tags.get(OVERRIDES_TAG)
+        found = [f"fingerprint {fingerprint}"] if fingerprint else []
+        return found + ([f"overrides {sorted(json.loads(overrides))}"] if overrides else [])
+
+    newest: dict[str, int] = {}
+    for run in runs:
+        for identity in identities(run):
+            newest[identity] = max(newest.get(identity, 0), run.info.start_time)
+    return {run.info.run_id for run in runs if run.info.status != "FINISHED"
+            and any(newest[identity] > run.info.start_time for identity in identities(run))}
 
 
 def swept_keys_of_command(overrides: list[str], search_space: dict | None) -> list[str]:

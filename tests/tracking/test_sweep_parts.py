@@ -16,7 +16,7 @@ from cnnx.tracking.sweep_resume import (
     CHECKPOINT_DIR_TAG, FINGERPRINT_TAG, config_fingerprint, finished_twin, stopped_twin, twins,
 )
 from cnnx.tracking.sweep_summary import (
-    OVERRIDES_TAG, SWEPT_TAG, record_summary, swept_keys_of_command, sweep_table,
+    OVERRIDES_TAG, SWEPT_TAG, record_summary, superseded, swept_keys_of_command, sweep_table,
 )
 
 
@@ -100,6 +100,26 @@ def test_the_columns_are_what_the_command_swept_even_a_group_or_a_value_no_child
     record_summary(client, parent, table)
     assert json.loads(client.get_run(parent).data.tags["cnnx.sweep.best_params"]) == {
         "optimizer": "sgd", "optimizer.lr": "0.01", "trainer.batch_size": "16"}
+
+
+def test_an_attempt_a_later_run_of_the_same_job_replaced_is_left_out():
+    from types import SimpleNamespace
+
+    def run(run_id, start, status, fingerprint=None, overrides=None):
+        tags = {FINGERPRINT_TAG: fingerprint} if fingerprint else {}
+        if overrides is not None:
+            tags[OVERRIDES_TAG] = json.dumps(overrides)
+        return SimpleNamespace(info=SimpleNamespace(run_id=run_id, start_time=start, status=status),
+                               data=SimpleNamespace(tags=tags))
+
+    runs = [
+        run("killed", 1, "KILLED", "a"), run("again", 5, "FINISHED", "a"),  # stopped, then run again
+        run("trial", 2, "FINISHED", "b"), run("same trial", 6, "FINISHED", "b"),  # Optuna drew it twice
+        run("refused", 3, "FAILED", overrides=["lr=nan", "epochs=1"]),  # failed before training...
+        run("retried", 7, "FINISHED", "c", overrides=["epochs=1", "lr=nan"]),  # ...then ran
+        run("stopped last", 8, "KILLED", "d"),  # nothing replaced it: it shows
+    ]
+    assert superseded(runs) == {"killed", "refused"}
 
 
 @pytest.mark.slow
