@@ -88,6 +88,14 @@ def sweep_settings_problem(config: DictConfig) -> str | None:
             return (f"hydra.{group}={chosen} sets hydra.{group} to a string; choose a {group} "
                     f"with hydra/{group}={chosen} (a slash: it is a config group)")
     launcher = OmegaConf.select(config, "hydra.launcher") or {}
+    if "SlurmLauncher" in str(launcher.get("_target_", "")):
+        import shutil
+
+        if shutil.which("srun") is None:
+            # submitit would stop with a traceback ending in 'Could not detect "srun"'.
+            return ("hydra/launcher=submitit_slurm submits jobs to SLURM, and this machine has no srun "
+                    "on its PATH; run the sweep on the cluster's login node, or try it here with "
+                    "hydra/launcher=submitit_local")
     if "joblib" in str(launcher.get("_target_", "")) and launcher.get("n_jobs") == 0:
         return ("hydra.launcher.n_jobs=0 starts no worker; accepted: a positive number of workers, "
                 "or -1 for one per core (-2 for all but one, ...)")

@@ -40,3 +40,13 @@ def test_an_interval_optuna_cannot_sample_is_named_on_the_command_line_and_in_a_
                                       "tag(log, interval(1, 64))"])
 def test_intervals_optuna_samples_pass(interval):
     assert sweep_settings_problem(settings([f"optimizer.lr={interval}"], sweeper=optuna(**{"optimizer.lr": interval}))) is None
+
+
+def test_slurm_without_srun_is_refused_before_submitit_tracebacks(monkeypatch):
+    import shutil
+
+    slurm = {"_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"}
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    assert "no srun" in sweep_settings_problem(settings(launcher=slurm))
+    monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")
+    assert sweep_settings_problem(settings(launcher=slurm)) is None

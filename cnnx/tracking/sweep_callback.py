@@ -19,7 +19,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from cnnx.tracking.sqlite_store import create_store_atomically
+from cnnx.tracking.sqlite_store import create_store_atomically, sqlite_path
 from cnnx.tracking.sweep_link import SweepLink, absolute_tracking_uri, sweep_dir_of
 from cnnx.tracking.sweep_summary import (
     OBJECTIVE_TAG, ROLE_TAG, SWEPT_TAG, record_summary, swept_keys_of_command, sweep_table,
@@ -83,6 +83,8 @@ class MlflowSweepCallback(Callback):
         try:
             # Creating the client, the experiment and the parent here, once, before any job
             # starts, is what keeps parallel jobs from racing to build the schema or experiment.
+            store_file = sqlite_path(uri)
+            new_store = store_file is not None and not store_file.exists()
             create_store_atomically(uri)
             client = MlflowClient(uri)
             experiment = client.get_experiment_by_name(experiment_name)
@@ -96,9 +98,11 @@ class MlflowSweepCallback(Callback):
                       file=sys.stderr)
             else:
                 if config.sweep.resume:
-                    # A sweep stopped before its first job left nothing (its parent went to the trash).
-                    print("cnnx: sweep.resume=true found no earlier run of this sweep with jobs in "
-                          f"experiment {experiment_name!r}; starting it", file=sys.stderr)
+                    # A sweep stopped before its first job left nothing (its parent went to the
+                    # trash). A store that did not exist is named: its path may be mistyped.
+                    where = f"the new store {uri}" if new_store else f"experiment {experiment_name!r}"
+                    print(f"cnnx: sweep.resume=true found no earlier run of this sweep with jobs in "
+                          f"{where}; starting it", file=sys.stderr)
                 overrides = short_overrides(list(config.hydra.overrides.task), keep_presets=True)
                 tags = {**run_tags(), ROLE_TAG: "parent", SIGNATURE_TAG: signature,
                         OBJECTIVE_TAG: self._objective, SWEPT_TAG: swept, "cnnx.sweep.dir": str(sweep_dir_of(config.hydra)),

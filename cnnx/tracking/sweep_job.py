@@ -74,8 +74,9 @@ def earlier_attempt(job: SweepJob | None, config: dict[str, Any], experiment_nam
     if finished is not None:
         monitor = config["trainer"]["monitor"]
         objective = run_objective(client, finished, monitor)
+        shown = "not logged" if objective is None else f"{objective:.4f}"
         print(f"cnnx: skipping {finished.info.run_name!r}: already FINISHED as run {finished.info.run_id} "
-              f"({monitor} (best epoch) = {objective})", file=sys.stderr)
+              f"({monitor} (best epoch) = {shown})", file=sys.stderr)
         return EarlierAttempt(objective=float("nan") if objective is None else objective)
     stopped = stopped_twin(runs) if config["trainer"]["checkpoint"]["enabled"] else None
     if stopped is None:
