@@ -3,6 +3,7 @@ logs, and a store that cannot be reached still fails the run before it trains.""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,9 @@ def test_background_and_in_process_tracking_log_the_same_run(tmp_path):
     differing = {k for k in run.data.params.keys() | run_in.data.params.keys()
                  if run.data.params.get(k) != run_in.data.params.get(k)}
     assert differing == {"tracking.background"}
+    # the command lines differ in that one override too
+    overrides, overrides_in = (json.loads(t.pop("cnnx.overrides")) for t in (tags, tags_in))
+    assert overrides == [*args, "tracking.background=true"] and overrides_in == [*args, "tracking.background=false"]
     assert tags == tags_in
     # Image file names carry a timestamp and a random suffix: compare what they show, per step.
     def shape(paths):
