@@ -311,7 +311,7 @@ def test_a_job_refused_before_training_is_a_failed_child_that_says_why(tmp_path)
     result = run_cli(["-m", *SMALL, *LEAN, "optimizer.lr=nan,0.1"], tmp_path)
     assert result.returncode == 2, result.stderr[-2000:]
     assert "cnnx: error: optimizer: SGD: lr=nan is not finite" in result.stderr
-    assert "cnnx: best of 1 finished runs (1 more stopped or failed): epochs=1,lr=0.1" in result.stderr
+    assert "cnnx: best of 1 finished run (1 more stopped or failed): epochs=1,lr=0.1" in result.stderr
     (parent,), children = sweep_runs(store_client(tmp_path))
     assert parent.info.status == "FAILED"
     assert sorted((c.info.run_name, c.info.status) for c in children) == [

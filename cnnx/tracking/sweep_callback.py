@@ -162,7 +162,7 @@ class MlflowSweepCallback(Callback):
                     # Only FINISHED runs compete; a resumed sweep also holds the runs it stopped.
                     finished = sum(row["status"] == "FINISHED" for row in table.rows)
                     others = len(table.rows) - finished
-                    print(f"cnnx: best of {finished} finished runs"
+                    print(f"cnnx: best of {finished} finished run{'s' if finished != 1 else ''}"
                           f"{f' ({others} more stopped or failed)' if others else ''}: {best['run_name']} "
                           f"{table.objective_column}={best[table.objective_column]:.4f} (run {best['run_id']})",
                           file=sys.stderr)
