@@ -94,6 +94,21 @@ def test_compare_unknown_target_is_one_line(sweep, capsys, target, fragment):
     assert not (sweep / "never.csv").exists()
 
 
+def test_compare_of_a_parent_in_the_trash_says_it_is_deleted(sweep, capsys):
+    from cnnx.compare import main as compare_main
+
+    client = store_client(sweep)
+    (experiment,) = [e for e in client.search_experiments() if e.name == "digits_small"]
+    trashed = client.create_run(experiment.experiment_id, run_name="sweep stopped before its first job")
+    client.set_terminated(trashed.info.run_id, "FAILED")
+    client.delete_run(trashed.info.run_id)
+    code = compare_main([trashed.info.run_id, "--tracking-uri", f"sqlite:///{sweep / 'mlflow.db'}",
+                         "--csv", str(sweep / "never.csv")])
+    assert code == 2
+    assert capsys.readouterr().err.strip() == (f"cnnx: error: run {trashed.info.run_id} is deleted (in MLflow's "
+                                              "trash: a sweep stopped before its first job leaves its parent there)")
+
+
 def test_compare_unknown_objective_is_one_line_naming_the_runs_metrics(sweep):
     result = _compare(sweep, "digits_small", "--objective", "foo", "--csv", "foo.csv")
     assert result.returncode == 2 and result.stdout == ""
