@@ -149,8 +149,8 @@ def run_name_from_overrides(overrides: list[str], config: dict[str, Any], swept:
 def logged_in(config: dict[str, Any], sweep=None) -> str:
     """The MLflow experiment of a run: a sweep's jobs all log into their parent's, also when
     they are of presets that name others."""
-    if sweep is not None and sweep.link is not None and sweep.link.experiment_name is not None:
-        return sweep.link.experiment_name
+    if sweep is not None and sweep.experiment_name is not None:
+        return sweep.experiment_name
     return config["tracking"]["experiment_name"] or config["experiment_name"]
 
 
@@ -208,8 +208,7 @@ def _tracker(config: dict[str, Any], cfg: DictConfig, overrides: list[str], outp
         experiment_name=logged_in(config, sweep),
         config=config,
         config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
-        run_name=tracking["run_name"] or run_name_from_overrides(
-            overrides, config, sweep.link.swept if sweep is not None and sweep.link is not None else ()),
+        run_name=tracking["run_name"] or run_name_from_overrides(overrides, config, sweep.swept if sweep else ()),
         tracking_uri=options.get("tracking_uri", tracking["uri"]),
         tags={**run_tags(), **options["tags"], OVERRIDES_TAG: json.dumps(overrides)},
         parent_run_id=options.get("parent_run_id"),

@@ -26,6 +26,15 @@ class SweepJob:
     #: Beside other jobs (any launcher but Hydra's basic one), sharing their terminal.
     parallel: bool = False
 
+    @property
+    def experiment_name(self) -> str | None:
+        """The parent's experiment, where the job logs (None from a link that predates it)."""
+        return self.link.experiment_name if self.link is not None else None
+
+    @property
+    def swept(self) -> tuple[str, ...]:
+        return self.link.swept if self.link is not None else ()
+
 
 def current_sweep_job(hydra_cfg: Any) -> SweepJob | None:
     """The sweep this Hydra job belongs to, or None for a single run."""
@@ -115,7 +124,7 @@ def _record_failed_job(job: SweepJob, overrides: list[str], error: Exception) ->
 
     link = job.link
     message = one_line(error) or f"{type(error).__name__}: {error}"
-    name = ",".join(short_overrides(overrides, swept=link.swept)) or "job"
+    name = ",".join(short_overrides(overrides, swept=job.swept)) or "job"
     try:
         client = MlflowClient(link.tracking_uri)
         run = client.create_run(link.experiment_id, run_name=name, tags={
