@@ -136,8 +136,19 @@ def short_overrides(overrides: list[str], keep_presets: bool = False, swept: Col
             continue
         parts = key.split(".")
         short = ".".join(parts[-2:]) if parts[0] == "model" else parts[-1]
-        shown.append(f"{short}={value}")
+        shown.append(f"{short}={_short_number(value)}")
     return shown
+
+
+def _short_number(value: str) -> str:
+    """``0.033175532177089365`` (a float Optuna drew, printed in full) → ``0.03318``; a value
+    as short as people type stays as it is."""
+    if len(value) <= 10 or "." not in value:
+        return value
+    try:
+        return f"{float(value):.4g}"
+    except ValueError:
+        return value
 
 
 def run_name_from_overrides(overrides: list[str], config: dict[str, Any], swept: Collection[str] = ()) -> str:

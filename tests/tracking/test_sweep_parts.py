@@ -204,6 +204,9 @@ def test_run_names_state_the_overrides_but_not_where_or_how_the_sweep_runs():
     assert run_name_from_overrides(overrides, {}) == "conv1.out_channels=16,lr=0.1"
     assert short_overrides(overrides, keep_presets=True) == [
         "experiment=lenet", "hparams=lenet_optuna", "conv1.out_channels=16", "lr=0.1"]
+    # a float an Optuna sampler drew is shown to four significant digits, typed ones as typed
+    assert short_overrides(["optimizer.lr=0.033175532177089365", "optimizer.lr=0.00125", "seed=1234567890123"]) == [
+        "lr=0.03318", "lr=0.00125", "seed=1234567890123"]
     # a sweep over presets (+experiment=lenet,digits_small) names each job's
     assert run_name_from_overrides(overrides, {}, swept=("experiment",)) == "experiment=lenet,conv1.out_channels=16,lr=0.1"
 
