@@ -190,7 +190,9 @@ def objective_figure(table: SweepTable):
         ax.set_xlabel(key, fontsize=9)
         ax.set_ylabel(column, fontsize=9)
         ax.grid(alpha=0.3)
-    fig.suptitle(f"{len(scored)} runs, objective {column} ({table.mode})", fontsize=10)
+    unscored = len(table.rows) - len(scored)  # stopped before their first epoch, or refused
+    fig.suptitle(f"{len(scored)} runs{f' ({unscored} more without {column})' if unscored else ''}, "
+                 f"objective {column} ({table.mode})", fontsize=10)
     fig.tight_layout()
     return fig
 

@@ -246,3 +246,12 @@ def test_a_stopped_sweep_leaves_none_of_its_runs_running(client):
     callback._close("FAILED")
     assert [client.get_run(i).info.status for i in ids] == ["FINISHED", "KILLED"]
     assert client.get_run(parent).info.status == "FAILED"
+
+
+def test_the_plot_counts_the_children_it_cannot_place():
+    from cnnx.tracking.sweep_summary import SweepTable, objective_figure
+
+    rows = [{"run_id": "a", "run_name": "lr=0.1", "status": "FINISHED", "optimizer.lr": "0.1", "best_val_acc": 0.9},
+            {"run_id": "b", "run_name": "lr=nan", "status": "FAILED", "optimizer.lr": "nan", "best_val_acc": None}]
+    figure = objective_figure(SweepTable("val_acc", "max", ["optimizer.lr"], rows))
+    assert figure._suptitle.get_text() == "1 runs (1 more without best_val_acc), objective best_val_acc (max)"
