@@ -110,6 +110,11 @@ def sweep_settings_problem(config: DictConfig) -> str | None:
             value = sweeper.get(key)
             if isinstance(value, int) and value < 1:
                 return f"hydra.sweeper.{key}={value} runs no trial; accepted: a positive integer"
+        rate = sweeper.get("max_failure_rate", 0.0)
+        if isinstance(rate, (int, float)) and not 0 <= rate <= 1:
+            # The sweeper asserts it, with a traceback, once the sweep has started.
+            return (f"hydra.sweeper.max_failure_rate={rate} is not a share of trials; accepted: a number "
+                    f"from 0 (stop at the first failed trial) to 1 (never stop)")
         params = sweeper.get("params") or {}
         problem = _interval_problem([f"hydra.sweeper.params.{key}={value}" for key, value in params.items()])
         if problem is not None:

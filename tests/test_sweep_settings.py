@@ -50,3 +50,10 @@ def test_slurm_without_srun_is_refused_before_submitit_tracebacks(monkeypatch):
     assert "no srun" in sweep_settings_problem(settings(launcher=slurm))
     monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")
     assert sweep_settings_problem(settings(launcher=slurm)) is None
+
+
+@pytest.mark.parametrize("rate, refused", [(-0.1, True), (1.5, True), (0, False), (0.25, False), (1, False)])
+def test_an_optuna_failure_rate_outside_0_to_1_is_refused(rate, refused):
+    sweeper = {**optuna(), "max_failure_rate": rate}
+    problem = sweep_settings_problem(settings(sweeper=sweeper))
+    assert (problem is not None and problem.startswith(f"hydra.sweeper.max_failure_rate={rate} ")) == refused
