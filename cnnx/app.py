@@ -6,7 +6,6 @@ which ``cnnx.cli`` wraps so that errors reach the user as one line.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Collection
 from pathlib import Path
@@ -210,7 +209,7 @@ def _tracker(config: dict[str, Any], cfg: DictConfig, overrides: list[str], outp
              sweep=None, checkpoint_dir: Path | None = None):
     from cnnx.tracking.mlflow_tracker import MlflowTracker
     from cnnx.tracking.sweep_job import tracker_options
-    from cnnx.tracking.sweep_summary import OVERRIDES_TAG
+    from cnnx.tracking.sweep_summary import overrides_tag
     from cnnx.tracking.tags import run_tags
 
     tracking = config["tracking"]
@@ -221,7 +220,7 @@ def _tracker(config: dict[str, Any], cfg: DictConfig, overrides: list[str], outp
         config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
         run_name=tracking["run_name"] or run_name_from_overrides(overrides, config, sweep.swept if sweep else ()),
         tracking_uri=options.get("tracking_uri", tracking["uri"]),
-        tags={**run_tags(), **options["tags"], OVERRIDES_TAG: json.dumps(overrides)},
+        tags={**run_tags(), **options["tags"], **overrides_tag(overrides)},
         parent_run_id=options.get("parent_run_id"),
         log_kernels=tracking["log_kernels"],
         log_weights=tracking["log_weights"],
