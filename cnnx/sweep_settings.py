@@ -68,9 +68,11 @@ def _interval_problem(overrides: list[str]) -> str | None:
         if unknown:
             return f"{line}: unknown tag {unknown[0]!r}; accepted: {', '.join(INTERVAL_TAGS)} (tag(log, interval(...)))"
         if interval.start > interval.end:
-            return f"{line}: the interval's low end is above its high end; accepted: interval(LOW, HIGH) with LOW <= HIGH"
+            return (f"{line}: the interval's low end is above its high end; accepted: interval(LOW, HIGH) "
+                    f"with LOW <= HIGH")
         if "log" in interval.tags and interval.start <= 0:
-            return f"{line}: a log-scale interval must start above 0; accepted: tag(log, interval(LOW, HIGH)) with LOW > 0"
+            return (f"{line}: a log-scale interval must start above 0; accepted: tag(log, interval(LOW, HIGH)) "
+                    f"with LOW > 0")
     return None
 
 

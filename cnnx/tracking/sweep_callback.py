@@ -105,7 +105,8 @@ class MlflowSweepCallback(Callback):
                           f"{where}; starting it", file=sys.stderr)
                 overrides = short_overrides(list(config.hydra.overrides.task), keep_presets=True)
                 tags = {**run_tags(), ROLE_TAG: "parent", SIGNATURE_TAG: signature,
-                        OBJECTIVE_TAG: self._objective, SWEPT_TAG: swept, "cnnx.sweep.dir": str(sweep_dir_of(config.hydra)),
+                        OBJECTIVE_TAG: self._objective, SWEPT_TAG: swept,
+                        "cnnx.sweep.dir": str(sweep_dir_of(config.hydra)),
                         "cnnx.sweep.launcher": _choice(config, "hydra/launcher"),
                         "cnnx.sweep.sweeper": _choice(config, "hydra/sweeper"),
                         "cnnx.sweep.command": " ".join(config.hydra.overrides.task)}

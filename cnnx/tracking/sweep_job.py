@@ -15,7 +15,7 @@ from cnnx.tracking.sweep_link import SweepLink, sweep_dir_of
 from cnnx.tracking.sweep_resume import (
     CHECKPOINT_DIR_TAG, FINGERPRINT_TAG, config_fingerprint, finished_twin, stopped_twin, twins,
 )
-from cnnx.tracking.sweep_summary import ERROR_TAG, overrides_tag, run_objective
+from cnnx.tracking.sweep_summary import ERROR_TAG, MAX_TAG_LENGTH, overrides_tag, run_objective
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,7 @@ def _record_failed_job(job: SweepJob, overrides: list[str], error: Exception) ->
     try:
         client = MlflowClient(link.tracking_uri)
         run = client.create_run(link.experiment_id, run_name=name, tags={
-            "mlflow.parentRunId": link.parent_run_id, **overrides_tag(overrides), ERROR_TAG: message[:5000]})
+            "mlflow.parentRunId": link.parent_run_id, **overrides_tag(overrides), ERROR_TAG: message[:MAX_TAG_LENGTH]})
         client.set_terminated(run.info.run_id, "FAILED")
     except Exception:  # noqa: BLE001 — the job's own error is what its user must see
         pass

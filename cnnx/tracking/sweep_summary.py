@@ -27,7 +27,7 @@ OVERRIDES_TAG = "cnnx.overrides"
 #: On a sweep job's FAILED run when it failed before training: its error, in one line.
 ERROR_TAG = "cnnx.error"
 #: Below MLflow's limit on a tag's value (8000 characters in 3.x, 5000 in older versions).
-_MAX_TAG_LENGTH = 5000
+MAX_TAG_LENGTH = 5000
 _REPORTED_METRICS = ("test_acc", "test_loss")
 #: Where runs were logged, how they were named and whether a sweep resumed are not choices.
 _NOT_SWEPT = ("tracking.", "sweep.")
@@ -89,7 +89,7 @@ def overrides_tag(overrides: list[str]) -> dict[str, str]:
     """The ``OVERRIDES_TAG`` of a run; none when the overrides would not fit in a tag (the run's
     params still hold every value)."""
     text = json.dumps(overrides)
-    return {OVERRIDES_TAG: text} if len(text) <= _MAX_TAG_LENGTH else {}
+    return {OVERRIDES_TAG: text} if len(text) <= MAX_TAG_LENGTH else {}
 
 
 def swept_keys_of_command(overrides: list[str], search_space: dict | None) -> list[str]:
