@@ -33,10 +33,14 @@ def sweep_is_checkpointed() -> bool:
     return bool(_checkpointed)
 
 
-def _empty_sweep(overrides: list[str]) -> str | None:
+def _parsed(overrides: list[str]) -> list:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    for override in OverridesParser.create().parse_overrides(overrides):
+    return OverridesParser.create().parse_overrides(overrides)
+
+
+def _empty_sweep(parsed: list) -> str | None:
+    for override in parsed:
         if not override.is_sweep_override():
             continue
         try:
@@ -53,13 +57,12 @@ def _empty_sweep(overrides: list[str]) -> str | None:
 INTERVAL_TAGS = ("log",)
 
 
-def _interval_problem(overrides: list[str]) -> str | None:
+def _interval_problem(parsed: list) -> str | None:
     """A search interval Optuna would refuse mid-sweep with a traceback, or whose tag it would
     silently ignore (``tag(lg, ...)`` samples on a linear scale)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import IntervalSweep
 
-    for override in OverridesParser.create().parse_overrides(overrides):
+    for override in parsed:
         interval = override.value()
         if not isinstance(interval, IntervalSweep):
             continue
@@ -118,11 +121,12 @@ def sweep_settings_problem(config: DictConfig) -> str | None:
             return (f"hydra.sweeper.max_failure_rate={rate} is not a share of trials; accepted: a number "
                     f"from 0 (stop at the first failed trial) to 1 (never stop)")
         params = sweeper.get("params") or {}
-        problem = _interval_problem([f"hydra.sweeper.params.{key}={value}" for key, value in params.items()])
+        problem = _interval_problem(_parsed([f"hydra.sweeper.params.{key}={value}" for key, value in params.items()]))
         if problem is not None:
             return problem
     overrides = list(config.hydra.overrides.task)
-    return _interval_problem(overrides) or _empty_sweep(overrides)
+    parsed = _parsed(overrides)
+    return _interval_problem(parsed) or _empty_sweep(parsed)
 
 
 class CheckSweepSettings(Callback):

@@ -33,22 +33,25 @@ def sweep_signature(config: DictConfig, experiment_name: str) -> str:
     """Identifies "the same multirun command": its overrides and search space, not how it
     resumes nor where it logs (the store is found through ``tracking.uri`` or
     ``MLFLOW_TRACKING_URI``), nor the order in which a list of values is given."""
-    overrides = sorted(_canonical(o) for o in config.hydra.overrides.task
-                       if not o.lstrip("+~").startswith(("sweep.", "tracking.")))
-    params = OmegaConf.to_container(config.hydra.sweeper, resolve=False).get("params") or {}
-    text = json.dumps([experiment_name, overrides, params], sort_keys=True, default=str)
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    kept = [o for o in config.hydra.overrides.task if not o.lstrip("+~").startswith(("sweep.", "tracking."))]
+    overrides = sorted(_canonical(o) for o in OverridesParser.create().parse_overrides(kept))
+    text = json.dumps([experiment_name, overrides, search_space(config) or {}], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-def _canonical(override: str) -> str:
+def _canonical(parsed) -> str:
     """``lr=0.1,0.01`` → ``lr=0.01,0.1``: a list sweep as the set of jobs it makes."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    (parsed,) = OverridesParser.create().parse_overrides([override])
     if not parsed.is_choice_sweep() or parsed.value().shuffle:
-        return override
+        return parsed.input_line
     values = sorted(parsed.sweep_string_iterator())
     return f"{parsed.get_key_element()}={','.join(values)}"
+
+
+def search_space(config: DictConfig) -> dict | None:
+    """The sweeper's search space (Optuna's ``params``), unresolved; None for Hydra's basic sweeper."""
+    return OmegaConf.to_container(config.hydra.sweeper, resolve=False).get("params")
 
 
 def _choice(config: DictConfig, group: str) -> str:
@@ -76,8 +79,7 @@ class MlflowSweepCallback(Callback):
         experiment_name = config.tracking.experiment_name or config.experiment_name
         self._objective = config.trainer.monitor
         signature = sweep_signature(config, experiment_name)
-        search_space = OmegaConf.to_container(config.hydra.sweeper, resolve=False).get("params")
-        swept_keys = swept_keys_of_command(list(config.hydra.overrides.task), search_space)
+        swept_keys = swept_keys_of_command(list(config.hydra.overrides.task), search_space(config))
         swept = json.dumps(swept_keys)
         use_short_http_retries(uri)
         try:
