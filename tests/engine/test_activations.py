@@ -106,6 +106,18 @@ def test_softmax_dim_picks_the_axis():
         np.testing.assert_allclose(layer.forward(x).sum(axis=axis), 1.0)
 
 
+def test_softmax_without_dim_normalises_channels_as_torch_does():
+    """``torch.nn.Softmax()`` with no dim takes dim 1 of 2-D and of 4-D inputs."""
+    x = np.random.default_rng(0).standard_normal((2, 3, 4, 5))
+    layer = Softmax()
+    layer.build((3, 4, 5), np.random.default_rng(0))
+    y = layer.forward(x)
+    np.testing.assert_allclose(y.sum(axis=1), 1.0)
+    assert not np.allclose(y.sum(axis=3), 1.0)
+    e = np.exp(x)
+    np.testing.assert_allclose(y, e / e.sum(axis=1, keepdims=True))
+
+
 @pytest.mark.parametrize("dim", [0, -4, 4, 7])
 def test_softmax_rejects_the_batch_axis_and_missing_axes(dim):
     with pytest.raises(ConfigError, match=f"dim={dim}"):
@@ -157,6 +169,6 @@ def test_config_errors(make):
 
 def test_get_config():
     assert LeakyReLU(0.3).get_config() == {"negative_slope": 0.3, "inplace": False}
-    assert Softmax().get_config() == {"dim": -1}
+    assert Softmax().get_config() == {"dim": 1}
     assert ReLU().get_config() == {"inplace": False}
     assert Sigmoid().get_config() == {} and Tanh().get_config() == {}

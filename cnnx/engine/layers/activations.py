@@ -131,11 +131,14 @@ class Tanh(_Activation):
 class Softmax(_Activation):
     """Softmax along ``dim`` of the batched array (PyTorch numbering: dim 1 of (N, F) is F).
 
+    The default, dim 1, is the features of (N, F) and the channels of (N, C, H, W): the axis
+    ``torch.nn.Softmax()`` picks for both when given no dim (and Keras' channel axis).
+
     Use it for probabilities at inference; for training, feed logits to ``cross_entropy``
     (which applies log-softmax itself, more accurately).
     """
 
-    def __init__(self, dim: int = -1) -> None:
+    def __init__(self, dim: int = 1) -> None:
         super().__init__()
         if isinstance(dim, bool) or not isinstance(dim, numbers.Integral):
             raise ConfigError(f"softmax: dim must be an integer, got {dim!r}")
