@@ -146,7 +146,7 @@ class Module:
         self.dtype = dtype
         for param in self.params.values():
             param.data = param.data.astype(dtype)
-            param.grad = param.grad.astype(dtype)
+            param.grad = None if param.grad is None else param.grad.astype(dtype)
         for name, buf in self.buffers.items():
             self.buffers[name] = buf.astype(dtype)
         for _, child in self.children():

@@ -5,7 +5,8 @@ class Parameter:
     """A trainable array and the gradient the last ``backward`` wrote for it.
 
     Layers assign ``grad`` on every backward pass (no accumulation: ``zero_grad`` is never needed);
-    optimizers read it and update ``data`` in place.
+    optimizers read it and update ``data`` in place. ``grad`` is None after an optimizer's
+    ``zero_grad()``, until the next backward.
     """
 
     __slots__ = ("data", "grad")

@@ -358,7 +358,7 @@ def test_the_pytorch_training_loop_runs_unchanged_and_matches_named_parameters()
     named_optimizer = SGD(named.named_parameters(), lr=0.1, momentum=0.9)
     for _ in range(3):
         torch_optimizer.zero_grad()
-        assert all(not p.grad.any() for p in torch_style.parameters())
+        assert all(p.grad is None for p in torch_style.parameters())
         torch_style.backward(loss(torch_style(x), y)[1])
         torch_optimizer.step()
         named.backward(loss(named(x), y)[1])
@@ -533,3 +533,50 @@ def test_a_gradient_of_the_wrong_shape_is_an_error_even_in_one_buffer():
     params["fc.weight"].grad = params["fc.weight"].grad.T.copy()  # right size, wrong shape
     with pytest.raises(ValueError):
         opt.step()
+
+
+@pytest.mark.parametrize("make", [lambda ps: SGD(ps, lr=0.1, momentum=0.9, weight_decay=0.1),
+                                  lambda ps: AdamW(ps, lr=0.1)])
+def test_a_step_after_zero_grad_without_backward_changes_nothing_as_in_torch(make):
+    """torch's ``zero_grad()`` sets gradients to None and ``step()`` skips such parameters;
+    ``zero_grad(set_to_none=False)`` leaves zeros, and momentum and weight decay still move."""
+    cleared, zeroed = Parameter(np.ones(2, np.float32)), Parameter(np.ones(2, np.float32))
+    to_none, to_zero = make([("w", cleared)]), make([("w", zeroed)])
+    for param, optimizer in ((cleared, to_none), (zeroed, to_zero)):
+        param.grad = np.array([1.0, -1.0], np.float32)
+        optimizer.step()
+    after_one_step = cleared.data.copy()
+    to_none.zero_grad()
+    to_zero.zero_grad(set_to_none=False)
+    to_none.step()
+    to_zero.step()
+    assert cleared.grad is None and to_none.step_count == 1
+    np.testing.assert_array_equal(cleared.data, after_one_step)
+    assert not np.array_equal(zeroed.data, after_one_step) and to_zero.step_count == 2
+    cleared.grad = np.array([1.0, -1.0], np.float32)  # the next backward
+    to_none.step()
+    assert to_none.step_count == 2 and not np.array_equal(cleared.data, after_one_step)
+
+
+def test_step_skips_only_the_parameters_without_a_gradient():
+    stale, fresh = Parameter(np.ones(2, np.float32)), Parameter(np.ones(3, np.float32))
+    optimizer = SGD([("stale", stale), ("fresh", fresh)], lr=0.5)
+    optimizer.zero_grad()
+    fresh.grad = np.ones(3, np.float32)
+    optimizer.step()
+    np.testing.assert_array_equal(stale.data, np.ones(2))
+    np.testing.assert_array_equal(fresh.data, np.full(3, 0.5))
+
+
+def test_a_model_sharing_one_buffer_is_left_alone_by_a_step_without_backward():
+    from cnnx.bench import WORKLOADS
+    from cnnx.engine.model import build_model
+
+    shape, spec = WORKLOADS["digits"]
+    model = build_model(spec, shape, seed=0)
+    optimizer = SGD(model.named_parameters(), lr=0.1, momentum=0.9)
+    before = {name: p.data.copy() for name, p in model.named_parameters()}
+    optimizer.zero_grad()
+    optimizer.step()
+    for name, p in model.named_parameters():
+        np.testing.assert_array_equal(p.data, before[name], err_msg=name)

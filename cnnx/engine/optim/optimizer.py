@@ -189,28 +189,45 @@ class Optimizer:
         """Hyper-parameters (constructor kwargs except the parameters), e.g. for logging."""
         return {"lr": self.lr}
 
-    def zero_grad(self) -> None:
-        """Zero every parameter's gradient in place. Never needed here (each backward replaces
-        the gradients, nothing accumulates); it lets PyTorch's ``zero_grad(); backward();
-        step()`` loop run unchanged."""
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Clear every parameter's gradient, as ``torch.optim.Optimizer.zero_grad`` does.
+
+        Never needed here (each backward replaces the gradients, nothing accumulates); it lets
+        PyTorch's ``zero_grad(); backward(); step()`` loop run unchanged. As in torch, the
+        gradients become None by default, so a ``step()`` with no backward since leaves the
+        weights alone; with ``set_to_none=False`` they are zeros, and such a step still applies
+        momentum and weight decay.
+        """
         for param in self.params.values():
-            param.grad.fill(0)
+            if set_to_none:
+                param.grad = None
+            elif param.grad is not None:
+                param.grad.fill(0)
 
     # -- the hot path ---------------------------------------------------------------------
     def step(self) -> None:
-        """Apply one update to every parameter from its current ``.grad``."""
+        """Apply one update to every parameter from its current ``.grad``.
+
+        Parameters whose gradient is None (``zero_grad()`` and no backward since) are left
+        alone, as in torch; when none has one, the step does nothing and is not counted.
+        """
         self._ensure_state()
-        self.step_count += 1
         lr = float(self.lr)  # schedulers may hand in NumPy scalars; keep float32 float32
         flat = self._flat
         # Cheap checks only: anything that rebinds a parameter's data (Module.to) ends this, and
         # a gradient of another shape or dtype gets the per-parameter path (and its errors).
-        if flat is not None and all(p.data is view and p.grad.shape == view.shape and p.grad.dtype == view.dtype
+        if flat is not None and all(p.data is view and p.grad is not None and p.grad.shape == view.shape
+                                    and p.grad.dtype == view.dtype
                                     for p, view in zip(self.params.values(), flat.views)):
+            self.step_count += 1
             np.concatenate([p.grad.reshape(-1) for p in self.params.values()], out=flat.grad)
             self._update(flat.data, flat.grad, flat.state, flat.scratch, lr)
             return
-        for name, param in self.params.items():
+        with_gradient = [(name, param) for name, param in self.params.items() if param.grad is not None]
+        if not with_gradient:
+            return
+        self.step_count += 1
+        for name, param in with_gradient:
             self._update(param.data, param.grad, self.state[name], self._scratch[name], lr)
 
     def _ensure_state(self) -> None:
