@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from cnnx import config_store_sharing, registry
 from cnnx.config_schema import added_top_level_keys, close_key, keys_outside_the_schema, unused_top_level_keys
 from cnnx.config_schema import register as register_schema
-from cnnx.data.splits import check_loaded
+from cnnx.data.splits import check_loaded, check_seed
 from cnnx.engine.model import Model, build_model
 from cnnx.errors import ConfigError, ReportedInputError
 from cnnx.plugin_layers import check_plugin_layers
@@ -61,6 +61,11 @@ def check_output_size(model: Model, num_classes: int, loss_type: str) -> None:
         )
     if loss_type == "bce" and out != (1,):
         raise ConfigError(f"loss bce needs one output per sample, model.layers.{last} gives {out}")
+    if loss_type == "cross_entropy" and out == (1,):
+        raise ConfigError(
+            f"loss cross_entropy needs one output per class (2 here), model.layers.{last} gives (1,); "
+            f"use loss=bce for a single output, or give the last dense layer out_features=2"
+        )
 
 
 def _check_monitor(key: str, monitor: Any) -> None:
@@ -72,6 +77,7 @@ def _check_monitor(key: str, monitor: Any) -> None:
 def build_run(config: dict[str, Any], callbacks: list | None = None):
     """Everything a run needs, built and validated; nothing is trained or logged yet."""
     seed = config["seed"]
+    check_seed("seed", seed)  # the datasets' seed follows it; checked here to name the key typed
     model_seq, _ = np.random.SeedSequence([seed, 0]).spawn(2)
     dataset_cfg = config["dataset"]
     dataset_type = _component_type(dataset_cfg, "dataset", registry.datasets)

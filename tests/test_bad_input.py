@@ -34,6 +34,7 @@ def write_inputs(folder: Path) -> dict[str, str]:
         "inf": dict(x=inf, y=yt),
         "empty": dict(x=np.zeros((0, 1, 8, 8), np.float32), y=np.zeros(0, np.int64)),
         "one_class": dict(x=xt, y=np.zeros(200, np.int64)),
+        "two_classes": dict(x=xt, y=yt % 2),
         "no_y": dict(x=xt),
         "mismatch": dict(x=xt, y=yt[:150]),
     }
@@ -88,6 +89,7 @@ CASES = [
     ("key added where the schema has none", ["+trainer.epochz=3"], ["trainer.epochz", "epochs, batch_size"]),
     ("top-level key misspelt", ["+experiement=lenet"], ["experiement", "did you mean +experiment=lenet?"]),
     ("top-level key nothing uses", ["+sed=3"], ["+sed=3", "did you mean seed=3?"]),
+    ("negative seed", ["seed=-1"], ["seed=-1", "0 <= seed < 2**32"]),
     ("schema key removed", ["~trainer.augment"], ["~trainer.augment", "cannot be removed"]),
     ("null key removed", ["~trainer.grad_clip_norm"], ["~trainer.grad_clip_norm", "nothing to remove"]),
     ("sweep with --cfg", ["-m", "--cfg", "job"], ["-m/--multirun", "--cfg", "drop -m"]),
@@ -125,6 +127,8 @@ CASES = [
     ("dense before flatten", ["~model.layers.flatten"], ["model.layers.fc1", "flatten"]),
     ("output size", ["model.layers.fc2.out_features=3"], ["model.layers.fc2", "10 classes"]),
     # data
+    ("one output for cross_entropy", ["dataset.path={two_classes}", "model.layers.fc2.out_features=1"],
+     ["cross_entropy", "model.layers.fc2", "loss=bce"]),
     ("labels out of range", ["dataset.path={labels12}"], ["model.layers.fc2", "12 classes"]),
     ("nan in data", ["dataset.path={nan}"], ["nan.npz", "NaN"]),
     ("inf in data", ["dataset.path={inf}"], ["inf.npz", "infinite"]),

@@ -79,11 +79,13 @@ def check_split_config(owner: str, val_fraction: Any, test_fraction: Any, seed: 
             f"{owner}: val_fraction={val_fraction!r} + test_fraction={test_fraction!r} "
             f"leaves no training data; accepted: val_fraction + test_fraction < 1"
         )
-    # sklearn's RandomState takes 0 <= seed < 2**32.
+    check_seed(f"{owner}: seed", seed)
+
+
+def check_seed(key: str, seed: Any) -> None:
+    """ConfigError naming ``key`` unless ``seed`` is an int that sklearn's RandomState takes."""
     if isinstance(seed, bool) or not isinstance(seed, Integral) or not 0 <= seed < 2**32:
-        raise ConfigError(
-            f"{owner}: seed={seed!r} is invalid; accepted: an integer 0 <= seed < 2**32"
-        )
+        raise ConfigError(f"{key}={seed!r} is invalid; accepted: an integer 0 <= seed < 2**32")
 
 
 def stratified_indices(
