@@ -97,7 +97,7 @@ class Classifier:
             )
         # A copy: normalisation works in place and must not touch the caller's array.
         x = np.array(x, dtype=np.float32)
-        finite = np.isfinite(x).reshape(len(x), -1).all(axis=1)
+        finite = np.isfinite(x).all(axis=(1, 2, 3))
         if not finite.all():  # would come out as NaN probabilities, and argmax calls them class 0
             raise DataError(f"{source}: image {int(np.argmin(finite))} holds NaN or infinite pixels; "
                             f"the model needs finite values")

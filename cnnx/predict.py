@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnx.cli import report_user_errors
-from cnnx.errors import CheckpointError, ConfigError, DataError
+from cnnx.errors import CheckpointError, CnnxError, ConfigError, DataError
 from cnnx.inference import SPEC_FILE, Classifier, InputRangeWarning
 
 PNG_SUFFIXES = (".png",)
@@ -68,7 +68,9 @@ def download_model(uri: str, tracking_uri: str | None, source: str) -> Path:
 
 def classifier_from_weights(weights: Path, config_path: Path | None) -> Classifier:
     """Weights ``.npz`` + the run's resolved ``config.yaml`` (layers, dataset, loss)."""
+    import yaml
     from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
     from cnnx import registry
     from cnnx.engine.model import build_model
@@ -81,14 +83,23 @@ def classifier_from_weights(weights: Path, config_path: Path | None) -> Classifi
                           f"which holds the layers and the dataset's normalisation")
     if not config_path.is_file():
         raise ConfigError(f"--config {config_path}: file not found")
-    config = OmegaConf.to_container(OmegaConf.load(config_path), resolve=True)
+    not_a_run_config = (f"--config {config_path}: not a cnnx run config (needs model.layers, dataset and "
+                        f"loss: the run's config.yaml artifact, or .hydra/config.yaml in its run directory)")
+    try:
+        config = OmegaConf.to_container(OmegaConf.load(config_path), resolve=True)
+    except (ValueError, OmegaConfBaseException, yaml.YAMLError):  # binary, malformed, Hydra's own hydra.yaml
+        raise ConfigError(not_a_run_config) from None
     try:
         layers, dataset, loss = config["model"]["layers"], dict(config["dataset"]), dict(config["loss"])
     except (KeyError, TypeError):
-        raise ConfigError(f"--config {config_path}: not a cnnx run config (needs model.layers, "
-                          f"dataset and loss)") from None
+        raise ConfigError(not_a_run_config) from None
     # The normalisation was fitted on the training split: rebuild the split to recover it.
-    data = registry.datasets.create(dataset.pop("type"), dataset, "dataset")
+    try:
+        data = registry.datasets.create(dataset.pop("type"), dataset, "dataset")
+    except CnnxError as exc:
+        raise ConfigError(f"--config {config_path}: the training data is needed to recover its "
+                          f"normalisation, and {exc}; run from the training directory, or use --run or "
+                          f"--model, which carry it") from None
     model = build_model(layers, data.input_shape, seed=0)
     model.load_state_dict(model_weights(weights))
     model.eval()
@@ -176,6 +187,8 @@ def read_images(paths: Sequence[str], classifier: Classifier) -> tuple[list[str]
         suffix = path.suffix.lower()
         if suffix == ".npz":
             x = classifier.check_images(read_npz(path), f"images in '{path}'")
+            if not len(x):
+                raise DataError(f"images in '{path}': the archive holds no images (shape {x.shape})")
             names.extend(f"{path.name}[{i}]" for i in range(len(x)))
         elif suffix in PNG_SUFFIXES:
             image = fit_channels(read_png(path), classifier.input_shape[0])

@@ -213,3 +213,63 @@ def test_the_logged_model_requires_the_plugins_its_layers_come_from(installed_pl
     save_mlflow_model(_classifier(), tmp_path / "plain", np.zeros((1, 2, 6, 6), np.float32))
     assert [r.split("==")[0] for r in (tmp_path / "plain" / "requirements.txt").read_text().split()] == [
         "mlflow", "cnnx", "numpy"]
+
+
+@pytest.fixture(scope="module")
+def digits_checkpoint(tmp_path_factory):
+    """A digits_small run's config.yaml and a checkpoint of it, without training."""
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    from cnnx.app import build_run
+    from cnnx.training.checkpoint import Checkpoint
+
+    folder = tmp_path_factory.mktemp("run")
+    with initialize_config_module("cnnx.conf", version_base="1.3"):
+        cfg = compose("config", overrides=["+experiment=digits_small"])
+    OmegaConf.save(cfg, folder / "config.yaml")
+    _, trainer = build_run(OmegaConf.to_container(cfg, resolve=True))
+    return folder, Checkpoint(folder / "checkpoints").save(trainer)
+
+
+@pytest.mark.parametrize("config_text", [
+    "hydra:\n  run:\n    dir: ${hydra:runtime.cwd}\n",  # Hydra's own hydra.yaml, not the run's config
+    "model: [unclosed\n",
+    b"\x89PNG\r\n\x1a\n\x00\x00",
+    "model:\n  layers: {}\n",
+])
+def test_predict_refuses_a_config_that_is_not_a_run_config_in_one_line(digits_checkpoint, tmp_path, capsys, config_text):
+    from cnnx.predict import main
+
+    _, checkpoint = digits_checkpoint
+    config = tmp_path / "given.yaml"
+    config.write_bytes(config_text if isinstance(config_text, bytes) else config_text.encode())
+    assert main(["--weights", str(checkpoint), "--config", str(config), "seven.png"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"cnnx: error: --config {config}: not a cnnx run config") and "\n" not in error
+
+
+def test_predict_says_the_training_data_is_needed_when_it_cannot_be_found(digits_checkpoint, tmp_path, capsys):
+    from omegaconf import OmegaConf
+
+    from cnnx.predict import main
+
+    folder, checkpoint = digits_checkpoint
+    config = OmegaConf.load(folder / "config.yaml")
+    config.dataset = {"type": "npz", "path": "my5.npz"}  # relative: found only where it trained
+    OmegaConf.save(config, tmp_path / "config.yaml")
+    assert main(["--weights", str(checkpoint), "--config", str(tmp_path / "config.yaml"), "seven.png"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "the training data is needed to recover its normalisation" in error and "my5.npz" in error
+    assert "--run or --model" in error and "\n" not in error
+
+
+def test_predict_refuses_an_archive_without_images(digits_checkpoint, tmp_path, capsys):
+    from cnnx.predict import main
+
+    folder, checkpoint = digits_checkpoint
+    np.savez(tmp_path / "none.npz", x=np.zeros((0, 1, 8, 8), np.float32))
+    assert main(["--weights", str(checkpoint), "--config", str(folder / "config.yaml"),
+                 str(tmp_path / "none.npz")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"cnnx: error: images in '{tmp_path / 'none.npz'}': the archive holds no images (shape (0, 1, 8, 8))")
