@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from cnnx.cli import report_user_errors
 from cnnx.errors import PluginError
 from cnnx.registry import GROUPS, Component, Registry, installed_components, misplaced_entry_points
 
@@ -47,13 +48,14 @@ def format_table(check: bool = False) -> str:
     )
 
 
+@report_user_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cnnx plugins", description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true",
                         help="import every component and report the ones that fail (exit 1)")
     args = parser.parse_args(argv)
     table = format_table(check=args.check)
-    print(table)
+    print(table, flush=True)  # a closed pipe (`| head`) raises here, where main reports it
     return 1 if args.check and any(f"← {word}" in table for word in ("BROKEN", "CONFLICT", "UNKNOWN GROUP")) else 0
 
 

@@ -154,3 +154,15 @@ def test_a_plugin_loader_that_cannot_read_its_file_fails_in_one_line(plugin_path
         registry.datasets.create("from_file", {"path": "/nonexistent/mine.npz"}, "dataset")
     assert str(info.value) == ("dataset 'from_file' (from fakeplug-files 0.6) at dataset cannot read "
                                "'/nonexistent/mine.npz': No such file or directory")
+
+
+def test_plugins_listing_into_a_closed_pipe_exits_quietly():
+    # `cnnx plugins | head -2`: the reader may be gone before the table is written.
+    import subprocess
+
+    process = subprocess.Popen([sys.executable, "-m", "cnnx", "plugins"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    process.stdout.close()
+    stderr = process.stderr.read()
+    assert process.wait(timeout=120) == 141, stderr  # 128 + SIGPIPE, as the shell reports it
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr
