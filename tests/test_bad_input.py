@@ -117,6 +117,8 @@ CASES = [
     ("zero lr", ["optimizer.lr=0"], ["optimizer", "lr", "lr > 0"]),
     ("negative lr", ["optimizer.lr=-1"], ["optimizer", "lr", "-1"]),
     ("zero channels", ["model.layers.conv1.out_channels=0"], ["model.layers.conv1", "out_channels", "0"]),
+    ("model too large for memory", ["model.layers.fc1.out_features=100000000000"],
+     ["out of memory", "Unable to allocate", "the layers' widths"]),
     ("zero features", ["model.layers.fc1.out_features=0"], ["model.layers.fc1", "out_features", "0"]),
     ("negative clip", ["trainer.grad_clip_norm=-1"], ["trainer.grad_clip_norm", "-1", "> 0"]),
     # shapes
