@@ -7,6 +7,7 @@ which ``cnnx.cli`` wraps so that errors reach the user as one line.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
@@ -113,14 +114,23 @@ def build_run(config: dict[str, Any], callbacks: list | None = None):
     callbacks = [*(callbacks or []), ConsoleLogger()]
     stopping = trainer_cfg["early_stopping"]
     _check_monitor("trainer.monitor", trainer_cfg["monitor"])
+    # Checked even when off: setting its mode or patience says the user expects it to act.
+    _check_monitor("trainer.early_stopping.monitor", stopping["monitor"])
+    early_stopping = EarlyStopping(**{k: v for k, v in stopping.items() if k != "enabled"})
     if stopping["enabled"]:
-        _check_monitor("trainer.early_stopping.monitor", stopping["monitor"])
-        callbacks.insert(0, EarlyStopping(**{k: v for k, v in stopping.items() if k != "enabled"}))
+        callbacks.insert(0, early_stopping)
+    max_shift = trainer_cfg["augment"]["max_shift"]
+    smaller_side = min(data.input_shape[1:])
+    if isinstance(max_shift, int) and max_shift >= smaller_side:
+        raise ConfigError(
+            f"trainer.augment.max_shift={max_shift} can move {'×'.join(map(str, data.input_shape[1:]))} "
+            f"images out of the frame; accepted: 0 <= max_shift < {smaller_side}"
+        )
     trainer = Trainer(
         model, loss, optimizer,
         epochs=trainer_cfg["epochs"], batch_size=trainer_cfg["batch_size"], seed=seed,
         scheduler_factory=make_scheduler, callbacks=callbacks,
-        max_shift=trainer_cfg["augment"]["max_shift"],
+        max_shift=max_shift,
         eval_batch_size=trainer_cfg["eval_batch_size"], progress=trainer_cfg["progress"], log=RUN_LOG.info,
         update_guard=UpdateGuard(trainer_cfg.get("on_nonfinite", "stop"), trainer_cfg.get("grad_clip_norm")),
     )
@@ -219,6 +229,9 @@ def _tracker(config: dict[str, Any], cfg: DictConfig, overrides: list[str], outp
     from cnnx.tracking.tags import run_tags
 
     tracking = config["tracking"]
+    flush_timeout = tracking.get("flush_timeout", 60.0)
+    if isinstance(flush_timeout, bool) or not isinstance(flush_timeout, (int, float)) or not 0 <= flush_timeout < math.inf:
+        raise ConfigError(f"tracking.flush_timeout={flush_timeout!r} is invalid; accepted: seconds >= 0")
     options = tracker_options(sweep, config, checkpoint_dir)
     arguments = dict(
         experiment_name=logged_in(config, sweep),
@@ -231,7 +244,7 @@ def _tracker(config: dict[str, Any], cfg: DictConfig, overrides: list[str], outp
         log_kernels=tracking["log_kernels"],
         log_weights=tracking["log_weights"],
         spill_dir=Path(output_dir or ".") / "mlflow-unsent",
-        flush_timeout=tracking.get("flush_timeout", 60.0),
+        flush_timeout=flush_timeout,
         log_plots=tracking["log_plots"],
         log_model=tracking["log_model"],
     )
@@ -288,6 +301,9 @@ def _run(cfg: DictConfig, overrides: list[str] | None, output_dir: str | None, s
         raise ConfigError(f"unknown config key {key} (added with +{key}); accepted keys here: "
                           f"{', '.join(accepted)}")
     _refuse_unused_top_level_keys(cfg, overrides or [])
+    if sweep is None and OmegaConf.select(cfg, "sweep.resume", default=False) is True:
+        # Ignoring it would start the fresh run that the user meant to avoid.
+        raise ConfigError("sweep.resume=true resumes sweeps (-m); a single run continues with trainer.resume=true")
     config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     attempt = earlier_attempt(sweep, config, logged_in(config, sweep))
     if attempt.objective is not None:
