@@ -80,7 +80,7 @@ def unusable_store(uri: str, exc: BaseException, setting: str = "tracking.uri") 
         names = (name.strip(" '\"") for name in schemes.group(1).split(","))
         accepted = ", ".join(f"{name}:" for name in names if name)
         return TrackingError(f"{setting}={uri!r} has a scheme MLflow does not support; accepted: {accepted} "
-                             f"or a plain folder path")
+                             f"or a folder path with MLFLOW_ALLOW_FILE_STORE=true")
     if "MLFLOW_ALLOW_FILE_STORE" in text:
         # MLflow reads a plain path as a folder store, which its recent versions refuse to open.
         database = f"sqlite:///{uri}" if ":" not in uri else "sqlite:///PATH"
