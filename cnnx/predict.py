@@ -21,6 +21,7 @@ import numpy as np
 from cnnx.cli import report_user_errors
 from cnnx.errors import CheckpointError, CnnxError, ConfigError, DataError
 from cnnx.inference import SPEC_FILE, Classifier, InputRangeWarning
+from cnnx.npz_load_failure import load_failure
 
 PNG_SUFFIXES = (".png",)
 
@@ -162,12 +163,13 @@ def read_npz(path: Path) -> np.ndarray:
         with np.load(path, allow_pickle=False) as archive:
             keys = archive.files
             key = "x" if "x" in keys else (keys[0] if len(keys) == 1 else None)
-            if key is None:
-                raise DataError(f"images '{path}': holds arrays {', '.join(keys)}; expected 'x' "
-                                f"(N, C, H, W) or a single array")
-            return archive[key]
+            images = None if key is None else archive[key]
     except (OSError, ValueError, EOFError) as exc:
-        raise DataError(f"images '{path}': not a readable .npz archive ({exc})") from None
+        raise DataError(f"images '{path}': not a readable .npz archive ({load_failure(path, exc)})") from None
+    if images is None:
+        raise DataError(f"images '{path}': holds arrays {', '.join(keys)}; expected 'x' "
+                        f"(N, C, H, W) or a single array")
+    return images
 
 
 def fit_channels(image: np.ndarray, channels: int) -> np.ndarray:

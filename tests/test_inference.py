@@ -273,3 +273,20 @@ def test_predict_refuses_an_archive_without_images(digits_checkpoint, tmp_path, 
                  str(tmp_path / "none.npz")]) == 2
     assert capsys.readouterr().err.strip() == (
         f"cnnx: error: images in '{tmp_path / 'none.npz'}': the archive holds no images (shape (0, 1, 8, 8))")
+
+
+@pytest.mark.parametrize("content, reason", [
+    (b"not an archive\n", "not a readable .npz archive (neither an .npz (zip) archive nor an .npy array)"),
+    ("two arrays", "holds arrays a, b; expected 'x' (N, C, H, W) or a single array"),
+])
+def test_predict_says_what_is_wrong_with_an_images_file(digits_checkpoint, tmp_path, capsys, content, reason):
+    from cnnx.predict import main
+
+    folder, checkpoint = digits_checkpoint
+    images = tmp_path / "images.npz"
+    if isinstance(content, bytes):
+        images.write_bytes(content)  # NumPy would blame pickling for it
+    else:
+        np.savez(images, a=np.zeros(3), b=np.ones(2))
+    assert main(["--weights", str(checkpoint), "--config", str(folder / "config.yaml"), str(images)]) == 2
+    assert capsys.readouterr().err.strip() == f"cnnx: error: images '{images}': {reason}"

@@ -22,6 +22,7 @@ from cnnx.data.normalize import check_mode, normalize_splits
 from cnnx.data.splits import DataSplits, Split, check_split_config, stratified_split
 from cnnx.data.validation import check_dataset
 from cnnx.errors import DataError
+from cnnx.npz_load_failure import load_failure
 
 PRESPLIT_KEYS = ("x_train", "y_train", "x_test", "y_test")
 READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError)
@@ -46,7 +47,7 @@ def load_npz(
     try:
         archive = np.load(path, allow_pickle=False)
     except READ_ERRORS as exc:
-        raise DataError(f"{source}: not a readable .npz archive ({_one_line(exc)})") from None
+        raise DataError(f"{source}: not a readable .npz archive ({load_failure(path, exc)})") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise DataError(
             f"{source}: holds a single array (.npy format); expected an .npz archive with "

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from cnnx.errors import CheckpointError
+from cnnx.npz_load_failure import load_failure
 
 FORMAT = "cnnx-checkpoint"
 VERSION = 1
@@ -66,20 +67,6 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def _pickle_refusal(path: Path) -> str:
-    """Why NumPy asked for pickle: it tries it on anything that is neither a zip nor a .npy."""
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(6)
-    except OSError:
-        head = b""
-    if head.startswith((b"PK", b"\x93NUMPY")):
-        return "holds Python objects, which would need pickle to load (refused)"
-    if head.startswith(b"\x80"):
-        return "a Python pickle, which could run code when loaded (refused)"
-    return "not an .npz archive"
-
-
 def read_checkpoint(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """``(arrays, header)`` of a checkpoint; CheckpointError naming the file if it is unusable."""
     path = Path(path)
@@ -101,9 +88,7 @@ def read_checkpoint(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         raise
     except READ_ERRORS as exc:
         # zipfile/numpy report truncation in many shapes; the user needs the file name.
-        reason = " ".join(str(exc).split()) or type(exc).__name__
-        if "pickle" in reason:
-            reason = _pickle_refusal(path)
+        reason = load_failure(path, exc)
         raise CheckpointError(f"{where}: unreadable, truncated or not a checkpoint ({reason})") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise CheckpointError(f"{where}: not a cnnx checkpoint (header format {header.get('format')!r})"

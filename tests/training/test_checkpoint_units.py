@@ -241,7 +241,7 @@ def test_garbage_is_not_called_a_pickle_and_warnings_come_only_before_a_fallback
 
     (tmp_path / "random.npz").write_bytes(bytes(range(7, 250)))
     (tmp_path / "pickle.npz").write_bytes(pickle.dumps({"w": 1}))
-    for name, reason in [("random.npz", "(not an .npz archive)"), ("pickle.npz", "a Python pickle")]:
+    for name, reason in [("random.npz", "(neither an .npz (zip) archive nor an .npy array)"), ("pickle.npz", "a Python pickle")]:
         with pytest.raises(CheckpointError) as caught:
             read_checkpoint(tmp_path / name)
         assert reason in str(caught.value), str(caught.value)
