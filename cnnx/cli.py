@@ -9,6 +9,7 @@ Anything else is a bug in cnnx or a plugin, and keeps its full traceback.
 from __future__ import annotations
 
 import atexit
+import difflib
 import errno
 import functools
 import importlib
@@ -178,10 +179,15 @@ def report_user_errors(function):
             print(f"cnnx: error: {' '.join(str(error).split())}", file=sys.stderr)
             return EXIT_USAGE
         except BrokenPipeError:
-            # The reader went away (``cnnx compare ... | head``): nothing left to say to it.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return 128 + signal.SIGPIPE
+            return reader_gone()
     return wrapper
+
+
+def reader_gone() -> int:
+    """The exit code once stdout's reader went away (``cnnx compare ... | head``): there is
+    nothing left to say to it, and the interpreter's final flush must not fail again."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 128 + signal.SIGPIPE
 
 
 class _FlagRefused(Exception):
@@ -219,6 +225,13 @@ def main(argv: list[str] | None = None) -> int:
         module = importlib.import_module(f"cnnx.{argv[0]}")
         return module.main(argv[1:])
 
+    if argv[:1] and not argv[0].startswith(("-", "+", "~")) and "=" not in argv[0]:
+        # Hydra would call it an override "missing EQUAL", which hides a mistyped subcommand.
+        close = difflib.get_close_matches(argv[0], SUBCOMMANDS, n=1)
+        hint = f"; did you mean cnnx {close[0]}?" if close else ""
+        print(f"cnnx: error: {argv[0]!r} is neither a command ({', '.join(SUBCOMMANDS)}) nor an override "
+              f"KEY=VALUE{hint}", file=sys.stderr)
+        return EXIT_USAGE
     os.environ["HYDRA_FULL_ERROR"] = "1"
     from cnnx.app import task
     from cnnx.errors import ReportedInputError
@@ -235,6 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     sys.argv = [sys.argv[0], *argv]
     try:
         task()
+        sys.stdout.flush()  # `--help | head`: a closed pipe raises here, not at exit
+    except BrokenPipeError:
+        return reader_gone()
     except TrainingInterrupted as interruption:
         report(f"cnnx: {interrupted_message(interruption, argv)}")
         # The shell convention for "stopped by signal N".

@@ -114,6 +114,27 @@ def test_plugins_command_lists_components(tmp_path):
     assert "cnnx.layers" in result.stdout and "conv2d" in result.stdout and "cnnx.datasets" in result.stdout
 
 
+@pytest.mark.parametrize("typed, hint", [("compre", "; did you mean cnnx compare?"), ("lenet", "")])
+def test_a_mistyped_command_is_named_with_the_commands(tmp_path, typed, hint):
+    result = run_cli([typed, "trainer.epochs=1"], tmp_path)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip() == (f"cnnx: error: '{typed}' is neither a command (plugins, predict, compare) "
+                                     f"nor an override KEY=VALUE{hint}")
+
+
+def test_help_into_a_closed_pipe_exits_quietly(tmp_path):
+    import subprocess
+    import sys
+
+    # `python -m cnnx --help | head -1`: the reader may be gone before the text is written.
+    process = subprocess.Popen([sys.executable, "-m", "cnnx", "--help"], cwd=tmp_path, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    process.stdout.close()
+    stderr = process.stderr.read()
+    assert process.wait(timeout=120) == 141, stderr  # 128 + SIGPIPE, as the shell reports it
+    assert "Traceback" not in stderr
+
+
 def test_help_names_the_subcommands_and_the_config_groups(tmp_path):
     result = run_cli(["--help"], tmp_path, timeout=120)
     assert result.returncode == 0, result.stderr
