@@ -130,8 +130,10 @@ class Registry:
         hints = [f"{ep.dist.metadata['Name'] if ep.dist else 'a distribution'} registers {name!r} in the "
                  f"entry-point group {ep.group!r}, but {self.kind}s are read from {self.group!r}"
                  for ep in misplaced_entry_points(self.group) if ep.name == name]
+        # Also names that only add a word (focal → focal_loss), which difflib scores too low.
         close = difflib.get_close_matches(name, claims, n=3, cutoff=0.75) + [
-            n for n in claims if n.lower() == name.lower() and n != name]
+            n for n in claims if n != name and (n.lower() == name.lower() or
+                                                 (len(name) >= 3 and n.lower().split("_")[0] == name.lower()))]
         guess = f" (did you mean {' or '.join(map(repr, dict.fromkeys(close)))}?)" if close else ""
         return (f"unknown {self.kind} type {name!r}{_at(where)}{guess}; " + "".join(h + "; " for h in hints)
                 + f"available: {available or 'none installed'}")

@@ -125,6 +125,12 @@ def test_unknown_name_points_at_a_mistyped_group_and_a_close_name(plugin_path):
     assert main(["--check"]) == 1
 
 
+def test_a_name_missing_its_last_word_is_pointed_at_the_full_one(plugin_path):
+    install_fake_distribution(plugin_path, "fakeplug-words", "0.1", "[cnnx.losses]\nhinge_loss = somewhere:Hinge\n")
+    with pytest.raises(PluginError, match=r"^unknown loss type 'hinge' at loss \(did you mean 'hinge_loss'\?\)"):
+        registry.losses.get("hinge", "loss")
+
+
 def test_a_registered_component_without_a_config_file_is_named_with_how_to_select_it(plugin_path):
     from hydra import compose, initialize_config_module
     from hydra.errors import MissingConfigException
