@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -57,5 +58,6 @@ def save(cache_dir: Path, key: str, x: np.ndarray, y: np.ndarray) -> None:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-    except OSError:
-        pass
+    except OSError as exc:
+        print(f"cnnx: warning: cannot cache the decoded images in '{cache_dir}' ({exc.strerror}); "
+              f"set dataset.cache_dir to a writable folder", file=sys.stderr)

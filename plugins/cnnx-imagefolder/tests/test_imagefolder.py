@@ -115,9 +115,12 @@ def test_bad_options_name_the_key(tmp_path):
         load(root, tmp_path, size=[4])
 
 
-def test_unwritable_cache_only_costs_time(tmp_path):
+def test_unwritable_cache_only_costs_time_and_says_so(tmp_path, capsys):
     root = write_folder(tmp_path / "images")
     blocker = tmp_path / "blocker"
     blocker.write_text("a file where the cache folder should be")
     data = load(root, tmp_path, cache_dir=str(blocker / "cache"))
     assert data.num_classes == 3 and os.path.isfile(blocker)
+    assert capsys.readouterr().err.strip() == (
+        f"cnnx: warning: cannot cache the decoded images in '{blocker / 'cache'}' (Not a directory); "
+        f"set dataset.cache_dir to a writable folder")
