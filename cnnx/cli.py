@@ -145,16 +145,15 @@ def sweep_continuation(argv: list[str], tracked: bool, stopped_jobs: str = "") -
 
 
 def interrupted_message(error, argv: list[str]) -> str:
-    where = f"during epoch {error.epoch}, batch {error.batch}" if error.batch else f"after epoch {error.epoch}"
     if error.in_sweep:
         # A job's own checkpoint is not resumed by hand: the resumed sweep continues it.
         this_job = "" if error.checkpoint else "this one starts again"
-        return (f"sweep interrupted by {error.signal_name} {where} of job {error.run_dir}; "
+        return (f"sweep interrupted by {error.signal_name} {error.where} of job {error.run_dir}; "
                 f"{sweep_continuation(argv, error.sweep_tracked, this_job)}")
     if error.checkpoint is None:
         why = " (checkpoints are off: trainer.checkpoint.enabled=false)" if error.checkpoints_off else ""
-        return f"interrupted by {error.signal_name} {where}; no checkpoint was written{why}"
-    return (f"interrupted by {error.signal_name} {where}; checkpoint saved to "
+        return f"interrupted by {error.signal_name} {error.where}; no checkpoint was written{why}"
+    return (f"interrupted by {error.signal_name} {error.where}; checkpoint saved to "
             f"{error.checkpoint}; resume with: {resume_command(argv, error.run_dir)}")
 
 

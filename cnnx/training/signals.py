@@ -24,8 +24,9 @@ class TrainingInterrupted(KeyboardInterrupt):
     """
 
     def __init__(self, signal_name: str, epoch: int, batch: int):
-        super().__init__(f"{signal_name} received; stopped after epoch {epoch}, batch {batch}")
         self.signal_name, self.epoch, self.batch = signal_name, epoch, batch
+        # Also the MLflow run's error tag, which must say what the console said.
+        super().__init__(f"{signal_name} received; stopped {self.where}")
         self.checkpoint: str | None = None
         self.run_dir: str | None = None
         #: A job of a multirun: the sweep resumes as a whole (``sweep.resume=true``), which
@@ -35,6 +36,11 @@ class TrainingInterrupted(KeyboardInterrupt):
         #: No checkpoint callback ran (trainer.checkpoint.enabled=false), as opposed to one
         #: that failed to write.
         self.checkpoints_off = False
+
+    @property
+    def where(self) -> str:
+        """``during epoch 3, batch 7``; ``after epoch 3`` when it came between epochs (batch 0)."""
+        return f"during epoch {self.epoch}, batch {self.batch}" if self.batch else f"after epoch {self.epoch}"
 
     def __reduce__(self):
         # A parallel sweep's worker sends it back to the sweep's process pickled; the default

@@ -189,6 +189,40 @@ def test_a_signal_while_the_run_finishes_lets_it_finish():
 
 
 @pytest.mark.slow  # creating a sqlite MLflow store takes seconds
+def test_a_signal_between_epochs_is_tagged_as_the_console_says_it(tmp_path, monkeypatch):
+    """A SIGINT at an epoch boundary printed 'after epoch 1', but the run's error tag said
+    'stopped after epoch 1, batch 0'."""
+    import os
+    import signal
+
+    from mlflow import MlflowClient
+
+    from cnnx.cli import interrupted_message
+    from cnnx.tracking.mlflow_tracker import MlflowTracker
+    from cnnx.training.callbacks import Callback
+    from cnnx.training.signals import TrainingInterrupted
+
+    class SignalAfterEpoch1(Callback):
+        def on_epoch_end(self, trainer, epoch, metrics):
+            if epoch == 1:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.chdir(tmp_path)  # the store's artifacts go to ./mlruns
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = MlflowTracker(experiment_name="e", config={"seed": 0}, config_yaml="seed: 0\n", tracking_uri=uri,
+                            log_kernels=False, log_weights=False, log_plots=False, log_model=False,
+                            spill_dir=tmp_path / "unsent")
+    trainer = make_trainer(epochs=3, callbacks=[Checkpoint(tmp_path / "ck"), tracker, SignalAfterEpoch1()])
+    with pytest.raises(TrainingInterrupted) as caught:
+        trainer.fit(tiny_data())
+    console = interrupted_message(caught.value, [])
+    assert console.startswith("interrupted by SIGINT after epoch 1; checkpoint saved to "), console
+    run = MlflowClient(uri).get_run(tracker.run_id)
+    assert run.info.status == "KILLED"
+    assert run.data.tags["error"] == "TrainingInterrupted: SIGINT received; stopped after epoch 1"
+
+
+@pytest.mark.slow  # creating a sqlite MLflow store takes seconds
 def test_spilled_calls_replay_into_the_store(tmp_path):
     from mlflow import MlflowClient
 
