@@ -161,6 +161,49 @@ def test_sigint_saves_a_checkpoint_marks_the_run_killed_and_resumes(tmp_path, da
     assert_same_as_reference(tmp_path, reference)
 
 
+def checkpoint_files(checkpoints: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in checkpoints.iterdir()}
+
+
+def test_resuming_with_fewer_epochs_than_the_checkpoint_began_is_refused(tmp_path, data, reference):
+    """trainer.epochs below the epoch a run was stopped in used to skip the rest: the test
+    metrics of a half-trained model were logged, the run marked FINISHED, exit 0."""
+    checkpoints, returncode, stderr, epoch = signal_mid_epoch(tmp_path, data, signal.SIGINT)
+    assert returncode == 128 + signal.SIGINT, stderr
+    before = checkpoint_files(checkpoints)
+    (saved,) = [name for name in before if "-batch-" in name]
+
+    result = run_cli([*run_args(data), f"trainer.epochs={epoch - 1}", "trainer.resume=true"], tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"cnnx: error: trainer.epochs={epoch - 1} is too few to resume checkpoint "), line
+    assert f"{saved}' (epoch {epoch} of {EPOCHS}, after batch " in line, line
+    assert line.endswith(f"accepted: trainer.epochs >= {epoch} ({EPOCHS} trains it as it was started)"), line
+    (run,) = all_runs(tmp_path)
+    assert run.info.status == "KILLED" and "test_acc" not in run.data.metrics
+    assert checkpoint_files(checkpoints) == before
+
+    result = run_cli([*run_args(data), "trainer.resume=true"], tmp_path)  # nothing was lost
+    assert result.returncode == 0, result.stderr
+    assert_same_as_reference(tmp_path, reference)
+
+
+def test_a_finished_run_resumes_with_its_epochs_but_not_with_fewer(tmp_path, reference_dir, data, reference):
+    workdir = tmp_path / "copy"
+    shutil.copytree(reference_dir, workdir)
+    result = run_cli([*run_args(data), f"trainer.epochs={EPOCHS - 1}", "trainer.resume=true"], workdir)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"cnnx: error: trainer.epochs={EPOCHS - 1} is too few to resume checkpoint "), line
+    assert line.endswith(f"(after epoch {EPOCHS} of {EPOCHS}): a resumed run keeps the epochs it has trained; "
+                         f"accepted: trainer.epochs >= {EPOCHS}"), line
+
+    result = run_cli([*run_args(data), "trainer.resume=true"], workdir)
+    assert result.returncode == 0, result.stderr
+    assert "nothing left to train" in result.stdout
+    assert_same_as_reference(workdir, reference)
+
+
 def test_truncated_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, data, reference_dir, reference):
     workdir = tmp_path / "copy"
     shutil.copytree(reference_dir, workdir)

@@ -213,11 +213,8 @@ class Checkpoint(Callback):
                 self.warn(f"{problem}; falling back to '{fallback.name}'")
             self._check_same_config(header, path)
             restore(trainer, arrays, header, f"checkpoint file '{path.resolve()}'", skip=None)
-            progress = trainer.progress_state
-            # trainer.epoch counts completed epochs; an interrupted one is the next.
-            where = (f"epoch {trainer.epoch + 1}, after batch {progress.batches_done}" if progress
-                     else f"after epoch {trainer.epoch}")
-            trainer.log(f"resumed from {path} ({where})")
+            self._check_epochs(trainer, header.get("epochs"), path)
+            trainer.log(f"resumed from {path} ({_stopped_at(trainer)})")
             if trainer.finished_training:
                 trainer.log(f"the checkpoint's run had finished training ({trainer.epoch} epochs); nothing "
                             f"left to train (raise trainer.epochs to train longer)")
@@ -242,3 +239,32 @@ class Checkpoint(Callback):
                 f"trainer.checkpoint.* and where it runs may change: drop the override, or start a "
                 f"new run without trainer.resume"
             )
+
+    @staticmethod
+    def _check_epochs(trainer: Trainer, planned: Any, path: Path) -> None:
+        """Resumed with fewer epochs than its checkpoint has begun, a run would skip the rest,
+        evaluate a half-trained model and end FINISHED in MLflow; so would one stopped between
+        epochs and resumed with exactly as many."""
+        progress = trainer.progress_state
+        known = isinstance(planned, int)  # an older cnnx did not record it: any end counts as the run's
+        ended = progress is None and (trainer.stop_training or not known or trainer.epoch >= planned)
+        least = trainer.epoch if ended else trainer.epoch + 1
+        if trainer.epochs >= least:
+            return
+        where = _stopped_at(trainer, f" of {planned}" if known else "")
+        why = ("a resumed run keeps the epochs it has trained" if ended else
+               "the run would end unfinished, yet FINISHED in MLflow")
+        raise CheckpointError(
+            f"trainer.epochs={trainer.epochs} is too few to resume checkpoint '{path}' ({where}): {why}; "
+            f"accepted: trainer.epochs >= {least}"
+            + (f" ({planned} trains it as it was started)" if known and not ended else "")
+        )
+
+
+def _stopped_at(trainer: Trainer, of_epochs: str = "") -> str:
+    """``epoch 4, after batch 12`` for a trainer restored mid-epoch, else ``after epoch 3``."""
+    progress = trainer.progress_state
+    # trainer.epoch counts completed epochs; an interrupted one is the next.
+    if progress is not None:
+        return f"epoch {trainer.epoch + 1}{of_epochs}, after batch {progress.batches_done}"
+    return f"after epoch {trainer.epoch}{of_epochs}"

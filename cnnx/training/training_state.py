@@ -73,6 +73,8 @@ def capture(trainer: Trainer, skip: Any = None) -> tuple[dict[str, np.ndarray], 
                    "correct": progress.correct, "seen": progress.seen, "skipped": progress.skipped}
     header = {
         "epochs_completed": trainer.epoch - (1 if progress is not None else 0),
+        # What the run was to train: tells a checkpoint at its run's end from one at a stop.
+        "epochs": trainer.epochs,
         "partial_epoch": partial,
         "stop_training": trainer.stop_training,
         "history": trainer.history.epochs,

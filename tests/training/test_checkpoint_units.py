@@ -313,6 +313,31 @@ def test_an_interrupted_epoch_is_named_as_the_signal_named_it(tmp_path):
     assert lines[-1].endswith("epoch-0002-batch-0004.npz (epoch 2, after batch 4)")
 
 
+def test_a_run_stopped_between_epochs_does_not_resume_with_as_many_epochs_as_it_has(tmp_path):
+    """Resumed with trainer.epochs equal to the epochs it had done, a run stopped between them
+    was taken for finished: the test metrics of a half-trained model, the run FINISHED."""
+    import os
+    import signal
+
+    from cnnx.training.callbacks import Callback
+    from cnnx.training.signals import TrainingInterrupted
+
+    class SignalAfterEpoch1(Callback):
+        def on_epoch_end(self, trainer, epoch, metrics):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(TrainingInterrupted):
+        make_trainer(epochs=3, callbacks=[Checkpoint(tmp_path), SignalAfterEpoch1()]).fit(tiny_data())
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["epoch-0001.npz"]
+    with pytest.raises(CheckpointError) as caught:
+        Checkpoint(tmp_path, resume=True).on_fit_start(make_trainer(epochs=1))
+    assert str(caught.value) == (
+        f"trainer.epochs=1 is too few to resume checkpoint '{tmp_path / 'epoch-0001.npz'}' (after epoch 1 of 3): "
+        f"the run would end unfinished, yet FINISHED in MLflow; accepted: trainer.epochs >= 2 (3 trains it as it "
+        f"was started)")
+    Checkpoint(tmp_path, resume=True).on_fit_start(make_trainer(epochs=2))  # to train shorter is allowed
+
+
 def test_a_full_disk_stops_the_run_in_one_line_and_leaves_no_partial_file(tmp_path):
     import resource
 
