@@ -180,13 +180,13 @@ def logged_in(config: dict[str, Any], sweep=None) -> str:
     return config["tracking"]["experiment_name"] or config["experiment_name"]
 
 
-def _checkpoint(config: dict[str, Any], output_dir: str | None, continue_in: Path | None = None):
+def _checkpoint(config: dict[str, Any], output_dir: str | None, continue_in: Path | None = None, sweep=None):
     """The checkpoint callback, or None when checkpoints are off or have nowhere to go.
 
     ``continue_in``: the checkpoints of an earlier attempt of this sweep job, which it resumes
     from and goes on writing to, so that its run keeps one checkpoint directory.
     """
-    from cnnx.training.checkpoint import Checkpoint
+    from cnnx.training.checkpoint import Checkpoint, list_checkpoints
 
     trainer_cfg = config["trainer"]
     settings = trainer_cfg.get("checkpoint") or {"enabled": False}
@@ -199,11 +199,38 @@ def _checkpoint(config: dict[str, Any], output_dir: str | None, continue_in: Pat
                 + ("" if directory else " and trainer.checkpoint.dir")
             )
         return None
+    earlier = list_checkpoints(Path(directory)) if resume is False else []
+    if earlier:
+        raise ConfigError(_earlier_checkpoints(earlier[-1], config, output_dir, sweep))
     return Checkpoint(
         directory, every_n_epochs=settings["every_n_epochs"], keep_last=settings["keep_last"],
         keep_best=settings["keep_best"], monitor=trainer_cfg["monitor"], resume=resume,
         config=resumable_config(config),
     )
+
+
+def _earlier_checkpoints(newest: Path, config: dict[str, Any], output_dir: str | None, sweep) -> str:
+    """Why a new run may not write where another run's checkpoints are: its retention
+    (``keep_last``) would prune theirs, finished or not, and a later ``trainer.resume=true``
+    could pick one of theirs over its own."""
+    chosen = config["trainer"]["checkpoint"].get("dir")
+    directory = Path(chosen or output_dir)
+    if chosen:
+        key, shown = "trainer.checkpoint.dir", f"'{directory}'"
+        todo = ("leave it unset in a sweep, so that each job keeps its own" if sweep is not None else
+                "resume that run with trainer.resume=true, or choose another trainer.checkpoint.dir")
+    elif sweep is not None:
+        key, shown = "hydra.sweep.dir", f"job directory '{directory}'"
+        todo = "choose another hydra.sweep.dir"
+        if config["sweep"]["resume"]:
+            todo = f"no stopped run of this sweep claims them: {todo}"
+        elif config["tracking"]["enabled"]:
+            todo = f"continue that sweep with sweep.resume=true, or {todo}"
+    else:
+        key, shown = "hydra.run.dir", f"'{directory}'"
+        todo = "resume that run with trainer.resume=true, or choose another hydra.run.dir"
+    return (f"{key}: {shown} already holds checkpoints of an earlier run (newest: {newest.relative_to(directory)}), "
+            f"which a new run there would prune and mix with its own; {todo}")
 
 
 #: Settings a resumed run may change: how long it trains, how it is logged, where it runs. The
@@ -316,7 +343,7 @@ def _run(cfg: DictConfig, overrides: list[str] | None, output_dir: str | None, s
     with limit_blas_threads(threads):
         # The checkpoint callback precedes the tracker: it restores the run id before the
         # tracker starts, and writes each epoch's checkpoint before the tracker logs that epoch.
-        checkpoint = _checkpoint(config, output_dir, attempt.checkpoint_dir)
+        checkpoint = _checkpoint(config, output_dir, attempt.checkpoint_dir, sweep)
         callbacks = [checkpoint]
         if config["tracking"]["enabled"]:
             callbacks.append(_tracker(config, cfg, overrides or [], output_dir, sweep,

@@ -125,6 +125,10 @@ def signal_mid_epoch(workdir: Path, data: Path, signum: int) -> tuple[Path, int,
     return checkpoints, process.returncode, stderr, ended + 1
 
 
+def checkpoint_files(checkpoints: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in checkpoints.iterdir()}
+
+
 def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path, data, reference):
     checkpoints, returncode, _, epoch = signal_mid_epoch(tmp_path, data, signal.SIGKILL)
     assert returncode == -signal.SIGKILL
@@ -155,14 +159,16 @@ def test_sigint_saves_a_checkpoint_marks_the_run_killed_and_resumes(tmp_path, da
 
     command = shlex.split(last.split("resume with: ", 1)[1])
     assert command[:3] == ["python", "-m", "cnnx"] and "trainer.resume=true" in command
+    # Without the resume flag, a new run would have pruned this one's checkpoints.
+    before = checkpoint_files(checkpoints)
+    again = run_cli([arg for arg in command[3:] if arg != "trainer.resume=true"], tmp_path)
+    assert again.returncode == 2 and again.stderr.startswith("cnnx: error: hydra.run.dir: "), again.stderr
+    assert checkpoint_files(checkpoints) == before
+    assert [(r.info.run_id, r.info.status) for r in all_runs(tmp_path)] == [(run.info.run_id, "KILLED")]
     result = run_cli(command[3:], tmp_path)
     assert result.returncode == 0, result.stderr
     assert f"resumed from {checkpoints / saved[0]}" in result.stdout
     assert_same_as_reference(tmp_path, reference)
-
-
-def checkpoint_files(checkpoints: Path) -> dict[str, bytes]:
-    return {path.name: path.read_bytes() for path in checkpoints.iterdir()}
 
 
 def test_resuming_with_fewer_epochs_than_the_checkpoint_began_is_refused(tmp_path, data, reference):
@@ -202,6 +208,33 @@ def test_a_finished_run_resumes_with_its_epochs_but_not_with_fewer(tmp_path, ref
     assert result.returncode == 0, result.stderr
     assert "nothing left to train" in result.stdout
     assert_same_as_reference(workdir, reference)
+
+
+def test_a_new_run_in_a_directory_holding_checkpoints_is_refused(tmp_path, data, reference_dir):
+    """A new run in the directory of an earlier one (no trainer.resume) pruned the earlier
+    run's checkpoints by its own retention, with exit 0: a finished run's as much as an
+    interrupted one's (test_sigint_saves_a_checkpoint_marks_the_run_killed_and_resumes)."""
+    workdir = tmp_path / "copy"
+    shutil.copytree(reference_dir, workdir)
+    checkpoints = workdir / "run" / "checkpoints"
+    before = checkpoint_files(checkpoints)
+    (finished,) = all_runs(workdir)
+    for changed in ([], ["optimizer.lr=0.2"]):
+        result = run_cli([*run_args(data), *changed], workdir)
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        (line,) = result.stderr.strip().splitlines()
+        assert line == (f"cnnx: error: hydra.run.dir: '{workdir / 'run'}' already holds checkpoints of an earlier "
+                        f"run (newest: checkpoints/epoch-{EPOCHS:04d}.npz), which a new run there would prune and "
+                        f"mix with its own; resume that run with trainer.resume=true, or choose another hydra.run.dir")
+        assert "Total params" not in result.stdout  # refused before the data and the model
+        assert checkpoint_files(checkpoints) == before
+        (run,) = all_runs(workdir)
+        assert (run.info.run_id, run.info.status, run.info.end_time) == (
+            finished.info.run_id, "FINISHED", finished.info.end_time)
+
+    elsewhere = run_cli([*run_args(data), "hydra.run.dir=run2", "trainer.epochs=1"], workdir)
+    assert elsewhere.returncode == 0, elsewhere.stderr
+    assert checkpoint_files(checkpoints) == before
 
 
 def test_truncated_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, data, reference_dir, reference):
