@@ -137,9 +137,11 @@ def sweep_continuation(argv: list[str], tracked: bool, stopped_jobs: str = "") -
     jobs that were stopped. Only MLflow knows which jobs finished, so an untracked sweep can
     only be run again."""
     if not tracked:
-        kept = [a for a in argv if not a.startswith("sweep.resume=")]
+        # Its own directory holds the stopped jobs' checkpoints, which a new sweep there may not
+        # prune (it is refused): Hydra's default directory is a new one.
+        kept = [a for a in argv if not a.startswith(("sweep.resume=", "hydra.sweep.dir="))]
         return (f"run it again with: {shlex.join(['python', '-m', 'cnnx', *kept])} (tracking is off, so "
-                f"nothing records which jobs finished: every job runs again)")
+                f"nothing records which jobs finished: every job runs again, in a new sweep directory)")
     return (f"continue it with: {sweep_resume_command(argv)} (FINISHED jobs are skipped, "
             f"{stopped_jobs or 'stopped ones continue from their last checkpoint'})")
 

@@ -126,7 +126,32 @@ def sweep_settings_problem(config: DictConfig) -> str | None:
             return problem
     overrides = list(config.hydra.overrides.task)
     parsed = _parsed(overrides)
-    return _interval_problem(parsed) or _empty_sweep(parsed)
+    return _interval_problem(parsed) or _empty_sweep(parsed) or _earlier_sweep(config)
+
+
+def _earlier_sweep(config: DictConfig) -> str | None:
+    """A new sweep in the directory of an earlier one: its jobs would prune the earlier jobs'
+    checkpoints, from which ``sweep.resume=true`` continues them. Only the default job
+    directories (``hydra.sweep.subdir``: the job's number) are looked at; each job checks its
+    own before it trains, which refuses it alone, after the sweep has started."""
+    if (OmegaConf.select(config, "sweep.resume", default=False)
+            or not OmegaConf.select(config, "trainer.checkpoint.enabled", default=True)
+            or OmegaConf.select(config, "trainer.checkpoint.dir", default=None)
+            or OmegaConf.select(config, "hydra.sweep.dir", default=None) is None):
+        return None
+    from cnnx.tracking.sweep_link import sweep_dir_of
+    from cnnx.training.checkpoint import list_checkpoints
+
+    sweep_dir = sweep_dir_of(config.hydra)
+    for job in sorted(sweep_dir.glob("*/checkpoints")):
+        found = list_checkpoints(job)
+        if found:
+            tracked = OmegaConf.select(config, "tracking.enabled", default=True)
+            resume = "continue that sweep with sweep.resume=true, or " if tracked else ""
+            return (f"hydra.sweep.dir: '{sweep_dir}' already holds checkpoints of an earlier sweep's jobs "
+                    f"({found[-1].relative_to(sweep_dir)}), which this sweep's would prune and mix with "
+                    f"their own; {resume}choose another hydra.sweep.dir")
+    return None
 
 
 class CheckSweepSettings(Callback):

@@ -40,6 +40,14 @@ def test_an_untracked_sweep_can_only_be_run_again_and_is_not_offered_sweep_resum
     assert "sweep.resume" not in sweep_continuation([*SWEEP, "sweep.resume=true"], tracked=False)
 
 
+def test_an_untracked_sweep_is_run_again_in_a_new_directory():
+    # Its own still holds the stopped jobs' checkpoints: a new sweep there is refused.
+    message = sweep_continuation([*SWEEP, "hydra.sweep.dir=sweeps/lr", "tracking=none"], tracked=False)
+    assert message == ("run it again with: python -m cnnx -m +experiment=digits_small optimizer.lr=0.1,0.2 "
+                       "tracking=none (tracking is off, so nothing records which jobs finished: every job runs "
+                       "again, in a new sweep directory)")
+
+
 def test_a_sweep_job_interrupted_in_a_parallel_worker_reaches_the_sweep_intact():
     import pickle
 

@@ -228,6 +228,30 @@ def test_interrupted_sweep_resumes_running_only_the_missing_jobs(tmp_path):
     assert [m.step for m in continued] == [1]
 
 
+def test_a_new_sweep_in_the_directory_of_an_earlier_one_is_refused_before_it_starts(tmp_path):
+    """Its jobs pruned the earlier jobs' checkpoints (keep_last counts theirs too), from which
+    sweep.resume=true would have continued them."""
+    args = ["-m", *SMALL, *LEAN, "optimizer.lr=0.02,0.1", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    first = run_cli(args, tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    checkpoints = {path: path.read_bytes() for path in (tmp_path / "sweep").glob("*/checkpoints/*")}
+    assert len(checkpoints) == 2
+    runs = {run.info.run_id for run in all_runs(tmp_path)}
+
+    again = run_cli(args, tmp_path)
+    assert again.returncode == 2
+    assert again.stderr.strip().splitlines() == [
+        f"cnnx: error: hydra.sweep.dir: '{tmp_path / 'sweep'}' already holds checkpoints of an earlier sweep's "
+        "jobs (0/checkpoints/epoch-0001.npz), which this sweep's would prune and mix with their own; continue that "
+        "sweep with sweep.resume=true, or choose another hydra.sweep.dir"]
+    assert {path: path.read_bytes() for path in (tmp_path / "sweep").glob("*/checkpoints/*")} == checkpoints
+    assert {run.info.run_id for run in all_runs(tmp_path)} == runs  # not even a parent run
+
+    resumed = run_cli([*args, "sweep.resume=true"], tmp_path)  # in the same directory
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert resumed.stderr.count("cnnx: skipping") == 2
+
+
 def test_ctrl_c_while_a_job_finishes_stops_the_sweep_once_that_job_is_logged(tmp_path):
     args = ["-m", *SMALL, "optimizer.lr=0.02,0.1"]
     environment = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
