@@ -74,13 +74,14 @@ def list_artifacts(client, run_id: str, path: str | None = None) -> list[str]:
     return found
 
 
-def start_cli(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.Popen:
-    """``python -m cnnx ARGS`` in the background, for tests that signal or kill it."""
+def start_cli(args: list[str], cwd: Path, env: dict | None = None, start_new_session: bool = False) -> subprocess.Popen:
+    """``python -m cnnx ARGS`` in the background, for tests that signal or kill it
+    (``start_new_session``: in a process group of its own, to signal as a whole)."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     environment.update(env or {})
     return subprocess.Popen(
         [sys.executable, "-m", "cnnx", *args], cwd=cwd, env=environment,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=start_new_session,
     )
 
 

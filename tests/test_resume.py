@@ -13,6 +13,7 @@ slows batches down so that a signal lands in the middle of an epoch.
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import signal
@@ -101,13 +102,14 @@ def reference(reference_dir):
     return run, histories, weights
 
 
-def signal_mid_epoch(workdir: Path, data: Path, signum: int) -> tuple[Path, int, str, int]:
+def signal_mid_epoch(workdir: Path, data: Path, signum: int, group: bool = False) -> tuple[Path, int, str, int]:
     """Start a slowed run and, once its MLflow run exists, send ``signum`` in the middle of the
-    epoch under way (2; 3 on a machine so loaded that the run was created late);
+    epoch under way (2; 3 on a machine so loaded that the run was created late), to the run's
+    whole process group with ``group``, as ``timeout`` or a terminal's Ctrl-C does;
     (checkpoint dir, exit code, stderr, the epoch the signal landed in)."""
     checkpoints = workdir / "run" / "checkpoints"
     store_client(workdir)  # an existing store, as for most runs: building one takes seconds
-    process = start_cli(run_args(data), workdir, env=DELAY)
+    process = start_cli(run_args(data), workdir, env=DELAY, start_new_session=group)
     wait_for_file(checkpoints / "epoch-0001.npz", process)
     # The MLflow run is created by the tracking process, beside training.
     deadline = time.monotonic() + 120
@@ -116,7 +118,10 @@ def signal_mid_epoch(workdir: Path, data: Path, signum: int) -> tuple[Path, int,
         time.sleep(0.05)
     assert not (checkpoints / f"epoch-{EPOCHS:04d}.npz").exists(), "every epoch ended before the run was created"
     time.sleep(0.3)
-    process.send_signal(signum)
+    if group:
+        os.killpg(process.pid, signum)
+    else:
+        process.send_signal(signum)
     _, stderr = process.communicate(timeout=60)
     # The epoch after the newest completed one (a stop mid-epoch writes a -batch- checkpoint).
     names = [NAME.match(path.name) for path in checkpoints.iterdir()]
@@ -235,6 +240,21 @@ def test_a_new_run_in_a_directory_holding_checkpoints_is_refused(tmp_path, data,
     elsewhere = run_cli([*run_args(data), "hydra.run.dir=run2", "trainer.epochs=1"], workdir)
     assert elsewhere.returncode == 0, elsewhere.stderr
     assert checkpoint_files(checkpoints) == before
+
+
+def test_sigterm_to_the_process_group_marks_the_run_killed_with_every_epoch_logged(tmp_path, data):
+    # The tracking process gets the signal too; it used to exit on it, and the run stayed
+    # RUNNING with the epochs it had not sent yet missing.
+    _, returncode, stderr, epoch = signal_mid_epoch(tmp_path, data, signal.SIGTERM, group=True)
+    assert returncode == 128 + signal.SIGTERM, stderr
+    assert "Traceback" not in stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith(f"cnnx: interrupted by SIGTERM during epoch {epoch}, batch "), last
+    (run,) = all_runs(tmp_path)
+    assert run.info.status == "KILLED"
+    assert "TrainingInterrupted: SIGTERM" in run.data.tags["error"]
+    history = store_client(tmp_path).get_metric_history(run.info.run_id, "val_acc")
+    assert sorted(m.step for m in history) == list(range(1, epoch))
 
 
 def test_truncated_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, data, reference_dir, reference):

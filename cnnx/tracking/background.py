@@ -16,6 +16,8 @@ What stays as with the in-process tracker:
   before the child reported it, the ``cnnx.run_key`` tag the run was created with;
 - the run ends FINISHED, FAILED or KILLED, and the command returns only once the child has
   delivered everything (or spilled it, as ``MlflowTracker`` does when the store is down);
+- SIGINT or SIGTERM sent to the whole process group (Ctrl-C, ``timeout``, a batch scheduler)
+  ends the run as one sent to this process alone: the child leaves it to the trainer;
 - if this process dies (SIGKILL), the child stops at once and leaves the run RUNNING for
   ``trainer.resume`` to continue, as the killed process itself would have.
 
@@ -26,6 +28,7 @@ already imported (in a sweep: MLflow itself) instead of a fresh interpreter.
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.util
 import os
 import queue
 import signal
@@ -102,11 +105,18 @@ class BackgroundTracker(Callback):
         context = multiprocessing.get_context("fork" if hasattr(os, "fork") else "spawn")
         inbox, self._to_child = context.Pipe(duplex=False)
         self._from_child, outbox = context.Pipe(duplex=False)
+        # Set while the trainer's signal handlers will end the run through the pipe: a SIGTERM
+        # the child gets then came to the whole group, and is the trainer's to handle.
+        self._trainer_handles_signals = context.Value("b", False, lock=False)
         # Started now, before the data loads, so that MLflow's import overlaps with it.
         self._process = context.Process(
-            target=_serve, args=(inbox, outbox, (self._to_child, self._from_child), options, model_spec, os.getpid()),
+            target=_serve, args=(inbox, outbox, (self._to_child, self._from_child), options, model_spec, os.getpid(),
+                                 self._trainer_handles_signals),
             name="cnnx-tracking", daemon=True)
         self._process.start()
+        # multiprocessing ends a daemon child at exit with SIGTERM (and waits for it), so the
+        # child must obey that one: exit priority 0 runs before it.
+        multiprocessing.util.Finalize(self, _set_false, args=(self._trainer_handles_signals,), exitpriority=0)
         inbox.close()
         outbox.close()
         # Sent from a thread: a pipe holds 64 KB, and the trainer must not wait while the
@@ -131,6 +141,7 @@ class BackgroundTracker(Callback):
         # which recent MLflow versions refuse to open (only a sqlite file is checked ahead).
         if self.remote or sqlite_path(self.uri) is None:
             self._wait_started()
+        self._trainer_handles_signals.value = True
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
         self._poll()
@@ -240,6 +251,10 @@ class BackgroundTracker(Callback):
             raise TrackingError(self._failure)
 
 
+def _set_false(flag: Any) -> None:
+    flag.value = False
+
+
 def _is_remote(uri: str) -> bool:
     """Anything but a local sqlite file or folder store (a tracking server, Databricks, a
     database server): there, failing to connect is likely and can only be found by trying."""
@@ -297,14 +312,16 @@ def _report_data(data: DataSplits | None) -> DataSplits | None:
 
 # -- the child ---------------------------------------------------------------------------------
 def _serve(inbox: Connection, outbox: Connection, parent_ends: tuple[Connection, ...], options: dict[str, Any],
-           model_spec: dict[str, Any], parent_pid: int) -> None:
+           model_spec: dict[str, Any], parent_pid: int, trainer_handles_signals: Any) -> None:
     # Without this the child itself would hold the pipe open and never see its parent die.
     for end in parent_ends:
         end.close()
     # Ctrl-C reaches the whole process group; the training process decides how the run ends.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # The training process ends us with SIGTERM when it exits before its run started.
-    signal.signal(signal.SIGTERM, _terminated)
+    # The training process ends us with SIGTERM when it exits before its trainer's signal
+    # handlers took charge, or without waiting for us; while they are in charge, a SIGTERM
+    # here was sent to the whole group, as Ctrl-C is, and the trainer decides.
+    signal.signal(signal.SIGTERM, lambda *_: None if trainer_handles_signals.value else _terminated())
     try:
         _track(inbox, outbox, options, model_spec, parent_pid)
     finally:
