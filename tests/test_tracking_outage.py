@@ -1,6 +1,7 @@
 """The MLflow server goes away in the middle of a run and comes back only after training:
 training goes on, and every metric, image and artifact (plots and model included) reaches the
-store in the end.
+store in the end. When it comes back only after the run has spilled what it could not send,
+the replay command the run prints delivers that once, however often it is run.
 
 The outage is a TCP forwarder between the run and a real MLflow server (its Flask app and
 REST handlers over a sqlite store): `tracking.uri` points at the forwarder, which refuses
@@ -11,6 +12,8 @@ two (each takes from several to tens of seconds on a busy 2-core machine).
 
 from __future__ import annotations
 
+import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -112,20 +115,26 @@ def mlflow_server(tmp_path):
         log.close()
 
 
+def start_run(tmp_path: Path, forwarder: Forwarder, *overrides: str) -> tuple[subprocess.Popen, Path]:
+    """A small run tracked through ``forwarder``, in ``tmp_path/work``; (process, that folder)."""
+    data = tmp_path / "images.npz"
+    make_data(data)
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    process = start_cli([
+        "+experiment=digits_small", "dataset=npz", f"dataset.path={data}", "trainer.batch_size=8",
+        "hydra.run.dir=run", f"tracking.uri=http://127.0.0.1:{forwarder.port}", *overrides,
+    ], workdir, env={"CNNX_TEST_BATCH_DELAY": "0.03"})
+    return process, workdir
+
+
 def test_server_outage_mid_run_loses_no_metric(tmp_path, mlflow_server):
     from mlflow import MlflowClient
 
     server_uri, server_port = mlflow_server
     forwarder = Forwarder(server_port)
-    data = tmp_path / "images.npz"
-    make_data(data)
-    workdir = tmp_path / "work"
-    workdir.mkdir()
+    process, workdir = start_run(tmp_path, forwarder, "trainer.epochs=4")
     checkpoints = workdir / "run" / "checkpoints"
-    process = start_cli([
-        "+experiment=digits_small", "dataset=npz", f"dataset.path={data}", "trainer.epochs=4",
-        "trainer.batch_size=8", "hydra.run.dir=run", f"tracking.uri=http://127.0.0.1:{forwarder.port}",
-    ], workdir, env={"CNNX_TEST_BATCH_DELAY": "0.03"})
     wait_for_file(checkpoints / "epoch-0001.npz", process)
     forwarder.down()
     # Down until training is over: epochs 2 to 4 and the test metrics are queued, and the run's
@@ -155,6 +164,74 @@ def test_server_outage_mid_run_loses_no_metric(tmp_path, mlflow_server):
                     if a.startswith("images/kernels~conv1+") and a.endswith(".png")}
     assert kernel_steps == {0, 1, 2, 3, 4}, artifacts
     assert not (workdir / "run" / "mlflow-unsent").exists()
+
+
+def replay(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    return subprocess.run([sys.executable, *command], cwd=cwd, env=environment, capture_output=True, text=True,
+                          timeout=300)
+
+
+def folder_state(folder: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in folder.iterdir()}
+
+
+def test_a_spilled_run_is_replayed_once_and_only_once_the_server_is_back(tmp_path, mlflow_server):
+    from mlflow import MlflowClient
+
+    server_uri, server_port = mlflow_server
+    forwarder = Forwarder(server_port)
+    process, workdir = start_run(tmp_path, forwarder, "trainer.epochs=3", "tracking.flush_timeout=1",
+                                 "tracking.log_plots=false", "tracking.log_model=false")
+    wait_for_file(workdir / "run" / "checkpoints" / "epoch-0001.npz", process)
+    forwarder.down()  # for good: epochs 2 and 3, the weights and the end of the run are spilled
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr
+    printed = stderr.split("send them later with: ", 1)[1].splitlines()[0]
+    command = shlex.split(printed)
+    assert command[:3] == ["python", "-m", "cnnx.tracking.outbox"], printed
+    unsent = workdir / "run" / "mlflow-unsent"
+    spilled = folder_state(unsent)
+
+    # Still down: one line naming the store, and the outbox as it was, for a later replay.
+    result = replay(command[1:], workdir)
+    assert result.returncode != 0 and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"cnnx: error: cannot reach MLflow tracking server 'http://127.0.0.1:{forwarder.port}'")
+    assert "run this command again" in lines[0], lines[0]
+    assert folder_state(unsent) == spilled
+
+    forwarder.up()
+    result = replay(command[1:], workdir)
+    assert result.returncode == 0, result.stderr
+    # (MLflow itself prints links to the run above, as it ends it on a tracking server)
+    assert result.stdout.strip().splitlines()[-1].startswith("sent "), result.stdout
+    client = MlflowClient(server_uri)
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert run.info.status == "FINISHED"
+    for key in EPOCH_METRICS:
+        assert sorted(m.step for m in client.get_metric_history(run.info.run_id, key)) == [1, 2, 3], key
+    artifacts = list_artifacts(client, run.info.run_id)
+    kernel_images = sorted(a for a in artifacts if a.startswith("images/kernels~conv1+"))
+    kernel_steps = {int(a.split("+step+")[1].split("+")[0]) for a in kernel_images if a.endswith(".png")}
+    assert kernel_steps == {0, 1, 2, 3} and "weights.npz" in artifacts, artifacts
+
+    # Sent calls left the outbox: a second replay says so and sends nothing again.
+    result = replay(command[1:], workdir)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"nothing left to send in {command[3]}: every call it held has been delivered"
+    assert sorted(a for a in list_artifacts(client, run.info.run_id) if a.startswith("images/")) == kernel_images
+
+
+@pytest.mark.parametrize("folder", ["does-not-exist", "."])
+def test_replaying_a_folder_that_holds_no_outbox_says_so_in_one_line(tmp_path, folder):
+    result = replay(["-m", "cnnx.tracking.outbox", folder, "--tracking-uri", f"sqlite:///{tmp_path}/m.db"], tmp_path)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    problem = "does not exist" if folder == "does-not-exist" else "holds no unsent.jsonl"
+    assert line.startswith(f"cnnx: error: {folder} {problem}; expected the folder a run named"), line
+    assert not (tmp_path / "m.db").exists()
 
 
 def make_data(path: Path) -> None:

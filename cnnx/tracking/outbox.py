@@ -5,23 +5,36 @@ in order; if the store is unreachable the queue simply grows and training goes o
 call retries the queue first, so everything goes out as soon as the store is back. At the
 end of the run ``drain`` retries with bounded exponential back-off; whatever still cannot be
 sent is written to a local folder (``spill``) and the user is told where, with the command
-that replays it: ``python -m cnnx.tracking.outbox DIR``.
+that replays it: ``python -m cnnx.tracking.outbox DIR``. The folder is a queue too: a call
+leaves it once the store has it, so a replay that stops half-way sends only the rest when run
+again, and one that finished sends nothing more.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cnnx.cli import report_user_errors
+from cnnx.errors import CnnxError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
 SPILL_FILE = "unsent.jsonl"
+
+
+class OutboxError(CnnxError):
+    """A folder to replay that holds no readable spilled outbox."""
 
 
 @dataclass
@@ -94,43 +107,102 @@ class Outbox:
 
 
 def replay(directory: Path, tracking_uri: str | None = None) -> int:
-    """Send a spilled outbox to the store; returns the number of calls sent."""
+    """Send a spilled outbox to the store, in order; returns the number of calls sent.
+
+    Each call is removed from the folder (its line and its arrays) as soon as the store has
+    it, so a replay that stops half-way sends only the rest next time, and a finished one
+    leaves an empty ``unsent.jsonl``: there is nothing left to send twice.
+    """
     from mlflow import MlflowClient
+
+    from cnnx.tracking.mlflow_tracker import existing_store, store_setting, unusable_store
+
+    path = directory / SPILL_FILE
+    calls = _spilled_calls(directory)
+    if not calls:
+        return 0
+    store = existing_store(tracking_uri)
+    client = None
+    for number, (_, record) in enumerate(calls):
+        try:
+            client = client or MlflowClient(store)  # here: opening a store can fail as sending does
+            _send(client, directory, record)
+        except Exception as exc:  # noqa: BLE001 — whatever the store said, the rest waits for it
+            error = unusable_store(store, exc, store_setting(tracking_uri))
+            raise type(error)(f"{error}; sent {number} of {len(calls)} calls, the other {len(calls) - number} "
+                              f"stay in {directory}: run this command again once the store works") from None
+        partial = path.with_suffix(".partial")
+        partial.write_text("".join(f"{line}\n" for line, _ in calls[number + 1:]), encoding="utf-8")
+        os.replace(partial, path)  # whenever a replay stops, no call is lost; at most this one goes twice
+        for file in record.get("arrays", {}).values():
+            (directory / file).unlink(missing_ok=True)
+    return len(calls)
+
+
+def _spilled_calls(directory: Path) -> list[tuple[str, dict[str, Any]]]:
+    """(line, call) for each call waiting in ``directory``, all checked before any is sent."""
+    path = directory / SPILL_FILE
+    where = "the folder a run named when it saved unsent tracking calls (<run dir>/mlflow-unsent)"
+    if not path.is_file():
+        problem = "does not exist" if not directory.exists() else f"holds no {SPILL_FILE}"
+        raise OutboxError(f"{directory} {problem}; expected {where}")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise OutboxError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    calls = []
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if not isinstance(record, dict) or not {"kind", "run_id"} <= record.keys():
+            raise OutboxError(f"{path}, line {number}, is not a tracking call cnnx wrote; expected {where}")
+        missing = [name for name in record.get("arrays", {}).values() if not (directory / name).is_file()]
+        if missing:
+            raise OutboxError(f"{directory / missing[0]}, named on line {number} of {path}, is missing")
+        calls.append((line, record))
+    return calls
+
+
+def _send(client: MlflowClient, directory: Path, record: dict[str, Any]) -> None:
     from mlflow.entities import Metric
 
-    from cnnx.tracking.mlflow_tracker import resolve_tracking_uri
+    kind, run_id = record["kind"], record["run_id"]
+    if kind == "metrics":
+        client.log_batch(run_id, metrics=[Metric(*m) for m in record["metrics"]])
+    elif kind == "image":
+        image = np.load(directory / record["arrays"]["image"], allow_pickle=False)
+        client.log_image(run_id, image, key=record["key"], step=record["step"], synchronous=True)
+    elif kind == "weights":
+        import tempfile
 
-    client = MlflowClient(resolve_tracking_uri(tracking_uri))
-    sent = 0
-    for line in (directory / SPILL_FILE).read_text(encoding="utf-8").splitlines():
-        record = json.loads(line)
-        kind, run_id = record["kind"], record["run_id"]
-        if kind == "metrics":
-            client.log_batch(run_id, metrics=[Metric(*m) for m in record["metrics"]])
-        elif kind == "image":
-            image = np.load(directory / record["arrays"]["image"], allow_pickle=False)
-            client.log_image(run_id, image, key=record["key"], step=record["step"], synchronous=True)
-        elif kind == "weights":
-            import tempfile
-
-            weights = {name[len("weights."):]: np.load(directory / file, allow_pickle=False)
-                       for name, file in record["arrays"].items()}
-            with tempfile.TemporaryDirectory() as tmp:
-                np.savez(Path(tmp) / "weights.npz", **weights)
-                client.log_artifact(run_id, str(Path(tmp) / "weights.npz"))
-        elif kind == "status":
-            client.set_terminated(run_id, record["status"])
-        elif kind == "tag":
-            client.set_tag(run_id, record["key"], record["value"])
-        sent += 1
-    return sent
+        weights = {name[len("weights."):]: np.load(directory / file, allow_pickle=False)
+                   for name, file in record["arrays"].items()}
+        with tempfile.TemporaryDirectory() as tmp:
+            np.savez(Path(tmp) / "weights.npz", **weights)
+            client.log_artifact(run_id, str(Path(tmp) / "weights.npz"))
+    elif kind == "status":
+        client.set_terminated(run_id, record["status"])
+    elif kind == "tag":
+        client.set_tag(run_id, record["key"], record["value"])
 
 
-if __name__ == "__main__":
+@report_user_errors
+def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(description="Send tracking calls a run could not deliver.")
     parser.add_argument("directory", type=Path)
     parser.add_argument("--tracking-uri", default=None)
-    args = parser.parse_args()
-    print(f"sent {replay(args.directory, args.tracking_uri)} calls")
+    args = parser.parse_args(argv)
+    sent = replay(args.directory, args.tracking_uri)
+    if sent:
+        print(f"sent {sent} calls")
+    else:
+        print(f"nothing left to send in {args.directory}: every call it held has been delivered")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -245,6 +245,33 @@ def test_spilled_calls_replay_into_the_store(tmp_path):
     assert client.get_run(run_id).info.status == "FINISHED"
 
 
+@pytest.mark.slow  # creating a sqlite MLflow store takes seconds
+def test_a_replay_that_stops_keeps_exactly_the_calls_it_did_not_send(tmp_path):
+    from mlflow import MlflowClient
+
+    from cnnx.tracking.mlflow_tracker import TrackingError
+    from cnnx.tracking.outbox import replay
+
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    client = MlflowClient(uri)
+    run_id, unknown_run = client.create_run(client.create_experiment("e")).info.run_id, "0" * 32
+
+    def refused():
+        raise ConnectionError("refused")
+
+    outbox = Outbox(uri, warn=lambda _: None)
+    outbox.submit(Pending(refused, {"kind": "image", "run_id": run_id, "key": "k", "step": 1},
+                          {"image": np.zeros((4, 4, 3), np.uint8)}))
+    for run in (unknown_run, run_id):  # the store refuses the first: this replay stops there
+        outbox.submit(Pending(refused, {"kind": "status", "run_id": run, "status": "FINISHED"}))
+    outbox.spill(tmp_path / "unsent")
+    with pytest.raises(TrackingError, match=r"sent 1 of 3 calls, the other 2 stay in .*unsent: run this command"):
+        replay(tmp_path / "unsent", uri)
+    left = (tmp_path / "unsent" / SPILL_FILE).read_text().splitlines()
+    assert [json.loads(line)["run_id"] for line in left] == [unknown_run, run_id]
+    assert [p.name for p in (tmp_path / "unsent").iterdir()] == [SPILL_FILE]  # the sent image's array went too
+
+
 def test_skip_batch_reports_once_per_epoch_and_fails_when_a_whole_epoch_is_skipped():
     import warnings
 
