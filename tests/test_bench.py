@@ -46,7 +46,10 @@ def test_with_torch_prints_the_ratio(order):
     assert result.returncode == 0, result.stderr
     assert ("each library on its own" if order == "separate" else "interleaved") in result.stdout
     engine_ms, _, torch_ms, _, ratio = figures(result.stdout)["digits"]
-    assert ratio == pytest.approx(engine_ms / torch_ms, abs=0.006)
+    # Printed to 3 decimals (ms) and 2 (ratio): the ratio of the printed ms may differ by
+    # the rounding of each, which grows as the steps get shorter.
+    rounding = 0.005 + 0.0005 * (1 / torch_ms + (engine_ms + 0.0005) / (torch_ms - 0.0005) ** 2) + 1e-9
+    assert ratio == pytest.approx(engine_ms / torch_ms, abs=rounding)
 
 
 def test_no_torch_flag_times_the_engine_alone():
