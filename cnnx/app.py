@@ -249,11 +249,12 @@ def resumable_config(config: dict[str, Any]) -> dict[str, str]:
 
 
 def _tracker(config: dict[str, Any], cfg: DictConfig, overrides: list[str], output_dir: str | None,
-             sweep=None, checkpoint_dir: Path | None = None):
+             sweep=None, checkpoint_dir: Path | None = None, resume_file: Path | None = None):
     from cnnx.tracking.mlflow_tracker import MlflowTracker
     from cnnx.tracking.sweep_job import tracker_options
     from cnnx.tracking.sweep_summary import overrides_tag
     from cnnx.tracking.tags import run_tags
+    from cnnx.training.checkpoint import newer_checkpoints
 
     tracking = config["tracking"]
     flush_timeout = tracking.get("flush_timeout", 60.0)
@@ -275,6 +276,11 @@ def _tracker(config: dict[str, Any], cfg: DictConfig, overrides: list[str], outp
         log_plots=tracking["log_plots"],
         log_model=tracking["log_model"],
     )
+    if resume_file is not None:
+        # Its run may have gone past it: whether this continues that run is the tracker's call.
+        newer = newer_checkpoints(resume_file.parent, resume_file)
+        arguments.update(resume_file=str(resume_file.resolve()),
+                         newer_checkpoint=str(newer[-1]) if newer else None)
     # A single run has a core to spare for tracking. A sweep's jobs either fill the cores
     # (parallel) or find MLflow already imported and its store open (sequential), where a
     # helper per job measured slower than none (README, "What you'll see in MLflow").
@@ -347,7 +353,8 @@ def _run(cfg: DictConfig, overrides: list[str] | None, output_dir: str | None, s
         callbacks = [checkpoint]
         if config["tracking"]["enabled"]:
             callbacks.append(_tracker(config, cfg, overrides or [], output_dir, sweep,
-                                      checkpoint.directory if checkpoint else None))
+                                      checkpoint.directory if checkpoint else None,
+                                      checkpoint.resume_file if checkpoint else None))
         data, trainer = build_run(config, [c for c in callbacks if c is not None])
         progress.training = True  # from here on the job's own run records what happens
         try:

@@ -83,6 +83,9 @@ class TrainerView:
     test_evaluation: Evaluation | None = None
     finished_training: bool = False
 
+    def log(self, message: str) -> None:
+        """The training process prints what the tracker has to say (``BackgroundTracker``)."""
+
 
 class BackgroundTracker(Callback):
     """A trainer callback with ``MlflowTracker``'s behaviour, its work done in a child process.
@@ -99,6 +102,8 @@ class BackgroundTracker(Callback):
         self.run_key = uuid.uuid4().hex
         self.run_id: str | None = None
         self.resumed = False
+        self._may_branch = options.get("resume_file") is not None
+        self._branched: str | None = None
         self._kernel_weight: str | None = None
         self._failure: str | None = None
         self._start_sent = self._started = self._finished = False
@@ -139,8 +144,12 @@ class BackgroundTracker(Callback):
         self._start_sent = True
         # An unreachable server fails the run now, not epochs later; so does a folder store,
         # which recent MLflow versions refuse to open (only a sqlite file is checked ahead).
-        if self.remote or sqlite_path(self.uri) is None:
+        # A run resumed from a checkpoint file may become a new run: until the child says
+        # which, a checkpoint would record the old run's id.
+        if self.remote or sqlite_path(self.uri) is None or (self.resumed and self._may_branch):
             self._wait_started()
+            if self._branched is not None:
+                trainer.log(self._branched)
         self._trainer_handles_signals.value = True
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
@@ -236,7 +245,7 @@ class BackgroundTracker(Callback):
         except (EOFError, OSError) as exc:
             raise self._fail(f"the MLflow tracking process exited (code {self._process.exitcode})") from exc
         if kind == "started":
-            self.run_id, self._started = value, True
+            (self.run_id, self.run_key, self._branched), self._started = value, True
         elif kind == "finished":
             self._finished = True
         elif kind == "failed":
@@ -360,7 +369,7 @@ def _track(inbox: Connection, outbox: Connection, options: dict[str, Any], model
                 tracker.tags[RUN_KEY_TAG] = message["run_key"]
                 tracker.resuming = message["resumed"]
                 tracker.on_fit_start(view)
-                outbox.send(("started", tracker.run_id))
+                outbox.send(("started", (tracker.run_id, tracker.tags[RUN_KEY_TAG], tracker.branched)))
             elif kind == "epoch":
                 parameters = dict(view.model.named_parameters())
                 for name, value in message["weights"].items():

@@ -7,6 +7,7 @@ import os
 import re
 import tempfile
 import time
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,10 @@ RUN_KEY_TAG = "cnnx.run_key"
 #: A setting a resumed run changed (``trainer.epochs``, say): MLflow keeps a param's first
 #: value for good, so the value the run went on with is this tag plus the param's name.
 RESUMED_WITH_TAG = "cnnx.resumed_with."
+#: A run resumed from a checkpoint its run had gone past is a run of its own: these name the
+#: run and the checkpoint file it branched from.
+RESUMED_FROM_TAG = "cnnx.resumed_from"
+RESUMED_FROM_CHECKPOINT_TAG = "cnnx.resumed_from.checkpoint"
 #: MLflow's own default, spelled out so runs land in ./mlflow.db whatever MLflow's version.
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 _MAX_PARAMS_PER_BATCH = 100
@@ -166,7 +171,12 @@ class MlflowTracker(Callback):
         parent_run_id: str | None = None,
         log_plots: bool = True,
         log_model: bool = True,
+        resume_file: str | None = None,
+        newer_checkpoint: str | None = None,
     ):
+        """``resume_file``: the checkpoint file ``trainer.resume`` names, ``newer_checkpoint``
+        one of its run's written after it, found beside it; a run resumed from a point its run
+        has gone past is logged as a new run (see ``_branches_off``)."""
         self.experiment_name = experiment_name
         self.config = config
         self.config_yaml = config_yaml
@@ -192,6 +202,9 @@ class MlflowTracker(Callback):
         self.outbox = Outbox(self.tracking_uri)
         #: (key, step) pairs the store already holds for a resumed run: never logged twice.
         self._logged: set[tuple[str, int]] = set()
+        self.resume_file, self.newer_checkpoint = resume_file, newer_checkpoint
+        #: Why this run is a new one rather than its checkpoint's (None when it is not).
+        self.branched: str | None = None
         use_short_http_retries(self.tracking_uri)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -204,8 +217,7 @@ class MlflowTracker(Callback):
             self.client = MlflowClient(self.tracking_uri)
         except Exception as exc:
             raise self._unreachable(exc) from exc
-        if self.run_id is not None:  # restored from a checkpoint: continue that run
-            self._continue_run(trainer)
+        if self.run_id is not None and self._continue_run(trainer):  # restored from a checkpoint
             return
         try:
             experiment = self.client.get_experiment_by_name(self.experiment_name)
@@ -214,8 +226,8 @@ class MlflowTracker(Callback):
             self.run_id = self._run_with_key(experiment_id)
         except Exception as exc:  # any store failure, before any training happens
             raise self._unreachable(exc) from exc
-        if self.run_id is not None:  # a checkpoint written before its run id was known
-            self._continue_run(trainer)
+        # A checkpoint written before its run id was known.
+        if self.run_id is not None and self._continue_run(trainer):
             return
         run = self.client.create_run(experiment_id, run_name=self.run_name, tags=self.tags)
         self.run_id = run.info.run_id
@@ -226,10 +238,15 @@ class MlflowTracker(Callback):
         self.client.log_text(self.run_id, trainer.model.summary(), "model_summary.txt")
         self._kernel_layer = first_conv_layer(trainer.model)
         if self._kernel_layer is not None:
-            self._log_kernels(trainer, step=0)
+            # A branch starts from its checkpoint's weights, not from initial ones.
+            self._log_kernels(trainer, step=0 if self.branched is None else trainer.epoch)
         # A resumed run whose process died before its MLflow run was created (the tracking
-        # process was still starting): the checkpoint's epochs would otherwise be missing.
+        # process was still starting), or a branch: the checkpoint's epochs would otherwise be missing.
         self._log_missing_history(trainer)
+        if self.branched is not None:
+            self.branched += (f": logging to a new run {self.run_id} (tagged {RESUMED_FROM_TAG}), "
+                              f"leaving that one as it was")
+            trainer.log(self.branched)
 
     def _run_with_key(self, experiment_id: str) -> str | None:
         """The run tagged with this tracker's ``cnnx.run_key`` when it resumes one (its
@@ -243,9 +260,10 @@ class MlflowTracker(Callback):
     def _unreachable(self, exc: BaseException) -> TrackingError:
         return unusable_store(self.tracking_uri, exc)
 
-    def _continue_run(self, trainer: Trainer) -> None:
+    def _continue_run(self, trainer: Trainer) -> bool:
         """Mark the checkpoint's run RUNNING again and log what its checkpoint holds but the
-        store does not (the killed process may have died between the two)."""
+        store does not (the killed process may have died between the two). False, with the
+        run untouched, when this run is to be a new one instead (``_branches_off``)."""
         try:
             run = self.client.get_run(self.run_id)
         except Exception as exc:
@@ -254,11 +272,13 @@ class MlflowTracker(Callback):
                 f"{self.tracking_uri!r} (tracking.uri): {type(exc).__name__}: "
                 f"{(str(exc).splitlines() or [''])[0][:300]}"
             ) from exc
+        if self._branches_off(run, trainer):
+            return False
         if run.info.status == "FINISHED" and getattr(trainer, "finished_training", False):
             # Resumed from the last checkpoint of a run that had ended: its record is complete,
             # and logging the report again would only duplicate every image and the model.
             self._complete = True
-            return
+            return True
         self.client.update_run(self.run_id, status="RUNNING")
         if "error" in run.data.tags:  # how it stopped last time; a FINISHED run must not keep it
             self.client.delete_tag(self.run_id, "error")
@@ -268,6 +288,34 @@ class MlflowTracker(Callback):
         for key in keys:
             self._logged.update((key, m.step) for m in self.client.get_metric_history(self.run_id, key))
         self._log_missing_history(trainer)
+        return True
+
+    def _branches_off(self, run, trainer: Trainer) -> bool:
+        """Whether a run resumed from ``resume_file`` must be a new run, and if so make it one.
+
+        Resumed from a point its run has gone past (the run logged later epochs, or a newer
+        checkpoint of it lies beside the file), it trains another trajectory from there (with
+        more epochs, another schedule). Continuing the run would keep the old trajectory's later
+        steps, which are never logged twice, beside the new weights; and the two trajectories'
+        checkpoints would resume the same run. ``trainer.resume=true`` never branches: it takes
+        the newest checkpoint, or the one before a truncated newest, which replays what was logged.
+        """
+        if self.resume_file is None:
+            return False
+        newest = max((m.step for key in run.data.metrics
+                      for m in self.client.get_metric_history(run.info.run_id, key)), default=0)
+        if newest > trainer.epoch:
+            why = f"which has logged up to epoch {newest}"
+        elif self.newer_checkpoint is not None:
+            why = f"which went on to '{self.newer_checkpoint}'"
+        else:
+            return False
+        self.branched = f"checkpoint '{self.resume_file}' is behind its MLflow run {run.info.run_id}, {why}"
+        self.tags.update({RESUMED_FROM_TAG: run.info.run_id, RESUMED_FROM_CHECKPOINT_TAG: self.resume_file})
+        if RUN_KEY_TAG in self.tags:  # the old run's: a later resume must find this one
+            self.tags[RUN_KEY_TAG] = uuid.uuid4().hex
+        self.run_id, self.resuming = None, False
+        return True
 
     def _log_changed_settings(self, params: Mapping[str, str], tags: Mapping[str, str]) -> None:
         """Tag what this resumed run was started with where it differs from the params it

@@ -52,6 +52,15 @@ def list_checkpoints(directory: Path) -> list[Path]:
     return sorted(found, key=checkpoint_order)
 
 
+def newer_checkpoints(directory: Path, than: Path) -> list[Path]:
+    """Checkpoints in ``directory`` written later in a run than ``than``, oldest first; none
+    when ``than`` is not named like a checkpoint (its place cannot be told)."""
+    order = checkpoint_order(than)
+    if order is None:
+        return []
+    return [path for path in list_checkpoints(directory) if checkpoint_order(path) > order]
+
+
 def check_writable(directory: Path, key: str) -> None:
     """Fail before training, naming ``key``, if checkpoints cannot be written to ``directory``."""
     probe = directory / f".write-test-{os.getpid()}"
@@ -100,6 +109,15 @@ class Checkpoint(Callback):
         self.best_epoch = 0
         self.last_saved: Path | None = None
         self.resumed_from: Path | None = None
+
+    @property
+    def resume_file(self) -> Path | None:
+        """The checkpoint file ``trainer.resume`` names; None for true, false or a directory,
+        which resume from the newest checkpoint."""
+        if self.resume is True or self.resume is False:
+            return None
+        path = Path(self.resume).expanduser()
+        return path if path.is_file() else None
 
     # -- hooks -----------------------------------------------------------------------------
     def on_fit_start(self, trainer: Trainer) -> None:

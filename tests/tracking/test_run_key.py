@@ -7,15 +7,16 @@ import numpy as np
 
 from cnnx.engine.model import build_model
 from cnnx.tracking.background import TrainerView, _History
-from cnnx.tracking.mlflow_tracker import RESUMED_WITH_TAG, RUN_KEY_TAG, MlflowTracker
+from cnnx.tracking.mlflow_tracker import RESUMED_FROM_TAG, RESUMED_WITH_TAG, RUN_KEY_TAG, MlflowTracker
 
 SPEC = {"conv1": {"type": "conv2d", "out_channels": 2, "kernel_size": 3}, "flatten": {"type": "flatten"},
         "fc": {"type": "dense", "out_features": 3}}
 
 
-def _tracker(uri, tmp_path, config=None, **state):
+def _tracker(uri, tmp_path, config=None, options=None, **state):
     tracker = MlflowTracker(experiment_name="keyed", config=config or {"seed": 0}, config_yaml="seed: 0\n",
-                            tracking_uri=uri, log_plots=False, log_model=False, spill_dir=tmp_path / "unsent")
+                            tracking_uri=uri, log_plots=False, log_model=False, spill_dir=tmp_path / "unsent",
+                            **(options or {}))
     if state:
         tracker.load_state_dict(state)
     return tracker
@@ -152,3 +153,29 @@ def test_a_resumed_run_tags_the_settings_it_changed(tmp_path, monkeypatch):
     _tracker(uri, tmp_path, again, run_id=first.run_id).on_fit_start(_view([EPOCH_1]))
     tags = MlflowClient(uri).get_run(first.run_id).data.tags
     assert not [k for k in tags if k.startswith(RESUMED_WITH_TAG)]
+
+
+def test_a_checkpoint_file_its_run_went_past_on_disk_only_starts_a_new_run(tmp_path, monkeypatch):
+    """Stopped in epoch 2 (a checkpoint of epoch 2, batch 5 beside epoch 1's), the run has logged
+    only epoch 1; resumed from epoch 1's file, it would still fork that run's checkpoints."""
+    from mlflow import MlflowClient
+
+    uri, first = _one_epoch_run(tmp_path, monkeypatch)
+    older = str(tmp_path / "run" / "epoch-0001.npz")
+    options = {"resume_file": older, "newer_checkpoint": str(tmp_path / "run" / "epoch-0002-batch-0005.npz")}
+    branch = _tracker(uri, tmp_path, options=options, run_id=first.run_id, run_key="key-of-first")
+    branch.on_fit_start(_view([EPOCH_1]))
+    assert branch.run_id != first.run_id and branch.tags[RUN_KEY_TAG] != "key-of-first"
+    client = MlflowClient(uri)
+    tags = client.get_run(branch.run_id).data.tags
+    assert (tags[RESUMED_FROM_TAG], tags["cnnx.resumed_from.checkpoint"]) == (first.run_id, older)
+    assert [(m.step, m.value) for m in client.get_metric_history(branch.run_id, "val_acc")] == [(1, 0.5)]
+    assert client.get_run(first.run_id).info.status == "RUNNING"
+
+
+def test_the_newest_checkpoint_file_of_a_run_continues_it(tmp_path, monkeypatch):
+    uri, first = _one_epoch_run(tmp_path, monkeypatch)
+    options = {"resume_file": str(tmp_path / "run" / "epoch-0001.npz")}
+    resumed = _tracker(uri, tmp_path, options=options, run_id=first.run_id)
+    resumed.on_fit_start(_view([EPOCH_1]))
+    assert resumed.run_id == first.run_id and resumed.branched is None
