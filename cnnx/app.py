@@ -186,7 +186,7 @@ def _checkpoint(config: dict[str, Any], output_dir: str | None, continue_in: Pat
     ``continue_in``: the checkpoints of an earlier attempt of this sweep job, which it resumes
     from and goes on writing to, so that its run keeps one checkpoint directory.
     """
-    from cnnx.training.checkpoint import Checkpoint, list_checkpoints
+    from cnnx.training.checkpoint import Checkpoint, list_checkpoints, newer_checkpoints
 
     trainer_cfg = config["trainer"]
     settings = trainer_cfg.get("checkpoint") or {"enabled": False}
@@ -202,32 +202,54 @@ def _checkpoint(config: dict[str, Any], output_dir: str | None, continue_in: Pat
     earlier = list_checkpoints(Path(directory)) if resume is False else []
     if earlier:
         raise ConfigError(_earlier_checkpoints(earlier[-1], config, output_dir, sweep))
-    return Checkpoint(
+    checkpoint = Checkpoint(
         directory, every_n_epochs=settings["every_n_epochs"], keep_last=settings["keep_last"],
         keep_best=settings["keep_best"], monitor=trainer_cfg["monitor"], resume=resume,
         config=resumable_config(config),
     )
+    resumed = checkpoint.resume_file
+    newer = newer_checkpoints(Path(directory), resumed) if resumed is not None else []
+    if newer:
+        raise ConfigError(_newer_checkpoints(newer[-1], resume, config, output_dir, sweep))
+    return checkpoint
+
+
+def _checkpoints_placed_by(config: dict[str, Any], output_dir: str | None, sweep) -> tuple[str, str, Path]:
+    """(the setting that decides where a run's checkpoints go, how to show it, its directory)."""
+    chosen = config["trainer"]["checkpoint"].get("dir")
+    directory = Path(chosen or output_dir)
+    if chosen:
+        return "trainer.checkpoint.dir", f"'{directory}'", directory
+    if sweep is not None:
+        return "hydra.sweep.dir", f"job directory '{directory}'", directory
+    return "hydra.run.dir", f"'{directory}'", directory
+
+
+def _newer_checkpoints(newest: Path, resume: Any, config: dict[str, Any], output_dir: str | None, sweep) -> str:
+    """Why a run resumed from an older checkpoint than its run's newest may not write beside
+    them: it trains another trajectory from there, whose checkpoints the newer ones would
+    outrank in ``trainer.resume=true`` and push out of ``keep_last``."""
+    key, shown, directory = _checkpoints_placed_by(config, output_dir, sweep)
+    return (f"{key}: {shown} holds checkpoints newer than trainer.resume={resume} (newest: "
+            f"{newest.relative_to(directory)}), which a run resumed from it would prune and mix with its own; "
+            f"continue from the newest with trainer.resume=true, or give the resumed run another {key}")
 
 
 def _earlier_checkpoints(newest: Path, config: dict[str, Any], output_dir: str | None, sweep) -> str:
     """Why a new run may not write where another run's checkpoints are: its retention
     (``keep_last``) would prune theirs, finished or not, and a later ``trainer.resume=true``
     could pick one of theirs over its own."""
-    chosen = config["trainer"]["checkpoint"].get("dir")
-    directory = Path(chosen or output_dir)
-    if chosen:
-        key, shown = "trainer.checkpoint.dir", f"'{directory}'"
+    key, shown, directory = _checkpoints_placed_by(config, output_dir, sweep)
+    if key == "trainer.checkpoint.dir":
         todo = ("leave it unset in a sweep, so that each job keeps its own" if sweep is not None else
                 "resume that run with trainer.resume=true, or choose another trainer.checkpoint.dir")
     elif sweep is not None:
-        key, shown = "hydra.sweep.dir", f"job directory '{directory}'"
         todo = "choose another hydra.sweep.dir"
         if config["sweep"]["resume"]:
             todo = f"no stopped run of this sweep claims them: {todo}"
         elif config["tracking"]["enabled"]:
             todo = f"continue that sweep with sweep.resume=true, or {todo}"
     else:
-        key, shown = "hydra.run.dir", f"'{directory}'"
         todo = "resume that run with trainer.resume=true, or choose another hydra.run.dir"
     return (f"{key}: {shown} already holds checkpoints of an earlier run (newest: {newest.relative_to(directory)}), "
             f"which a new run there would prune and mix with its own; {todo}")

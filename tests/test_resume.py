@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from e2e_helpers import all_runs, run_cli, start_cli, store_client, wait_for_file
+from e2e_helpers import all_runs, metric_history, run_cli, start_cli, store_client, wait_for_file
 
 from cnnx.training.checkpoint import NAME
 from cnnx.training.checkpoint_file import read_checkpoint
@@ -255,6 +255,77 @@ def test_sigterm_to_the_process_group_marks_the_run_killed_with_every_epoch_logg
     assert "TrainingInterrupted: SIGTERM" in run.data.tags["error"]
     history = store_client(tmp_path).get_metric_history(run.info.run_id, "val_acc")
     assert sorted(m.step for m in history) == list(range(1, epoch))
+
+
+def run_record(workdir: Path, run_id: str) -> tuple:
+    """Everything MLflow holds of a run but its artifacts: info, params, tags, every metric step."""
+    client = store_client(workdir)
+    run = client.get_run(run_id)
+    histories = {key: metric_history(client, run_id, key) for key in run.data.metrics}
+    return run.info.status, run.info.end_time, run.data.params, run.data.tags, histories
+
+
+def test_resuming_an_older_checkpoint_file_branches_into_a_new_run(tmp_path, data, reference_dir):
+    """Resumed from a checkpoint its run had gone past (README: trainer.resume=<file>) with more
+    epochs, a run went on logging into that run, which never logs a (key, step) twice: MLflow
+    kept the old trajectory's later epochs (lr, val_acc…) beside the new weights and held
+    test_acc at both ends. It is a new run now, tagged with the one it came from."""
+    workdir = tmp_path / "copy"
+    shutil.copytree(reference_dir, workdir)
+    checkpoints = workdir / "run" / "checkpoints"
+    before = checkpoint_files(checkpoints)
+    (old,) = all_runs(workdir)
+    old_record = run_record(workdir, old.info.run_id)
+    older = checkpoints / "epoch-0002.npz"
+    assert older.name in before and f"epoch-{EPOCHS:04d}.npz" in before
+
+    # In a directory of its own, as Hydra's default run dir is.
+    result = run_cli([*run_args(data), "trainer.epochs=5", f"trainer.resume={older}", "hydra.run.dir=branch"], workdir)
+    assert result.returncode == 0, result.stderr
+    assert f"resumed from {older}" in result.stdout
+    assert checkpoint_files(checkpoints) == before
+    assert run_record(workdir, old.info.run_id) == old_record
+    (branch,) = [r for r in all_runs(workdir) if r.info.run_id != old.info.run_id]
+    assert f"logging to a new run {branch.info.run_id} (tagged cnnx.resumed_from)" in result.stdout
+    assert branch.info.status == "FINISHED"
+    assert branch.data.tags["cnnx.resumed_from"] == old.info.run_id
+    assert branch.data.tags["cnnx.resumed_from.checkpoint"] == str(older.resolve())
+    assert branch.data.params["trainer.epochs"] == "5"
+
+    # Its history is what its newest checkpoint trained: the checkpoint's two epochs, then its own.
+    arrays, header = read_checkpoint(workdir / "branch" / "checkpoints" / "epoch-0005.npz")
+    client = store_client(workdir)
+    trained = {key: [(step, epoch[key]) for step, epoch in enumerate(header["history"], 1)]
+               for key in header["history"][0]}
+    logged_per_epoch = {key: metric_history(client, branch.info.run_id, key) for key in trained}
+    assert logged_per_epoch == trained
+    test_acc = metric_history(client, branch.info.run_id, "test_acc")
+    assert [step for step, _ in test_acc] == [5]
+    old_histories = old_record[-1]
+    assert trained["lr"][:2] == old_histories["lr"][:2]
+    assert trained["lr"][2] != old_histories["lr"][2]  # the cosine now spans 5 epochs: another trajectory
+    with np.load(client.download_artifacts(branch.info.run_id, "weights.npz", str(tmp_path))) as weights:
+        assert sorted(weights.files) == sorted(k[len("model/"):] for k in arrays if k.startswith("model/"))
+        for key in weights.files:
+            assert np.array_equal(arrays[f"model/{key}"], weights[key]), key
+
+    # Written beside the newer checkpoints of its run, the branch's would prune and mix with them.
+    result = run_cli([*run_args(data), "trainer.epochs=5", f"trainer.resume={older}"], workdir)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line == (f"cnnx: error: hydra.run.dir: '{workdir / 'run'}' holds checkpoints newer than "
+                    f"trainer.resume={older} (newest: checkpoints/epoch-{EPOCHS:04d}.npz), which a run resumed "
+                    f"from it would prune and mix with its own; continue from the newest with trainer.resume=true, "
+                    f"or give the resumed run another hydra.run.dir"), line
+    assert checkpoint_files(checkpoints) == before
+    assert len(all_runs(workdir)) == 2
+
+    # Each trajectory resumes its own run: the branch's checkpoints hold the branch's run id.
+    result = run_cli([*run_args(data), "trainer.epochs=5", "trainer.resume=true", "hydra.run.dir=branch"], workdir)
+    assert result.returncode == 0, result.stderr
+    assert "nothing left to train" in result.stdout
+    assert len(all_runs(workdir)) == 2
+    assert run_record(workdir, old.info.run_id) == old_record
 
 
 def test_truncated_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, data, reference_dir, reference):
