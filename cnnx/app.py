@@ -119,18 +119,11 @@ def build_run(config: dict[str, Any], callbacks: list | None = None):
     early_stopping = EarlyStopping(**{k: v for k, v in stopping.items() if k != "enabled"})
     if stopping["enabled"]:
         callbacks.insert(0, early_stopping)
-    max_shift = trainer_cfg["augment"]["max_shift"]
-    smaller_side = min(data.input_shape[1:])
-    if isinstance(max_shift, int) and max_shift >= smaller_side:
-        raise ConfigError(
-            f"trainer.augment.max_shift={max_shift} can move {'×'.join(map(str, data.input_shape[1:]))} "
-            f"images out of the frame; accepted: 0 <= max_shift < {smaller_side}"
-        )
     trainer = Trainer(
         model, loss, optimizer,
         epochs=trainer_cfg["epochs"], batch_size=trainer_cfg["batch_size"], seed=seed,
         scheduler_factory=make_scheduler, callbacks=callbacks,
-        max_shift=max_shift,
+        max_shift=trainer_cfg["augment"]["max_shift"],
         eval_batch_size=trainer_cfg["eval_batch_size"], progress=trainer_cfg["progress"], log=RUN_LOG.info,
         update_guard=UpdateGuard(trainer_cfg.get("on_nonfinite", "stop"), trainer_cfg.get("grad_clip_norm")),
     )
@@ -186,7 +179,7 @@ def _checkpoint(config: dict[str, Any], output_dir: str | None, continue_in: Pat
     ``continue_in``: the checkpoints of an earlier attempt of this sweep job, which it resumes
     from and goes on writing to, so that its run keeps one checkpoint directory.
     """
-    from cnnx.training.checkpoint import Checkpoint, list_checkpoints, newer_checkpoints
+    from cnnx.training.checkpoint import Checkpoint, list_checkpoints
 
     trainer_cfg = config["trainer"]
     settings = trainer_cfg.get("checkpoint") or {"enabled": False}
@@ -208,9 +201,13 @@ def _checkpoint(config: dict[str, Any], output_dir: str | None, continue_in: Pat
         config=resumable_config(config),
     )
     resumed = checkpoint.resume_file
-    newer = newer_checkpoints(Path(directory), resumed) if resumed is not None else []
-    if newer:
-        raise ConfigError(_newer_checkpoints(newer[-1], resume, config, output_dir, sweep))
+    if resumed is not None and resumed.parent.resolve() != Path(directory).resolve():
+        # Resumed from another run's folder into this one: a new run's rule holds here.
+        earlier = list_checkpoints(Path(directory))
+        if earlier:
+            raise ConfigError(_earlier_checkpoints(earlier[-1], config, output_dir, sweep))
+    elif checkpoint.resume_file_passed_by:
+        raise ConfigError(_newer_checkpoints(checkpoint.resume_file_passed_by[-1], resume, config, output_dir, sweep))
     return checkpoint
 
 
@@ -271,18 +268,17 @@ def resumable_config(config: dict[str, Any]) -> dict[str, str]:
 
 
 def _tracker(config: dict[str, Any], cfg: DictConfig, overrides: list[str], output_dir: str | None,
-             sweep=None, checkpoint_dir: Path | None = None, resume_file: Path | None = None):
+             sweep=None, checkpoint=None):
     from cnnx.tracking.mlflow_tracker import MlflowTracker
     from cnnx.tracking.sweep_job import tracker_options
     from cnnx.tracking.sweep_summary import overrides_tag
     from cnnx.tracking.tags import run_tags
-    from cnnx.training.checkpoint import newer_checkpoints
 
     tracking = config["tracking"]
-    flush_timeout = tracking.get("flush_timeout", 60.0)
-    if isinstance(flush_timeout, bool) or not isinstance(flush_timeout, (int, float)) or not 0 <= flush_timeout < math.inf:
+    flush_timeout = tracking["flush_timeout"]  # a float: the schema says so
+    if not 0 <= flush_timeout < math.inf:
         raise ConfigError(f"tracking.flush_timeout={flush_timeout!r} is invalid; accepted: seconds >= 0")
-    options = tracker_options(sweep, config, checkpoint_dir)
+    options = tracker_options(sweep, config, checkpoint.directory if checkpoint else None)
     arguments = dict(
         experiment_name=logged_in(config, sweep),
         config=config,
@@ -298,10 +294,10 @@ def _tracker(config: dict[str, Any], cfg: DictConfig, overrides: list[str], outp
         log_plots=tracking["log_plots"],
         log_model=tracking["log_model"],
     )
-    if resume_file is not None:
+    if checkpoint is not None and checkpoint.resume_file is not None:
         # Its run may have gone past it: whether this continues that run is the tracker's call.
-        newer = newer_checkpoints(resume_file.parent, resume_file)
-        arguments.update(resume_file=str(resume_file.resolve()),
+        newer = checkpoint.resume_file_passed_by
+        arguments.update(resume_file=str(checkpoint.resume_file.resolve()),
                          newer_checkpoint=str(newer[-1]) if newer else None)
     # A single run has a core to spare for tracking. A sweep's jobs either fill the cores
     # (parallel) or find MLflow already imported and its store open (sequential), where a
@@ -374,9 +370,7 @@ def _run(cfg: DictConfig, overrides: list[str] | None, output_dir: str | None, s
         checkpoint = _checkpoint(config, output_dir, attempt.checkpoint_dir, sweep)
         callbacks = [checkpoint]
         if config["tracking"]["enabled"]:
-            callbacks.append(_tracker(config, cfg, overrides or [], output_dir, sweep,
-                                      checkpoint.directory if checkpoint else None,
-                                      checkpoint.resume_file if checkpoint else None))
+            callbacks.append(_tracker(config, cfg, overrides or [], output_dir, sweep, checkpoint))
         data, trainer = build_run(config, [c for c in callbacks if c is not None])
         progress.training = True  # from here on the job's own run records what happens
         try:

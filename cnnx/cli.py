@@ -65,8 +65,9 @@ def one_line(error: BaseException) -> str | None:
         # Hydra's own check of its flags, raised as a bare ValueError.
         return ("only one of -m/--multirun, --cfg, --info and --shell-completion can be given; to "
                 "see a sweep job's config, drop -m and give each swept key one value")
-    if isinstance(error, MemoryError):  # NumPy's says how much and for what shape
-        return (f"out of memory: {' '.join(str(error).split())}; make the data or the model smaller "
+    if isinstance(error, MemoryError):  # NumPy's says how much and for what shape; Python's nothing
+        detail = " ".join(str(error).split())
+        return (f"out of memory{': ' + detail if detail else ''}; make the data or the model smaller "
                 f"(dataset.size, trainer.batch_size, the layers' widths)")
     if isinstance(error, OSError) and error.filename and (
             error.errno in _UNWRITABLE or _raised_creating_output_dir(error)):

@@ -10,8 +10,13 @@ from pathlib import Path
 
 
 def load_failure(path: str | Path, error: BaseException) -> str:
-    reason = " ".join(str(error).split()) or type(error).__name__
+    reason = one_line(error)
     return pickle_refusal(Path(path)) if "pickle" in reason else reason
+
+
+def one_line(error: BaseException) -> str:
+    """The error's message on one line (zipfile and NumPy spread some over several)."""
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 def pickle_refusal(path: Path) -> str:

@@ -320,6 +320,16 @@ def test_resuming_an_older_checkpoint_file_branches_into_a_new_run(tmp_path, dat
     assert checkpoint_files(checkpoints) == before
     assert len(all_runs(workdir)) == 2
 
+    # Into a folder holding another run's checkpoints (the branch's), as any new run there.
+    branch_files = checkpoint_files(workdir / "branch" / "checkpoints")
+    result = run_cli([*run_args(data), "trainer.epochs=4", f"trainer.resume={older}", "hydra.run.dir=branch"], workdir)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"cnnx: error: hydra.run.dir: '{workdir / 'branch'}' already holds checkpoints of an "
+                           f"earlier run (newest: checkpoints/epoch-0005.npz)"), line
+    assert checkpoint_files(workdir / "branch" / "checkpoints") == branch_files
+    assert len(all_runs(workdir)) == 2
+
     # Each trajectory resumes its own run: the branch's checkpoints hold the branch's run id.
     result = run_cli([*run_args(data), "trainer.epochs=5", "trainer.resume=true", "hydra.run.dir=branch"], workdir)
     assert result.returncode == 0, result.stderr

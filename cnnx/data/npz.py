@@ -22,7 +22,7 @@ from cnnx.data.normalize import check_mode, normalize_splits
 from cnnx.data.splits import DataSplits, Split, check_split_config, stratified_split
 from cnnx.data.validation import check_dataset
 from cnnx.errors import DataError
-from cnnx.npz_load_failure import load_failure
+from cnnx.npz_load_failure import load_failure, one_line
 
 PRESPLIT_KEYS = ("x_train", "y_train", "x_test", "y_test")
 READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError)
@@ -90,10 +90,6 @@ def load_npz(
     )
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
 def _read(archive, key: str, source: str) -> np.ndarray:
     try:
         return archive[key]
@@ -103,9 +99,9 @@ def _read(archive, key: str, source: str) -> np.ndarray:
                 f"{source}: array {key!r} is stored as Python objects, which need pickle "
                 f"(disabled: loading it could run code); save numeric arrays instead"
             ) from None
-        raise DataError(f"{source}: array {key!r} is unreadable ({_one_line(exc)})") from None
+        raise DataError(f"{source}: array {key!r} is unreadable ({one_line(exc)})") from None
     except READ_ERRORS as exc:
-        raise DataError(f"{source}: array {key!r} is unreadable ({_one_line(exc)})") from None
+        raise DataError(f"{source}: array {key!r} is unreadable ({one_line(exc)})") from None
 
 
 def _read_pair(archive, x_key: str, y_key: str, source: str, min_classes: int = 2) -> Split:

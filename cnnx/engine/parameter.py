@@ -13,7 +13,7 @@ class Parameter:
 
     def __init__(self, data: np.ndarray):
         self.data = data
-        self.grad = np.zeros_like(data)
+        self.grad: np.ndarray | None = None  # as in torch: no backward yet, nothing to step
 
     @property
     def shape(self) -> tuple[int, ...]:

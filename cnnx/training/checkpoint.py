@@ -15,6 +15,7 @@ an epoch that its newest checkpoint does not hold.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -119,6 +120,13 @@ class Checkpoint(Callback):
         path = Path(self.resume).expanduser()
         return path if path.is_file() else None
 
+    @functools.cached_property
+    def resume_file_passed_by(self) -> list[Path]:
+        """Checkpoints written later in a run than ``resume_file``, found beside it: that run
+        went on past the point this one resumes from (oldest first; empty without a file)."""
+        file = self.resume_file
+        return [] if file is None else newer_checkpoints(file.parent, file)
+
     # -- hooks -----------------------------------------------------------------------------
     def on_fit_start(self, trainer: Trainer) -> None:
         check_writable(self.directory, "trainer.checkpoint.dir")
@@ -200,9 +208,9 @@ class Checkpoint(Callback):
     def _candidates(self) -> tuple[list[Path], str]:
         if self.resume is True:
             return list_checkpoints(self.directory)[::-1], f"trainer.resume=true: no checkpoint in '{self.directory}'"
+        if self.resume_file is not None:
+            return [self.resume_file], ""
         path = Path(self.resume).expanduser()
-        if path.is_file():
-            return [path], ""
         if path.is_dir():
             inner = path / "checkpoints"
             found = list_checkpoints(path) or list_checkpoints(inner)

@@ -114,6 +114,10 @@ class Trainer:
     def fit(self, data: DataSplits) -> History:
         self.data = data
         x_train, y_train = data.train
+        image_hw = x_train.shape[2:]
+        if self.max_shift and self.max_shift >= min(image_hw, default=0):  # before any callback starts a run
+            raise ConfigError(f"trainer.augment.max_shift={self.max_shift} can move {'×'.join(map(str, image_hw))} "
+                              f"images out of the frame; accepted: 0 <= max_shift < {min(image_hw)}")
         steps_per_epoch = math.ceil(len(x_train) / self.batch_size)
         if self.scheduler is None and self.scheduler_factory is not None:
             self.scheduler = self.scheduler_factory(steps_per_epoch)

@@ -454,7 +454,9 @@ def test_minimises_an_ill_conditioned_quadratic(cls, kwargs, steps):
 
 
 def test_base_class_is_abstract():
-    opt = Optimizer([("w", Parameter(np.zeros(1)))], lr=0.1)
+    param = Parameter(np.zeros(1))
+    param.grad = np.zeros(1)  # as a backward leaves it: a parameter without one is skipped
+    opt = Optimizer([("w", param)], lr=0.1)
     with pytest.raises(NotImplementedError):
         opt.step()
 
@@ -580,3 +582,13 @@ def test_a_model_sharing_one_buffer_is_left_alone_by_a_step_without_backward():
     optimizer.step()
     for name, p in model.named_parameters():
         np.testing.assert_array_equal(p.data, before[name], err_msg=name)
+
+
+def test_a_step_before_any_backward_changes_nothing_as_in_torch():
+    """A new parameter has no gradient (torch: None), so weight decay does not move it yet."""
+    param = Parameter(np.ones(3, np.float32))
+    optimizer = SGD([("w", param)], lr=0.1, momentum=0.9, weight_decay=0.5)
+    assert param.grad is None
+    optimizer.step()
+    np.testing.assert_array_equal(param.data, np.ones(3))
+    assert optimizer.step_count == 0

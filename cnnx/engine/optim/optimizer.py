@@ -223,12 +223,12 @@ class Optimizer:
             np.concatenate([p.grad.reshape(-1) for p in self.params.values()], out=flat.grad)
             self._update(flat.data, flat.grad, flat.state, flat.scratch, lr)
             return
-        with_gradient = [(name, param) for name, param in self.params.items() if param.grad is not None]
-        if not with_gradient:
+        if all(param.grad is None for param in self.params.values()):
             return
         self.step_count += 1
-        for name, param in with_gradient:
-            self._update(param.data, param.grad, self.state[name], self._scratch[name], lr)
+        for name, param in self.params.items():
+            if param.grad is not None:
+                self._update(param.data, param.grad, self.state[name], self._scratch[name], lr)
 
     def _ensure_state(self) -> None:
         if len(self.state) == len(self.params):

@@ -59,5 +59,5 @@ def save(cache_dir: Path, key: str, x: np.ndarray, y: np.ndarray) -> None:
             Path(tmp).unlink(missing_ok=True)
             raise
     except OSError as exc:
-        print(f"cnnx: warning: cannot cache the decoded images in '{cache_dir}' ({exc.strerror}); "
+        print(f"cnnx: warning: cannot cache the decoded images in '{cache_dir}' ({exc.strerror or exc}); "
               f"set dataset.cache_dir to a writable folder", file=sys.stderr)
