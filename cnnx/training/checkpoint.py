@@ -9,8 +9,11 @@ warning. A checkpoint that reads cleanly but does not fit the model is an error,
 skipped: it means the config changed.
 
 The checkpoint of an epoch is written in ``on_epoch_end`` *before* the tracker logs that
-epoch (it follows this callback in the list), so a run killed at any moment has never logged
-an epoch that its newest checkpoint does not hold.
+epoch (it follows this callback in the list), so with a checkpoint every epoch
+(``every_n_epochs=1``) a run killed at any moment has never logged an epoch that its newest
+checkpoint does not hold. With checkpoints further apart, resuming replays the epochs logged
+since the newest one (``trainer.resume=true``); naming that file instead starts a new run (the
+tracker's ``_branches_off``).
 """
 
 from __future__ import annotations
