@@ -272,7 +272,9 @@ class MlflowTracker(Callback):
                 f"{self.tracking_uri!r} (tracking.uri): {type(exc).__name__}: "
                 f"{(str(exc).splitlines() or [''])[0][:300]}"
             ) from exc
-        if self._branches_off(run, trainer):
+        keys = sorted({k for epoch in trainer.history.epochs for k in epoch} | set(run.data.metrics))
+        histories = {key: self.client.get_metric_history(self.run_id, key) for key in keys}
+        if self._branches_off(run, trainer, histories):
             return False
         if run.info.status == "FINISHED" and getattr(trainer, "finished_training", False):
             # Resumed from the last checkpoint of a run that had ended: its record is complete,
@@ -284,13 +286,12 @@ class MlflowTracker(Callback):
             self.client.delete_tag(self.run_id, "error")
         self._log_changed_settings(run.data.params, run.data.tags)
         self._kernel_layer = first_conv_layer(trainer.model)
-        keys = sorted({k for epoch in trainer.history.epochs for k in epoch} | set(run.data.metrics))
-        for key in keys:
-            self._logged.update((key, m.step) for m in self.client.get_metric_history(self.run_id, key))
+        for key, history in histories.items():
+            self._logged.update((key, m.step) for m in history)
         self._log_missing_history(trainer)
         return True
 
-    def _branches_off(self, run, trainer: Trainer) -> bool:
+    def _branches_off(self, run, trainer: Trainer, histories: Mapping[str, list]) -> bool:
         """Whether a run resumed from ``resume_file`` must be a new run, and if so make it one.
 
         Resumed from a point its run has gone past (the run logged later epochs, or a newer
@@ -302,8 +303,7 @@ class MlflowTracker(Callback):
         """
         if self.resume_file is None:
             return False
-        newest = max((m.step for key in run.data.metrics
-                      for m in self.client.get_metric_history(run.info.run_id, key)), default=0)
+        newest = max((m.step for history in histories.values() for m in history), default=0)
         if newest > trainer.epoch:
             why = f"which has logged up to epoch {newest}"
         elif self.newer_checkpoint is not None:
