@@ -69,9 +69,12 @@ def _probe(layer, label: str) -> None:
         y = layer.forward(x, training=True)
         _expect(label, "forward", y, (PROBE_BATCH, *layer.output_shape))
         grad = layer.backward(np.ones_like(y))
-        if grad is not None:  # allowed when needs_input_grad is False
+        if grad is not None or layer.needs_input_grad:  # None only when no input gradient is wanted
             _expect(label, "backward", grad, x.shape)
         for pname, param in layer.named_parameters():
+            if param.grad is None:
+                raise PluginError(f"{label}: backward left the gradient of parameter {pname!r} unset; expected "
+                                  f"it to assign self.params[{pname!r}].grad, float32 shaped {param.data.shape}")
             _expect(label, f"backward's gradient of parameter {pname!r}", param.grad, param.data.shape)
     except PluginError:
         raise
@@ -83,6 +86,8 @@ def _probe(layer, label: str) -> None:
 
 
 def _expect(label: str, what: str, array, shape: tuple[int, ...]) -> None:
+    if array is None:
+        raise PluginError(f"{label}: {what} returned None; expected a float32 array shaped {shape} (a missing return?)")
     dtype = getattr(array, "dtype", None)
     if dtype != np.float32:
         raise PluginError(

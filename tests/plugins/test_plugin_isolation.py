@@ -189,3 +189,25 @@ def test_a_layer_whose_output_disagrees_with_its_shape_or_that_crashes_is_named(
     assert str(info.value) == (
         f"layer 'wrong_shape' at model.layers.odd (from {ORIGIN}) fails on a float32 batch shaped "
         "(2, 3, 4, 4): IndexError: index 7 is out of bounds for axis 1")
+
+
+def test_a_backward_that_returns_nothing_or_leaves_a_gradient_unset_is_named(broken_visible, monkeypatch):
+    import numpy as np
+
+    from cnnx.engine.model import build_model
+    from cnnx.plugin_layers import check_plugin_layers
+
+    spec = {"flat": {"type": "flatten"}, "fc": {"type": "wrong_backward", "out_features": 3}}
+    layer_type = type(build_model(spec, (1, 2, 2)).layers["fc"])
+    monkeypatch.setattr(layer_type, "backward", lambda self, grad_output: None)  # a missing return
+    with pytest.raises(PluginError) as info:
+        check_plugin_layers(build_model(spec, (1, 2, 2)), spec)
+    assert str(info.value) == (f"layer 'wrong_backward' at model.layers.fc (from {ORIGIN}): backward returned "
+                               "None; expected a float32 array shaped (2, 4) (a missing return?)")
+
+    monkeypatch.setattr(layer_type, "backward", lambda self, grad_output: np.zeros((2, 4), np.float32))
+    with pytest.raises(PluginError) as info:
+        check_plugin_layers(build_model(spec, (1, 2, 2)), spec)
+    assert str(info.value) == (f"layer 'wrong_backward' at model.layers.fc (from {ORIGIN}): backward left the "
+                               "gradient of parameter 'weight' unset; expected it to assign "
+                               "self.params['weight'].grad, float32 shaped (3, 4)")
