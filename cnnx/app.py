@@ -21,7 +21,7 @@ from cnnx.config_schema import added_top_level_keys, close_key, keys_outside_the
 from cnnx.config_schema import register as register_schema
 from cnnx.data.splits import check_loaded, check_seed
 from cnnx.engine.model import Model, build_model
-from cnnx.errors import ConfigError, ReportedInputError
+from cnnx.errors import CnnxError, ConfigError, PluginError, ReportedInputError
 from cnnx.plugin_layers import check_plugin_layers
 from cnnx.training.console import ConsoleLogger
 from cnnx.training.divergence import UpdateGuard
@@ -69,6 +69,21 @@ def check_output_size(model: Model, num_classes: int, loss_type: str) -> None:
         )
 
 
+def _probe_loss(loss, model: Model, data, label: str) -> None:
+    """Run the loss on two training samples, so that a plugin loss that breaks the contract is
+    named before training, as plugin layers are (``check_plugin_layers``)."""
+    x, y = data.train[0][:2], data.train[1][:2]
+    try:
+        loss(model.forward(x, training=False), y)
+    except PluginError as error:  # the contract's check in Loss.__call__, named by the class's name
+        raise PluginError(f"{label}: {str(error).removeprefix(f'{loss.name}: ')}") from None
+    except CnnxError:  # the data's fault, already one line (labels out of range, say)
+        raise
+    except Exception as exc:  # noqa: BLE001 — a plugin's crash is the plugin's, named as such
+        raise PluginError(f"{label} fails on two training samples: {type(exc).__name__}: "
+                          f"{' '.join(str(exc).split())}") from exc
+
+
 def _check_monitor(key: str, monitor: Any) -> None:
     # Checked before training: a typo would otherwise surface only once the run is over.
     if monitor not in MONITORABLE:
@@ -90,6 +105,7 @@ def build_run(config: dict[str, Any], callbacks: list | None = None):
     loss_type = _component_type(loss_cfg, "loss", registry.losses)
     loss = registry.losses.create(loss_type, _options(loss_cfg), "loss")
     check_output_size(model, data.num_classes, loss_type)
+    _probe_loss(loss, model, data, registry.losses.label(loss_type))
     opt_cfg = config["optimizer"]
     optimizer = registry.optimizers.create(
         _component_type(opt_cfg, "optimizer", registry.optimizers), _options(opt_cfg), "optimizer",

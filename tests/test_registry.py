@@ -3,6 +3,7 @@
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 from cnnx import registry
@@ -172,3 +173,58 @@ def test_plugins_listing_into_a_closed_pipe_exits_quietly():
     stderr = process.stderr.read()
     assert process.wait(timeout=120) == 141, stderr  # 128 + SIGPIPE, as the shell reports it
     assert "Traceback" not in stderr and "BrokenPipeError" not in stderr
+
+
+LOSS_SLIPS = '''
+import numpy as np
+from cnnx.engine.losses.base import Loss
+
+class NumpyScalar(Loss):
+    def compute(self, outputs, targets):
+        return np.float32(outputs.mean()), np.zeros_like(outputs)
+
+class PerSample(Loss):
+    def compute(self, outputs, targets):
+        return outputs.mean(axis=1), np.zeros_like(outputs)
+
+class FlatGradient(Loss):
+    def compute(self, outputs, targets):
+        return 0.0, np.zeros(len(outputs), outputs.dtype)
+
+class Crashes(Loss):
+    def compute(self, outputs, targets):
+        raise IndexError("index 9 is out of bounds")
+'''
+
+
+@pytest.mark.parametrize("name, problem", [
+    ("numpy_scalar", None),
+    ("per_sample", "the loss value has shape (2,); expected a scalar, the batch mean"),
+    ("flat_gradient", "the gradient has shape (2,); expected the outputs' shape (2, 10)"),
+    ("crashes", "fails on two training samples: IndexError: index 9 is out of bounds"),
+])
+def test_a_plugin_loss_breaking_the_contract_is_named_before_training(plugin_path, name, problem):
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    from cnnx.app import build_run
+
+    install_fake_distribution(plugin_path, "fakeplug-losses", "0.2", textwrap.dedent("""
+        [cnnx.losses]
+        numpy_scalar = fakeplug_losses:NumpyScalar
+        per_sample = fakeplug_losses:PerSample
+        flat_gradient = fakeplug_losses:FlatGradient
+        crashes = fakeplug_losses:Crashes
+        """), module="fakeplug_losses", source=LOSS_SLIPS)
+    with initialize_config_module("cnnx.conf", version_base="1.3"):
+        cfg = compose("config", overrides=[f"loss.type={name}", "~loss.label_smoothing", "tracking=none"])
+    config = OmegaConf.to_container(cfg, resolve=True)
+    if problem is None:  # a NumPy scalar is a scalar: taken as a float, so checkpoints can hold it
+        value, _ = registry.losses.create(name, {}, "loss")(np.zeros((2, 3), np.float32), np.zeros(2, int))
+        assert type(value) is float
+        build_run(config)
+        return
+    with pytest.raises(PluginError) as info:
+        build_run(config)
+    label = f"loss '{name}' (from fakeplug-losses 0.2)"
+    assert str(info.value) == (f"{label}: {problem}" if not problem.startswith("fails") else f"{label} {problem}")

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnx.errors import DataError
+from cnnx.errors import DataError, PluginError
 
 
 class Loss:
@@ -32,7 +32,17 @@ class Loss:
                 f"{self.name}: {outputs.shape[0]} outputs but targets shaped {targets.shape}; "
                 f"outputs and targets must have the same batch size"
             )
-        return self.compute(outputs, targets)
+        value, grad = self.compute(outputs, targets)
+        # A plugin's slip, named here: a NumPy scalar would fail only when a checkpoint is
+        # written (JSON), a per-sample vector in the divergence check, a misshapen gradient in
+        # model.backward, none of them naming the loss.
+        if np.ndim(value) != 0:
+            raise PluginError(f"{self.name}: the loss value has shape {np.shape(value)}; expected a scalar, "
+                              f"the batch mean")
+        if getattr(grad, "shape", None) != outputs.shape:
+            raise PluginError(f"{self.name}: the gradient has shape {getattr(grad, 'shape', None)}; expected "
+                              f"the outputs' shape {outputs.shape}")
+        return float(value), grad
 
     def compute(self, outputs: np.ndarray, targets: np.ndarray) -> tuple[float, np.ndarray]:
         """Subclasses implement this; batch sizes are already known to agree."""
