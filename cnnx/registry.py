@@ -153,6 +153,10 @@ def check_options(
         return
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
+    for name in sorted(supplied - set(params)):
+        # What cnnx passes, by name (torch's optimizers call it params): the plugin's to rename.
+        raise PluginError(f"{what} takes ({', '.join(n for n in params if n != 'self')}), but cnnx passes it "
+                          f"{name}=…; name that argument {name} (README: Write a plugin)")
     accepted = [
         n for n, p in params.items()
         if n not in supplied and n != "self"
@@ -197,9 +201,14 @@ def misplaced_entry_points(group: str | None = None) -> list[metadata.EntryPoint
     ``group``, in any cnnx group but that one: where a plugin's mistyped group puts its names."""
     read = set(GROUPS.values())
     # Per distribution: Python 3.10 and 3.11's entry_points() without a group is a mapping.
-    return [ep for dist in metadata.distributions() for ep in dist.entry_points
-            if ep.group.lower().startswith("cnnx") and ep.group != group
-            and (group is not None or ep.group not in read)]
+    found = [ep for dist in metadata.distributions() for ep in dist.entry_points
+             if ep.group.lower().startswith("cnnx") and ep.group != group
+             and (group is not None or ep.group not in read)]
+    # One distribution visible twice (a plugin's source folder holds the egg-info that
+    # `pip install .` left there) is one mistake, as in _discover.
+    unique = {(ep.group, ep.name, ep.value, normalise_distribution(ep.dist.metadata["Name"]) if ep.dist else ""): ep
+              for ep in found}
+    return list(unique.values())
 
 
 def normalise_distribution(dist_name: str) -> str:

@@ -228,3 +228,29 @@ def test_a_plugin_loss_breaking_the_contract_is_named_before_training(plugin_pat
         build_run(config)
     label = f"loss '{name}' (from fakeplug-losses 0.2)"
     assert str(info.value) == (f"{label}: {problem}" if not problem.startswith("fails") else f"{label} {problem}")
+
+
+def test_a_factory_without_the_argument_cnnx_passes_is_told_its_name():
+    from cnnx.engine.optim.sgd import SGD
+    from cnnx.registry import check_options
+
+    class TorchStyle(SGD):  # torch.optim's first argument is params
+        def __init__(self, params, lr=0.01):
+            super().__init__(params, lr=lr)
+
+    with pytest.raises(PluginError) as info:
+        check_options(TorchStyle, {"lr": 0.1}, "optimizer", "optimizer 'torch_style'", supplied={"named_parameters"})
+    assert str(info.value) == ("optimizer 'torch_style' takes (params, lr), but cnnx passes it named_parameters=…; "
+                               "name that argument named_parameters (README: Write a plugin)")
+
+
+def test_a_distribution_visible_twice_reports_its_misplaced_entry_point_once(plugin_path, monkeypatch):
+    # `pip install .` leaves an egg-info in the plugin's source folder, which is on sys.path
+    # when commands run from there.
+    source = plugin_path / "source"
+    for root in (plugin_path, source):
+        install_fake_distribution(root, "fakeplug-twice", "0.1", "[cnnx.layer]\nswish = somewhere:Swish\n")
+    monkeypatch.syspath_prepend(str(source))
+    registry.refresh()
+    found = [ep for ep in registry.misplaced_entry_points() if ep.name == "swish"]
+    assert len(found) == 1

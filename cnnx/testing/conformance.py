@@ -2,7 +2,8 @@
 
 Given a registered *name* (built-in or from any installed plugin) and the options a config
 would give it, each ``check_*`` function builds the component exactly as a run does (through
-the registry, with option names checked) and asserts the contracts of ``ARCHITECTURE.md``:
+the registry, with option names checked) and asserts the contracts README's "Write a plugin"
+describes:
 
 - layers: shape inference, float64 finite-difference gradients of the input and every
   parameter (after a training-mode forward; the same parameter gradients when the input
