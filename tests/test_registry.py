@@ -254,3 +254,32 @@ def test_a_distribution_visible_twice_reports_its_misplaced_entry_point_once(plu
     registry.refresh()
     found = [ep for ep in registry.misplaced_entry_points() if ep.name == "swish"]
     assert len(found) == 1
+
+
+REBINDING_OPTIMIZER = '''
+from cnnx.engine.optim.optimizer import Optimizer
+
+class RebindsState(Optimizer):
+    """Momentum whose state is rebound, not updated in place: the flat path loses it."""
+    elementwise = True
+
+    def __init__(self, named_parameters, lr=0.1):
+        super().__init__(named_parameters, lr)
+
+    def slots(self):
+        return ("m",)
+
+    def _update(self, data, grad, state, scratch, lr):
+        state["m"] = 0.9 * state["m"] + grad
+        data -= lr * state["m"]
+'''
+
+
+def test_the_kit_catches_optimizer_state_lost_when_parameters_share_a_buffer(plugin_path):
+    from cnnx.testing.conformance import check_optimizer
+
+    install_fake_distribution(plugin_path, "fakeplug-optim", "0.3", "[cnnx.optimizers]\nrebinds = fakeplug_optim:RebindsState\n",
+                              module="fakeplug_optim", source=REBINDING_OPTIMIZER)
+    with pytest.raises(AssertionError) as info:
+        check_optimizer("rebinds", {"lr": 0.1})
+    assert "save/restore with the parameters in one buffer, as a model's" in str(info.value)

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from cnnx import registry
+from cnnx.engine.flat_parameters import flatten_parameters
 from cnnx.engine.module import Module, Shape
 from cnnx.engine.parameter import Parameter
 from cnnx.plugin_layers import check_get_config
@@ -376,12 +377,18 @@ def check_optimizer(name: str, options: Options = None, *, seed: int = 0, steps:
         _assert_same_arrays(runs[0], runs[1], "parameters after identical steps")
     with _context(label, "optimizer state save/restore"):
         _check_optimizer_resume(make, seed)
+    # A model's parameters share one buffer, which an ``elementwise`` optimizer updates whole:
+    # state it rebinds there instead of updating in place never reaches its state_dict.
+    with _context(label, "optimizer state save/restore with the parameters in one buffer, as a model's"):
+        _check_optimizer_resume(make, seed, shared=True)
 
 
-def _check_optimizer_resume(make: Callable[[dict[str, Parameter]], Any], seed: int) -> None:
+def _check_optimizer_resume(make: Callable[[dict[str, Parameter]], Any], seed: int, shared: bool = False) -> None:
     """Stop after some steps, save through ``.npz`` (no pickle), restore into a fresh
     optimizer over copies of the parameters: both must take bit-identical further steps."""
     params = _parameters(seed)
+    if shared:
+        flatten_parameters(list(params.values()))
     opt = make(params)
     for _ in range(3):
         _quadratic_grads(params)
@@ -393,6 +400,8 @@ def _check_optimizer_resume(make: Callable[[dict[str, Parameter]], Any], seed: i
         saved = {key: archive[key] for key in archive.files}
 
     copies = {n: Parameter(p.data.copy()) for n, p in params.items()}
+    if shared:
+        flatten_parameters(list(copies.values()))
     resumed = make(copies)
     resumed.load_state_dict(saved)
     for _ in range(3):
