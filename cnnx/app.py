@@ -107,10 +107,12 @@ def build_run(config: dict[str, Any], callbacks: list | None = None):
     check_output_size(model, data.num_classes, loss_type)
     _probe_loss(loss, model, data, registry.losses.label(loss_type))
     opt_cfg = config["optimizer"]
-    optimizer = registry.optimizers.create(
-        _component_type(opt_cfg, "optimizer", registry.optimizers), _options(opt_cfg), "optimizer",
-        named_parameters=list(model.named_parameters()),
-    )
+    opt_type = _component_type(opt_cfg, "optimizer", registry.optimizers)
+    optimizer = registry.optimizers.create(opt_type, _options(opt_cfg), "optimizer",
+                                           named_parameters=list(model.named_parameters()))
+    if "params" not in vars(optimizer):  # else it fails at the first step, an epoch's data loaded
+        raise PluginError(f"{registry.optimizers.label(opt_type)}: {type(optimizer).__name__}.__init__ must call "
+                          f"super().__init__(named_parameters, lr) (Optimizer sets up params, lr and state there)")
     trainer_cfg = config["trainer"]
     sched_cfg = config["scheduler"]
     sched_type = _component_type(sched_cfg, "scheduler", registry.schedulers)

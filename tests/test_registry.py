@@ -283,3 +283,24 @@ def test_the_kit_catches_optimizer_state_lost_when_parameters_share_a_buffer(plu
     with pytest.raises(AssertionError) as info:
         check_optimizer("rebinds", {"lr": 0.1})
     assert "save/restore with the parameters in one buffer, as a model's" in str(info.value)
+
+
+def test_an_optimizer_that_skips_the_base_init_is_named_before_training(plugin_path):
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    from cnnx.app import build_run
+
+    install_fake_distribution(plugin_path, "fakeplug-nosuper", "0.1", "[cnnx.optimizers]\nno_super = fakeplug_nosuper:NoSuper\n",
+                              module="fakeplug_nosuper", source=(
+                                  "from cnnx.engine.optim.sgd import SGD\n"
+                                  "class NoSuper(SGD):\n"
+                                  "    def __init__(self, named_parameters, lr=0.1):\n"
+                                  "        self.lr = lr\n"))
+    with initialize_config_module("cnnx.conf", version_base="1.3"):
+        cfg = compose("config", overrides=["optimizer.type=no_super", "~optimizer.momentum", "~optimizer.nesterov",
+                                           "~optimizer.weight_decay", "tracking=none"])
+    with pytest.raises(PluginError) as info:
+        build_run(OmegaConf.to_container(cfg, resolve=True))
+    assert str(info.value) == ("optimizer 'no_super' (from fakeplug-nosuper 0.1): NoSuper.__init__ must call "
+                               "super().__init__(named_parameters, lr) (Optimizer sets up params, lr and state there)")
