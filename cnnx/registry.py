@@ -153,10 +153,10 @@ def check_options(
         return
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
-    for name in sorted(supplied - set(params)):
-        # What cnnx passes, by name (torch's optimizers call it params): the plugin's to rename.
+    unnamed = sorted(supplied - set(params))
+    if unnamed:  # what cnnx passes by name (torch's optimizers call it params): the plugin's to rename
         raise PluginError(f"{what} takes ({', '.join(n for n in params if n != 'self')}), but cnnx passes it "
-                          f"{name}=…; name that argument {name} (README: Write a plugin)")
+                          f"{unnamed[0]}=…; name that argument {unnamed[0]} (README: Write a plugin)")
     accepted = [
         n for n, p in params.items()
         if n not in supplied and n != "self"
