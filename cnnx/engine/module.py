@@ -59,7 +59,14 @@ class Module:
                 f"params, buffers and the training flag there)"
             )
         self.input_shape = tuple(int(d) for d in input_shape)
-        self.output_shape = tuple(int(d) for d in self._build(self.input_shape, rng))
+        try:
+            built = self._build(self.input_shape, rng)
+        except TypeError as exc:
+            if _takes_one_argument(self._build):  # an older contract, without the rng
+                raise PluginError(f"{type(self).__name__}._build must take (input_shape, rng): initialise "
+                                  f"parameters from rng, the model's generator") from exc
+            raise
+        self.output_shape = tuple(int(d) for d in built)
         self._adopt_attribute_parameters()
         if any(d <= 0 for d in self.output_shape):
             raise ShapeError(
@@ -161,3 +168,15 @@ class Module:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
+
+
+def _takes_one_argument(method) -> bool:
+    import inspect
+
+    try:
+        parameters = inspect.signature(method).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in parameters):
+        return False
+    return len(parameters) == 1

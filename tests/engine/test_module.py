@@ -69,6 +69,21 @@ class Forgetful(Module):
         return x
 
 
+def test_a_layer_whose_build_takes_no_rng_is_told_the_signature():
+    class OldBuild(Module):
+        def _build(self, input_shape):
+            return input_shape
+
+        def forward(self, x, training=True):
+            return x
+
+        def backward(self, grad_output):
+            return grad_output
+
+    with pytest.raises(PluginError, match=r"^OldBuild\._build must take \(input_shape, rng\)"):
+        cnnx.Model({"old": OldBuild(), "flat": Flatten()}, (1, 2, 2))
+
+
 def test_a_layer_that_skips_module_init_is_named():
     with pytest.raises(PluginError, match=r"Forgetful\.__init__ must call super\(\)\.__init__\(\)"):
         cnnx.Model({"odd": Forgetful(), "flat": Flatten()}, (1, 2, 2))
