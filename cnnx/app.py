@@ -414,9 +414,11 @@ def task(cfg: DictConfig) -> float:
     from hydra.types import RunMode
 
     from cnnx.cli import one_line
+    from cnnx.plugin_configs import warn_shadowed_choices
     from cnnx.tracking.sweep_job import current_sweep_job
 
     hydra_config = HydraConfig.get()
+    warn_shadowed_choices(hydra_config)
     try:
         return run(cfg, list(hydra_config.overrides.task), hydra_config.runtime.output_dir,
                    current_sweep_job(hydra_config))

@@ -9,10 +9,19 @@ plugin calls ``add_plugin_configs`` and its configs join cnnx's app only::
     class MySearchPath(SearchPathPlugin):
         def manipulate_search_path(self, search_path):
             add_plugin_configs(search_path, "my-cnnx-plugin", "my_cnnx_plugin.conf")
+
+Hydra reads the first file of a name on its search path, so a plugin's ``optimizer/adam.yaml``
+is never read (cnnx's own comes first), nor the second of two plugins' files of one name.
+``plugin_option_files`` finds those; ``cnnx plugins`` marks them and a run choosing one warns.
 """
 
 from __future__ import annotations
 
+import functools
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
 from typing import Any
 
 #: Where cnnx's app reads its own configs (``@hydra.main(config_path="conf")`` in cnnx.app).
@@ -34,3 +43,111 @@ def add_plugin_configs(search_path: Any, provider: str, config_package: str) -> 
     """Append ``pkg://<config_package>`` (after cnnx's own configs) when the app is cnnx's."""
     if is_cnnx_app(search_path):
         search_path.append(provider=provider, path=f"pkg://{config_package}")
+
+
+#: Search-path providers whose files are not a plugin's: Hydra's own, cnnx's, the ConfigStore's
+#: and the user's own folders (--config-dir, hydra.searchpath), which the user placed knowingly.
+_NOT_PLUGINS = {"hydra", "main", "schema", "command-line"}
+
+
+def _is_plugin(provider: str) -> bool:
+    # Hydra names hydra.searchpath entries "hydra.searchpath in command-line" (or "in main").
+    return provider not in _NOT_PLUGINS and not provider.startswith("hydra.searchpath ")
+
+
+@dataclass(frozen=True)
+class OptionFile:
+    """One option file a plugin adds (``optimizer/lamb``), and whose file Hydra reads instead."""
+
+    option: str
+    distribution: str
+    version: str
+    location: str
+    read_instead: str | None  # "cnnx's own" or "cnnx-contrib 0.1.0's"; None when this one is read
+
+    @property
+    def override(self) -> str:
+        group, _, name = self.option.rpartition("/")
+        return f"{group}={name}" if group else name
+
+    def shadowed_message(self) -> str | None:
+        if self.read_instead is None:
+            return None
+        origin = f"{self.distribution} {self.version}".strip()
+        return (f"{self.override} reads {self.read_instead} {self.option}.yaml, never the file of that name "
+                f"in plugin distribution {origin} ({self.location}); rename that option file")
+
+
+def plugin_option_files(search_path: Any, wanted: Callable[[str], bool] = lambda option: True) -> list[OptionFile]:
+    """The option files plugins add to ``search_path`` (those ``wanted`` of them), in search order."""
+    from hydra._internal.config_repository import ConfigRepository
+    from hydra.core.plugins import Plugins
+
+    Plugins.instance()  # registers the pkg:// and file:// sources (done already inside a run)
+    sources = [s for s in ConfigRepository(search_path).get_sources() if s.provider != "schema" and s.available()]
+    found = []
+    for i, source in enumerate(sources):
+        if not _is_plugin(source.provider):
+            continue
+        for option in filter(wanted, _options(source)):
+            first = next((s for s in sources[:i] if s.is_config(option)), None)
+            name, version = _distribution(source.provider, source.path)
+            found.append(OptionFile(option, name, version, source.full_path(),
+                                    None if first is None else _owner(first)))
+    return found
+
+
+def installed_option_files() -> list[OptionFile]:
+    """What ``plugin_option_files`` finds on the search path Hydra builds for cnnx's app."""
+    from hydra._internal.utils import create_config_search_path
+
+    return plugin_option_files(create_config_search_path(CNNX_CONFIGS))
+
+
+_warned: set[str] = set()
+
+
+def warn_shadowed_choices(hydra_config: Any) -> None:
+    """One line per option this run chose whose plugin file Hydra never reads (once per process:
+    a sweep's jobs share it)."""
+    from hydra._internal.config_search_path_impl import ConfigSearchPathImpl
+
+    chosen = {f"{group}/{name}" for group, name in hydra_config.runtime.choices.items() if isinstance(name, str)}
+    path = ConfigSearchPathImpl()
+    for source in hydra_config.runtime.config_sources:
+        path.append(source.provider, f"{source.schema}://{source.path}")
+    for option_file in plugin_option_files(path, chosen.__contains__):
+        message = option_file.shadowed_message()
+        if message and message not in _warned:
+            _warned.add(message)
+            print(f"cnnx: warning: {message}", file=sys.stderr)
+
+
+def _options(source: Any, group: str = "") -> list[str]:
+    from hydra.core.object_type import ObjectType
+
+    join = (lambda name: f"{group}/{name}") if group else (lambda name: name)
+    options = [join(name) for name in source.list(group, ObjectType.CONFIG)]
+    for subgroup in source.list(group, ObjectType.GROUP):
+        options += _options(source, join(subgroup))
+    return options
+
+
+def _owner(source: Any) -> str:
+    if source.provider == "main":
+        return "cnnx's own"
+    name, version = _distribution(source.provider, source.path)
+    return f"{name} {version}'s" if version else f"{name}'s"
+
+
+@functools.cache
+def _distribution(provider: str, path: str) -> tuple[str, str]:
+    """(name, version) of the distribution that ships the config folder; the README has plugins
+    pass their distribution's name as the provider, so the slow lookup is the fallback."""
+    try:
+        return provider, metadata.version(provider)
+    except metadata.PackageNotFoundError:
+        pass
+    for name in metadata.packages_distributions().get(path.split(".")[0], []):
+        return name, metadata.version(name)
+    return provider, ""

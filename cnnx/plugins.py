@@ -1,9 +1,11 @@
 """`python -m cnnx.plugins` / `cnnx plugins`: every registered component and where it comes from.
 
-Listing imports nothing (discovery is lazy); ``--check`` imports every component and reports
-the ones that fail — a broken or conflicting plugin — with the error a run using them would
-print, exiting 1 if there are any. Entry points in a ``cnnx…`` group that cnnx does not read
-(a mistyped ``cnnx.layer``) are listed too, marked UNKNOWN GROUP.
+Listing imports no component (discovery is lazy), only Hydra's SearchPathPlugins, to list the
+option files plugins add (``optimizer=lamb``) and mark those Hydra never reads (SHADOWED: cnnx
+or an earlier plugin ships a file of the same name). ``--check`` imports every component and
+reports the ones that fail — a broken or conflicting plugin — with the error a run using them
+would print, exiting 1 if there are any problems. Entry points in a ``cnnx…`` group that cnnx
+does not read (a mistyped ``cnnx.layer``) are listed too, marked UNKNOWN GROUP.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sys
 
 from cnnx.cli import report_user_errors
 from cnnx.errors import PluginError
+from cnnx.plugin_configs import installed_option_files
 from cnnx.registry import GROUPS, Component, Registry, installed_components, misplaced_entry_points
 
 
@@ -42,6 +45,11 @@ def format_table(check: bool = False) -> str:
         dist = ep.dist
         rows.append((ep.group, ep.name, dist.metadata["Name"] if dist else "?", dist.version if dist else "?",
                      f"{ep.value}   ← UNKNOWN GROUP: cnnx reads {read}"))
+    for option_file in installed_option_files():
+        target = f"{option_file.location}/{option_file.option}.yaml"
+        shadowed = option_file.shadowed_message()
+        target += f"   ← SHADOWED: {shadowed}" if shadowed else "   ok" if check else ""
+        rows.append(("config", option_file.override, option_file.distribution, option_file.version, target))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     return "\n".join(
         "  ".join(f"{cell:<{widths[i]}}" for i, cell in enumerate(r[:4])) + "  " + r[4] for r in rows
@@ -56,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     table = format_table(check=args.check)
     print(table, flush=True)  # a closed pipe (`| head`) raises here, where main reports it
-    return 1 if args.check and any(f"← {word}" in table for word in ("BROKEN", "CONFLICT", "UNKNOWN GROUP")) else 0
+    problems = ("BROKEN", "CONFLICT", "UNKNOWN GROUP", "SHADOWED")
+    return 1 if args.check and any(f"← {word}" in table for word in problems) else 0
 
 
 if __name__ == "__main__":

@@ -24,3 +24,34 @@ def test_other_hydra_apps_are_left_alone():
         path = search_path(main)
         add_plugin_configs(path, "my-plugin", "my_plugin.conf")
         assert [e.provider for e in path.get_path()] == ["hydra", "main"]
+
+
+def option_dir(root, files: dict[str, str]) -> str:
+    for option, text in files.items():
+        (root / f"{option}.yaml").parent.mkdir(parents=True, exist_ok=True)
+        (root / f"{option}.yaml").write_text(text)
+    return f"file://{root}"
+
+
+def test_option_files_named_like_an_earlier_one_are_named_as_never_read(tmp_path):
+    """Hydra reads the first file of a name on its search path: a plugin's optimizer/adam.yaml
+    loses to cnnx's own, and of two plugins shipping optimizer/fast.yaml the second loses."""
+    from cnnx.plugin_configs import plugin_option_files
+
+    path = search_path("pkg://cnnx.conf")
+    path.append("my-plugin", option_dir(tmp_path / "a", {"optimizer/adam": "type: my_adam\n",
+                                                         "optimizer/fast": "type: fast\n"}))
+    path.append("other-plugin", option_dir(tmp_path / "b", {"optimizer/fast": "type: fast2\n",
+                                                            "loss/own": "type: own\n"}))
+    path.append("schema", "structured://")
+    found = {(f.distribution, f.option): f for f in plugin_option_files(path)}
+    assert sorted(found) == [("my-plugin", "optimizer/adam"), ("my-plugin", "optimizer/fast"),
+                             ("other-plugin", "loss/own"), ("other-plugin", "optimizer/fast")]
+    assert found["my-plugin", "optimizer/adam"].shadowed_message() == (
+        f"optimizer=adam reads cnnx's own optimizer/adam.yaml, never the file of that name in plugin "
+        f"distribution my-plugin (file://{tmp_path / 'a'}); rename that option file")
+    assert found["other-plugin", "optimizer/fast"].shadowed_message() == (
+        f"optimizer=fast reads my-plugin's optimizer/fast.yaml, never the file of that name in plugin "
+        f"distribution other-plugin (file://{tmp_path / 'b'}); rename that option file")
+    assert found["my-plugin", "optimizer/fast"].shadowed_message() is None
+    assert found["other-plugin", "loss/own"].shadowed_message() is None

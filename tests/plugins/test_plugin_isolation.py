@@ -29,6 +29,11 @@ def broken_target(tmp_path_factory) -> Path:
     return target
 
 
+def cli_env(broken_target: Path) -> dict[str, str]:
+    # Prepended: a PYTHONPATH already set (a checkout tested without installing it) still applies.
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(broken_target), os.environ.get("PYTHONPATH")]))}
+
+
 @pytest.fixture
 def broken_visible(installed_plugins, broken_target, monkeypatch):
     monkeypatch.syspath_prepend(str(broken_target))
@@ -73,7 +78,7 @@ def test_each_broken_name_fails_alone_naming_the_distribution(broken_visible, na
 
 @pytest.mark.slow
 def test_cli_trains_next_to_a_broken_plugin_and_names_it_when_used(installed_plugins, broken_target, tmp_path):
-    env = {"PYTHONPATH": str(broken_target)}
+    env = cli_env(broken_target)
     listing = subprocess.run([sys.executable, "-m", "cnnx.plugins", "--check"], capture_output=True,
                              text=True, env={**os.environ, **env}, timeout=120)
     assert listing.returncode == 1, listing.stderr
@@ -84,7 +89,8 @@ def test_cli_trains_next_to_a_broken_plugin_and_names_it_when_used(installed_plu
         "import_fails", "missing_module", "not_a_layer"]
     assert all(line.split()[2] == "cnnx-broken-example" for line in lines if "BROKEN" in line)
     # Everything else, the other plugins included, imports fine.
-    assert all(line.endswith(" ok") for line in lines[1:] if "CONFLICT" not in line and "BROKEN" not in line)
+    assert all(line.endswith(" ok") for line in lines[1:]
+               if "CONFLICT" not in line and "BROKEN" not in line and "SHADOWED" not in line)
 
     common = ["trainer.epochs=1"]
     (tmp_path / "ok").mkdir()
@@ -95,7 +101,38 @@ def test_cli_trains_next_to_a_broken_plugin_and_names_it_when_used(installed_plu
     assert trained.returncode == 0, trained.stderr
     output = trained.stdout + trained.stderr
     assert "SeparableConv2D" in output and "test_acc=" in output
+    assert "cnnx: warning" not in output  # its shadowed option files are not chosen here
     # Using a broken name: test_plugin_slips_stop_the_run_in_one_line_naming_the_plugin.
+
+
+@pytest.mark.slow
+def test_an_option_file_named_like_an_earlier_one_is_named_in_the_listing_and_when_chosen(
+        installed_plugins, broken_target, tmp_path):
+    """The plugin ships optimizer/adam.yaml (cnnx's own is read) and optimizer/lamb.yaml
+    (cnnx-contrib ships one too; Hydra reads whichever plugin it finds first)."""
+    env = cli_env(broken_target)
+    adam = ("optimizer=adam reads cnnx's own optimizer/adam.yaml, never the file of that name in plugin "
+            f"distribution {ORIGIN} (pkg://cnnx_broken_example.conf); rename that option file")
+    listing = subprocess.run([sys.executable, "-m", "cnnx.plugins"], capture_output=True, text=True,
+                             env={**os.environ, **env}, timeout=120)
+    assert listing.returncode == 0, listing.stderr
+    shadowed = {line.split()[1]: line for line in listing.stdout.splitlines() if "SHADOWED" in line}
+    assert sorted(shadowed) == ["optimizer=adam", "optimizer=lamb"], listing.stdout
+    assert shadowed["optimizer=adam"].split()[:4] == ["config", "optimizer=adam", "cnnx-broken-example", "0.1.0"]
+    assert shadowed["optimizer=adam"].endswith(f"← SHADOWED: {adam}")
+    assert ORIGIN in shadowed["optimizer=lamb"] and "cnnx-contrib 0.1.0" in shadowed["optimizer=lamb"]
+
+    # Told once when chosen, before training: in a run, and in a sweep whose jobs all choose it.
+    common = ["optimizer=adam", "trainer.epochs=1", "tracking=none"]
+    (tmp_path / "run").mkdir()
+    (tmp_path / "sweep").mkdir()
+    results = run_cli_many([(common, tmp_path / "run"),
+                            (["-m", *common, "seed=0,1", f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path / "sweep")],
+                           env=env, timeout=300)
+    for result in results:
+        assert result.returncode == 0, result.stderr
+        warnings = [line for line in result.stderr.splitlines() if line.startswith("cnnx: warning")]
+        assert warnings == [f"cnnx: warning: {adam}"], result.stderr
 
 
 #: A plugin's slips a run cannot train on: each stops before training in one line naming the
@@ -121,7 +158,7 @@ def test_plugin_slips_stop_the_run_in_one_line_naming_the_plugin(installed_plugi
     for n, (_, overrides, _) in enumerate(SLIPS):
         (tmp_path / str(n)).mkdir()
         runs.append(([*common, *overrides], tmp_path / str(n)))
-    results = run_cli_many(runs, env={"PYTHONPATH": str(broken_target)}, timeout=180)
+    results = run_cli_many(runs, env=cli_env(broken_target), timeout=180)
     problems = []
     for (name, _, fragments), (_, workdir), result in zip(SLIPS, runs, results, strict=True):
         lines = [line for line in result.stderr.splitlines() if line.strip()]
