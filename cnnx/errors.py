@@ -26,6 +26,15 @@ class DataError(CnnxError, ValueError):
     """A dataset or input array is unusable (empty, NaN, mismatched lengths, ...)."""
 
 
+class DataSplitsError(DataError):
+    """``DataSplits`` refused what a loader built: it cannot tell which loader that was, so the
+    registry, which called it, names the entry point and distribution before ``problem``."""
+
+    def __init__(self, dataset_name: str, problem: str):
+        super().__init__(f"dataset {dataset_name!r} {problem}")
+        self.problem = problem
+
+
 class CheckpointError(CnnxError, ValueError):
     """A weights or checkpoint file is truncated, foreign or does not fit the model."""
 

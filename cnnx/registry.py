@@ -16,7 +16,7 @@ from functools import cache
 from importlib import metadata
 from typing import Any
 
-from cnnx.errors import ConfigError, PluginError
+from cnnx.errors import ConfigError, DataError, DataSplitsError, PluginError
 
 #: config word → entry-point group
 GROUPS = {
@@ -106,6 +106,9 @@ class Registry:
         check_options(factory, options, config_key, f"{self.kind} {name!r}", supplied=set(context))
         try:
             return factory(**context, **options)
+        except DataSplitsError as exc:
+            # Named as users know the loader (config and `cnnx plugins`), not by the name it gave.
+            raise DataError(f"{self.label(name)} {exc.problem}") from None
         except ConfigError as exc:
             # Components validate their own options but do not know where in the config
             # they sit: name the key so the user can find the value to change.

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from cnnx.data.normalize import raw_range
-from cnnx.errors import ConfigError, DataError
+from cnnx.errors import ConfigError, DataError, DataSplitsError
 
 Split = tuple[np.ndarray, np.ndarray]
 
@@ -44,11 +44,14 @@ class DataSplits:
         self.input_shape = tuple(int(d) for d in self.input_shape)
         for split_name in ("train", "val", "test"):
             x, y = getattr(self, split_name)
-            if x.shape[1:] != self.input_shape or len(x) != len(y):
-                raise DataError(
-                    f"dataset {self.name!r}: {split_name} split has x {x.shape} and y "
-                    f"{y.shape}; expected (N, *{self.input_shape}) and (N,)"
-                )
+            if x.shape[1:] != self.input_shape:
+                dims = ", ".join(map(str, self.input_shape))
+                raise DataSplitsError(self.name, f"declares input_shape {self.input_shape}, but its {split_name} "
+                                                 f"split holds images shaped {x.shape[1:]}; expected each "
+                                                 f"split's x shaped (N, {dims})")
+            if len(x) != len(y):
+                raise DataSplitsError(self.name, f"returned a {split_name} split of {len(x)} images and "
+                                                 f"{len(y)} labels; expected one label per image")
         x_train = self.train[0]
         # Images that break the contract (no channel axis, NaN pixels) are named by
         # check_loaded, before training; they get no range here.

@@ -146,6 +146,9 @@ SLIPS = [
       "for float32 input; expected float32"]),
     ("dataset returning a tuple", ["dataset.type=tuple_data"],
      [f"dataset 'tuple_data' (from {ORIGIN}) returned tuple; expected cnnx.data.splits.DataSplits"]),
+    ("dataset whose images do not match its input_shape", ["dataset.type=wrong_image_shape"],
+     [f"dataset 'wrong_image_shape' (from {ORIGIN}) declares input_shape (1, 8, 8), but its train split "
+      "holds images shaped (1, 6, 6); expected each split's x shaped (N, 1, 8, 8)"]),
 ]
 
 
@@ -186,6 +189,21 @@ def test_a_dataset_breaking_the_contract_is_named_before_training(broken_visible
     with pytest.raises(DataError) as info:
         check_loaded(data, registry.datasets.label(name))
     assert str(info.value).startswith(f"dataset {name!r} (from {ORIGIN}) {fragment}")
+
+
+@pytest.mark.parametrize(("name", "problem"), [
+    ("wrong_image_shape", "declares input_shape (1, 8, 8), but its train split holds images shaped (1, 6, 6); "
+                          "expected each split's x shaped (N, 1, 8, 8)"),
+    ("fewer_labels", "returned a train split of 12 images and 10 labels; expected one label per image"),
+])
+def test_a_dataset_whose_splits_disagree_with_themselves_is_named_by_its_entry_point(broken_visible, name, problem):
+    # DataSplits refuses them as the loader builds its result; its own name attribute ('broken')
+    # is no name the user can find in a config or in `cnnx plugins`.
+    from cnnx.errors import DataError
+
+    with pytest.raises(DataError) as info:
+        registry.datasets.create(name, {}, "dataset")
+    assert str(info.value) == f"dataset {name!r} (from {ORIGIN}) {problem}"
 
 
 def test_a_layer_whose_get_config_leaves_out_an_option_is_named(broken_visible):

@@ -32,3 +32,14 @@ def float_labels(**options):
 def no_channel_axis(**options):
     x, y = _arrays((8, 8))
     return _splits(x, y, (8, 8))
+
+
+def wrong_image_shape(**options):
+    x, y = _arrays((1, 6, 6))
+    return _splits(x, y, (1, 8, 8))
+
+
+def fewer_labels(**options):
+    x, y = _arrays()
+    return DataSplits(train=(x[:12], y[:10]), val=(x[12:15], y[12:15]), test=(x[15:], y[15:]),
+                      classes=["a", "b", "c"], input_shape=(1, 8, 8), name="broken")
