@@ -43,7 +43,12 @@ class DataSplits:
     def __post_init__(self) -> None:
         self.input_shape = tuple(int(d) for d in self.input_shape)
         for split_name in ("train", "val", "test"):
-            x, y = getattr(self, split_name)
+            split = getattr(self, split_name)
+            if not (isinstance(split, (tuple, list)) and len(split) == 2
+                    and all(isinstance(part, np.ndarray) for part in split)):
+                raise DataSplitsError(self.name, f"returned a {split_name} split of {_kinds(split)}; expected a "
+                                                 f"pair (x, y) of NumPy arrays")
+            x, y = split
             if x.shape[1:] != self.input_shape:
                 dims = ", ".join(map(str, self.input_shape))
                 raise DataSplitsError(self.name, f"declares input_shape {self.input_shape}, but its {split_name} "
@@ -70,6 +75,13 @@ class DataSplits:
             f"DataSplits(name={self.name!r}, {sizes}, input_shape={self.input_shape}, "
             f"num_classes={self.num_classes})"
         )
+
+
+def _kinds(split: Any) -> str:
+    """``(list, list)`` for a pair of lists: what a loader returned instead of two arrays."""
+    if isinstance(split, (tuple, list)):
+        return f"{type(split).__name__} ({', '.join(type(part).__name__ for part in split)})"
+    return type(split).__name__
 
 
 def check_split_config(owner: str, val_fraction: Any, test_fraction: Any, seed: Any) -> None:

@@ -305,6 +305,17 @@ def test_data_splits_rejects_inconsistent_shapes():
         )
 
 
+@pytest.mark.parametrize(("val", "described"), [
+    (([[0.0] * 16] * 2, [0, 1]), r"val split of tuple \(list, list\)"),
+    ((np.zeros((2, 1, 4, 4), np.float32),), r"val split of tuple \(ndarray\)"),
+    (np.zeros((2, 1, 4, 4), np.float32), "val split of ndarray"),
+])
+def test_data_splits_names_a_split_that_is_not_a_pair_of_arrays(val, described):
+    ok = (np.zeros((2, 1, 4, 4), np.float32), np.zeros(2, np.int64))
+    with pytest.raises(DataError, match=rf"dataset 'toy' returned a {described}; expected a pair \(x, y\) of NumPy"):
+        DataSplits(ok, val, ok, ["a", "b"], (1, 4, 4), "toy")
+
+
 # -- validation helper ----------------------------------------------------------------------
 def test_check_dataset_converts_without_copying_float32():
     x = np.zeros((4, 1, 2, 2), np.float32)
