@@ -25,7 +25,7 @@ import pytest
 from e2e_helpers import all_runs, metric_history, run_cli, start_cli, store_client, wait_for_file
 
 from cnnx.training.checkpoint import NAME
-from cnnx.training.checkpoint_file import read_checkpoint
+from cnnx.training.checkpoint_file import read_checkpoint, write_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -102,14 +102,16 @@ def reference(reference_dir):
     return run, histories, weights
 
 
-def signal_mid_epoch(workdir: Path, data: Path, signum: int, group: bool = False) -> tuple[Path, int, str, int]:
-    """Start a slowed run and, once its MLflow run exists, send ``signum`` in the middle of the
-    epoch under way (2; 3 on a machine so loaded that the run was created late), to the run's
-    whole process group with ``group``, as ``timeout`` or a terminal's Ctrl-C does;
+def signal_mid_epoch(workdir: Path, data: Path, signum: int, group: bool = False,
+                     extra: tuple[str, ...] = ()) -> tuple[Path, int, str, int]:
+    """Start a slowed run (``run_args`` and ``extra``) and, once its MLflow run exists, send
+    ``signum`` in the middle of the epoch under way (2; 3 on a machine so loaded that the run
+    was created late), to the run's whole process group with ``group``, as ``timeout`` or a
+    terminal's Ctrl-C does;
     (checkpoint dir, exit code, stderr, the epoch the signal landed in)."""
     checkpoints = workdir / "run" / "checkpoints"
     store_client(workdir)  # an existing store, as for most runs: building one takes seconds
-    process = start_cli(run_args(data), workdir, env=DELAY, start_new_session=group)
+    process = start_cli([*run_args(data), *extra], workdir, env=DELAY, start_new_session=group)
     wait_for_file(checkpoints / "epoch-0001.npz", process)
     # The MLflow run is created by the tracking process, beside training.
     deadline = time.monotonic() + 120
@@ -174,6 +176,53 @@ def test_sigint_saves_a_checkpoint_marks_the_run_killed_and_resumes(tmp_path, da
     assert result.returncode == 0, result.stderr
     assert f"resumed from {checkpoints / saved[0]}" in result.stdout
     assert_same_as_reference(tmp_path, reference)
+
+
+@pytest.mark.parametrize(("written_by", "resumed_by"), [("true", "false"), ("false", "true")])
+def test_a_run_resumed_with_the_other_tracker_continues_its_mlflow_run(tmp_path, data, reference, written_by,
+                                                                      resumed_by):
+    """The checkpoint kept the tracker's state under the tracker's class name, so a run
+    checkpointed with tracking.background=true and resumed with false (or the other way)
+    found no MLflow run to continue: it logged a second run, from the resumed epoch on."""
+    checkpoints, returncode, stderr, _ = signal_mid_epoch(
+        tmp_path, data, signal.SIGINT, extra=(f"tracking.background={written_by}",))
+    assert returncode == 128 + signal.SIGINT, stderr
+    (stopped,) = all_runs(tmp_path)
+    assert stopped.info.status == "KILLED"
+
+    result = run_cli([*run_args(data), "trainer.resume=true", f"tracking.background={resumed_by}"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert_same_as_reference(tmp_path, reference)
+    (run,) = all_runs(tmp_path)
+    assert run.info.run_id == stopped.info.run_id
+
+
+def as_written_before(path: Path, tracker_class: str) -> None:
+    """Rewrite checkpoint ``path`` as cnnx wrote it before the tracker's state had a key of its
+    own: under the class name of the tracker that wrote it."""
+    arrays, header = read_checkpoint(path)
+    header["callbacks"][tracker_class] = header["callbacks"].pop("mlflow_run")
+    for key in [key for key in arrays if key.startswith("callback/mlflow_run/")]:
+        arrays[key.replace("mlflow_run", tracker_class, 1)] = arrays.pop(key)
+    header.pop("format"), header.pop("version")
+    write_checkpoint(path, arrays, header)
+
+
+@pytest.mark.parametrize(("tracker_class", "resumed_by"), [("BackgroundTracker", "false"), ("MlflowTracker", "true")])
+def test_a_checkpoint_keyed_by_tracker_class_still_continues_its_run(tmp_path, data, reference_dir, reference,
+                                                                     tracker_class, resumed_by):
+    workdir = tmp_path / "copy"
+    shutil.copytree(reference_dir, workdir)
+    checkpoints = workdir / "run" / "checkpoints"
+    (checkpoints / f"epoch-{EPOCHS:04d}.npz").unlink()
+    as_written_before(checkpoints / f"epoch-{EPOCHS - 1:04d}.npz", tracker_class)
+    (finished,) = all_runs(workdir)
+
+    result = run_cli([*run_args(data), "trainer.resume=true", f"tracking.background={resumed_by}"], workdir)
+    assert result.returncode == 0, result.stderr
+    assert_same_as_reference(workdir, reference)
+    (run,) = all_runs(workdir)
+    assert run.info.run_id == finished.info.run_id
 
 
 def test_resuming_with_fewer_epochs_than_the_checkpoint_began_is_refused(tmp_path, data, reference):

@@ -46,7 +46,8 @@ import numpy as np
 
 from cnnx.data.splits import DataSplits
 from cnnx.tracking.mlflow_tracker import (
-    RUN_KEY_TAG, TrackingError, ending_status, resolve_tracking_uri, unusable_store,
+    FORMER_TRACKER_STATE_KEYS, RUN_KEY_TAG, TRACKER_STATE_KEY, TrackingError, ending_status,
+    resolve_tracking_uri, unusable_store,
 )
 from cnnx.tracking.sqlite_store import build_aside, discard_built, sqlite_path
 from cnnx.training.callbacks import Callback
@@ -93,6 +94,8 @@ class BackgroundTracker(Callback):
     ``options`` are ``MlflowTracker``'s keyword arguments; ``model_spec`` is the layer spec the
     trainer's model was built from (the child rebuilds the model from it).
     """
+
+    state_key, former_state_keys = TRACKER_STATE_KEY, FORMER_TRACKER_STATE_KEYS
 
     def __init__(self, options: dict[str, Any], model_spec: dict[str, Any]):
         self.uri = resolve_tracking_uri(options.get("tracking_uri"))

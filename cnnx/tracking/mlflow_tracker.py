@@ -36,6 +36,11 @@ RESUMED_WITH_TAG = "cnnx.resumed_with."
 #: run and the checkpoint file it branched from.
 RESUMED_FROM_TAG = "cnnx.resumed_from"
 RESUMED_FROM_CHECKPOINT_TAG = "cnnx.resumed_from.checkpoint"
+#: Where a checkpoint keeps a tracker's state: the MLflow run it logs to, the same for both
+#: trackers, so a run resumed with the other ``tracking.background`` continues that run.
+TRACKER_STATE_KEY = "mlflow_run"
+#: Checkpoints of earlier versions kept it under the tracker's class name.
+FORMER_TRACKER_STATE_KEYS = ("MlflowTracker", "BackgroundTracker")
 #: MLflow's own default, spelled out so runs land in ./mlflow.db whatever MLflow's version.
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 _MAX_PARAMS_PER_BATCH = 100
@@ -155,6 +160,8 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 
 
 class MlflowTracker(Callback):
+    state_key, former_state_keys = TRACKER_STATE_KEY, FORMER_TRACKER_STATE_KEYS
+
     def __init__(
         self,
         *,

@@ -9,6 +9,13 @@ if TYPE_CHECKING:
 
 
 class Callback:
+    #: Where a checkpoint keeps this callback's ``state_dict``; None: under its class name.
+    #: Callbacks that stand for one another (the in-process and the background MLflow
+    #: tracker) share a key, so a run resumed with either finds the state the other saved.
+    state_key: str | None = None
+    #: Keys older checkpoints kept this state under, still read when resuming them.
+    former_state_keys: tuple[str, ...] = ()
+
     def on_fit_start(self, trainer: Trainer) -> None:
         """Everything is built and the first epoch is about to start."""
 

@@ -23,14 +23,27 @@ MODEL, OPTIMIZER, CALLBACK, ORDER = "model/", "optimizer/", "callback/", "progre
 
 
 def callback_keys(callbacks: list[Any]) -> list[str]:
-    """Class names (``EarlyStopping``, ``MlflowTracker``), numbered only when repeated, so a
-    resumed run with one more or one fewer callback still matches the others up."""
+    """Each callback's ``state_key`` or class name (``EarlyStopping``, ``mlflow_run``), numbered
+    only when repeated, so a resumed run with one more or one fewer callback still matches the
+    others up."""
     keys, seen = [], {}
     for callback in callbacks:
-        name = type(callback).__name__
+        name = getattr(callback, "state_key", None) or type(callback).__name__
         seen[name] = seen.get(name, 0) + 1
         keys.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
     return keys
+
+
+def _saved_key(key: str, callback: Any, saved: Mapping[str, Any]) -> str | None:
+    """The key ``callback``'s state has in a checkpoint: ``key``, or, in one written before
+    the callback had it, one of its ``former_state_keys`` (numbered as ``key`` is)."""
+    if key in saved:
+        return key
+    _, hash_sign, number = key.partition("#")
+    for former in getattr(callback, "former_state_keys", ()):
+        if former + hash_sign + number in saved:
+            return former + hash_sign + number
+    return None
 
 
 def _split(state: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -150,7 +163,8 @@ def restore(trainer: Trainer, arrays: Mapping[str, np.ndarray], header: Mapping[
 
     saved_callbacks = header.get("callbacks", {})
     for key, callback in zip(callback_keys(trainer.callbacks), trainer.callbacks, strict=True):
-        if callback is skip or key not in saved_callbacks:
+        key = _saved_key(key, callback, saved_callbacks)
+        if callback is skip or key is None:
             continue
         callback.load_state_dict({**saved_callbacks[key], **sub(f"{CALLBACK}{key}/")})
     trainer.epoch = epochs_completed
