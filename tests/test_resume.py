@@ -225,6 +225,63 @@ def test_a_checkpoint_keyed_by_tracker_class_still_continues_its_run(tmp_path, d
     assert run.info.run_id == finished.info.run_id
 
 
+@pytest.mark.parametrize("background", ["true", "false"])
+def test_resuming_from_another_directory_does_not_split_the_run_across_stores(tmp_path, data, background):
+    """The default store is ./mlflow.db: resumed by its checkpoint's path from another working
+    directory, a run found no MLflow run of its own in that directory's store and silently
+    logged a new one there (with an early checkpoint, which holds only the run's key), or
+    failed with spill warnings, a new empty store and unsent calls left behind."""
+    first, elsewhere = tmp_path / "first", tmp_path / "elsewhere"
+    first.mkdir(), elsewhere.mkdir()
+    args = [*[arg for arg in run_args(data) if not arg.startswith(("trainer.epochs=", "hydra.run.dir="))],
+            f"tracking.background={background}"]
+    result = run_cli([*args, "trainer.epochs=2", "hydra.run.dir=run"], first)
+    assert result.returncode == 0, result.stderr
+    (original,) = all_runs(first)
+    record = run_record(first, original.info.run_id)
+    checkpoint = first / "run" / "checkpoints" / "epoch-0002.npz"
+    before = checkpoint_files(checkpoint.parent)
+    resume = [*args, "trainer.epochs=3", f"trainer.resume={checkpoint}", "hydra.run.dir=run"]
+    store, here = f"sqlite:///{first / 'mlflow.db'}", f"sqlite:///{elsewhere / 'mlflow.db'}"
+
+    refused = run_cli(resume, elsewhere)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    (line,) = refused.stderr.strip().splitlines()
+    assert line.startswith("cnnx: error: trainer.resume: the checkpoint logged to MLflow run"), line
+    assert (f"in store {store}, not in {here} (the default store, ./mlflow.db in the working directory), "
+            f"which does not hold it; continue it with tracking.uri={store}, or start a new run in this "
+            f"store with tracking.uri={here}") in line, line
+    assert not list(elsewhere.glob("mlflow.db*")) and not list(elsewhere.rglob("epoch-*.npz"))
+    assert not (elsewhere / "run" / "mlflow-unsent").exists()
+    assert run_record(first, original.info.run_id) == record
+    assert checkpoint_files(checkpoint.parent) == before
+
+    # Told where it logged, it continues there.
+    result = run_cli([*resume, f"tracking.uri={store}"], elsewhere)
+    assert result.returncode == 0, result.stderr
+    assert "cnnx: warning" not in result.stderr
+    (run,) = all_runs(first)
+    assert run.info.run_id == original.info.run_id and run.info.status == "FINISHED"
+    assert [step for step, _ in metric_history(store_client(first), run.info.run_id, "val_acc")] == [1, 2, 3]
+    assert not list(elsewhere.glob("mlflow.db*"))
+
+    # Told to log to this directory's store, it starts a new run there, and says so.
+    result = run_cli([*resume, "hydra.run.dir=run2", "tracking.uri=sqlite:///mlflow.db"], elsewhere)
+    assert result.returncode == 0, result.stderr
+    (warning,) = [line for line in result.stderr.splitlines() if line.startswith("cnnx: warning: ")]
+    assert warning.startswith(f"cnnx: warning: trainer.resume: the checkpoint logged to MLflow run"), warning
+    assert f"in store {store}, not in {here} (tracking.uri)" in warning, warning
+    assert "logging to a new run there, tagged cnnx.resumed_from.store" in warning, warning
+    (new,) = all_runs(elsewhere)
+    assert new.info.status == "FINISHED" and new.data.tags["cnnx.resumed_from.store"] == store
+    _, header = read_checkpoint(checkpoint)
+    if header["callbacks"]["mlflow_run"]["run_id"]:  # else written before the run id was known
+        assert new.data.tags["cnnx.resumed_from"] == original.info.run_id
+    # its history holds the checkpoint's epochs, then its own
+    assert [step for step, _ in metric_history(store_client(elsewhere), new.info.run_id, "val_acc")] == [1, 2, 3]
+    assert len(all_runs(first)) == 1
+
+
 def test_resuming_with_fewer_epochs_than_the_checkpoint_began_is_refused(tmp_path, data, reference):
     """trainer.epochs below the epoch a run was stopped in used to skip the rest: the test
     metrics of a half-trained model were logged, the run marked FINISHED, exit 0."""

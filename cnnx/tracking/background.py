@@ -46,8 +46,8 @@ import numpy as np
 
 from cnnx.data.splits import DataSplits
 from cnnx.tracking.mlflow_tracker import (
-    FORMER_TRACKER_STATE_KEYS, RUN_KEY_TAG, TRACKER_STATE_KEY, TrackingError, ending_status,
-    resolve_tracking_uri, unusable_store,
+    FORMER_TRACKER_STATE_KEYS, RUN_KEY_TAG, TRACKER_STATE_KEY, TrackingError, absolute_store_uri,
+    ending_status, resolve_tracking_uri, unusable_store,
 )
 from cnnx.tracking.sqlite_store import build_aside, discard_built, sqlite_path
 from cnnx.training.callbacks import Callback
@@ -105,6 +105,8 @@ class BackgroundTracker(Callback):
         self.run_key = uuid.uuid4().hex
         self.run_id: str | None = None
         self.resumed = False
+        #: The store the resumed checkpoint's run logged to (``MlflowTracker.logged_to``).
+        self.logged_to: str | None = None
         self._may_branch = options.get("resume_file") is not None
         self._branched: str | None = None
         self._kernel_weight: str | None = None
@@ -140,7 +142,7 @@ class BackgroundTracker(Callback):
 
         first_conv = next(iter(conv_layers(trainer.model)), None)
         self._kernel_weight = None if first_conv is None else f"{first_conv}.weight"
-        self._send("start", run_id=self.run_id, run_key=self.run_key, resumed=self.resumed,
+        self._send("start", run_id=self.run_id, run_key=self.run_key, resumed=self.resumed, logged_to=self.logged_to,
                    input_shape=trainer.data.input_shape, state=trainer.model.state_dict(),
                    history=list(trainer.history.epochs), epoch=trainer.epoch,
                    finished_training=trainer.finished_training)
@@ -148,8 +150,10 @@ class BackgroundTracker(Callback):
         # An unreachable server fails the run now, not epochs later; so does a folder store,
         # which recent MLflow versions refuse to open (only a sqlite file is checked ahead).
         # A run resumed from a checkpoint file may become a new run: until the child says
-        # which, a checkpoint would record the old run's id.
-        if self.remote or sqlite_path(self.uri) is None or (self.resumed and self._may_branch):
+        # which, a checkpoint would record the old run's id. So may one whose checkpoint logged
+        # to another store, and a run that is refused for it must not train first.
+        moved = self.logged_to not in (None, absolute_store_uri(self.uri))
+        if self.remote or sqlite_path(self.uri) is None or (self.resumed and (self._may_branch or moved)):
             self._wait_started()
             if self._branched is not None:
                 trainer.log(self._branched)
@@ -185,11 +189,12 @@ class BackgroundTracker(Callback):
     def state_dict(self) -> dict[str, Any]:
         if self._start_sent and self._failure is None:
             self._poll()
-        return {"run_id": self.run_id, "run_key": self.run_key}
+        return {"run_id": self.run_id, "run_key": self.run_key, "tracking_uri": absolute_store_uri(self.uri)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.run_id = state.get("run_id")
         self.run_key = state.get("run_key") or self.run_key
+        self.logged_to = state.get("tracking_uri")
         self.resumed = True
 
     # -- the pipe --------------------------------------------------------------------------
@@ -371,6 +376,7 @@ def _track(inbox: Connection, outbox: Connection, options: dict[str, Any], model
                 tracker.run_id = message["run_id"]
                 tracker.tags[RUN_KEY_TAG] = message["run_key"]
                 tracker.resuming = message["resumed"]
+                tracker.logged_to = message["logged_to"]
                 tracker.on_fit_start(view)
                 outbox.send(("started", (tracker.run_id, tracker.tags[RUN_KEY_TAG], tracker.branched)))
             elif kind == "epoch":

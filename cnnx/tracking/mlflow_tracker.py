@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 import tempfile
 import time
 import uuid
@@ -36,6 +37,9 @@ RESUMED_WITH_TAG = "cnnx.resumed_with."
 #: run and the checkpoint file it branched from.
 RESUMED_FROM_TAG = "cnnx.resumed_from"
 RESUMED_FROM_CHECKPOINT_TAG = "cnnx.resumed_from.checkpoint"
+#: A run resumed into another store than its checkpoint's run (tracking.uri set to it) is a
+#: new run there: this names the store its checkpoint logged to.
+RESUMED_FROM_STORE_TAG = "cnnx.resumed_from.store"
 #: Where a checkpoint keeps a tracker's state: the MLflow run it logs to, the same for both
 #: trackers, so a run resumed with the other ``tracking.background`` continues that run.
 TRACKER_STATE_KEY = "mlflow_run"
@@ -109,6 +113,19 @@ def ending_status(error: BaseException) -> str:
 
 def resolve_tracking_uri(uri: str | None) -> str:
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def absolute_store_uri(uri: str) -> str:
+    """``uri`` with a local path made absolute (``sqlite:///mlflow.db`` →
+    ``sqlite:////work/mlflow.db``): the same store from any working directory. A checkpoint
+    records its run's store so; other stores (servers, databases) are left as they are."""
+    path = sqlite_path(uri)
+    if path is not None:
+        _, question, options = uri.partition("?")
+        return f"sqlite:///{os.path.abspath(path)}{question}{options}"
+    if "://" not in uri and not uri.startswith(("file:", "databricks")):
+        return os.path.abspath(uri)  # a folder store given as a bare path
+    return uri
 
 
 def store_setting(uri: str | None) -> str:
@@ -189,6 +206,12 @@ class MlflowTracker(Callback):
         self.config_yaml = config_yaml
         self.run_name = run_name
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
+        #: Set for this run with ``tracking.uri``: then the store was chosen, not defaulted
+        #: relative to where the command runs.
+        self.store_chosen = tracking_uri is not None
+        #: The store the resumed checkpoint's run logged to (absolute; None: not resumed, or
+        #: a checkpoint written before cnnx recorded it).
+        self.logged_to: str | None = None
         self.tags = dict(tags or {})
         if parent_run_id:
             # Explicit, not mlflow's active run: a sweep's jobs run in other processes.
@@ -219,11 +242,19 @@ class MlflowTracker(Callback):
         from mlflow import MlflowClient
         from mlflow.entities import Param
 
+        moved = self._moved_from()
+        path = sqlite_path(self.tracking_uri)
+        if moved and not self.store_chosen and path is not None and not path.exists():
+            raise self._not_in_this_store(moved)  # without creating a store the run is not in
         try:
             create_store_atomically(self.tracking_uri)
             self.client = MlflowClient(self.tracking_uri)
         except Exception as exc:
             raise self._unreachable(exc) from exc
+        if moved and not self._holds_checkpoint_run():
+            if not self.store_chosen:
+                raise self._not_in_this_store(moved)
+            self._start_over_here(moved)
         if self.run_id is not None and self._continue_run(trainer):  # restored from a checkpoint
             return
         try:
@@ -267,6 +298,68 @@ class MlflowTracker(Callback):
     def _unreachable(self, exc: BaseException) -> TrackingError:
         return unusable_store(self.tracking_uri, exc)
 
+    # -- a checkpoint of another store ----------------------------------------------------
+    def _moved_from(self) -> str | None:
+        """The store the resumed checkpoint's run logged to, when it is not this run's: a
+        relative store (the default ./mlflow.db) is another one from another working directory."""
+        if self.logged_to is None or self.logged_to == absolute_store_uri(self.tracking_uri):
+            return None
+        return self.logged_to
+
+    def _holds_checkpoint_run(self) -> bool:
+        """Whether this store has the resumed checkpoint's run (a copy of its store may)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            if self.run_id is not None:
+                try:
+                    self.client.get_run(self.run_id)
+                except MlflowException as exc:
+                    if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                        return False
+                    raise
+                return True
+            experiment = self.client.get_experiment_by_name(self.experiment_name)
+            return experiment is not None and self._run_with_key(experiment.experiment_id) is not None
+        except Exception as exc:
+            raise self._unreachable(exc) from exc
+
+    def _checkpoint_run(self) -> str:
+        if self.run_id is not None:
+            return f"MLflow run {self.run_id}"
+        return f"MLflow run tagged {RUN_KEY_TAG}={self.tags.get(RUN_KEY_TAG)}"
+
+    def _where_this_store_comes_from(self) -> str:
+        if self.store_chosen:
+            return "tracking.uri"
+        if os.environ.get("MLFLOW_TRACKING_URI"):
+            return "$MLFLOW_TRACKING_URI"
+        return f"the default store, ./{sqlite_path(DEFAULT_TRACKING_URI)} in the working directory"
+
+    def _not_in_this_store(self, logged_to: str) -> TrackingError:
+        """Refused: a new run here would silently split the run's history across two stores."""
+        here = absolute_store_uri(self.tracking_uri)
+        error = TrackingError(
+            f"trainer.resume: the checkpoint logged to {self._checkpoint_run()} in store {logged_to}, not in "
+            f"{here} ({self._where_this_store_comes_from()}), which does not hold it; continue it with "
+            f"tracking.uri={logged_to}, or start a new run in this store with tracking.uri={here}")
+        self.run_id = None  # never continued: how the run ended stays as it was
+        return error
+
+    def _start_over_here(self, logged_to: str) -> None:
+        """``tracking.uri`` names a store without the checkpoint's run: a new run there, which
+        logs the checkpoint's epochs first and names where the others are."""
+        print(f"cnnx: warning: trainer.resume: the checkpoint logged to {self._checkpoint_run()} in store "
+              f"{logged_to}, not in {absolute_store_uri(self.tracking_uri)} (tracking.uri): logging to a new "
+              f"run there, tagged {RESUMED_FROM_STORE_TAG}; continue the old one with tracking.uri={logged_to}",
+              file=sys.stderr)
+        self.tags[RESUMED_FROM_STORE_TAG] = logged_to
+        if self.run_id is not None:
+            self.tags[RESUMED_FROM_TAG] = self.run_id
+        if self.resume_file is not None:
+            self.tags[RESUMED_FROM_CHECKPOINT_TAG] = self.resume_file
+        self.run_id, self.resuming = None, False
+
     def _continue_run(self, trainer: Trainer) -> bool:
         """Mark the checkpoint's run RUNNING again and log what its checkpoint holds but the
         store does not (the killed process may have died between the two). False, with the
@@ -274,8 +367,10 @@ class MlflowTracker(Callback):
         try:
             run = self.client.get_run(self.run_id)
         except Exception as exc:
+            # Not continued: the run, if it exists, keeps the status and error it had.
+            run_id, self.run_id = self.run_id, None
             raise TrackingError(
-                f"cannot continue MLflow run {self.run_id} (recorded in the checkpoint) in store "
+                f"cannot continue MLflow run {run_id} (recorded in the checkpoint) in store "
                 f"{self.tracking_uri!r} (tracking.uri): {type(exc).__name__}: "
                 f"{(str(exc).splitlines() or [''])[0][:300]}"
             ) from exc
@@ -414,10 +509,11 @@ class MlflowTracker(Callback):
         self._finish(timeout=min(self.flush_timeout, 10.0))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"run_id": self.run_id}
+        return {"run_id": self.run_id, "tracking_uri": absolute_store_uri(self.tracking_uri)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.run_id = state.get("run_id")
+        self.logged_to = state.get("tracking_uri")
         if state.get("run_key"):
             self.tags[RUN_KEY_TAG] = state["run_key"]
             self.resuming = True

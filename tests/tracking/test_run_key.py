@@ -179,3 +179,16 @@ def test_the_newest_checkpoint_file_of_a_run_continues_it(tmp_path, monkeypatch)
     resumed = _tracker(uri, tmp_path, options=options, run_id=first.run_id)
     resumed.on_fit_start(_view([EPOCH_1]))
     assert resumed.run_id == first.run_id and resumed.branched is None
+
+
+def test_a_checkpoint_records_its_store_the_same_from_any_working_directory(tmp_path, monkeypatch):
+    from cnnx.tracking.mlflow_tracker import absolute_store_uri
+
+    monkeypatch.chdir(tmp_path)
+    assert absolute_store_uri("sqlite:///mlflow.db") == f"sqlite:///{tmp_path}/mlflow.db"
+    assert absolute_store_uri("sqlite:///runs/m.db?timeout=5") == f"sqlite:///{tmp_path}/runs/m.db?timeout=5"
+    assert absolute_store_uri(f"sqlite:///{tmp_path}/../x.db") == f"sqlite:///{tmp_path.parent}/x.db"
+    assert absolute_store_uri("mlruns") == str(tmp_path / "mlruns")
+    for kept in ("sqlite:///:memory:", "http://127.0.0.1:5000", "file:///abs/mlruns", "databricks",
+                 "postgresql://u@h/db"):
+        assert absolute_store_uri(kept) == kept
