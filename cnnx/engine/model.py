@@ -32,6 +32,12 @@ class Model(Sequential):
         self.build(input_shape, np.random.default_rng(0) if rng is None else rng)
         flatten_parameters([p for _, p in self.named_parameters()])
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # A copy (deepcopy, pickle) gets one array per parameter; sharing one buffer again
+        # keeps its optimizer steps as fast as the original's.
+        self.__dict__.update(state)
+        flatten_parameters([p for _, p in self.named_parameters()])
+
     def to(self, dtype: Any) -> Model:
         super().to(dtype)
         flatten_parameters([p for _, p in self.named_parameters()])

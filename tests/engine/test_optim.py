@@ -341,6 +341,11 @@ def test_bad_parameter_lists_raise_config_error():
         SGD([("w", np.zeros(1))])
     with pytest.raises(ConfigError, match="expected Parameters or \\(name, Parameter\\) pairs"):
         SGD([np.zeros(1)])
+    weight = Parameter(np.zeros(1))
+    with pytest.raises(ConfigError, match="parameter '1' is the same Parameter as '0'; pass each parameter once"):
+        SGD([weight, weight])
+    with pytest.raises(ConfigError, match="parameter groups .* are not supported; pass model.named_parameters"):
+        SGD([{"params": [weight], "weight_decay": 1e-4}], lr=0.1)
 
 
 def test_the_pytorch_training_loop_runs_unchanged_and_matches_named_parameters():
@@ -493,6 +498,66 @@ def test_rebinding_a_parameter_falls_back_to_per_parameter_updates():
         opt.step()
     for name in SHAPES:
         np.testing.assert_array_equal(params[name].data, expected[name].data, err_msg=name)
+
+
+def _small_model():
+    import cnnx
+
+    return cnnx.build_model({"conv": {"type": "conv2d", "out_channels": 3, "kernel_size": 3},
+                             "flat": {"type": "flatten"}, "fc": {"type": "dense", "out_features": 4}},
+                            (2, 5, 5), seed=1)
+
+
+def _train(model, optimizer, batches):
+    from cnnx.engine.losses.cross_entropy import CrossEntropyLoss
+
+    loss = CrossEntropyLoss()
+    for x, y in batches:
+        _, grad = loss(model.forward(x, training=True), y)
+        model.backward(grad, input_grad=False)
+        optimizer.step()
+
+
+@pytest.mark.parametrize("copy_pair", [lambda pair: __import__("copy").deepcopy(pair),
+                                       lambda pair: __import__("pickle").loads(__import__("pickle").dumps(pair))],
+                         ids=["deepcopy", "pickle"])
+@pytest.mark.parametrize(("cls", "kwargs"), [(SGD, {"lr": 0.1, "momentum": 0.9}), (Adam, {"lr": 0.01})],
+                         ids=["sgd-momentum", "adam"])
+def test_a_model_and_optimizer_copied_together_train_on_exactly_as_the_original(copy_pair, cls, kwargs):
+    # The copy's parameters own their data; its optimizer once kept updating the copied flat
+    # buffer instead, and the copy never trained again.
+    rng = np.random.default_rng(0)
+    batches = [(rng.standard_normal((8, 2, 5, 5)).astype(np.float32), rng.integers(0, 4, 8)) for _ in range(4)]
+    model = _small_model()
+    optimizer = cls(model.named_parameters(), **kwargs)
+    _train(model, optimizer, batches[:1])
+    copied_model, copied_optimizer = copy_pair((model, optimizer))
+    before = {name: p.data.copy() for name, p in copied_model.named_parameters()}
+    _train(model, optimizer, batches[1:])
+    _train(copied_model, copied_optimizer, batches[1:])
+    for (name, original), (_, copy) in zip(model.named_parameters(), copied_model.named_parameters(), strict=True):
+        assert not np.array_equal(copy.data, before[name]), f"{name} did not train after the copy"
+        np.testing.assert_array_equal(copy.data, original.data, err_msg=name)
+        assert copy.data.dtype == np.float32
+    # and as fast as the original: one buffer, updated by the flat path
+    assert copied_optimizer._flat is not None
+    assert shared_buffer([p for _, p in copied_model.named_parameters()]) is copied_optimizer._flat.data
+
+
+def test_a_model_cast_with_to_mid_training_keeps_its_optimizer_state_and_flat_updates():
+    rng = np.random.default_rng(0)
+    batches = [(rng.standard_normal((8, 2, 5, 5)).astype(np.float32), rng.integers(0, 4, 8)) for _ in range(4)]
+    model, twin = _small_model(), _small_model()
+    optimizer, twin_optimizer = SGD(model.named_parameters(), lr=0.1, momentum=0.9), \
+        SGD(twin.named_parameters(), lr=0.1, momentum=0.9)
+    _train(model, optimizer, batches[:2])
+    _train(twin, twin_optimizer, batches[:2])
+    model.to(np.float32)  # rebinds every parameter to a new buffer
+    _train(model, optimizer, batches[2:])
+    _train(twin, twin_optimizer, batches[2:])
+    for (name, p), (_, q) in zip(model.named_parameters(), twin.named_parameters(), strict=True):
+        np.testing.assert_array_equal(p.data, q.data, err_msg=name)
+    assert shared_buffer([p for _, p in model.named_parameters()]) is optimizer._flat.data
 
 
 def test_an_optimizer_that_is_not_elementwise_updates_parameter_by_parameter():

@@ -124,9 +124,17 @@ class Optimizer:
         if isinstance(named_parameters, Mapping):
             named_parameters = named_parameters.items()
         self.params: dict[str, Parameter] = {}
+        names_by_identity: dict[int, str] = {}
         for position, item in enumerate(named_parameters):
             if isinstance(item, Parameter):
                 item = (str(position), item)
+            if isinstance(item, Mapping):
+                # A dict would unpack into its first two keys and be refused as a str "parameter".
+                raise ConfigError(
+                    f"{owner}: parameter groups (dicts such as {{'params': ..., 'lr': ...}}) are not "
+                    f"supported; pass model.named_parameters(), or build one optimizer per group of "
+                    f"parameters that share settings"
+                )
             try:
                 name, param = item
             except (TypeError, ValueError):
@@ -140,6 +148,11 @@ class Optimizer:
                 )
             if name in self.params:
                 raise ConfigError(f"{owner}: parameter name {name!r} appears twice")
+            if id(param) in names_by_identity:
+                # Under two names it would be updated twice per step.
+                raise ConfigError(f"{owner}: parameter {name!r} is the same Parameter as "
+                                  f"{names_by_identity[id(param)]!r}; pass each parameter once")
+            names_by_identity[id(param)] = str(name)
             self.params[str(name)] = param
         if not self.params:
             raise ConfigError(
@@ -214,6 +227,9 @@ class Optimizer:
         self._ensure_state()
         lr = float(self.lr)  # schedulers may hand in NumPy scalars; keep float32 float32
         flat = self._flat
+        if flat is not None and (flat.views[0].base is not flat.data
+                                 or next(iter(self.params.values())).data is not flat.views[0]):
+            flat = self._relink()
         # Cheap checks only: anything that rebinds a parameter's data (Module.to) ends this, and
         # a gradient of another shape or dtype gets the per-parameter path (and its errors).
         if flat is not None and all(p.data is view and p.grad is not None and p.grad.shape == view.shape
@@ -251,6 +267,21 @@ class Optimizer:
             if name not in self.state:
                 self.state[name] = {slot: np.zeros_like(param.data) for slot in self.slots()}
                 self._scratch[name] = [np.empty_like(param.data) for _ in range(self.scratch_count)]
+
+    def _relink(self) -> _FlatState | None:
+        """Follow the parameters to where their data lives now, keeping every state value.
+
+        A model copied or pickled together with its optimizer gets parameters that own their
+        data (each array is copied on its own), and ``Module.to`` rebinds it: the flat buffer
+        would then update arrays no parameter holds, and training would silently stand still.
+        """
+        kept = {name: {slot: array.copy() for slot, array in slots.items()} for name, slots in self.state.items()}
+        self._flat, self.state, self._scratch = None, {}, {}
+        self._ensure_state()
+        for name, slots in kept.items():
+            for slot, array in slots.items():
+                np.copyto(self.state[name][slot], array, casting="same_kind")
+        return self._flat
 
     # -- checkpointing --------------------------------------------------------------------
     def _state_key(self, name: str, slot: str) -> str:
