@@ -402,8 +402,10 @@ def _run(cfg: DictConfig, overrides: list[str] | None, output_dir: str | None, s
         # The signal came while this job was finishing: its run is complete, and the sweep
         # stops before the next job, as it does for a Ctrl-C between jobs.
         raise KeyboardInterrupt(f"{trainer.interrupts.signal_name} received while job {output_dir} was finishing")
-    objective = trainer.objective(config["trainer"]["monitor"])
-    RUN_LOG.info(f"{config['trainer']['monitor']} (best epoch) = {objective:.4f}")
+    monitor = config["trainer"]["monitor"]
+    objective, key = trainer.objective(monitor), trainer.objective_key(monitor)
+    # Without a validation split the figure is a training one: labelled as what it is.
+    RUN_LOG.info(f"{key} (best epoch) = {objective:.4f}" + (f" (no validation split for {monitor})" if key != monitor else ""))
     return objective
 
 

@@ -91,6 +91,14 @@ def test_tracking_disabled_trains_without_a_store(tmp_path):
     assert f"[cnnx.run][INFO] - {lines[-1]}" in log.read_text()
 
 
+def test_without_a_validation_split_the_closing_line_names_the_training_figure(tmp_path):
+    result = run_cli(["+experiment=digits_small", "trainer.epochs=2", "tracking=none", "dataset.val_fraction=0"],
+                     tmp_path)
+    assert result.returncode == 0, result.stderr
+    last = result.stdout.splitlines()[-1]
+    assert last.startswith("train_acc (best epoch) = ") and last.endswith(" (no validation split for val_acc)"), last
+
+
 def test_tracking_uri_override_and_environment_variable(tmp_path):
     elsewhere = tmp_path / "store"
     elsewhere.mkdir()

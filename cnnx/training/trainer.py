@@ -155,11 +155,17 @@ class Trainer:
         """Nothing left to train: every epoch done, or stopped early (a resumed finished run)."""
         return self.progress_state is None and (self.epoch >= self.epochs or self.stop_training)
 
+    def objective_key(self, monitor: str = "val_acc") -> str:
+        """``monitor``, or its train twin when the run has no validation split."""
+        if self.history.epochs and monitor not in self.history.epochs[-1]:
+            return monitor.replace("val_", "train_")
+        return monitor
+
     def objective(self, monitor: str = "val_acc") -> float:
         """The figure a sweeper optimises: the best epoch's ``monitor`` (falls back to train)."""
         if not self.history.epochs:
             return float("nan")
-        key = monitor if monitor in self.history.epochs[-1] else monitor.replace("val_", "train_")
+        key = self.objective_key(monitor)
         mode = "max" if key.endswith("acc") else "min"
         return self.history.best(key, mode)
 
