@@ -6,6 +6,7 @@ which ``cnnx.cli`` wraps so that errors reach the user as one line.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Collection
@@ -216,7 +217,7 @@ def _checkpoint(config: dict[str, Any], output_dir: str | None, continue_in: Pat
     checkpoint = Checkpoint(
         directory, every_n_epochs=settings["every_n_epochs"], keep_last=settings["keep_last"],
         keep_best=settings["keep_best"], monitor=trainer_cfg["monitor"], resume=resume,
-        config=resumable_config(config),
+        config=resumable_config(config), describe=functools.partial(_describe_model, config),
     )
     resumed = checkpoint.resume_file
     if resumed is not None and resumed.parent.resolve() != Path(directory).resolve():
@@ -227,6 +228,12 @@ def _checkpoint(config: dict[str, Any], output_dir: str | None, continue_in: Pat
     elif checkpoint.resume_file_passed_by:
         raise ConfigError(_newer_checkpoints(checkpoint.resume_file_passed_by[-1], resume, config, output_dir, sweep))
     return checkpoint
+
+
+def _describe_model(config: dict[str, Any], trainer: Trainer) -> dict[str, Any] | None:
+    from cnnx.inference import trained_classifier
+
+    return None if trainer.data is None else trained_classifier(trainer.model, config, trainer.data).description()
 
 
 def _checkpoints_placed_by(config: dict[str, Any], output_dir: str | None, sweep) -> tuple[str, str, Path]:

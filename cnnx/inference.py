@@ -50,6 +50,14 @@ def output_kind(model: Model, loss_type: str, loss_options: Mapping[str, Any]) -
     return "probabilities" if last == "softmax" else "logits"
 
 
+def trained_classifier(model: Model, config: Mapping[str, Any], data: Any) -> Classifier:
+    """The classifier a run trains: its model, with the classes and normalisation of ``data``
+    (the run's ``DataSplits``) and its resolved ``config``'s layers and loss."""
+    loss = dict(config["loss"])
+    kind = output_kind(model, loss.pop("type"), loss)
+    return Classifier(model, config["model"]["layers"], data.normalization, list(data.classes), kind)
+
+
 def class_probabilities(outputs: np.ndarray, kind: str) -> np.ndarray:
     """``(N, K)`` float32 probabilities; one binary output becomes the two columns 1-p, p."""
     if kind == "logits":
@@ -132,10 +140,10 @@ class Classifier:
         return class_probabilities(self.model.predict(x, batch_size), self.output_kind)
 
     # -- files -------------------------------------------------------------------------------
-    def save(self, directory: str | Path) -> Path:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        description = {
+    def description(self) -> dict[str, Any]:
+        """Everything but the weights, as JSON: what ``cnnx_model.json`` and training
+        checkpoints record, so predictions never depend on the dataset as it is later."""
+        return {
             "format_version": FORMAT_VERSION,
             "layers": self.spec,
             "input_shape": list(self.input_shape),
@@ -143,7 +151,11 @@ class Classifier:
             "classes": self.classes,
             "output_kind": self.output_kind,
         }
-        (directory / SPEC_FILE).write_text(json.dumps(description, indent=2) + "\n")
+
+    def save(self, directory: str | Path) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / SPEC_FILE).write_text(json.dumps(self.description(), indent=2) + "\n")
         np.savez(directory / WEIGHTS_FILE, **self.model.state_dict())
         return directory
 
@@ -157,14 +169,25 @@ class Classifier:
                                       f"{SPEC_FILE} and {WEIGHTS_FILE}")
         try:
             description = json.loads(spec_path.read_text())
+        except ValueError as exc:
+            raise CheckpointError(f"'{spec_path}' is not a cnnx model description ({exc})") from None
+        return cls.from_description(description, load_weights(weights_path), f"'{spec_path}'")
+
+    @classmethod
+    def from_description(cls, description: Any, weights: Mapping[str, np.ndarray], where: str) -> Classifier:
+        """The classifier ``description()`` described, with these weights; ``where`` names
+        the file in errors."""
+        try:
             layers, input_shape = description["layers"], description["input_shape"]
             kind = description["output_kind"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise CheckpointError(f"'{spec_path}' is not a cnnx model description ({exc})") from None
+        except KeyError as exc:
+            raise CheckpointError(f"{where} is not a cnnx model description (no {exc})") from None
+        except TypeError:
+            raise CheckpointError(f"{where} is not a cnnx model description (not a JSON object)") from None
         if kind not in OUTPUT_KINDS:
-            raise CheckpointError(f"'{spec_path}': output_kind={kind!r}; accepted: {', '.join(OUTPUT_KINDS)}")
+            raise CheckpointError(f"{where}: output_kind={kind!r}; accepted: {', '.join(OUTPUT_KINDS)}")
         model = build_model(layers, tuple(input_shape), seed=0)
-        model.load_state_dict(load_weights(weights_path))
+        model.load_state_dict(dict(weights))
         model.eval()
         return cls(model, layers, description.get("normalization", {"mode": "none"}),
                    [str(c) for c in description.get("classes") or range(model.output_shape[0])], kind)

@@ -1,8 +1,9 @@
 """`python -m cnnx.predict` / `cnnx predict`: class predictions for images from a trained model.
 
 The model comes from a tracked run (``--run ID``: its ``model/`` artifact), an MLflow model
-(``--model`` directory or ``runs:/``/``models:/`` URI), or a weights ``.npz`` with the run's
-``config.yaml`` (``--weights FILE --config FILE``). Images are ``.npz`` archives (array ``x``,
+(``--model`` directory or ``runs:/``/``models:/`` URI), a training checkpoint
+(``--weights epoch-0005.npz``), or a weights ``.npz`` with the run's ``config.yaml``
+(``--weights FILE --config FILE``). Images are ``.npz`` archives (array ``x``,
 or their only array, shaped (N, C, H, W) or (N, H, W)) in the dataset's pixel scale, or PNG
 files, read as [0, 1] (digits: white strokes on black, like the training images).
 """
@@ -10,11 +11,13 @@ files, read as [0, 1] (digits: white strokes on black, like the training images)
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -68,20 +71,61 @@ def download_model(uri: str, tracking_uri: str | None, source: str) -> Path:
 
 
 def classifier_from_weights(weights: Path, config_path: Path | None) -> Classifier:
-    """Weights ``.npz`` + the run's resolved ``config.yaml`` (layers, dataset, loss)."""
-    import yaml
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
+    """Weights ``.npz`` or a training checkpoint, with what describes the model: recorded in
+    the checkpoint or a ``cnnx_model.json`` beside the weights, else rebuilt from the run's
+    resolved ``config.yaml`` (layers, dataset, loss)."""
     from cnnx import registry
     from cnnx.engine.model import build_model
     from cnnx.inference import output_kind
 
-    if (weights.parent / SPEC_FILE).is_file() and config_path is None:
-        return Classifier.load(weights.parent)
-    if config_path is None:
+    state, description, recorded_in = read_weights(weights)
+    config = run_config(config_path) if config_path is not None else None
+    if description is not None:
+        classifier = Classifier.from_description(description, state, recorded_in)
+        if config is not None and _as_json(config[0]) != _as_json(classifier.spec):
+            raise ConfigError(f"--config {config_path}: its model.layers differ from those recorded in "
+                              f"{recorded_in}; pass the config of the run that wrote it, or leave "
+                              f"--config out (the recorded model is complete)")
+        return classifier
+    if config is None:
         raise ConfigError(f"--weights {weights} needs --config: the run's config.yaml artifact, "
                           f"which holds the layers and the dataset's normalisation")
+    layers, dataset, loss = config
+    # Nothing recorded the classes and normalisation: rebuild the training split to recover them.
+    try:
+        data = registry.datasets.create(dataset.pop("type"), dataset, "dataset")
+    except CnnxError as exc:
+        raise ConfigError(f"--config {config_path}: the training data is needed to recover its "
+                          f"normalisation, and {exc}; run from the training directory, or use --run or "
+                          f"--model, which carry it") from None
+    model = build_model(layers, data.input_shape, seed=0)
+    model.load_state_dict(state)
+    model.eval()
+    classes = list(data.classes)
+    outputs = model.output_shape
+    if outputs != (len(classes),) and not (outputs == (1,) and len(classes) == 2):
+        # The dataset changed since training (a class folder added or removed): its names
+        # would be pinned on the wrong outputs, or run out before them.
+        raise ConfigError(
+            f"--config {config_path}: its dataset now has {len(classes)} classes "
+            f"({', '.join(map(str, classes))}), but the model in '{weights}' outputs {outputs[0]}; "
+            f"the classes changed since training, so its outputs cannot be named: restore the "
+            f"dataset as it was, or predict with --run, --model or a newly written checkpoint, "
+            f"which record the classes")
+    return Classifier(model, layers, data.normalization, classes, output_kind(model, loss.pop("type"), loss))
+
+
+def _as_json(value: Any) -> str:
+    # Layer order is part of a spec, and dict equality ignores it.
+    return json.dumps(value)
+
+
+def run_config(config_path: Path) -> tuple[dict, dict, dict]:
+    """``(model.layers, dataset, loss)`` of a run's resolved config, or a one-line ConfigError."""
+    import yaml
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
     if not config_path.is_file():
         raise ConfigError(f"--config {config_path}: file not found")
     not_a_run_config = (f"--config {config_path}: not a cnnx run config (needs model.layers, dataset and "
@@ -91,35 +135,31 @@ def classifier_from_weights(weights: Path, config_path: Path | None) -> Classifi
     except (ValueError, OmegaConfBaseException, yaml.YAMLError):  # binary, malformed, Hydra's own hydra.yaml
         raise ConfigError(not_a_run_config) from None
     try:
-        layers, dataset, loss = config["model"]["layers"], dict(config["dataset"]), dict(config["loss"])
+        return config["model"]["layers"], dict(config["dataset"]), dict(config["loss"])
     except (KeyError, TypeError):
         raise ConfigError(not_a_run_config) from None
-    # The normalisation was fitted on the training split: rebuild the split to recover it.
-    try:
-        data = registry.datasets.create(dataset.pop("type"), dataset, "dataset")
-    except CnnxError as exc:
-        raise ConfigError(f"--config {config_path}: the training data is needed to recover its "
-                          f"normalisation, and {exc}; run from the training directory, or use --run or "
-                          f"--model, which carry it") from None
-    model = build_model(layers, data.input_shape, seed=0)
-    model.load_state_dict(model_weights(weights))
-    model.eval()
-    return Classifier(model, layers, data.normalization, list(data.classes),
-                      output_kind(model, loss.pop("type"), loss))
 
 
-def model_weights(path: Path) -> dict:
-    """A weights ``.npz``, or the model's part of a training checkpoint (``epoch-*.npz``), as
-    Lightning's ``load_from_checkpoint`` takes one."""
+def read_weights(path: Path) -> tuple[dict, dict | None, str]:
+    """``(state_dict, recorded description or None, where it was recorded)`` of a weights
+    ``.npz`` or a training checkpoint (``epoch-*.npz``, whose model part is taken, as
+    Lightning's ``load_from_checkpoint`` does)."""
     from cnnx.inference import load_weights
-    from cnnx.training.checkpoint_file import HEADER_KEY, read_checkpoint
+    from cnnx.training.checkpoint_file import CLASSIFIER, HEADER_KEY, read_checkpoint
     from cnnx.training.training_state import MODEL
 
     state = load_weights(path)
-    if HEADER_KEY not in state:
-        return state
-    arrays, _ = read_checkpoint(path)
-    return {key[len(MODEL):]: value for key, value in arrays.items() if key.startswith(MODEL)}
+    if HEADER_KEY in state:
+        arrays, header = read_checkpoint(path)
+        state = {key[len(MODEL):]: value for key, value in arrays.items() if key.startswith(MODEL)}
+        return state, header.get(CLASSIFIER), f"checkpoint '{path}'"
+    spec = path.parent / SPEC_FILE
+    if not spec.is_file():
+        return state, None, ""
+    try:
+        return state, json.loads(spec.read_text()), f"'{spec}'"
+    except ValueError as exc:
+        raise CheckpointError(f"'{spec}' is not a cnnx model description ({exc})") from None
 
 
 def load_classifier(args: argparse.Namespace) -> Classifier:
@@ -222,7 +262,8 @@ def parser() -> argparse.ArgumentParser:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--run", metavar="RUN_ID", help="an MLflow run id (uses runs:/RUN_ID/model)")
     source.add_argument("--model", metavar="DIR_OR_URI", help="an MLflow model directory or URI")
-    source.add_argument("--weights", metavar="FILE", help="a weights .npz (needs --config)")
+    source.add_argument("--weights", metavar="FILE",
+                        help="a training checkpoint, or a weights .npz (needs --config)")
     p.add_argument("--config", metavar="FILE", help="the run's config.yaml, with --weights")
     p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     p.add_argument("--top", type=int, default=3, help="how many classes to list per image (default 3)")

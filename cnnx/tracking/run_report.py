@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cnnx.data.normalize import invert_normalization
-from cnnx.inference import Classifier, class_probabilities, output_kind
+from cnnx.inference import Classifier, class_probabilities, trained_classifier
 from cnnx.tracking.feature_maps import conv_activations, conv_layers
 from cnnx.tracking.images import activation_grid, kernel_grid
 
@@ -31,11 +31,7 @@ INPUT_EXAMPLE_IMAGES = 2
 
 
 def classifier_of(trainer: Trainer, config: Mapping[str, Any]) -> Classifier:
-    loss = dict(config["loss"])
-    kind = output_kind(trainer.model, loss.pop("type"), loss)
-    data = trainer.data
-    return Classifier(trainer.model, config["model"]["layers"], data.normalization,
-                      list(data.classes), kind)
+    return trained_classifier(trainer.model, config, trainer.data)
 
 
 def _reference_split(trainer: Trainer) -> tuple[np.ndarray, np.ndarray]:

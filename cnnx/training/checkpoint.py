@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from cnnx.errors import CheckpointError, ConfigError
 from cnnx.training.callbacks import Callback
-from cnnx.training.checkpoint_file import TEMP_SUFFIX, read_checkpoint, write_checkpoint
+from cnnx.training.checkpoint_file import CLASSIFIER, TEMP_SUFFIX, read_checkpoint, write_checkpoint
 from cnnx.training.signals import TrainingInterrupted
 from cnnx.training.training_state import capture, restore
 
@@ -91,9 +91,13 @@ class Checkpoint(Callback):
         resume: bool | str | os.PathLike[str] = False,
         warn: Callable[[str], None] | None = None,
         config: dict[str, str] | None = None,
+        describe: Callable[[Trainer], dict[str, Any] | None] | None = None,
     ):
         """``config``: the settings a resumed run must share with its checkpoint (flat key →
-        value); saved in each checkpoint and compared when resuming. None: not checked."""
+        value); saved in each checkpoint and compared when resuming. None: not checked.
+        ``describe``: what a checkpoint needs to predict on its own (the model's layers,
+        classes, normalisation: ``Classifier.description()``), saved under the header's
+        ``classifier`` key."""
         for key, value in (("every_n_epochs", every_n_epochs), ("keep_last", keep_last)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(
@@ -108,6 +112,7 @@ class Checkpoint(Callback):
         self.monitor = monitor
         self.resume = resume
         self.config = config
+        self.describe = describe
         self.warn = warn or (lambda message: print(f"cnnx: warning: {message}", file=sys.stderr))
         self.best_value: float | None = None
         self.best_epoch = 0
@@ -173,6 +178,9 @@ class Checkpoint(Callback):
         else:
             name = f"epoch-{trainer.epoch:04d}-batch-{progress.batches_done:04d}.npz"
         arrays, header = capture(trainer)
+        description = self.describe(trainer) if self.describe is not None else None
+        if description is not None:
+            header[CLASSIFIER] = description
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             path = write_checkpoint(self.directory / name, arrays, header)

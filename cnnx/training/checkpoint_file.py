@@ -25,6 +25,10 @@ from cnnx.npz_load_failure import load_failure
 FORMAT = "cnnx-checkpoint"
 VERSION = 1
 HEADER_KEY = "__cnnx_header__"
+#: Header entry with the model's ``Classifier.description()`` (classes, normalisation…), so
+#: ``cnnx predict`` never rebuilds them from a dataset that may have changed since; older
+#: checkpoints lack it.
+CLASSIFIER = "classifier"
 TEMP_SUFFIX = ".tmp"
 READ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, json.JSONDecodeError,
                UnicodeDecodeError)

@@ -1,0 +1,137 @@
+"""`cnnx predict` through the real CLI on runs trained by the real CLI (an image folder, a
+sqlite MLflow store in a tmp dir): what a user sees once their data moved on since training."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from e2e_helpers import run_cli
+from PIL import Image
+
+SIZE = 8
+#: Class k's images are bright in channel k, so each class is told apart from the pixels.
+CLASSES = ("bird", "cat", "dog")
+
+
+def write_class(root, name: str, channel: int, count: int = 10, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed + channel)
+    (root / name).mkdir(parents=True)
+    for i in range(count):
+        pixels = rng.integers(0, 60, (SIZE, SIZE, 3)).astype(np.uint8)
+        pixels[..., channel % 3] = 200 + rng.integers(0, 40, (SIZE, SIZE))
+        Image.fromarray(pixels, "RGB").save(root / name / f"{i:03d}.png")
+
+
+def train(workdir, root: str, classes: int, run_dir: str) -> None:
+    result = run_cli([
+        "dataset=imagefolder", f"dataset.root={root}", f"dataset.size={SIZE}", "dataset.color_mode=rgb",
+        "dataset.cache=false", f"model.layers.fc2.out_features={classes}", "trainer.epochs=2",
+        "trainer.checkpoint.enabled=true", "tracking.log_plots=false", f"hydra.run.dir={run_dir}",
+    ], workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def without_recorded_classes(checkpoint, to):
+    """The checkpoint as a cnnx that did not record the model's description wrote it."""
+    from cnnx.training.checkpoint_file import CLASSIFIER, read_checkpoint, write_checkpoint
+
+    arrays, header = read_checkpoint(checkpoint)
+    assert CLASSIFIER in header
+    del header[CLASSIFIER]
+    return write_checkpoint(to, arrays, {k: v for k, v in header.items() if k not in ("format", "version")})
+
+
+@pytest.fixture(scope="module")
+def pets_run(installed_plugins, tmp_path_factory):
+    """A 3-class image-folder run, its newest checkpoint and config, and two images to predict."""
+    workdir = tmp_path_factory.mktemp("pets")
+    for channel, name in enumerate(CLASSES):
+        write_class(workdir / "pets", name, channel)
+    write_class(workdir / "new", "x", 2, count=1, seed=7)  # a dog-like image
+    write_class(workdir / "new2", "x", 1, count=1, seed=8)  # a cat-like image
+    train(workdir, "pets", 3, "run")
+    checkpoint = sorted((workdir / "run" / "checkpoints").glob("epoch-*.npz"))[-1]
+    images = [str(workdir / "new" / "x" / "000.png"), str(workdir / "new2" / "x" / "000.png")]
+    return workdir, checkpoint, workdir / "run" / ".hydra" / "config.yaml", images
+
+
+def predict(workdir, *args):
+    return run_cli(["predict", *map(str, args)], workdir)
+
+
+def test_predict_names_the_classes_the_run_trained_on_after_the_class_folders_changed(pets_run):
+    """Adding a class folder after training renamed the model's outputs (exit 0, no warning);
+    removing one gave `IndexError: list index out of range`. The checkpoint now records the
+    classes and the normalisation, so the dataset as it is now plays no part."""
+    workdir, checkpoint, config, images = pets_run
+    before = predict(workdir, "--weights", checkpoint, "--config", config, *images)
+    assert before.returncode == 0, before.stderr
+    rows = [line.split() for line in before.stdout.splitlines()[1:]]
+    assert len(rows) == 2 and all(row[1] in CLASSES for row in rows)
+
+    shutil.move(workdir / "pets" / "bird", workdir / "bird-aside")
+    try:
+        removed = predict(workdir, "--weights", checkpoint, "--config", config, *images)
+    finally:
+        shutil.move(workdir / "bird-aside", workdir / "pets" / "bird")
+    assert (removed.returncode, removed.stdout, removed.stderr) == (0, before.stdout, "")
+
+    write_class(workdir / "pets", "ant", 0, seed=3)  # sorts first: every old label moves up one
+    try:
+        added = predict(workdir, "--weights", checkpoint, "--config", config, *images)
+    finally:
+        shutil.rmtree(workdir / "pets" / "ant")
+    assert (added.returncode, added.stdout, added.stderr) == (0, before.stdout, "")
+
+    # The checkpoint is complete on its own: no config, nor training data, needed.
+    alone = predict(workdir, "--weights", checkpoint, *images)
+    assert (alone.returncode, alone.stdout) == (0, before.stdout)
+
+
+def test_an_older_checkpoint_still_predicts_and_is_refused_once_the_class_count_changed(pets_run, tmp_path):
+    workdir, checkpoint, config, images = pets_run
+    old = without_recorded_classes(checkpoint, tmp_path / "epoch-old.npz")
+    current = predict(workdir, "--weights", checkpoint, *images)
+    same = predict(workdir, "--weights", old, "--config", config, *images)
+    assert (same.returncode, same.stdout) == (0, current.stdout)
+    needs_config = predict(workdir, "--weights", old, *images)
+    assert needs_config.returncode == 2 and "needs --config" in needs_config.stderr
+
+    shutil.move(workdir / "pets" / "bird", workdir / "bird-aside")
+    try:
+        removed = predict(workdir, "--weights", old, "--config", config, *images)
+    finally:
+        shutil.move(workdir / "bird-aside", workdir / "pets" / "bird")
+    assert removed.returncode == 2 and removed.stdout == ""
+    assert removed.stderr.strip() == (
+        f"cnnx: error: --config {config}: its dataset now has 2 classes (cat, dog), but the model in "
+        f"'{old}' outputs 3; the classes changed since training, so its outputs cannot be named: "
+        f"restore the dataset as it was, or predict with --run, --model or a newly written "
+        f"checkpoint, which record the classes")
+
+    write_class(workdir / "pets", "ant", 0, seed=3)
+    try:
+        added = predict(workdir, "--weights", old, "--config", config, *images)
+    finally:
+        shutil.rmtree(workdir / "pets" / "ant")
+    assert added.returncode == 2 and added.stdout == ""
+    assert "now has 4 classes (ant, bird, cat, dog), but the model" in added.stderr
+    assert len(added.stderr.strip().splitlines()) == 1
+
+
+def test_a_config_of_another_model_than_the_checkpoint_records_is_refused(pets_run, tmp_path):
+    import yaml
+
+    workdir, checkpoint, config, images = pets_run
+    other = yaml.safe_load(config.read_text())
+    other["model"]["layers"]["fc1"]["out_features"] = 7
+    assert list(other["model"]["layers"])[-1] == "fc2"
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump(other, sort_keys=False))
+    result = predict(workdir, "--weights", checkpoint, "--config", tmp_path / "other.yaml", *images)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip() == (
+        f"cnnx: error: --config {tmp_path / 'other.yaml'}: its model.layers differ from those recorded "
+        f"in checkpoint '{checkpoint}'; pass the config of the run that wrote it, or leave --config "
+        f"out (the recorded model is complete)")
