@@ -5,7 +5,8 @@ The model comes from a tracked run (``--run ID``: its ``model/`` artifact), an M
 (``--weights epoch-0005.npz``), or a weights ``.npz`` with the run's ``config.yaml``
 (``--weights FILE --config FILE``). Images are ``.npz`` archives (array ``x``,
 or their only array, shaped (N, C, H, W) or (N, H, W)) in the dataset's pixel scale, or PNG
-files, read as [0, 1] (digits: white strokes on black, like the training images).
+and JPEG files, decoded as the image-folder dataset decodes them and read as [0, 1] (digits:
+white strokes on black, like the training images).
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ import numpy as np
 
 from cnnx.cli import report_user_errors
 from cnnx.errors import CheckpointError, CnnxError, ConfigError, DataError
+from cnnx.image_files import EXTENSIONS as IMAGE_SUFFIXES
+from cnnx.image_files import MODES, decode_image
 from cnnx.inference import SPEC_FILE, Classifier, InputRangeWarning
 from cnnx.npz_load_failure import load_failure
 
-PNG_SUFFIXES = (".png",)
 
 
 # -- the model -------------------------------------------------------------------------------
@@ -181,21 +183,10 @@ def load_classifier(args: argparse.Namespace) -> Classifier:
 
 
 # -- the images ------------------------------------------------------------------------------
-def read_png(path: Path) -> np.ndarray:
-    """(C, H, W) float32 in [0, 1]; an alpha channel is dropped (it is not a colour)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            image.load()
-    except (OSError, UnidentifiedImageError) as exc:
-        raise DataError(f"image '{path}': not a readable PNG ({exc})") from None
-    if image.mode.startswith("I;16") or image.mode == "I":
-        pixels = np.asarray(image, dtype=np.float32) / 65535.0
-        return pixels[None]
-    target = {"1": "L", "L": "L", "LA": "L", "RGB": "RGB", "RGBA": "RGB"}.get(image.mode, "RGB")
-    pixels = np.asarray(image.convert(target), dtype=np.float32) / 255.0
-    return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+def read_image(path: Path, channels: int) -> np.ndarray:
+    """(C, H, W) float32 in [0, 1], decoded as the image-folder dataset decodes for training
+    (in the model's colour mode when it has one)."""
+    return decode_image(path, MODES.get(channels)).astype(np.float32) / 255.0
 
 
 def read_npz(path: Path) -> np.ndarray:
@@ -212,14 +203,6 @@ def read_npz(path: Path) -> np.ndarray:
     return images
 
 
-def fit_channels(image: np.ndarray, channels: int) -> np.ndarray:
-    """A grey picture saved as RGB feeds a one-channel model; real colour does not."""
-    if channels == 1 and image.shape[0] == 3 and np.array_equal(image[0], image[1]) \
-            and np.array_equal(image[0], image[2]):
-        return image[:1]
-    return image
-
-
 def read_images(paths: Sequence[str], classifier: Classifier) -> tuple[list[str], np.ndarray]:
     names, batches = [], []
     for name in paths:
@@ -232,13 +215,13 @@ def read_images(paths: Sequence[str], classifier: Classifier) -> tuple[list[str]
             if not len(x):
                 raise DataError(f"images in '{path}': the archive holds no images (shape {x.shape})")
             names.extend(f"{path.name}[{i}]" for i in range(len(x)))
-        elif suffix in PNG_SUFFIXES:
-            image = fit_channels(read_png(path), classifier.input_shape[0])
+        elif suffix in IMAGE_SUFFIXES:
+            image = read_image(path, classifier.input_shape[0])
             x = classifier.check_images(image[None], f"image '{path}'")
             names.append(path.name)
         else:
             raise DataError(f"image file '{path}': unsupported type {suffix or '(none)'}; "
-                            f"accepted: .npz, .png")
+                            f"accepted: .npz, {', '.join(IMAGE_SUFFIXES)}")
         batches.append(x)
     return names, np.concatenate(batches)
 
@@ -267,7 +250,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="FILE", help="the run's config.yaml, with --weights")
     p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     p.add_argument("--top", type=int, default=3, help="how many classes to list per image (default 3)")
-    p.add_argument("images", nargs="+", help=".npz or .png files")
+    p.add_argument("images", nargs="+", help=".npz, .png, .jpg or .jpeg files")
     return p
 
 

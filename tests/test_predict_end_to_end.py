@@ -135,3 +135,66 @@ def test_a_config_of_another_model_than_the_checkpoint_records_is_refused(pets_r
         f"cnnx: error: --config {tmp_path / 'other.yaml'}: its model.layers differ from those recorded "
         f"in checkpoint '{checkpoint}'; pass the config of the run that wrote it, or leave --config "
         f"out (the recorded model is complete)")
+
+
+def write_image_kinds(folder) -> dict[str, object]:
+    """One SIZE×SIZE file of each kind a user's folder holds, by name."""
+    rng = np.random.default_rng(5)
+    folder.mkdir(parents=True, exist_ok=True)
+    rgb = rng.integers(0, 256, (SIZE, SIZE, 3)).astype(np.uint8)
+    rgb[..., 2] = 220  # dog-like
+    kinds = {
+        "photo.jpg": Image.fromarray(rgb, "RGB"),
+        "SCAN.JPEG": Image.fromarray(rgb[..., 0], "L"),
+        "cmyk.jpg": Image.fromarray(rgb, "RGB").convert("CMYK"),
+        "palette.png": Image.fromarray(rgb, "RGB").quantize(16),
+        "alpha.png": Image.fromarray(np.dstack([rgb, rng.integers(0, 256, (SIZE, SIZE), np.uint8)]), "RGBA"),
+        "grey_alpha.png": Image.fromarray(np.dstack([rgb[..., 1], rgb[..., 0]]), "LA"),
+        "bits.png": Image.fromarray(rgb[..., 0] > 127),
+    }
+    for name, image in kinds.items():
+        image.save(folder / name)
+    return kinds
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_predict_decodes_each_image_file_as_training_does(installed_plugins, tmp_path, mode):
+    from cnnx_imagefolder.loader import EXTENSIONS, _decode
+
+    from cnnx.image_files import EXTENSIONS as PREDICTED
+    from cnnx.predict import read_image
+
+    assert PREDICTED == EXTENSIONS  # predict takes what imagefolder trains on
+    for name in write_image_kinds(tmp_path):
+        trained = _decode(tmp_path / name, mode, (SIZE, SIZE)).astype(np.float32) / 255.0
+        np.testing.assert_array_equal(read_image(tmp_path / name, 3 if mode == "RGB" else 1), trained,
+                                      err_msg=name)
+
+
+def test_sixteen_bit_greyscale_is_read_on_the_8_bit_scale_not_clipped(tmp_path):
+    from cnnx.predict import read_image
+
+    levels = np.arange(0, 65536, 257, dtype=np.uint16).reshape(16, 16)  # 8-bit levels × 257
+    Image.fromarray(levels).save(tmp_path / "wide.png")
+    assert Image.open(tmp_path / "wide.png").mode == "I;16"
+    expected = (levels // 257).astype(np.float32) / 255.0
+    np.testing.assert_array_equal(read_image(tmp_path / "wide.png", 1)[0], expected)
+    np.testing.assert_array_equal(read_image(tmp_path / "wide.png", 3), np.stack([expected] * 3))
+
+
+def test_predict_takes_jpegs_and_predicts_them_as_the_training_pixels(pets_run, tmp_path):
+    """JPEGs, which imagefolder trains on, were refused: `unsupported type .jpg; accepted:
+    .npz, .png`."""
+    from cnnx_imagefolder.loader import _decode
+
+    workdir, checkpoint, _, _ = pets_run
+    names = list(write_image_kinds(tmp_path))
+    result = predict(workdir, "--weights", checkpoint, *(tmp_path / name for name in names))
+    assert result.returncode == 0, result.stderr
+    trained = np.stack([_decode(tmp_path / name, "RGB", (SIZE, SIZE)) for name in names]) / 255.0
+    np.savez(tmp_path / "decoded.npz", x=trained.astype(np.float32))
+    reference = predict(workdir, "--weights", checkpoint, tmp_path / "decoded.npz")
+    assert reference.returncode == 0, reference.stderr
+    rows = [line.split() for line in result.stdout.splitlines()[1:]]
+    assert [row[0] for row in rows] == names
+    assert [row[1:] for row in rows] == [line.split()[1:] for line in reference.stdout.splitlines()[1:]]
