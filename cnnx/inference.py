@@ -119,7 +119,10 @@ class Classifier:
         """Why ``x`` looks like another pixel scale than the training images', else None.
 
         Pixels beyond the training range by more than its own width (0–16 or 0–255 against
-        [0, 1]) mean a scale was missed; augmentation or noise stay well within that.
+        [0, 1]) mean a scale was missed; augmentation or noise stay well within that. So do
+        images whose whole span fits in a sliver (1/50) of the training width at its low end
+        ([0, 1] against 0–255): a dark or faint image still spans more, and a blank one (no
+        span at all) says nothing of its scale.
         """
         trained = self.normalization.get("input_range")
         if not trained or not x.size:
@@ -127,11 +130,18 @@ class Classifier:
         low, high = trained
         margin = high - low if high > low else max(abs(low), 1.0)
         seen_low, seen_high = float(x.min()), float(x.max())
-        if low - margin <= seen_low and seen_high <= high + margin:
-            return None
-        return (f"{source}: pixels span [{seen_low:.4g}, {seen_high:.4g}], but this model was trained "
-                f"on pixels in [{low:.4g}, {high:.4g}]; predictions on another scale mean little "
-                f"(rescale the images as the training data was)")
+        spans = (f"{source}: pixels span [{seen_low:.4g}, {seen_high:.4g}], but this model was trained "
+                 f"on pixels in [{low:.4g}, {high:.4g}]")
+        if not (low - margin <= seen_low and seen_high <= high + margin):
+            return (f"{spans}; predictions on another scale mean little (rescale the images as the "
+                    f"training data was)")
+        sliver = (high - low) / 50
+        if high > low and 0 < seen_high - seen_low < sliver and seen_high < low + sliver:
+            hint = " (multiply [0, 1] images by 255 for a model trained on 0–255 pixels)" \
+                if seen_high <= 1 < high / 2 else ""
+            return (f"{spans}: they look like a smaller scale, and predictions on it mean little; "
+                    f"rescale the images as the training data was{hint}")
+        return None
 
     def predict_proba(self, images: Any, batch_size: int = 256, *, checked: bool = False) -> np.ndarray:
         """Class probabilities; ``checked``: ``images`` already came from ``check_images``."""

@@ -100,6 +100,16 @@ def test_images_in_another_pixel_scale_are_warned_about_and_still_predicted(tmp_
             f"pixels in [0, 1]; predictions on another scale mean little (rescale the images as the "
             f"training data was)")
         assert probabilities.shape == (3, 3)
+    # A smaller scale than training's ([0, 1] images for a 0–255 model) is named too; dim,
+    # faint and blank images on the training scale are not.
+    loaded.normalization = {**NORMALIZATION, "input_range": [0.0, 255.0]}
+    with pytest.warns(InputRangeWarning, match=r"pixels span \[0\.\d+, 0\.\d+\], but this model was "
+                      r"trained on pixels in \[0, 255\]: they look like a smaller scale"):
+        loaded.predict_proba(digits)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for normal in (digits * 255, digits * 40, digits * 6 + 100, np.zeros_like(digits), digits * 0 + 255):
+            loaded.predict_proba(normal)
     # A model saved before the range was recorded predicts as it did, without a warning.
     classifier.normalization = NORMALIZATION
     with warnings.catch_warnings():

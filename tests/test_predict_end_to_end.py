@@ -198,3 +198,36 @@ def test_predict_takes_jpegs_and_predicts_them_as_the_training_pixels(pets_run, 
     rows = [line.split() for line in result.stdout.splitlines()[1:]]
     assert [row[0] for row in rows] == names
     assert [row[1:] for row in rows] == [line.split()[1:] for line in reference.stdout.splitlines()[1:]]
+
+
+def test_images_on_a_smaller_scale_than_training_get_a_warning_and_normal_ones_none(tmp_path):
+    """A model trained on 0–255 pixels given [0, 1] images predicted constant answers silently:
+    the InputRangeWarning fired only above the training range."""
+    rng = np.random.default_rng(2)
+    y = np.arange(40) % 2
+    x = rng.integers(12, 60, (40, 1, 8, 8)).astype(np.uint8)
+    for image, label in zip(x, y, strict=True):
+        image[0, :4] += 170 if label == 0 else 0
+        image[0, 4:] += 170 if label == 1 else 0
+    np.savez(tmp_path / "bytes.npz", x=x, y=y)
+    result = run_cli(["dataset=npz", "dataset.path=bytes.npz", "dataset.normalize=standard",
+                      "model.layers.fc2.out_features=2", "trainer.epochs=1", "trainer.checkpoint.enabled=true",
+                      "tracking.log_plots=false", "hydra.run.dir=run"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    checkpoint = sorted((tmp_path / "run" / "checkpoints").glob("epoch-*.npz"))[-1]
+    np.savez(tmp_path / "unit.npz", x=x[:3] / 255.0)
+    np.savez(tmp_path / "bytes3.npz", x=x[:3])
+    np.savez(tmp_path / "dark.npz", x=(x[:3] // 4))  # dim, but on the training scale
+    np.savez(tmp_path / "blank.npz", x=np.zeros((1, 1, 8, 8), np.uint8))
+
+    smaller = predict(tmp_path, "--weights", checkpoint, tmp_path / "unit.npz")
+    assert smaller.returncode == 0 and len(smaller.stdout.splitlines()) == 4
+    unit = x[:3] / 255.0
+    assert smaller.stderr.strip() == (
+        f"cnnx: warning: images in '{tmp_path / 'unit.npz'}': pixels span [{unit.min():.4g}, {unit.max():.4g}], "
+        f"but this model was trained on pixels in [12, {x.max()}]: they look like a smaller scale, and "
+        f"predictions on it mean little; rescale the images as the training data was (multiply [0, 1] "
+        f"images by 255 for a model trained on 0–255 pixels)")
+    for name in ("bytes3.npz", "dark.npz", "blank.npz"):
+        normal = predict(tmp_path, "--weights", checkpoint, tmp_path / name)
+        assert (normal.returncode, normal.stderr) == (0, ""), name
