@@ -10,6 +10,8 @@ such images are first brought to the 8-bit scale (÷257), as an 8-bit save would
 
 from __future__ import annotations
 
+import re
+import warnings
 from os import PathLike
 from pathlib import Path
 
@@ -24,6 +26,19 @@ MODES = {1: "L", 3: "RGB"}
 _WIDE_GREY = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 
+class LargeImageWarning(UserWarning):
+    """An image file over Pillow's size guard, yet under the limit at which it refuses it."""
+
+
+def _bomb_size(problem: object) -> str:
+    """``N pixels, over the limit of M`` from Pillow's decompression-bomb message."""
+    numbers = re.findall(r"\((\d+) pixels\).*?limit of (\d+)", str(problem))
+    if not numbers:
+        return " ".join(str(problem).split())
+    pixels, limit = (int(n) for n in numbers[0])
+    return f"{pixels:,} pixels, over the limit of {limit:,}"
+
+
 def decode_image(path: str | PathLike[str], mode: str | None = None) -> np.ndarray:
     """(C, H, W) uint8 pixels of one image file, in ``mode`` (``L``, ``RGB``; None: grey
     images stay grey, any other becomes RGB); a DataError naming the file if unreadable."""
@@ -31,11 +46,23 @@ def decode_image(path: str | PathLike[str], mode: str | None = None) -> np.ndarr
 
     path = Path(path)
     try:
-        with Image.open(path) as image:
-            image.load()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()
+    except Image.DecompressionBombError as exc:
+        # Pillow's guard against files that expand to gigabytes; its message names no file.
+        raise DataError(f"image '{path}': {_bomb_size(exc)}; Pillow refuses images this large "
+                        f"(a decompression-bomb guard): shrink it first") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise DataError(f"image '{path}': not a readable image ({reason})") from None
+    for warning in caught:
+        if issubclass(warning.category, Image.DecompressionBombWarning):
+            warnings.warn(f"image '{path}': {_bomb_size(warning.message)}; decoded anyway, which takes "
+                          f"memory and time", LargeImageWarning, stacklevel=2)
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     if image.mode in _WIDE_GREY:
         wide = np.asarray(image, dtype=np.float64)
         image = Image.fromarray(np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8), "L")

@@ -25,7 +25,7 @@ import numpy as np
 from cnnx.cli import report_user_errors
 from cnnx.errors import CheckpointError, CnnxError, ConfigError, DataError
 from cnnx.image_files import EXTENSIONS as IMAGE_SUFFIXES
-from cnnx.image_files import MODES, decode_image
+from cnnx.image_files import MODES, LargeImageWarning, decode_image
 from cnnx.inference import SPEC_FILE, Classifier, InputRangeWarning
 from cnnx.npz_load_failure import load_failure
 
@@ -264,9 +264,10 @@ def main(argv: list[str] | None = None) -> int:
     classifier = load_classifier(args)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", InputRangeWarning)
+        warnings.simplefilter("always", LargeImageWarning)
         names, images = read_images(args.images, classifier)
     for warning in caught:  # each names its file; the predictions still follow
-        if issubclass(warning.category, InputRangeWarning):
+        if issubclass(warning.category, (InputRangeWarning, LargeImageWarning)):
             print(f"cnnx: warning: {warning.message}", file=sys.stderr)
         else:
             warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)

@@ -231,3 +231,41 @@ def test_images_on_a_smaller_scale_than_training_get_a_warning_and_normal_ones_n
     for name in ("bytes3.npz", "dark.npz", "blank.npz"):
         normal = predict(tmp_path, "--weights", checkpoint, tmp_path / name)
         assert (normal.returncode, normal.stderr) == (0, ""), name
+
+
+def huge_png_header(path, width: int, height: int) -> None:
+    """A PNG file that declares width×height grey pixels (its data is never reached)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+
+
+def test_a_huge_image_is_refused_in_one_line_naming_the_file_and_its_size(pets_run, tmp_path):
+    """PIL's DecompressionBombError crashed predict with a 65-line traceback naming no file."""
+    workdir, checkpoint, _, images = pets_run
+    huge_png_header(tmp_path / "huge.png", 20000, 20000)
+    result = predict(workdir, "--weights", checkpoint, images[0], tmp_path / "huge.png")
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.strip() == (
+        f"cnnx: error: image '{tmp_path / 'huge.png'}': 400,000,000 pixels, over the limit of 178,956,970; "
+        f"Pillow refuses images this large (a decompression-bomb guard): shrink it first")
+
+
+def test_a_large_image_under_pillows_refusal_is_predicted_with_a_one_line_warning(pets_run, monkeypatch, capsys):
+    from PIL import Image
+
+    from cnnx.predict import main
+
+    _, checkpoint, _, images = pets_run
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", SIZE * SIZE - 1)  # warns above it, refuses above twice it
+    assert main(["--weights", str(checkpoint), images[0]]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == (f"cnnx: warning: image '{images[0]}': {SIZE * SIZE} pixels, over the limit of "
+                            f"{SIZE * SIZE - 1}; decoded anyway, which takes memory and time\n")
+    assert len(captured.out.splitlines()) == 2
