@@ -204,26 +204,54 @@ def read_npz(path: Path) -> np.ndarray:
 
 
 def read_images(paths: Sequence[str], classifier: Classifier) -> tuple[list[str], np.ndarray]:
+    """Every image the arguments name: files, and the image files directly in folders."""
     names, batches = [], []
     for name in paths:
         path = Path(name).expanduser()
-        if not path.is_file():
-            raise DataError(f"image file '{path}' not found")
-        suffix = path.suffix.lower()
-        if suffix == ".npz":
-            x = classifier.check_images(read_npz(path), f"images in '{path}'")
-            if not len(x):
-                raise DataError(f"images in '{path}': the archive holds no images (shape {x.shape})")
-            names.extend(f"{path.name}[{i}]" for i in range(len(x)))
-        elif suffix in IMAGE_SUFFIXES:
-            image = read_image(path, classifier.input_shape[0])
-            x = classifier.check_images(image[None], f"image '{path}'")
-            names.append(path.name)
+        if path.is_dir():
+            found = read_folder(path, name, classifier)
+        elif path.is_file():
+            found = [read_file(path, path.name, classifier)]
         else:
-            raise DataError(f"image file '{path}': unsupported type {suffix or '(none)'}; "
-                            f"accepted: .npz, {', '.join(IMAGE_SUFFIXES)}")
-        batches.append(x)
+            raise DataError(f"image file '{path}' not found")
+        for shown, x in found:
+            names.extend(shown)
+            batches.append(x)
     return names, np.concatenate(batches)
+
+
+def read_folder(folder: Path, name: str, classifier: Classifier) -> list[tuple[list[str], np.ndarray]]:
+    """The images in ``folder`` itself, by name (hidden files and other types left out, as
+    imagefolder does); a file that cannot be read or does not fit the model is skipped with
+    a warning, so one stray file does not cost the rest of the folder."""
+    accepted = (".npz", *IMAGE_SUFFIXES)
+    files = sorted(p for p in folder.iterdir()
+                   if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in accepted)
+    found = []
+    for path in files:
+        try:
+            found.append(read_file(path, str(Path(name) / path.name), classifier))
+        except DataError as exc:
+            print(f"cnnx: warning: skipped {exc}", file=sys.stderr)
+    if not found:
+        raise DataError(f"folder '{folder}': holds no {'/'.join(accepted)} file"
+                        + (" this model can take" if files else "") + "; pass image files or a folder of them")
+    return found
+
+
+def read_file(path: Path, shown: str, classifier: Classifier) -> tuple[list[str], np.ndarray]:
+    """``(row names, images)`` of one file; ``shown``: how the rows name it."""
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        x = classifier.check_images(read_npz(path), f"images in '{path}'")
+        if not len(x):
+            raise DataError(f"images in '{path}': the archive holds no images (shape {x.shape})")
+        return [f"{shown}[{i}]" for i in range(len(x))], x
+    if suffix in IMAGE_SUFFIXES:
+        image = read_image(path, classifier.input_shape[0])
+        return [shown], classifier.check_images(image[None], f"image '{path}'")
+    raise DataError(f"image file '{path}': unsupported type {suffix or '(none)'}; "
+                    f"accepted: .npz, {', '.join(IMAGE_SUFFIXES)}")
 
 
 # -- the command -----------------------------------------------------------------------------
@@ -250,7 +278,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="FILE", help="the run's config.yaml, with --weights")
     p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     p.add_argument("--top", type=int, default=3, help="how many classes to list per image (default 3)")
-    p.add_argument("images", nargs="+", help=".npz, .png, .jpg or .jpeg files")
+    p.add_argument("images", nargs="+",
+                   help=".npz, .png, .jpg or .jpeg files, or folders of them (not their sub-folders)")
     return p
 
 

@@ -269,3 +269,34 @@ def test_a_large_image_under_pillows_refusal_is_predicted_with_a_one_line_warnin
     assert captured.err == (f"cnnx: warning: image '{images[0]}': {SIZE * SIZE} pixels, over the limit of "
                             f"{SIZE * SIZE - 1}; decoded anyway, which takes memory and time\n")
     assert len(captured.out.splitlines()) == 2
+
+
+def test_a_folder_predicts_the_images_directly_in_it_by_name(pets_run, tmp_path):
+    """`cnnx predict ... new` said "image file 'new' not found" of a folder that exists."""
+    workdir, checkpoint, _, images = pets_run
+    folder = workdir / "batch"
+    folder.mkdir()
+    shutil.copy(images[1], folder / "b.png")
+    shutil.copy(images[0], folder / "a.PNG")
+    shutil.copy(images[0], folder / ".hidden.png")
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "sub").mkdir()
+    shutil.copy(images[0], folder / "sub" / "c.png")  # not recursive
+    Image.new("RGB", (SIZE + 1, SIZE)).save(folder / "wide.png")
+    result = predict(workdir, "--weights", checkpoint, "batch")
+    assert result.returncode == 0, result.stderr
+    assert [line.split()[0] for line in result.stdout.splitlines()] == ["image", "batch/a.PNG", "batch/b.png"]
+    assert result.stderr.strip() == (
+        "cnnx: warning: skipped image "
+        f"'batch/wide.png': {SIZE}×{SIZE + 1} pixels, but this model takes {SIZE}×{SIZE} "
+        f"((N, 3, {SIZE}, {SIZE}), got (1, 3, {SIZE}, {SIZE + 1}))")
+    single = predict(workdir, "--weights", checkpoint, images[0], images[1])
+    assert [line.split()[1:] for line in result.stdout.splitlines()[1:]] == \
+        [line.split()[1:] for line in single.stdout.splitlines()[1:]]
+
+    (workdir / "empty").mkdir()
+    (workdir / "empty" / "notes.txt").write_text("")
+    empty = predict(workdir, "--weights", checkpoint, "empty")
+    assert (empty.returncode, empty.stdout) == (2, "")
+    assert empty.stderr.strip() == ("cnnx: error: folder 'empty': holds no .npz/.png/.jpg/.jpeg file; "
+                                    "pass image files or a folder of them")
