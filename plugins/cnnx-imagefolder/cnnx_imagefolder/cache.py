@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-FORMAT = 1
+#: 2: float32 pixels in [0, 1] (16-bit images keep their precision); 1 held uint8.
+FORMAT = 2
 
 
 def default_cache_dir() -> Path:

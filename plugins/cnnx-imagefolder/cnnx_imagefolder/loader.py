@@ -5,8 +5,9 @@
       dog/ …
 
 Classes are the sub-folder names in sorted order (label 0 is the first). Every image is
-decoded with Pillow, converted to grayscale or RGB, resized to ``size`` (bilinear, with
-Pillow's antialiasing when shrinking) and scaled to [0, 1]; the splits are stratified and
+decoded by ``cnnx.data.image_files.read_image`` (re-exported here): converted to grayscale or
+RGB, resized to ``size`` (bilinear, with Pillow's antialiasing when shrinking) and scaled to
+[0, 1] whatever its bit depth (8-bit / 255, 16-bit / 65535); the splits are stratified and
 drawn with ``seed``; ``normalize`` is fitted on the training split only. Hidden entries and
 files with other extensions are ignored; an image file Pillow cannot read stops the run
 with its path.
@@ -21,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnx.data.image_files import COLOR_MODES, read_image
 from cnnx.data.normalize import check_mode, normalize_splits
 from cnnx.data.splits import DataSplits, check_split_config, stratified_split
 from cnnx.data.validation import check_dataset
@@ -28,8 +30,9 @@ from cnnx.errors import ConfigError, DataError
 # Imported under another name: ``cache`` is also the option that switches it off.
 from cnnx_imagefolder import cache as image_cache
 
+__all__ = ["load_imagefolder", "read_image"]
+
 EXTENSIONS = (".png", ".jpg", ".jpeg")
-COLOR_MODES = {"grayscale": "L", "rgb": "RGB"}
 OWNER = "dataset imagefolder"
 
 
@@ -64,12 +67,12 @@ def load_imagefolder(
         if cached is not None and len(cached[1]) == len(files):
             x, y = cached
     if x is None:
-        x = np.stack([_decode(path, COLOR_MODES[color_mode], (width, height)) for path in files])
+        x = np.stack([read_image(path, color_mode, (height, width), owner=OWNER) for path in files])
         y = np.asarray(labels, dtype=np.int64)
         if cache:
             image_cache.save(store, key, x, y)
 
-    images, y = check_dataset(x.astype(np.float32) / 255.0, y, f"{OWNER} at '{root}'")
+    images, y = check_dataset(x, y, f"{OWNER} at '{root}'")
     train, val, test = stratified_split(images, y, val_fraction, test_fraction, seed, f"{OWNER} at '{root}'")
     normalization = normalize_splits((train, val, test), normalize, OWNER)
     return DataSplits(
@@ -131,17 +134,3 @@ def _scan(root: Path) -> tuple[list[str], list[Path], list[int]]:
             f"a classifier needs at least two"
         )
     return [p.name for p in class_dirs], files, labels
-
-
-def _decode(path: Path, mode: str, size: tuple[int, int]) -> np.ndarray:
-    """(C, H, W) uint8 pixels of one image file."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            image = image.convert(mode).resize(size, Image.Resampling.BILINEAR)
-            pixels = np.asarray(image, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        reason = " ".join(str(exc).split()) or type(exc).__name__
-        raise DataError(f"{OWNER}: cannot read image '{path}': {reason}") from None
-    return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)

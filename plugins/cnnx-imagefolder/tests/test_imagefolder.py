@@ -1,6 +1,8 @@
 """cnnx-imagefolder: folders of PNG/JPEG images written here, read through the registry."""
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -124,3 +126,78 @@ def test_unwritable_cache_only_costs_time_and_says_so(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == (
         f"cnnx: warning: cannot cache the decoded images in '{blocker / 'cache'}' (Not a directory); "
         f"set dataset.cache_dir to a writable folder")
+
+
+# -- high bit depths ---------------------------------------------------------------------------
+def run_cli(args, cwd, **env):
+    """``python -m cnnx ARGS`` in ``cwd``: the real command, as a user runs it."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    environment.update(env)
+    return subprocess.run([sys.executable, "-m", "cnnx", *args], cwd=cwd, env=environment,
+                          capture_output=True, text=True, timeout=300)
+
+
+def write_16bit_folder(root, levels=(12000, 52000), per_class=10, size=(9, 7)):
+    """Class k's 16-bit grey images sit near ``levels[k]`` (out of 65535): above 255 all of
+    them, so an 8-bit conversion would make every pixel white."""
+    rng = np.random.default_rng(1)
+    for k, level in enumerate(levels):
+        (root / f"c{k}").mkdir(parents=True)
+        for i in range(per_class):
+            pixels = np.clip(level + rng.normal(0, 2000, (size[1], size[0])), 0, 65535).astype(np.uint16)
+            Image.fromarray(pixels).save(root / f"c{k}" / f"{i:02d}.png")
+    return root
+
+
+def test_16bit_pngs_keep_their_levels(tmp_path):
+    root = write_16bit_folder(tmp_path / "px16")
+    assert Image.open(root / "c0" / "00.png").mode == "I;16"
+    for color_mode, channels in (("grayscale", 1), ("rgb", 3)):
+        data = load(root, tmp_path, size=[7, 9], color_mode=color_mode)  # their own size: no resampling
+        x, y = data.train
+        assert x.dtype == np.float32 and x.shape[1] == channels
+        np.testing.assert_allclose(x.mean(axis=(1, 2, 3)), np.array([12000, 52000])[y] / 65535, atol=0.02)
+        # Exactly the file's levels / 65535, not 256 steps of them.
+        originals = {np.asarray(Image.open(p), dtype=np.float32).tobytes() for p in sorted(root.rglob("*.png"))}
+        decoded = {(np.float32(65535) * image[0]).round().astype(np.float32).tobytes() for image in x}
+        assert decoded <= originals
+
+
+def test_16bit_pngs_resized_mixed_with_8bit_ones_share_one_scale(tmp_path):
+    root = write_16bit_folder(tmp_path / "mixed")
+    Image.fromarray(np.full((7, 9), 47, np.uint8)).save(root / "c0" / "eight.png")  # 47/255 ≈ 12000/65535
+    data = load(root, tmp_path, size=4, val_fraction=0, test_fraction=0)
+    x, y = data.train
+    assert 0 < x.min() and x.max() < 1
+    np.testing.assert_allclose(x.mean(axis=(1, 2, 3)), np.array([12000, 52000])[y] / 65535, atol=0.03)
+
+
+def test_32bit_integer_and_float_images(tmp_path):
+    from cnnx.data.image_files import read_image
+
+    as_int = tmp_path / "int.tif"
+    Image.fromarray(np.array([[0, 65535], [30000, 100]], np.int32)).save(as_int)
+    assert Image.open(as_int).mode == "I"
+    np.testing.assert_allclose(read_image(as_int)[0], np.array([[0, 65535], [30000, 100]]) / 65535, rtol=1e-6)
+    as_float = tmp_path / "float.tif"
+    Image.fromarray(np.array([[0.0, 0.25], [0.5, 1.0]], np.float32)).save(as_float)
+    np.testing.assert_array_equal(read_image(as_float, "rgb"), np.tile([[[0, 0.25], [0.5, 1]]], (3, 1, 1)))
+    beyond = tmp_path / "beyond.tif"
+    Image.fromarray(np.array([[0, 70000]], np.int32)).save(beyond)
+    with pytest.raises(DataError, match=r"image '.*beyond\.tif' holds 32-bit integer pixels in \[0, 70000\]"):
+        read_image(beyond)
+    hdr = tmp_path / "hdr.tif"
+    Image.fromarray(np.array([[0, 3.5]], np.float32)).save(hdr)
+    with pytest.raises(DataError, match=r"image '.*hdr\.tif' holds 32-bit float pixels in \[0, 3.5\]"):
+        read_image(hdr)
+
+
+def test_training_on_16bit_pngs_learns_through_the_cli(tmp_path):
+    """Before: every 16-bit pixel became 1.0, the run trained to chance and exited 0."""
+    root = write_16bit_folder(tmp_path / "px16", per_class=15)
+    result = run_cli(["dataset=imagefolder", f"dataset.root={root}", "dataset.size=8",
+                      f"dataset.cache_dir={tmp_path / 'cache'}", "model.layers.fc2.out_features=2",
+                      "trainer.epochs=8", "trainer.batch_size=4", "tracking.enabled=false"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    test_line = [line for line in result.stdout.splitlines() if "test " in line and "test_acc=" in line]
+    assert test_line and float(test_line[-1].split("test_acc=")[1].split()[0]) == 1.0, result.stdout

@@ -1,0 +1,94 @@
+"""Image files as float32 pixels in [0, 1], decoded the same way wherever cnnx reads them.
+
+``read_image`` is the one decoder: the imagefolder plugin trains on what it returns, and
+prediction must see new images exactly as training saw its own, so both call it rather than
+keeping copies that could drift apart.
+
+Every bit depth lands on the same [0, 1] scale, so a folder mixing 8-bit and 16-bit files
+is one dataset:
+
+- 8-bit modes (``L``, ``RGB``, ``P``, ``RGBA``, ``1``, …) are converted to grayscale or RGB by
+  Pillow, resized as 8-bit, and divided by 255;
+- 16-bit grayscale (``I;16``, ``I;16B``, …) is divided by 65535 and resized as float32, so
+  none of its 65536 levels is rounded to 256 (converting it to ``L`` would clip every value
+  above 255 to white);
+- 32-bit integer (``I``) is taken as 16-bit data in a wider container (how Pillow and many
+  tools store 16-bit PNGs and TIFFs): 0–65535, divided by 65535; values beyond are refused,
+  as no scale would put them on the 8-bit images' one;
+- 32-bit float (``F``) is taken as already in [0, 1]; values outside are refused.
+
+High-bit-depth images are single-channel in Pillow; ``rgb`` repeats the channel.
+"""
+
+from __future__ import annotations
+
+from os import PathLike
+from pathlib import Path
+
+import numpy as np
+
+from cnnx.errors import DataError
+
+COLOR_MODES = {"grayscale": "L", "rgb": "RGB"}
+RESAMPLE = ("bilinear",)
+#: Pillow modes of more than 8 bits per pixel, and the divisor that maps them onto [0, 1].
+_HIGH_DEPTH = {"I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N": 65535.0,
+               "I": 65535.0, "F": 1.0}
+
+
+def read_image(path: str | PathLike[str], color_mode: str = "grayscale",
+               size: tuple[int, int] | None = None, resample: str = "bilinear",
+               owner: str = "image") -> np.ndarray:
+    """(C, H, W) float32 pixels in [0, 1] of the image file at ``path``.
+
+    ``color_mode``: ``grayscale`` (C = 1) or ``rgb`` (C = 3); ``size``: ``(height, width)`` to
+    resize to (bilinear, with Pillow's antialiasing when shrinking), or None to keep it.
+    A file Pillow cannot read raises a DataError naming it, prefixed with ``owner``.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if color_mode not in COLOR_MODES:
+        raise DataError(f"{owner}: color_mode={color_mode!r} is not known; accepted: {', '.join(COLOR_MODES)}")
+    if resample not in RESAMPLE:
+        raise DataError(f"{owner}: resample={resample!r} is not known; accepted: {', '.join(RESAMPLE)}")
+    box = None if size is None else (int(size[1]), int(size[0]))  # Pillow sizes are (width, height)
+    try:
+        with Image.open(path) as image:
+            if image.mode in _HIGH_DEPTH:
+                pixels = _high_depth(image, path, owner, box)
+            else:
+                image = image.convert(COLOR_MODES[color_mode])
+                if box is not None:
+                    image = image.resize(box, Image.Resampling.BILINEAR)
+                pixels = np.asarray(image, dtype=np.float32) / np.float32(255.0)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise DataError(f"{owner}: cannot read image '{path}': {reason}") from None
+    if pixels.ndim == 2:
+        pixels = pixels[None]
+        if color_mode == "rgb":
+            pixels = np.repeat(pixels, 3, axis=0)
+        return pixels
+    return np.ascontiguousarray(pixels.transpose(2, 0, 1))
+
+
+def _high_depth(image, path: str | PathLike[str], owner: str, box: tuple[int, int] | None) -> np.ndarray:
+    """(H, W) float32 in [0, 1] of a 16/32-bit single-channel image, resized in float32."""
+    from PIL import Image
+
+    mode = image.mode
+    raw = np.asarray(image)
+    if mode == "F":
+        low, high = (float(raw.min()), float(raw.max())) if raw.size else (0.0, 0.0)
+        if not (np.isfinite(low) and np.isfinite(high) and 0.0 <= low and high <= 1.0):
+            raise DataError(f"{owner}: image '{path}' holds 32-bit float pixels in [{low:.4g}, {high:.4g}]; "
+                            f"float images are read as already scaled to [0, 1] (rescale it, or save it as "
+                            f"8- or 16-bit)")
+    elif mode == "I" and raw.size and (raw.min() < 0 or raw.max() > 65535):
+        raise DataError(f"{owner}: image '{Path(path)}' holds 32-bit integer pixels in [{int(raw.min())}, "
+                        f"{int(raw.max())}]; integer images are read as 16-bit (0–65535 → [0, 1]); "
+                        f"save it as 16-bit, or as float scaled to [0, 1]")
+    pixels = raw.astype(np.float32) / np.float32(_HIGH_DEPTH[mode])
+    if box is not None and box != (pixels.shape[1], pixels.shape[0]):
+        pixels = np.asarray(Image.fromarray(pixels).resize(box, Image.Resampling.BILINEAR), dtype=np.float32)
+    return pixels
