@@ -61,6 +61,8 @@ def read_image(path: str | PathLike[str], color_mode: str = "grayscale",
                 if box is not None:
                     image = image.resize(box, Image.Resampling.BILINEAR)
                 pixels = np.asarray(image, dtype=np.float32) / np.float32(255.0)
+    except Image.DecompressionBombError as exc:
+        raise DataError(_too_large(path, exc, owner)) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise DataError(f"{owner}: cannot read image '{path}': {reason}") from None
@@ -70,6 +72,17 @@ def read_image(path: str | PathLike[str], color_mode: str = "grayscale",
             pixels = np.repeat(pixels, 3, axis=0)
         return pixels
     return np.ascontiguousarray(pixels.transpose(2, 0, 1))
+
+
+def _too_large(path: str | PathLike[str], exc: Exception, owner: str) -> str:
+    """Pillow refuses images over twice ``MAX_IMAGE_PIXELS`` before decoding them (a small
+    file can unpack to gigabytes); its message holds the two numbers, but not the file."""
+    import re
+
+    found = re.search(r"\((\d+) pixels\) exceeds limit of (\d+)", str(exc))
+    size = (f"has {int(found[1]):,} pixels, over Pillow's decompression-bomb limit of {int(found[2]):,}"
+            if found else f"is refused by Pillow ({' '.join(str(exc).split())})")
+    return f"{owner}: image '{path}' {size}; remove it or downscale it (every image is resized anyway)"
 
 
 def _high_depth(image, path: str | PathLike[str], owner: str, box: tuple[int, int] | None) -> np.ndarray:

@@ -201,3 +201,32 @@ def test_training_on_16bit_pngs_learns_through_the_cli(tmp_path):
     assert result.returncode == 0, result.stderr
     test_line = [line for line in result.stdout.splitlines() if "test " in line and "test_acc=" in line]
     assert test_line and float(test_line[-1].split("test_acc=")[1].split()[0]) == 1.0, result.stdout
+
+
+# -- huge images -------------------------------------------------------------------------------
+def write_png_header(path, width, height):
+    """A PNG that claims ``width``×``height`` pixels: Pillow refuses it from its header alone,
+    as it would a real one of that size, without the test writing gigabytes."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
+
+
+def test_a_decompression_bomb_is_named_in_one_line_through_the_cli(tmp_path):
+    """Before: a 65-line traceback ending in PIL's DecompressionBombError, naming no file."""
+    root = write_folder(tmp_path / "images", classes=("cat", "dog"))
+    write_png_header(root / "dog" / "huge.png", 20000, 20000)
+    result = run_cli(["dataset=imagefolder", f"dataset.root={root}", "dataset.size=8",
+                      f"dataset.cache_dir={tmp_path / 'cache'}", "model.layers.fc2.out_features=2",
+                      "trainer.epochs=1", "tracking.enabled=false"], tmp_path)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert f"image '{root / 'dog' / 'huge.png'}' has 400,000,000 pixels, over Pillow's decompression-bomb " \
+           f"limit of 178,956,970; remove it or downscale it" in lines[0]
+    assert "Traceback" not in result.stderr + result.stdout
