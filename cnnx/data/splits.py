@@ -13,6 +13,8 @@ from cnnx.data.normalize import raw_range
 from cnnx.errors import ConfigError, DataError, DataSplitsError
 
 Split = tuple[np.ndarray, np.ndarray]
+#: More classes than this are summed up by the smallest and largest in the run's data line.
+_CLASSES_LISTED = 10
 
 
 @dataclass
@@ -26,6 +28,10 @@ class DataSplits:
     [min, max] in the loader's scale, so that images sent in another scale later (raw 0–16
     digits to a model trained on [0, 1]) are recognised; a loader that normalised without
     ``fit_normalization`` gets it filled in here, from its normalised training images.
+
+    ``skipped`` lists what the loader found but did not use, each entry ``"name: why"``
+    (``"cat/notes.txt: not a .png/.jpg/.jpeg file"``), so that a run can say so rather than
+    train on fewer images than the user thinks.
     """
 
     train: Split
@@ -35,6 +41,7 @@ class DataSplits:
     input_shape: tuple[int, int, int]
     name: str
     normalization: dict[str, Any] = field(default_factory=lambda: {"mode": "none"})
+    skipped: list[str] = field(default_factory=list)
 
     @property
     def num_classes(self) -> int:
@@ -68,6 +75,37 @@ class DataSplits:
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train[1]), "val": len(self.val[1]), "test": len(self.test[1])}
+
+    def class_counts(self) -> dict[str, int]:
+        """Samples of each class over all three splits."""
+        counts = np.zeros(self.num_classes, dtype=np.int64)
+        for _, y in (self.train, self.val, self.test):
+            counts += np.bincount(y, minlength=self.num_classes)[:self.num_classes]
+        return dict(zip(self.classes, (int(c) for c in counts), strict=True))
+
+    def describe(self) -> str:
+        """What a run trains on, in one line: ``data: imagefolder:pets: 2 classes, 40 images
+        (train 28, val 6, test 6); per class: cat 20, dog 20``, and what was skipped."""
+        sizes = self.sizes()
+        counts = self.class_counts()
+        if len(counts) <= _CLASSES_LISTED:
+            per_class = ", ".join(f"{name} {n}" for name, n in counts.items())
+        else:
+            fewest, most = min(counts, key=counts.get), max(counts, key=counts.get)
+            per_class = f"{counts[fewest]} ({fewest}) to {counts[most]} ({most})"
+        line = (f"data: {self.name}: {self.num_classes} classes, {sum(sizes.values())} images "
+                f"({', '.join(f'{k} {v}' for k, v in sizes.items())}); per class: {per_class}")
+        if self.skipped:
+            count = len(self.skipped)
+            line += f"; skipped {count} file{'s' if count != 1 else ''} (e.g. {self.skipped[0]})"
+        return line
+
+    def params(self) -> dict[str, str]:
+        """The data's sizes as MLflow params (the config says what was asked for, these what
+        was found)."""
+        sizes = self.sizes()
+        return {"data.num_classes": str(self.num_classes), **{f"data.{k}_size": str(v) for k, v in sizes.items()},
+                "data.skipped_files": str(len(self.skipped))}
 
     def __repr__(self) -> str:
         sizes = ", ".join(f"{k}={v}" for k, v in self.sizes().items())

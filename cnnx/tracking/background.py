@@ -83,6 +83,8 @@ class TrainerView:
     data: DataSplits | None = None
     test_evaluation: Evaluation | None = None
     finished_training: bool = False
+    #: ``DataSplits.params()``: the data itself reaches the child only at the end.
+    data_params: dict[str, str] = field(default_factory=dict)
 
     def log(self, message: str) -> None:
         """The training process prints what the tracker has to say (``BackgroundTracker``)."""
@@ -143,7 +145,8 @@ class BackgroundTracker(Callback):
         first_conv = next(iter(conv_layers(trainer.model)), None)
         self._kernel_weight = None if first_conv is None else f"{first_conv}.weight"
         self._send("start", run_id=self.run_id, run_key=self.run_key, resumed=self.resumed, logged_to=self.logged_to,
-                   input_shape=trainer.data.input_shape, state=trainer.model.state_dict(),
+                   input_shape=trainer.data.input_shape, data_params=trainer.data.params(),
+                   state=trainer.model.state_dict(),
                    history=list(trainer.history.epochs), epoch=trainer.epoch,
                    finished_training=trainer.finished_training)
         self._start_sent = True
@@ -415,7 +418,7 @@ def _start_view(model_spec: dict[str, Any], message: dict[str, Any]) -> TrainerV
     model = build_model(model_spec, tuple(message["input_shape"]), rng=np.random.default_rng(0))
     model.load_state_dict(message["state"])
     return TrainerView(model=model, epoch=message["epoch"], history=_History(list(message["history"])),
-                       finished_training=message["finished_training"])
+                       finished_training=message["finished_training"], data_params=message["data_params"])
 
 
 def _open_store(uri: str) -> None:

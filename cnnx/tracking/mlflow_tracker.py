@@ -269,7 +269,8 @@ class MlflowTracker(Callback):
             return
         run = self.client.create_run(experiment_id, run_name=self.run_name, tags=self.tags)
         self.run_id = run.info.run_id
-        params = [Param(k, v) for k, v in flatten(self.config).items()]
+        data = trainer.data.params() if trainer.data is not None else getattr(trainer, "data_params", {})
+        params = [Param(k, v) for k, v in {**flatten(self.config), **data}.items()]
         for i in range(0, len(params), _MAX_PARAMS_PER_BATCH):
             self.client.log_batch(self.run_id, params=params[i:i + _MAX_PARAMS_PER_BATCH])
         self.client.log_text(self.run_id, self.config_yaml, "config.yaml")

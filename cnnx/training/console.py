@@ -12,6 +12,8 @@ class ConsoleLogger(Callback):
     """One line per epoch, so logs of sweeps and CI runs show progress without a bar."""
 
     def on_fit_start(self, trainer: Trainer) -> None:
+        if trainer.data is not None:
+            trainer.log(trainer.data.describe())
         trainer.log(trainer.model.summary())
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:

@@ -525,3 +525,19 @@ def test_npz_config_errors(tmp_path):
         load_npz(path, normalize="minmax")
     with pytest.raises(ConfigError, match="val_fraction=-1"):
         load_npz(path, val_fraction=-1)
+
+
+def test_data_splits_describe_and_params_for_any_dataset():
+    def split(labels):
+        y = np.asarray(labels, dtype=np.int64)
+        return np.zeros((len(y), 1, 2, 2), np.float32), y
+
+    few = DataSplits(split([0, 0, 1, 1, 1]), split([0, 1]), split([]), ["cat", "dog"], (1, 2, 2), "npz:pets.npz")
+    assert few.describe() == ("data: npz:pets.npz: 2 classes, 7 images (train 5, val 2, test 0); "
+                              "per class: cat 3, dog 4")
+    assert few.params() == {"data.num_classes": "2", "data.train_size": "5", "data.val_size": "2",
+                            "data.test_size": "0", "data.skipped_files": "0"}
+    many = DataSplits(split([*range(12), 5, 5, 5]), split([]), split([]), [f"c{i}" for i in range(12)],
+                      (1, 2, 2), "synthetic", skipped=["x.bmp: not read"])
+    assert many.describe() == ("data: synthetic: 12 classes, 15 images (train 15, val 0, test 0); "
+                               "per class: 1 (c0) to 4 (c5); skipped 1 file (e.g. x.bmp: not read)")

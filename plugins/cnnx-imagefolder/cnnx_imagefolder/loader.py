@@ -58,7 +58,7 @@ def load_imagefolder(
         raise ConfigError(f"{OWNER}: cache={cache!r} is invalid; accepted: true, false")
 
     root = Path(root).expanduser().resolve()
-    classes, files, labels = _scan(root)
+    classes, files, labels, skipped = _scan(root)
     x = y = None
     if cache:
         store = Path(cache_dir).expanduser() if cache_dir is not None else image_cache.default_cache_dir()
@@ -78,7 +78,7 @@ def load_imagefolder(
     return DataSplits(
         train=train, val=val, test=test, classes=classes,
         input_shape=(images.shape[1], height, width),
-        name=f"imagefolder:{root.name}", normalization=normalization,
+        name=f"imagefolder:{root.name}", normalization=normalization, skipped=skipped,
     )
 
 
@@ -103,7 +103,8 @@ def _hidden_part(path: Path, under: Path) -> bool:
     return any(part.startswith(".") for part in path.relative_to(under).parts)
 
 
-def _scan(root: Path) -> tuple[list[str], list[Path], list[int]]:
+def _scan(root: Path) -> tuple[list[str], list[Path], list[int], list[str]]:
+    """Class names, image files, their labels, and the visible files left out (``"name: why"``)."""
     if not root.is_dir():
         problem = "is a file, not a folder" if root.exists() else "does not exist"
         raise DataError(f"{OWNER}: root '{root}' {problem}; expected a folder with one sub-folder per class")
@@ -115,12 +116,12 @@ def _scan(root: Path) -> tuple[list[str], list[Path], list[int]]:
         )
     files: list[Path] = []
     labels: list[int] = []
+    skipped = [f"{p.name}: not in a class folder" for p in sorted(root.iterdir()) if p.is_file() and _visible(p)]
     for label, class_dir in enumerate(class_dirs):
-        images = sorted(
-            p for p in class_dir.rglob("*")
-            if p.is_file() and p.suffix.lower() in EXTENSIONS
-            and not _hidden_part(p, class_dir)
-        )
+        found = sorted(p for p in class_dir.rglob("*") if p.is_file() and not _hidden_part(p, class_dir))
+        images = [p for p in found if p.suffix.lower() in EXTENSIONS]
+        skipped.extend(f"{p.relative_to(root)}: not a {'/'.join(EXTENSIONS)} file"
+                       for p in found if p.suffix.lower() not in EXTENSIONS)
         if not images:
             raise DataError(
                 f"{OWNER}: class folder '{class_dir}' holds no {'/'.join(EXTENSIONS)} images; "
@@ -133,4 +134,4 @@ def _scan(root: Path) -> tuple[list[str], list[Path], list[int]]:
             f"{OWNER}: root '{root}' has a single class sub-folder ('{class_dirs[0].name}'); "
             f"a classifier needs at least two"
         )
-    return [p.name for p in class_dirs], files, labels
+    return [p.name for p in class_dirs], files, labels, skipped

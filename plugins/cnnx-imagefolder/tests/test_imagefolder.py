@@ -230,3 +230,40 @@ def test_a_decompression_bomb_is_named_in_one_line_through_the_cli(tmp_path):
     assert f"image '{root / 'dog' / 'huge.png'}' has 400,000,000 pixels, over Pillow's decompression-bomb " \
            f"limit of 178,956,970; remove it or downscale it" in lines[0]
     assert "Traceback" not in result.stderr + result.stdout
+
+
+# -- what a run says it trains on --------------------------------------------------------------
+def test_the_run_says_how_many_images_it_uses_and_what_it_skipped(tmp_path):
+    """Before: nothing on stdout, in app.log or in MLflow gave the counts, and unread files
+    (.bmp, images at the root) were left out silently."""
+    from mlflow import MlflowClient
+
+    root = write_folder(tmp_path / "pets", classes=("cat", "dog"), per_class=10)
+    Image.fromarray(np.zeros((10, 12), np.uint8)).save(root / "cat" / "extra.bmp")
+    Image.fromarray(np.zeros((10, 12), np.uint8)).save(root / "loose.png")
+    (root / "dog" / ".DS_Store").write_text("hidden: not worth a word")
+    result = run_cli(["dataset=imagefolder", f"dataset.root={root}", "dataset.size=6",
+                      f"dataset.cache_dir={tmp_path / 'cache'}", "model.layers.fc2.out_features=2",
+                      "trainer.epochs=1", "tracking.log_model=false", "tracking.log_plots=false",
+                      "hydra.run.dir=run"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    line = ("data: imagefolder:pets: 2 classes, 20 images (train 14, val 2, test 4); per class: cat 10, dog 10; "
+            "skipped 2 files (e.g. loose.png: not in a class folder)")
+    assert line in result.stdout.splitlines(), result.stdout
+    assert line in (tmp_path / "run" / "app.log").read_text()
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    [run] = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    params = run.data.params
+    assert {k: params[k] for k in params if k.startswith("data.")} == {
+        "data.num_classes": "2", "data.train_size": "14", "data.val_size": "2", "data.test_size": "4",
+        "data.skipped_files": "2"}
+
+
+def test_skipped_files_are_listed_with_why(tmp_path):
+    root = write_folder(tmp_path / "images", classes=("cat", "dog"), per_class=4)
+    (root / "cat" / "deeper").mkdir()
+    Image.fromarray(np.zeros((10, 12), np.uint8)).save(root / "cat" / "deeper" / "a.webp")
+    (root / "notes.txt").write_text("x")
+    (root / ".hidden.png").write_text("x")
+    data = load(root, tmp_path, val_fraction=0, test_fraction=0)
+    assert data.skipped == ["notes.txt: not in a class folder", "cat/deeper/a.webp: not a .png/.jpg/.jpeg file"]
