@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from numbers import Integral, Real
 from typing import Any
@@ -142,12 +143,14 @@ def check_seed(key: str, seed: Any) -> None:
 
 
 def stratified_indices(
-    y: np.ndarray, val_fraction: float, test_fraction: float, seed: int, source: str = "dataset"
+    y: np.ndarray, val_fraction: float, test_fraction: float, seed: int, source: str = "dataset",
+    classes: Sequence[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Index arrays (train, val, test) with every class in the same proportion in each split.
 
     Fractions are of the whole dataset; counts round up as in sklearn. Loaders that create
     their data (synthetic) split labels first and then generate each split in place.
+    ``classes`` names the labels in the error about a class too small to split.
     """
     # Imported here: sklearn costs seconds of start-up, paid only when data is split.
     from sklearn.model_selection import train_test_split
@@ -166,25 +169,56 @@ def stratified_indices(
     random_state = np.random.RandomState(seed)
     empty = np.empty(0, dtype=np.int64)
     index = np.arange(n)
+    fractions = f"val_fraction={val_fraction} and test_fraction={test_fraction}"
+    rest, test, train, val = index, empty, index, empty
+    needed = _needed_per_class(n_test / n, n_val > 0)
     try:
-        rest, test = (
-            train_test_split(index, test_size=n_test, stratify=y, random_state=random_state)
-            if n_test
-            else (index, empty)
-        )
-        train, val = (
-            train_test_split(rest, test_size=n_val, stratify=y[rest], random_state=random_state)
-            if n_val
-            else (rest, empty)
-        )
+        if n_test:
+            _two_per_class(y, y, source, classes, fractions, needed)
+            rest, test = train_test_split(index, test_size=n_test, stratify=y, random_state=random_state)
+        if n_val:
+            _two_per_class(y[rest], y, source, classes, fractions, needed)
+            train, val = train_test_split(rest, test_size=n_val, stratify=y[rest], random_state=random_state)
+        else:
+            train = rest
+    except DataError:
+        raise
     except ValueError as exc:
-        # sklearn refuses splits smaller than the class count or classes with one sample.
+        # sklearn refuses a held-out split smaller than the class count.
         message = " ".join(str(exc).split())
         raise DataError(
             f"{source}: cannot split {n} samples of {len(np.unique(y))} classes with "
-            f"val_fraction={val_fraction}, test_fraction={test_fraction}: {message}"
+            f"{fractions}: {message}"
         ) from None
     return train, val, test
+
+
+def _needed_per_class(test_share: float, val_split: bool) -> int:
+    """The smallest class that any draw can split: each side of a stratified split needs one
+    sample of it, and the val split is drawn from what the test split leaves, of which the
+    test split takes at most ceil(share × count)."""
+    needed = 2
+    while val_split and needed - math.ceil(needed * test_share) < 2:
+        needed += 1
+    return needed
+
+
+def _two_per_class(part: np.ndarray, y: np.ndarray, source: str, classes: Sequence[str] | None,
+                   fractions: str, needed: int) -> None:
+    """sklearn refuses to stratify ``part`` with a class of one sample and names it by label
+    number ("Classes with too few members are: [2]"); this names it as the user does, with how
+    many of ``y`` it has and how many it needs."""
+    counts = np.bincount(part)
+    small = [label for label in np.flatnonzero(counts) if counts[label] < 2]
+    if not small:
+        return
+    label = int(small[0])
+    name = repr(str(classes[label])) if classes is not None and label < len(classes) else str(label)
+    have = int(np.count_nonzero(y == label))
+    raise DataError(
+        f"{source}: class {name} has {have} sample{'s' if have != 1 else ''}, too few to split with {fractions}; "
+        f"each class needs at least {needed} (add samples to it, remove it, or set the fractions lower or to 0)"
+    )
 
 
 def stratified_split(
@@ -194,9 +228,10 @@ def stratified_split(
     test_fraction: float,
     seed: int,
     source: str = "dataset",
+    classes: Sequence[str] | None = None,
 ) -> tuple[Split, Split, Split]:
     """``(train, val, test)`` pairs of ``(x, y)``, stratified by ``y`` (copies of the rows)."""
-    train, val, test = stratified_indices(y, val_fraction, test_fraction, seed, source)
+    train, val, test = stratified_indices(y, val_fraction, test_fraction, seed, source, classes)
     return (x[train], y[train]), (x[val], y[val]), (x[test], y[test])
 
 

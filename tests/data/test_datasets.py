@@ -288,8 +288,26 @@ def test_stratified_indices_zero_fractions_and_seeds():
 
 def test_split_with_a_singleton_class_is_a_data_error():
     y = np.array([0] * 20 + [1])
-    with pytest.raises(DataError, match="least populated class"):
+    with pytest.raises(DataError, match=r"^dataset toy: class 1 has 1 sample, too few to split with "
+                                        r"val_fraction=0.1 and test_fraction=0.2; each class needs at least 3 "):
         stratified_indices(y, 0.1, 0.2, seed=0, source="dataset toy")
+
+
+@pytest.mark.parametrize(("count", "val", "test", "needed"), [
+    (2, 0.1, 0.2, 3), (1, 0.1, 0.0, 2), (1, 0.0, 0.2, 2), (3, 0.1, 0.6, 6)])
+def test_a_class_too_small_to_split_is_named_with_what_it_needs(count, val, test, needed):
+    """Before: sklearn's "The least populated classes in y have only 1 member ... Classes with
+    too few members are: [2]", a label number and a count of the split's remainder."""
+    y = np.array([0] * 20 + [1] * 20 + [2] * count)
+    with pytest.raises(DataError) as info:
+        stratified_indices(y, val, test, seed=0, source="dataset toy", classes=["cat", "dog", "rare"])
+    assert str(info.value) == (
+        f"dataset toy: class 'rare' has {count} sample{'s' if count > 1 else ''}, too few to split with "
+        f"val_fraction={val} and test_fraction={test}; each class needs at least {needed} (add samples to it, "
+        f"remove it, or set the fractions lower or to 0)")
+    y = np.array([0] * 20 + [1] * 20 + [2] * needed)
+    stratified_indices(y, val, test, seed=0, classes=["cat", "dog", "rare"])  # enough, whatever the seed
+    stratified_indices(y, val, test, seed=1, classes=["cat", "dog", "rare"])
 
 
 def test_data_splits_rejects_inconsistent_shapes():

@@ -73,7 +73,8 @@ def load_imagefolder(
             image_cache.save(store, key, x, y)
 
     images, y = check_dataset(x, y, f"{OWNER} at '{root}'")
-    train, val, test = stratified_split(images, y, val_fraction, test_fraction, seed, f"{OWNER} at '{root}'")
+    train, val, test = stratified_split(images, y, val_fraction, test_fraction, seed, f"{OWNER} at '{root}'",
+                                         classes)
     normalization = normalize_splits((train, val, test), normalize, OWNER)
     return DataSplits(
         train=train, val=val, test=test, classes=classes,

@@ -267,3 +267,19 @@ def test_skipped_files_are_listed_with_why(tmp_path):
     (root / ".hidden.png").write_text("x")
     data = load(root, tmp_path, val_fraction=0, test_fraction=0)
     assert data.skipped == ["notes.txt: not in a class folder", "cat/deeper/a.webp: not a .png/.jpg/.jpeg file"]
+
+
+def test_a_class_too_small_to_split_is_named_through_the_cli(tmp_path):
+    """Before: sklearn's "The least populated classes in y have only 1 member, which is too
+    few. ... Classes with too few members are: [2]": neither the class nor what it needs."""
+    root = write_folder(tmp_path / "images", classes=("cat", "dog", "rare"), per_class=10)
+    for extra in sorted((root / "rare").iterdir())[2:]:
+        extra.unlink()
+    result = run_cli(["dataset=imagefolder", f"dataset.root={root}", "dataset.size=6",
+                      f"dataset.cache_dir={tmp_path / 'cache'}", "model.layers.fc2.out_features=3",
+                      "trainer.epochs=1", "tracking.enabled=false"], tmp_path)
+    assert result.returncode != 0
+    assert result.stderr.strip() == (
+        f"cnnx: error: dataset imagefolder at '{root}': class 'rare' has 2 samples, too few to split with "
+        f"val_fraction=0.1 and test_fraction=0.2; each class needs at least 3 (add samples to it, remove it, "
+        f"or set the fractions lower or to 0)"), result.stderr
