@@ -8,10 +8,16 @@ Accepted layouts:
 
 An optional ``classes`` string array names the classes. The file is read with
 ``allow_pickle=False``: an archive can't execute code, so object arrays are refused.
+
+``layout: nhwc`` takes images saved channels-last (N, H, W, C), as TensorFlow, PIL and most
+image tools hold them, and transposes them. With the default ``nchw`` an array whose last
+axis looks like channels (1, 3 or 4) while its second is larger than 4 is refused: read as
+NCHW it would train, silently, on H channels of W×C-pixel images.
 """
 
 from __future__ import annotations
 
+import sys
 import zipfile
 from os import PathLike
 from pathlib import Path
@@ -21,10 +27,14 @@ import numpy as np
 from cnnx.data.normalize import check_mode, normalize_splits
 from cnnx.data.splits import DataSplits, Split, check_split_config, stratified_split
 from cnnx.data.validation import check_dataset
-from cnnx.errors import DataError
+from cnnx.errors import ConfigError, DataError
 from cnnx.npz_load_failure import load_failure, one_line
 
 PRESPLIT_KEYS = ("x_train", "y_train", "x_test", "y_test")
+LAYOUTS = ("nchw", "nhwc")
+#: Channel counts of channels-last images: 1 (grey), 3 (RGB), 4 (RGBA). An (N, A, B, C) array
+#: with C among them and A above them reads as NCHW only as A channels of B×C-pixel strips.
+_CHANNELS = (1, 3, 4)
 READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError)
 
 
@@ -34,10 +44,13 @@ def load_npz(
     test_fraction: float = 0.2,
     seed: int = 0,
     normalize: str = "none",
+    layout: str = "nchw",
 ) -> DataSplits:
     owner = "dataset npz"
     check_split_config(owner, val_fraction, test_fraction, seed)
     check_mode(normalize, owner)
+    if layout not in LAYOUTS:
+        raise ConfigError(f"{owner}: layout={layout!r} is not known; accepted: {', '.join(LAYOUTS)}")
     path = Path(path).expanduser()
     # Absolute in messages: Hydra runs may change the working directory.
     source = f"npz file '{path.resolve()}'"
@@ -53,12 +66,13 @@ def load_npz(
             f"{source}: holds a single array (.npy format); expected an .npz archive with "
             f"arrays 'x' and 'y' (np.savez(path, x=images, y=labels))"
         )
+    read = _Reader(archive, source, layout)
     with archive:
         keys = set(archive.files)
         if set(PRESPLIT_KEYS) <= keys:
-            train, val, test = _presplit(archive, keys, source, val_fraction, seed)
+            train, val, test = _presplit(read, keys, val_fraction, seed)
         elif {"x", "y"} <= keys:
-            x, y = _read_pair(archive, "x", "y", source)
+            x, y = read.pair("x", "y")
             train, val, test = stratified_split(x, y, val_fraction, test_fraction, seed, source)
         else:
             missing = [k for k in ("x", "y") if k not in keys]
@@ -78,6 +92,11 @@ def load_npz(
     }
     if len(set(shapes.values())) > 1:
         raise DataError(f"{source}: splits have different image shapes {shapes}")
+    if normalize == "none" and read.integer_pixels_above_1:
+        # Trained on 0–255 as they are, a network's first steps saturate: often it never learns.
+        print(f"cnnx: warning: {source}: x holds {read.integer_pixels_above_1} pixels (up to "
+              f"{read.largest_pixel}), used as they are with dataset.normalize=none; set "
+              f"dataset.normalize=unit to scale them to [0, 1] (or standard)", file=sys.stderr)
     normalization = normalize_splits((train, val, test), normalize, owner)
     return DataSplits(
         train=train,
@@ -104,26 +123,45 @@ def _read(archive, key: str, source: str) -> np.ndarray:
         raise DataError(f"{source}: array {key!r} is unreadable ({one_line(exc)})") from None
 
 
-def _read_pair(archive, x_key: str, y_key: str, source: str, min_classes: int = 2) -> Split:
-    x = _read(archive, x_key, source)
-    y = _read(archive, y_key, source)
-    if x.ndim == 3:
-        x = x[:, None]  # grayscale (N, H, W): add the channel axis
-    elif x.ndim != 4:
-        raise DataError(
-            f"{source}: array {x_key!r} has shape {x.shape}; expected (N, C, H, W) or (N, H, W)"
-        )
-    return check_dataset(x, y, f"{source} ({x_key!r}, {y_key!r})", min_classes=min_classes)
+class _Reader:
+    """Reads (x, y) pairs of one archive in its layout, noting integer pixels beyond 1."""
+
+    def __init__(self, archive, source: str, layout: str):
+        self.archive, self.source, self.layout = archive, source, layout
+        self.integer_pixels_above_1: str | None = None  # their dtype
+        self.largest_pixel = 0
+
+    def pair(self, x_key: str, y_key: str, min_classes: int = 2) -> Split:
+        x = _read(self.archive, x_key, self.source)
+        y = _read(self.archive, y_key, self.source)
+        if x.ndim == 3:
+            x = x[:, None]  # grayscale (N, H, W): add the channel axis
+        elif x.ndim != 4:
+            raise DataError(
+                f"{self.source}: array {x_key!r} has shape {x.shape}; expected (N, C, H, W) or (N, H, W)"
+            )
+        elif self.layout == "nhwc":
+            x = x.transpose(0, 3, 1, 2)
+        elif x.shape[3] in _CHANNELS and x.shape[1] > max(_CHANNELS):
+            raise DataError(
+                f"{self.source}: array {x_key!r} has shape {x.shape}, which looks channels-last (N, H, W, C) "
+                f"with {x.shape[3]} channel{'s' if x.shape[3] != 1 else ''}; cnnx reads (N, C, H, W): set "
+                f"dataset.layout=nhwc to transpose it"
+            )
+        if x.dtype.kind in "iu" and x.size and x.max() > 1:
+            self.integer_pixels_above_1 = str(x.dtype)
+            self.largest_pixel = max(self.largest_pixel, int(x.max()))
+        return check_dataset(x, y, f"{self.source} ({x_key!r}, {y_key!r})", min_classes=min_classes)
 
 
-def _presplit(archive, keys, source, val_fraction, seed) -> tuple[Split, Split, Split]:
-    test = _read_pair(archive, "x_test", "y_test", source, min_classes=1)
+def _presplit(read: _Reader, keys, val_fraction, seed) -> tuple[Split, Split, Split]:
+    test = read.pair("x_test", "y_test", min_classes=1)
     if {"x_val", "y_val"} <= keys:
-        train = _read_pair(archive, "x_train", "y_train", source)
-        val = _read_pair(archive, "x_val", "y_val", source, min_classes=1)
+        train = read.pair("x_train", "y_train")
+        val = read.pair("x_val", "y_val", min_classes=1)
     else:
-        x, y = _read_pair(archive, "x_train", "y_train", source)
-        train, val, _ = stratified_split(x, y, val_fraction, 0.0, seed, source)
+        x, y = read.pair("x_train", "y_train")
+        train, val, _ = stratified_split(x, y, val_fraction, 0.0, seed, read.source)
     return train, val, test
 
 

@@ -192,6 +192,7 @@ def test_32bit_integer_and_float_images(tmp_path):
         read_image(hdr)
 
 
+@pytest.mark.slow
 def test_training_on_16bit_pngs_learns_through_the_cli(tmp_path):
     """Before: every 16-bit pixel became 1.0, the run trained to chance and exited 0."""
     root = write_16bit_folder(tmp_path / "px16", per_class=15)
@@ -217,6 +218,7 @@ def write_png_header(path, width, height):
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
 
 
+@pytest.mark.slow
 def test_a_decompression_bomb_is_named_in_one_line_through_the_cli(tmp_path):
     """Before: a 65-line traceback ending in PIL's DecompressionBombError, naming no file."""
     root = write_folder(tmp_path / "images", classes=("cat", "dog"))
@@ -233,6 +235,7 @@ def test_a_decompression_bomb_is_named_in_one_line_through_the_cli(tmp_path):
 
 
 # -- what a run says it trains on --------------------------------------------------------------
+@pytest.mark.slow
 def test_the_run_says_how_many_images_it_uses_and_what_it_skipped(tmp_path):
     """Before: nothing on stdout, in app.log or in MLflow gave the counts, and unread files
     (.bmp, images at the root) were left out silently."""
@@ -269,6 +272,7 @@ def test_skipped_files_are_listed_with_why(tmp_path):
     assert data.skipped == ["notes.txt: not in a class folder", "cat/deeper/a.webp: not a .png/.jpg/.jpeg file"]
 
 
+@pytest.mark.slow
 def test_a_class_too_small_to_split_is_named_through_the_cli(tmp_path):
     """Before: sklearn's "The least populated classes in y have only 1 member, which is too
     few. ... Classes with too few members are: [2]": neither the class nor what it needs."""
