@@ -55,7 +55,8 @@ def trained_classifier(model: Model, config: Mapping[str, Any], data: Any) -> Cl
     (the run's ``DataSplits``) and its resolved ``config``'s layers and loss."""
     loss = dict(config["loss"])
     kind = output_kind(model, loss.pop("type"), loss)
-    return Classifier(model, config["model"]["layers"], data.normalization, list(data.classes), kind)
+    return Classifier(model, config["model"]["layers"], data.normalization, list(data.classes), kind,
+                      data.preparation)
 
 
 def class_probabilities(outputs: np.ndarray, kind: str) -> np.ndarray:
@@ -77,6 +78,9 @@ class Classifier:
     normalization: dict[str, Any]
     classes: list[str]
     output_kind: str
+    #: How an image file becomes an input (``cnnx.data.image_files.prepare_image``), when the
+    #: training data was read from image files; None for arrays.
+    preparation: dict[str, Any] | None = None
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -160,6 +164,7 @@ class Classifier:
             "normalization": self.normalization,
             "classes": self.classes,
             "output_kind": self.output_kind,
+            "preparation": self.preparation,
         }
 
     def save(self, directory: str | Path) -> Path:
@@ -200,7 +205,8 @@ class Classifier:
         model.load_state_dict(dict(weights))
         model.eval()
         return cls(model, layers, description.get("normalization", {"mode": "none"}),
-                   [str(c) for c in description.get("classes") or range(model.output_shape[0])], kind)
+                   [str(c) for c in description.get("classes") or range(model.output_shape[0])], kind,
+                   description.get("preparation"))
 
 
 def load_weights(path: str | Path) -> dict[str, np.ndarray]:

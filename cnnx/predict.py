@@ -24,8 +24,9 @@ import numpy as np
 
 from cnnx.cli import report_user_errors
 from cnnx.errors import CheckpointError, CnnxError, ConfigError, DataError
-from cnnx.image_files import EXTENSIONS as IMAGE_SUFFIXES
-from cnnx.image_files import MODES, LargeImageWarning, decode_image
+from cnnx.data.image_files import EXTENSIONS as IMAGE_SUFFIXES
+from cnnx.data.image_files import LargeImageWarning, prepare_image
+from cnnx.data.image_files import read_image as read_image_file
 from cnnx.inference import SPEC_FILE, Classifier, InputRangeWarning
 from cnnx.npz_load_failure import load_failure
 
@@ -114,7 +115,8 @@ def classifier_from_weights(weights: Path, config_path: Path | None) -> Classifi
             f"the classes changed since training, so its outputs cannot be named: restore the "
             f"dataset as it was, or predict with --run, --model or a newly written checkpoint, "
             f"which record the classes")
-    return Classifier(model, layers, data.normalization, classes, output_kind(model, loss.pop("type"), loss))
+    return Classifier(model, layers, data.normalization, classes, output_kind(model, loss.pop("type"), loss),
+                      data.preparation)
 
 
 def _as_json(value: Any) -> str:
@@ -183,10 +185,13 @@ def load_classifier(args: argparse.Namespace) -> Classifier:
 
 
 # -- the images ------------------------------------------------------------------------------
-def read_image(path: Path, channels: int) -> np.ndarray:
-    """(C, H, W) float32 in [0, 1], decoded as the image-folder dataset decodes for training
-    (in the model's colour mode when it has one)."""
-    return decode_image(path, MODES.get(channels)).astype(np.float32) / 255.0
+def read_image(path: Path, classifier: Classifier) -> np.ndarray:
+    """(C, H, W) float32 in [0, 1], decoded as the image-folder dataset decodes for training;
+    a model trained on image files gets them prepared (resized, coloured) as its own were."""
+    if classifier.preparation:
+        return prepare_image(path, classifier.preparation, owner=None)
+    color_mode = "grayscale" if classifier.input_shape[0] == 1 else "rgb"
+    return read_image_file(path, color_mode, owner=None)
 
 
 def read_npz(path: Path) -> np.ndarray:
@@ -232,7 +237,7 @@ def read_folder(folder: Path, name: str, classifier: Classifier) -> list[tuple[l
         try:
             found.append(read_file(path, str(Path(name) / path.name), classifier))
         except DataError as exc:
-            print(f"cnnx: warning: skipped {exc}", file=sys.stderr)
+            print(f"cnnx: warning: {exc}; skipped", file=sys.stderr)
     if not found:
         raise DataError(f"folder '{folder}': holds no {'/'.join(accepted)} file"
                         + (" this model can take" if files else "") + "; pass image files or a folder of them")
@@ -248,7 +253,7 @@ def read_file(path: Path, shown: str, classifier: Classifier) -> tuple[list[str]
             raise DataError(f"images in '{path}': the archive holds no images (shape {x.shape})")
         return [f"{shown}[{i}]" for i in range(len(x))], x
     if suffix in IMAGE_SUFFIXES:
-        image = read_image(path, classifier.input_shape[0])
+        image = read_image(path, classifier)
         return [shown], classifier.check_images(image[None], f"image '{path}'")
     raise DataError(f"image file '{path}': unsupported type {suffix or '(none)'}; "
                     f"accepted: .npz, {', '.join(IMAGE_SUFFIXES)}")

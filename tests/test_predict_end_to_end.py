@@ -4,6 +4,7 @@ sqlite MLflow store in a tmp dir): what a user sees once their data moved on sin
 from __future__ import annotations
 
 import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -157,42 +158,43 @@ def write_image_kinds(folder) -> dict[str, object]:
     return kinds
 
 
-@pytest.mark.parametrize("mode", ["RGB", "L"])
+@pytest.mark.parametrize("mode", ["rgb", "grayscale"])
 def test_predict_decodes_each_image_file_as_training_does(installed_plugins, tmp_path, mode):
-    from cnnx_imagefolder.loader import EXTENSIONS, _decode
+    from cnnx_imagefolder import loader
 
-    from cnnx.image_files import EXTENSIONS as PREDICTED
+    from cnnx.data.image_files import preparation
     from cnnx.predict import read_image
 
-    assert PREDICTED == EXTENSIONS  # predict takes what imagefolder trains on
+    prepared = preparation((SIZE, SIZE), mode)
+    model = SimpleNamespace(preparation=prepared, input_shape=(3 if mode == "rgb" else 1, SIZE, SIZE))
     for name in write_image_kinds(tmp_path):
-        trained = _decode(tmp_path / name, mode, (SIZE, SIZE)).astype(np.float32) / 255.0
-        np.testing.assert_array_equal(read_image(tmp_path / name, 3 if mode == "RGB" else 1), trained,
-                                      err_msg=name)
+        trained = loader.prepare_image(tmp_path / name, prepared, loader.OWNER)  # what load_imagefolder reads
+        np.testing.assert_array_equal(read_image(tmp_path / name, model), trained, err_msg=name)
 
 
-def test_sixteen_bit_greyscale_is_read_on_the_8_bit_scale_not_clipped(tmp_path):
+def test_sixteen_bit_greyscale_is_read_on_its_own_levels_not_clipped(tmp_path):
     from cnnx.predict import read_image
 
-    levels = np.arange(0, 65536, 257, dtype=np.uint16).reshape(16, 16)  # 8-bit levels × 257
+    levels = np.arange(0, 65536, 257, dtype=np.uint16).reshape(16, 16)
     Image.fromarray(levels).save(tmp_path / "wide.png")
     assert Image.open(tmp_path / "wide.png").mode == "I;16"
-    expected = (levels // 257).astype(np.float32) / 255.0
-    np.testing.assert_array_equal(read_image(tmp_path / "wide.png", 1)[0], expected)
-    np.testing.assert_array_equal(read_image(tmp_path / "wide.png", 3), np.stack([expected] * 3))
+    expected = levels.astype(np.float32) / np.float32(65535.0)
+    for channels in (1, 3):
+        model = SimpleNamespace(preparation=None, input_shape=(channels, 16, 16))
+        np.testing.assert_array_equal(read_image(tmp_path / "wide.png", model), np.stack([expected] * channels))
 
 
 def test_predict_takes_jpegs_and_predicts_them_as_the_training_pixels(pets_run, tmp_path):
     """JPEGs, which imagefolder trains on, were refused: `unsupported type .jpg; accepted:
     .npz, .png`."""
-    from cnnx_imagefolder.loader import _decode
+    from cnnx.data.image_files import prepare_image, preparation
 
     workdir, checkpoint, _, _ = pets_run
     names = list(write_image_kinds(tmp_path))
     result = predict(workdir, "--weights", checkpoint, *(tmp_path / name for name in names))
     assert result.returncode == 0, result.stderr
-    trained = np.stack([_decode(tmp_path / name, "RGB", (SIZE, SIZE)) for name in names]) / 255.0
-    np.savez(tmp_path / "decoded.npz", x=trained.astype(np.float32))
+    trained = np.stack([prepare_image(tmp_path / name, preparation((SIZE, SIZE), "rgb")) for name in names])
+    np.savez(tmp_path / "decoded.npz", x=trained)
     reference = predict(workdir, "--weights", checkpoint, tmp_path / "decoded.npz")
     assert reference.returncode == 0, reference.stderr
     rows = [line.split() for line in result.stdout.splitlines()[1:]]
@@ -253,8 +255,8 @@ def test_a_huge_image_is_refused_in_one_line_naming_the_file_and_its_size(pets_r
     result = predict(workdir, "--weights", checkpoint, images[0], tmp_path / "huge.png")
     assert (result.returncode, result.stdout) == (2, "")
     assert result.stderr.strip() == (
-        f"cnnx: error: image '{tmp_path / 'huge.png'}': 400,000,000 pixels, over the limit of 178,956,970; "
-        f"Pillow refuses images this large (a decompression-bomb guard): shrink it first")
+        f"cnnx: error: image '{tmp_path / 'huge.png'}' has 400,000,000 pixels, over Pillow's decompression-bomb "
+        f"limit of 178,956,970; remove it or downscale it")
 
 
 def test_a_large_image_under_pillows_refusal_is_predicted_with_a_one_line_warning(pets_run, monkeypatch, capsys):
@@ -266,8 +268,9 @@ def test_a_large_image_under_pillows_refusal_is_predicted_with_a_one_line_warnin
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", SIZE * SIZE - 1)  # warns above it, refuses above twice it
     assert main(["--weights", str(checkpoint), images[0]]) == 0
     captured = capsys.readouterr()
-    assert captured.err == (f"cnnx: warning: image '{images[0]}': {SIZE * SIZE} pixels, over the limit of "
-                            f"{SIZE * SIZE - 1}; decoded anyway, which takes memory and time\n")
+    assert captured.err == (f"cnnx: warning: image '{images[0]}' has {SIZE * SIZE} pixels, over Pillow's "
+                            f"decompression-bomb limit of {SIZE * SIZE - 1}; decoded anyway, which takes memory "
+                            f"and time\n")
     assert len(captured.out.splitlines()) == 2
 
 
@@ -282,16 +285,17 @@ def test_a_folder_predicts_the_images_directly_in_it_by_name(pets_run, tmp_path)
     (folder / "notes.txt").write_text("not an image")
     (folder / "sub").mkdir()
     shutil.copy(images[0], folder / "sub" / "c.png")  # not recursive
-    Image.new("RGB", (SIZE + 1, SIZE)).save(folder / "wide.png")
+    Image.new("RGB", (SIZE + 1, SIZE)).save(folder / "wide.png")  # resized, as training resized its images
+    (folder / "broken.png").write_text("not a PNG")
     result = predict(workdir, "--weights", checkpoint, "batch")
     assert result.returncode == 0, result.stderr
-    assert [line.split()[0] for line in result.stdout.splitlines()] == ["image", "batch/a.PNG", "batch/b.png"]
-    assert result.stderr.strip() == (
-        "cnnx: warning: skipped image "
-        f"'batch/wide.png': {SIZE}×{SIZE + 1} pixels, but this model takes {SIZE}×{SIZE} "
-        f"((N, 3, {SIZE}, {SIZE}), got (1, 3, {SIZE}, {SIZE + 1}))")
+    assert [line.split()[0] for line in result.stdout.splitlines()] == \
+        ["image", "batch/a.PNG", "batch/b.png", "batch/wide.png"]
+    warning = result.stderr.strip()
+    assert warning.startswith("cnnx: warning: cannot read image 'batch/broken.png': ") and \
+        warning.endswith("; skipped") and "\n" not in warning, warning
     single = predict(workdir, "--weights", checkpoint, images[0], images[1])
-    assert [line.split()[1:] for line in result.stdout.splitlines()[1:]] == \
+    assert [line.split()[1:] for line in result.stdout.splitlines()[1:3]] == \
         [line.split()[1:] for line in single.stdout.splitlines()[1:]]
 
     (workdir / "empty").mkdir()

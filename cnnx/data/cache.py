@@ -55,7 +55,8 @@ def cached_splits(kind: str, options: Mapping[str, Any], build: Callable[[], Dat
 def _write(path: Path, data: DataSplits) -> None:
     arrays = {f"{part}_{name}": array for name in _SPLITS for part, array in zip("xy", getattr(data, name), strict=True)}
     header = {"classes": list(data.classes), "input_shape": list(data.input_shape), "name": data.name,
-              "normalization": data.normalization, "skipped": list(data.skipped)}
+              "normalization": data.normalization, "skipped": list(data.skipped),
+              "preparation": data.preparation}
     write_atomically(path, lambda stream: np.savez(stream, header=np.array(json.dumps(header)), **arrays))
 
 
@@ -65,4 +66,4 @@ def _read(path: Path) -> DataSplits:
         splits = {name: (archive[f"x_{name}"], archive[f"y_{name}"]) for name in _SPLITS}
     return DataSplits(**splits, classes=header["classes"], input_shape=tuple(header["input_shape"]),
                       name=header["name"], normalization=header["normalization"],
-                      skipped=header.get("skipped", []))
+                      skipped=header.get("skipped", []), preparation=header.get("preparation"))

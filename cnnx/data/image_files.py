@@ -18,17 +18,27 @@ is one dataset:
 - 32-bit float (``F``) is taken as already in [0, 1]; values outside are refused.
 
 High-bit-depth images are single-channel in Pillow; ``rgb`` repeats the channel.
+
+A dataset that reads image files declares how as a *preparation*, plain data recorded with
+the model (``cnnx_model.json``, the MLflow model's metadata, checkpoints), e.g.
+``{"resize": [16, 16], "color_mode": "rgb", "resample": "bilinear"}``; ``prepare_image``
+applies it, so ``cnnx predict`` (or any user of a logged model) turns an image file into
+exactly the pixels the model was trained on.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from os import PathLike
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from cnnx.errors import DataError
 
+#: The image files a dataset or ``cnnx predict`` reads, compared in lower case.
+EXTENSIONS = (".png", ".jpg", ".jpeg")
 COLOR_MODES = {"grayscale": "L", "rgb": "RGB"}
 RESAMPLE = ("bilinear",)
 #: Pillow modes of more than 8 bits per pixel, and the divisor that maps them onto [0, 1].
@@ -36,36 +46,52 @@ _HIGH_DEPTH = {"I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N": 655
                "I": 65535.0, "F": 1.0}
 
 
+class LargeImageWarning(UserWarning):
+    """An image file over Pillow's size guard, yet under the limit at which it refuses it."""
+
+
 def read_image(path: str | PathLike[str], color_mode: str = "grayscale",
                size: tuple[int, int] | None = None, resample: str = "bilinear",
-               owner: str = "image") -> np.ndarray:
+               owner: str | None = "image") -> np.ndarray:
     """(C, H, W) float32 pixels in [0, 1] of the image file at ``path``.
 
     ``color_mode``: ``grayscale`` (C = 1) or ``rgb`` (C = 3); ``size``: ``(height, width)`` to
     resize to (bilinear, with Pillow's antialiasing when shrinking), or None to keep it.
-    A file Pillow cannot read raises a DataError naming it, prefixed with ``owner``.
+    A file Pillow cannot read raises a DataError naming it, prefixed with ``owner`` (if any).
     """
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
+    prefix = f"{owner}: " if owner else ""
     if color_mode not in COLOR_MODES:
-        raise DataError(f"{owner}: color_mode={color_mode!r} is not known; accepted: {', '.join(COLOR_MODES)}")
+        raise DataError(f"{prefix}color_mode={color_mode!r} is not known; accepted: {', '.join(COLOR_MODES)}")
     if resample not in RESAMPLE:
-        raise DataError(f"{owner}: resample={resample!r} is not known; accepted: {', '.join(RESAMPLE)}")
+        raise DataError(f"{prefix}resample={resample!r} is not known; accepted: {', '.join(RESAMPLE)}")
     box = None if size is None else (int(size[1]), int(size[0]))  # Pillow sizes are (width, height)
     try:
-        with Image.open(path) as image:
-            if image.mode in _HIGH_DEPTH:
-                pixels = _high_depth(image, path, owner, box)
-            else:
-                image = image.convert(COLOR_MODES[color_mode])
-                if box is not None:
-                    image = image.resize(box, Image.Resampling.BILINEAR)
-                pixels = np.asarray(image, dtype=np.float32) / np.float32(255.0)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                if image.mode in _HIGH_DEPTH:
+                    pixels = _high_depth(image, path, prefix, box)
+                else:
+                    image = image.convert(COLOR_MODES[color_mode])
+                    if box is not None:
+                        image = image.resize(box, Image.Resampling.BILINEAR)
+                    pixels = np.asarray(image, dtype=np.float32) / np.float32(255.0)
     except Image.DecompressionBombError as exc:
-        raise DataError(_too_large(path, exc, owner)) from None
+        raise DataError(_too_large(path, exc, prefix)) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
-        raise DataError(f"{owner}: cannot read image '{path}': {reason}") from None
+        raise DataError(f"{prefix}cannot read image '{path}': {reason}") from None
+    for warning in caught:
+        if issubclass(warning.category, Image.DecompressionBombWarning):
+            # Pillow's own warning names no file.
+            warnings.warn(f"image '{path}' {_pixel_count(warning.message)}; decoded anyway, which takes memory "
+                          f"and time", LargeImageWarning, stacklevel=2)
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     if pixels.ndim == 2:
         pixels = pixels[None]
         if color_mode == "rgb":
@@ -74,18 +100,36 @@ def read_image(path: str | PathLike[str], color_mode: str = "grayscale",
     return np.ascontiguousarray(pixels.transpose(2, 0, 1))
 
 
-def _too_large(path: str | PathLike[str], exc: Exception, owner: str) -> str:
-    """Pillow refuses images over twice ``MAX_IMAGE_PIXELS`` before decoding them (a small
-    file can unpack to gigabytes); its message holds the two numbers, but not the file."""
+def preparation(resize: tuple[int, int] | None, color_mode: str, resample: str = "bilinear") -> dict[str, Any]:
+    """The preparation a loader records on its ``DataSplits`` (JSON-ready)."""
+    return {"resize": None if resize is None else [int(resize[0]), int(resize[1])],
+            "color_mode": color_mode, "resample": resample}
+
+
+def prepare_image(path: str | PathLike[str], prepared: Mapping[str, Any], owner: str | None = "image") -> np.ndarray:
+    """(C, H, W) float32 pixels of the image file at ``path`` as ``prepared`` (a recorded
+    ``preparation``) says: what the dataset that declared it trained on."""
+    resize = prepared.get("resize")
+    return read_image(path, prepared.get("color_mode", "grayscale"), None if resize is None else tuple(resize),
+                      prepared.get("resample", "bilinear"), owner)
+
+
+def _pixel_count(problem: object) -> str:
+    """``has N pixels, over Pillow's decompression-bomb limit of M``, from Pillow's message."""
     import re
 
-    found = re.search(r"\((\d+) pixels\) exceeds limit of (\d+)", str(exc))
-    size = (f"has {int(found[1]):,} pixels, over Pillow's decompression-bomb limit of {int(found[2]):,}"
-            if found else f"is refused by Pillow ({' '.join(str(exc).split())})")
-    return f"{owner}: image '{path}' {size}; remove it or downscale it (every image is resized anyway)"
+    found = re.search(r"\((\d+) pixels\) exceeds limit of (\d+)", str(problem))
+    return (f"has {int(found[1]):,} pixels, over Pillow's decompression-bomb limit of {int(found[2]):,}"
+            if found else f"is too large for Pillow ({' '.join(str(problem).split())})")
 
 
-def _high_depth(image, path: str | PathLike[str], owner: str, box: tuple[int, int] | None) -> np.ndarray:
+def _too_large(path: str | PathLike[str], exc: Exception, prefix: str) -> str:
+    """Pillow refuses images over twice ``MAX_IMAGE_PIXELS`` before decoding them (a small
+    file can unpack to gigabytes); its message holds the two numbers, but not the file."""
+    return f"{prefix}image '{path}' {_pixel_count(exc)}; remove it or downscale it"
+
+
+def _high_depth(image, path: str | PathLike[str], prefix: str, box: tuple[int, int] | None) -> np.ndarray:
     """(H, W) float32 in [0, 1] of a 16/32-bit single-channel image, resized in float32."""
     from PIL import Image
 
@@ -94,11 +138,11 @@ def _high_depth(image, path: str | PathLike[str], owner: str, box: tuple[int, in
     if mode == "F":
         low, high = (float(raw.min()), float(raw.max())) if raw.size else (0.0, 0.0)
         if not (np.isfinite(low) and np.isfinite(high) and 0.0 <= low and high <= 1.0):
-            raise DataError(f"{owner}: image '{path}' holds 32-bit float pixels in [{low:.4g}, {high:.4g}]; "
+            raise DataError(f"{prefix}image '{path}' holds 32-bit float pixels in [{low:.4g}, {high:.4g}]; "
                             f"float images are read as already scaled to [0, 1] (rescale it, or save it as "
                             f"8- or 16-bit)")
     elif mode == "I" and raw.size and (raw.min() < 0 or raw.max() > 65535):
-        raise DataError(f"{owner}: image '{Path(path)}' holds 32-bit integer pixels in [{int(raw.min())}, "
+        raise DataError(f"{prefix}image '{Path(path)}' holds 32-bit integer pixels in [{int(raw.min())}, "
                         f"{int(raw.max())}]; integer images are read as 16-bit (0–65535 → [0, 1]); "
                         f"save it as 16-bit, or as float scaled to [0, 1]")
     pixels = raw.astype(np.float32) / np.float32(_HIGH_DEPTH[mode])

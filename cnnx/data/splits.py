@@ -30,6 +30,9 @@ class DataSplits:
     digits to a model trained on [0, 1]) are recognised; a loader that normalised without
     ``fit_normalization`` gets it filled in here, from its normalised training images.
 
+    ``preparation`` (None for arrays) says how a loader that reads image files turns one into
+    an image of ``x`` (``cnnx.data.image_files.preparation``), so prediction can do the same.
+
     ``skipped`` lists what the loader found but did not use, each entry ``"name: why"``
     (``"cat/notes.txt: not a .png/.jpg/.jpeg file"``), so that a run can say so rather than
     train on fewer images than the user thinks.
@@ -43,6 +46,7 @@ class DataSplits:
     name: str
     normalization: dict[str, Any] = field(default_factory=lambda: {"mode": "none"})
     skipped: list[str] = field(default_factory=list)
+    preparation: dict[str, Any] | None = None
 
     @property
     def num_classes(self) -> int:

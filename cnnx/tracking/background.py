@@ -326,7 +326,7 @@ def _report_data(data: DataSplits | None) -> DataSplits | None:
         train=tuple(part[:_FALLBACK_SAMPLES] for part in data.train),
         val=tuple(part[:_FALLBACK_SAMPLES] for part in data.val),
         test=data.test, classes=list(data.classes), input_shape=data.input_shape,
-        name=data.name, normalization=data.normalization,
+        name=data.name, normalization=data.normalization, preparation=data.preparation,
     )
 
 

@@ -93,7 +93,10 @@ def save_mlflow_model(classifier: Classifier, path: str | Path, input_example: n
     example = np.asarray(input_example, dtype=np.float32).tolist()
     (path / "input_example.json").write_text(json.dumps(example))
     (path / "serving_input_example.json").write_text(json.dumps({"inputs": example}, indent=2))
-    model = Model(signature=signature(classifier), metadata={"cnnx_classes": classifier.classes})
+    metadata = {"cnnx_classes": classifier.classes}
+    if classifier.preparation is not None:  # how to turn an image file into the model's input
+        metadata["cnnx_preparation"] = classifier.preparation
+    model = Model(signature=signature(classifier), metadata=metadata)
     model.saved_input_example_info = {"artifact_path": "input_example.json", "type": "ndarray",
                                       "serving_input_path": "serving_input_example.json"}
     mlflow.pyfunc.add_to_model(model, loader_module=__name__, data=f"data/{DATA_DIR}",

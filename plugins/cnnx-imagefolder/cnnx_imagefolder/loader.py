@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnx.data.image_files import COLOR_MODES, read_image
+from cnnx.data.image_files import COLOR_MODES, EXTENSIONS, prepare_image, preparation, read_image
 from cnnx.data.normalize import check_mode, normalize_splits
 from cnnx.data.splits import DataSplits, check_split_config, stratified_split
 from cnnx.data.validation import check_dataset
@@ -32,7 +32,6 @@ from cnnx_imagefolder import cache as image_cache
 
 __all__ = ["load_imagefolder", "read_image"]
 
-EXTENSIONS = (".png", ".jpg", ".jpeg")
 OWNER = "dataset imagefolder"
 
 
@@ -57,17 +56,19 @@ def load_imagefolder(
     if not isinstance(cache, bool):
         raise ConfigError(f"{OWNER}: cache={cache!r} is invalid; accepted: true, false")
 
+    # Recorded with the model, so that prediction reads new images through the same function.
+    prepared = preparation((height, width), color_mode)
     root = Path(root).expanduser().resolve()
     classes, files, labels, skipped = _scan(root)
     x = y = None
     if cache:
         store = Path(cache_dir).expanduser() if cache_dir is not None else image_cache.default_cache_dir()
-        key = image_cache.cache_key(root, files, {"size": [height, width], "color_mode": color_mode})
+        key = image_cache.cache_key(root, files, prepared)
         cached = image_cache.load(store, key)
         if cached is not None and len(cached[1]) == len(files):
             x, y = cached
     if x is None:
-        x = np.stack([read_image(path, color_mode, (height, width), owner=OWNER) for path in files])
+        x = np.stack([prepare_image(path, prepared, OWNER) for path in files])
         y = np.asarray(labels, dtype=np.int64)
         if cache:
             image_cache.save(store, key, x, y)
@@ -80,6 +81,7 @@ def load_imagefolder(
         train=train, val=val, test=test, classes=classes,
         input_shape=(images.shape[1], height, width),
         name=f"imagefolder:{root.name}", normalization=normalization, skipped=skipped,
+        preparation=prepared,
     )
 
 

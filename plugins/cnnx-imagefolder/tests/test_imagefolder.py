@@ -1,5 +1,6 @@
 """cnnx-imagefolder: folders of PNG/JPEG images written here, read through the registry."""
 
+import json
 import os
 import subprocess
 import sys
@@ -287,3 +288,69 @@ def test_a_class_too_small_to_split_is_named_through_the_cli(tmp_path):
         f"cnnx: error: dataset imagefolder at '{root}': class 'rare' has 2 samples, too few to split with "
         f"val_fraction=0.1 and test_fraction=0.2; each class needs at least 3 (add samples to it, remove it, "
         f"or set the fractions lower or to 0)"), result.stderr
+
+
+# -- predicting on image files as training read them -------------------------------------------
+def write_odd_folder(root, per_class=12):
+    """Odd-sized images, half RGB and half grayscale, whose class is their brightness."""
+    rng = np.random.default_rng(2)
+    for k, name in enumerate(("dark", "light")):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            h, w = rng.integers(15, 40, 2)
+            pixels = np.clip(60 + 120 * k + rng.normal(0, 25, (h, w, 3)), 0, 255).astype(np.uint8)
+            image = Image.fromarray(pixels)
+            (image if i % 2 else image.convert("L")).save(root / name / f"{i:02d}.png")
+    return root
+
+
+def test_training_pixels_are_what_prepare_image_gives_for_the_recorded_preparation(tmp_path):
+    from cnnx.data.image_files import prepare_image
+    from cnnx_imagefolder.loader import _scan
+
+    root = write_odd_folder(tmp_path / "odd", per_class=4)
+    for color_mode in ("grayscale", "rgb"):
+        data = load(root, tmp_path, size=[5, 7], color_mode=color_mode, val_fraction=0, test_fraction=0)
+        assert data.preparation == {"resize": [5, 7], "color_mode": color_mode, "resample": "bilinear"}
+        files = _scan(root.resolve())[1]
+        expected = np.stack([prepare_image(path, json.loads(json.dumps(data.preparation))) for path in files])
+        np.testing.assert_array_equal(data.train[0], expected)
+
+
+@pytest.mark.slow
+def test_predict_prepares_raw_training_images_as_training_did(tmp_path):
+    """Before: `cnnx predict --run` refused the model's own training images ('56×37 pixels, but
+    this model takes 16×16'; '1 channel, but this model takes 3'). Now the run's model records
+    the imagefolder's preparation, and predict applies it: the raw test images get the very
+    probabilities the run recorded for its test split."""
+    from cnnx.data.splits import stratified_indices
+    from cnnx_imagefolder.loader import _scan
+    from mlflow import MlflowClient
+
+    root = write_odd_folder(tmp_path / "odd")
+    result = run_cli(["dataset=imagefolder", f"dataset.root={root}", "dataset.size=[10,12]",
+                      "dataset.color_mode=rgb", f"dataset.cache_dir={tmp_path / 'cache'}",
+                      "model.layers.fc2.out_features=2", "trainer.epochs=3", "hydra.run.dir=run"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    [run] = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    spec = json.loads(open(client.download_artifacts(run.info.run_id, "model/data/cnnx_model/cnnx_model.json",
+                                                     str(tmp_path))).read())
+    assert spec["preparation"] == {"resize": [10, 12], "color_mode": "rgb", "resample": "bilinear"}
+    from cnnx.training.checkpoint_file import read_checkpoint
+    checkpoint = next((tmp_path / "run" / "checkpoints").glob("epoch-*.npz"))
+    assert read_checkpoint(checkpoint)[1]["classifier"]["preparation"] == spec["preparation"]
+    recorded = np.load(client.download_artifacts(run.info.run_id, "plots/test_predictions.npz", str(tmp_path)))
+
+    _, files, labels, _ = _scan(root.resolve())
+    _, _, test = stratified_indices(np.asarray(labels), 0.1, 0.2, seed=0)
+    test_files = [files[i] for i in test]
+    assert {Image.open(p).mode for p in test_files} == {"L", "RGB"}  # both kinds, neither 10×12
+    predicted = subprocess.run([sys.executable, "-m", "cnnx", "predict", "--run", run.info.run_id, "--top", "2",
+                                *map(str, test_files)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert predicted.returncode == 0, predicted.stderr
+    rows = [line.split() for line in predicted.stdout.splitlines()[1:]]
+    assert [row[0] for row in rows] == [p.name for p in test_files]
+    classes = ["dark", "light"]
+    assert [row[1] for row in rows] == [classes[k] for k in recorded["predicted"]]
+    np.testing.assert_allclose([float(row[2]) for row in rows], recorded["probabilities"].max(axis=1), atol=6e-5)
