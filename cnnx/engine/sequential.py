@@ -43,8 +43,18 @@ class Sequential(Module):
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
         for layer in reversed(self._run_order):
-            grad_output = layer.backward(grad_output)
+            try:
+                grad_output = layer.backward(grad_output)
+            except RuntimeError as exc:
+                # A layer only knows its class; the user knows it by its name in the spec.
+                if str(exc).startswith("layer "):  # already located by a nested block
+                    raise
+                raise RuntimeError(f"layer {self._location(layer)}: {exc}") from exc
         return grad_output
+
+    def _location(self, layer: Module) -> str:
+        name = next((n for n, l in self.layers.items() if l is layer), "?")
+        return f"{self.where}.{name} ({type(layer).__name__})"
 
     def children(self) -> Iterator[tuple[str, Module]]:
         return iter(self.layers.items())

@@ -20,6 +20,15 @@ TORCH_LENET5_SHAPES = {
 }
 
 
+def torch_lenet5(nn):
+    return nn.Sequential(OrderedDict(
+        conv1=nn.Conv2d(1, 6, 5, padding=2), relu1=nn.ReLU(), pool1=nn.MaxPool2d(2),
+        conv2=nn.Conv2d(6, 16, 5), relu2=nn.ReLU(), pool2=nn.MaxPool2d(2), flatten=nn.Flatten(),
+        fc1=nn.Linear(400, 120), relu3=nn.ReLU(), fc2=nn.Linear(120, 84), relu4=nn.ReLU(),
+        fc3=nn.Linear(84, 10),
+    ))
+
+
 def test_lenet5_parameters_match_torch_names_and_shapes():
     model = cnnx.build_model(LENET5, (1, 28, 28))
     shapes = {name: p.data.shape for name, p in model.named_parameters()}
@@ -30,13 +39,7 @@ def test_lenet5_parameters_match_torch_names_and_shapes():
 
 def test_lenet5_matches_a_real_torch_sequential_when_torch_is_installed():
     torch = pytest.importorskip("torch")
-    nn = torch.nn
-    reference = nn.Sequential(OrderedDict(
-        conv1=nn.Conv2d(1, 6, 5, padding=2), relu1=nn.ReLU(), pool1=nn.MaxPool2d(2),
-        conv2=nn.Conv2d(6, 16, 5), relu2=nn.ReLU(), pool2=nn.MaxPool2d(2), flatten=nn.Flatten(),
-        fc1=nn.Linear(400, 120), relu3=nn.ReLU(), fc2=nn.Linear(120, 84), relu4=nn.ReLU(),
-        fc3=nn.Linear(84, 10),
-    ))
+    reference = torch_lenet5(torch.nn)
     model = cnnx.build_model(LENET5, (1, 28, 28))
     assert {k: tuple(v.shape) for k, v in reference.state_dict().items()} == \
         {k: v.shape for k, v in model.state_dict().items()}
@@ -346,3 +349,16 @@ def test_get_config_rebuilds_the_same_model_keras_style():
     assert rebuilt.get_config()["layers"]["bn"] == {"type": "batchnorm2d", "eps": 1e-5, "momentum": 0.2}
     for key, value in model.state_dict().items():
         np.testing.assert_array_equal(rebuilt.state_dict()[key], value)
+
+
+def test_an_eval_mode_model_gives_input_gradients_as_torch_does():
+    # Saliency maps: model.eval(); out = model(x); model.backward(ones) — PyTorch allows it.
+    torch = pytest.importorskip("torch")
+    reference = torch_lenet5(torch.nn).eval()
+    model = cnnx.build_model(LENET5, (1, 28, 28)).eval()
+    reference.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict().items()})
+    x = np.random.default_rng(0).standard_normal((4, 1, 28, 28)).astype(np.float32)
+    xt = torch.from_numpy(x.copy()).requires_grad_()
+    reference(xt).sum().backward()
+    out = model(x)
+    np.testing.assert_allclose(model.backward(np.ones_like(out)), xt.grad.numpy(), rtol=1e-4, atol=1e-5)

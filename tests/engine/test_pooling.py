@@ -3,6 +3,7 @@ import pytest
 
 from cnnx.engine.functional.im2col import to_chwn
 from cnnx.engine.layers.pooling import AvgPool2D, GlobalAvgPool2D, MaxPool2D
+from cnnx.engine.sequential import Sequential
 from cnnx.errors import ConfigError, ShapeError
 from cnnx.testing.gradcheck import check_float32, check_gradients
 
@@ -166,12 +167,28 @@ def test_outputs_chain_into_the_next_layer_without_copies(cls):
     assert np.shares_memory(to_chwn(grad), grad)
 
 
-def test_max_pool_backward_needs_a_training_forward():
+@pytest.mark.parametrize("kernel, stride, padding", [(2, None, 0), (3, 2, 1)])
+def test_max_pool_backward_after_an_eval_forward_matches_training_mode(kernel, stride, padding):
+    # Saliency maps and adversarial inputs take gradients of an eval-mode model, as in PyTorch.
+    x = np.random.default_rng(0).integers(-2, 3, (2, 3, 7, 7)).astype(np.float32)  # ties
+    layer = MaxPool2D(kernel, stride, padding)
+    layer.build((3, 7, 7), None)
+    y = layer.forward(x, training=True)
+    g = np.random.default_rng(1).standard_normal(y.shape).astype(np.float32)
+    expected = layer.backward(g).copy()
+    np.testing.assert_array_equal(layer.forward(x, training=False), y)
+    np.testing.assert_array_equal(layer.backward(g), expected)
+
+
+def test_max_pool_backward_before_forward_names_the_layer():
     layer = MaxPool2D(2)
     layer.build((1, 4, 4), None)
-    layer.forward(np.ones((1, 1, 4, 4)), training=False)
-    with pytest.raises(RuntimeError, match="training=True"):
+    with pytest.raises(RuntimeError, match=r"^MaxPool2D\(kernel_size=2.*before forward"):
         layer.backward(np.ones((1, 1, 2, 2)))
+    net = Sequential({"pool": layer}, where="net")
+    net.build((1, 4, 4), None)
+    with pytest.raises(RuntimeError, match=r"^layer net\.pool \(MaxPool2D\): .*before forward"):
+        net.backward(np.ones((1, 1, 2, 2)))
 
 
 def test_stride_defaults_to_kernel_and_config_round_trips():

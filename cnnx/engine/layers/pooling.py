@@ -76,17 +76,19 @@ class MaxPool2D(_Pool2D):
 
     def __init__(self, kernel_size, stride=None, padding=0) -> None:
         super().__init__(kernel_size, stride, padding)
-        self._winners: object | None = None  # the route of the last training forward
+        self._winners: object | None = None  # the route of the last forward
 
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
+        # The route is kept in eval mode too: gradients of an eval-mode model (saliency maps,
+        # adversarial inputs) are legitimate, as in PyTorch.
         y, self._winners = max_pool2d_forward(
-            x, self.kernel_size, self.stride, self.padding, self.workspace, keep_winners=training
+            x, self.kernel_size, self.stride, self.padding, self.workspace, keep_winners=True
         )
         return y
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
         if self._winners is None:
-            raise RuntimeError("MaxPool2D.backward needs a forward pass with training=True first")
+            raise RuntimeError(f"{self!r}: backward called before forward")
         return max_pool2d_backward(
             grad_output, self._winners, self.input_shape[1:], self.kernel_size, self.stride,
             self.padding, self.workspace,
