@@ -21,6 +21,7 @@ from cnnx import config_store_sharing, registry
 from cnnx.config_schema import added_top_level_keys, close_key, keys_outside_the_schema, unused_top_level_keys
 from cnnx.config_schema import register as register_schema
 from cnnx.data.splits import check_loaded, check_seed
+from cnnx.engine.grad_mode import no_grad
 from cnnx.engine.model import Model, build_model
 from cnnx.errors import CnnxError, ConfigError, PluginError, ReportedInputError
 from cnnx.plugin_layers import check_plugin_layers
@@ -75,7 +76,8 @@ def _probe_loss(loss, model: Model, data, label: str) -> None:
     named before training, as plugin layers are (``check_plugin_layers``)."""
     x, y = data.train[0][:2], data.train[1][:2]
     try:
-        loss(model.forward(x, training=False), y)
+        with no_grad():
+            loss(model.forward(x, training=False), y)
     except PluginError as error:  # the contract's check in Loss.__call__, named by the class's name
         raise PluginError(f"{label}: {str(error).removeprefix(f'{loss.name}: ')}") from None
     except CnnxError:  # the data's fault, already one line (labels out of range, say)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from cnnx.engine.flat_parameters import flatten_parameters
+from cnnx.engine.grad_mode import is_grad_enabled, no_grad
 from cnnx.engine.module import Module, Shape
 from cnnx.engine.sequential import Sequential
 from cnnx.engine.spec import layers_from_spec
@@ -64,9 +66,24 @@ class Model(Sequential):
             )
         if x.ndim != 4 or tuple(x.shape[1:]) != self.input_shape:
             raise ShapeError(self._input_shape_message(x.shape))
-        y = super().forward(x.astype(self.dtype, copy=False), self.training if training is None else training)
+        x = x.astype(self.dtype, copy=False)
+        training = self.training if training is None else training
+        if not is_grad_enabled():
+            return self._forward_without_grad(x, training)
+        y = super().forward(x, training)
         self._last_output_shape = y.shape
         return y
+
+    def _forward_without_grad(self, x: np.ndarray, training: bool) -> np.ndarray:
+        """A forward that leaves every layer's caches as the last forward with gradients left
+        them. Built-in layers keep their scratch buffers apart under no_grad; restoring the
+        attributes afterwards also covers plugin layers that know nothing of no_grad."""
+        kept = [(vars(layer), dict(vars(layer))) for _, layer in self.named_layers()]
+        try:
+            return super().forward(x, training)
+        finally:
+            for attributes, before in kept:
+                attributes.update(before)
 
     def _input_shape_message(self, shape: tuple[int, ...]) -> str:
         channels, height, width = self.input_shape
@@ -84,7 +101,10 @@ class Model(Sequential):
         costs as much as the weight gradient (a GEMM plus a col2im over the whole image)."""
         expected = self._last_output_shape
         if expected is None:
-            raise RuntimeError("Model.backward called before forward: run model.forward(x) first")
+            raise RuntimeError(
+                "Model.backward called before a forward pass with gradients: run model.forward(x) "
+                "first (predict() and forward under no_grad() keep nothing for backward)"
+            )
         grad_output = np.asarray(grad_output)
         if grad_output.shape != expected:
             raise ShapeError(
@@ -97,8 +117,14 @@ class Model(Sequential):
         return super().backward(grad_output.astype(self.dtype, copy=False))
 
     def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        """Outputs in eval mode, in batches so that large inputs fit in memory."""
-        outputs = [self.forward(x[i:i + batch_size], training=False) for i in range(0, len(x), batch_size)]
+        """Outputs in eval mode, in batches so that large inputs fit in memory.
+
+        Runs under ``no_grad``: a ``backward`` after it still uses the last training forward,
+        and max pooling skips recording its gradient route."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+            raise ConfigError(f"Model.predict: batch_size must be a positive integer, got {batch_size!r}")
+        with no_grad():
+            outputs = [self.forward(x[i:i + batch_size], training=False) for i in range(0, len(x), batch_size)]
         return np.concatenate(outputs) if outputs else np.empty((0, *self.output_shape), self.dtype)
 
     # -- weights ---------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from cnnx.engine.grad_mode import no_grad
 from cnnx.engine.model import Model
 
 
@@ -35,7 +36,8 @@ def conv_activations(model: Model, x: np.ndarray) -> dict[str, np.ndarray]:
     try:
         for name in names:
             layers[name].forward = recorder(name, layers[name].forward)
-        model.forward(x, training=False)
+        with no_grad():
+            model.forward(x, training=False)
     finally:
         for name in names:
             layers[name].__dict__.pop("forward", None)

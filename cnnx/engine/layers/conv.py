@@ -8,6 +8,7 @@ import numpy as np
 
 from cnnx.engine.functional.conv import conv2d_backward, conv2d_forward
 from cnnx.engine.functional.im2col import Workspace, as_pair, output_size
+from cnnx.engine.grad_mode import is_grad_enabled
 from cnnx.engine.in_place import OutputUse
 from cnnx.engine.init import check_init, init_weight_and_bias
 from cnnx.engine.module import Module, Shape
@@ -48,6 +49,9 @@ class Conv2D(Module):
         self.use_bias = check_flag("conv2d", "bias", bias)
         self.init = check_init("Conv2D", init)
         self.workspace = Workspace()
+        # Inference under no_grad fills its own column buffer: the training one is what the
+        # pending backward reads.
+        self._no_grad_workspace = Workspace()
         self._col: np.ndarray | None = None
 
     def _build(self, input_shape: Shape, rng: np.random.Generator) -> Shape:
@@ -89,9 +93,8 @@ class Conv2D(Module):
 
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
         bias = self.params["bias"].data if self.use_bias else None
-        y, self._col = conv2d_forward(
-            x, self.params["weight"].data, bias, self.stride, self.padding, self.workspace
-        )
+        workspace = self.workspace if is_grad_enabled() else self._no_grad_workspace
+        y, self._col = conv2d_forward(x, self.params["weight"].data, bias, self.stride, self.padding, workspace)
         return y
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:

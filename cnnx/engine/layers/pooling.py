@@ -15,6 +15,7 @@ from cnnx.engine.functional.pooling import (
     max_pool2d_backward,
     max_pool2d_forward,
 )
+from cnnx.engine.grad_mode import is_grad_enabled
 from cnnx.engine.in_place import OutputUse
 from cnnx.engine.layers.conv import compact_pair
 from cnnx.engine.module import Module, Shape
@@ -80,9 +81,9 @@ class MaxPool2D(_Pool2D):
 
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
         # The route is kept in eval mode too: gradients of an eval-mode model (saliency maps,
-        # adversarial inputs) are legitimate, as in PyTorch.
+        # adversarial inputs) are legitimate, as in PyTorch. Only no_grad (predict) skips it.
         y, self._winners = max_pool2d_forward(
-            x, self.kernel_size, self.stride, self.padding, self.workspace, keep_winners=True
+            x, self.kernel_size, self.stride, self.padding, self.workspace, keep_winners=is_grad_enabled()
         )
         return y
 
