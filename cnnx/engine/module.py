@@ -163,11 +163,34 @@ class Module:
     def __call__(self, x: np.ndarray, training: bool | None = None) -> np.ndarray:
         # As in PyTorch, ``module(x)`` follows ``train()``/``eval()``; ``forward`` keeps its
         # explicit flag, which the trainer passes on every call.
+        if self.output_shape is None:
+            # Keras builds a layer on its first call, PyTorch's Lazy* modules likewise: a
+            # layer used on its own needs no input sizes either.
+            x = np.asarray(x)
+            self.build(x.shape[1:], _lazy_build_rng)
         return self.forward(x, self.training if training is None else training)
+
+    def _refuse_input(self, x: np.ndarray, expected: str) -> Exception:
+        """The error for an input ``forward`` cannot take (layers call it off their fast path,
+        once ``x.shape[1:]`` differs from the built ``input_shape``)."""
+        if self.input_shape is None:
+            return RuntimeError(
+                f"{self!r} is not built: call it as layer(x), which builds it for the first "
+                f"input's shape, or call layer.build(input_shape, rng) first"
+            )
+        return ShapeError(
+            f"{self!r} was built for input {(None, *self.input_shape)} and got {tuple(x.shape)}: {expected}"
+        )
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
+
+
+#: Draws the initial weights of layers built by their first call. Like PyTorch's default
+#: generator it is fixed per process, so a script gives the same weights on every run; pass a
+#: generator to ``build`` to choose them.
+_lazy_build_rng = np.random.default_rng(0)
 
 
 def _takes_one_argument(method) -> bool:

@@ -65,8 +65,10 @@ class BatchNorm2D(Module):
         return input_shape
 
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
-        if x.ndim != 4:
-            raise ShapeError(f"batchnorm2d expects inputs shaped (N, C, H, W), got {x.shape}")
+        if x.shape[1:] != self.input_shape:
+            # Any spatial size works, as in PyTorch; the channels must match.
+            if self.input_shape is None or x.ndim != 4 or x.shape[1] != self.input_shape[0]:
+                raise self._refuse_input(x, f"expected (N, {self.input_shape and self.input_shape[0]}, H, W)")
         dtype = x.dtype
         weight = self.params["weight"].data.astype(dtype, copy=False)
         bias = self.params["bias"].data.astype(dtype, copy=False)

@@ -17,6 +17,11 @@ from cnnx.engine.parameter import Parameter
 from cnnx.errors import ShapeError
 
 
+def check_window_fits(layer: Module, x: np.ndarray, kernel: tuple[int, int], padding: tuple[int, int]) -> None:
+    if x.shape[2] + 2 * padding[0] < kernel[0] or x.shape[3] + 2 * padding[1] < kernel[1]:
+        raise layer._refuse_input(x, f"kernel {kernel} with padding {padding} is larger than its height × width")
+
+
 def compact_pair(pair: tuple[int, int]) -> int | list[int]:
     """The config form of a size: an int when both sides agree, else a list (YAML/JSON-safe)."""
     return pair[0] if pair[0] == pair[1] else list(pair)
@@ -53,6 +58,7 @@ class Conv2D(Module):
         # pending backward reads.
         self._no_grad_workspace = Workspace()
         self._col: np.ndarray | None = None
+        self._input_hw: tuple[int, int] | None = None  # of the last forward: any size works
 
     def _build(self, input_shape: Shape, rng: np.random.Generator) -> Shape:
         kernel, padding = self.kernel_size, self.padding
@@ -92,17 +98,28 @@ class Conv2D(Module):
         }
 
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
+        if x.shape[1:] != self.input_shape:
+            self._check_input(x)
+        self._input_hw = x.shape[2:]
         bias = self.params["bias"].data if self.use_bias else None
         workspace = self.workspace if is_grad_enabled() else self._no_grad_workspace
         y, self._col = conv2d_forward(x, self.params["weight"].data, bias, self.stride, self.padding, workspace)
         return y
+
+    def _check_input(self, x: np.ndarray) -> None:
+        """Any spatial size the kernel fits works, as in PyTorch; the channels must match."""
+        if self.input_shape is None or x.ndim != 4:
+            raise self._refuse_input(x, "expected (N, C, H, W)")
+        if x.shape[1] != self.input_shape[0]:
+            raise self._refuse_input(x, f"expected {self.input_shape[0]} channels")
+        check_window_fits(self, x, self.kernel_size, self.padding)
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
         if self._col is None:
             raise RuntimeError("Conv2D.backward called before forward")
         weight = self.params["weight"]
         grad_x, weight.grad, grad_bias = conv2d_backward(
-            grad_output, weight.data, self._col, self.input_shape[1:], self.stride, self.padding,
+            grad_output, weight.data, self._col, self._input_hw, self.stride, self.padding,
             self.workspace, input_grad=self.needs_input_grad,
         )
         if self.use_bias:

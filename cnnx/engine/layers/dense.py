@@ -49,6 +49,9 @@ class Dense(Module):
         return {"out_features": self.out_features, "bias": self.use_bias, "init": self.init}
 
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
+        if x.shape[1:] != self.input_shape:
+            hint = "; add a flatten layer before it" if x.ndim > 2 else ""
+            raise self._refuse_input(x, f"expected (N, {self.input_shape and self.input_shape[0]}){hint}")
         self._x = x
         y = x @ self.params["weight"].data.T
         if self.use_bias:

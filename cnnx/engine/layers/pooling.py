@@ -17,7 +17,7 @@ from cnnx.engine.functional.pooling import (
 )
 from cnnx.engine.grad_mode import is_grad_enabled
 from cnnx.engine.in_place import OutputUse
-from cnnx.engine.layers.conv import compact_pair
+from cnnx.engine.layers.conv import check_window_fits, compact_pair
 from cnnx.engine.module import Module, Shape
 from cnnx.errors import ShapeError
 
@@ -37,6 +37,13 @@ class _Pool2D(Module):
         self.stride = self.kernel_size if stride is None else as_pair(stride, f"{name} stride", minimum=1)
         self.padding = as_pair(padding, f"{name} padding", minimum=0)
         self.workspace = Workspace()
+        self._input_hw: tuple[int, int] | None = None  # of the last forward: any size works
+
+    def _check_input(self, x: np.ndarray) -> None:
+        """Any channel count and any spatial size the window fits work, as in PyTorch."""
+        if self.input_shape is None or x.ndim != 4:
+            raise self._refuse_input(x, "expected (N, C, H, W)")
+        check_window_fits(self, x, self.kernel_size, self.padding)
 
     def _build(self, input_shape: Shape, rng: np.random.Generator) -> Shape:
         name, kernel, padding = type(self).__name__, self.kernel_size, self.padding
@@ -80,6 +87,9 @@ class MaxPool2D(_Pool2D):
         self._winners: object | None = None  # the route of the last forward
 
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
+        if x.shape[1:] != self.input_shape:
+            self._check_input(x)
+        self._input_hw = x.shape[2:]
         # The route is kept in eval mode too: gradients of an eval-mode model (saliency maps,
         # adversarial inputs) are legitimate, as in PyTorch. Only no_grad (predict) skips it.
         y, self._winners = max_pool2d_forward(
@@ -91,7 +101,7 @@ class MaxPool2D(_Pool2D):
         if self._winners is None:
             raise RuntimeError(f"{self!r}: backward called before forward")
         return max_pool2d_backward(
-            grad_output, self._winners, self.input_shape[1:], self.kernel_size, self.stride,
+            grad_output, self._winners, self._input_hw, self.kernel_size, self.stride,
             self.padding, self.workspace,
         )
 
@@ -101,11 +111,14 @@ class AvgPool2D(_Pool2D):
     default), so every window divides by kh·kw. ``stride`` defaults to ``kernel_size``."""
 
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
+        if x.shape[1:] != self.input_shape:
+            self._check_input(x)
+        self._input_hw = x.shape[2:]
         return avg_pool2d_forward(x, self.kernel_size, self.stride, self.padding, self.workspace)
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
         return avg_pool2d_backward(
-            grad_output, self.input_shape[1:], self.kernel_size, self.stride, self.padding,
+            grad_output, self._input_hw, self.kernel_size, self.stride, self.padding,
             self.workspace,
         )
 
@@ -124,8 +137,15 @@ class GlobalAvgPool2D(Module):
             raise ShapeError(f"GlobalAvgPool2D needs a per-sample input of shape (C, H, W), got {input_shape}")
         return (input_shape[0],)
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._input_hw: tuple[int, int] | None = None  # of the last forward: any size works
+
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
+        if x.shape[1:] != self.input_shape and (self.input_shape is None or x.ndim != 4):
+            raise self._refuse_input(x, "expected (N, C, H, W)")
+        self._input_hw = x.shape[2:]
         return global_avg_pool2d_forward(x)
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
-        return global_avg_pool2d_backward(grad_output, self.input_shape[1:])
+        return global_avg_pool2d_backward(grad_output, self._input_hw)

@@ -1,0 +1,89 @@
+"""Layers used on their own, outside a Model: built by their first call, as in Keras and
+PyTorch's Lazy* modules; conv and pooling take any spatial size, as PyTorch's do."""
+
+import numpy as np
+import pytest
+
+from cnnx.engine.layers.batchnorm import BatchNorm2D
+from cnnx.engine.layers.conv import Conv2D
+from cnnx.engine.layers.dense import Dense
+from cnnx.engine.layers.dropout import Dropout
+from cnnx.engine.layers.pooling import AvgPool2D, GlobalAvgPool2D, MaxPool2D
+from cnnx.errors import ShapeError
+
+X = np.random.default_rng(0).standard_normal((2, 3, 7, 7)).astype(np.float32)
+
+
+@pytest.mark.parametrize("make, x, out_shape", [
+    (lambda: Dense(4), X.reshape(2, -1), (2, 4)),
+    (lambda: Conv2D(4, 3), X, (2, 4, 5, 5)),
+    (lambda: BatchNorm2D(), X, (2, 3, 7, 7)),
+    (lambda: MaxPool2D(2), X, (2, 3, 3, 3)),
+    (lambda: Dropout(0.5), X, (2, 3, 7, 7)),
+])
+def test_a_layers_first_call_builds_it_for_that_input(make, x, out_shape):
+    layer = make()
+    y = layer(x)
+    assert y.shape == out_shape and layer.input_shape == x.shape[1:] and layer.output_shape == out_shape[1:]
+    assert layer.backward(np.ones_like(y)).shape == x.shape
+
+
+def test_layers_built_by_their_first_call_get_different_weights():
+    first, second = Dense(4), Dense(4)
+    first(X.reshape(2, -1)), second(X.reshape(2, -1))
+    assert not np.array_equal(first.params["weight"].data, second.params["weight"].data)
+
+
+@pytest.mark.parametrize("layer, x", [(Dense(4), X.reshape(2, -1)), (Conv2D(4, 3), X), (BatchNorm2D(), X)])
+def test_forward_on_an_unbuilt_layer_says_to_build_it(layer, x):
+    with pytest.raises(RuntimeError, match=rf"^{type(layer).__name__}\(.*is not built: call it as layer\(x\)"):
+        layer.forward(x)
+
+
+def twins(make, built_for, fed_shape):
+    """A layer built for ``built_for`` and one built for the input it is fed, same weights."""
+    rng = np.random.default_rng(1)
+    layer, reference = make(), make()
+    layer.build(built_for, rng)
+    reference.build(fed_shape, rng)
+    for name, param in layer.params.items():
+        reference.params[name].data[...] = param.data
+    return layer, reference
+
+
+@pytest.mark.parametrize("make, built_for", [
+    (lambda: Conv2D(4, 3), (3, 5, 5)),
+    (lambda: Conv2D(4, 3, stride=2, padding=1), (3, 9, 9)),
+    (lambda: MaxPool2D(2), (3, 4, 4)),
+    (lambda: MaxPool2D(3, 2, 1), (5, 4, 4)),  # channels are free too: pooling has no weights
+    (lambda: AvgPool2D(3, 2, 1), (3, 4, 4)),
+    (lambda: GlobalAvgPool2D(), (3, 4, 4)),
+    (lambda: BatchNorm2D(), (3, 4, 4)),
+])
+def test_conv_pool_and_batchnorm_take_any_spatial_size_as_torch_does(make, built_for):
+    layer, reference = twins(make, built_for, X.shape[1:])
+    y, expected = layer(X), reference(X)
+    np.testing.assert_array_equal(y, expected)
+    g = np.random.default_rng(2).standard_normal(y.shape).astype(np.float32)
+    np.testing.assert_array_equal(layer.backward(g), reference.backward(g))
+    for name, param in layer.params.items():
+        np.testing.assert_array_equal(param.grad, reference.params[name].grad, err_msg=name)
+
+
+@pytest.mark.parametrize("layer, built_for, x, expected", [
+    (Conv2D(4, 3), (3, 5, 5), np.ones((2, 2, 7, 7), np.float32), "expected 3 channels"),
+    (Conv2D(4, 3), (3, 5, 5), np.ones((2, 3, 2, 2), np.float32), "kernel (3, 3) with padding (0, 0) is larger"),
+    (Conv2D(4, 3), (3, 5, 5), np.ones((3, 5, 5), np.float32), "expected (N, C, H, W)"),
+    (MaxPool2D(3), (3, 4, 4), np.ones((2, 3, 2, 7), np.float32), "kernel (3, 3) with padding (0, 0) is larger"),
+    (BatchNorm2D(), (3, 4, 4), np.ones((2, 4, 4, 4), np.float32), "expected (N, 3, H, W)"),
+    (Dense(4), (5,), np.ones((2, 6), np.float32), "expected (N, 5)"),
+    (Dense(4), (5,), np.ones((2, 5, 1), np.float32), "add a flatten layer before it"),
+])
+def test_an_input_a_layer_cannot_take_is_refused_in_one_line_with_both_shapes(layer, built_for, x, expected):
+    layer.build(built_for, np.random.default_rng(0))
+    with pytest.raises(ShapeError) as error:
+        layer(x)
+    message = str(error.value)
+    assert "\n" not in message and message.startswith(f"{type(layer).__name__}(")
+    assert f"built for input {(None, *built_for)} and got {x.shape}" in message
+    assert expected in message
