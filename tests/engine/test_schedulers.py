@@ -210,3 +210,50 @@ def test_get_config_and_repr():
         "min_lr": 0.001,
     }
     assert repr(sched).startswith("CosineLR(epochs=10")
+
+
+def torch_lrs(torch, make, steps):
+    """The lr each of ``steps`` optimizer steps sees under a torch scheduler (one param group)."""
+    t_opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.2)
+    t_sched = make(t_opt)
+    used = []
+    for _ in range(steps):
+        used.append(t_opt.param_groups[0]["lr"])
+        t_opt.step()
+        t_sched.step()
+    return used, t_sched
+
+
+def test_step_lr_with_torchs_arguments_alone_counts_scheduler_steps_as_torch_does():
+    torch = pytest.importorskip("torch")
+    theirs, t_sched = torch_lrs(torch, lambda o: torch.optim.lr_scheduler.StepLR(o, step_size=3, gamma=0.5), 10)
+    sched = StepLR(make_opt(0.2), step_size=3, gamma=0.5)
+    np.testing.assert_allclose(lrs_used(sched, 10), theirs, rtol=1e-12)
+    assert sched.get_last_lr() == pytest.approx(t_sched.get_last_lr(), rel=1e-12)
+
+
+def test_get_last_lr_is_a_one_element_list_of_the_lr_the_next_step_uses():
+    sched = CosineLR(make_opt(0.2), epochs=2, steps_per_epoch=3)
+    for _ in range(7):
+        last = sched.get_last_lr()
+        assert isinstance(last, list) and len(last) == 1 and type(last[0]) is float
+        assert last == [sched.lr] == [sched.optimizer.lr]
+        sched.optimizer.step()
+        sched.step()
+
+
+def test_constant_lr_needs_no_epochs():
+    sched = ConstantLR(make_opt(0.1), warmup_epochs=2, warmup_start_factor=0.5)
+    np.testing.assert_allclose(lrs_used(sched, 4), [0.05, 0.075, 0.1, 0.1])
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda o: StepLR(o, 3), r"^StepLR: step_size is required, by keyword: StepLR\(optimizer, step_size=3\); "
+                             r"the positional arguments after the optimizer are epochs, steps_per_epoch$"),
+    (lambda o: CosineLR(o, steps_per_epoch=4), r"^CosineLR: epochs is required: the cosine runs .*T_max\)$"),
+])
+def test_what_a_scheduler_cannot_do_without_is_named_in_one_line(make, message):
+    opt = make_opt(0.1)
+    with pytest.raises(ConfigError, match=message):
+        make(opt)
+    assert opt.lr == 0.1

@@ -10,6 +10,10 @@ Linear warm-up is shared by every schedule: from ``base_lr * warmup_start_factor
 to the schedule's own value at ``warmup_epochs``.  With the default start factor 0 the first
 update is a no-op for the weights (Adam still records its moments), as in the common
 ``linear warm-up from zero`` recipes.
+
+Used on its own, as in PyTorch, a scheduler needs neither ``epochs`` (only the cosine, whose
+length it is) nor ``steps_per_epoch``: it then defaults to 1, so each ``step()`` is an epoch
+and ``StepLR(optimizer, step_size=3)`` drops the lr every third call, as ``torch.optim``'s does.
 """
 
 from __future__ import annotations
@@ -32,8 +36,8 @@ class LRScheduler:
     def __init__(
         self,
         optimizer: Any,
-        epochs: int,
-        steps_per_epoch: int,
+        epochs: int | None = None,
+        steps_per_epoch: int = 1,
         warmup_epochs: float = 0.0,
         warmup_start_factor: float = 0.0,
     ) -> None:
@@ -42,10 +46,10 @@ class LRScheduler:
             raise ConfigError(f"{owner}: {optimizer!r} has no 'lr' attribute to schedule")
         self.optimizer = optimizer
         self.base_lr = check_range(owner, "lr", optimizer.lr, 0.0, low_open=True)
-        self.epochs = check_int(owner, "epochs", epochs, 1)
+        self.epochs = None if epochs is None else check_int(owner, "epochs", epochs, 1)
         self.steps_per_epoch = check_int(owner, "steps_per_epoch", steps_per_epoch, 1)
         self.warmup_epochs = check_range(
-            owner, "warmup_epochs", warmup_epochs, 0.0, float(self.epochs)
+            owner, "warmup_epochs", warmup_epochs, 0.0, None if self.epochs is None else float(self.epochs)
         )
         self.warmup_start_factor = check_range(
             owner, "warmup_start_factor", warmup_start_factor, 0.0, 1.0
@@ -80,6 +84,10 @@ class LRScheduler:
     def lr(self) -> float:
         """The learning rate the next optimizer step will use."""
         return self.lr_at(self.epoch)
+
+    def get_last_lr(self) -> list[float]:
+        """PyTorch's name for ``lr``: one value per parameter group, and cnnx has one group."""
+        return [self.lr]
 
     def step(self) -> float:
         """Advance one optimizer step; set and return the lr for the next one."""
@@ -146,8 +154,8 @@ class ConstantLR(LRScheduler):
     def __init__(
         self,
         optimizer: Any,
-        epochs: int,
-        steps_per_epoch: int,
+        epochs: int | None = None,
+        steps_per_epoch: int = 1,
         warmup_epochs: float = 0.0,
         warmup_start_factor: float = 0.0,
     ) -> None:
@@ -165,15 +173,22 @@ class StepLR(LRScheduler):
     def __init__(
         self,
         optimizer: Any,
-        epochs: int,
-        steps_per_epoch: int,
-        step_size: int,
+        epochs: int | None = None,
+        steps_per_epoch: int = 1,
+        step_size: int | None = None,
         gamma: float = 0.1,
         warmup_epochs: float = 0.0,
         warmup_start_factor: float = 0.0,
     ) -> None:
-        super().__init__(optimizer, epochs, steps_per_epoch, warmup_epochs, warmup_start_factor)
         owner = type(self).__name__
+        if step_size is None:
+            # PyTorch's StepLR(optimizer, 3) would bind 3 to epochs here, which cnnx's trainer
+            # passes positionally: name step_size rather than guess.
+            raise ConfigError(
+                f"{owner}: step_size is required, by keyword: {owner}(optimizer, step_size=3); "
+                f"the positional arguments after the optimizer are epochs, steps_per_epoch"
+            )
+        super().__init__(optimizer, epochs, steps_per_epoch, warmup_epochs, warmup_start_factor)
         self.step_size = check_int(owner, "step_size", step_size, 1)
         self.gamma = check_range(owner, "gamma", gamma, 0.0, low_open=True)
         self._start()
@@ -194,12 +209,17 @@ class CosineLR(LRScheduler):
     def __init__(
         self,
         optimizer: Any,
-        epochs: int,
-        steps_per_epoch: int,
+        epochs: int | None = None,
+        steps_per_epoch: int = 1,
         min_lr: float = 0.0,
         warmup_epochs: float = 0.0,
         warmup_start_factor: float = 0.0,
     ) -> None:
+        if epochs is None:
+            raise ConfigError(
+                f"{type(self).__name__}: epochs is required: the cosine runs from the lr down to "
+                f"min_lr over that many epochs (PyTorch's T_max)"
+            )
         super().__init__(optimizer, epochs, steps_per_epoch, warmup_epochs, warmup_start_factor)
         owner = type(self).__name__
         self.min_lr = check_range(owner, "min_lr", min_lr, 0.0)
