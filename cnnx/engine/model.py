@@ -188,19 +188,21 @@ class Model(Sequential):
 
     # -- description -----------------------------------------------------------------------
     def summary(self) -> str:
-        """A Keras-style table: layer (type), output shape, parameter count."""
+        """A Keras-style table: layer (type), output shape, parameter count. As in Keras, the
+        count includes non-trainable state (batchnorm's running mean and variance), and the
+        totals split into trainable and non-trainable."""
         rows: list[tuple[str, str, str]] = []
 
         def walk(prefix: str, indent: str, module: Module) -> None:
             for name, layer in module.children():
                 shape = "(None, " + ", ".join(str(d) for d in layer.output_shape) + ")"
                 rows.append((f"{indent}{prefix}{name} ({type(layer).__name__})", shape,
-                             f"{layer.parameter_count():,}"))
+                             f"{layer.parameter_count() + _buffer_count(layer):,}"))
                 if any(True for _ in layer.children()):
                     walk("", indent + "  ", layer)
 
         walk("", "", self)
-        trainable = self.parameter_count()
+        trainable, non_trainable = self.parameter_count(), _buffer_count(self)
         header = ("Layer (type)", "Output Shape", "Param #")
         widths = [max(len(r[i]) for r in [header, *rows]) for i in range(3)]
         line = "─" * (sum(widths) + 4)
@@ -208,10 +210,14 @@ class Model(Sequential):
         def fmt(r: tuple[str, str, str]) -> str:
             return f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}"
 
+        def count(label: str, n: int) -> str:
+            return f"{label} params: {n:,} ({n * self.dtype.itemsize / 1024:.1f} KB)"
+
         input_line = "Input: (None, " + ", ".join(str(d) for d in self.input_shape) + ")"
         return "\n".join([
             input_line, line, fmt(header), line, *map(fmt, rows), line,
-            f"Total params: {trainable:,} ({trainable * self.dtype.itemsize / 1024:.1f} KB)",
+            count("Total", trainable + non_trainable), count("Trainable", trainable),
+            count("Non-trainable", non_trainable),
         ])
 
     def named_layers(self) -> Iterator[tuple[str, Module]]:
@@ -222,6 +228,10 @@ class Model(Sequential):
                 yield from walk(f"{prefix}{name}.", child)
 
         return walk("", self)
+
+
+def _buffer_count(module: Module) -> int:
+    return sum(buf.size for _, buf in module.named_buffers())
 
 
 def build_model(

@@ -146,6 +146,23 @@ def test_summary_lists_layers_output_shapes_and_parameter_counts():
     assert model.parameter_count() == 61706
 
 
+def test_summary_counts_batchnorm_statistics_as_non_trainable_as_keras_does():
+    # Keras: BatchNormalization over 6 channels shows 24 params (gamma, beta, moving mean and
+    # variance); the totals are "Total / Trainable / Non-trainable params".
+    spec = {"conv": {"type": "conv2d", "out_channels": 6, "kernel_size": 3},
+            "bn": {"type": "batchnorm2d"},
+            "res": {"type": "residual", "layers": {"bn2": {"type": "batchnorm2d"}}},
+            "flat": {"type": "flatten"}, "fc": {"type": "dense", "out_features": 2}}
+    lines = cnnx.build_model(spec, (1, 5, 5)).summary().splitlines()
+    rows = {line.split()[0]: line for line in lines}
+    assert rows["bn"].endswith(" 24") and rows["res"].endswith(" 24") and rows["bn2"].endswith(" 24")
+    assert rows["conv"].endswith(" 60") and rows["fc"].endswith(" 110")
+    assert len({len(line) for line in lines[1:-3]}) == 1  # the table keeps its columns
+    assert lines[-3:] == ["Total params: 218 (0.9 KB)",
+                          "Trainable params: 194 (0.8 KB)",
+                          "Non-trainable params: 24 (0.1 KB)"]
+
+
 def test_train_and_eval_modes_reach_every_layer():
     spec = {"res": {"type": "residual", "layers": {
         "conv": {"type": "conv2d", "out_channels": 2, "kernel_size": 3, "padding": 1},
