@@ -19,7 +19,7 @@ from cnnx.engine.layers.flatten import Flatten
 from cnnx.engine.layers.pooling import AvgPool2D, MaxPool2D
 from cnnx.engine.losses.bce import BCELoss
 from cnnx.engine.losses.cross_entropy import CrossEntropyLoss
-from cnnx.engine.model import Model
+from cnnx.engine.model import Model, layout_hint
 from cnnx.engine.module import Module
 from cnnx.engine.optim.sgd import SGD
 from cnnx.errors import ConfigError, ShapeError
@@ -80,12 +80,28 @@ class CNN:
                 raise ShapeError(f"layer {name} was declared with {what}={declared}, but its input has {actual}")
         return model
 
+    def _check_layout(self, shape: tuple[int, ...]) -> None:
+        """Name channels-last or channel-less input as the model does, before building: the
+        model is built for whatever shape comes first, so a later layer would fail instead,
+        with an error about its own input."""
+        first = next(iter(self._layers), None)
+        what, channels = self._declared.get(first, (None, None))
+        if what != "in_channels" or (len(shape) == 4 and shape[1] == channels):
+            return
+        expected = (channels, *shape[1:3]) if len(shape) == 4 else (channels, *shape[1:])
+        hint = layout_hint(expected, shape) if len(expected) == 3 else ""
+        raise ShapeError(
+            f"layer {first} was declared with in_channels={channels}, so X must be shaped "
+            f"(N, {channels}, H, W), got {shape}{hint}"
+        )
+
     # -- training, as in the tutorial ------------------------------------------------------
     def forward(self, X: np.ndarray) -> np.ndarray:
         return self._ensure_model(X).forward(np.asarray(X, np.float32), training=False)
 
     def _ensure_model(self, X: np.ndarray) -> Model:
         if self.model is None:
+            self._check_layout(tuple(np.shape(X)))
             self.model = self._build(tuple(np.shape(X)[1:]))
             self._optimizer = SGD(self.model.named_parameters(), lr=self.learning_rate, momentum=self.momentum)
         return self.model

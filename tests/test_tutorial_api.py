@@ -1,5 +1,7 @@
 """The original tutorial's usage example, with only its import changed."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -49,3 +51,25 @@ def test_declared_sizes_are_checked_against_inferred_ones():
     cnn.add_conv_layer(in_channels=3, out_channels=4, kernel_size=3)
     with pytest.raises(ShapeError, match="in_channels=3"):
         cnn.fit(np.zeros((2, 1, 8, 8)), np.array([[0], [1]]), epochs=1, verbose=False)
+
+
+@pytest.mark.parametrize("shape, hint", [
+    ((6, 8, 8, 1), ": channels last; pass x.transpose(0, 3, 1, 2)"),
+    ((6, 8, 8), ": no channel axis; pass x[:, None]"),
+])
+@pytest.mark.parametrize("call", ["fit", "predict"])
+def test_channels_last_or_channel_less_input_gets_the_models_fix(shape, hint, call):
+    cnn = CNN()
+    cnn.add_conv_layer(in_channels=1, out_channels=4, kernel_size=3, padding=1)
+    cnn.add_pool_layer(pool_size=2, stride=2)
+    cnn.add_flatten()
+    cnn.add_dense(input_size=4 * 4 * 4, output_size=1, activation="sigmoid")
+    X = np.zeros(shape, np.float32)
+    run = {"fit": lambda: cnn.fit(X, np.arange(6) % 2, epochs=1, verbose=False), "predict": lambda: cnn.predict(X)}
+    with pytest.raises(ShapeError) as error:
+        run[call]()
+    assert str(error.value) == (f"layer conv1 was declared with in_channels=1, so X must be shaped (N, 1, H, W), "
+                                f"got {shape}{hint}")
+    cnn.fit(np.zeros((6, 1, 8, 8), np.float32), np.arange(6) % 2, epochs=1, verbose=False)
+    with pytest.raises(ShapeError, match=f"got {re.escape(str(shape) + hint)}$"):
+        cnn.predict(X)  # once built, the model's own check says the same

@@ -86,14 +86,8 @@ class Model(Sequential):
                 attributes.update(before)
 
     def _input_shape_message(self, shape: tuple[int, ...]) -> str:
-        channels, height, width = self.input_shape
         message = f"model expects input of shape {(None, *self.input_shape)} (N, C, H, W), got {shape}"
-        # Keras and image libraries hand out (N, H, W, C) and, for grey images, (N, H, W).
-        if len(shape) == 4 and tuple(shape[1:]) == (height, width, channels):
-            return message + ": channels last; pass x.transpose(0, 3, 1, 2)"
-        if channels == 1 and len(shape) == 3 and tuple(shape[1:]) == (height, width):
-            return message + ": no channel axis; pass x[:, None]"
-        return message
+        return message + layout_hint(self.input_shape, shape)
 
     def backward(self, grad_output: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
         """Fill every ``Parameter.grad``; return the input's gradient, or None with
@@ -228,6 +222,18 @@ class Model(Sequential):
                 yield from walk(f"{prefix}{name}.", child)
 
         return walk("", self)
+
+
+def layout_hint(expected: Shape, shape: tuple[int, ...]) -> str:
+    """How to turn ``shape`` into (N, *expected) when only the layout differs, else ''.
+
+    Keras and image libraries hand out (N, H, W, C) and, for grey images, (N, H, W)."""
+    channels, height, width = expected
+    if len(shape) == 4 and tuple(shape[1:]) == (height, width, channels):
+        return ": channels last; pass x.transpose(0, 3, 1, 2)"
+    if channels == 1 and len(shape) == 3 and tuple(shape[1:]) == (height, width):
+        return ": no channel axis; pass x[:, None]"
+    return ""
 
 
 def _buffer_count(module: Module) -> int:
