@@ -141,6 +141,17 @@ def test_bce_on_logits(seed):
     check_loss_gradients(loss, z, t, eps=1e-6, rtol=1e-6, atol=1e-9, seed=seed)
 
 
+@pytest.mark.parametrize("from_logits", [False, True])
+def test_bce_multi_label_gradient_is_the_mean_over_every_element(from_logits):
+    # (N, K) multi-label outputs: the value is a mean over N*K terms, so a gradient scaled by
+    # 1/N alone would be K times too large and only show up here, never on (N, 1).
+    rng = np.random.default_rng(7)
+    outputs = 3 * rng.standard_normal((5, 3)) if from_logits else rng.uniform(0.05, 0.95, (5, 3))
+    targets = rng.integers(0, 2, (5, 3))
+    check_loss_gradients(BCELoss(from_logits=from_logits), outputs, targets,
+                         eps=1e-7, rtol=1e-6, atol=1e-9)
+
+
 def test_bce_with_logits_equals_bce_after_sigmoid():
     z = np.random.default_rng(0).standard_normal((6, 1)) * 2
     t = np.array([0, 1, 1, 0, 1, 0])

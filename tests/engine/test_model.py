@@ -100,6 +100,19 @@ def test_load_state_dict_is_strict_naming_the_key():
         model.load_state_dict({**state, "fc1.weight": np.zeros((120, 399), np.float32)})
 
 
+def test_load_state_dict_refuses_a_same_size_entry_of_another_shape():
+    # A (1, n) bias has the right number of elements and NumPy would copy it into (n,)
+    # without complaint, so only a shape (not size) check names the bad entry.
+    model = cnnx.build_model({"flat": {"type": "flatten"}, "fc": {"type": "dense", "out_features": 4}}, (1, 2, 3))
+    state = model.state_dict()
+    before = {k: v.copy() for k, v in state.items()}
+    bad = {**state, "fc.bias": np.arange(4, dtype=np.float32).reshape(1, 4)}
+    with pytest.raises(CheckpointError, match=r"'fc\.bias' has shape \(1, 4\), the model expects \(4,\)"):
+        model.load_state_dict(bad)
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(value, before[key])
+
+
 def test_load_state_dict_updates_parameters_in_place():
     model = cnnx.build_model(LENET5, (1, 28, 28))
     array = dict(model.named_parameters())["conv1.weight"].data

@@ -31,6 +31,8 @@ def test_residual_gradients_match_finite_differences(case):
     layers, input_shape, shortcut, activation = random_block(rng)
     block = Residual(layers, shortcut=shortcut, activation=activation)
     check_gradients(block, input_shape, batch_size=int(rng.integers(1, 4)), seed=case)
+    # A same-shape "projection" case would otherwise check an identity block's gradients twice.
+    assert (block.shortcut is not None) == (shortcut == "projection" or block.output_shape != input_shape)
 
 
 def test_residual_keeps_float32():
@@ -60,6 +62,24 @@ def test_identity_shortcut_output_is_body_plus_input():
     block.body.layers["conv"].params["weight"].data[...] = 0
     x = np.random.default_rng(1).standard_normal((2, 2, 3, 3)).astype(np.float32)
     np.testing.assert_array_equal(block.forward(x), x)
+
+
+def test_projection_shortcut_is_built_and_used_even_when_the_body_keeps_the_shape():
+    layers = {"conv": {"type": "conv2d", "out_channels": 3, "kernel_size": 3, "padding": 1}}
+    spec = {"block": {"type": "residual", "shortcut": "projection", "activation": None, "layers": layers}}
+    model = cnnx.build_model(spec, (3, 5, 5), seed=0)
+    params = dict(model.named_parameters())
+    assert params["block.shortcut.weight"].shape == (3, 3, 1, 1)
+
+    block = model.layers["block"]
+    x = np.random.default_rng(2).standard_normal((2, 3, 5, 5)).astype(np.float32)
+    body = block.body.forward(x, training=False)
+    weight = params["block.shortcut.weight"].data[:, :, 0, 0]
+    # The 1×1 projection is a per-pixel channel mix, so the block must add W·x, not x.
+    expected = body + np.einsum("oc,nchw->nohw", weight, x)
+    out = block.forward(x, training=False)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(out, body + x, atol=1e-3)
 
 
 def test_residual_errors_name_the_key():

@@ -80,11 +80,20 @@ def test_cosine_per_step_formula():
     np.testing.assert_allclose(lrs_used(sched, total), expected, rtol=1e-12)
 
 
+def test_warmup_longer_than_a_step_ramps_to_the_decayed_lr_without_a_jump():
+    # The warm-up ends where the schedule is at warmup_epochs (two drops in: 0.25), not at the
+    # undecayed base lr, or the lr would climb towards 1.0 and then fall to 0.25 in one step.
+    sched = StepLR(make_opt(1.0), epochs=4, steps_per_epoch=4, step_size=1, gamma=0.5, warmup_epochs=2)
+    used = lrs_used(sched, 13)
+    np.testing.assert_allclose(used, [0.25 * k / 8 for k in range(8)] + [0.25] * 4 + [0.125], atol=1e-15)
+
+
 def test_constructor_sets_the_first_lr_and_lr_at_is_pure():
     opt = make_opt(0.1)
     sched = CosineLR(opt, epochs=4, steps_per_epoch=2, warmup_epochs=1)
     assert opt.lr == 0.0
-    assert sched.lr_at(3.0) == sched.lr_at(3.0)
+    # two thirds of the cosine span after the 1-epoch warm-up: 0.1 * (1 + cos(2π/3)) / 2
+    assert sched.lr_at(3.0) == pytest.approx(0.025)
     assert sched.step_count == 0 and opt.lr == 0.0
     assert sched.step() == opt.lr == pytest.approx(0.05)
     assert sched.epoch == 0.5 and sched.lr == opt.lr
