@@ -132,6 +132,26 @@ def test_keeps_the_last_n_and_the_best(tmp_path):
     assert [p.name for p in list_checkpoints(tmp_path)] == ["epoch-0002.npz", "epoch-0005.npz", "epoch-0006.npz"]
 
 
+def test_a_partial_epoch_sorts_before_that_epoch_complete(tmp_path):
+    for name in ["epoch-0004.npz", "epoch-0004-batch-0012.npz", "epoch-0003.npz", "epoch-0005-batch-0001.npz"]:
+        (tmp_path / name).write_bytes(b"")
+    # Resuming takes the last of these: a finished epoch 4 is newer than its batch 12.
+    assert [p.name for p in list_checkpoints(tmp_path)] == [
+        "epoch-0003.npz", "epoch-0004-batch-0012.npz", "epoch-0004.npz", "epoch-0005-batch-0001.npz"]
+
+
+@pytest.mark.parametrize("stopped_early", [False, True])
+def test_the_last_epoch_is_saved_off_the_every_n_epochs_rhythm(tmp_path, stopped_early):
+    from cnnx.training.early_stopping import EarlyStopping
+
+    # min_delta above any loss: only epoch 1 improves, so patience 1 stops the run at epoch 2.
+    stopping = [EarlyStopping("train_loss", min_delta=1e9, patience=1)] if stopped_early else []
+    trainer = make_trainer(epochs=5, callbacks=[*stopping, Checkpoint(tmp_path, every_n_epochs=3, keep_last=5)])
+    trainer.fit(tiny_data())
+    expected = ["epoch-0002.npz"] if stopped_early else ["epoch-0003.npz", "epoch-0005.npz"]
+    assert [p.name for p in list_checkpoints(tmp_path)] == expected
+
+
 def test_sigterm_only_raises_the_flag_and_handlers_are_restored():
     import os
     import signal

@@ -1,0 +1,107 @@
+"""Early stopping acts: it stops at the exact epoch its settings imply and hands back the best weights.
+
+The trainer, model and optimizer are real; only the monitored figure is scripted, by a
+callback ahead of EarlyStopping that overwrites it, because a real val_loss cannot be steered
+epoch by epoch. The weights still change every epoch, which restore_best needs.
+"""
+
+import numpy as np
+import pytest
+
+from cnnx.data.splits import DataSplits
+from cnnx.engine.losses.cross_entropy import CrossEntropyLoss
+from cnnx.engine.model import build_model
+from cnnx.engine.optim.sgd import SGD
+from cnnx.training.callbacks import Callback
+from cnnx.training.early_stopping import EarlyStopping
+from cnnx.training.trainer import Trainer
+
+EPOCHS = 8
+
+
+class Scripted(Callback):
+    """Sets ``metrics[key]`` to the next scripted value and keeps a copy of each epoch's weights."""
+
+    def __init__(self, key, values):
+        self.key, self.values, self.weights = key, list(values), {}
+
+    def on_epoch_end(self, trainer, epoch, metrics):
+        metrics[self.key] = self.values[epoch - 1]
+        self.weights[epoch] = trainer.model.state_dict()
+
+
+def fit(key, values, **stopping):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((24, 1, 4, 4)).astype(np.float32)
+    y = np.arange(24) % 3
+    data = DataSplits(train=(x, y), val=(x[:6], y[:6]), test=(x[:6], y[:6]), classes=["a", "b", "c"],
+                      input_shape=(1, 4, 4), name="t")
+    model = build_model({"flat": {"type": "flatten"}, "fc": {"type": "dense", "out_features": 3}}, (1, 4, 4), seed=0)
+    script = Scripted(key, values)
+    trainer = Trainer(model, CrossEntropyLoss(), SGD(model.named_parameters(), lr=0.1), epochs=EPOCHS,
+                      batch_size=8, seed=0, progress=False, log=lambda _: None,
+                      callbacks=[script, EarlyStopping(monitor=key, **stopping)])
+    history = trainer.fit(data)
+    return len(history.epochs), model, script
+
+
+def test_stops_at_the_epoch_patience_runs_out():
+    # best at epoch 2; epochs 3 and 4 do not improve: patience 2 is used up at epoch 4
+    stopped, _, _ = fit("val_loss", [1.0, 0.9, 0.95, 0.95, 0.95, 0.95, 0.95, 0.95], patience=2)
+    assert stopped == 4
+
+
+def test_an_improvement_resets_the_patience():
+    stopped, _, _ = fit("val_loss", [1.0, 1.1, 0.8, 1.1, 1.1, 1.1, 1.1, 1.1], patience=2)
+    assert stopped == 5
+
+
+@pytest.mark.parametrize("key, values", [
+    ("val_loss", [1.0, 0.95, 0.92, 0.90, 0.88, 0.86, 0.84, 0.82]),
+    ("val_acc", [0.5, 0.55, 0.58, 0.60, 0.62, 0.64, 0.66, 0.68]),
+])
+def test_steps_smaller_than_min_delta_are_not_improvements(key, values):
+    # Every epoch is better than the last, but none by 0.1 over epoch 1's figure.
+    assert fit(key, values, patience=2)[0] == EPOCHS
+    assert fit(key, values, patience=2, min_delta=0.1)[0] == 3
+
+
+def test_auto_mode_treats_an_accuracy_as_higher_is_better():
+    rising = [0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.92, 0.95]
+    assert fit("val_acc", rising, patience=2)[0] == EPOCHS
+    assert fit("val_loss", rising, patience=2)[0] == 3
+
+
+@pytest.mark.parametrize("restore_best", [True, False])
+def test_restore_best_ends_with_the_best_epochs_weights(restore_best):
+    stopped, model, script = fit("val_loss", [1.0, 0.5, 0.8, 0.9, 0.9, 0.9, 0.9, 0.9], patience=2,
+                                 restore_best=restore_best)
+    assert stopped == 4
+    expected = script.weights[2 if restore_best else 4]
+    assert not np.array_equal(script.weights[2]["fc.weight"], script.weights[4]["fc.weight"])
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(value, expected[key])
+
+
+@pytest.mark.slow
+def test_the_cli_run_stops_early_and_its_mlflow_run_ends_at_that_epoch(tmp_path):
+    from e2e_helpers import all_runs, metric_history, run_cli, store_client
+
+    # min_delta larger than any loss: only epoch 1 (from +inf) improves, so patience 2 ends
+    # the run after epoch 3 of 6, and a checkpoint every 2 epochs must still keep epoch 3.
+    result = run_cli(["+experiment=digits_small", "trainer.epochs=6", "hydra.run.dir=run",
+                      "trainer.early_stopping.enabled=true", "trainer.early_stopping.monitor=train_loss",
+                      "trainer.early_stopping.min_delta=1000", "trainer.early_stopping.patience=2",
+                      "trainer.checkpoint.every_n_epochs=2", "tracking.log_plots=false",
+                      "tracking.log_model=false"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "early stopping at epoch 3" in result.stdout + result.stderr
+    (run,) = all_runs(tmp_path)
+    assert run.info.status == "FINISHED"
+    client = store_client(tmp_path)
+    assert [step for step, _ in metric_history(client, run.info.run_id, "train_loss")] == [1, 2, 3]
+    assert [step for step, _ in metric_history(client, run.info.run_id, "test_acc")] == [3]
+    assert run.data.params["trainer.early_stopping.patience"] == "2"
+    assert run.data.params["trainer.epochs"] == "6"
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["epoch-0002.npz",
+                                                                                    "epoch-0003.npz"]
