@@ -30,6 +30,9 @@ def assert_finished_run(tmp_path, experiment: str, epochs: int):
         steps = [step for step, _ in metric_history(client, run.info.run_id, key)]
         assert steps == list(range(1, epochs + 1)), f"{key} logged at steps {steps}"
     assert 0.0 <= run.data.metrics["test_acc"] <= 1.0 and "test_loss" in run.data.metrics
+    # Test figures belong to the model as it ended, so they sit at the last epoch's step.
+    for key in ("test_acc", "test_loss"):
+        assert [step for step, _ in metric_history(client, run.info.run_id, key)] == [epochs], key
     params = run.data.params
     assert params["experiment_name"] == experiment and "optimizer.lr" in params and "trainer.epochs" in params
     assert any(k.startswith("model.layers.") for k in params)

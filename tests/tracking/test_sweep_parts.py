@@ -132,6 +132,18 @@ def test_loss_objectives_are_minimised(client):
     assert table.mode == "min" and table.best()["run_id"] == ids[0]
 
 
+@pytest.mark.slow
+def test_children_without_a_validation_split_are_judged_by_the_train_twin(client):
+    # The sweep asks for val_acc, but runs on a dataset without a val split only log train_acc.
+    parent, ids = make_sweep(client, [
+        ({"optimizer.lr": 0.01}, {"train_acc": [0.5, 0.7]}, "FINISHED"),
+        ({"optimizer.lr": 0.1}, {"train_acc": [0.6, 0.9, 0.8]}, "FINISHED"),
+    ])
+    table = sweep_table(client, parent, "val_acc")
+    assert [r["best_val_acc"] for r in table.rows] == [0.7, 0.9]
+    assert table.best()["run_id"] == ids[1]
+
+
 def test_fingerprint_ignores_where_a_run_is_logged_but_not_what_it_trains():
     config = {"seed": 0, "optimizer": {"lr": 0.1}, "trainer": {"epochs": 2, "progress": None},
               "tracking": {"uri": "a"}, "sweep": {"resume": False}}
