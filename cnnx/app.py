@@ -312,7 +312,7 @@ def _tracker(config: dict[str, Any], cfg: DictConfig, overrides: list[str], outp
         config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
         run_name=tracking["run_name"] or run_name_from_overrides(overrides, config, sweep.swept if sweep else ()),
         tracking_uri=options.get("tracking_uri", tracking["uri"]),
-        tags={**run_tags(), **options["tags"], **overrides_tag(overrides)},
+        tags={**run_tags(_launch_dir()), **options["tags"], **overrides_tag(overrides)},
         parent_run_id=options.get("parent_run_id"),
         log_kernels=tracking["log_kernels"],
         log_weights=tracking["log_weights"],
@@ -335,6 +335,14 @@ def _tracker(config: dict[str, Any], cfg: DictConfig, overrides: list[str], outp
 
         return BackgroundTracker(arguments, config["model"]["layers"])
     return MlflowTracker(**arguments)
+
+
+def _launch_dir() -> str | None:
+    """Where the command was started (a job with ``hydra.job.chdir=true`` runs elsewhere):
+    its git commit is the one a run records."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get().runtime.cwd if HydraConfig.initialized() else None
 
 
 def _refuse_unused_top_level_keys(cfg: DictConfig, overrides: list[str]) -> None:

@@ -98,3 +98,19 @@ def wait_for_file(path: Path, process: subprocess.Popen, timeout: float = 120) -
             process.kill()
             raise AssertionError(f"{path} did not appear within {timeout} s")
         time.sleep(0.05)
+
+
+def git_work_tree(folder: Path, dirty: bool = False) -> str:
+    """Make ``folder`` a git work tree with one commit (a tracked file changed since, if
+    ``dirty``); returns the commit."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=folder,
+                              check=True, capture_output=True, text=True).stdout.strip()
+
+    git("init", "-q", "-b", "main")
+    (folder / "notes.txt").write_text("first\n")
+    git("add", "notes.txt")
+    git("commit", "-q", "-m", "first")
+    if dirty:
+        (folder / "notes.txt").write_text("changed\n")
+    return git("rev-parse", "HEAD")

@@ -3,11 +3,12 @@ logs, and a store that cannot be reached still fails the run before it trains.""
 
 from __future__ import annotations
 
+import getpass
 import json
 from pathlib import Path
 
 import pytest
-from e2e_helpers import all_runs, list_artifacts, metric_history, run_cli, store_client
+from e2e_helpers import all_runs, git_work_tree, list_artifacts, metric_history, run_cli, store_client
 
 from cnnx.tracking.background import _is_remote
 from cnnx.tracking.sqlite_store import create_store_atomically
@@ -22,7 +23,8 @@ def _logged(workdir):
     client = store_client(workdir)
     metrics = {key: metric_history(client, run.info.run_id, key) for key in run.data.metrics if key not in WALL_CLOCK}
     artifacts = sorted(list_artifacts(client, run.info.run_id))
-    tags = {k: v for k, v in run.data.tags.items() if k.startswith("cnnx.") and k != "cnnx.run_key"}
+    tags = {k: v for k, v in run.data.tags.items()
+            if k.startswith(("cnnx.", "mlflow.source.", "mlflow.user")) and k != "cnnx.run_key"}
     # where this run keeps its checkpoints: its own run directory, so not compared across runs
     checkpoints = Path(tags.pop("cnnx.checkpoint_dir"))
     assert checkpoints.name == "checkpoints" and workdir in checkpoints.parents, checkpoints
@@ -31,6 +33,8 @@ def _logged(workdir):
 
 def test_background_and_in_process_tracking_log_the_same_run(tmp_path):
     args = ["+experiment=digits_small", "trainer.epochs=3", "model.layers.conv1.out_channels=4"]
+    # Run from a git work tree whose tracked files differ from its commit.
+    commit = git_work_tree(tmp_path, dirty=True)
     logged = {}
     for background in ("true", "false"):
         workdir = tmp_path / background
@@ -48,6 +52,10 @@ def test_background_and_in_process_tracking_log_the_same_run(tmp_path):
     overrides, overrides_in = (json.loads(t.pop("cnnx.overrides")) for t in (tags, tags_in))
     assert overrides == [*args, "tracking.background=true"] and overrides_in == [*args, "tracking.background=false"]
     assert tags == tags_in
+    # What produced the run, as MLflow's fluent API would record it, for both trackers.
+    assert {k: tags[k] for k in tags if not k.startswith("cnnx.") or k == "cnnx.source.git.dirty"} == {
+        "mlflow.source.git.commit": commit, "mlflow.source.git.branch": "main", "cnnx.source.git.dirty": "true",
+        "mlflow.source.name": "cnnx", "mlflow.source.type": "LOCAL", "mlflow.user": getpass.getuser()}
     # Image file names carry a timestamp and a random suffix: compare what they show, per step.
     def shape(paths):
         return sorted(p.split("%")[0].split("+step+")[0] + f"@{p.split('+step+')[1].split('+')[0]}"

@@ -37,6 +37,9 @@ def assert_finished_run(tmp_path, experiment: str, epochs: int):
     assert params["experiment_name"] == experiment and "optimizer.lr" in params and "trainer.epochs" in params
     assert any(k.startswith("model.layers.") for k in params)
     assert run.data.tags["cnnx.version"]
+    # Who and what ran it; run outside a git work tree, no commit is claimed.
+    assert run.data.tags["mlflow.source.name"] == "cnnx" and run.data.tags["mlflow.user"]
+    assert not [k for k in run.data.tags if ".git." in k]
     assert run.data.tags["cnnx.blas_threads"] == "1"  # trainer.blas_threads default
     artifacts = list_artifacts(client, run.info.run_id)
     assert "config.yaml" in artifacts and "weights.npz" in artifacts and "model_summary.txt" in artifacts

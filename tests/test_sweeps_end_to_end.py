@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from e2e_helpers import all_runs, list_artifacts, run_cli, store_client
+from e2e_helpers import all_runs, git_work_tree, list_artifacts, run_cli, store_client
 
 pytestmark = pytest.mark.slow
 
@@ -72,9 +72,14 @@ def assert_complete_sweep(client, result, jobs: int, swept: set[str] = SWEPT, in
 
 
 def test_joblib_sweep_runs_eight_children_under_one_parent(tmp_path):
+    commit = git_work_tree(tmp_path)
     result = run_cli(["-m", *SMALL, *EIGHT_JOBS, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], tmp_path)
     client = store_client(tmp_path)
-    _, children = assert_complete_sweep(client, result, jobs=8)
+    parent, children = assert_complete_sweep(client, result, jobs=8)
+    # the parent and every job record the commit they ran, its tracked files unchanged
+    for run in (parent, *children):
+        assert run.data.tags["mlflow.source.git.commit"] == commit, run.info.run_name
+        assert run.data.tags["cnnx.source.git.dirty"] == "false" and run.data.tags["mlflow.source.name"] == "cnnx"
     # child names state their overrides
     names = {c.info.run_name for c in children}
     assert "epochs=1,lr=0.02,conv1.out_channels=4,batch_size=32" in names, names

@@ -106,7 +106,7 @@ class MlflowSweepCallback(Callback):
                     print(f"cnnx: sweep.resume=true found no earlier run of this sweep with jobs in "
                           f"{where}; starting it", file=sys.stderr)
                 overrides = short_overrides(list(config.hydra.overrides.task), keep_presets=True)
-                tags = {**run_tags(), ROLE_TAG: "parent", SIGNATURE_TAG: signature,
+                tags = {**run_tags(cwd), ROLE_TAG: "parent", SIGNATURE_TAG: signature,
                         OBJECTIVE_TAG: self._objective, SWEPT_TAG: swept,
                         "cnnx.sweep.dir": str(sweep_dir_of(config.hydra)),
                         "cnnx.sweep.launcher": _choice(config, "hydra/launcher"),
