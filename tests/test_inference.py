@@ -165,7 +165,7 @@ def test_feature_maps_reach_conv_layers_inside_residual_blocks_and_leave_the_mod
     assert "forward" not in vars(stem)
     np.testing.assert_array_equal(model.predict(x), before)
     grid = activation_grid(maps["block.conv2"])
-    assert grid.dtype == np.uint8 and grid.shape == (3 * 30 + 4 * 2, 4 * 30 + 5 * 2)
+    assert grid.dtype == np.uint8 and grid.shape == (3 * 35 + 4 * 2, 4 * 35 + 5 * 2)  # 5×5 maps enlarged 7×
 
 
 @pytest.mark.parametrize("source", [["--run", "0" * 32], ["--model", f"runs:/{'0' * 32}/model"]])

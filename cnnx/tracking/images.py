@@ -1,16 +1,23 @@
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
-def tile_grid(tiles: np.ndarray, cell: int = 8, gap: int = 1) -> np.ndarray:
+def tile_grid(tiles: np.ndarray, cell: int = 8, gap: int = 1, max_side: int | None = None) -> np.ndarray:
     """Lay out ``(rows, cols, h, w)`` values in [0, 1] as one uint8 image with white gaps.
 
     Tiles are enlarged by nearest neighbour until their longer side reaches ``cell`` pixels,
-    so 3×3 kernels or 4×4 feature maps stay visible in the MLflow UI.
+    so 3×3 kernels or 4×4 feature maps stay visible in the MLflow UI (which smooths what it
+    enlarges itself), but less where the grid's longer side would exceed ``max_side``.
     """
     n_rows, n_cols, h, w = tiles.shape
-    zoom = max(1, cell // max(h, w))
+    zoom = math.ceil(cell / max(h, w))
+    if max_side is not None:  # the largest zoom with n·(size·zoom + gap) + gap <= max_side
+        for n, size in ((n_rows, h), (n_cols, w)):
+            zoom = min(zoom, ((max_side - gap) // max(n, 1) - gap) // size)
+    zoom = max(1, zoom)
     tiles = tiles.repeat(zoom, axis=2).repeat(zoom, axis=3) * 255.0
     th, tw = h * zoom, w * zoom
     grid = np.full((n_rows * (th + gap) + gap, n_cols * (tw + gap) + gap), 255.0, np.float32)
@@ -20,8 +27,10 @@ def tile_grid(tiles: np.ndarray, cell: int = 8, gap: int = 1) -> np.ndarray:
     return grid.round().astype(np.uint8)
 
 
-def kernel_grid(weight: np.ndarray, cell: int = 8, gap: int = 1) -> np.ndarray:
-    """Render conv kernels ``(out, in, kh, kw)`` as one uint8 image, a row per output channel.
+def kernel_grid(weight: np.ndarray, cell: int = 32, gap: int = 1, max_side: int = 1024) -> np.ndarray:
+    """Render conv kernels ``(out, in, kh, kw)`` as one uint8 image, a row per output channel
+    (the first 16 input channels), each kernel at least ``cell`` pixels wide unless the image
+    would exceed ``max_side``.
 
     Each kernel is scaled symmetrically around zero (mid-grey = 0), so the sign of a weight
     reads the same in every cell and every epoch's image.
@@ -29,7 +38,7 @@ def kernel_grid(weight: np.ndarray, cell: int = 8, gap: int = 1) -> np.ndarray:
     w = weight[:, :16].astype(np.float32)
     scale = np.abs(w).max(axis=(2, 3), keepdims=True)
     scale[scale == 0] = 1.0
-    return tile_grid(0.5 + 0.5 * w / scale, cell, gap)
+    return tile_grid(0.5 + 0.5 * w / scale, cell, gap, max_side)
 
 
 def activation_grid(maps: np.ndarray, cell: int = 32, gap: int = 2) -> np.ndarray:
