@@ -132,6 +132,27 @@ def test_logged_model_predicts_like_the_trainer_in_a_fresh_process(lenet_run, tm
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
 
 
+def readme_python_block(section: str) -> str:
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    text = text[text.index(f"## {section}"):]
+    return text[text.index("```python\n") + len("```python\n"):text.index("```\n", text.index("```python\n") + 1)]
+
+
+def test_the_readmes_python_example_predicts_with_the_quickstart_lenet_model(lenet_run):
+    """It fed the 32×32 lenet model 8×8 digits, which MLflow's schema check refused."""
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    folder, run_id, _, _ = lenet_run
+    code = readme_python_block("Use a trained model")
+    assert '"runs:/<run_id>/model"' in code
+    namespace = {}
+    with _use_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}"):
+        exec(code.replace("<run_id>", run_id), namespace)
+    probabilities = namespace["probabilities"]
+    assert probabilities.dtype == np.float32 and probabilities.shape == (5, 10)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
 def test_predict_command_prints_predictions_for_npz_and_png(lenet_run, tmp_path):
     from PIL import Image
 
