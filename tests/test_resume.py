@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from e2e_helpers import all_runs, metric_history, run_cli, start_cli, store_client, wait_for_file
 
 from cnnx.training.checkpoint import NAME
@@ -284,7 +285,8 @@ def test_resuming_from_another_directory_does_not_split_the_run_across_stores(tm
 
 def test_resuming_with_fewer_epochs_than_the_checkpoint_began_is_refused(tmp_path, data, reference):
     """trainer.epochs below the epoch a run was stopped in used to skip the rest: the test
-    metrics of a half-trained model were logged, the run marked FINISHED, exit 0."""
+    metrics of a half-trained model were logged, the run marked FINISHED, exit 0. More epochs
+    continue the run, which then says so in its config.yaml and name."""
     checkpoints, returncode, stderr, epoch = signal_mid_epoch(tmp_path, data, signal.SIGINT)
     assert returncode == 128 + signal.SIGINT, stderr
     before = checkpoint_files(checkpoints)
@@ -303,6 +305,26 @@ def test_resuming_with_fewer_epochs_than_the_checkpoint_began_is_refused(tmp_pat
     result = run_cli([*run_args(data), "trainer.resume=true"], tmp_path)  # nothing was lost
     assert result.returncode == 0, result.stderr
     assert_same_as_reference(tmp_path, reference)
+    ((run_id, first_name),) = [(r.info.run_id, r.info.run_name) for r in all_runs(tmp_path)]
+    # Trained longer, the run's config.yaml and name said the old length: now the config in
+    # effect and the command's overrides, the config it was started with kept beside it.
+    longer = [f"trainer.epochs={EPOCHS + 1}" if a.startswith("trainer.epochs=") else a for a in run_args(data)]
+    result = run_cli([*longer, "trainer.resume=true"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    (run,) = all_runs(tmp_path)
+    client = store_client(tmp_path)
+    assert run.info.run_id == run_id and run.info.status == "FINISHED"
+    assert [step for step, _ in metric_history(client, run.info.run_id, "val_acc")] == list(range(1, EPOCHS + 2))
+    assert run.data.params["trainer.epochs"] == str(EPOCHS)  # MLflow never changes a param
+    assert run.data.tags["cnnx.resumed_with.trainer.epochs"] == str(EPOCHS + 1)
+    assert first_name.replace(f"epochs={EPOCHS},", f"epochs={EPOCHS + 1},") == run.info.run_name
+    assert f"epochs={EPOCHS + 1}," in run.info.run_name
+
+    def epochs_in(artifact: str) -> int:
+        local = client.download_artifacts(run.info.run_id, artifact, str(tmp_path / "check"))
+        return yaml.safe_load(Path(local).read_text())["trainer"]["epochs"]
+
+    assert (epochs_in("config.yaml"), epochs_in("config.initial.yaml")) == (EPOCHS + 1, EPOCHS)
 
 
 def test_a_finished_run_resumes_with_its_epochs_but_not_with_fewer(tmp_path, reference_dir, data, reference):

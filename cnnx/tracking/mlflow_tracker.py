@@ -45,6 +45,8 @@ RESUMED_FROM_STORE_TAG = "cnnx.resumed_from.store"
 TRACKER_STATE_KEY = "mlflow_run"
 #: Checkpoints of earlier versions kept it under the tracker's class name.
 FORMER_TRACKER_STATE_KEYS = ("MlflowTracker", "BackgroundTracker")
+#: The config a resumed run was started with, when it goes on with another (``config.yaml``).
+INITIAL_CONFIG = "config.initial.yaml"
 #: MLflow's own default, spelled out so runs land in ./mlflow.db whatever MLflow's version.
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 _MAX_PARAMS_PER_BATCH = 100
@@ -387,7 +389,8 @@ class MlflowTracker(Callback):
         self.client.update_run(self.run_id, status="RUNNING")
         if "error" in run.data.tags:  # how it stopped last time; a FINISHED run must not keep it
             self.client.delete_tag(self.run_id, "error")
-        self._log_changed_settings(run.data.params, run.data.tags)
+        if self._log_changed_settings(run.data.params, run.data.tags):
+            self._log_config_in_effect(run)
         self._kernel_layer = first_conv_layer(trainer.model)
         for key, history in histories.items():
             self._logged.update((key, m.step) for m in history)
@@ -420,9 +423,10 @@ class MlflowTracker(Callback):
         self.run_id, self.resuming = None, False
         return True
 
-    def _log_changed_settings(self, params: Mapping[str, str], tags: Mapping[str, str]) -> None:
+    def _log_changed_settings(self, params: Mapping[str, str], tags: Mapping[str, str]) -> bool:
         """Tag what this resumed run was started with where it differs from the params it
-        logged first (only settings that ``trainer.resume`` lets change can differ)."""
+        logged first (only settings that ``trainer.resume`` lets change can differ); whether
+        it differs, or did at an earlier resume."""
         from mlflow.entities import Param, RunTag
 
         current = flatten(self.config)
@@ -437,6 +441,23 @@ class MlflowTracker(Callback):
             key = tag[len(RESUMED_WITH_TAG):]
             if tag.startswith(RESUMED_WITH_TAG) and current.get(key) == params.get(key):
                 self.client.delete_tag(self.run_id, tag)
+        return bool(changed) or any(tag.startswith(RESUMED_WITH_TAG) for tag in tags)
+
+    def _log_config_in_effect(self, run) -> None:
+        """``config.yaml`` and the run's name say what the run goes on with (``trainer.epochs``
+        raised, say), as a run started so would; the config it was started with is kept as
+        ``config.initial.yaml`` (the params keep its values: MLflow never changes a param)."""
+        logged = {item.path for item in self.client.list_artifacts(self.run_id)}
+        if INITIAL_CONFIG not in logged and "config.yaml" in logged:
+            with tempfile.TemporaryDirectory() as tmp:
+                first = Path(self.client.download_artifacts(self.run_id, "config.yaml", tmp)).read_text()
+            self.client.log_text(self.run_id, first, INITIAL_CONFIG)
+        self.client.log_text(self.run_id, self.config_yaml, "config.yaml")
+        # A name given with tracking.run_name stays, unless the resumed run gives another.
+        named = run.data.params.get("tracking.run_name", "None") != "None"
+        chosen = flatten(self.config).get("tracking.run_name", "None") != "None"
+        if self.run_name and self.run_name != run.info.run_name and (chosen or not named):
+            self.client.update_run(self.run_id, name=self.run_name)
 
     def _log_missing_history(self, trainer: Trainer) -> None:
         """The epochs of ``trainer.history`` the store does not hold yet, in one batch."""
