@@ -32,7 +32,10 @@ def _logged(workdir):
 
 
 def test_background_and_in_process_tracking_log_the_same_run(tmp_path):
-    args = ["+experiment=digits_small", "trainer.epochs=3", "model.layers.conv1.out_channels=4"]
+    # Early stopping ends it after epoch 2 (nothing improves by 10 after epoch 1).
+    args = ["+experiment=digits_small", "trainer.epochs=3", "model.layers.conv1.out_channels=4",
+            "trainer.early_stopping.enabled=true", "trainer.early_stopping.patience=1",
+            "trainer.early_stopping.min_delta=10"]
     # Run from a git work tree whose tracked files differ from its commit.
     commit = git_work_tree(tmp_path, dirty=True)
     logged = {}
@@ -44,7 +47,7 @@ def test_background_and_in_process_tracking_log_the_same_run(tmp_path):
         logged[background] = _logged(workdir)
     (run, metrics, artifacts, tags), (run_in, metrics_in, artifacts_in, tags_in) = logged["true"], logged["false"]
     assert run.info.status == run_in.info.status == "FINISHED"
-    assert metrics == metrics_in and len(metrics["val_acc"]) == 3
+    assert metrics == metrics_in and len(metrics["val_acc"]) == 2
     differing = {k for k in run.data.params.keys() | run_in.data.params.keys()
                  if run.data.params.get(k) != run_in.data.params.get(k)}
     assert differing == {"tracking.background"}
@@ -52,6 +55,10 @@ def test_background_and_in_process_tracking_log_the_same_run(tmp_path):
     overrides, overrides_in = (json.loads(t.pop("cnnx.overrides")) for t in (tags, tags_in))
     assert overrides == [*args, "tracking.background=true"] and overrides_in == [*args, "tracking.background=false"]
     assert tags == tags_in
+    # The run says early stopping ended it, and that its model is epoch 1's.
+    assert {k: v for k, v in tags.items() if k.startswith("cnnx.early_stopping.")} == {
+        "cnnx.early_stopping.stopped_epoch": "2", "cnnx.early_stopping.best_epoch": "1",
+        "cnnx.early_stopping.restored_best": "true"}
     # What produced the run, as MLflow's fluent API would record it, for both trackers.
     assert {k: tags[k] for k in tags if not k.startswith("cnnx.") or k == "cnnx.source.git.dirty"} == {
         "mlflow.source.git.commit": commit, "mlflow.source.git.branch": "main", "cnnx.source.git.dirty": "true",

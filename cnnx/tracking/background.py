@@ -83,6 +83,7 @@ class TrainerView:
     data: DataSplits | None = None
     test_evaluation: Evaluation | None = None
     finished_training: bool = False
+    early_stop: dict[str, int | bool] | None = None
     #: ``DataSplits.params()``: the data itself reaches the child only at the end.
     data_params: dict[str, str] = field(default_factory=dict)
 
@@ -172,7 +173,8 @@ class BackgroundTracker(Callback):
     def on_fit_end(self, trainer: Trainer, test_metrics: dict[str, float]) -> None:
         self._send("end", test_metrics=dict(test_metrics), state=trainer.model.state_dict(),
                    epoch=trainer.epoch, history=list(trainer.history.epochs),
-                   data=_report_data(trainer.data), test_evaluation=trainer.test_evaluation)
+                   data=_report_data(trainer.data), test_evaluation=trainer.test_evaluation,
+                   early_stop=trainer.early_stop)
         # Everything is delivered (or spilled) by the time the command returns.
         self._wait_finished(timeout=None)
 
@@ -394,6 +396,7 @@ def _track(inbox: Connection, outbox: Connection, options: dict[str, Any], model
                 view.epoch = message["epoch"]
                 view.history.epochs = message["history"]
                 view.data, view.test_evaluation = message["data"], message["test_evaluation"]
+                view.early_stop = message["early_stop"]
                 tracker.on_fit_end(view, message["test_metrics"])
                 outbox.send(("finished", None))
                 return

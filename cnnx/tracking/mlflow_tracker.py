@@ -45,6 +45,8 @@ RESUMED_FROM_STORE_TAG = "cnnx.resumed_from.store"
 TRACKER_STATE_KEY = "mlflow_run"
 #: Checkpoints of earlier versions kept it under the tracker's class name.
 FORMER_TRACKER_STATE_KEYS = ("MlflowTracker", "BackgroundTracker")
+#: Set on a run that early stopping ended (``early_stopping_tags``).
+EARLY_STOPPING_TAG = "cnnx.early_stopping."
 #: The config a resumed run was started with, when it goes on with another (``config.yaml``).
 INITIAL_CONFIG = "config.initial.yaml"
 #: MLflow's own default, spelled out so runs land in ./mlflow.db whatever MLflow's version.
@@ -486,6 +488,8 @@ class MlflowTracker(Callback):
                  if (k, trainer.epoch) not in self._logged]
         if final:
             self._send_metrics(final)
+        for key, value in early_stopping_tags(getattr(trainer, "early_stop", None)).items():
+            self._submit_tag(key, value)
         if self.log_weights:
             weights = trainer.model.state_dict()
             self.outbox.submit(Pending(lambda: self._log_weights(weights),
@@ -522,10 +526,7 @@ class MlflowTracker(Callback):
         """End the run ``status`` (FAILED or KILLED), ``message`` in its ``error`` tag."""
         if self.client is None or self.run_id is None or self._complete:
             return
-        message = message[:_MAX_PARAM_LENGTH]
-        run_id = self.run_id
-        self.outbox.submit(Pending(lambda: self.client.set_tag(run_id, "error", message),
-                                   {"kind": "tag", "run_id": run_id, "key": "error", "value": message}))
+        self._submit_tag("error", message[:_MAX_PARAM_LENGTH])
         self._submit_status(status)
         # The original error matters more than the status: wait less than at a normal end.
         self._finish(timeout=min(self.flush_timeout, 10.0))
@@ -549,6 +550,11 @@ class MlflowTracker(Callback):
         self.outbox.submit(Pending(lambda: self.client.log_batch(run_id, metrics=batch),
                                    {"kind": "metrics", "run_id": run_id, "metrics": [list(r) for r in rows]}))
         self._logged.update((row[0], row[3]) for row in rows)
+
+    def _submit_tag(self, key: str, value: str) -> None:
+        run_id = self.run_id
+        self.outbox.submit(Pending(lambda: self.client.set_tag(run_id, key, value),
+                                   {"kind": "tag", "run_id": run_id, "key": key, "value": value}))
 
     def _submit_status(self, status: str) -> None:
         run_id = self.run_id
@@ -582,6 +588,17 @@ class MlflowTracker(Callback):
         self.outbox.submit(Pending(
             lambda: self.client.log_image(run_id, image, key=key, step=step, synchronous=True),
             {"kind": "image", "run_id": run_id, "key": key, "step": step}, {"image": image}))
+
+
+def early_stopping_tags(stop: Mapping[str, Any] | None) -> dict[str, str]:
+    """``cnnx.early_stopping.*`` tags of a run that early stopping ended (``Trainer.early_stop``):
+    the epoch it stopped after, its best epoch, and whether the model (the logged one, the
+    test metrics') has that epoch's weights (``trainer.early_stopping.restore_best``)."""
+    if not stop:
+        return {}
+    return {f"{EARLY_STOPPING_TAG}stopped_epoch": str(stop["stopped_epoch"]),
+            f"{EARLY_STOPPING_TAG}best_epoch": str(stop["best_epoch"]),
+            f"{EARLY_STOPPING_TAG}restored_best": str(bool(stop["restored_best"])).lower()}
 
 
 def first_conv_layer(model) -> str | None:

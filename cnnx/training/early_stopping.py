@@ -59,6 +59,13 @@ class EarlyStopping(Callback):
             if self._best_weights is not None:
                 trainer.model.load_state_dict(self._best_weights)
 
+    def on_fit_end(self, trainer: Trainer, test_metrics: dict[str, float]) -> None:
+        # Here rather than when it stops: a run resumed from the checkpoint of that epoch
+        # ends here too. The trainer's callbacks run in order, this one first.
+        if trainer.stop_training and self.wait >= self.patience:
+            trainer.early_stop = {"stopped_epoch": trainer.epoch, "best_epoch": self.best_epoch,
+                                  "restored_best": self._best_weights is not None}
+
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait}
         # The best weights travel with the counters so a resumed run can still restore them.

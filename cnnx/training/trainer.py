@@ -109,6 +109,9 @@ class Trainer:
         # For callbacks that explain the run at its end (plots, a logged model).
         self.data: DataSplits | None = None
         self.test_evaluation: Evaluation | None = None
+        #: How early stopping ended the run, when it did (``EarlyStopping.on_fit_end``): which
+        #: epoch it stopped after, the best epoch, whether the model has that epoch's weights.
+        self.early_stop: dict[str, int | bool] | None = None
 
     # -- public ------------------------------------------------------------------------------
     def fit(self, data: DataSplits) -> History:
