@@ -153,6 +153,24 @@ def test_the_readmes_python_example_predicts_with_the_quickstart_lenet_model(len
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
 
 
+NAN_IMAGE = "images: image 1 holds NaN or infinite pixels; the model needs finite values"
+
+
+def test_the_logged_model_refuses_nan_pixels_with_cnnx_message_as_an_invalid_parameter(lenet_run):
+    """It failed with a bare DataError, which MLflow's server turned into "an unexpected error"."""
+    import mlflow.pyfunc
+    from mlflow.exceptions import MlflowException
+
+    folder, run_id, raw_test, _ = lenet_run
+    model = mlflow.pyfunc.load_model(str(Path(store_client(folder).download_artifacts(run_id, "model", str(folder)))))
+    images = raw_test[:2].copy()
+    images[1, 0, 3, 4] = np.nan
+    with pytest.raises(MlflowException) as refused:
+        model.predict(images)
+    assert refused.value.error_code == "INVALID_PARAMETER_VALUE" and refused.value.get_http_status_code() == 400
+    assert refused.value.message == NAN_IMAGE
+
+
 def test_predict_command_prints_predictions_for_npz_and_png(lenet_run, tmp_path):
     from PIL import Image
 
@@ -264,6 +282,13 @@ def test_mlflow_models_serve_answers_invocations(lenet_run, tmp_path):
         with pytest.raises(urllib.error.HTTPError) as refused:
             _post(f"http://127.0.0.1:{port}/invocations", {"inputs": raw_test[:2, :, :8, :8].tolist()})
         assert refused.value.code == 400
+        nan = raw_test[:2].copy()
+        nan[1, 0, 3, 4] = np.nan
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            _post(f"http://127.0.0.1:{port}/invocations", {"inputs": nan.tolist()})
+        answer = json.load(refused.value)
+        assert refused.value.code == 400 and answer["error_code"] == "INVALID_PARAMETER_VALUE", answer
+        assert answer["message"].endswith(f"Error: {NAN_IMAGE}") and "stack_trace" not in answer, answer
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 import cnnx
+from cnnx.errors import CnnxError
 from cnnx.inference import Classifier
 
 #: Where the model lives inside a run's artifacts: ``runs:/<id>/model``.
@@ -35,7 +36,16 @@ class PyfuncClassifier:
         self.classifier = classifier
 
     def predict(self, model_input: Any, params: dict[str, Any] | None = None) -> np.ndarray:
-        return self.classifier.predict_proba(model_input)
+        """Images that pass MLflow's signature check but not cnnx's (NaN or infinite pixels)
+        are refused with cnnx's one-line reason as an ``INVALID_PARAMETER_VALUE``, which
+        ``mlflow models serve`` answers with HTTP 400 and that message, rather than with
+        "an unexpected error" and a stack trace."""
+        try:
+            return self.classifier.predict_proba(model_input)
+        except CnnxError as error:
+            from mlflow.exceptions import MlflowException
+
+            raise MlflowException.invalid_parameter_value(" ".join(str(error).split("\n"))) from error
 
 
 def _load_pyfunc(data_path: str) -> PyfuncClassifier:
