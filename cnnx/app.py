@@ -154,19 +154,37 @@ def build_run(config: dict[str, Any], callbacks: list | None = None):
 def short_overrides(overrides: list[str], keep_presets: bool = False, swept: Collection[str] = ()) -> list[str]:
     """``model.layers.conv1.out_channels=16`` → ``conv1.out_channels=16``; where and how runs are
     logged is left out, and presets too unless ``keep_presets`` (a sweep's parent names them)
-    or a sweep varies them (``swept``)."""
+    or a sweep varies them (``swept``). Keys that would read the same keep as much of their
+    path as tells them apart: ``seed=1,dataset.seed=2``."""
     presets = ("experiment", "hparams")
-    shown = []
+    kept = []
     for override in overrides:
         key, _, value = override.lstrip("+~").partition("=")
         if key == "trainer.resume" or key.startswith(("hydra", "sweep.", "tracking.")):
             continue
         if key in presets and not keep_presets and key not in swept:
             continue
-        parts = key.split(".")
-        short = ".".join(parts[-2:]) if parts[0] == "model" else parts[-1]
-        shown.append(f"{short}={_short_number(value)}")
-    return shown
+        kept.append((key, value))
+    names = _short_keys([key for key, _ in kept])
+    return [f"{names[key]}={_short_number(value)}" for key, value in kept]
+
+
+def _short_keys(keys: list[str]) -> dict[str, str]:
+    """Each key's last part (a model key's last two), lengthened from the end while another
+    key shares it: ``trainer.early_stopping.enabled`` and ``trainer.checkpoint.enabled`` →
+    ``early_stopping.enabled``, ``checkpoint.enabled``."""
+    paths = {key: key.split(".") for key in keys}
+    length = {key: min(len(parts), 2 if parts[0] == "model" else 1) for key, parts in paths.items()}
+    while True:
+        owners: dict[str, set[str]] = {}
+        for key, parts in paths.items():
+            owners.setdefault(".".join(parts[-length[key]:]), set()).add(key)
+        clashing = [key for shared in owners.values() if len(shared) > 1 for key in shared
+                    if length[key] < len(paths[key])]
+        if not clashing:
+            return {key: ".".join(parts[-length[key]:]) for key, parts in paths.items()}
+        for key in clashing:
+            length[key] += 1
 
 
 def _short_number(value: str) -> str:

@@ -35,7 +35,7 @@ def test_background_and_in_process_tracking_log_the_same_run(tmp_path):
     # Early stopping ends it after epoch 2 (nothing improves by 10 after epoch 1).
     args = ["+experiment=digits_small", "trainer.epochs=3", "model.layers.conv1.out_channels=4",
             "trainer.early_stopping.enabled=true", "trainer.early_stopping.patience=1",
-            "trainer.early_stopping.min_delta=10"]
+            "trainer.early_stopping.min_delta=10", "trainer.checkpoint.enabled=true", "seed=0", "dataset.seed=0"]
     # Run from a git work tree whose tracked files differ from its commit.
     commit = git_work_tree(tmp_path, dirty=True)
     logged = {}
@@ -47,6 +47,10 @@ def test_background_and_in_process_tracking_log_the_same_run(tmp_path):
         logged[background] = _logged(workdir)
     (run, metrics, artifacts, tags), (run_in, metrics_in, artifacts_in, tags_in) = logged["true"], logged["false"]
     assert run.info.status == run_in.info.status == "FINISHED"
+    # Keys with the same last part are named as far up as tells them apart.
+    assert run.info.run_name == run_in.info.run_name == (
+        "epochs=3,conv1.out_channels=4,early_stopping.enabled=true,patience=1,min_delta=10,"
+        "checkpoint.enabled=true,seed=0,dataset.seed=0")
     assert metrics == metrics_in and len(metrics["val_acc"]) == 2
     differing = {k for k in run.data.params.keys() | run_in.data.params.keys()
                  if run.data.params.get(k) != run_in.data.params.get(k)}

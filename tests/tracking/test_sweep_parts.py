@@ -223,6 +223,23 @@ def test_run_names_state_the_overrides_but_not_where_or_how_the_sweep_runs():
     assert run_name_from_overrides(overrides, {}, swept=("experiment",)) == "experiment=lenet,conv1.out_channels=16,lr=0.1"
 
 
+def test_run_names_tell_keys_with_the_same_last_part_apart():
+    """``seed=1 dataset.seed=2`` was named ``seed=1,seed=2``."""
+    assert run_name_from_overrides(["seed=1", "dataset.seed=2"], {}) == "seed=1,dataset.seed=2"
+    assert short_overrides(["trainer.early_stopping.enabled=true", "trainer.checkpoint.enabled=false",
+                            "trainer.epochs=3"]) == [
+        "early_stopping.enabled=true", "checkpoint.enabled=false", "epochs=3"]
+    # model keys: as far up as differs (a residual block's conv1 against the top-level one)
+    assert short_overrides(["model.layers.conv1.out_channels=4", "model.layers.block.conv1.out_channels=8",
+                            "model.layers.conv2.out_channels=8"]) == [
+        "layers.conv1.out_channels=4", "block.conv1.out_channels=8", "conv2.out_channels=8"]
+    # one key given twice is no clash (Hydra keeps the last value)
+    assert short_overrides(["trainer.epochs=3", "trainer.epochs=4"]) == ["epochs=3", "epochs=4"]
+    # a sweep's parent and its jobs: the same keys, the same names
+    assert short_overrides(["+experiment=lenet", "seed=0,1", "dataset.seed=2"], keep_presets=True) == [
+        "experiment=lenet", "seed=0,1", "dataset.seed=2"]
+
+
 def test_a_sweeps_jobs_log_into_its_parents_experiment_whatever_their_preset_names():
     config = {"experiment_name": "digits_small", "tracking": {"experiment_name": None}}
     job = SweepJob(SweepLink("sqlite:////abs/mlflow.db", "1", "abc", "cnnx", ("experiment",)), None)
