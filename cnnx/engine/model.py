@@ -10,10 +10,10 @@ import numpy as np
 
 from cnnx.engine.flat_parameters import flatten_parameters
 from cnnx.engine.grad_mode import is_grad_enabled, no_grad
-from cnnx.engine.module import Module, Shape
+from cnnx.engine.module import Module, Shape, real_input
 from cnnx.engine.sequential import Sequential
 from cnnx.engine.spec import layers_from_spec
-from cnnx.errors import CheckpointError, ConfigError, DataError, ShapeError
+from cnnx.errors import CheckpointError, ConfigError, ShapeError
 
 
 class IncompatibleKeys(NamedTuple):
@@ -56,17 +56,10 @@ class Model(Sequential):
 
     # -- running ---------------------------------------------------------------------------
     def forward(self, x: np.ndarray, training: bool | None = None) -> np.ndarray:
-        """Inputs of any real dtype (float64, uint8 images, nested lists) are cast to the
-        model's float32, as Keras does; complex, string and object arrays are refused."""
-        x = np.asarray(x)
-        if x.dtype.kind not in "fiub":
-            raise DataError(
-                f"model input has dtype {x.dtype}; expected real numbers (float32, or ints and "
-                f"floats, which are cast to float32)"
-            )
+        """Inputs of any real dtype are cast to the model's float32 (``real_input``)."""
+        x = real_input(x, self.dtype, "model")
         if x.ndim != 4 or tuple(x.shape[1:]) != self.input_shape:
             raise ShapeError(self._input_shape_message(x.shape))
-        x = x.astype(self.dtype, copy=False)
         training = self.training if training is None else training
         if not is_grad_enabled():
             return self._forward_without_grad(x, training)

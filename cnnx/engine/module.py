@@ -15,7 +15,7 @@ import numpy as np
 
 from cnnx.engine.in_place import OutputUse
 from cnnx.engine.parameter import Parameter
-from cnnx.errors import PluginError, ShapeError
+from cnnx.errors import DataError, PluginError, ShapeError
 
 Shape = tuple[int, ...]
 
@@ -163,10 +163,10 @@ class Module:
     def __call__(self, x: np.ndarray, training: bool | None = None) -> np.ndarray:
         # As in PyTorch, ``module(x)`` follows ``train()``/``eval()``; ``forward`` keeps its
         # explicit flag, which the trainer passes on every call.
+        x = real_input(x, self.dtype, f"{self!r}")
         if self.output_shape is None:
             # Keras builds a layer on its first call, PyTorch's Lazy* modules likewise: a
             # layer used on its own needs no input sizes either.
-            x = np.asarray(x)
             self.build(x.shape[1:], _lazy_build_rng)
         return self.forward(x, self.training if training is None else training)
 
@@ -191,6 +191,19 @@ class Module:
 #: generator it is fixed per process, so a script gives the same weights on every run; pass a
 #: generator to ``build`` to choose them.
 _lazy_build_rng = np.random.default_rng(0)
+
+
+def real_input(x: np.ndarray, dtype: np.dtype, owner: str) -> np.ndarray:
+    """``x`` as an array of ``dtype``: inputs of any real dtype (float64, uint8 images, nested
+    lists) are cast, as Keras does, so that float32 holds end to end; complex, string and
+    object arrays are refused, since casting them would drop or garble values."""
+    x = np.asarray(x)
+    if x.dtype.kind not in "fiub":
+        raise DataError(
+            f"{owner} input has dtype {x.dtype}; expected real numbers (float32, or ints and "
+            f"floats, which are cast to {dtype})"
+        )
+    return x.astype(dtype, copy=False)
 
 
 def _takes_one_argument(method) -> bool:

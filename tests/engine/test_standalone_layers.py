@@ -9,7 +9,7 @@ from cnnx.engine.layers.conv import Conv2D
 from cnnx.engine.layers.dense import Dense
 from cnnx.engine.layers.dropout import Dropout
 from cnnx.engine.layers.pooling import AvgPool2D, GlobalAvgPool2D, MaxPool2D
-from cnnx.errors import ShapeError
+from cnnx.errors import DataError, ShapeError
 
 X = np.random.default_rng(0).standard_normal((2, 3, 7, 7)).astype(np.float32)
 
@@ -87,3 +87,19 @@ def test_an_input_a_layer_cannot_take_is_refused_in_one_line_with_both_shapes(la
     assert "\n" not in message and message.startswith(f"{type(layer).__name__}(")
     assert f"built for input {(None, *built_for)} and got {x.shape}" in message
     assert expected in message
+
+
+@pytest.mark.parametrize("make, x", [
+    (lambda: Dense(4), np.ones((2, 5))),
+    (lambda: Conv2D(4, 3), X.astype(np.float64)),
+    (lambda: MaxPool2D(2), (X * 100).astype(np.uint8)),
+])
+def test_a_layer_called_on_other_real_dtypes_works_in_float32(make, x):
+    layer = make()
+    assert layer(x).dtype == np.float32
+    assert layer(x).dtype == np.float32  # built by then: the cast is not only the first call's
+
+
+def test_a_layer_called_on_complex_numbers_refuses_them_in_one_line():
+    with pytest.raises(DataError, match=r"^Dense\(out_features=4.*input has dtype complex128; expected real"):
+        Dense(4)(np.ones((2, 5), complex))
