@@ -182,11 +182,7 @@ class Classifier:
             if not path.is_file():
                 raise CheckpointError(f"'{path}' not found; a cnnx model directory holds "
                                       f"{SPEC_FILE} and {WEIGHTS_FILE}")
-        try:
-            description = json.loads(spec_path.read_text())
-        except ValueError as exc:
-            raise CheckpointError(f"'{spec_path}' is not a cnnx model description ({exc})") from None
-        return cls.from_description(description, load_weights(weights_path), f"'{spec_path}'")
+        return cls.from_description(read_description(spec_path), load_weights(weights_path), f"'{spec_path}'")
 
     @classmethod
     def from_description(cls, description: Any, weights: Mapping[str, np.ndarray], where: str) -> Classifier:
@@ -207,6 +203,15 @@ class Classifier:
         return cls(model, layers, description.get("normalization", {"mode": "none"}),
                    [str(c) for c in description.get("classes") or range(model.output_shape[0])], kind,
                    description.get("preparation"))
+
+
+def read_description(path: Path) -> Any:
+    """What a ``cnnx_model.json`` holds (checked by ``Classifier.from_description``), or a
+    one-line CheckpointError when it is not JSON."""
+    try:
+        return json.loads(path.read_text())
+    except ValueError as exc:
+        raise CheckpointError(f"'{path}' is not a cnnx model description ({exc})") from None
 
 
 def load_weights(path: str | Path) -> dict[str, np.ndarray]:

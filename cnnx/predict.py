@@ -79,13 +79,13 @@ def classifier_from_weights(weights: Path, config_path: Path | None) -> Classifi
     resolved ``config.yaml`` (layers, dataset, loss)."""
     from cnnx import registry
     from cnnx.engine.model import build_model
-    from cnnx.inference import output_kind
+    from cnnx.inference import trained_classifier
 
     state, description, recorded_in = read_weights(weights)
     config = run_config(config_path) if config_path is not None else None
     if description is not None:
         classifier = Classifier.from_description(description, state, recorded_in)
-        if config is not None and _as_json(config[0]) != _as_json(classifier.spec):
+        if config is not None and _as_json(config["model"]["layers"]) != _as_json(classifier.spec):
             raise ConfigError(f"--config {config_path}: its model.layers differ from those recorded in "
                               f"{recorded_in}; pass the config of the run that wrote it, or leave "
                               f"--config out (the recorded model is complete)")
@@ -93,7 +93,7 @@ def classifier_from_weights(weights: Path, config_path: Path | None) -> Classifi
     if config is None:
         raise ConfigError(f"--weights {weights} needs --config: the run's config.yaml artifact, "
                           f"which holds the layers and the dataset's normalisation")
-    layers, dataset, loss = config
+    dataset = dict(config["dataset"])
     # Nothing recorded the classes and normalisation: rebuild the training split to recover them.
     try:
         data = registry.datasets.create(dataset.pop("type"), dataset, "dataset")
@@ -101,7 +101,7 @@ def classifier_from_weights(weights: Path, config_path: Path | None) -> Classifi
         raise ConfigError(f"--config {config_path}: the training data is needed to recover its "
                           f"normalisation, and {exc}; run from the training directory, or use --run or "
                           f"--model, which carry it") from None
-    model = build_model(layers, data.input_shape, seed=0)
+    model = build_model(config["model"]["layers"], data.input_shape, seed=0)
     model.load_state_dict(state)
     model.eval()
     classes = list(data.classes)
@@ -115,8 +115,7 @@ def classifier_from_weights(weights: Path, config_path: Path | None) -> Classifi
             f"the classes changed since training, so its outputs cannot be named: restore the "
             f"dataset as it was, or predict with --run, --model or a newly written checkpoint, "
             f"which record the classes")
-    return Classifier(model, layers, data.normalization, classes, output_kind(model, loss.pop("type"), loss),
-                      data.preparation)
+    return trained_classifier(model, config, data)
 
 
 def _as_json(value: Any) -> str:
@@ -124,8 +123,9 @@ def _as_json(value: Any) -> str:
     return json.dumps(value)
 
 
-def run_config(config_path: Path) -> tuple[dict, dict, dict]:
-    """``(model.layers, dataset, loss)`` of a run's resolved config, or a one-line ConfigError."""
+def run_config(config_path: Path) -> dict[str, Any]:
+    """A run's resolved config, checked to hold ``model.layers``, ``dataset`` and ``loss``, or a
+    one-line ConfigError."""
     import yaml
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
@@ -139,16 +139,20 @@ def run_config(config_path: Path) -> tuple[dict, dict, dict]:
     except (ValueError, OmegaConfBaseException, yaml.YAMLError):  # binary, malformed, Hydra's own hydra.yaml
         raise ConfigError(not_a_run_config) from None
     try:
-        return config["model"]["layers"], dict(config["dataset"]), dict(config["loss"])
-    except (KeyError, TypeError):
-        raise ConfigError(not_a_run_config) from None
+        holds_a_run = isinstance(config["model"], dict) and "layers" in config["model"] \
+            and isinstance(config["dataset"], dict) and isinstance(config["loss"], dict)
+    except (KeyError, TypeError):  # a list or a scalar at the top, or a key missing
+        holds_a_run = False
+    if not holds_a_run:
+        raise ConfigError(not_a_run_config)
+    return config
 
 
 def read_weights(path: Path) -> tuple[dict, dict | None, str]:
     """``(state_dict, recorded description or None, where it was recorded)`` of a weights
     ``.npz`` or a training checkpoint (``epoch-*.npz``, whose model part is taken, as
     Lightning's ``load_from_checkpoint`` does)."""
-    from cnnx.inference import load_weights
+    from cnnx.inference import load_weights, read_description
     from cnnx.training.checkpoint_file import CLASSIFIER, HEADER_KEY, read_checkpoint
     from cnnx.training.training_state import MODEL
 
@@ -160,10 +164,7 @@ def read_weights(path: Path) -> tuple[dict, dict | None, str]:
     spec = path.parent / SPEC_FILE
     if not spec.is_file():
         return state, None, ""
-    try:
-        return state, json.loads(spec.read_text()), f"'{spec}'"
-    except ValueError as exc:
-        raise CheckpointError(f"'{spec}' is not a cnnx model description ({exc})") from None
+    return state, read_description(spec), f"'{spec}'"
 
 
 def load_classifier(args: argparse.Namespace) -> Classifier:
