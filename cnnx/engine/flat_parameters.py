@@ -4,8 +4,9 @@ An elementwise optimizer (SGD, Adam, RMSprop…) then updates every parameter wi
 NumPy calls on one flat array instead of a handful per parameter: for small models the
 per-call overhead, not the arithmetic, is what a step costs (e.g. 24 calls → 5 for the digits
 CNN's SGD-momentum step). Layers always read ``Parameter.data`` when they run, and weights are
-loaded in place, so nothing else notices; anything that rebinds ``data`` (``Module.to``) simply
-ends the sharing, and optimizers fall back to one update per parameter.
+loaded in place, so nothing else notices. When ``data`` is rebound (``Model.to`` and copies
+flatten again into a new buffer), optimizers relink to the new buffer; only parameters that
+no longer share one (a bare ``Module.to``) get one update each.
 """
 
 from __future__ import annotations

@@ -230,8 +230,8 @@ class Optimizer:
         if flat is not None and (flat.views[0].base is not flat.data
                                  or next(iter(self.params.values())).data is not flat.views[0]):
             flat = self._relink()
-        # Cheap checks only: anything that rebinds a parameter's data (Module.to) ends this, and
-        # a gradient of another shape or dtype gets the per-parameter path (and its errors).
+        # Cheap checks only: parameters that no longer share a buffer after the relink, and a
+        # gradient of another shape or dtype, get the per-parameter path (and its errors).
         if flat is not None and all(p.data is view and p.grad is not None and p.grad.shape == view.shape
                                     and p.grad.dtype == view.dtype
                                     for p, view in zip(self.params.values(), flat.views)):

@@ -182,8 +182,9 @@ class StepLR(LRScheduler):
     ) -> None:
         owner = type(self).__name__
         if step_size is None:
-            # PyTorch's StepLR(optimizer, 3) would bind 3 to epochs here, which cnnx's trainer
-            # passes positionally: name step_size rather than guess.
+            # PyTorch's StepLR(optimizer, 3) would bind 3 to epochs here, since epochs and
+            # steps_per_epoch come first in every cnnx scheduler's signature: name step_size
+            # rather than guess.
             raise ConfigError(
                 f"{owner}: step_size is required, by keyword: {owner}(optimizer, step_size=3); "
                 f"the positional arguments after the optimizer are epochs, steps_per_epoch"

@@ -8,9 +8,10 @@ Classes are the sub-folder names in sorted order (label 0 is the first). Every i
 decoded by ``cnnx.data.image_files.read_image`` (re-exported here): converted to grayscale or
 RGB, resized to ``size`` (bilinear, with Pillow's antialiasing when shrinking) and scaled to
 [0, 1] whatever its bit depth (8-bit / 255, 16-bit / 65535); the splits are stratified and
-drawn with ``seed``; ``normalize`` is fitted on the training split only. Hidden entries and
-files with other extensions are ignored; an image file Pillow cannot read stops the run
-with its path.
+drawn with ``seed``; ``normalize`` is fitted on the training split only. Hidden entries are
+ignored; other files (other extensions, or beside the class folders) are skipped and reported
+in ``DataSplits.skipped``, which the run's data line counts; an image file Pillow cannot read
+stops the run with its path.
 """
 
 from __future__ import annotations
