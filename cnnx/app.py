@@ -18,8 +18,10 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from cnnx import config_store_sharing, registry
+from cnnx.cli import one_line_warnings
 from cnnx.config_schema import added_top_level_keys, close_key, keys_outside_the_schema, unused_top_level_keys
 from cnnx.config_schema import register as register_schema
+from cnnx.data.image_files import LargeImageWarning
 from cnnx.data.splits import check_loaded, check_seed
 from cnnx.engine.grad_mode import no_grad
 from cnnx.engine.model import Model, build_model
@@ -100,8 +102,9 @@ def build_run(config: dict[str, Any], callbacks: list | None = None):
     model_seq, _ = np.random.SeedSequence([seed, 0]).spawn(2)
     dataset_cfg = config["dataset"]
     dataset_type = _component_type(dataset_cfg, "dataset", registry.datasets)
-    data = check_loaded(registry.datasets.create(dataset_type, _options(dataset_cfg), "dataset"),
-                        registry.datasets.label(dataset_type))
+    with one_line_warnings(LargeImageWarning):
+        data = check_loaded(registry.datasets.create(dataset_type, _options(dataset_cfg), "dataset"),
+                            registry.datasets.label(dataset_type))
     model = build_model(config["model"]["layers"], data.input_shape, rng=np.random.default_rng(model_seq))
     check_plugin_layers(model, config["model"]["layers"])
     loss_cfg = config["loss"]

@@ -9,6 +9,7 @@ Anything else is a bug in cnnx or a plugin, and keeps its full traceback.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import difflib
 import errno
 import functools
@@ -21,6 +22,7 @@ import signal
 import sys
 import threading
 import traceback
+import warnings
 
 EXIT_USAGE = 2
 
@@ -36,6 +38,31 @@ OUTCOME_LOG.propagate = False
 def report(line: str) -> None:
     print(line, file=sys.stderr)
     OUTCOME_LOG.error(line)
+
+
+def warn(message: str) -> None:
+    """Something the user should know that does not stop the work: one line on stderr, beside
+    the ``cnnx: error:`` lines."""
+    print(f"cnnx: warning: {message}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def one_line_warnings(*categories: type[Warning]):
+    """Show cnnx's own warnings of ``categories`` raised in the block as ``warn`` lines (their
+    messages name the file concerned): Python would add a second line quoting cnnx's source,
+    which tells a user nothing. Other warnings are shown as Python shows them. All come once
+    the block ends, also when it fails."""
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            for category in categories:
+                warnings.simplefilter("always", category)
+            yield
+    finally:
+        for warning in caught:
+            if issubclass(warning.category, categories):
+                warn(str(warning.message))
+            else:
+                warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
 #: Errors that mean "this path cannot be written" (bad output directory), not a bug.
 _UNWRITABLE = {errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EROFS, errno.ENOSPC, errno.EEXIST,
                errno.EISDIR}

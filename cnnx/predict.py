@@ -15,14 +15,13 @@ import argparse
 import json
 import os
 import sys
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cnnx.cli import report_user_errors
+from cnnx.cli import one_line_warnings, report_user_errors
 from cnnx.errors import CheckpointError, CnnxError, ConfigError, DataError
 from cnnx.data.image_files import EXTENSIONS as IMAGE_SUFFIXES
 from cnnx.data.image_files import LargeImageWarning, prepare_image
@@ -190,9 +189,9 @@ def read_image(path: Path, classifier: Classifier) -> np.ndarray:
     """(C, H, W) float32 in [0, 1], decoded as the image-folder dataset decodes for training;
     a model trained on image files gets them prepared (resized, coloured) as its own were."""
     if classifier.preparation:
-        return prepare_image(path, classifier.preparation, owner=None)
+        return prepare_image(path, classifier.preparation)
     color_mode = "grayscale" if classifier.input_shape[0] == 1 else "rgb"
-    return read_image_file(path, color_mode, owner=None)
+    return read_image_file(path, color_mode)
 
 
 def read_npz(path: Path) -> np.ndarray:
@@ -297,15 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.config and not args.weights:
         raise ConfigError("--config goes with --weights; --run and --model carry their own config")
     classifier = load_classifier(args)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", InputRangeWarning)
-        warnings.simplefilter("always", LargeImageWarning)
+    with one_line_warnings(InputRangeWarning, LargeImageWarning):  # the predictions still follow
         names, images = read_images(args.images, classifier)
-    for warning in caught:  # each names its file; the predictions still follow
-        if issubclass(warning.category, (InputRangeWarning, LargeImageWarning)):
-            print(f"cnnx: warning: {warning.message}", file=sys.stderr)
-        else:
-            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
     probabilities = classifier.predict_proba(images, checked=True)
     print(format_predictions(names, probabilities, classifier.classes, args.top))
     return 0

@@ -52,13 +52,21 @@ class LargeImageWarning(UserWarning):
 
 def read_image(path: str | PathLike[str], color_mode: str = "grayscale",
                size: tuple[int, int] | None = None, resample: str = "bilinear",
-               owner: str | None = "image") -> np.ndarray:
+               owner: str | None = None) -> np.ndarray:
     """(C, H, W) float32 pixels in [0, 1] of the image file at ``path``.
 
     ``color_mode``: ``grayscale`` (C = 1) or ``rgb`` (C = 3); ``size``: ``(height, width)`` to
     resize to (bilinear, with Pillow's antialiasing when shrinking), or None to keep it.
-    A file Pillow cannot read raises a DataError naming it, prefixed with ``owner`` (if any).
+    A file Pillow cannot read raises a DataError naming it, prefixed with ``owner`` (if any);
+    one over Pillow's size guard, yet under the limit at which it refuses it, is decoded with
+    a LargeImageWarning, prefixed likewise.
     """
+    return _read_image(path, color_mode, size, resample, owner)
+
+
+def _read_image(path: str | PathLike[str], color_mode: str, size: tuple[int, int] | None, resample: str,
+                owner: str | None) -> np.ndarray:
+    """``read_image``, called from the public functions only: its warning points at their caller."""
     import warnings
 
     from PIL import Image, UnidentifiedImageError
@@ -88,8 +96,8 @@ def read_image(path: str | PathLike[str], color_mode: str = "grayscale",
     for warning in caught:
         if issubclass(warning.category, Image.DecompressionBombWarning):
             # Pillow's own warning names no file.
-            warnings.warn(f"image '{path}' {_pixel_count(warning.message)}; decoded anyway, which takes memory "
-                          f"and time", LargeImageWarning, stacklevel=2)
+            warnings.warn(f"{prefix}image '{path}' {_pixel_count(warning.message)}; decoded anyway, which "
+                          f"takes memory and time", LargeImageWarning, stacklevel=3)
         else:
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     if pixels.ndim == 2:
@@ -106,12 +114,12 @@ def preparation(resize: tuple[int, int] | None, color_mode: str, resample: str =
             "color_mode": color_mode, "resample": resample}
 
 
-def prepare_image(path: str | PathLike[str], prepared: Mapping[str, Any], owner: str | None = "image") -> np.ndarray:
+def prepare_image(path: str | PathLike[str], prepared: Mapping[str, Any], owner: str | None = None) -> np.ndarray:
     """(C, H, W) float32 pixels of the image file at ``path`` as ``prepared`` (a recorded
     ``preparation``) says: what the dataset that declared it trained on."""
     resize = prepared.get("resize")
-    return read_image(path, prepared.get("color_mode", "grayscale"), None if resize is None else tuple(resize),
-                      prepared.get("resample", "bilinear"), owner)
+    return _read_image(path, prepared.get("color_mode", "grayscale"), None if resize is None else tuple(resize),
+                       prepared.get("resample", "bilinear"), owner)
 
 
 def _pixel_count(problem: object) -> str:

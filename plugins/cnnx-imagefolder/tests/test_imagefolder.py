@@ -235,6 +235,27 @@ def test_a_decompression_bomb_is_named_in_one_line_through_the_cli(tmp_path):
     assert "Traceback" not in result.stderr + result.stdout
 
 
+@pytest.mark.slow
+def test_a_large_image_is_trained_on_with_a_one_line_warning_naming_the_dataset(tmp_path):
+    """Before: two lines an image, the first pointing into cnnx's image_files.py, the second
+    quoting its source, and no word of which dataset read it."""
+    root = write_folder(tmp_path / "images", classes=("cat", "dog"), per_class=6)
+    large = root / "dog" / "000.png"
+    # Pillow warns above MAX_IMAGE_PIXELS: lowered in the run's own process, as no option sets it.
+    run = ("import sys; from PIL import Image; Image.MAX_IMAGE_PIXELS = 119; from cnnx.cli import main; "
+           "sys.exit(main(sys.argv[1:]))")
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    result = subprocess.run(
+        [sys.executable, "-c", run, "dataset=imagefolder", f"dataset.root={root}", "dataset.size=8",
+         f"dataset.cache_dir={tmp_path / 'cache'}", "model.layers.fc2.out_features=2", "trainer.epochs=1",
+         "tracking.enabled=false"], cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 12, result.stderr  # every image is 12×10 = 120 pixels
+    assert f"cnnx: warning: dataset imagefolder: image '{large}' has 120 pixels, over Pillow's decompression-bomb " \
+           f"limit of 119; decoded anyway, which takes memory and time" in lines
+
+
 # -- what a run says it trains on --------------------------------------------------------------
 @pytest.mark.slow
 def test_the_run_says_how_many_images_it_uses_and_what_it_skipped(tmp_path):
