@@ -6,6 +6,12 @@ what was expected.
 """
 
 
+def flat_message(error: BaseException) -> str:
+    """``error``'s message on one line, or its type's name when it has none: zipfile, NumPy,
+    Pillow and scikit-learn spread some messages over several lines."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
 class CnnxError(Exception):
     """Base class for errors caused by user input (configs, data, files)."""
 

@@ -8,15 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cnnx.errors import flat_message
+
 
 def load_failure(path: str | Path, error: BaseException) -> str:
-    reason = one_line(error)
+    reason = flat_message(error)
     return pickle_refusal(Path(path)) if "pickle" in reason else reason
-
-
-def one_line(error: BaseException) -> str:
-    """The error's message on one line (zipfile and NumPy spread some over several)."""
-    return " ".join(str(error).split()) or type(error).__name__
 
 
 def pickle_refusal(path: Path) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from cnnx.cli import one_line_warnings, report_user_errors
-from cnnx.errors import CheckpointError, CnnxError, ConfigError, DataError
+from cnnx.errors import CheckpointError, CnnxError, ConfigError, DataError, flat_message
 from cnnx.data.image_files import EXTENSIONS as IMAGE_SUFFIXES
 from cnnx.data.image_files import LargeImageWarning, prepare_image
 from cnnx.data.image_files import read_image as read_image_file
@@ -67,9 +67,9 @@ def download_model(uri: str, tracking_uri: str | None, source: str) -> Path:
     except (MlflowException, OSError) as exc:
         if connection_failure(str(exc)):
             raise unusable_store(store, exc, store_setting(tracking_uri)) from None
-        reason = " ".join(str(exc).split())[:300]
-        raise CheckpointError(f"{source}: cannot load {uri} from MLflow store {store!r} ({reason}); "
-                              f"runs log their model when tracking.log_model=true") from None
+        raise CheckpointError(f"{source}: cannot load {uri} from MLflow store {store!r} "
+                              f"({flat_message(exc)[:300]}); runs log their model when "
+                              f"tracking.log_model=true") from None
 
 
 def classifier_from_weights(weights: Path, config_path: Path | None) -> Classifier:

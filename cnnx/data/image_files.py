@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnx.errors import DataError
+from cnnx.errors import DataError, flat_message
 
 #: The image files a dataset or ``cnnx predict`` reads, compared in lower case.
 EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -91,8 +91,7 @@ def _read_image(path: str | PathLike[str], color_mode: str, size: tuple[int, int
     except Image.DecompressionBombError as exc:
         raise DataError(_too_large(path, exc, prefix)) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        reason = " ".join(str(exc).split()) or type(exc).__name__
-        raise DataError(f"{prefix}cannot read image '{path}': {reason}") from None
+        raise DataError(f"{prefix}cannot read image '{path}': {flat_message(exc)}") from None
     for warning in caught:
         if issubclass(warning.category, Image.DecompressionBombWarning):
             # Pillow's own warning names no file.
@@ -122,13 +121,13 @@ def prepare_image(path: str | PathLike[str], prepared: Mapping[str, Any], owner:
                        prepared.get("resample", "bilinear"), owner)
 
 
-def _pixel_count(problem: object) -> str:
+def _pixel_count(problem: BaseException) -> str:
     """``has N pixels, over Pillow's decompression-bomb limit of M``, from Pillow's message."""
     import re
 
     found = re.search(r"\((\d+) pixels\) exceeds limit of (\d+)", str(problem))
     return (f"has {int(found[1]):,} pixels, over Pillow's decompression-bomb limit of {int(found[2]):,}"
-            if found else f"is too large for Pillow ({' '.join(str(problem).split())})")
+            if found else f"is too large for Pillow ({flat_message(problem)})")
 
 
 def _too_large(path: str | PathLike[str], exc: Exception, prefix: str) -> str:

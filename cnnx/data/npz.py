@@ -27,8 +27,8 @@ import numpy as np
 from cnnx.data.normalize import check_mode, normalize_splits
 from cnnx.data.splits import DataSplits, Split, check_split_config, stratified_split
 from cnnx.data.validation import check_dataset
-from cnnx.errors import ConfigError, DataError
-from cnnx.npz_load_failure import load_failure, one_line
+from cnnx.errors import ConfigError, DataError, flat_message
+from cnnx.npz_load_failure import load_failure
 
 PRESPLIT_KEYS = ("x_train", "y_train", "x_test", "y_test")
 LAYOUTS = ("nchw", "nhwc")
@@ -118,9 +118,9 @@ def _read(archive, key: str, source: str) -> np.ndarray:
                 f"{source}: array {key!r} is stored as Python objects, which need pickle "
                 f"(disabled: loading it could run code); save numeric arrays instead"
             ) from None
-        raise DataError(f"{source}: array {key!r} is unreadable ({one_line(exc)})") from None
+        raise DataError(f"{source}: array {key!r} is unreadable ({flat_message(exc)})") from None
     except READ_ERRORS as exc:
-        raise DataError(f"{source}: array {key!r} is unreadable ({one_line(exc)})") from None
+        raise DataError(f"{source}: array {key!r} is unreadable ({flat_message(exc)})") from None
 
 
 class _Reader:

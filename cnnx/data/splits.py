@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from cnnx.data.normalize import raw_range
-from cnnx.errors import ConfigError, DataError, DataSplitsError
+from cnnx.errors import ConfigError, DataError, DataSplitsError, flat_message
 
 Split = tuple[np.ndarray, np.ndarray]
 #: More classes than this are summed up by the smallest and largest in the run's data line.
@@ -189,10 +189,9 @@ def stratified_indices(
         raise
     except ValueError as exc:
         # sklearn refuses a held-out split smaller than the class count.
-        message = " ".join(str(exc).split())
         raise DataError(
             f"{source}: cannot split {n} samples of {len(np.unique(y))} classes with "
-            f"{fractions}: {message}"
+            f"{fractions}: {flat_message(exc)}"
         ) from None
     return train, val, test
 
