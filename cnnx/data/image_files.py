@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnx.errors import DataError, flat_message
+from cnnx.errors import ConfigError, DataError, flat_message
 
 #: The image files a dataset or ``cnnx predict`` reads, compared in lower case.
 EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -72,8 +72,7 @@ def _read_image(path: str | PathLike[str], color_mode: str, size: tuple[int, int
     from PIL import Image, UnidentifiedImageError
 
     prefix = f"{owner}: " if owner else ""
-    if color_mode not in COLOR_MODES:
-        raise DataError(f"{prefix}color_mode={color_mode!r} is not known; accepted: {', '.join(COLOR_MODES)}")
+    check_color_mode(color_mode, owner)
     if resample not in RESAMPLE:
         raise DataError(f"{prefix}resample={resample!r} is not known; accepted: {', '.join(RESAMPLE)}")
     box = None if size is None else (int(size[1]), int(size[0]))  # Pillow sizes are (width, height)
@@ -105,6 +104,13 @@ def _read_image(path: str | PathLike[str], color_mode: str, size: tuple[int, int
             pixels = np.repeat(pixels, 3, axis=0)
         return pixels
     return np.ascontiguousarray(pixels.transpose(2, 0, 1))
+
+
+def check_color_mode(color_mode: str, owner: str | None) -> None:
+    """A ConfigError naming the accepted modes, prefixed with ``owner`` (if any), for an unknown one."""
+    if color_mode not in COLOR_MODES:
+        prefix = f"{owner}: " if owner else ""
+        raise ConfigError(f"{prefix}color_mode={color_mode!r} is not known; accepted: {', '.join(COLOR_MODES)}")
 
 
 def preparation(resize: tuple[int, int] | None, color_mode: str, resample: str = "bilinear") -> dict[str, Any]:

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnx.data.image_files import COLOR_MODES, EXTENSIONS, prepare_image, preparation, read_image
+from cnnx.data.image_files import EXTENSIONS, check_color_mode, prepare_image, preparation, read_image
 from cnnx.data.normalize import check_mode, normalize_splits
 from cnnx.data.splits import DataSplits, check_split_config, stratified_split
 from cnnx.data.validation import check_dataset
@@ -48,10 +48,7 @@ def load_imagefolder(
     cache_dir: str | PathLike[str] | None = None,
 ) -> DataSplits:
     height, width = _size(size)
-    if color_mode not in COLOR_MODES:
-        raise ConfigError(
-            f"{OWNER}: color_mode={color_mode!r} is not known; accepted: {', '.join(COLOR_MODES)}"
-        )
+    check_color_mode(color_mode, OWNER)
     check_mode(normalize, OWNER)
     check_split_config(OWNER, val_fraction, test_fraction, seed)
     if not isinstance(cache, bool):
