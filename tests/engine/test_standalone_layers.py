@@ -71,9 +71,9 @@ def test_conv_pool_and_batchnorm_take_any_spatial_size_as_torch_does(make, built
 
 
 @pytest.mark.parametrize("layer, built_for, x, expected", [
-    (Conv2D(4, 3), (3, 5, 5), np.ones((2, 2, 7, 7), np.float32), "expected 3 channels"),
+    (Conv2D(4, 3), (3, 5, 5), np.ones((2, 2, 7, 7), np.float32), "expected (N, 3, H, W)"),
     (Conv2D(4, 3), (3, 5, 5), np.ones((2, 3, 2, 2), np.float32), "kernel (3, 3) with padding (0, 0) is larger"),
-    (Conv2D(4, 3), (3, 5, 5), np.ones((3, 5, 5), np.float32), "expected (N, C, H, W)"),
+    (Conv2D(4, 3), (3, 5, 5), np.ones((3, 5, 5), np.float32), "expected (N, 3, H, W)"),
     (MaxPool2D(3), (3, 4, 4), np.ones((2, 3, 2, 7), np.float32), "kernel (3, 3) with padding (0, 0) is larger"),
     (BatchNorm2D(), (3, 4, 4), np.ones((2, 4, 4, 4), np.float32), "expected (N, 3, H, W)"),
     (Dense(4), (5,), np.ones((2, 6), np.float32), "expected (N, 5)"),

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from cnnx.engine.in_place import OutputUse
+from cnnx.engine.layers.image_input import check_image_batch, check_image_shape
 from cnnx.engine.module import Module, Shape
 from cnnx.engine.parameter import Parameter
 from cnnx.errors import ConfigError, ShapeError
@@ -53,10 +54,7 @@ class BatchNorm2D(Module):
         return {"eps": self.eps, "momentum": self.momentum}
 
     def _build(self, input_shape: Shape, rng: np.random.Generator) -> Shape:
-        if len(input_shape) != 3:
-            raise ShapeError(
-                f"batchnorm2d expects a per-sample input (C, H, W), got shape {input_shape}"
-            )
+        check_image_shape("BatchNorm2D", input_shape)
         channels = input_shape[0]
         self.params["weight"] = Parameter(np.ones(channels, dtype=self.dtype))
         self.params["bias"] = Parameter(np.zeros(channels, dtype=self.dtype))
@@ -65,10 +63,8 @@ class BatchNorm2D(Module):
         return input_shape
 
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
-        if x.shape[1:] != self.input_shape:
-            # Any spatial size works, as in PyTorch; the channels must match.
-            if self.input_shape is None or x.ndim != 4 or x.shape[1] != self.input_shape[0]:
-                raise self._refuse_input(x, f"expected (N, {self.input_shape and self.input_shape[0]}, H, W)")
+        if x.shape[1:] != self.input_shape:  # any spatial size works, as in PyTorch
+            check_image_batch(self, x, channels=True)
         dtype = x.dtype
         weight = self.params["weight"].data.astype(dtype, copy=False)
         bias = self.params["bias"].data.astype(dtype, copy=False)

@@ -10,16 +10,11 @@ from cnnx.engine.functional.conv import conv2d_backward, conv2d_forward
 from cnnx.engine.functional.im2col import Workspace, as_pair, output_size
 from cnnx.engine.grad_mode import is_grad_enabled
 from cnnx.engine.in_place import OutputUse
+from cnnx.engine.layers.image_input import check_image_batch, check_image_shape, check_window_in_image
 from cnnx.engine.init import check_init, init_weight_and_bias
 from cnnx.engine.module import Module, Shape
 from cnnx.engine.options import check_flag, check_positive_int
 from cnnx.engine.parameter import Parameter
-from cnnx.errors import ShapeError
-
-
-def check_window_fits(layer: Module, x: np.ndarray, kernel: tuple[int, int], padding: tuple[int, int]) -> None:
-    if x.shape[2] + 2 * padding[0] < kernel[0] or x.shape[3] + 2 * padding[1] < kernel[1]:
-        raise layer._refuse_input(x, f"kernel {kernel} with padding {padding} is larger than its height × width")
 
 
 def compact_pair(pair: tuple[int, int]) -> int | list[int]:
@@ -62,17 +57,9 @@ class Conv2D(Module):
 
     def _build(self, input_shape: Shape, rng: np.random.Generator) -> Shape:
         kernel, padding = self.kernel_size, self.padding
-        if len(input_shape) != 3:
-            raise ShapeError(
-                f"Conv2D needs a per-sample input of shape (C, H, W), got {input_shape} "
-                f"(kernel {kernel})"
-            )
+        check_image_shape("Conv2D", input_shape, f"kernel {kernel}")
+        check_window_in_image("Conv2D", input_shape, f"kernel {kernel}", kernel, padding)
         channels, height, width = input_shape
-        if height + 2 * padding[0] < kernel[0] or width + 2 * padding[1] < kernel[1]:
-            raise ShapeError(
-                f"Conv2D kernel {kernel} with padding {padding} is larger than the input "
-                f"{input_shape} (C, H, W)"
-            )
         area = kernel[0] * kernel[1]
         weight, bias = init_weight_and_bias(
             self.init, rng, (self.out_channels, channels, *kernel), channels * area,
@@ -98,21 +85,13 @@ class Conv2D(Module):
         }
 
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
-        if x.shape[1:] != self.input_shape:
-            self._check_input(x)
+        if x.shape[1:] != self.input_shape:  # any spatial size the kernel fits works, as in PyTorch
+            check_image_batch(self, x, channels=True, kernel=self.kernel_size, padding=self.padding)
         self._input_hw = x.shape[2:]
         bias = self.params["bias"].data if self.use_bias else None
         workspace = self.workspace if is_grad_enabled() else self._no_grad_workspace
         y, self._col = conv2d_forward(x, self.params["weight"].data, bias, self.stride, self.padding, workspace)
         return y
-
-    def _check_input(self, x: np.ndarray) -> None:
-        """Any spatial size the kernel fits works, as in PyTorch; the channels must match."""
-        if self.input_shape is None or x.ndim != 4:
-            raise self._refuse_input(x, "expected (N, C, H, W)")
-        if x.shape[1] != self.input_shape[0]:
-            raise self._refuse_input(x, f"expected {self.input_shape[0]} channels")
-        check_window_fits(self, x, self.kernel_size, self.padding)
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
         if self._col is None:

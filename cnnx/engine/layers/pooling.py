@@ -17,7 +17,8 @@ from cnnx.engine.functional.pooling import (
 )
 from cnnx.engine.grad_mode import is_grad_enabled
 from cnnx.engine.in_place import OutputUse
-from cnnx.engine.layers.conv import check_window_fits, compact_pair
+from cnnx.engine.layers.conv import compact_pair
+from cnnx.engine.layers.image_input import check_image_batch, check_image_shape, check_window_in_image
 from cnnx.engine.module import Module, Shape
 from cnnx.errors import ShapeError
 
@@ -41,29 +42,19 @@ class _Pool2D(Module):
 
     def _check_input(self, x: np.ndarray) -> None:
         """Any channel count and any spatial size the window fits work, as in PyTorch."""
-        if self.input_shape is None or x.ndim != 4:
-            raise self._refuse_input(x, "expected (N, C, H, W)")
-        check_window_fits(self, x, self.kernel_size, self.padding)
+        check_image_batch(self, x, kernel=self.kernel_size, padding=self.padding)
 
     def _build(self, input_shape: Shape, rng: np.random.Generator) -> Shape:
         name, kernel, padding = type(self).__name__, self.kernel_size, self.padding
-        if len(input_shape) != 3:
-            raise ShapeError(
-                f"{name} needs a per-sample input of shape (C, H, W), got {input_shape} "
-                f"(kernel {kernel})"
-            )
+        check_image_shape(name, input_shape, f"kernel {kernel}")
         # PyTorch's rule: a window must always hold at least half real values.
         if 2 * padding[0] > kernel[0] or 2 * padding[1] > kernel[1]:
             raise ShapeError(
                 f"{name} padding {padding} is more than half the kernel {kernel}; "
                 f"padding may be at most kernel_size // 2"
             )
+        check_window_in_image(name, input_shape, f"window {kernel}", kernel, padding)
         channels, height, width = input_shape
-        if height + 2 * padding[0] < kernel[0] or width + 2 * padding[1] < kernel[1]:
-            raise ShapeError(
-                f"{name} window {kernel} with padding {padding} is larger than the input "
-                f"{input_shape} (C, H, W)"
-            )
         return (
             channels,
             output_size(height, kernel[0], self.stride[0], padding[0]),
@@ -133,8 +124,7 @@ class GlobalAvgPool2D(Module):
     backward_reads_output = OutputUse.NONE
 
     def _build(self, input_shape: Shape, rng: np.random.Generator) -> Shape:
-        if len(input_shape) != 3:
-            raise ShapeError(f"GlobalAvgPool2D needs a per-sample input of shape (C, H, W), got {input_shape}")
+        check_image_shape("GlobalAvgPool2D", input_shape)
         return (input_shape[0],)
 
     def __init__(self) -> None:
@@ -142,8 +132,8 @@ class GlobalAvgPool2D(Module):
         self._input_hw: tuple[int, int] | None = None  # of the last forward: any size works
 
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
-        if x.shape[1:] != self.input_shape and (self.input_shape is None or x.ndim != 4):
-            raise self._refuse_input(x, "expected (N, C, H, W)")
+        if x.shape[1:] != self.input_shape:
+            check_image_batch(self, x)
         self._input_hw = x.shape[2:]
         return global_avg_pool2d_forward(x)
 
