@@ -183,11 +183,11 @@ def test_max_pool_backward_after_an_eval_forward_matches_training_mode(kernel, s
 def test_max_pool_backward_before_forward_names_the_layer():
     layer = MaxPool2D(2)
     layer.build((1, 4, 4), None)
-    with pytest.raises(RuntimeError, match=r"^MaxPool2D\(kernel_size=2.*before forward"):
+    with pytest.raises(RuntimeError, match=r"^MaxPool2D\(kernel_size=2.*backward needs a forward with gradients first"):
         layer.backward(np.ones((1, 1, 2, 2)))
     net = Sequential({"pool": layer}, where="net")
     net.build((1, 4, 4), None)
-    with pytest.raises(RuntimeError, match=r"^layer net\.pool \(MaxPool2D\): .*before forward"):
+    with pytest.raises(RuntimeError, match=r"^layer net\.pool \(MaxPool2D\): .*backward needs a forward with gradients first"):
         net.backward(np.ones((1, 1, 2, 2)))
 
 

@@ -103,3 +103,15 @@ def test_a_layer_called_on_other_real_dtypes_works_in_float32(make, x):
 def test_a_layer_called_on_complex_numbers_refuses_them_in_one_line():
     with pytest.raises(DataError, match=r"^Dense\(out_features=4.*input has dtype complex128; expected real"):
         Dense(4)(np.ones((2, 5), complex))
+
+
+def test_max_pooling_backward_after_a_forward_under_no_grad_asks_for_one_with_gradients():
+    """It said "backward called before forward" after a forward it had just run."""
+    from cnnx.engine.grad_mode import no_grad
+
+    layer = MaxPool2D(2)
+    with no_grad():
+        y = layer(X)
+    with pytest.raises(RuntimeError, match=r"^MaxPool2D\(.*\): backward needs a forward with gradients first "
+                                           r"\(a forward under no_grad keeps no route"):
+        layer.backward(np.ones_like(y))

@@ -90,7 +90,8 @@ class MaxPool2D(_Pool2D):
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
         if self._winners is None:
-            raise RuntimeError(f"{self!r}: backward called before forward")
+            raise RuntimeError(f"{self!r}: backward needs a forward with gradients first (a forward under "
+                               f"no_grad keeps no route for the gradient)")
         return max_pool2d_backward(
             grad_output, self._winners, self._input_hw, self.kernel_size, self.stride,
             self.padding, self.workspace,
