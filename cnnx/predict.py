@@ -2,11 +2,14 @@
 
 The model comes from a tracked run (``--run ID``: its ``model/`` artifact), an MLflow model
 (``--model`` directory or ``runs:/``/``models:/`` URI), a training checkpoint
-(``--weights epoch-0005.npz``), or a weights ``.npz`` with the run's ``config.yaml``
-(``--weights FILE --config FILE``). Images are ``.npz`` archives (array ``x``,
-or their only array, shaped (N, C, H, W) or (N, H, W)) in the dataset's pixel scale, or PNG
-and JPEG files, decoded as the image-folder dataset decodes them and read as [0, 1] (digits:
-white strokes on black, like the training images).
+(``--weights epoch-0005.npz``), or a weights ``.npz`` with the ``cnnx_model.json`` beside it
+or else the run's ``config.yaml`` (``--weights FILE --config FILE``). Images are ``.npz``
+archives (array ``x``, or their only array, shaped (N, C, H, W) or (N, H, W)) in the
+dataset's pixel scale, PNG and JPEG files, or folders of them (the files directly inside).
+Image files are decoded as the image-folder dataset decodes them and read as [0, 1] (digits:
+white strokes on black, like the training images); for a model trained on image files they
+are resized and converted to grayscale or RGB as its training images were, by the
+preparation recorded with it.
 """
 
 from __future__ import annotations
@@ -279,7 +282,8 @@ def parser() -> argparse.ArgumentParser:
     source.add_argument("--run", metavar="RUN_ID", help="an MLflow run id (uses runs:/RUN_ID/model)")
     source.add_argument("--model", metavar="DIR_OR_URI", help="an MLflow model directory or URI")
     source.add_argument("--weights", metavar="FILE",
-                        help="a training checkpoint, or a weights .npz (needs --config)")
+                        help="a training checkpoint or a weights .npz; needs --config only when neither it "
+                             "nor a cnnx_model.json beside it records the model")
     p.add_argument("--config", metavar="FILE", help="the run's config.yaml, with --weights")
     p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     p.add_argument("--top", type=int, default=3, help="how many classes to list per image (default 3)")

@@ -300,3 +300,16 @@ def test_predict_says_what_is_wrong_with_an_images_file(digits_checkpoint, tmp_p
         np.savez(images, a=np.zeros(3), b=np.ones(2))
     assert main(["--weights", str(checkpoint), "--config", str(folder / "config.yaml"), str(images)]) == 2
     assert capsys.readouterr().err.strip() == f"cnnx: error: images '{images}': {reason}"
+
+
+def test_predict_help_names_folders_the_recorded_preparation_and_when_weights_need_a_config(capsys):
+    """The help described neither folders nor how image files are prepared, and said every
+    weights .npz needs --config, which one with its model description beside it does not."""
+    from cnnx.predict import main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "folders of them" in text.split("options:")[0]  # the description, not only the images argument
+    assert "resized and converted to grayscale or RGB" in text
+    assert "needs --config only when neither it nor a cnnx_model.json beside it records the model" in text
