@@ -25,13 +25,11 @@ from typing import Any
 import numpy as np
 
 from cnnx.cli import one_line_warnings, report_user_errors
-from cnnx.errors import CheckpointError, CnnxError, ConfigError, DataError, flat_message
 from cnnx.data.image_files import EXTENSIONS as IMAGE_SUFFIXES
-from cnnx.data.image_files import LargeImageWarning, prepare_image
-from cnnx.data.image_files import read_image as read_image_file
+from cnnx.data.image_files import LargeImageWarning, prepare_image, read_image
+from cnnx.errors import CheckpointError, CnnxError, ConfigError, DataError, flat_message
 from cnnx.inference import SPEC_FILE, Classifier, InputRangeWarning
 from cnnx.npz_load_failure import load_failure
-
 
 
 # -- the model -------------------------------------------------------------------------------
@@ -188,13 +186,13 @@ def load_classifier(args: argparse.Namespace) -> Classifier:
 
 
 # -- the images ------------------------------------------------------------------------------
-def read_image(path: Path, classifier: Classifier) -> np.ndarray:
+def image_for_model(path: Path, classifier: Classifier) -> np.ndarray:
     """(C, H, W) float32 in [0, 1], decoded as the image-folder dataset decodes for training;
     a model trained on image files gets them prepared (resized, coloured) as its own were."""
     if classifier.preparation:
         return prepare_image(path, classifier.preparation)
     color_mode = "grayscale" if classifier.input_shape[0] == 1 else "rgb"
-    return read_image_file(path, color_mode)
+    return read_image(path, color_mode)
 
 
 def read_npz(path: Path) -> np.ndarray:
@@ -256,7 +254,7 @@ def read_file(path: Path, shown: str, classifier: Classifier) -> tuple[list[str]
             raise DataError(f"images in '{path}': the archive holds no images (shape {x.shape})")
         return [f"{shown}[{i}]" for i in range(len(x))], x
     if suffix in IMAGE_SUFFIXES:
-        image = read_image(path, classifier)
+        image = image_for_model(path, classifier)
         return [shown], classifier.check_images(image[None], f"image '{path}'")
     raise DataError(f"image file '{path}': unsupported type {suffix or '(none)'}; "
                     f"accepted: .npz, {', '.join(IMAGE_SUFFIXES)}")

@@ -163,17 +163,17 @@ def test_predict_decodes_each_image_file_as_training_does(installed_plugins, tmp
     from cnnx_imagefolder import loader
 
     from cnnx.data.image_files import preparation
-    from cnnx.predict import read_image
+    from cnnx.predict import image_for_model
 
     prepared = preparation((SIZE, SIZE), mode)
     model = SimpleNamespace(preparation=prepared, input_shape=(3 if mode == "rgb" else 1, SIZE, SIZE))
     for name in write_image_kinds(tmp_path):
         trained = loader.prepare_image(tmp_path / name, prepared, loader.OWNER)  # what load_imagefolder reads
-        np.testing.assert_array_equal(read_image(tmp_path / name, model), trained, err_msg=name)
+        np.testing.assert_array_equal(image_for_model(tmp_path / name, model), trained, err_msg=name)
 
 
 def test_sixteen_bit_greyscale_is_read_on_its_own_levels_not_clipped(tmp_path):
-    from cnnx.predict import read_image
+    from cnnx.predict import image_for_model
 
     levels = np.arange(0, 65536, 257, dtype=np.uint16).reshape(16, 16)
     Image.fromarray(levels).save(tmp_path / "wide.png")
@@ -181,7 +181,7 @@ def test_sixteen_bit_greyscale_is_read_on_its_own_levels_not_clipped(tmp_path):
     expected = levels.astype(np.float32) / np.float32(65535.0)
     for channels in (1, 3):
         model = SimpleNamespace(preparation=None, input_shape=(channels, 16, 16))
-        np.testing.assert_array_equal(read_image(tmp_path / "wide.png", model), np.stack([expected] * channels))
+        np.testing.assert_array_equal(image_for_model(tmp_path / "wide.png", model), np.stack([expected] * channels))
 
 
 def test_predict_takes_jpegs_and_predicts_them_as_the_training_pixels(pets_run, tmp_path):
