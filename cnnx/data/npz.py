@@ -92,9 +92,9 @@ def load_npz(
     }
     if len(set(shapes.values())) > 1:
         raise DataError(f"{source}: splits have different image shapes {shapes}")
-    if normalize == "none" and read.integer_pixels_above_1:
+    if normalize == "none" and read.unscaled_integer_dtype:
         # Trained on 0–255 as they are, a network's first steps saturate: often it never learns.
-        print(f"cnnx: warning: {source}: x holds {read.integer_pixels_above_1} pixels (up to "
+        print(f"cnnx: warning: {source}: x holds {read.unscaled_integer_dtype} pixels (up to "
               f"{read.largest_pixel}), used as they are with dataset.normalize=none; set "
               f"dataset.normalize=unit to scale them to [0, 1] (or standard)", file=sys.stderr)
     normalization = normalize_splits((train, val, test), normalize, owner)
@@ -128,7 +128,7 @@ class _Reader:
 
     def __init__(self, archive, source: str, layout: str):
         self.archive, self.source, self.layout = archive, source, layout
-        self.integer_pixels_above_1: str | None = None  # their dtype
+        self.unscaled_integer_dtype: str | None = None  # of integer x going above 1: not scaled to [0, 1]
         self.largest_pixel = 0
 
     def pair(self, x_key: str, y_key: str, min_classes: int = 2) -> Split:
@@ -149,7 +149,7 @@ class _Reader:
                 f"dataset.layout=nhwc to transpose it"
             )
         if x.dtype.kind in "iu" and x.size and x.max() > 1:
-            self.integer_pixels_above_1 = str(x.dtype)
+            self.unscaled_integer_dtype = str(x.dtype)
             self.largest_pixel = max(self.largest_pixel, int(x.max()))
         return check_dataset(x, y, f"{self.source} ({x_key!r}, {y_key!r})", min_classes=min_classes)
 
