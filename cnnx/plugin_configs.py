@@ -18,11 +18,12 @@ is never read (cnnx's own comes first), nor the second of two plugins' files of 
 from __future__ import annotations
 
 import functools
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
+
+from cnnx.cli import warn
 
 #: Where cnnx's app reads its own configs (``@hydra.main(config_path="conf")`` in cnnx.app).
 CNNX_CONFIGS = "pkg://cnnx.conf"
@@ -120,7 +121,7 @@ def warn_shadowed_choices(hydra_config: Any) -> None:
         message = option_file.shadowed_message()
         if message and message not in _warned:
             _warned.add(message)
-            print(f"cnnx: warning: {message}", file=sys.stderr)
+            warn(message)
 
 
 def _options(source: Any, group: str = "") -> list[str]:

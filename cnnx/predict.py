@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnx.cli import one_line_warnings, report_user_errors
+from cnnx.cli import one_line_warnings, report_user_errors, warn
 from cnnx.data.image_files import EXTENSIONS as IMAGE_SUFFIXES
 from cnnx.data.image_files import LargeImageWarning, prepare_image, read_image
 from cnnx.errors import CheckpointError, CnnxError, ConfigError, DataError, flat_message
@@ -238,7 +238,7 @@ def read_folder(folder: Path, name: str, classifier: Classifier) -> list[tuple[l
         try:
             found.append(read_file(path, str(Path(name) / path.name), classifier))
         except DataError as exc:
-            print(f"cnnx: warning: {exc}; skipped", file=sys.stderr)
+            warn(f"{exc}; skipped")
     if not found:
         raise DataError(f"folder '{folder}': holds no {'/'.join(accepted)} file"
                         + (" this model can take" if files else "") + "; pass image files or a folder of them")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from cnnx.cache_dir import CACHE_ENV, cache_dir, write_atomically
+from cnnx.cli import warn
 from cnnx.data.splits import DataSplits
 
 #: Bump when what a cached file holds, or how a loader prepares it, changes.
@@ -47,8 +47,8 @@ def cached_splits(kind: str, options: Mapping[str, Any], build: Callable[[], Dat
     try:
         _write(path, data)
     except OSError as exc:  # a read-only home must not stop a run
-        print(f"cnnx: warning: cannot cache the prepared dataset in '{folder}' ({exc.strerror}); "
-              f"set {CACHE_ENV} to a writable folder, or to 'off'", file=sys.stderr)
+        warn(f"cannot cache the prepared dataset in '{folder}' ({exc.strerror}); "
+             f"set {CACHE_ENV} to a writable folder, or to 'off'")
     return data
 
 

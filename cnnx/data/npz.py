@@ -17,13 +17,13 @@ NCHW it would train, silently, on H channels of W×C-pixel images.
 
 from __future__ import annotations
 
-import sys
 import zipfile
 from os import PathLike
 from pathlib import Path
 
 import numpy as np
 
+from cnnx.cli import warn
 from cnnx.data.normalize import check_mode, normalize_splits
 from cnnx.data.splits import DataSplits, Split, check_split_config, stratified_split
 from cnnx.data.validation import check_dataset
@@ -94,9 +94,9 @@ def load_npz(
         raise DataError(f"{source}: splits have different image shapes {shapes}")
     if normalize == "none" and read.unscaled_integer_dtype:
         # Trained on 0–255 as they are, a network's first steps saturate: often it never learns.
-        print(f"cnnx: warning: {source}: x holds {read.unscaled_integer_dtype} pixels (up to "
-              f"{read.largest_pixel}), used as they are with dataset.normalize=none; set "
-              f"dataset.normalize=unit to scale them to [0, 1] (or standard)", file=sys.stderr)
+        warn(f"{source}: x holds {read.unscaled_integer_dtype} pixels (up to {read.largest_pixel}), used as "
+             f"they are with dataset.normalize=none; set dataset.normalize=unit to scale them to [0, 1] "
+             f"(or standard)")
     normalization = normalize_splits((train, val, test), normalize, owner)
     return DataSplits(
         train=train,

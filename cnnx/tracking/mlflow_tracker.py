@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import sys
 import tempfile
 import time
 import uuid
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cnnx.cli import warn
 from cnnx.errors import CnnxError
 from cnnx.tracking import after_fork  # noqa: F401 — registers the fork hook
 from cnnx.tracking.feature_maps import conv_layers
@@ -354,10 +354,9 @@ class MlflowTracker(Callback):
     def _start_over_here(self, logged_to: str) -> None:
         """``tracking.uri`` names a store without the checkpoint's run: a new run there, which
         logs the checkpoint's epochs first and names where the others are."""
-        print(f"cnnx: warning: trainer.resume: the checkpoint logged to {self._checkpoint_run()} in store "
-              f"{logged_to}, not in {absolute_store_uri(self.tracking_uri)} (tracking.uri): logging to a new "
-              f"run there, tagged {RESUMED_FROM_STORE_TAG}; continue the old one with tracking.uri={logged_to}",
-              file=sys.stderr)
+        warn(f"trainer.resume: the checkpoint logged to {self._checkpoint_run()} in store {logged_to}, not in "
+             f"{absolute_store_uri(self.tracking_uri)} (tracking.uri): logging to a new run there, tagged "
+             f"{RESUMED_FROM_STORE_TAG}; continue the old one with tracking.uri={logged_to}")
         self.tags[RESUMED_FROM_STORE_TAG] = logged_to
         if self.run_id is not None:
             self.tags[RESUMED_FROM_TAG] = self.run_id

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cnnx.cli import report_user_errors
+from cnnx.cli import warn as cli_warn
 from cnnx.errors import CnnxError
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ class Outbox:
     def __init__(self, store: str, warn: Callable[[str], None] | None = None,
                  sleep: Callable[[float], None] = time.sleep):
         self.store = store
-        self.warn = warn or (lambda message: print(f"cnnx: warning: {message}", file=sys.stderr))
+        self.warn = warn or cli_warn
         self.sleep = sleep
         self.pending: deque[Pending] = deque()
         self.unreachable_since: float | None = None

@@ -22,11 +22,11 @@ import functools
 import math
 import os
 import re
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cnnx.cli import warn as cli_warn
 from cnnx.errors import CheckpointError, ConfigError
 from cnnx.training.callbacks import Callback
 from cnnx.training.checkpoint_file import CLASSIFIER, TEMP_SUFFIX, read_checkpoint, write_checkpoint
@@ -113,7 +113,7 @@ class Checkpoint(Callback):
         self.resume = resume
         self.config = config
         self.describe = describe
-        self.warn = warn or (lambda message: print(f"cnnx: warning: {message}", file=sys.stderr))
+        self.warn = warn or cli_warn
         self.best_value: float | None = None
         self.best_epoch = 0
         self.last_saved: Path | None = None

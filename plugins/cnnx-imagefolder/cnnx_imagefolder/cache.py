@@ -12,13 +12,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from cnnx.cli import warn
 
 #: 2: float32 pixels in [0, 1] (16-bit images keep their precision); 1 held uint8.
 FORMAT = 2
@@ -60,5 +61,5 @@ def save(cache_dir: Path, key: str, x: np.ndarray, y: np.ndarray) -> None:
             Path(tmp).unlink(missing_ok=True)
             raise
     except OSError as exc:
-        print(f"cnnx: warning: cannot cache the decoded images in '{cache_dir}' ({exc.strerror or exc}); "
-              f"set dataset.cache_dir to a writable folder", file=sys.stderr)
+        warn(f"cannot cache the decoded images in '{cache_dir}' ({exc.strerror or exc}); "
+             f"set dataset.cache_dir to a writable folder")
