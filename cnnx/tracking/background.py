@@ -47,7 +47,7 @@ import numpy as np
 from cnnx.data.splits import DataSplits
 from cnnx.tracking.mlflow_tracker import (
     FORMER_TRACKER_STATE_KEYS, RUN_KEY_TAG, TRACKER_STATE_KEY, TrackingError, absolute_store_uri,
-    ending_status, resolve_tracking_uri, unusable_store,
+    ending_status, moved_from, resolve_tracking_uri, unusable_store,
 )
 from cnnx.tracking.sqlite_store import build_aside, discard_built, sqlite_path
 from cnnx.training.callbacks import Callback
@@ -156,7 +156,7 @@ class BackgroundTracker(Callback):
         # A run resumed from a checkpoint file may become a new run: until the child says
         # which, a checkpoint would record the old run's id. So may one whose checkpoint logged
         # to another store, and a run that is refused for it must not train first.
-        moved = self.logged_to not in (None, absolute_store_uri(self.uri))
+        moved = moved_from(self.logged_to, self.uri) is not None
         if self.remote or sqlite_path(self.uri) is None or (self.resumed and (self._may_branch or moved)):
             self._wait_started()
             if self._branched is not None:

@@ -119,6 +119,13 @@ def resolve_tracking_uri(uri: str | None) -> str:
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
+def moved_from(logged_to: str | None, tracking_uri: str) -> str | None:
+    """``logged_to``, the store a resumed checkpoint's run logged to, when it is not
+    ``tracking_uri``: a relative store (the default ./mlflow.db) is another one from another
+    working directory."""
+    return None if logged_to is None or logged_to == absolute_store_uri(tracking_uri) else logged_to
+
+
 def absolute_store_uri(uri: str) -> str:
     """``uri`` with a local path made absolute (``sqlite:///mlflow.db`` →
     ``sqlite:////work/mlflow.db``): the same store from any working directory. A checkpoint
@@ -246,7 +253,7 @@ class MlflowTracker(Callback):
         from mlflow import MlflowClient
         from mlflow.entities import Param
 
-        moved = self._moved_from()
+        moved = moved_from(self.logged_to, self.tracking_uri)
         path = sqlite_path(self.tracking_uri)
         if moved and not self.store_chosen and path is not None and not path.exists():
             raise self._not_in_this_store(moved)  # without creating a store the run is not in
@@ -304,13 +311,6 @@ class MlflowTracker(Callback):
         return unusable_store(self.tracking_uri, exc)
 
     # -- a checkpoint of another store ----------------------------------------------------
-    def _moved_from(self) -> str | None:
-        """The store the resumed checkpoint's run logged to, when it is not this run's: a
-        relative store (the default ./mlflow.db) is another one from another working directory."""
-        if self.logged_to is None or self.logged_to == absolute_store_uri(self.tracking_uri):
-            return None
-        return self.logged_to
-
     def _holds_checkpoint_run(self) -> bool:
         """Whether this store has the resumed checkpoint's run (a copy of its store may)."""
         from mlflow.exceptions import MlflowException
@@ -358,8 +358,12 @@ class MlflowTracker(Callback):
              f"{absolute_store_uri(self.tracking_uri)} (tracking.uri): logging to a new run there, tagged "
              f"{RESUMED_FROM_STORE_TAG}; continue the old one with tracking.uri={logged_to}")
         self.tags[RESUMED_FROM_STORE_TAG] = logged_to
-        if self.run_id is not None:
-            self.tags[RESUMED_FROM_TAG] = self.run_id
+        self._become_new_run(resumed_from=self.run_id)
+
+    def _become_new_run(self, resumed_from: str | None) -> None:
+        """Log to a new run, tagged with the run (when known) and checkpoint it resumes from."""
+        if resumed_from is not None:
+            self.tags[RESUMED_FROM_TAG] = resumed_from
         if self.resume_file is not None:
             self.tags[RESUMED_FROM_CHECKPOINT_TAG] = self.resume_file
         self.run_id, self.resuming = None, False
@@ -418,10 +422,9 @@ class MlflowTracker(Callback):
         else:
             return False
         self.branched = f"checkpoint '{self.resume_file}' is behind its MLflow run {run.info.run_id}, {why}"
-        self.tags.update({RESUMED_FROM_TAG: run.info.run_id, RESUMED_FROM_CHECKPOINT_TAG: self.resume_file})
         if RUN_KEY_TAG in self.tags:  # the old run's: a later resume must find this one
             self.tags[RUN_KEY_TAG] = uuid.uuid4().hex
-        self.run_id, self.resuming = None, False
+        self._become_new_run(resumed_from=run.info.run_id)
         return True
 
     def _log_changed_settings(self, params: Mapping[str, str], tags: Mapping[str, str]) -> bool:
