@@ -24,8 +24,9 @@ from cnnx.cache_dir import CACHE_ENV, cache_dir, write_atomically
 from cnnx.cli import warn
 from cnnx.data.splits import DataSplits
 
-#: Bump when what a cached file holds, or how a loader prepares it, changes.
-FORMAT = 1
+#: Bump when what a cached file holds, or how a loader prepares it, changes (the key holds it,
+#: so files of another format are never read). 2: the header holds skipped and preparation.
+FORMAT = 2
 _SPLITS = ("train", "val", "test")
 
 
@@ -66,4 +67,4 @@ def _read(path: Path) -> DataSplits:
         splits = {name: (archive[f"x_{name}"], archive[f"y_{name}"]) for name in _SPLITS}
     return DataSplits(**splits, classes=header["classes"], input_shape=tuple(header["input_shape"]),
                       name=header["name"], normalization=header["normalization"],
-                      skipped=header.get("skipped", []), preparation=header.get("preparation"))
+                      skipped=header["skipped"], preparation=header["preparation"])
