@@ -253,16 +253,16 @@ def check_loaded(data: Any, label: str) -> DataSplits:
     if len(data.train[1]) == 0:
         raise DataError(f"{label} returned an empty train split")
     for split in ("train", "val", "test"):
-        x, y = getattr(data, split)
-        if not isinstance(x, np.ndarray) or x.dtype != np.float32:
+        x, y = getattr(data, split)  # arrays: DataSplits refuses anything else when built
+        if x.dtype != np.float32:
             raise DataError(
-                f"{label} returned {split} images of dtype {getattr(x, 'dtype', type(x).__name__)}; "
+                f"{label} returned {split} images of dtype {x.dtype}; "
                 f"expected float32 (N, C, H, W) (x.astype(np.float32))"
             )
-        if not isinstance(y, np.ndarray) or y.dtype.kind not in "iu" or y.ndim != 1:
+        if y.dtype.kind not in "iu" or y.ndim != 1:
             raise DataError(
-                f"{label} returned {split} labels of dtype {getattr(y, 'dtype', type(y).__name__)} "
-                f"and shape {getattr(y, 'shape', '?')}; expected integer class indices shaped (N,)"
+                f"{label} returned {split} labels of dtype {y.dtype} "
+                f"and shape {y.shape}; expected integer class indices shaped (N,)"
             )
         if len(y) and (y.min() < 0 or y.max() >= data.num_classes):
             raise DataError(
