@@ -161,13 +161,18 @@ class Module:
         return self
 
     def __call__(self, x: np.ndarray, training: bool | None = None) -> np.ndarray:
-        # As in PyTorch, ``module(x)`` follows ``train()``/``eval()``; ``forward`` keeps its
-        # explicit flag, which the trainer passes on every call.
+        """``forward`` in the mode ``train()``/``eval()`` set, as in PyTorch, on ``x`` cast to
+        float32 (``real_input``).
+
+        An unbuilt layer is built for ``x`` first, as Keras builds a layer on its first call
+        and PyTorch's Lazy* modules do: its weights are drawn from a generator seeded 0 of its
+        own, as a ``Model`` built without an ``rng`` draws them, so a script gets the same
+        weights whatever it built before. Two identical layers so built get the same weights;
+        to choose them, build the layer first: ``layer.build(x.shape[1:], np.random.default_rng(seed))``.
+        """
         x = real_input(x, self.dtype, f"{self!r}")
         if self.output_shape is None:
-            # Keras builds a layer on its first call, PyTorch's Lazy* modules likewise: a
-            # layer used on its own needs no input sizes either.
-            self.build(x.shape[1:], _lazy_build_rng)
+            self.build(x.shape[1:], np.random.default_rng(0))
         return self.forward(x, self.training if training is None else training)
 
     def _refuse_input(self, x: np.ndarray, expected: str) -> Exception:
@@ -185,12 +190,6 @@ class Module:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
-
-
-#: Draws the initial weights of layers built by their first call. Like PyTorch's default
-#: generator it is fixed per process, so a script gives the same weights on every run; pass a
-#: generator to ``build`` to choose them.
-_lazy_build_rng = np.random.default_rng(0)
 
 
 def real_input(x: np.ndarray, dtype: np.dtype, owner: str) -> np.ndarray:

@@ -28,10 +28,23 @@ def test_a_layers_first_call_builds_it_for_that_input(make, x, out_shape):
     assert layer.backward(np.ones_like(y)).shape == x.shape
 
 
-def test_layers_built_by_their_first_call_get_different_weights():
-    first, second = Dense(4), Dense(4)
-    first(X.reshape(2, -1)), second(X.reshape(2, -1))
-    assert not np.array_equal(first.params["weight"].data, second.params["weight"].data)
+def test_a_layer_built_by_its_first_call_gets_the_same_weights_whatever_was_built_before():
+    """They came from one generator per process, so they depended on every layer built first."""
+    alone = Dense(4)
+    alone(X.reshape(2, -1))
+    Conv2D(4, 3)(X), Dense(4)(X.reshape(2, -1)), BatchNorm2D()(X)
+    after_others = Dense(4)
+    after_others(X.reshape(2, -1))
+    np.testing.assert_array_equal(alone.params["weight"].data, after_others.params["weight"].data)
+    np.testing.assert_array_equal(alone.params["bias"].data, after_others.params["bias"].data)
+
+
+def test_building_a_layer_with_a_generator_chooses_its_weights():
+    chosen = Dense(4)
+    chosen.build((X[0].size,), np.random.default_rng(7))
+    default = Dense(4)
+    default(X.reshape(2, -1))
+    assert not np.array_equal(chosen.params["weight"].data, default.params["weight"].data)
 
 
 @pytest.mark.parametrize("layer, x", [(Dense(4), X.reshape(2, -1)), (Conv2D(4, 3), X), (BatchNorm2D(), X)])
