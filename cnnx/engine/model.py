@@ -69,8 +69,9 @@ class Model(Sequential):
 
     def _forward_without_grad(self, x: np.ndarray, training: bool) -> np.ndarray:
         """A forward that leaves every layer's caches as the last forward with gradients left
-        them. Built-in layers keep their scratch buffers apart under no_grad; restoring the
-        attributes afterwards also covers plugin layers that know nothing of no_grad."""
+        them. Conv2D keeps its column buffer apart under no_grad and max pooling records no
+        route; restoring every layer's attributes afterwards covers the rest, plugin layers
+        that know nothing of no_grad included."""
         kept = [(vars(layer), dict(vars(layer))) for _, layer in self.named_layers()]
         try:
             return super().forward(x, training)
