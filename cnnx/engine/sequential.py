@@ -26,12 +26,9 @@ class Sequential(Module):
             try:
                 shape = layer.build(shape, rng)
             except ShapeError as exc:
-                if str(exc).startswith("layer "):  # already located by a nested block
+                if _located(exc):
                     raise
-                raise ShapeError(
-                    f"layer {self.where}.{name} ({type(layer).__name__}) cannot take input "
-                    f"shape {shape}: {exc}"
-                ) from exc
+                raise ShapeError(f"{_LOCATED} {self._location(layer)} cannot take input shape {shape}: {exc}") from exc
         self._run_order = run_order(list(self.layers.values()))
         guard_in_place(self._run_order)
         return shape
@@ -46,10 +43,9 @@ class Sequential(Module):
             try:
                 grad_output = layer.backward(grad_output)
             except RuntimeError as exc:
-                # A layer only knows its class; the user knows it by its name in the spec.
-                if str(exc).startswith("layer "):  # already located by a nested block
+                if _located(exc):
                     raise
-                raise RuntimeError(f"layer {self._location(layer)}: {exc}") from exc
+                raise RuntimeError(f"{_LOCATED} {self._location(layer)}: {exc}") from exc
         return grad_output
 
     def _location(self, layer: Module) -> str:
@@ -62,6 +58,17 @@ class Sequential(Module):
     def get_config(self) -> dict:
         return {"layers": {n: {"type": l.type_name or type(l).__name__, **l.get_config()}
                            for n, l in self.layers.items()}}
+
+
+#: How an error named by a Sequential starts: a layer only knows its class, the user knows it
+#: by its name in the spec.
+_LOCATED = "layer"
+
+
+def _located(error: Exception) -> bool:
+    """Whether a block nested inside already named the layer ``error`` comes from: the
+    innermost name is the one to give."""
+    return str(error).startswith(f"{_LOCATED} ")
 
 
 def run_order(layers: list[Module]) -> list[Module]:
