@@ -30,10 +30,6 @@ FEATURE_MAP_CHANNELS = 16
 INPUT_EXAMPLE_IMAGES = 2
 
 
-def classifier_of(trainer: Trainer, config: Mapping[str, Any]) -> Classifier:
-    return trained_classifier(trainer.model, config, trainer.data)
-
-
 def _reference_split(trainer: Trainer) -> tuple[np.ndarray, np.ndarray]:
     """The test split, or val/train for runs configured without one."""
     data = trainer.data
@@ -45,7 +41,7 @@ def _reference_split(trainer: Trainer) -> tuple[np.ndarray, np.ndarray]:
 
 def log_run_report(client, run_id: str, trainer: Trainer, config: Mapping[str, Any], *,
                    model: bool = True, plots: bool = True, kernels_logged: str | None = None) -> None:
-    classifier = classifier_of(trainer, config)
+    classifier = trained_classifier(trainer.model, config, trainer.data)
     x, _ = _reference_split(trainer)
     if model:
         from cnnx.tracking.pyfunc_model import log_mlflow_model
