@@ -12,13 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from cnnx.cache_dir import write_atomically
 from cnnx.cli import warn
 
 #: 2: float32 pixels in [0, 1] (16-bit images keep their precision); 1 held uint8.
@@ -51,15 +51,7 @@ def load(cache_dir: Path, key: str) -> tuple[np.ndarray, np.ndarray] | None:
 def save(cache_dir: Path, key: str, x: np.ndarray, y: np.ndarray) -> None:
     """Best effort: a cache that cannot be written only costs the next run some time."""
     try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=f".{key}.", suffix=".npz")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.savez(handle, x=x, y=y)
-            os.replace(tmp, cache_dir / f"{key}.npz")
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomically(cache_dir / f"{key}.npz", lambda stream: np.savez(stream, x=x, y=y))
     except OSError as exc:
         warn(f"cannot cache the decoded images in '{cache_dir}' ({exc.strerror or exc}); "
              f"set dataset.cache_dir to a writable folder")
