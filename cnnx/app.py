@@ -240,7 +240,8 @@ def _checkpoint(config: dict[str, Any], output_dir: str | None, continue_in: Pat
     checkpoint = Checkpoint(
         directory, every_n_epochs=settings["every_n_epochs"], keep_last=settings["keep_last"],
         keep_best=settings["keep_best"], monitor=trainer_cfg["monitor"], resume=resume,
-        config=resumable_config(config), describe=functools.partial(_describe_model, config),
+        config=resumable_config(config),
+        classifier_description=functools.partial(_classifier_description, config),
     )
     resumed = checkpoint.resume_file
     if resumed is not None and resumed.parent.resolve() != Path(directory).resolve():
@@ -253,7 +254,7 @@ def _checkpoint(config: dict[str, Any], output_dir: str | None, continue_in: Pat
     return checkpoint
 
 
-def _describe_model(config: dict[str, Any], trainer: Trainer) -> dict[str, Any] | None:
+def _classifier_description(config: dict[str, Any], trainer: Trainer) -> dict[str, Any] | None:
     from cnnx.inference import trained_classifier
 
     return None if trainer.data is None else trained_classifier(trainer.model, config, trainer.data).description()

@@ -91,13 +91,13 @@ class Checkpoint(Callback):
         resume: bool | str | os.PathLike[str] = False,
         warn: Callable[[str], None] | None = None,
         config: dict[str, str] | None = None,
-        describe: Callable[[Trainer], dict[str, Any] | None] | None = None,
+        classifier_description: Callable[[Trainer], dict[str, Any] | None] | None = None,
     ):
         """``config``: the settings a resumed run must share with its checkpoint (flat key →
         value); saved in each checkpoint and compared when resuming. None: not checked.
-        ``describe``: what a checkpoint needs to predict on its own (the model's layers,
-        classes, normalisation: ``Classifier.description()``), saved under the header's
-        ``classifier`` key."""
+        ``classifier_description``: the trainer's ``Classifier.description()``, what a
+        checkpoint needs to predict on its own (the model's layers, classes, normalisation),
+        saved under the header's ``classifier`` key."""
         for key, value in (("every_n_epochs", every_n_epochs), ("keep_last", keep_last)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(
@@ -112,7 +112,7 @@ class Checkpoint(Callback):
         self.monitor = monitor
         self.resume = resume
         self.config = config
-        self.describe = describe
+        self.classifier_description = classifier_description
         self.warn = warn or cli_warn
         self.best_value: float | None = None
         self.best_epoch = 0
@@ -178,7 +178,7 @@ class Checkpoint(Callback):
         else:
             name = f"epoch-{trainer.epoch:04d}-batch-{progress.batches_done:04d}.npz"
         arrays, header = capture(trainer)
-        description = self.describe(trainer) if self.describe is not None else None
+        description = None if self.classifier_description is None else self.classifier_description(trainer)
         if description is not None:
             header[CLASSIFIER] = description
         try:
