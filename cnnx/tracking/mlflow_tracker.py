@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cnnx.cli import warn
-from cnnx.errors import CnnxError
+from cnnx.errors import CnnxError, flat_message
 from cnnx.tracking import after_fork  # noqa: F401 — registers the fork hook
 from cnnx.tracking.feature_maps import conv_layers
 from cnnx.tracking.images import kernel_grid
@@ -518,7 +518,7 @@ class MlflowTracker(Callback):
                            model=self.log_model, plots=self.log_plots,
                            kernels_logged=self._kernel_layer if self.log_kernels else None)
         except (MlflowException, OSError) as exc:
-            reason = " ".join(str(exc).split())[:200]
+            reason = flat_message(exc)[:200]
             self.outbox.warn(f"plots and model of run {self.run_id} not logged: store unreachable ({reason})")
 
     def on_fit_error(self, trainer: Trainer, error: BaseException) -> None:

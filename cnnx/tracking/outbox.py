@@ -26,7 +26,7 @@ import numpy as np
 
 from cnnx.cli import report_user_errors
 from cnnx.cli import warn as cli_warn
-from cnnx.errors import CnnxError
+from cnnx.errors import CnnxError, flat_message
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -67,7 +67,7 @@ class Outbox:
             except Exception as exc:  # any transport or server error: keep it for later
                 if self.unreachable_since is None:
                     self.unreachable_since = time.monotonic()
-                    reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+                    reason = flat_message(exc)[:200]
                     self.warn(f"MLflow store {self.store} unreachable ({reason}); training goes on, "
                               f"metrics are kept and sent when it is back")
                 return False

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 import cnnx
-from cnnx.errors import CnnxError
+from cnnx.errors import CnnxError, flat_message
 from cnnx.inference import Classifier
 
 #: Where the model lives inside a run's artifacts: ``runs:/<id>/model``.
@@ -45,7 +45,7 @@ class PyfuncClassifier:
         except CnnxError as error:
             from mlflow.exceptions import MlflowException
 
-            raise MlflowException.invalid_parameter_value(" ".join(str(error).split("\n"))) from error
+            raise MlflowException.invalid_parameter_value(flat_message(error)) from error
 
 
 def _load_pyfunc(data_path: str) -> PyfuncClassifier:
