@@ -10,9 +10,10 @@ An optional ``classes`` string array names the classes. The file is read with
 ``allow_pickle=False``: an archive can't execute code, so object arrays are refused.
 
 ``layout: nhwc`` takes images saved channels-last (N, H, W, C), as TensorFlow, PIL and most
-image tools hold them, and transposes them. With the default ``nchw`` an array whose last
-axis looks like channels (1, 3 or 4) while its second is larger than 4 is refused: read as
-NCHW it would train, silently, on H channels of W×C-pixel images.
+image tools hold them, and transposes them; ``nchw`` takes them as they are. With the default
+``auto`` an array whose last axis looks like channels (1, 3 or 4) while its second is larger
+than 4 is refused, naming both settings: read as NCHW it would train, silently, on H channels
+of W×C-pixel images, and only the user knows whether (60, 16, 4, 4) holds 16-channel maps.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from cnnx.errors import ConfigError, DataError, flat_message
 from cnnx.npz_load_failure import load_failure
 
 PRESPLIT_KEYS = ("x_train", "y_train", "x_test", "y_test")
-LAYOUTS = ("nchw", "nhwc")
+LAYOUTS = ("auto", "nchw", "nhwc")
 #: Channel counts of channels-last images: 1 (grey), 3 (RGB), 4 (RGBA). An (N, A, B, C) array
 #: with C among them and A above them reads as NCHW only as A channels of B×C-pixel strips.
 _CHANNELS = (1, 3, 4)
@@ -44,7 +45,7 @@ def load_npz(
     test_fraction: float = 0.2,
     seed: int = 0,
     normalize: str = "none",
-    layout: str = "nchw",
+    layout: str = "auto",
 ) -> DataSplits:
     owner = "dataset npz"
     check_split_config(owner, val_fraction, test_fraction, seed)
@@ -142,11 +143,12 @@ class _Reader:
             )
         elif self.layout == "nhwc":
             x = x.transpose(0, 3, 1, 2)
-        elif x.shape[3] in _CHANNELS and x.shape[1] > max(_CHANNELS):
+        elif self.layout == "auto" and x.shape[3] in _CHANNELS and x.shape[1] > max(_CHANNELS):
             raise DataError(
                 f"{self.source}: array {x_key!r} has shape {x.shape}, which looks channels-last (N, H, W, C) "
                 f"with {x.shape[3]} channel{'s' if x.shape[3] != 1 else ''}; cnnx reads (N, C, H, W): set "
-                f"dataset.layout=nhwc to transpose it"
+                f"dataset.layout=nhwc to transpose it, or dataset.layout=nchw if it holds {x.shape[1]} "
+                f"channels of {x.shape[2]}×{x.shape[3]} pixels"
             )
         if x.dtype.kind in "iu" and x.size and x.max() > 1:
             self.unscaled_integer_dtype = str(x.dtype)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from cnnx.cli import warn as cli_warn
 from cnnx.errors import CheckpointError, ConfigError
+from cnnx.settings_added_later import with_earlier_defaults
 from cnnx.training.callbacks import Callback
 from cnnx.training.checkpoint_file import CLASSIFIER, TEMP_SUFFIX, read_checkpoint, write_checkpoint
 from cnnx.training.signals import TrainingInterrupted
@@ -265,6 +266,7 @@ class Checkpoint(Callback):
         saved = (header.get("callbacks") or {}).get(type(self).__name__, {}).get("config")
         if self.config is None or not isinstance(saved, dict):
             return  # not checked, or written by a cnnx that did not record it
+        saved = with_earlier_defaults(saved, self.config)
         changed = [f"{key}={self.config.get(key, '(absent)')} (checkpoint: {saved.get(key, '(absent)')})"
                    for key in sorted(set(saved) | set(self.config), key=lambda k: (not k.endswith(".type"), k))
                    if saved.get(key) != self.config.get(key)]

@@ -383,6 +383,16 @@ def make_images(n=60, shape=(1, 6, 6), classes=3, seed=0):
     return x, y
 
 
+def test_npz_feature_maps_that_look_channels_last_are_taken_as_nchw_when_the_layout_says_so(tmp_path):
+    # (N, 16, 4, 4): 16 channels of 4×4, or 16×4 images of 4 channels; only the user knows.
+    x, y = make_images(shape=(16, 4, 4))
+    np.savez(tmp_path / "maps.npz", x=x, y=y)
+    with pytest.raises(DataError, match=r"looks channels-last .* or dataset.layout=nchw if it holds 16 channels"):
+        load_npz(tmp_path / "maps.npz")
+    assert load_npz(tmp_path / "maps.npz", layout="nchw").input_shape == (16, 4, 4)
+    assert load_npz(tmp_path / "maps.npz", layout="nhwc").input_shape == (4, 16, 4)
+
+
 def test_npz_nchw_round_trip(tmp_path):
     x, y = make_images(shape=(3, 5, 7))
     np.savez(tmp_path / "mine.npz", x=x, y=y)

@@ -41,7 +41,7 @@ def test_channels_last_is_refused_accepted_with_layout_and_uint8_gets_a_hint(tmp
     assert refused.returncode == 2 and refused.stderr.strip() == (
         f"cnnx: error: npz file '{tmp_path / 'nhwc.npz'}': array 'x' has shape (40, 12, 10, 3), which looks "
         f"channels-last (N, H, W, C) with 3 channels; cnnx reads (N, C, H, W): set dataset.layout=nhwc to "
-        f"transpose it"), refused.stderr
+        f"transpose it, or dataset.layout=nchw if it holds 12 channels of 10×3 pixels"), refused.stderr
     assert not list((tmp_path / "w0").rglob("epoch-*"))
 
     assert nhwc.returncode == 0, nhwc.stderr
@@ -56,4 +56,4 @@ def test_channels_last_is_refused_accepted_with_layout_and_uint8_gets_a_hint(tmp
     assert unit.returncode == 0 and "warning" not in unit.stderr, unit.stderr
 
     assert bad.returncode == 2 and bad.stderr.strip() == (
-        "cnnx: error: dataset npz: layout='hwc' is not known; accepted: nchw, nhwc"), bad.stderr
+        "cnnx: error: dataset npz: layout='hwc' is not known; accepted: auto, nchw, nhwc"), bad.stderr

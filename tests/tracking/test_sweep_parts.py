@@ -155,6 +155,11 @@ def test_fingerprint_ignores_where_a_run_is_logged_but_not_what_it_trains():
         {**config, "trainer": {"epochs": 2, "resume": "/runs/3/checkpoints"}})
     assert config_fingerprint(config) != config_fingerprint({**config, "optimizer": {"lr": 0.2}})
     assert config_fingerprint(config) != config_fingerprint({**config, "seed": 1})
+    # a setting added to cnnx later, at the value that trains as before, leaves earlier jobs' twins found
+    npz = {**config, "dataset": {"type": "npz", "path": "x.npz"}}
+    assert config_fingerprint(npz) == config_fingerprint({**npz, "dataset": {**npz["dataset"], "layout": "auto"}})
+    assert config_fingerprint(npz) != config_fingerprint({**npz, "dataset": {**npz["dataset"], "layout": "nhwc"}})
+    assert npz["dataset"] == {"type": "npz", "path": "x.npz"}  # the caller's config is left as it was
 
 
 def test_a_resumed_sweep_continues_the_newest_stopped_twin_that_left_checkpoints(client, tmp_path):

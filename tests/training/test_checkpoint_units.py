@@ -423,6 +423,20 @@ def test_resuming_with_a_changed_config_is_refused_naming_the_key(tmp_path):
     assert "in optimizer.type=adam (checkpoint: sgd), seed=3 (checkpoint: 0);" in message
 
 
+def test_a_checkpoint_from_before_a_setting_existed_resumes_while_it_keeps_its_earlier_behaviour(tmp_path):
+    """dataset.layout came later: every npz checkpoint written before it was refused as
+    'differs from checkpoint in dataset.layout=... (checkpoint: (absent))'."""
+    from cnnx.app import resumable_config
+
+    config = {"seed": 0, "dataset": {"type": "npz", "path": "x.npz"}, "trainer": {"epochs": 2, "resume": False}}
+    make_trainer(epochs=1, callbacks=[Checkpoint(tmp_path, config=resumable_config(config))]).fit(tiny_data())
+    now = {**config, "dataset": {**config["dataset"], "layout": "auto"}, "trainer": {"epochs": 2, "resume": True}}
+    Checkpoint(tmp_path, resume=True, config=resumable_config(now)).on_fit_start(make_trainer(epochs=2))
+    other = {**now, "dataset": {**now["dataset"], "layout": "nhwc"}}
+    with pytest.raises(CheckpointError, match=r"in dataset.layout=nhwc \(checkpoint: auto\)"):
+        Checkpoint(tmp_path, resume=True, config=resumable_config(other)).on_fit_start(make_trainer(epochs=2))
+
+
 def test_a_second_ctrl_c_still_points_at_the_newest_checkpoint(tmp_path):
     """A second Ctrl-C stops mid-batch; the CLI said only 'no checkpoint written for this
     moment', although the previous epoch's checkpoint resumes the run."""
