@@ -89,6 +89,8 @@ def _read_image(path: str | PathLike[str], color_mode: str, size: tuple[int, int
                     pixels = np.asarray(image, dtype=np.float32) / np.float32(255.0)
     except Image.DecompressionBombError as exc:
         raise DataError(_too_large(path, exc, prefix)) from None
+    except DataError:
+        raise  # _high_depth's own refusal, already one line (DataError is a ValueError too)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise DataError(f"{prefix}cannot read image '{path}': {flat_message(exc)}") from None
     for warning in caught:

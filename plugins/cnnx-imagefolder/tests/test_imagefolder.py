@@ -185,11 +185,14 @@ def test_32bit_integer_and_float_images(tmp_path):
     np.testing.assert_array_equal(read_image(as_float, "rgb"), np.tile([[[0, 0.25], [0.5, 1]]], (3, 1, 1)))
     beyond = tmp_path / "beyond.tif"
     Image.fromarray(np.array([[0, 70000]], np.int32)).save(beyond)
-    with pytest.raises(DataError, match=r"image '.*beyond\.tif' holds 32-bit integer pixels in \[0, 70000\]"):
+    with pytest.raises(DataError, match=r"^image '[^']*beyond\.tif' holds 32-bit integer pixels in \[0, 70000\]"):
         read_image(beyond)
+    with pytest.raises(DataError, match=r"^dataset x: image '[^']*beyond\.tif' holds 32-bit integer pixels"):
+        read_image(beyond, owner="dataset x")  # named once, not wrapped in 'cannot read image'
+
     hdr = tmp_path / "hdr.tif"
     Image.fromarray(np.array([[0, 3.5]], np.float32)).save(hdr)
-    with pytest.raises(DataError, match=r"image '.*hdr\.tif' holds 32-bit float pixels in \[0, 3.5\]"):
+    with pytest.raises(DataError, match=r"^image '[^']*hdr\.tif' holds 32-bit float pixels in \[0, 3.5\]"):
         read_image(hdr)
 
 
