@@ -54,6 +54,9 @@ class DataSplits:
 
     def __post_init__(self) -> None:
         self.input_shape = tuple(int(d) for d in self.input_shape)
+        # Names, whatever a loader hands in (np.unique(y) gives NumPy integers): they are
+        # written to JSON with every checkpoint and model, and shown as text.
+        self.classes = [str(name) for name in self.classes]
         for split_name in ("train", "val", "test"):
             split = getattr(self, split_name)
             if not (isinstance(split, (tuple, list)) and len(split) == 2

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnx.errors import CheckpointError
+from cnnx.errors import CheckpointError, flat_message
 from cnnx.npz_load_failure import load_failure
 
 FORMAT = "cnnx-checkpoint"
@@ -38,7 +38,12 @@ def write_checkpoint(path: Path, arrays: Mapping[str, np.ndarray], header: Mappi
     """Atomically write ``arrays`` and the JSON-serialisable ``header`` to ``path``."""
     path = Path(path)
     payload = {"format": FORMAT, "version": VERSION, **header}
-    encoded = np.frombuffer(json.dumps(payload, allow_nan=True).encode("utf-8"), dtype=np.uint8)
+    try:
+        text = json.dumps(payload, allow_nan=True)
+    except (TypeError, ValueError) as exc:  # a plugin's state holding NumPy scalars, say
+        raise CheckpointError(f"checkpoint '{path}' cannot be written: its header is not JSON "
+                              f"({flat_message(exc)})") from None
+    encoded = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
     temp = path.with_name(f".{path.name}.{os.getpid()}{TEMP_SUFFIX}")
     # Built in memory and written in one call: zipfile's many small writes to a real file
     # cost several times more.

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from cnnx.data.splits import DataSplits
 from cnnx.engine.model import Model
-from cnnx.errors import ConfigError
+from cnnx.errors import ConfigError, flat_message
 from cnnx.training.augment import random_shift
 from cnnx.training.callbacks import Callback
 from cnnx.training.divergence import TrainingDiverged, UpdateGuard
@@ -149,7 +149,13 @@ class Trainer:
                          f"it finished first (nothing to resume)")
         except BaseException as error:
             for callback in self.callbacks:
-                callback.on_fit_error(self, error)
+                try:
+                    callback.on_fit_error(self, error)
+                except Exception as failure:  # noqa: BLE001 — reported, and the error that stopped training wins
+                    # The callbacks after it still clean up: the tracker ends its MLflow run, which
+                    # would otherwise be left RUNNING.
+                    self.log(f"warning: {type(callback).__name__} could not handle the error that stopped "
+                             f"training: {type(failure).__name__}: {flat_message(failure)}")
             raise
         return self.history
 

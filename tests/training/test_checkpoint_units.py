@@ -457,3 +457,48 @@ def test_a_second_ctrl_c_still_points_at_the_newest_checkpoint(tmp_path):
                        f"{tmp_path / 'epoch-0002.npz'}, resumes with: python -m cnnx +experiment=lenet "
                        f"trainer.resume=true hydra.run.dir=runs/x")
     assert stopped_at_once_message(KeyboardInterrupt(), []) == "interrupted; no checkpoint written for this moment"
+
+
+def test_a_header_that_is_not_json_is_a_one_line_checkpoint_error_and_leaves_no_file(tmp_path):
+    with pytest.raises(CheckpointError, match=r"^checkpoint '.*a\.npz' cannot be written: its header is not JSON "
+                                              r"\(Object of type int64 is not JSON serializable\)$"):
+        write_checkpoint(tmp_path / "a.npz", {"w": np.arange(3.0)}, {"classes": [np.int64(1)]})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_class_names_handed_in_as_numpy_labels_are_kept_as_text_which_checkpoints_write_as_json():
+    """A loader handing np.unique(y) as its classes crashed the first checkpoint (NumPy
+    integers are not JSON) with a traceback."""
+    from cnnx.data.splits import DataSplits
+
+    data = tiny_data()
+    data = DataSplits(train=data.train, val=data.val, test=data.test, classes=list(np.unique(data.train[1])),
+                      input_shape=(1, 5, 5), name="t")
+    assert data.classes == ["0", "1", "2"] and all(type(name) is str for name in data.classes)
+
+
+def test_a_callback_failing_on_the_error_does_not_keep_the_others_from_theirs(tmp_path):
+    """A checkpoint that could not be written on Ctrl-C raised out of on_fit_error, and the
+    tracker after it never ended its MLflow run: it stayed RUNNING."""
+    from cnnx.training.callbacks import Callback
+
+    seen, lines = [], []
+
+    class Stop(Callback):
+        def on_epoch_end(self, trainer, epoch, metrics):
+            raise KeyboardInterrupt
+
+    class Broken(Callback):
+        def on_fit_error(self, trainer, error):
+            raise TypeError("cannot handle it")
+
+    class Tracker(Callback):
+        def on_fit_error(self, trainer, error):
+            seen.append(type(error).__name__)
+
+    trainer = make_trainer(epochs=2, callbacks=[Stop(), Broken(), Tracker()])
+    trainer.log = lines.append
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit(tiny_data())
+    assert seen == ["KeyboardInterrupt"]
+    assert lines == ["warning: Broken could not handle the error that stopped training: TypeError: cannot handle it"]
