@@ -326,6 +326,13 @@ def test_resuming_with_fewer_epochs_than_the_checkpoint_began_is_refused(tmp_pat
 
     assert (epochs_in("config.yaml"), epochs_in("config.initial.yaml")) == (EPOCHS + 1, EPOCHS)
 
+    # A name the user gave in the UI since is theirs: resuming again keeps it.
+    client.update_run(run.info.run_id, name="baseline, longer")
+    longest = [f"trainer.epochs={EPOCHS + 2}" if a.startswith("trainer.epochs=") else a for a in run_args(data)]
+    result = run_cli([*longest, "trainer.resume=true"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert client.get_run(run.info.run_id).info.run_name == "baseline, longer"
+
 
 def test_a_finished_run_resumes_with_its_epochs_but_not_with_fewer(tmp_path, reference_dir, data, reference):
     workdir = tmp_path / "copy"

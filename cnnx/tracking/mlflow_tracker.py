@@ -47,6 +47,9 @@ TRACKER_STATE_KEY = "mlflow_run"
 FORMER_TRACKER_STATE_KEYS = ("MlflowTracker", "BackgroundTracker")
 #: Set on a run that early stopping ended (``early_stopping_tags``).
 EARLY_STOPPING_TAG = "cnnx.early_stopping."
+#: The name cnnx gave a run from its overrides (none when tracking.run_name named it): a run
+#: still so named may be renamed on resume; one renamed since, in the UI, keeps its name.
+AUTOMATIC_NAME_TAG = "cnnx.run_name.automatic"
 #: The config a resumed run was started with, when it goes on with another (``config.yaml``).
 INITIAL_CONFIG = "config.initial.yaml"
 #: MLflow's own default, spelled out so runs land in ./mlflow.db whatever MLflow's version.
@@ -278,7 +281,8 @@ class MlflowTracker(Callback):
         # A checkpoint written before its run id was known.
         if self.run_id is not None and self._continue_run(trainer):
             return
-        run = self.client.create_run(experiment_id, run_name=self.run_name, tags=self.tags)
+        automatic = {} if self._name_chosen() or not self.run_name else {AUTOMATIC_NAME_TAG: self.run_name}
+        run = self.client.create_run(experiment_id, run_name=self.run_name, tags={**self.tags, **automatic})
         self.run_id = run.info.run_id
         data = trainer.data.params() if trainer.data is not None else getattr(trainer, "data_params", {})
         params = [Param(k, v) for k, v in {**flatten(self.config), **data}.items()]
@@ -395,7 +399,12 @@ class MlflowTracker(Callback):
         if "error" in run.data.tags:  # how it stopped last time; a FINISHED run must not keep it
             self.client.delete_tag(self.run_id, "error")
         if self._log_changed_settings(run.data.params, run.data.tags):
-            self._log_config_in_effect(run)
+            from mlflow.exceptions import MlflowException
+
+            try:
+                self._log_config_in_effect(run)
+            except (MlflowException, OSError) as exc:  # cosmetic: the run itself goes on
+                self.outbox.warn(f"run {self.run_id}: the config in effect was not logged ({flat_message(exc)[:200]})")
         self._kernel_layer = first_conv_layer(trainer.model)
         for key, history in histories.items():
             self._logged.update((key, m.step) for m in history)
@@ -457,11 +466,17 @@ class MlflowTracker(Callback):
                 first = Path(self.client.download_artifacts(self.run_id, "config.yaml", tmp)).read_text()
             self.client.log_text(self.run_id, first, INITIAL_CONFIG)
         self.client.log_text(self.run_id, self.config_yaml, "config.yaml")
-        # A name given with tracking.run_name stays, unless the resumed run gives another.
-        named = run.data.params.get("tracking.run_name", "None") != "None"
-        chosen = flatten(self.config).get("tracking.run_name", "None") != "None"
-        if self.run_name and self.run_name != run.info.run_name and (chosen or not named):
+        # A name given with tracking.run_name, or in the UI since, stays, unless the resumed
+        # run gives another with tracking.run_name.
+        still_automatic = run.info.run_name == run.data.tags.get(AUTOMATIC_NAME_TAG)
+        if self.run_name and self.run_name != run.info.run_name and (self._name_chosen() or still_automatic):
             self.client.update_run(self.run_id, name=self.run_name)
+            if not self._name_chosen():
+                self.client.set_tag(self.run_id, AUTOMATIC_NAME_TAG, self.run_name)
+
+    def _name_chosen(self) -> bool:
+        """``tracking.run_name`` named this run (else its name comes from its overrides)."""
+        return flatten(self.config).get("tracking.run_name", "None") != "None"
 
     def _log_missing_history(self, trainer: Trainer) -> None:
         """The epochs of ``trainer.history`` the store does not hold yet, in one batch."""
