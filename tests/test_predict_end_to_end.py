@@ -160,16 +160,24 @@ def write_image_kinds(folder) -> dict[str, object]:
 
 @pytest.mark.parametrize("mode", ["rgb", "grayscale"])
 def test_predict_decodes_each_image_file_as_training_does(installed_plugins, tmp_path, mode):
-    from cnnx_imagefolder import loader
+    from cnnx_imagefolder.loader import load_imagefolder
 
-    from cnnx.data.image_files import preparation
     from cnnx.predict import image_for_model
 
-    prepared = preparation((SIZE, SIZE), mode)
-    model = SimpleNamespace(preparation=prepared, input_shape=(3 if mode == "rgb" else 1, SIZE, SIZE))
-    for name in write_image_kinds(tmp_path):
-        trained = loader.prepare_image(tmp_path / name, prepared, loader.OWNER)  # what load_imagefolder reads
-        np.testing.assert_array_equal(image_for_model(tmp_path / name, model), trained, err_msg=name)
+    kinds = write_image_kinds(tmp_path / "kinds")
+    for name in kinds:  # one class per kind of file, two copies each (a split needs two)
+        (tmp_path / "root" / name.replace(".", "_")).mkdir(parents=True)
+        for copy in ("a.png", "b.png"):
+            shutil.copy(tmp_path / "kinds" / name, tmp_path / "root" / name.replace(".", "_") / copy)
+    size = SIZE + 3  # resized, both in training and in predict
+    data = load_imagefolder(tmp_path / "root", size=size, color_mode=mode, normalize="none",
+                            val_fraction=0.0, test_fraction=0.0, cache=False)
+    model = SimpleNamespace(preparation=data.preparation, input_shape=data.input_shape)
+    x, y = data.train
+    assert len(x) == 2 * len(kinds)
+    for image, label in zip(x, y, strict=True):
+        path = tmp_path / "root" / data.classes[label] / "a.png"
+        np.testing.assert_array_equal(image_for_model(path, model), image, err_msg=data.classes[label])
 
 
 def test_sixteen_bit_greyscale_is_read_on_its_own_levels_not_clipped(tmp_path):

@@ -29,8 +29,9 @@ ERROR_TAG = "cnnx.error"
 #: Below MLflow's limit on a tag's value (8000 characters in 3.x, 5000 in older versions).
 MAX_TAG_LENGTH = 5000
 _REPORTED_METRICS = ("test_acc", "test_loss")
-#: Where runs were logged, how they were named and whether a sweep resumed are not choices.
-_NOT_SWEPT = ("tracking.", "sweep.")
+#: Where runs were logged, how they were named and whether a sweep resumed are not choices,
+#: nor what follows from the data (``data.train_size`` changes with ``dataset.val_fraction``).
+_NOT_SWEPT = ("tracking.", "sweep.", "data.")
 
 
 def objective_mode(key: str) -> str:

@@ -296,3 +296,15 @@ def test_overrides_too_long_for_a_tag_are_left_to_the_params():
 
     assert json.loads(overrides_tag(["optimizer.lr=0.1"])[OVERRIDES_TAG]) == ["optimizer.lr=0.1"]
     assert overrides_tag([f"dataset.path=/data/{'x' * 6000}.npz"]) == {}
+
+
+def test_columns_of_runs_without_a_swept_tag_leave_out_what_follows_from_the_data():
+    from types import SimpleNamespace
+
+    from cnnx.tracking.sweep_summary import swept_columns
+
+    def run(fraction, train_size):
+        params = {"dataset.val_fraction": fraction, "data.train_size": train_size, "tracking.uri": "x"}
+        return SimpleNamespace(data=SimpleNamespace(params=params, tags={}))
+
+    assert swept_columns([run("0.1", "1131"), run("0.2", "1005")]) == ["dataset.val_fraction"]
