@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from cnnx.cli import warn
 from cnnx.data.splits import DataSplits
 from cnnx.engine.model import Model
 from cnnx.errors import ConfigError, flat_message
@@ -154,8 +155,8 @@ class Trainer:
                 except Exception as failure:  # noqa: BLE001 — reported, and the error that stopped training wins
                     # The callbacks after it still clean up: the tracker ends its MLflow run, which
                     # would otherwise be left RUNNING.
-                    self.log(f"warning: {type(callback).__name__} could not handle the error that stopped "
-                             f"training: {type(failure).__name__}: {flat_message(failure)}")
+                    warn(f"{type(callback).__name__} could not handle the error that stopped training: "
+                         f"{type(failure).__name__}: {flat_message(failure)}")
             raise
         return self.history
 
