@@ -277,8 +277,17 @@ def _newer_checkpoints(newest: Path, resume: Any, config: dict[str, Any], output
     outrank in ``trainer.resume=true`` and push out of ``keep_last``."""
     key, shown, directory = _checkpoints_placed_by(config, output_dir, sweep)
     return (f"{key}: {shown} holds checkpoints newer than trainer.resume={resume} (newest: "
-            f"{newest.relative_to(directory)}), which a run resumed from it would prune and mix with its own; "
+            f"{_within(newest, directory)}), which a run resumed from it would prune and mix with its own; "
             f"continue from the newest with trainer.resume=true, or give the resumed run another {key}")
+
+
+def _within(path: Path, directory: Path) -> Path:
+    """``path`` from ``directory`` when it lies inside it; one may be relative (as typed in
+    ``trainer.resume=``), the other absolute."""
+    try:
+        return path.resolve().relative_to(Path(directory).resolve())
+    except ValueError:
+        return path
 
 
 def _earlier_checkpoints(newest: Path, config: dict[str, Any], output_dir: str | None, sweep) -> str:
@@ -297,7 +306,7 @@ def _earlier_checkpoints(newest: Path, config: dict[str, Any], output_dir: str |
             todo = f"continue that sweep with sweep.resume=true, or {todo}"
     else:
         todo = "resume that run with trainer.resume=true, or choose another hydra.run.dir"
-    return (f"{key}: {shown} already holds checkpoints of an earlier run (newest: {newest.relative_to(directory)}), "
+    return (f"{key}: {shown} already holds checkpoints of an earlier run (newest: {_within(newest, directory)}), "
             f"which a new run there would prune and mix with its own; {todo}")
 
 

@@ -452,6 +452,11 @@ def test_resuming_an_older_checkpoint_file_branches_into_a_new_run(tmp_path, dat
                     f"trainer.resume={older} (newest: checkpoints/epoch-{EPOCHS:04d}.npz), which a run resumed "
                     f"from it would prune and mix with its own; continue from the newest with trainer.resume=true, "
                     f"or give the resumed run another hydra.run.dir"), line
+    # named relative to where the command runs, as the README does (a ValueError traceback)
+    relative = older.resolve().relative_to(workdir.resolve())
+    result = run_cli([*run_args(data), "trainer.epochs=5", f"trainer.resume={relative}"], workdir)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert f"(newest: checkpoints/epoch-{EPOCHS:04d}.npz)" in result.stderr.strip(), result.stderr
     assert checkpoint_files(checkpoints) == before
     assert len(all_runs(workdir)) == 2
 
