@@ -29,9 +29,10 @@ ERROR_TAG = "cnnx.error"
 #: Below MLflow's limit on a tag's value (8000 characters in 3.x, 5000 in older versions).
 MAX_TAG_LENGTH = 5000
 _REPORTED_METRICS = ("test_acc", "test_loss")
-#: Where runs were logged, how they were named and whether a sweep resumed are not choices,
-#: nor what follows from the data (``data.train_size`` changes with ``dataset.val_fraction``).
-_NOT_SWEPT = ("tracking.", "sweep.", "data.")
+#: Where runs were logged, how they were named, whether a sweep resumed and whether progress
+#: bars were drawn are not choices, nor what follows from the data (``data.train_size``
+#: changes with ``dataset.val_fraction``).
+_NOT_SWEPT = ("tracking.", "sweep.", "data.", "trainer.progress")
 
 
 def objective_mode(key: str) -> str:
@@ -107,7 +108,8 @@ def swept_columns(runs: list, parent=None) -> list[str]:
     if parent is not None and SWEPT_TAG in parent.data.tags:
         return json.loads(parent.data.tags[SWEPT_TAG])
     keys = sorted({k for run in runs for k in run.data.params if not k.startswith(_NOT_SWEPT)})
-    return [k for k in keys if len({run.data.params.get(k) for run in runs}) > 1]
+    # A run without the param (refused before it logged any) tells nothing about it.
+    return [k for k in keys if len({run.data.params[k] for run in runs if k in run.data.params}) > 1]
 
 
 def swept_value(run, key: str) -> str | None:

@@ -308,3 +308,8 @@ def test_columns_of_runs_without_a_swept_tag_leave_out_what_follows_from_the_dat
         return SimpleNamespace(data=SimpleNamespace(params=params, tags={}))
 
     assert swept_columns([run("0.1", "1131"), run("0.2", "1005")]) == ["dataset.val_fraction"]
+    refused = SimpleNamespace(data=SimpleNamespace(params={}, tags={}))  # failed before logging params
+    assert swept_columns([run("0.1", "1131"), run("0.1", "1131"), refused]) == []
+    progress = [run("0.1", "1131"), run("0.1", "1131")]
+    progress[0].data.params["trainer.progress"] = "False"  # joblib jobs draw no bars
+    assert swept_columns(progress) == []
