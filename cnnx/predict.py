@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -212,12 +213,15 @@ def read_npz(path: Path) -> np.ndarray:
 def read_images(paths: Sequence[str], classifier: Classifier) -> tuple[list[str], np.ndarray]:
     """Every image the arguments name: files, and the image files directly in folders."""
     names, batches = [], []
+    # Rows name a file by its name, or as given when another argument has the same name
+    # (cat/001.png and dog/001.png).
+    seen = Counter(Path(name).expanduser().name for name in paths)
     for name in paths:
         path = Path(name).expanduser()
         if path.is_dir():
             found = read_folder(path, name, classifier)
         elif path.is_file():
-            found = [read_file(path, path.name, classifier)]
+            found = [read_file(path, path.name if seen[path.name] == 1 else name, classifier)]
         else:
             raise DataError(f"image file '{path}' not found")
         for shown, x in found:

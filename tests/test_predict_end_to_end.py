@@ -306,6 +306,13 @@ def test_a_folder_predicts_the_images_directly_in_it_by_name(pets_run, tmp_path)
     assert [line.split()[1:] for line in result.stdout.splitlines()[1:3]] == \
         [line.split()[1:] for line in single.stdout.splitlines()[1:]]
 
+    # Files of one name from two folders: each row names its file as given (both read '001.png').
+    (workdir / "other").mkdir()
+    shutil.copy(images[0], workdir / "other" / "b.png")
+    same_name = predict(workdir, "--weights", checkpoint, "batch/b.png", "other/b.png", "batch/a.PNG")
+    assert [line.split()[0] for line in same_name.stdout.splitlines()] == ["image", "batch/b.png", "other/b.png",
+                                                                          "a.PNG"]
+
     (workdir / "empty").mkdir()
     (workdir / "empty" / "notes.txt").write_text("")
     empty = predict(workdir, "--weights", checkpoint, "empty")
