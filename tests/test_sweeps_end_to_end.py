@@ -138,6 +138,8 @@ def test_joblib_sweep_logs_to_a_shared_mlflow_server(tmp_path):
                           "sweep.fork_workers=false", f"tracking.uri={url}"], tmp_path)
         assert_complete_sweep(MlflowClient(url), result, jobs=8)
         assert not (tmp_path / "mlflow.db").exists()
+        # MLflow's links for runs on a server go to stderr: stdout keeps the runs' own lines.
+        assert "View run" not in result.stdout and result.stderr.count("View run") == 9, result.stdout
     finally:
         os.killpg(server.pid, signal.SIGTERM)  # the server and its workers, by the server's pid
         try:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
+import sys
 import tempfile
 import time
 import uuid
@@ -188,6 +190,14 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
         else:
             flat[name] = str(value)[:_MAX_PARAM_LENGTH]
     return flat
+
+
+def end_run(client, run_id: str, status: str) -> None:
+    """``client.set_terminated``, with the links MLflow then prints for a run on a tracking
+    server ("View run ... at: http://...") on stderr: cnnx's stdout holds the run's summary,
+    epoch lines and test metrics only, which ``> train.log`` keeps."""
+    with contextlib.redirect_stdout(sys.stderr):
+        client.set_terminated(run_id, status)
 
 
 class MlflowTracker(Callback):
@@ -575,7 +585,7 @@ class MlflowTracker(Callback):
 
     def _submit_status(self, status: str) -> None:
         run_id = self.run_id
-        self.outbox.submit(Pending(lambda: self.client.set_terminated(run_id, status),
+        self.outbox.submit(Pending(lambda: end_run(self.client, run_id, status),
                                    {"kind": "status", "run_id": run_id, "status": status}))
 
     def _log_weights(self, weights: dict[str, np.ndarray]) -> None:

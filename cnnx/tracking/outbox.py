@@ -169,6 +169,8 @@ def _spilled_calls(directory: Path) -> list[tuple[str, dict[str, Any]]]:
 def _send(client: MlflowClient, directory: Path, record: dict[str, Any]) -> None:
     from mlflow.entities import Metric
 
+    from cnnx.tracking.mlflow_tracker import end_run
+
     kind, run_id = record["kind"], record["run_id"]
     if kind == "metrics":
         client.log_batch(run_id, metrics=[Metric(*m) for m in record["metrics"]])
@@ -184,7 +186,7 @@ def _send(client: MlflowClient, directory: Path, record: dict[str, Any]) -> None
             np.savez(Path(tmp) / "weights.npz", **weights)
             client.log_artifact(run_id, str(Path(tmp) / "weights.npz"))
     elif kind == "status":
-        client.set_terminated(run_id, record["status"])
+        end_run(client, run_id, record["status"])
     elif kind == "tag":
         client.set_tag(run_id, record["key"], record["value"])
 

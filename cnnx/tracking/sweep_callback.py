@@ -146,6 +146,8 @@ class MlflowSweepCallback(Callback):
             return
         from mlflow import MlflowClient
 
+        from cnnx.tracking.mlflow_tracker import end_run
+
         client = MlflowClient(link.tracking_uri)
         table = None
         try:
@@ -157,7 +159,7 @@ class MlflowSweepCallback(Callback):
                 # table shows what the store will say.
                 for row in table.rows:
                     if row["status"] == "RUNNING":
-                        client.set_terminated(row["run_id"], "KILLED")
+                        end_run(client, row["run_id"], "KILLED")
                         row["status"] = "KILLED"
             if table.rows or status == "FINISHED":
                 best = record_summary(client, link.parent_run_id, table)
@@ -170,7 +172,7 @@ class MlflowSweepCallback(Callback):
                           f"{table.objective_column}={best[table.objective_column]:.4f} (run {best['run_id']})",
                           file=sys.stderr)
         finally:
-            client.set_terminated(link.parent_run_id, status)
+            end_run(client, link.parent_run_id, status)
             # A sweep that failed before any job (a mistyped override) leaves nothing to compare:
             # its parent goes to MLflow's trash rather than cluttering the experiment.
             if table is not None and not table.rows and status == "FAILED":

@@ -120,6 +120,7 @@ def _record_failed_job(job: SweepJob, overrides: list[str], error: Exception) ->
 
     from cnnx.app import short_overrides
     from cnnx.cli import one_line
+    from cnnx.tracking.mlflow_tracker import end_run
 
     link = job.link
     message = one_line(error) or f"{type(error).__name__}: {error}"
@@ -128,6 +129,6 @@ def _record_failed_job(job: SweepJob, overrides: list[str], error: Exception) ->
         client = MlflowClient(link.tracking_uri)
         run = client.create_run(link.experiment_id, run_name=name, tags={
             "mlflow.parentRunId": link.parent_run_id, **overrides_tag(overrides), ERROR_TAG: message[:MAX_TAG_LENGTH]})
-        client.set_terminated(run.info.run_id, "FAILED")
+        end_run(client, run.info.run_id, "FAILED")
     except Exception:  # noqa: BLE001 — the job's own error is what its user must see
         pass
