@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
@@ -11,6 +10,7 @@ import numpy as np
 from cnnx.engine.flat_parameters import flatten_parameters
 from cnnx.engine.grad_mode import is_grad_enabled, no_grad
 from cnnx.engine.module import Module, Shape, real_input
+from cnnx.engine.options import check_positive_int
 from cnnx.engine.sequential import Sequential
 from cnnx.engine.spec import layers_from_spec
 from cnnx.errors import CheckpointError, ConfigError, ShapeError
@@ -109,8 +109,7 @@ class Model(Sequential):
 
         Runs under ``no_grad``: a ``backward`` after it still uses the last training forward,
         and max pooling skips recording its gradient route."""
-        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-            raise ConfigError(f"Model.predict: batch_size must be a positive integer, got {batch_size!r}")
+        batch_size = check_positive_int("Model.predict", "batch_size", batch_size)
         with no_grad():
             outputs = [self.forward(x[i:i + batch_size], training=False) for i in range(0, len(x), batch_size)]
         return np.concatenate(outputs) if outputs else np.empty((0, *self.output_shape), self.dtype)

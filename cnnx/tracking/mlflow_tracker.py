@@ -22,7 +22,7 @@ from cnnx.tracking import after_fork  # noqa: F401 — registers the fork hook
 from cnnx.tracking.feature_maps import conv_layers
 from cnnx.tracking.images import kernel_grid
 from cnnx.tracking.outbox import Outbox, Pending
-from cnnx.tracking.sqlite_store import create_store_atomically, sqlite_path
+from cnnx.tracking.sqlite_store import absolute_store_uri, create_store_atomically, sqlite_path
 from cnnx.training.callbacks import Callback
 
 if TYPE_CHECKING:
@@ -131,19 +131,6 @@ def moved_from(logged_to: str | None, tracking_uri: str) -> str | None:
     return None if logged_to is None or logged_to == absolute_store_uri(tracking_uri) else logged_to
 
 
-def absolute_store_uri(uri: str) -> str:
-    """``uri`` with a local path made absolute (``sqlite:///mlflow.db`` →
-    ``sqlite:////work/mlflow.db``): the same store from any working directory. A checkpoint
-    records its run's store so; other stores (servers, databases) are left as they are."""
-    path = sqlite_path(uri)
-    if path is not None:
-        _, question, options = uri.partition("?")
-        return f"sqlite:///{os.path.abspath(path)}{question}{options}"
-    if "://" not in uri and not uri.startswith(("file:", "databricks")):
-        return os.path.abspath(uri)  # a folder store given as a bare path
-    return uri
-
-
 def store_setting(uri: str | None) -> str:
     """Where a read-only command's store came from, to name it in errors."""
     if uri:
@@ -233,6 +220,8 @@ class MlflowTracker(Callback):
         #: Set for this run with ``tracking.uri``: then the store was chosen, not defaulted
         #: relative to where the command runs.
         self.store_chosen = tracking_uri is not None
+        # tracking.run_name named the run; else its name comes from its overrides.
+        self.name_chosen = ((config or {}).get("tracking") or {}).get("run_name") is not None
         #: The store the resumed checkpoint's run logged to (absolute; None: not resumed, or
         #: a checkpoint written before cnnx recorded it).
         self.logged_to: str | None = None
@@ -291,7 +280,7 @@ class MlflowTracker(Callback):
         # A checkpoint written before its run id was known.
         if self.run_id is not None and self._continue_run(trainer):
             return
-        automatic = {} if self._name_chosen() or not self.run_name else {AUTOMATIC_NAME_TAG: self.run_name}
+        automatic = {} if self.name_chosen or not self.run_name else {AUTOMATIC_NAME_TAG: self.run_name}
         run = self.client.create_run(experiment_id, run_name=self.run_name, tags={**self.tags, **automatic})
         self.run_id = run.info.run_id
         data = trainer.data.params() if trainer.data is not None else getattr(trainer, "data_params", {})
@@ -479,14 +468,10 @@ class MlflowTracker(Callback):
         # A name given with tracking.run_name, or in the UI since, stays, unless the resumed
         # run gives another with tracking.run_name.
         still_automatic = run.info.run_name == run.data.tags.get(AUTOMATIC_NAME_TAG)
-        if self.run_name and self.run_name != run.info.run_name and (self._name_chosen() or still_automatic):
+        if self.run_name and self.run_name != run.info.run_name and (self.name_chosen or still_automatic):
             self.client.update_run(self.run_id, name=self.run_name)
-            if not self._name_chosen():
+            if not self.name_chosen:
                 self.client.set_tag(self.run_id, AUTOMATIC_NAME_TAG, self.run_name)
-
-    def _name_chosen(self) -> bool:
-        """``tracking.run_name`` named this run (else its name comes from its overrides)."""
-        return flatten(self.config).get("tracking.run_name", "None") != "None"
 
     def _log_missing_history(self, trainer: Trainer) -> None:
         """The epochs of ``trainer.history`` the store does not hold yet, in one batch."""

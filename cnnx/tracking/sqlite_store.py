@@ -38,6 +38,20 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(uri[len("sqlite:///"):].partition("?")[0])  # ?timeout=…: SQLAlchemy's options
 
 
+def absolute_store_uri(uri: str, cwd: str | os.PathLike[str] | None = None) -> str:
+    """``uri`` with a local path made absolute against ``cwd`` (the working directory by
+    default): ``sqlite:///mlflow.db`` → ``sqlite:////work/mlflow.db``, the same store from any
+    directory, as checkpoints and sweep links record it. Servers and databases are left as they are."""
+    base = os.getcwd() if cwd is None else os.fspath(cwd)
+    path = sqlite_path(uri)
+    if path is not None:
+        _, question, options = uri.partition("?")
+        return f"sqlite:///{os.path.abspath(os.path.join(base, path))}{question}{options}"
+    if "://" not in uri and not uri.startswith(("file:", "databricks")):
+        return os.path.abspath(os.path.join(base, uri))  # a folder store given as a bare path
+    return uri
+
+
 def build_aside(uri: str) -> None:
     """Build the schema of a sqlite store that does not exist yet in a scratch file beside it."""
     path = sqlite_path(uri)

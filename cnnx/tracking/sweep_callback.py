@@ -19,8 +19,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from cnnx.tracking.sqlite_store import create_store_atomically, sqlite_path
-from cnnx.tracking.sweep_link import SweepLink, absolute_tracking_uri, sweep_dir_of
+from cnnx.tracking.sqlite_store import absolute_store_uri, create_store_atomically, sqlite_path
+from cnnx.tracking.sweep_link import SweepLink, sweep_dir_of
 from cnnx.tracking.sweep_summary import (
     OBJECTIVE_TAG, ROLE_TAG, SWEPT_TAG, record_summary, swept_keys_of_command, sweep_table,
 )
@@ -75,7 +75,7 @@ class MlflowSweepCallback(Callback):
         from cnnx.tracking.tags import run_tags
 
         cwd = Path(config.hydra.runtime.cwd)
-        uri = absolute_tracking_uri(resolve_tracking_uri(config.tracking.uri), cwd)
+        uri = absolute_store_uri(resolve_tracking_uri(config.tracking.uri), cwd)
         experiment_name = config.tracking.experiment_name or config.experiment_name
         self._objective = config.trainer.monitor
         signature = sweep_signature(config, experiment_name)

@@ -50,11 +50,3 @@ class SweepLink:
 def sweep_dir_of(hydra_cfg: Any) -> Path:
     """The sweep directory as an absolute path, from the launching process's working directory."""
     return Path(hydra_cfg.runtime.cwd) / str(hydra_cfg.sweep.dir)
-
-
-def absolute_tracking_uri(uri: str, cwd: Path) -> str:
-    """``sqlite:///mlflow.db`` → ``sqlite:////home/me/mlflow.db``: the same store from any directory."""
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri[len(prefix):].startswith("/") and ":memory:" not in uri:
-        return prefix + str(cwd / uri[len(prefix):])
-    return uri

@@ -182,7 +182,7 @@ def test_the_newest_checkpoint_file_of_a_run_continues_it(tmp_path, monkeypatch)
 
 
 def test_a_checkpoint_records_its_store_the_same_from_any_working_directory(tmp_path, monkeypatch):
-    from cnnx.tracking.mlflow_tracker import absolute_store_uri
+    from cnnx.tracking.sqlite_store import absolute_store_uri
 
     monkeypatch.chdir(tmp_path)
     assert absolute_store_uri("sqlite:///mlflow.db") == f"sqlite:///{tmp_path}/mlflow.db"

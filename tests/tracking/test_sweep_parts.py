@@ -11,7 +11,8 @@ import pytest
 from cnnx.app import logged_in, run_name_from_overrides, short_overrides
 from cnnx.blas_threads import threads_per_job
 from cnnx.tracking.sweep_job import SweepJob
-from cnnx.tracking.sweep_link import LINK_FILE, SweepLink, absolute_tracking_uri
+from cnnx.tracking.sqlite_store import absolute_store_uri
+from cnnx.tracking.sweep_link import LINK_FILE, SweepLink
 from cnnx.tracking.sweep_resume import (
     CHECKPOINT_DIR_TAG, FINGERPRINT_TAG, config_fingerprint, finished_twin, stopped_twin, twins,
 )
@@ -263,9 +264,9 @@ def test_link_round_trips_and_store_paths_become_absolute(tmp_path):
     (tmp_path / "old" / LINK_FILE).write_text(json.dumps(
         {"tracking_uri": "sqlite:////abs/mlflow.db", "experiment_id": "1", "parent_run_id": "abc"}))
     assert SweepLink.read(tmp_path / "old") == SweepLink("sqlite:////abs/mlflow.db", "1", "abc", None, ())
-    assert absolute_tracking_uri("sqlite:///mlflow.db", Path("/w")) == "sqlite:////w/mlflow.db"
-    assert absolute_tracking_uri("sqlite:////data/m.db", Path("/w")) == "sqlite:////data/m.db"
-    assert absolute_tracking_uri("http://127.0.0.1:5000", Path("/w")) == "http://127.0.0.1:5000"
+    assert absolute_store_uri("sqlite:///mlflow.db", Path("/w")) == "sqlite:////w/mlflow.db"
+    assert absolute_store_uri("sqlite:////data/m.db", Path("/w")) == "sqlite:////data/m.db"
+    assert absolute_store_uri("http://127.0.0.1:5000", Path("/w")) == "http://127.0.0.1:5000"
 
 
 @pytest.mark.slow

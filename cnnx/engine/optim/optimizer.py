@@ -275,8 +275,7 @@ class Optimizer:
         data (each array is copied on its own), and ``Module.to`` rebinds it: the flat buffer
         would then update arrays no parameter holds, and training would silently stand still.
         """
-        kept = {name: {slot: array.copy() for slot, array in slots.items()} for name, slots in self.state.items()}
-        self._flat, self.state, self._scratch = None, {}, {}
+        kept, self._flat, self.state, self._scratch = self.state, None, {}, {}
         self._ensure_state()
         for name, slots in kept.items():
             for slot, array in slots.items():
