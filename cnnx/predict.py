@@ -61,11 +61,15 @@ def download_model(uri: str, tracking_uri: str | None, source: str) -> Path:
     store = (existing_store if uri.startswith(("runs:/", "models:/")) else resolve_tracking_uri)(tracking_uri)
     from mlflow.artifacts import download_artifacts  # after the check: a missing store is reported at once
     from mlflow.exceptions import MlflowException
+    # MLflow looks a models:/ URI's model up (and, behind runs:/<id>/model, a run's logged
+    # model) in the process's default store, not in the one it is given (MLflow 3.17).
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
     # The bar would mix with the predictions on stdout-like terminals; models are small.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
-        return Path(download_artifacts(artifact_uri=uri, tracking_uri=store))
+        with _use_tracking_uri(store):
+            return Path(download_artifacts(artifact_uri=uri, tracking_uri=store))
     except (MlflowException, OSError) as exc:
         if connection_failure(str(exc)):
             raise unusable_store(store, exc, store_setting(tracking_uri)) from None

@@ -74,6 +74,13 @@ def list_artifacts(client, run_id: str, path: str | None = None) -> list[str]:
     return found
 
 
+def logged_model(client, run_id: str):
+    """The run's MLflow logged model (what ``runs:/<run_id>/model`` loads)."""
+    experiment = client.get_run(run_id).info.experiment_id
+    (model,) = [m for m in client.search_logged_models([experiment]) if m.source_run_id == run_id]
+    return model
+
+
 def start_cli(args: list[str], cwd: Path, env: dict | None = None, start_new_session: bool = False) -> subprocess.Popen:
     """``python -m cnnx ARGS`` in the background, for tests that signal or kill it
     (``start_new_session``: in a process group of its own, to signal as a whole)."""

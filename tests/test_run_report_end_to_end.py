@@ -59,7 +59,7 @@ def _image_size(client, run_id: str, path: str, folder: Path) -> tuple[int, int]
         return image.size
 
 
-def test_run_logs_every_plot_kernel_feature_map_and_the_model(lenet_run):
+def test_run_logs_every_plot_kernel_and_feature_map(lenet_run):
     folder, run_id, _, _ = lenet_run
     client = store_client(folder)
     artifacts = list_artifacts(client, run_id)
@@ -90,17 +90,67 @@ def test_run_logs_every_plot_kernel_feature_map_and_the_model(lenet_run):
     width, height = _image_size(client, run_id, logged("feature_maps/conv2")[0], folder)
     assert (width, height) == (16 * 40 + 17 * 2, 4 * 40 + 5 * 2)
 
+    assert not [a for a in artifacts if a.endswith((".pkl", ".pickle"))]
+
+
+def model_files(run_id: str, folder: Path, path: str = "") -> list[str]:
+    """The files of the run's logged model, found as users find them: ``runs:/<id>/model``."""
+    from mlflow.artifacts import list_artifacts
+
+    found = []
+    with default_store(folder):
+        items = list_artifacts(f"runs:/{run_id}/model/{path}".rstrip("/"))
+    for item in items:
+        found.extend(model_files(run_id, folder, item.path[len("model/"):]) if item.is_dir else [item.path])
+    return found
+
+
+def store_uri(folder: Path) -> str:
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+def default_store(folder: Path):
+    """The run's store as the process's default one, as for a user working in the folder or
+    with MLFLOW_TRACKING_URI set: MLflow looks logged models up there, whatever store it is
+    given (MLflow 3.17)."""
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    return _use_tracking_uri(store_uri(folder))
+
+
+def test_the_model_is_an_mlflow_logged_model_of_the_run(lenet_run):
+    """It was a folder of run artifacts: the experiment's Models tab stayed empty, and the
+    registry could not tell which run a registered version came from."""
+    from mlflow.artifacts import download_artifacts
     from mlflow.models import Model
 
-    model = Model.load(client.download_artifacts(run_id, "model/MLmodel", str(folder / "check")))
+    folder, run_id, _, _ = lenet_run
+    client = store_client(folder)
+    run = client.get_run(run_id)
+    (logged,) = client.search_logged_models([run.info.experiment_id])
+    assert (logged.name, logged.source_run_id, logged.status.name) == ("model", run_id, "READY")
+    assert logged.params == run.data.params
+    # Linked: the last epoch's metrics and the test split's, as the Models tab shows them.
+    assert {(m.key, m.step) for m in logged.metrics} == {(key, EPOCHS) for key in run.data.metrics}
+    assert {m.key: m.value for m in logged.metrics} == run.data.metrics
+    # ... without a second row in the run's own history
+    assert len(client.get_metric_history(run_id, "val_acc")) == EPOCHS
+    assert [(o.model_id, o.step) for o in run.outputs.model_outputs] == [(logged.model_id, EPOCHS)]
+    assert not [a for a in list_artifacts(client, run_id) if a.startswith("model/")]
+
+    with default_store(folder):
+        model = Model.load(download_artifacts(f"runs:/{run_id}/model/MLmodel", dst_path=str(folder / "check")))
+    assert (model.model_id, model.run_id) == (logged.model_id, run_id)
     assert model.flavors["python_function"]["loader_module"] == "cnnx.tracking.pyfunc_model"
     assert model.signature.inputs.to_dict()[0]["tensor-spec"] == {"dtype": "float32", "shape": (-1, 1, 32, 32)}
     assert model.signature.outputs.to_dict()[0]["tensor-spec"] == {"dtype": "float32", "shape": (-1, 10)}
-    assert "model/input_example.json" in artifacts and "model/serving_input_example.json" in artifacts
-    assert {"model/data/cnnx_model/cnnx_model.json", "model/data/cnnx_model/weights.npz"} <= set(artifacts)
-    assert not [a for a in artifacts if a.endswith((".pkl", ".pickle"))]
-    requirements = client.download_artifacts(run_id, "model/requirements.txt", str(folder / "check"))
-    assert "cnnx==" in Path(requirements).read_text()
+    files = model_files(run_id, folder)
+    assert {"model/input_example.json", "model/serving_input_example.json", "model/requirements.txt",
+            "model/data/cnnx_model/cnnx_model.json", "model/data/cnnx_model/weights.npz"} <= set(files), files
+    assert not [a for a in files if a.endswith((".pkl", ".pickle"))]
+    with default_store(folder):
+        by_id = Path(download_artifacts(f"models:/{logged.model_id}", dst_path=str(folder / "by_id")))
+    assert "cnnx==" in (by_id / "requirements.txt").read_text()
 
 
 FRESH_PROCESS = """
@@ -140,13 +190,11 @@ def readme_python_block(section: str) -> str:
 
 def test_the_readmes_python_example_predicts_with_the_quickstart_lenet_model(lenet_run):
     """It fed the 32×32 lenet model 8×8 digits, which MLflow's schema check refused."""
-    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
-
     folder, run_id, _, _ = lenet_run
     code = readme_python_block("Use a trained model")
     assert '"runs:/<run_id>/model"' in code
     namespace = {}
-    with _use_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}"):
+    with default_store(folder):
         exec(code.replace("<run_id>", run_id), namespace)
     probabilities = namespace["probabilities"]
     assert probabilities.dtype == np.float32 and probabilities.shape == (5, 10)
@@ -162,7 +210,8 @@ def test_the_logged_model_refuses_nan_pixels_with_cnnx_message_as_an_invalid_par
     from mlflow.exceptions import MlflowException
 
     folder, run_id, raw_test, _ = lenet_run
-    model = mlflow.pyfunc.load_model(str(Path(store_client(folder).download_artifacts(run_id, "model", str(folder)))))
+    with default_store(folder):
+        model = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
     images = raw_test[:2].copy()
     images[1, 0, 3, 4] = np.nan
     with pytest.raises(MlflowException) as refused:

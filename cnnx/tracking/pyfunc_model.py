@@ -12,6 +12,7 @@ run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import tempfile
@@ -24,7 +25,7 @@ import cnnx
 from cnnx.errors import CnnxError, flat_message
 from cnnx.inference import Classifier
 
-#: Where the model lives inside a run's artifacts: ``runs:/<id>/model``.
+#: The logged model's name: ``runs:/<id>/model`` finds it through its run.
 ARTIFACT_PATH = "model"
 DATA_DIR = "cnnx_model"
 
@@ -77,8 +78,10 @@ def signature(classifier: Classifier):
     )
 
 
-def save_mlflow_model(classifier: Classifier, path: str | Path, input_example: np.ndarray) -> Path:
-    """Write an MLflow model directory at ``path`` (which must not exist yet).
+def save_mlflow_model(classifier: Classifier, path: str | Path, input_example: np.ndarray,
+                      logged_model: Any = None) -> Path:
+    """Write an MLflow model directory at ``path`` (which must not exist yet); its MLmodel
+    names ``logged_model`` (an MLflow ``LoggedModel``) and its run when given.
 
     Written directly with MLflow's public ``Model``/``add_to_model`` rather than
     ``mlflow.pyfunc.save_model``, which checks the requirements against every installed
@@ -106,7 +109,10 @@ def save_mlflow_model(classifier: Classifier, path: str | Path, input_example: n
     metadata = {"cnnx_classes": classifier.classes}
     if classifier.preparation is not None:  # how to turn an image file into the model's input
         metadata["cnnx_preparation"] = classifier.preparation
-    model = Model(signature=signature(classifier), metadata=metadata)
+    identity = {} if logged_model is None else {
+        "model_id": logged_model.model_id, "model_uuid": logged_model.model_id,
+        "run_id": logged_model.source_run_id, "artifact_path": logged_model.artifact_location}
+    model = Model(signature=signature(classifier), metadata=metadata, **identity)
     model.saved_input_example_info = {"artifact_path": "input_example.json", "type": "ndarray",
                                       "serving_input_path": "serving_input_example.json"}
     mlflow.pyfunc.add_to_model(model, loader_module=__name__, data=f"data/{DATA_DIR}",
@@ -115,8 +121,61 @@ def save_mlflow_model(classifier: Classifier, path: str | Path, input_example: n
     return path
 
 
-def log_mlflow_model(client, run_id: str, classifier: Classifier, input_example: np.ndarray) -> None:
-    """Save the model and upload it as the run's ``model/`` artifact directory."""
+def log_mlflow_model(client, run_id: str, classifier: Classifier, input_example: np.ndarray,
+                     step: int = 0) -> str | None:
+    """Log the model as the run's MLflow logged model ``model``; returns its id.
+
+    As ``mlflow.pyfunc.log_model`` would: the experiment's Models tab lists it with the run's
+    params and the run's metrics at ``step`` (the last epoch's and the test split's), the run
+    page names it among its outputs, and ``runs:/<run_id>/model``, ``models:/<model_id>`` and
+    the model registry all find it. A model whose upload fails is marked FAILED, not left
+    pending. MLflow 2, as the client or the tracking server, has no logged models: there the
+    model goes into the run's artifacts as ``model/`` (found as ``runs:/<run_id>/model`` too)
+    and None is returned.
+    """
+    from mlflow.exceptions import MlflowException
+
+    if not hasattr(client, "create_logged_model"):  # an MLflow 2 client
+        _log_as_run_artifacts(client, run_id, classifier, input_example)
+        return None
+    from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+
+    run = client.get_run(run_id)
+    try:
+        logged = client.create_logged_model(run.info.experiment_id, name=ARTIFACT_PATH, source_run_id=run_id,
+                                            params=dict(run.data.params))
+    except MlflowException as error:
+        if error.error_code != "ENDPOINT_NOT_FOUND":  # what an MLflow 2 server answers
+            raise
+        _log_as_run_artifacts(client, run_id, classifier, input_example)
+        return None
+    try:
+        client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=step)])
+        _link_metrics(client, run_id, run.data.metrics, logged.model_id, step)
+        with tempfile.TemporaryDirectory() as tmp:
+            local = save_mlflow_model(classifier, Path(tmp) / ARTIFACT_PATH, input_example, logged)
+            client.log_model_artifacts(logged.model_id, str(local))
+    except BaseException:
+        with contextlib.suppress(Exception):  # the upload's own error is the one to report
+            client.finalize_logged_model(logged.model_id, LoggedModelStatus.FAILED)
+        raise
+    client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
+    return logged.model_id
+
+
+def _log_as_run_artifacts(client, run_id: str, classifier: Classifier, input_example: np.ndarray) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         local = save_mlflow_model(classifier, Path(tmp) / ARTIFACT_PATH, input_example)
         client.log_artifacts(run_id, str(local), ARTIFACT_PATH)
+
+
+def _link_metrics(client, run_id: str, keys: Any, model_id: str, step: int) -> None:
+    """Attach the run's metrics at ``step`` to the model. They are sent again with the model's
+    id and their own timestamps, so the run's history gains no rows (the store keeps one row
+    per key, step, timestamp and value)."""
+    from mlflow.entities import Metric
+
+    linked = [Metric(m.key, m.value, m.timestamp, m.step, model_id=model_id, run_id=run_id)
+              for key in keys for m in client.get_metric_history(run_id, key) if m.step == step]
+    if linked:
+        client.log_batch(run_id, metrics=linked)

@@ -47,7 +47,7 @@ def log_run_report(client, run_id: str, trainer: Trainer, config: Mapping[str, A
         from cnnx.tracking.pyfunc_model import log_mlflow_model
 
         example = invert_normalization(x[:INPUT_EXAMPLE_IMAGES], classifier.normalization)
-        log_mlflow_model(client, run_id, classifier, example)
+        log_mlflow_model(client, run_id, classifier, example, step=trainer.epoch)
     if plots:
         _log_plots(client, run_id, trainer, classifier)
         _log_filters(client, run_id, trainer, skip=kernels_logged)

@@ -350,6 +350,7 @@ def test_predict_prepares_raw_training_images_as_training_did(tmp_path):
     from cnnx.data.splits import stratified_indices
     from cnnx_imagefolder.loader import _scan
     from mlflow import MlflowClient
+    from mlflow.artifacts import download_artifacts
 
     root = write_odd_folder(tmp_path / "odd")
     result = run_cli(["dataset=imagefolder", f"dataset.root={root}", "dataset.size=[10,12]",
@@ -358,8 +359,9 @@ def test_predict_prepares_raw_training_images_as_training_did(tmp_path):
     assert result.returncode == 0, result.stderr
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     [run] = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    spec = json.loads(open(client.download_artifacts(run.info.run_id, "model/data/cnnx_model/cnnx_model.json",
-                                                     str(tmp_path))).read())
+    (model,) = client.search_logged_models([run.info.experiment_id])
+    spec = json.loads(open(download_artifacts(f"{model.artifact_location}/data/cnnx_model/cnnx_model.json",
+                                              dst_path=str(tmp_path))).read())
     assert spec["preparation"] == {"resize": [10, 12], "color_mode": "rgb", "resample": "bilinear"}
     from cnnx.training.checkpoint_file import read_checkpoint
     checkpoint = next((tmp_path / "run" / "checkpoints").glob("epoch-*.npz"))

@@ -1,0 +1,118 @@
+"""The servable model as an MLflow logged model, in a real sqlite store: registered, served
+from another store than the default one, and what happens when the store cannot take it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import ENDPOINT_NOT_FOUND
+
+from cnnx import build_model
+from cnnx.inference import Classifier
+from cnnx.predict import main as predict_main
+from cnnx.tracking.pyfunc_model import log_mlflow_model
+
+SPEC = {
+    "conv1": {"type": "conv2d", "out_channels": 3, "kernel_size": 3, "padding": 1},
+    "relu1": {"type": "relu"},
+    "flatten": {"type": "flatten"},
+    "fc": {"type": "dense", "out_features": 4},
+}
+SHAPE = (1, 5, 5)
+
+
+@pytest.fixture
+def store(tmp_path):
+    """A sqlite store in its own folder (not the working directory's default ``mlflow.db``)."""
+    folder = tmp_path / "store"
+    folder.mkdir()
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("models", artifact_location=(folder / "artifacts").as_uri())
+    run_id = client.create_run(experiment).info.run_id
+    client.log_param(run_id, "optimizer.lr", "0.1")
+    client.log_metric(run_id, "val_acc", 0.5, step=1)
+    client.log_metric(run_id, "val_acc", 0.75, step=2)
+    client.log_metric(run_id, "test_acc", 0.7, step=2)
+    return uri, client, run_id
+
+
+def classifier() -> Classifier:
+    model = build_model(SPEC, SHAPE, seed=1)
+    model.eval()
+    return Classifier(model, SPEC, {"mode": "standard", "shift": [0.0], "scale": [1.0]}, ["a", "b", "c", "d"], "logits")
+
+
+def images() -> np.ndarray:
+    return np.random.default_rng(0).random((3, *SHAPE), dtype=np.float32)
+
+
+def test_the_model_is_logged_with_the_runs_params_and_its_last_metrics(store):
+    uri, client, run_id = store
+    model_id = log_mlflow_model(client, run_id, classifier(), images()[:1], step=2)
+    logged = client.get_logged_model(model_id)
+    assert (logged.name, logged.source_run_id, logged.status.name) == ("model", run_id, "READY")
+    assert logged.params == {"optimizer.lr": "0.1"}
+    assert sorted((m.key, m.value, m.step) for m in logged.metrics) == [("test_acc", 0.7, 2), ("val_acc", 0.75, 2)]
+    assert [m.value for m in client.get_metric_history(run_id, "val_acc")] == [0.5, 0.75]
+
+
+def test_predict_finds_a_registered_version_in_the_store_it_is_given(store, tmp_path, monkeypatch, capsys):
+    """MLflow looks models:/ URIs up in the default store (./mlflow.db), whatever store it is
+    given: ``cnnx predict --model models:/<name>/1 --tracking-uri ...`` found no model."""
+    uri, client, run_id = store
+    model_id = log_mlflow_model(client, run_id, classifier(), images()[:1], step=2)
+    import mlflow
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    with _use_tracking_uri(uri):  # as users register, with MLFLOW_TRACKING_URI set
+        mlflow.register_model(f"runs:/{run_id}/model", "digits")
+    np.savez(tmp_path / "three.npz", x=images())
+    monkeypatch.chdir(tmp_path)  # whose mlflow.db is not the store
+    expected = classifier().predict_proba(images()).argmax(axis=1)
+    for source in (["--model", "models:/digits/1"], ["--model", f"models:/{model_id}"], ["--run", run_id]):
+        assert predict_main([*source, "--tracking-uri", uri, str(tmp_path / "three.npz")]) == 0, source
+        rows = capsys.readouterr().out.splitlines()[1:]
+        assert [row.split()[1] for row in rows] == [["a", "b", "c", "d"][i] for i in expected], source
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+class _Mlflow2Server(MlflowClient):
+    """What an MLflow 2 tracking server answers to the logged-model endpoints: HTTP 404."""
+
+    def create_logged_model(self, *args, **kwargs):
+        raise MlflowException("API request to endpoint /api/2.0/mlflow/logged-models failed with error code "
+                              "404 != 200", error_code=ENDPOINT_NOT_FOUND)
+
+
+def test_an_mlflow_2_server_gets_the_model_as_run_artifacts(store, tmp_path, monkeypatch):
+    uri, _, run_id = store
+    client = _Mlflow2Server(uri)
+    assert log_mlflow_model(client, run_id, classifier(), images()[:1], step=2) is None
+    assert {"MLmodel", "data"} <= {item.path.split("/")[-1] for item in client.list_artifacts(run_id, "model")}
+    monkeypatch.chdir(tmp_path)
+    assert predict_main(["--run", run_id, "--tracking-uri", uri, str(_saved(tmp_path))]) == 0
+
+
+class _UploadFails(MlflowClient):
+    def log_model_artifacts(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+
+def test_a_model_whose_upload_fails_is_marked_failed_not_left_pending(store):
+    uri, _, run_id = store
+    client = _UploadFails(uri)
+    with pytest.raises(OSError, match="No space left"):
+        log_mlflow_model(client, run_id, classifier(), images()[:1], step=2)
+    experiment = client.get_run(run_id).info.experiment_id
+    assert [m.status.name for m in client.search_logged_models([experiment])] == ["FAILED"]
+
+
+def _saved(folder: Path) -> Path:
+    path = folder / "three.npz"
+    np.savez(path, x=images())
+    return path
