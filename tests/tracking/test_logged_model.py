@@ -1,5 +1,6 @@
-"""The servable model as an MLflow logged model, in a real sqlite store: registered, served
-from another store than the default one, and what happens when the store cannot take it."""
+"""The servable model as an MLflow logged model, in a real sqlite store: registered, loaded
+from another store than the default one, logged again by a run trained longer, and what
+happens when the store cannot take it."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from e2e_helpers import run_cli
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import ENDPOINT_NOT_FOUND
@@ -116,3 +118,23 @@ def _saved(folder: Path) -> Path:
     path = folder / "three.npz"
     np.savez(path, x=images())
     return path
+
+
+@pytest.mark.slow
+def test_a_finished_run_trained_longer_logs_a_second_model_and_runs_uri_loads_it(tmp_path, capsys):
+    """Its first model stays listed, at its own step; ``runs:/<id>/model`` (and so
+    ``cnnx predict --run``) must load the longer-trained one, as the run's ``model/`` folder,
+    overwritten, used to give."""
+    common = ["+experiment=digits_small", "hydra.run.dir=run", "tracking.log_plots=false"]
+    assert run_cli([*common, "trainer.epochs=1"], tmp_path).returncode == 0
+    result = run_cli([*common, "trainer.epochs=2", "trainer.resume=true"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    outputs = sorted((o.step, o.model_id) for o in run.outputs.model_outputs)
+    assert [step for step, _ in outputs] == [1, 2]
+    from mlflow.pyfunc import load_model
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    with _use_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}"):
+        assert load_model(f"runs:/{run.info.run_id}/model").metadata.model_id == outputs[-1][1]
