@@ -41,9 +41,11 @@ def sweep_runs(client, experiment: str = "digits_small"):
     return parents, children
 
 
-def assert_complete_sweep(client, result, jobs: int, swept: set[str] = SWEPT, interrupted: int = 0):
+def assert_complete_sweep(client, result, jobs: int, swept: set[str] = SWEPT, interrupted: int = 0,
+                          models: bool = False):
     """One FINISHED parent, ``jobs`` FINISHED children under it (plus ``interrupted`` ones that
-    were stopped), and the summary on the parent."""
+    were stopped), and the summary on the parent; with ``models``, the children logged their
+    models and the parent names the best one's."""
     assert result.returncode == 0, result.stderr[-3000:]
     assert "database is locked" not in result.stderr
     parents, children = sweep_runs(client)
@@ -64,6 +66,11 @@ def assert_complete_sweep(client, result, jobs: int, swept: set[str] = SWEPT, in
     assert parent.data.metrics["best_val_acc"] == max(best_val.values())
     best_child = next(c for c in finished if c.info.run_id == tags["cnnx.sweep.best_run_id"])
     assert json.loads(tags["cnnx.sweep.best_params"]) == {k: best_child.data.params[k] for k in sorted(swept)}
+    if models:
+        (output,) = client.get_run(best_child.info.run_id).outputs.model_outputs
+        assert tags["cnnx.sweep.best_model_uri"] == f"models:/{output.model_id}"
+    else:
+        assert "cnnx.sweep.best_model_uri" not in tags
 
     assert {"comparison.csv", "comparison.png", "best_child.json"} <= set(list_artifacts(client, parent.info.run_id))
     table = list(csv.DictReader(Path(client.download_artifacts(parent.info.run_id, "comparison.csv")).open()))
@@ -75,7 +82,7 @@ def test_joblib_sweep_runs_eight_children_under_one_parent(tmp_path):
     commit = git_work_tree(tmp_path)
     result = run_cli(["-m", *SMALL, *EIGHT_JOBS, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], tmp_path)
     client = store_client(tmp_path)
-    parent, children = assert_complete_sweep(client, result, jobs=8)
+    parent, children = assert_complete_sweep(client, result, jobs=8, models=True)
     # the parent and every job record the commit they ran, its tracked files unchanged
     for run in (parent, *children):
         assert run.data.tags["mlflow.source.git.commit"] == commit, run.info.run_name
@@ -134,9 +141,10 @@ def test_joblib_sweep_logs_to_a_shared_mlflow_server(tmp_path):
     try:
         _wait_until_healthy(url, server)
         # loky's own fresh interpreters here; the sqlite test above runs forked workers
-        result = run_cli(["-m", *SMALL, *LEAN, *EIGHT_JOBS, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                          "sweep.fork_workers=false", f"tracking.uri={url}"], tmp_path)
-        assert_complete_sweep(MlflowClient(url), result, jobs=8)
+        # Models too: their files go through the server's artifact proxy.
+        result = run_cli(["-m", *SMALL, "tracking.log_plots=false", *EIGHT_JOBS, "hydra/launcher=joblib",
+                          "hydra.launcher.n_jobs=2", "sweep.fork_workers=false", f"tracking.uri={url}"], tmp_path)
+        assert_complete_sweep(MlflowClient(url), result, jobs=8, models=True)
         assert not (tmp_path / "mlflow.db").exists()
         # MLflow's links for runs on a server go to stderr: stdout keeps the runs' own lines.
         assert "View run" not in result.stdout and result.stderr.count("View run") == 9, result.stdout

@@ -19,6 +19,8 @@ OBJECTIVE_TAG = "cnnx.sweep.objective"
 BEST_RUN_TAG = "cnnx.sweep.best_run_id"
 BEST_NAME_TAG = "cnnx.sweep.best_run_name"
 BEST_PARAMS_TAG = "cnnx.sweep.best_params"
+#: ``models:/<model_id>`` of the best child's logged model: what to register or serve.
+BEST_MODEL_TAG = "cnnx.sweep.best_model_uri"
 #: On a parent: the keys its command sweeps (JSON list), its columns in every comparison.
 SWEPT_TAG = "cnnx.sweep.swept"
 #: On every run: its command-line overrides (JSON list), where a swept config group's or
@@ -220,15 +222,38 @@ def record_summary(client, parent_run_id: str, table: SweepTable) -> dict[str, A
     if best is None:
         return None
     params = {k: best[k] for k in table.swept}
+    model_uri = logged_model_uri(client, best["run_id"])
     # Tags and metrics, not params: a resumed sweep may find a new best and must update them.
+    tags = [RunTag(BEST_RUN_TAG, best["run_id"]), RunTag(BEST_NAME_TAG, best["run_name"]),
+            RunTag(BEST_PARAMS_TAG, json.dumps(params, sort_keys=True))]
+    if model_uri is not None:
+        tags.append(RunTag(BEST_MODEL_TAG, model_uri))
     client.log_batch(parent_run_id, metrics=[Metric(table.objective_column, best[table.objective_column],
-                                                    _now_ms(), 0)],
-                     tags=[RunTag(BEST_RUN_TAG, best["run_id"]), RunTag(BEST_NAME_TAG, best["run_name"]),
-                           RunTag(BEST_PARAMS_TAG, json.dumps(params, sort_keys=True))])
+                                                    _now_ms(), 0)], tags=tags)
+    if model_uri is None:  # nor may an earlier best's model stay named
+        _delete_tag_if_set(client, parent_run_id, BEST_MODEL_TAG)
     client.log_dict(parent_run_id, {"run_id": best["run_id"], "run_name": best["run_name"],
                                     "objective": table.objective, table.objective_column: best[table.objective_column],
-                                    "params": params}, "best_child.json")
+                                    "params": params, "model_uri": model_uri}, "best_child.json")
     return best
+
+
+def logged_model_uri(client, run_id: str) -> str | None:
+    """``models:/<model_id>`` of the run's newest logged model; None when it logged none
+    (``tracking.log_model=false``, or MLflow 2, which has no logged models)."""
+    outputs = getattr(client.get_run(run_id), "outputs", None)
+    models = outputs.model_outputs if outputs is not None else []
+    return f"models:/{max(models, key=lambda output: output.step).model_id}" if models else None
+
+
+def _delete_tag_if_set(client, run_id: str, key: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.delete_tag(run_id, key)
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
 
 
 def _now_ms() -> int:

@@ -17,7 +17,7 @@ from cnnx.tracking.sweep_resume import (
     CHECKPOINT_DIR_TAG, FINGERPRINT_TAG, config_fingerprint, finished_twin, stopped_twin, twins,
 )
 from cnnx.tracking.sweep_summary import (
-    OVERRIDES_TAG, SWEPT_TAG, record_summary, superseded, swept_keys_of_command, sweep_table,
+    BEST_MODEL_TAG, OVERRIDES_TAG, SWEPT_TAG, record_summary, superseded, swept_keys_of_command, sweep_table,
 )
 
 
@@ -79,6 +79,17 @@ def test_table_picks_the_best_epoch_of_finished_children_and_records_it(client, 
     assert [r["optimizer.lr"] for r in rows] == ["0.01", "0.1", "0.3"] and rows[0]["test_acc"] == "0.7"
     assert rows[2]["status"] == "FAILED"
     assert {a.path for a in client.list_artifacts(parent)} == {"comparison.csv", "comparison.png", "best_child.json"}
+
+
+@pytest.mark.slow
+def test_a_new_best_without_a_model_drops_the_earlier_bests_model_uri(client):
+    """A resumed sweep whose new best child logged no model must not keep naming the old
+    best's model as the sweep's best."""
+    parent, ids = make_sweep(client, [({**COMMON, "optimizer.lr": 0.1}, {"val_acc": [0.9]}, "FINISHED")],
+                             parent_tags={BEST_MODEL_TAG: "models:/m-of-an-earlier-best"})
+    record_summary(client, parent, sweep_table(client, parent, "val_acc"))
+    tags = client.get_run(parent).data.tags
+    assert tags["cnnx.sweep.best_run_id"] == ids[0] and BEST_MODEL_TAG not in tags
 
 
 @pytest.mark.slow
