@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import getpass
 import json
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,14 @@ def _logged(workdir):
     return run, metrics, artifacts, tags
 
 
+def first_epoch_logged_ms(workdir: Path) -> int:
+    """When the run's log says its first epoch ended (the log's clock is local time)."""
+    (log,) = workdir.glob("outputs/*/*/app.log")
+    line = next(line for line in log.read_text().splitlines() if "] - epoch " in line and " 1/" in line)
+    stamp = datetime.strptime(line[1:line.index("]")], "%Y-%m-%d %H:%M:%S,%f")
+    return int(stamp.timestamp() * 1000)
+
+
 def test_background_and_in_process_tracking_log_the_same_run(tmp_path):
     # Early stopping ends it after epoch 2 (nothing improves by 10 after epoch 1).
     args = ["+experiment=digits_small", "trainer.epochs=3", "model.layers.conv1.out_channels=4",
@@ -47,6 +56,10 @@ def test_background_and_in_process_tracking_log_the_same_run(tmp_path):
         logged[background] = _logged(workdir)
     (run, metrics, artifacts, tags), (run_in, metrics_in, artifacts_in, tags_in) = logged["true"], logged["false"]
     assert run.info.status == run_in.info.status == "FINISHED"
+    # Both runs start when training does: the helper process creates its run a second or
+    # more later, once MLflow is imported, and the UI counted the run's duration from then.
+    for workdir, started in ((tmp_path / "true", run.info.start_time), (tmp_path / "false", run_in.info.start_time)):
+        assert started <= first_epoch_logged_ms(workdir), workdir
     # Keys with the same last part are named as far up as tells them apart.
     assert run.info.run_name == run_in.info.run_name == (
         "epochs=3,conv1.out_channels=4,early_stopping.enabled=true,patience=1,min_delta=10,"

@@ -35,6 +35,7 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 import traceback
 import uuid
 from dataclasses import dataclass, field
@@ -145,7 +146,8 @@ class BackgroundTracker(Callback):
 
         first_conv = next(iter(conv_layers(trainer.model)), None)
         self._kernel_weight = None if first_conv is None else f"{first_conv}.weight"
-        self._send("start", run_id=self.run_id, run_key=self.run_key, resumed=self.resumed, logged_to=self.logged_to,
+        self._send("start", started_ms=int(time.time() * 1000),
+                   run_id=self.run_id, run_key=self.run_key, resumed=self.resumed, logged_to=self.logged_to,
                    input_shape=trainer.data.input_shape, data_params=trainer.data.params(),
                    state=trainer.model.state_dict(),
                    history=list(trainer.history.epochs), epoch=trainer.epoch,
@@ -382,6 +384,7 @@ def _track(inbox: Connection, outbox: Connection, options: dict[str, Any], model
                 tracker.tags[RUN_KEY_TAG] = message["run_key"]
                 tracker.resuming = message["resumed"]
                 tracker.logged_to = message["logged_to"]
+                tracker.training_started_ms = message["started_ms"]
                 tracker.on_fit_start(view)
                 outbox.send(("started", (tracker.run_id, tracker.tags[RUN_KEY_TAG], tracker.branched)))
             elif kind == "epoch":

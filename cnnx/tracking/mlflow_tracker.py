@@ -248,6 +248,10 @@ class MlflowTracker(Callback):
         self.resume_file, self.newer_checkpoint = resume_file, newer_checkpoint
         #: Why this run is a new one rather than its checkpoint's (None when it is not).
         self.branched: str | None = None
+        #: When training started (ms since the epoch), if before the run is created: a tracking
+        #: process creates it once MLflow is imported, a second or more into training, and
+        #: the UI's duration of a run counts from its start time.
+        self.training_started_ms: int | None = None
         use_short_http_retries(self.tracking_uri)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -281,7 +285,8 @@ class MlflowTracker(Callback):
         if self.run_id is not None and self._continue_run(trainer):
             return
         automatic = {} if self.name_chosen or not self.run_name else {AUTOMATIC_NAME_TAG: self.run_name}
-        run = self.client.create_run(experiment_id, run_name=self.run_name, tags={**self.tags, **automatic})
+        run = self.client.create_run(experiment_id, start_time=self.training_started_ms, run_name=self.run_name,
+                                     tags={**self.tags, **automatic})
         self.run_id = run.info.run_id
         data = trainer.data.params() if trainer.data is not None else getattr(trainer, "data_params", {})
         params = [Param(k, v) for k, v in {**flatten(self.config), **data}.items()]
