@@ -65,6 +65,9 @@ def test_background_and_in_process_tracking_log_the_same_run(tmp_path):
         "epochs=3,conv1.out_channels=4,early_stopping.enabled=true,patience=1,min_delta=10,"
         "checkpoint.enabled=true,seed=0,dataset.seed=0")
     assert metrics == metrics_in and len(metrics["val_acc"]) == 2
+    # The objective at every epoch, the best so far: what the UI compares runs by.
+    val_acc = [value for _, value in metrics["val_acc"]]
+    assert metrics["best_val_acc"] == [(1, val_acc[0]), (2, max(val_acc))]
     differing = {k for k in run.data.params.keys() | run_in.data.params.keys()
                  if run.data.params.get(k) != run_in.data.params.get(k)}
     assert differing == {"tracking.background"}

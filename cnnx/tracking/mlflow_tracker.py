@@ -24,6 +24,7 @@ from cnnx.tracking.images import kernel_grid
 from cnnx.tracking.outbox import Outbox, Pending
 from cnnx.tracking.sqlite_store import absolute_store_uri, create_store_atomically, sqlite_path
 from cnnx.training.callbacks import Callback
+from cnnx.training.objective import running_best
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -252,6 +253,8 @@ class MlflowTracker(Callback):
         #: process creates it once MLflow is imported, a second or more into training, and
         #: the UI's duration of a run counts from its start time.
         self.training_started_ms: int | None = None
+        #: Logged as ``best_<monitor>`` every epoch (``cnnx.training.objective``).
+        self.monitor = ((config or {}).get("trainer") or {}).get("monitor") or "val_acc"
         use_short_http_retries(self.tracking_uri)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -483,16 +486,18 @@ class MlflowTracker(Callback):
         from mlflow.entities import Metric
 
         timestamp = int(time.time() * 1000)
+        epochs = trainer.history.epochs
         missing = [Metric(k, float(v), timestamp, step)
-                   for step, epoch in enumerate(trainer.history.epochs, 1)
-                   for k, v in epoch.items() if (k, step) not in self._logged]
+                   for step, (epoch, best) in enumerate(zip(epochs, running_best(epochs, self.monitor)), 1)
+                   for k, v in {**epoch, **best}.items() if (k, step) not in self._logged]
         for i in range(0, len(missing), _MAX_METRICS_PER_BATCH):
             self.client.log_batch(self.run_id, metrics=missing[i:i + _MAX_METRICS_PER_BATCH])
         self._logged.update((m.key, m.step) for m in missing)
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
         timestamp = int(time.time() * 1000)
-        fresh = {k: float(v) for k, v in metrics.items() if (k, epoch) not in self._logged}
+        best = (running_best(trainer.history.epochs, self.monitor) or [{}])[-1]
+        fresh = {k: float(v) for k, v in {**metrics, **best}.items() if (k, epoch) not in self._logged}
         if fresh:
             self._send_metrics([(k, v, timestamp, epoch) for k, v in fresh.items()])
         self._log_kernels(trainer, step=epoch)

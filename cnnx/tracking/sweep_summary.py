@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from cnnx.training.objective import objective_mode
+
 #: Tags the sweep callback puts on a parent run.
 ROLE_TAG = "cnnx.sweep.role"
 OBJECTIVE_TAG = "cnnx.sweep.objective"
@@ -35,11 +37,6 @@ _REPORTED_METRICS = ("test_acc", "test_loss")
 #: bars were drawn are not choices, nor what follows from the data (``data.train_size``
 #: changes with ``dataset.val_fraction``).
 _NOT_SWEPT = ("tracking.", "sweep.", "data.", "trainer.progress")
-
-
-def objective_mode(key: str) -> str:
-    """Accuracies are maximised, everything else (losses) minimised, as the trainer does."""
-    return "max" if key.endswith("acc") else "min"
 
 
 def run_objective(client, run, monitor: str) -> float | None:

@@ -21,6 +21,7 @@ from cnnx.training.augment import random_shift
 from cnnx.training.callbacks import Callback
 from cnnx.training.divergence import TrainingDiverged, UpdateGuard
 from cnnx.training.metrics import Evaluation, evaluate, predicted_labels
+from cnnx.training.objective import objective_key, objective_mode
 from cnnx.training.signals import InterruptFlag, TrainingInterrupted
 
 __all__ = ["EpochProgress", "History", "Trainer", "TrainingDiverged", "TrainingInterrupted"]
@@ -167,17 +168,14 @@ class Trainer:
 
     def objective_key(self, monitor: str = "val_acc") -> str:
         """``monitor``, or its train twin when the run has no validation split."""
-        if self.history.epochs and monitor not in self.history.epochs[-1]:
-            return monitor.replace("val_", "train_")
-        return monitor
+        return objective_key(self.history.epochs, monitor)
 
     def objective(self, monitor: str = "val_acc") -> float:
         """The figure a sweeper optimises: the best epoch's ``monitor`` (falls back to train)."""
         if not self.history.epochs:
             return float("nan")
         key = self.objective_key(monitor)
-        mode = "max" if key.endswith("acc") else "min"
-        return self.history.best(key, mode)
+        return self.history.best(key, objective_mode(key))
 
     # -- internals ---------------------------------------------------------------------------
     def _emit(self, hook: str, *args: Any) -> None:

@@ -1,0 +1,35 @@
+"""What a run is judged by: the best epoch's ``trainer.monitor``.
+
+Sweepers optimise it, a sweep's summary ranks its children by it, and every run logs it per
+epoch as ``best_<monitor>`` (the best so far), so that the MLflow UI, which compares runs by
+a metric's last value, ranks them as the sweep does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def objective_mode(key: str) -> str:
+    """Accuracies are maximised, everything else (losses) minimised."""
+    return "max" if key.endswith("acc") else "min"
+
+
+def objective_key(epochs: Sequence[dict[str, float]], monitor: str) -> str:
+    """``monitor``, or its train twin when the run has no validation split."""
+    if epochs and monitor not in epochs[-1]:
+        return monitor.replace("val_", "train_")
+    return monitor
+
+
+def running_best(epochs: Sequence[dict[str, float]], monitor: str) -> list[dict[str, float]]:
+    """For each epoch, ``{"best_<key>": the best value of key up to it}`` (empty before the
+    key appears), with ``key`` as ``objective_key`` picks it."""
+    key = objective_key(epochs, monitor)
+    pick = max if objective_mode(key) == "max" else min
+    best, rows = None, []
+    for epoch in epochs:
+        if key in epoch:
+            best = epoch[key] if best is None else pick(best, epoch[key])
+        rows.append({} if best is None else {f"best_{key}": float(best)})
+    return rows
