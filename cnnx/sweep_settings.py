@@ -131,11 +131,11 @@ def sweep_settings_problem(config: DictConfig) -> str | None:
 
 def _earlier_sweep(config: DictConfig) -> str | None:
     """A new sweep in the directory of an earlier one: its jobs would prune the earlier jobs'
-    checkpoints, from which ``sweep.resume=true`` continues them. Only the default job
-    directories (``hydra.sweep.subdir``: the job's number) are looked at; each job checks its
-    own before it trains, which refuses it alone, after the sweep has started."""
-    if (OmegaConf.select(config, "sweep.resume", default=False)
-            or not OmegaConf.select(config, "trainer.checkpoint.enabled", default=True)
+    checkpoints, from which ``sweep.resume=true`` continues them. With ``sweep.resume=true`` it
+    is a new sweep too when no earlier run of it is found (a grid given other values). Only the
+    default job directories (``hydra.sweep.subdir``: the job's number) are looked at; each job
+    checks its own before it trains, which refuses it alone, after the sweep has started."""
+    if (not OmegaConf.select(config, "trainer.checkpoint.enabled", default=True)
             or OmegaConf.select(config, "trainer.checkpoint.dir", default=None)
             or OmegaConf.select(config, "hydra.sweep.dir", default=None) is None):
         return None
@@ -143,15 +143,30 @@ def _earlier_sweep(config: DictConfig) -> str | None:
     from cnnx.training.checkpoint import list_checkpoints
 
     sweep_dir = sweep_dir_of(config.hydra)
+    found = []
     for job in sorted(sweep_dir.glob("*/checkpoints")):
         found = list_checkpoints(job)
         if found:
-            tracked = OmegaConf.select(config, "tracking.enabled", default=True)
-            resume = "continue that sweep with sweep.resume=true, or " if tracked else ""
-            return (f"hydra.sweep.dir: '{sweep_dir}' already holds checkpoints of an earlier sweep's jobs "
-                    f"({found[-1].relative_to(sweep_dir)}), which this sweep's would prune and mix with "
-                    f"their own; {resume}choose another hydra.sweep.dir")
-    return None
+            break
+    if not found:
+        return None
+    refusal = (f"hydra.sweep.dir: '{sweep_dir}' already holds checkpoints of an earlier sweep's jobs "
+               f"({found[-1].relative_to(sweep_dir)}), which this sweep's would prune and mix with their own")
+    if OmegaConf.select(config, "sweep.resume", default=False):
+        from cnnx.tracking.sweep_callback import resumable_parent, sweep_store
+
+        try:
+            if resumable_parent(config) is not None:
+                return None
+        except Exception:  # noqa: BLE001 — a store that cannot be used: the sweep's start names it
+            return None
+        _, experiment_name, _ = sweep_store(config)
+        return (f"{refusal}, and sweep.resume=true found no earlier run of this sweep in experiment "
+                f"{experiment_name!r} to continue them; resume a sweep with the overrides and value lists "
+                f"it was started with, or choose another hydra.sweep.dir")
+    tracked = OmegaConf.select(config, "tracking.enabled", default=True)
+    resume = "continue that sweep with sweep.resume=true, or " if tracked else ""
+    return f"{refusal}; {resume}choose another hydra.sweep.dir"
 
 
 class CheckSweepSettings(Callback):

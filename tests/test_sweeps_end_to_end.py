@@ -267,6 +267,34 @@ def test_a_new_sweep_in_the_directory_of_an_earlier_one_is_refused_before_it_sta
     assert resumed.stderr.count("cnnx: skipping") == 2
 
 
+def test_resuming_a_grid_with_other_values_in_the_directory_of_an_earlier_one_is_refused_before_it_starts(tmp_path):
+    """A grid extended by a value is another sweep: sweep.resume=true finds no run of it to
+    continue, and its jobs would find the earlier jobs' checkpoints in their directories."""
+    from mlflow.entities import ViewType
+
+    sweep_dir = f"hydra.sweep.dir={tmp_path / 'sweep'}"
+    first = run_cli(["-m", *SMALL, *LEAN, "optimizer.lr=0.02,0.1", sweep_dir], tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    checkpoints = {path: path.read_bytes() for path in (tmp_path / "sweep").glob("*/checkpoints/*")}
+    client = store_client(tmp_path)
+    runs = {run.info.run_id: run.info.status
+            for run in client.search_runs([e.experiment_id for e in client.search_experiments()],
+                                          run_view_type=ViewType.ALL)}
+
+    extended = run_cli(["-m", *SMALL, *LEAN, "optimizer.lr=0.02,0.1,0.5", sweep_dir, "sweep.resume=true"], tmp_path)
+    assert extended.returncode == 2, extended.stderr[-2000:]
+    assert extended.stderr.strip().splitlines() == [
+        f"cnnx: error: hydra.sweep.dir: '{tmp_path / 'sweep'}' already holds checkpoints of an earlier sweep's "
+        "jobs (0/checkpoints/epoch-0001.npz), which this sweep's would prune and mix with their own, and "
+        "sweep.resume=true found no earlier run of this sweep in experiment 'digits_small' to continue them; "
+        "resume a sweep with the overrides and value lists it was started with, or choose another hydra.sweep.dir"]
+    assert "Total params" not in extended.stdout
+    assert {path: path.read_bytes() for path in (tmp_path / "sweep").glob("*/checkpoints/*")} == checkpoints
+    assert {run.info.run_id: run.info.status  # not even a parent run in the trash
+            for run in client.search_runs([e.experiment_id for e in client.search_experiments()],
+                                          run_view_type=ViewType.ALL)} == runs
+
+
 def test_ctrl_c_while_a_job_finishes_stops_the_sweep_once_that_job_is_logged(tmp_path):
     args = ["-m", *SMALL, "optimizer.lr=0.02,0.1"]
     environment = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}

@@ -21,11 +21,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from cnnx.tracking.sqlite_store import absolute_store_uri, create_store_atomically, sqlite_path
 from cnnx.tracking.sweep_link import SweepLink, sweep_dir_of
+from cnnx.tracking.sweep_resume import SIGNATURE_TAG, earlier_parent
 from cnnx.tracking.sweep_summary import (
     OBJECTIVE_TAG, ROLE_TAG, SWEPT_TAG, record_summary, swept_keys_of_command, sweep_table,
 )
 
-SIGNATURE_TAG = "cnnx.sweep.signature"
 OPTUNA_RESULTS = "optimization_results.yaml"
 
 
@@ -54,6 +54,32 @@ def search_space(config: DictConfig) -> dict | None:
     return OmegaConf.to_container(config.hydra.sweeper, resolve=False).get("params")
 
 
+def sweep_store(config: DictConfig) -> tuple[str, str, str]:
+    """Where this multirun logs (the store's absolute URI, the experiment's name), and its signature."""
+    from cnnx.tracking.mlflow_tracker import resolve_tracking_uri
+
+    uri = absolute_store_uri(resolve_tracking_uri(config.tracking.uri), Path(config.hydra.runtime.cwd))
+    experiment_name = config.tracking.experiment_name or config.experiment_name
+    return uri, experiment_name, sweep_signature(config, experiment_name)
+
+
+def resumable_parent(config: DictConfig):
+    """The parent run ``sweep.resume=true`` would continue, or None; looked up before the sweep
+    starts, so a store or experiment that does not exist yet is not created."""
+    from mlflow import MlflowClient
+
+    from cnnx.tracking.mlflow_tracker import use_short_http_retries
+
+    uri, experiment_name, signature = sweep_store(config)
+    store_file = sqlite_path(uri)
+    if store_file is not None and not store_file.exists():
+        return None
+    use_short_http_retries(uri)
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    return None if experiment is None else earlier_parent(client, experiment.experiment_id, signature)
+
+
 def _choice(config: DictConfig, group: str) -> str:
     return str(config.hydra.runtime.choices.get(group, "?"))
 
@@ -71,14 +97,12 @@ class MlflowSweepCallback(Callback):
 
         from cnnx.app import short_overrides
         from cnnx.cli import EXIT_USAGE
-        from cnnx.tracking.mlflow_tracker import resolve_tracking_uri, unusable_store, use_short_http_retries
+        from cnnx.tracking.mlflow_tracker import unusable_store, use_short_http_retries
         from cnnx.tracking.tags import run_tags
 
         cwd = Path(config.hydra.runtime.cwd)
-        uri = absolute_store_uri(resolve_tracking_uri(config.tracking.uri), cwd)
-        experiment_name = config.tracking.experiment_name or config.experiment_name
+        uri, experiment_name, signature = sweep_store(config)
         self._objective = config.trainer.monitor
-        signature = sweep_signature(config, experiment_name)
         swept_keys = swept_keys_of_command(list(config.hydra.overrides.task), search_space(config))
         swept = json.dumps(swept_keys)
         use_short_http_retries(uri)
@@ -92,7 +116,7 @@ class MlflowSweepCallback(Callback):
             experiment = client.get_experiment_by_name(experiment_name)
             experiment_id = (experiment.experiment_id if experiment is not None
                              else client.create_experiment(experiment_name))
-            parent = self._previous_parent(client, experiment_id, signature) if config.sweep.resume else None
+            parent = earlier_parent(client, experiment_id, signature) if config.sweep.resume else None
             if parent is not None:
                 client.update_run(parent.info.run_id, status="RUNNING")
                 client.set_tag(parent.info.run_id, SWEPT_TAG, swept)  # a parent logged before the tag
@@ -177,11 +201,3 @@ class MlflowSweepCallback(Callback):
             # its parent goes to MLflow's trash rather than cluttering the experiment.
             if table is not None and not table.rows and status == "FAILED":
                 client.delete_run(link.parent_run_id)
-
-    @staticmethod
-    def _previous_parent(client, experiment_id: str, signature: str):
-        runs = client.search_runs(
-            [experiment_id], f"tags.`{SIGNATURE_TAG}` = '{signature}' and tags.`{ROLE_TAG}` = 'parent'",
-            max_results=1, order_by=["attributes.start_time DESC"],
-        )
-        return runs[0] if runs else None

@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from cnnx.settings_added_later import without_earlier_defaults
+from cnnx.tracking.sweep_summary import ROLE_TAG
 from cnnx.training.checkpoint import list_checkpoints
 
 FINGERPRINT_TAG = "cnnx.config_fingerprint"
 CHECKPOINT_DIR_TAG = "cnnx.checkpoint_dir"
+SIGNATURE_TAG = "cnnx.sweep.signature"
 _NOT_PART_OF_THE_RESULT = ("tracking", "sweep")
 
 
@@ -63,3 +65,13 @@ def stopped_twin(runs: list) -> tuple[Any, Path] | None:
         if run.info.status != "FINISHED" and directory and list_checkpoints(Path(directory)):
             return run, Path(directory)
     return None
+
+
+def earlier_parent(client, experiment_id: str, signature: str):
+    """The newest parent run of the sweep with this signature (``sweep_callback.sweep_signature``)
+    in the experiment, or None."""
+    runs = client.search_runs(
+        [experiment_id], f"tags.`{SIGNATURE_TAG}` = '{signature}' and tags.`{ROLE_TAG}` = 'parent'",
+        max_results=1, order_by=["attributes.start_time DESC"],
+    )
+    return runs[0] if runs else None
