@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shlex
 import signal
 import socket
@@ -293,6 +294,56 @@ def test_resuming_a_grid_with_other_values_in_the_directory_of_an_earlier_one_is
     assert {run.info.run_id: run.info.status  # not even a parent run in the trash
             for run in client.search_runs([e.experiment_id for e in client.search_experiments()],
                                           run_view_type=ViewType.ALL)} == runs
+
+
+def test_resuming_a_sweep_whose_process_still_runs_is_refused_until_it_is_stopped(tmp_path):
+    """"My sweep died, resubmit it" while it runs: both processes would train the same jobs into
+    the same runs, each epoch logged twice."""
+    args = ["-m", "+experiment=digits_small", *LEAN, "trainer.epochs=20", "optimizer.lr=0.02,0.1"]
+    first = start_sweep_until_training(args, tmp_path, summaries=1)
+    try:
+        client = store_client(tmp_path)
+        (parent,), (child,) = sweep_runs(client)
+        refused = run_cli([*args, "sweep.resume=true"], tmp_path)
+        assert first.poll() is None, "the first sweep must still run"
+        assert refused.returncode == 2, refused.stderr[-2000:]
+        assert refused.stderr.strip().splitlines() == [
+            f"cnnx: error: sweep.resume=true: sweep {parent.info.run_name!r} (parent run {parent.info.run_id}) "
+            f"is still running, in process {first.pid} on this host ({socket.gethostname()}); wait for it to "
+            f"end, or stop it first (Ctrl-C in its terminal, or kill {first.pid}), then resume it"]
+        assert "Total params" not in refused.stdout
+        (after,), children = sweep_runs(client)
+        assert after.data.tags == parent.data.tags and [c.info.run_id for c in children] == [child.info.run_id]
+        assert len(list((tmp_path / "multirun").glob("*/*"))) == 1  # the refused sweep has no directory
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=60)
+    assert first.returncode == 130
+
+    resumed = run_cli([*args, "sweep.resume=true"], tmp_path)
+    assert f"cnnx: continuing 'epochs=20,lr=0.02' (run {child.info.run_id}, KILLED)" in resumed.stderr
+    assert_complete_sweep(client, resumed, jobs=2, swept={"optimizer.lr"})
+    assert [m.step for m in client.get_metric_history(child.info.run_id, "val_acc")] == list(range(1, 21))
+    assert len(client.get_metric_history(child.info.run_id, "test_acc")) == 1
+
+
+def test_a_sweep_killed_outright_resumes_though_it_left_its_runs_running(tmp_path):
+    """SIGKILL, the OOM killer: nothing ends the runs, and the process is gone."""
+    args = ["-m", "+experiment=digits_small", *LEAN, "trainer.epochs=3", "optimizer.lr=0.02,0.1"]
+    first = start_sweep_until_training(args, tmp_path, summaries=1, start_new_session=True)
+    for line in first.stdout:
+        if re.search(r"epoch +1/3", line):  # its checkpoint is written before the line
+            break
+    os.killpg(first.pid, signal.SIGKILL)
+    first.communicate(timeout=60)
+    client = store_client(tmp_path)
+    (parent,), (child,) = sweep_runs(client)
+    assert parent.info.status == "RUNNING" and child.info.status == "RUNNING"
+
+    resumed = run_cli([*args, "sweep.resume=true"], tmp_path)
+    assert f"cnnx: continuing 'epochs=3,lr=0.02' (run {child.info.run_id}, RUNNING)" in resumed.stderr, \
+        resumed.stderr[-2000:]
+    assert_complete_sweep(client, resumed, jobs=2, swept={"optimizer.lr"})
 
 
 def test_ctrl_c_while_a_job_finishes_stops_the_sweep_once_that_job_is_logged(tmp_path):

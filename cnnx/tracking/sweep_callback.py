@@ -2,8 +2,9 @@
 
 A Hydra callback (``hydra.callbacks`` in conf/config.yaml) that acts only on multiruns:
 before any job starts it sets up the store once (schema, experiment) and creates the parent
-run, then leaves a ``SweepLink`` in the sweep directory for the jobs. When the sweep ends it
-records the best child, the comparison CSV and plot on the parent. A sweep that stops early
+run (or, resuming, takes the earlier one over unless that sweep still runs), then leaves a
+``SweepLink`` in the sweep directory for the jobs. When the sweep ends it records the best
+child, the comparison CSV and plot on the parent. A sweep that stops early
 (a failed job, Ctrl-C) still gets its summary and leaves the parent FAILED, never RUNNING.
 """
 
@@ -21,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cnnx.tracking.sqlite_store import absolute_store_uri, create_store_atomically, sqlite_path
 from cnnx.tracking.sweep_link import SweepLink, sweep_dir_of
+from cnnx.tracking.sweep_owner import driver_tags, still_running
 from cnnx.tracking.sweep_resume import SIGNATURE_TAG, earlier_parent
 from cnnx.tracking.sweep_summary import (
     OBJECTIVE_TAG, ROLE_TAG, SWEPT_TAG, record_summary, swept_keys_of_command, sweep_table,
@@ -94,6 +96,7 @@ class MlflowSweepCallback(Callback):
         if not config.tracking.enabled:
             return
         from mlflow import MlflowClient
+        from mlflow.entities import RunTag
 
         from cnnx.app import short_overrides
         from cnnx.cli import EXIT_USAGE
@@ -117,9 +120,16 @@ class MlflowSweepCallback(Callback):
             experiment_id = (experiment.experiment_id if experiment is not None
                              else client.create_experiment(experiment_name))
             parent = earlier_parent(client, experiment_id, signature) if config.sweep.resume else None
+            running = parent is not None and still_running(client, parent)
+            if running:
+                print(f"cnnx: error: {running}", file=sys.stderr)
+                raise SystemExit(EXIT_USAGE)
             if parent is not None:
                 client.update_run(parent.info.run_id, status="RUNNING")
-                client.set_tag(parent.info.run_id, SWEPT_TAG, swept)  # a parent logged before the tag
+                # A parent logged before the swept-keys tag gets it; the driver tags now name this
+                # process, for the next resume to check.
+                client.log_batch(parent.info.run_id, tags=[
+                    RunTag(key, value) for key, value in {SWEPT_TAG: swept, **driver_tags()}.items()])
                 print(f"cnnx: resuming sweep {parent.info.run_name!r} (parent run {parent.info.run_id})",
                       file=sys.stderr)
             else:
@@ -131,7 +141,7 @@ class MlflowSweepCallback(Callback):
                           f"{where}; starting it", file=sys.stderr)
                 overrides = short_overrides(list(config.hydra.overrides.task), keep_presets=True)
                 tags = {**run_tags(cwd), ROLE_TAG: "parent", SIGNATURE_TAG: signature,
-                        OBJECTIVE_TAG: self._objective, SWEPT_TAG: swept,
+                        OBJECTIVE_TAG: self._objective, SWEPT_TAG: swept, **driver_tags(),
                         "cnnx.sweep.dir": str(sweep_dir_of(config.hydra)),
                         "cnnx.sweep.launcher": _choice(config, "hydra/launcher"),
                         "cnnx.sweep.sweeper": _choice(config, "hydra/sweeper"),

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,9 @@ from cnnx.blas_threads import threads_per_job
 from cnnx.tracking.sweep_job import SweepJob
 from cnnx.tracking.sqlite_store import absolute_store_uri
 from cnnx.tracking.sweep_link import LINK_FILE, SweepLink
+from cnnx.tracking.sweep_owner import (
+    HOST_TAG, PID_TAG, PROCESS_STARTED_TAG, driver_tags, process_started, still_running,
+)
 from cnnx.tracking.sweep_resume import (
     CHECKPOINT_DIR_TAG, FINGERPRINT_TAG, config_fingerprint, finished_twin, stopped_twin, twins,
 )
@@ -325,3 +331,70 @@ def test_columns_of_runs_without_a_swept_tag_leave_out_what_follows_from_the_dat
     progress = [run("0.1", "1131"), run("0.1", "1131")]
     progress[0].data.params["trainer.progress"] = "False"  # joblib jobs draw no bars
     assert swept_columns(progress) == []
+
+
+def test_a_process_is_told_from_a_later_one_and_an_ended_one_is_gone():
+    import subprocess
+    import sys
+
+    assert process_started(os.getpid()) == process_started(os.getpid()) is not None
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    assert process_started(ended.pid) is not None or ended.poll() is not None
+    ended.wait()
+    assert process_started(ended.pid) is None
+
+
+def running_sweep(client, driver: dict, jobs=()):
+    """A RUNNING parent driven by ``driver`` (its tags) and RUNNING children, each started
+    ``start`` seconds ago with its epochs ending ``ends`` seconds ago: ``(start, ends)`` each."""
+    from mlflow.entities import Metric
+
+    now = time.time()
+    experiment_id = client.create_experiment(f"running{len(client.search_experiments())}")
+    parent = client.create_run(experiment_id, run_name="sweep lr=0.1,0.2", tags=driver)
+    for n, (start, ends) in enumerate(jobs):
+        run = client.create_run(experiment_id, run_name=f"lr=0.{n + 1}", start_time=int((now - start) * 1000),
+                                tags={"mlflow.parentRunId": parent.info.run_id})
+        client.log_batch(run.info.run_id, metrics=[Metric("train_loss", 0.5, int((now - end) * 1000), step)
+                                                   for step, end in enumerate(ends, 1)])
+    return client.get_run(parent.info.run_id)
+
+
+def test_a_sweep_whose_process_runs_on_this_host_is_running_and_one_whose_process_ended_is_not(client):
+    import subprocess
+    import sys
+
+    parent = running_sweep(client, driver_tags(), jobs=[(5, [3])])
+    assert still_running(client, parent) == (
+        f"sweep.resume=true: sweep 'sweep lr=0.1,0.2' (parent run {parent.info.run_id}) is still running, in "
+        f"process {os.getpid()} on this host ({socket.gethostname()}); wait for it to end, or stop it first "
+        f"(Ctrl-C in its terminal, or kill {os.getpid()}), then resume it")
+    client.set_terminated(parent.info.run_id, "KILLED")
+    assert still_running(client, client.get_run(parent.info.run_id)) is None
+
+    ended = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.2)"])
+    tags = {**driver_tags(), PID_TAG: str(ended.pid), PROCESS_STARTED_TAG: process_started(ended.pid)}
+    ended.wait()
+    # Killed outright a moment ago: its job was active, but its process is known to be gone.
+    assert still_running(client, running_sweep(client, tags, jobs=[(5, [3])])) is None
+
+
+def test_a_sweep_driven_from_another_host_is_running_while_a_job_of_it_is_active(client):
+    elsewhere = {HOST_TAG: "login2.cluster", PID_TAG: "4242", PROCESS_STARTED_TAG: "b:1"}
+    parent = running_sweep(client, elsewhere, jobs=[(3600, [3590, 3580]), (40, [30, 20])])
+    assert still_running(client, parent) == (
+        f"sweep.resume=true: sweep 'sweep lr=0.1,0.2' (parent run {parent.info.run_id}) may still be running: "
+        "it was started in process 4242 on host login2.cluster, which this host cannot check, and its job "
+        "'lr=0.2' was active 20 s ago; wait for it to end, or stop it where it runs first; if it is gone, "
+        "resume it in 5 min")
+    # Quiet for longer than QUIET_SECONDS, and than twice its epochs: a crashed node.
+    assert still_running(client, running_sweep(client, elsewhere, jobs=[(900, [800, 700, 600])])) is None
+    # Epochs of 20 minutes: the job is not silent for long yet.
+    slow = running_sweep(client, elsewhere, jobs=[(4000, [2800, 1600])])
+    assert "job 'lr=0.1' was active 27 min ago" in still_running(client, slow)
+    # Resumed a day later with 10-second epochs: the day between is not an epoch.
+    resumed = running_sweep(client, elsewhere, jobs=[(90000, [89990, 89980, 420, 410])])
+    assert still_running(client, resumed) is None
+    # A parent from before the driver was recorded, with a job just started.
+    unknown = running_sweep(client, {}, jobs=[(10, [])])
+    assert "it was started by a cnnx that did not record its process" in still_running(client, unknown)
