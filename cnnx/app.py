@@ -376,14 +376,30 @@ def _launch_dir() -> str | None:
     return HydraConfig.get().runtime.cwd if HydraConfig.initialized() else None
 
 
-def _refuse_unused_top_level_keys(cfg: DictConfig, overrides: list[str]) -> None:
-    """Only keys the command line added: a preset file may keep notes at its top level."""
-    from hydra.core.hydra_config import HydraConfig
+def check_settings(cfg: DictConfig, overrides: list[str], hydra_config: DictConfig | None,
+                   swept: Collection[str] = ()) -> None:
+    """The checks of a run's settings that need neither its data nor its model. A sweep makes
+    them once before it starts (``cnnx.sweep_settings``) on the settings its jobs share, which
+    every job would refuse alike; the keys it varies (``swept``) are left to each job."""
+    unknown = keys_outside_the_schema(cfg)
+    if unknown:
+        key, accepted = unknown[0]
+        raise ConfigError(f"unknown config key {key} (added with +{key}); accepted keys here: "
+                          f"{', '.join(accepted)}")
+    _refuse_unused_top_level_keys(cfg, overrides, hydra_config)
+    for key in ("trainer.monitor", "trainer.early_stopping.monitor"):
+        # None: an interpolation of a key only the sweep's jobs have (+m=val_acc,val_loss).
+        monitor = OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
+        if key not in swept and monitor is not None:
+            _check_monitor(key, monitor)
 
+
+def _refuse_unused_top_level_keys(cfg: DictConfig, overrides: list[str], hydra_config: DictConfig | None) -> None:
+    """Only keys the command line added: a preset file may keep notes at its top level."""
     added = added_top_level_keys(overrides)
     if not added:
         return
-    unused = unused_top_level_keys(cfg, HydraConfig.get() if HydraConfig.initialized() else None)
+    unused = unused_top_level_keys(cfg, hydra_config)
     stray = [key for key in unused if key in added]
     if not stray:
         return
@@ -409,15 +425,12 @@ def run(cfg: DictConfig, overrides: list[str] | None = None, output_dir: str | N
 
 
 def _run(cfg: DictConfig, overrides: list[str] | None, output_dir: str | None, sweep, progress) -> float:
+    from hydra.core.hydra_config import HydraConfig
+
     from cnnx.blas_threads import limit_blas_threads, run_blas_threads
     from cnnx.tracking.sweep_job import earlier_attempt
 
-    unknown = keys_outside_the_schema(cfg)
-    if unknown:
-        key, accepted = unknown[0]
-        raise ConfigError(f"unknown config key {key} (added with +{key}); accepted keys here: "
-                          f"{', '.join(accepted)}")
-    _refuse_unused_top_level_keys(cfg, overrides or [])
+    check_settings(cfg, overrides or [], HydraConfig.get() if HydraConfig.initialized() else None)
     if sweep is None and OmegaConf.select(cfg, "sweep.resume", default=False) is True:
         # Ignoring it would start the fresh run that the user meant to avoid.
         raise ConfigError("sweep.resume=true resumes sweeps (-m); a single run continues with trainer.resume=true")

@@ -79,6 +79,24 @@ def _interval_problem(parsed: list) -> str | None:
     return None
 
 
+def _job_settings_problem(config: DictConfig) -> str | None:
+    """What every job would refuse, each after the sweep's parent run exists, leaving a FAILED
+    child per job: the jobs' own checks (``cnnx.app.check_settings``) on the settings they share."""
+    from cnnx.app import check_settings
+    from cnnx.errors import ConfigError
+    from cnnx.tracking.sweep_callback import search_space
+    from cnnx.tracking.sweep_summary import swept_keys_of_command
+
+    overrides = list(config.hydra.overrides.task)
+    swept = swept_keys_of_command(overrides, search_space(config))
+    shared = OmegaConf.masked_copy(config, [key for key in config if key != "hydra"])
+    try:
+        check_settings(shared, overrides, config.hydra, swept)
+    except ConfigError as error:
+        return str(error)
+    return None
+
+
 def sweep_settings_problem(config: DictConfig) -> str | None:
     """What keeps this multirun from running a single job, in one line; None if nothing."""
     if OmegaConf.select(config, "sweep.resume", default=False) and not OmegaConf.select(
@@ -92,6 +110,9 @@ def sweep_settings_problem(config: DictConfig) -> str | None:
             # is chosen with a slash.
             return (f"hydra.{group}={chosen} sets hydra.{group} to a string; choose a {group} "
                     f"with hydra/{group}={chosen} (a slash: it is a config group)")
+    problem = _job_settings_problem(config)
+    if problem is not None:
+        return problem
     launcher = OmegaConf.select(config, "hydra.launcher") or {}
     if "SlurmLauncher" in str(launcher.get("_target_", "")):
         import shutil

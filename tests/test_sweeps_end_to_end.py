@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from e2e_helpers import all_runs, git_work_tree, list_artifacts, run_cli, store_client
+from e2e_helpers import all_runs, git_work_tree, list_artifacts, run_cli, run_cli_many, store_client
 
 pytestmark = pytest.mark.slow
 
@@ -423,6 +423,30 @@ def test_sweep_with_a_mistyped_override_leaves_no_parent_run_behind(tmp_path):
     again = run_cli(["-m", *SMALL, "optimzer.lr=0.02,0.1", "sweep.resume=true"], tmp_path)
     assert "cnnx: sweep.resume=true found no earlier run of this sweep with jobs in experiment " \
            "'digits_small'; starting it" in again.stderr, again.stderr
+
+
+#: Settings that all the jobs of a sweep share and that each job would refuse, after the sweep's
+#: parent run exists: (overrides, the one line that refuses them before anything starts).
+SHARED_MISTAKES = [
+    (["trainer.monitor=val_accuracy"],
+     "trainer.monitor='val_accuracy' is not a metric the trainer records; accepted: val_acc, val_loss, train_acc, "
+     "train_loss"),
+    (["+sweep.resum=true"], "unknown config key sweep.resum (added with +sweep.resum); accepted keys here: resume, "
+                            "fork_workers"),
+    (["+sed=3"], "unknown config key sed (added with +sed=3): nothing refers to it as ${sed}; did you mean seed=3?"),
+]
+
+
+def test_a_setting_every_job_would_refuse_is_refused_before_the_sweep_starts(tmp_path):
+    runs = [(["-m", *SMALL, "optimizer.lr=0.01,0.1", *overrides], tmp_path / f"case{n}")
+            for n, (overrides, _) in enumerate(SHARED_MISTAKES)]
+    for _, cwd in runs:
+        cwd.mkdir()
+    for (args, cwd), (_, line), result in zip(runs, SHARED_MISTAKES, run_cli_many(runs), strict=True):
+        assert result.returncode == 2, (args, result.stderr[-2000:])
+        assert result.stderr.strip().splitlines() == [f"cnnx: error: {line}"], (args, result.stderr[-2000:])
+        assert not (cwd / "mlflow.db").exists(), args  # no parent run, no store even
+        assert "Total params" not in result.stdout, args
 
 
 def test_a_job_refused_before_training_is_a_failed_child_that_says_why(tmp_path):
