@@ -17,7 +17,7 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from cnnx import config_store_sharing, registry
+from cnnx import config_store_sharing, objective_direction, registry
 from cnnx.cli import one_line_warnings
 from cnnx.config_schema import added_top_level_keys, close_key, keys_outside_the_schema, unused_top_level_keys
 from cnnx.config_schema import register as register_schema
@@ -34,6 +34,7 @@ from cnnx.training.trainer import MONITORABLE, Trainer
 
 register_schema()
 config_store_sharing.install()
+objective_direction.register_resolver()
 
 #: The run's own lines; Hydra's job logging (conf/hydra/job_logging/cnnx.yaml) sends them to
 #: stdout and to the run directory's log file.

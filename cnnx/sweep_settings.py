@@ -79,19 +79,44 @@ def _interval_problem(parsed: list) -> str | None:
     return None
 
 
+def _swept(config: DictConfig) -> list[str]:
+    """The keys the sweep varies: its sweep overrides and its sweeper's search space."""
+    from cnnx.tracking.sweep_callback import search_space
+    from cnnx.tracking.sweep_summary import swept_keys_of_command
+
+    return swept_keys_of_command(list(config.hydra.overrides.task), search_space(config))
+
+
+def _direction_problem(config: DictConfig, directions: list[str]) -> str | None:
+    """An Optuna direction that leads away from the runs cnnx calls best (``objective_direction``)."""
+    from cnnx.objective_direction import direction_of
+
+    if "trainer.monitor" in _swept(config):
+        return ("trainer.monitor is swept, and Optuna ranks every trial by one objective; accepted: one "
+                "trainer.monitor for the whole search")
+    monitor = OmegaConf.select(config, "trainer.monitor", throw_on_resolution_failure=False)
+    if monitor is None:  # an interpolation of a key only the jobs have: each job checks its own
+        return None
+    wanted = direction_of(monitor)
+    if len(directions) != 1:
+        return (f"hydra.sweeper.direction=[{','.join(directions)}] asks for {len(directions)} objectives, and a "
+                f"cnnx trial returns one, trainer.monitor={monitor}; accepted: hydra.sweeper.direction={wanted}")
+    if directions != [wanted]:
+        best = "highest" if wanted == "maximize" else "lowest"
+        return (f"hydra.sweeper.direction={directions[0]} contradicts trainer.monitor={monitor}: a sweep's best "
+                f"run is the one of {best} {monitor}; accepted: hydra.sweeper.direction={wanted}")
+    return None
+
+
 def _job_settings_problem(config: DictConfig) -> str | None:
     """What every job would refuse, each after the sweep's parent run exists, leaving a FAILED
     child per job: the jobs' own checks (``cnnx.app.check_settings``) on the settings they share."""
     from cnnx.app import check_settings
     from cnnx.errors import ConfigError
-    from cnnx.tracking.sweep_callback import search_space
-    from cnnx.tracking.sweep_summary import swept_keys_of_command
 
-    overrides = list(config.hydra.overrides.task)
-    swept = swept_keys_of_command(overrides, search_space(config))
     shared = OmegaConf.masked_copy(config, [key for key in config if key != "hydra"])
     try:
-        check_settings(shared, overrides, config.hydra, swept)
+        check_settings(shared, list(config.hydra.overrides.task), config.hydra, _swept(config))
     except ConfigError as error:
         return str(error)
     return None
@@ -129,9 +154,13 @@ def sweep_settings_problem(config: DictConfig) -> str | None:
     if "optuna" in str(sweeper.get("_target_", "")):
         direction = sweeper.get("direction")
         directions = list(direction) if OmegaConf.is_list(direction) else [direction]
-        if any(str(getattr(d, "name", d)).lower() not in OPTUNA_DIRECTIONS for d in directions):
+        directions = [str(getattr(d, "name", d)).lower() for d in directions]
+        if any(d not in OPTUNA_DIRECTIONS for d in directions):
             return (f"hydra.sweeper.direction={direction} is not a direction; accepted: "
-                    f"{', '.join(OPTUNA_DIRECTIONS)} (a list of them for several objectives)")
+                    f"{', '.join(OPTUNA_DIRECTIONS)}")
+        problem = _direction_problem(config, directions)
+        if problem is not None:
+            return problem
         for key in ("n_trials", "n_jobs"):
             value = sweeper.get(key)
             if isinstance(value, int) and value < 1:

@@ -7,7 +7,7 @@ from cnnx.sweep_settings import sweep_settings_problem
 def settings(task=(), **hydra):
     hydra.setdefault("launcher", {"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"})
     hydra.setdefault("sweeper", {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"})
-    return OmegaConf.create({"sweep": {"resume": False}, "tracking": {"enabled": True},
+    return OmegaConf.create({"sweep": {"resume": False}, "tracking": {"enabled": True}, "trainer": {"monitor": "val_acc"},
                              "hydra": {**hydra, "overrides": {"task": list(task)}}})
 
 
@@ -57,3 +57,41 @@ def test_an_optuna_failure_rate_outside_0_to_1_is_refused(rate, refused):
     sweeper = {**optuna(), "max_failure_rate": rate}
     problem = sweep_settings_problem(settings(sweeper=sweeper))
     assert (problem is not None and problem.startswith(f"hydra.sweeper.max_failure_rate={rate} ")) == refused
+
+
+def composed(*overrides):
+    """The sweep's config as the CLI composes it, with cnnx's resolvers registered."""
+    import cnnx.app  # noqa: F401 — registers the resolvers, as the CLI does by importing it
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module("cnnx.conf", version_base="1.3"):
+        return compose("config", overrides=["+experiment=digits_small", *overrides], return_hydra_config=True)
+
+
+@pytest.mark.parametrize("monitor, direction", [("val_acc", "maximize"), ("val_loss", "minimize"),
+                                                ("train_acc", "maximize"), ("train_loss", "minimize")])
+def test_the_optuna_preset_optimises_the_monitor_the_way_a_sweep_picks_its_best_run(monitor, direction):
+    config = composed("+hparams=lenet_optuna", f"trainer.monitor={monitor}")
+    assert config.hydra.sweeper.direction == direction
+    assert sweep_settings_problem(config) is None
+    against = {"maximize": "minimize", "minimize": "maximize"}[direction]
+    best = "highest" if direction == "maximize" else "lowest"
+    assert sweep_settings_problem(composed("+hparams=lenet_optuna", f"trainer.monitor={monitor}",
+                                           f"hydra.sweeper.direction={against}")) == (
+        f"hydra.sweeper.direction={against} contradicts trainer.monitor={monitor}: a sweep's best run is the one of "
+        f"{best} {monitor}; accepted: hydra.sweeper.direction={direction}")
+
+
+def test_optuna_chosen_without_the_preset_is_told_the_direction_of_the_monitor():
+    # Optuna's own default is to minimise, accuracies included.
+    assert sweep_settings_problem(composed("hydra/sweeper=optuna")).endswith("accepted: hydra.sweeper.direction=maximize")
+    assert sweep_settings_problem(composed("hydra/sweeper=optuna", "hydra.sweeper.direction=maximize")) is None
+
+
+@pytest.mark.parametrize("task, params", [(["trainer.monitor=val_acc,val_loss"], {}),
+                                          ([], {"trainer.monitor": "choice(val_acc, val_loss)"})])
+def test_optuna_refuses_a_swept_monitor_and_several_objectives(task, params):
+    assert sweep_settings_problem(settings(task, sweeper=optuna(**params))).startswith("trainer.monitor is swept")
+    two = {**optuna(), "direction": ["maximize", "minimize"]}
+    assert sweep_settings_problem(settings(sweeper=two)).startswith(
+        "hydra.sweeper.direction=[maximize,minimize] asks for 2 objectives")

@@ -159,22 +159,42 @@ def test_joblib_sweep_logs_to_a_shared_mlflow_server(tmp_path):
         log.close()
 
 
+#: The search space of +hparams=lenet_optuna.
+OPTUNA_SEARCHED = {"optimizer.lr", "model.layers.conv1.out_channels", "model.layers.conv2.out_channels",
+                   "trainer.batch_size"}
+
+
+def assert_optuna_best_is_the_parents(client, parent, sweep_dir: Path, monitor: str):
+    """Optuna's best trial (optimization_results.yaml) is the child the parent names best."""
+    optuna = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    assert parent.data.metrics[f"best_{monitor}"] == pytest.approx(optuna["best_value"])
+    best = client.get_run(parent.data.tags["cnnx.sweep.best_run_id"])
+    assert {k: float(best.data.params[k]) for k in OPTUNA_SEARCHED} == pytest.approx(
+        {k: float(v) for k, v in optuna["best_params"].items()})
+
+
 def test_optuna_sweep_records_the_best_trial_on_the_parent(tmp_path):
     result = run_cli(["-m", *SMALL, *LEAN, "+hparams=lenet_optuna", "hydra.sweeper.n_trials=4",
                       f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     client = store_client(tmp_path)
-    searched = {"optimizer.lr", "model.layers.conv1.out_channels", "model.layers.conv2.out_channels",
-                "trainer.batch_size"}
     # the table's columns are the search space, also where the sampler drew a choice twice
-    parent, children = assert_complete_sweep(client, result, jobs=4, swept=searched)
-    assert set(json.loads(parent.data.tags["cnnx.sweep.swept"])) == searched
-    optuna = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
-    assert parent.data.metrics["best_val_acc"] == pytest.approx(optuna["best_value"])
-    best = client.get_run(parent.data.tags["cnnx.sweep.best_run_id"])
-    assert {k: float(best.data.params[k]) for k in searched} == pytest.approx(
-        {k: float(v) for k, v in optuna["best_params"].items()})
+    parent, children = assert_complete_sweep(client, result, jobs=4, swept=OPTUNA_SEARCHED)
+    assert set(json.loads(parent.data.tags["cnnx.sweep.swept"])) == OPTUNA_SEARCHED
+    assert_optuna_best_is_the_parents(client, parent, tmp_path / "sweep", "val_acc")
     assert "optimization_results.yaml" in list_artifacts(client, parent.info.run_id)
+
+
+def test_an_optuna_search_for_the_lowest_loss_finds_the_run_the_parent_names_best(tmp_path):
+    result = run_cli(["-m", *SMALL, *LEAN, "+hparams=lenet_optuna", "hydra.sweeper.n_trials=4",
+                      "trainer.monitor=val_loss", f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = store_client(tmp_path)
+    (parent,), children = sweep_runs(client)
+    assert parent.info.status == "FINISHED" and len(children) == 4
+    losses = {c.info.run_id: c.data.metrics["val_loss"] for c in children}  # 1 epoch: last = best
+    assert losses[parent.data.tags["cnnx.sweep.best_run_id"]] == min(losses.values())
+    assert_optuna_best_is_the_parents(client, parent, tmp_path / "sweep", "val_loss")
 
 
 def start_sweep_until_training(args: list[str], cwd: Path, summaries: int, **popen) -> subprocess.Popen:
@@ -425,24 +445,27 @@ def test_sweep_with_a_mistyped_override_leaves_no_parent_run_behind(tmp_path):
            "'digits_small'; starting it" in again.stderr, again.stderr
 
 
-#: Settings that all the jobs of a sweep share and that each job would refuse, after the sweep's
-#: parent run exists: (overrides, the one line that refuses them before anything starts).
-SHARED_MISTAKES = [
+#: Settings that spoil every job of a sweep: (overrides, the one line that refuses them before
+#: the sweep's parent run exists). Each job would refuse the first ones, under that parent.
+PRE_SWEEP_MISTAKES = [
     (["trainer.monitor=val_accuracy"],
      "trainer.monitor='val_accuracy' is not a metric the trainer records; accepted: val_acc, val_loss, train_acc, "
      "train_loss"),
     (["+sweep.resum=true"], "unknown config key sweep.resum (added with +sweep.resum); accepted keys here: resume, "
                             "fork_workers"),
     (["+sed=3"], "unknown config key sed (added with +sed=3): nothing refers to it as ${sed}; did you mean seed=3?"),
+    (["+hparams=lenet_optuna", "trainer.monitor=val_loss", "hydra.sweeper.direction=maximize"],
+     "hydra.sweeper.direction=maximize contradicts trainer.monitor=val_loss: a sweep's best run is the one of lowest "
+     "val_loss; accepted: hydra.sweeper.direction=minimize"),
 ]
 
 
-def test_a_setting_every_job_would_refuse_is_refused_before_the_sweep_starts(tmp_path):
+def test_a_setting_that_spoils_every_job_is_refused_before_the_sweep_starts(tmp_path):
     runs = [(["-m", *SMALL, "optimizer.lr=0.01,0.1", *overrides], tmp_path / f"case{n}")
-            for n, (overrides, _) in enumerate(SHARED_MISTAKES)]
+            for n, (overrides, _) in enumerate(PRE_SWEEP_MISTAKES)]
     for _, cwd in runs:
         cwd.mkdir()
-    for (args, cwd), (_, line), result in zip(runs, SHARED_MISTAKES, run_cli_many(runs), strict=True):
+    for (args, cwd), (_, line), result in zip(runs, PRE_SWEEP_MISTAKES, run_cli_many(runs), strict=True):
         assert result.returncode == 2, (args, result.stderr[-2000:])
         assert result.stderr.strip().splitlines() == [f"cnnx: error: {line}"], (args, result.stderr[-2000:])
         assert not (cwd / "mlflow.db").exists(), args  # no parent run, no store even
