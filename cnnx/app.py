@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cnnx import config_store_sharing, objective_direction, registry
 from cnnx.cli import one_line_warnings
-from cnnx.config_schema import added_top_level_keys, close_key, keys_outside_the_schema, unused_top_level_keys
+from cnnx.config_schema import added_key_problem, added_top_level_keys, close_key, unused_top_level_keys
 from cnnx.config_schema import register as register_schema
 from cnnx.data.image_files import LargeImageWarning
 from cnnx.data.splits import check_loaded, check_seed
@@ -382,11 +382,9 @@ def check_settings(cfg: DictConfig, overrides: list[str], hydra_config: DictConf
     """The checks of a run's settings that need neither its data nor its model. A sweep makes
     them once before it starts (``cnnx.sweep_settings``) on the settings its jobs share, which
     every job would refuse alike; the keys it varies (``swept``) are left to each job."""
-    unknown = keys_outside_the_schema(cfg)
-    if unknown:
-        key, accepted = unknown[0]
-        raise ConfigError(f"unknown config key {key} (added with +{key}); accepted keys here: "
-                          f"{', '.join(accepted)}")
+    unknown = added_key_problem(cfg)
+    if unknown is not None:
+        raise ConfigError(unknown)
     _refuse_unused_top_level_keys(cfg, overrides, hydra_config)
     for key in ("trainer.monitor", "trainer.early_stopping.monitor"):
         # None: an interpolation of a key only the sweep's jobs have (+m=val_acc,val_loss).

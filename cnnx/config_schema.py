@@ -125,6 +125,16 @@ def keys_outside_the_schema(cfg: Any, prefix: str = "") -> list[tuple[str, list[
     return found
 
 
+def added_key_problem(cfg: Any, prefix: str = "") -> str | None:
+    """The first of ``keys_outside_the_schema``, in the one line that refuses it."""
+    unknown = keys_outside_the_schema(cfg, prefix)
+    if not unknown:
+        return None
+    key, accepted = unknown[0]
+    shown = [name for name in accepted if not name.startswith("_")]  # _target_: the plugin's class, not a setting
+    return f"unknown config key {key} (added with +{key}); accepted keys here: {', '.join(shown) or 'none'}"
+
+
 def added_top_level_keys(overrides: list[str]) -> set[str]:
     """The top-level keys that command-line overrides add (``+key=value``, ``++key=value``)."""
     keys = (override.lstrip("+").split("=", 1)[0] for override in overrides if override.startswith("+"))

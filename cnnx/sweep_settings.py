@@ -139,6 +139,16 @@ def sweep_settings_problem(config: DictConfig) -> str | None:
     if problem is not None:
         return problem
     launcher = OmegaConf.select(config, "hydra.launcher") or {}
+    if OmegaConf.is_dict(launcher):
+        # A key added with + reaches the launcher's constructor: joblib takes any keyword (the
+        # sweep ran on every core), submitit refuses it with a traceback. The launcher's
+        # structured config (its ConfigStore node) lists its settings; its dict-typed ones
+        # (submitit's additional_parameters, Ray's init and remote) take any key.
+        from cnnx.config_schema import added_key_problem
+
+        problem = added_key_problem(launcher, "hydra.launcher.")
+        if problem is not None:
+            return problem
     if "SlurmLauncher" in str(launcher.get("_target_", "")):
         import shutil
 

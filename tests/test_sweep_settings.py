@@ -95,3 +95,26 @@ def test_optuna_refuses_a_swept_monitor_and_several_objectives(task, params):
     two = {**optuna(), "direction": ["maximize", "minimize"]}
     assert sweep_settings_problem(settings(sweeper=two)).startswith(
         "hydra.sweeper.direction=[maximize,minimize] asks for 2 objectives")
+
+
+def test_a_launcher_setting_added_with_a_plus_must_be_one_of_the_launchers(monkeypatch):
+    import shutil
+
+    monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")  # srun, as on a login node
+    slurm = ["hydra/launcher=submitit_slurm", "+hydra.launcher.partition=cpu"]
+    # settings of the launcher's own config, and keys of its dict-typed ones, which take any
+    assert sweep_settings_problem(composed(*slurm, "+hydra.launcher.additional_parameters.wckey=cnnx",
+                                           "hydra.launcher.setup=[module load python]")) is None
+    assert sweep_settings_problem(composed(*slurm, "+hydra.launcher.partitoin=cpu")).startswith(
+        "unknown config key hydra.launcher.partitoin (added with +hydra.launcher.partitoin); accepted keys here: "
+        "submitit_folder, timeout_min, cpus_per_task,")
+    assert sweep_settings_problem(composed("+hydra.launcher.n_jobs=2")) == (
+        "unknown config key hydra.launcher.n_jobs (added with +hydra.launcher.n_jobs); accepted keys here: none")
+
+
+def test_the_ray_launchers_init_and_remote_take_any_key():
+    pytest.importorskip("hydra_plugins.hydra_ray_launcher")
+    assert sweep_settings_problem(composed("hydra/launcher=ray", "+hydra.launcher.ray.remote.num_cpus=2",
+                                           "+hydra.launcher.ray.init.num_cpus=2")) is None
+    assert sweep_settings_problem(composed("hydra/launcher=ray", "+hydra.launcher.ray.remot.num_cpus=2")).startswith(
+        "unknown config key hydra.launcher.ray.remot ")
