@@ -429,6 +429,15 @@ def test_sweep_against_a_server_that_is_down_fails_at_once_in_one_line(tmp_path)
     assert "Retrying" not in result.stdout + result.stderr and "Total params" not in result.stdout + result.stderr
 
 
+def test_a_store_from_the_environment_is_named_as_the_environment(tmp_path):
+    """It was named tracking.uri, a setting the user never gave."""
+    uri = f"http://127.0.0.1:{_free_port()}"
+    result = run_cli(["-m", *SMALL, "optimizer.lr=0.02,0.1"], tmp_path, timeout=120, env={"MLFLOW_TRACKING_URI": uri})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"cnnx: error: cannot reach MLflow tracking server '{uri}' ($MLFLOW_TRACKING_URI): Connection refused")
+
+
 def test_sweep_with_a_mistyped_override_leaves_no_parent_run_behind(tmp_path):
     from mlflow.entities import ViewType
 

@@ -48,7 +48,7 @@ import numpy as np
 from cnnx.data.splits import DataSplits
 from cnnx.tracking.mlflow_tracker import (
     FORMER_TRACKER_STATE_KEYS, RUN_KEY_TAG, TRACKER_STATE_KEY, TrackingError, absolute_store_uri,
-    ending_status, moved_from, resolve_tracking_uri, unusable_store,
+    ending_status, moved_from, resolve_tracking_uri, run_store_setting, unusable_store,
 )
 from cnnx.tracking.sqlite_store import build_aside, discard_built, sqlite_path
 from cnnx.training.callbacks import Callback
@@ -319,7 +319,7 @@ def _check_local_store(uri: str) -> None:
     except OSError as exc:
         raise unusable_store(uri, exc) from exc
     if problem:
-        raise TrackingError(f"cannot use MLflow store {uri!r} (tracking.uri): {problem}")
+        raise TrackingError(f"cannot use MLflow store {uri!r} ({run_store_setting(uri)}): {problem}")
 
 
 def _report_data(data: DataSplits | None) -> DataSplits | None:

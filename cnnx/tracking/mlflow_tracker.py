@@ -93,8 +93,10 @@ def connection_failure(text: str) -> str | None:
     return reason.group(1).strip() if reason else "timed out" if "imeout" in text else "no connection"
 
 
-def unusable_store(uri: str, exc: BaseException, setting: str = "tracking.uri") -> TrackingError:
-    """The one-line error for a store MLflow could not use; ``setting`` is where the user gave it."""
+def unusable_store(uri: str, exc: BaseException, setting: str | None = None) -> TrackingError:
+    """The one-line error for a store MLflow could not use; ``setting`` is where the user gave it
+    (by default that of a run's store, ``run_store_setting``)."""
+    setting = setting or run_store_setting(uri)
     text = str(exc)
     reason = connection_failure(text)
     if reason:
@@ -130,6 +132,12 @@ def moved_from(logged_to: str | None, tracking_uri: str) -> str | None:
     ``tracking_uri``: a relative store (the default ./mlflow.db) is another one from another
     working directory."""
     return None if logged_to is None or logged_to == absolute_store_uri(tracking_uri) else logged_to
+
+
+def run_store_setting(uri: str) -> str:
+    """Where a run's or sweep's store ``uri`` came from: ``tracking.uri``, or, when that is unset,
+    the environment (``resolve_tracking_uri``)."""
+    return "$MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") == uri else "tracking.uri"
 
 
 def store_setting(uri: str | None) -> str:
