@@ -53,7 +53,8 @@ def _canonical(parsed) -> str:
 
 def search_space(config: DictConfig) -> dict | None:
     """The sweeper's search space (Optuna's ``params``), unresolved; None for Hydra's basic sweeper."""
-    return OmegaConf.to_container(config.hydra.sweeper, resolve=False).get("params")
+    sweeper = OmegaConf.select(config, "hydra.sweeper")
+    return None if sweeper is None else OmegaConf.to_container(sweeper, resolve=False).get("params")
 
 
 def sweep_store(config: DictConfig) -> tuple[str, str, str]:
