@@ -430,12 +430,19 @@ def test_sweep_against_a_server_that_is_down_fails_at_once_in_one_line(tmp_path)
 
 
 def test_a_store_from_the_environment_is_named_as_the_environment(tmp_path):
-    """It was named tracking.uri, a setting the user never gave."""
+    """It was named tracking.uri, a setting the user never gave: a server, and a relative
+    sqlite path, which the sweep makes absolute."""
     uri = f"http://127.0.0.1:{_free_port()}"
     result = run_cli(["-m", *SMALL, "optimizer.lr=0.02,0.1"], tmp_path, timeout=120, env={"MLFLOW_TRACKING_URI": uri})
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
         f"cnnx: error: cannot reach MLflow tracking server '{uri}' ($MLFLOW_TRACKING_URI): Connection refused")
+    (tmp_path / "a_file").write_text("not a folder")
+    result = run_cli(["-m", *SMALL, "optimizer.lr=0.02,0.1"], tmp_path, env={"MLFLOW_TRACKING_URI": "sqlite:///a_file/m.db"})
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"cnnx: error: cannot use MLflow store 'sqlite:///{tmp_path}/a_file/m.db' "
+                           "($MLFLOW_TRACKING_URI)"), last
 
 
 def test_sweep_with_a_mistyped_override_leaves_no_parent_run_behind(tmp_path):

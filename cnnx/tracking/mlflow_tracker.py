@@ -137,7 +137,10 @@ def moved_from(logged_to: str | None, tracking_uri: str) -> str | None:
 def run_store_setting(uri: str) -> str:
     """Where a run's or sweep's store ``uri`` came from: ``tracking.uri``, or, when that is unset,
     the environment (``resolve_tracking_uri``)."""
-    return "$MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") == uri else "tracking.uri"
+    from_environment = os.environ.get("MLFLOW_TRACKING_URI")
+    # A sweep holds its store's URI made absolute: sqlite:///mlflow.db is sqlite:////work/mlflow.db.
+    given = from_environment and uri in (from_environment, absolute_store_uri(from_environment))
+    return "$MLFLOW_TRACKING_URI" if given else "tracking.uri"
 
 
 def store_setting(uri: str | None) -> str:

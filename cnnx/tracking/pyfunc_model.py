@@ -150,16 +150,19 @@ def log_mlflow_model(client, run_id: str, classifier: Classifier, input_example:
         _log_as_run_artifacts(client, run_id, classifier, input_example)
         return None
     try:
-        client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=step)])
-        _link_metrics(client, run_id, run.data.metrics, logged.model_id, step)
         with tempfile.TemporaryDirectory() as tmp:
             local = save_mlflow_model(classifier, Path(tmp) / ARTIFACT_PATH, input_example, logged)
             client.log_model_artifacts(logged.model_id, str(local))
     except BaseException:
+        # Left listed, the newest model of the run would be one without files: runs:/<id>/model
+        # takes the newest, and an earlier, complete model of the run would no longer load.
         with contextlib.suppress(Exception):  # the upload's own error is the one to report
             client.finalize_logged_model(logged.model_id, LoggedModelStatus.FAILED)
+            client.delete_logged_model(logged.model_id)
         raise
     client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
+    client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=step)])
+    _link_metrics(client, run_id, run.data.metrics, logged.model_id, step)
     return logged.model_id
 
 
@@ -170,12 +173,13 @@ def _log_as_run_artifacts(client, run_id: str, classifier: Classifier, input_exa
 
 
 def _link_metrics(client, run_id: str, keys: Any, model_id: str, step: int) -> None:
-    """Attach the run's metrics at ``step`` to the model. They are sent again with the model's
-    id and their own timestamps, so the run's history gains no rows (the store keeps one row
-    per key, step, timestamp and value)."""
+    """Attach the run's metrics at ``step`` to the model, as ``mlflow.pyfunc.log_model`` does:
+    sent again with the model's id and their own timestamps, which a database store keeps as
+    the same rows of the run's history (a folder store lists them twice)."""
     from mlflow.entities import Metric
 
     linked = [Metric(m.key, m.value, m.timestamp, m.step, model_id=model_id, run_id=run_id)
-              for key in keys for m in client.get_metric_history(run_id, key) if m.step == step]
+              for key in keys for m in client.get_metric_history(run_id, key)
+              if m.step == step and m.model_id is None]
     if linked:
         client.log_batch(run_id, metrics=linked)

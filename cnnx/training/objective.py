@@ -7,6 +7,7 @@ a metric's last value, ranks them as the sweep does.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 
@@ -24,12 +25,14 @@ def objective_key(epochs: Sequence[dict[str, float]], monitor: str) -> str:
 
 def running_best(epochs: Sequence[dict[str, float]], monitor: str) -> list[dict[str, float]]:
     """For each epoch, ``{"best_<key>": the best value of key up to it}`` (empty before the
-    key appears), with ``key`` as ``objective_key`` picks it."""
+    key has a value), with ``key`` as ``objective_key`` picks it. NaN is no value: a NaN
+    first would stay the best forever (``max(nan, x)`` is nan)."""
     key = objective_key(epochs, monitor)
     pick = max if objective_mode(key) == "max" else min
     best, rows = None, []
     for epoch in epochs:
-        if key in epoch:
-            best = epoch[key] if best is None else pick(best, epoch[key])
+        value = epoch.get(key)
+        if value is not None and not math.isnan(value):
+            best = value if best is None else pick(best, value)
         rows.append({} if best is None else {f"best_{key}": float(best)})
     return rows

@@ -21,7 +21,7 @@ from cnnx.training.augment import random_shift
 from cnnx.training.callbacks import Callback
 from cnnx.training.divergence import TrainingDiverged, UpdateGuard
 from cnnx.training.metrics import Evaluation, evaluate, predicted_labels
-from cnnx.training.objective import objective_key, objective_mode
+from cnnx.training.objective import objective_key, running_best
 from cnnx.training.signals import InterruptFlag, TrainingInterrupted
 
 __all__ = ["EpochProgress", "History", "Trainer", "TrainingDiverged", "TrainingInterrupted"]
@@ -55,10 +55,6 @@ class History:
 
     def last(self, key: str) -> float:
         return self.epochs[-1][key]
-
-    def best(self, key: str, mode: str = "max") -> float:
-        values = [e[key] for e in self.epochs if key in e]
-        return max(values) if mode == "max" else min(values)
 
 
 class Trainer:
@@ -171,11 +167,10 @@ class Trainer:
         return objective_key(self.history.epochs, monitor)
 
     def objective(self, monitor: str = "val_acc") -> float:
-        """The figure a sweeper optimises: the best epoch's ``monitor`` (falls back to train)."""
-        if not self.history.epochs:
-            return float("nan")
-        key = self.objective_key(monitor)
-        return self.history.best(key, objective_mode(key))
+        """The figure a sweeper optimises: the best epoch's ``monitor`` (falls back to train);
+        NaN before any epoch has one."""
+        best = (running_best(self.history.epochs, monitor) or [{}])[-1]
+        return next(iter(best.values()), float("nan"))
 
     # -- internals ---------------------------------------------------------------------------
     def _emit(self, hook: str, *args: Any) -> None:

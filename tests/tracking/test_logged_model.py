@@ -105,13 +105,18 @@ class _UploadFails(MlflowClient):
         raise OSError(28, "No space left on device")
 
 
-def test_a_model_whose_upload_fails_is_marked_failed_not_left_pending(store):
-    uri, _, run_id = store
-    client = _UploadFails(uri)
+def test_a_model_whose_upload_fails_leaves_the_runs_earlier_model_the_one_that_loads(store, tmp_path, monkeypatch):
+    """The failed model was the run's newest output, named best by a sweep, and what
+    runs:/<id>/model found: a model without files, where an earlier one was complete."""
+    uri, client, run_id = store
+    earlier = log_mlflow_model(client, run_id, classifier(), images()[:1], step=1)
     with pytest.raises(OSError, match="No space left"):
-        log_mlflow_model(client, run_id, classifier(), images()[:1], step=2)
+        log_mlflow_model(_UploadFails(uri), run_id, classifier(), images()[:1], step=2)
     experiment = client.get_run(run_id).info.experiment_id
-    assert [m.status.name for m in client.search_logged_models([experiment])] == ["FAILED"]
+    assert [(m.model_id, m.status.name) for m in client.search_logged_models([experiment])] == [(earlier, "READY")]
+    assert [o.model_id for o in client.get_run(run_id).outputs.model_outputs] == [earlier]
+    monkeypatch.chdir(tmp_path)
+    assert predict_main(["--run", run_id, "--tracking-uri", uri, str(_saved(tmp_path))]) == 0
 
 
 def _saved(folder: Path) -> Path:

@@ -15,3 +15,8 @@ def test_a_run_without_validation_split_is_judged_by_its_train_twin():
     assert objective_key(epochs, "val_acc") == "train_acc"
     assert running_best(epochs, "val_acc") == [{"best_train_acc": 0.3}, {"best_train_acc": 0.3}]
     assert running_best([], "val_acc") == []
+
+
+def test_a_nan_epoch_is_no_best():
+    epochs = [{"val_loss": float("nan")}, {"val_loss": 0.7}, {"val_loss": float("nan")}, {"val_loss": 0.9}]
+    assert running_best(epochs, "val_loss") == [{}, {"best_val_loss": 0.7}, {"best_val_loss": 0.7}, {"best_val_loss": 0.7}]
