@@ -31,6 +31,7 @@ from cnnx.errors import CheckpointError, ConfigError
 from cnnx.settings_added_later import with_earlier_defaults
 from cnnx.training.callbacks import Callback
 from cnnx.training.checkpoint_file import CLASSIFIER, TEMP_SUFFIX, read_checkpoint, write_checkpoint
+from cnnx.training.objective import objective_key, objective_mode
 from cnnx.training.signals import TrainingInterrupted
 from cnnx.training.training_state import capture, restore
 
@@ -198,11 +199,11 @@ class Checkpoint(Callback):
         return path
 
     def _track_best(self, epoch: int, metrics: dict[str, float]) -> None:
-        key = self.monitor if self.monitor in metrics else self.monitor.replace("val_", "train_")
+        key = objective_key([metrics], self.monitor)
         value = metrics.get(key)
         if value is None or not math.isfinite(value):
             return
-        larger_is_better = key.endswith("acc")
+        larger_is_better = objective_mode(key) == "max"
         if (self.best_value is None or (value > self.best_value if larger_is_better
                                         else value < self.best_value)):
             self.best_value, self.best_epoch = float(value), epoch

@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING, Any
 
 from cnnx.errors import ConfigError
 from cnnx.training.callbacks import Callback
+from cnnx.training.objective import objective_mode
 
 if TYPE_CHECKING:
     from cnnx.training.trainer import Trainer
@@ -22,7 +23,7 @@ class EarlyStopping(Callback):
     def __init__(self, monitor: str = "val_loss", mode: str = "auto", patience: int = 5,
                  min_delta: float = 0.0, restore_best: bool = True):
         if mode == "auto":
-            mode = "max" if monitor.endswith("acc") else "min"
+            mode = objective_mode(monitor)
         if mode not in ("min", "max"):
             raise ConfigError(f"trainer.early_stopping.mode must be min, max or auto, got {mode!r}")
         if patience < 1:
