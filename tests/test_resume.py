@@ -377,17 +377,20 @@ def test_a_new_run_in_a_directory_holding_checkpoints_is_refused(tmp_path, data,
     assert checkpoint_files(checkpoints) == before
 
 
-def test_sigterm_to_the_process_group_marks_the_run_killed_with_every_epoch_logged(tmp_path, data):
+# SIGHUP: what a closed terminal sends; it killed the run, which stayed RUNNING.
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["sigterm", "sighup"])
+def test_sigterm_to_the_process_group_marks_the_run_killed_with_every_epoch_logged(tmp_path, data, signum):
     # The tracking process gets the signal too; it used to exit on it, and the run stayed
     # RUNNING with the epochs it had not sent yet missing.
-    _, returncode, stderr, epoch = signal_mid_epoch(tmp_path, data, signal.SIGTERM, group=True)
-    assert returncode == 128 + signal.SIGTERM, stderr
+    name = signal.Signals(signum).name
+    _, returncode, stderr, epoch = signal_mid_epoch(tmp_path, data, signum, group=True)
+    assert returncode == 128 + signum, stderr
     assert "Traceback" not in stderr
     last = stderr.strip().splitlines()[-1]
-    assert last.startswith(f"cnnx: interrupted by SIGTERM during epoch {epoch}, batch "), last
+    assert last.startswith(f"cnnx: interrupted by {name} during epoch {epoch}, batch "), last
     (run,) = all_runs(tmp_path)
     assert run.info.status == "KILLED"
-    assert "TrainingInterrupted: SIGTERM" in run.data.tags["error"]
+    assert f"TrainingInterrupted: {name}" in run.data.tags["error"]
     history = store_client(tmp_path).get_metric_history(run.info.run_id, "val_acc")
     assert sorted(m.step for m in history) == list(range(1, epoch))
 

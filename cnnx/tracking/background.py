@@ -16,8 +16,9 @@ What stays as with the in-process tracker:
   before the child reported it, the ``cnnx.run_key`` tag the run was created with;
 - the run ends FINISHED, FAILED or KILLED, and the command returns only once the child has
   delivered everything (or spilled it, as ``MlflowTracker`` does when the store is down);
-- SIGINT or SIGTERM sent to the whole process group (Ctrl-C, ``timeout``, a batch scheduler)
-  ends the run as one sent to this process alone: the child leaves it to the trainer;
+- SIGINT, SIGTERM or SIGHUP sent to the whole process group (Ctrl-C, ``timeout``, a batch
+  scheduler, a closed terminal) ends the run as one sent to this process alone: the child
+  leaves it to the trainer;
 - if this process dies (SIGKILL), the child stops at once and leaves the run RUNNING for
   ``trainer.resume`` to continue, as the killed process itself would have.
 
@@ -344,8 +345,11 @@ def _serve(inbox: Connection, outbox: Connection, parent_ends: tuple[Connection,
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # The training process ends us with SIGTERM when it exits before its trainer's signal
     # handlers took charge, or without waiting for us; while they are in charge, a SIGTERM
-    # here was sent to the whole group, as Ctrl-C is, and the trainer decides.
-    signal.signal(signal.SIGTERM, lambda *_: None if trainer_handles_signals.value else _terminated())
+    # here was sent to the whole group, as Ctrl-C is, and the trainer decides. So with a
+    # SIGHUP: a closed terminal sends it to the whole group.
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), lambda *_: None if trainer_handles_signals.value else _terminated())
     try:
         _track(inbox, outbox, options, model_spec, parent_pid)
     finally:

@@ -1,9 +1,10 @@
-"""Graceful SIGINT/SIGTERM: finish the current batch, then stop with a checkpoint.
+"""Graceful SIGINT/SIGTERM/SIGHUP: finish the current batch, then stop with a checkpoint.
 
-While training runs, the first SIGINT or SIGTERM only raises a flag that the trainer reads
-between batches, so the state it saves is a consistent one (weights, optimizer and RNGs all
-after the same batch). A second SIGINT gives the usual immediate ``KeyboardInterrupt``, for
-when even one more batch is too long to wait.
+While training runs, the first SIGINT, SIGTERM or SIGHUP only raises a flag that the trainer
+reads between batches, so the state it saves is a consistent one (weights, optimizer and RNGs
+all after the same batch). A second SIGINT gives the usual immediate ``KeyboardInterrupt``,
+for when even one more batch is too long to wait; a repeated SIGTERM or SIGHUP does not, as
+``timeout`` and a closing terminal may deliver theirs more than once.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import threading
 from types import FrameType
 from typing import Any
 
-HANDLED = ("SIGINT", "SIGTERM")
+# SIGHUP: the terminal went away (an ssh session closed), which should not lose the run either.
+HANDLED = tuple(name for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -62,7 +64,9 @@ class InterruptFlag:
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.signal_name is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt("second Ctrl-C: stopped at once")  # the MLflow run's error tag
-        self.signal_name = signal.Signals(signum).name
+        # The first names the stop (and the exit code): a repeat or another signal (a SIGTERM
+        # sent to the whole group after a closed terminal's SIGHUP) changes nothing.
+        self.signal_name = self.signal_name or signal.Signals(signum).name
 
     def __enter__(self) -> InterruptFlag:
         if threading.current_thread() is threading.main_thread():
