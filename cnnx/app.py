@@ -461,7 +461,10 @@ def _run(cfg: DictConfig, overrides: list[str] | None, output_dir: str | None, s
     if sweep is not None and trainer.interrupts.requested:
         # The signal came while this job was finishing: its run is complete, and the sweep
         # stops before the next job, as it does for a Ctrl-C between jobs.
-        raise KeyboardInterrupt(f"{trainer.interrupts.signal_name} received while job {output_dir} was finishing")
+        from cnnx.training.signals import StoppedBySignal
+
+        name = trainer.interrupts.signal_name
+        raise StoppedBySignal(name, f"{name} received while job {output_dir} was finishing")
     monitor = config["trainer"]["monitor"]
     objective, key = trainer.objective(monitor), trainer.objective_key(monitor)
     # Without a validation split the figure is a training one: labelled as what it is.

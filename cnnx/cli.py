@@ -262,10 +262,6 @@ def main(argv: list[str] | None = None) -> int:
               f"KEY=VALUE{hint}", file=sys.stderr)
         return EXIT_USAGE
     os.environ["HYDRA_FULL_ERROR"] = "1"
-    from cnnx.app import task
-    from cnnx.errors import ReportedInputError
-    from cnnx.training.signals import TrainingInterrupted
-
     # Hydra's parser takes overrides only in one run: `... +experiment=lenet -m lr=0.1,0.2`
     # would be refused as unrecognized arguments. -m takes no value, so it can go first.
     multirun = [a for a in argv if a in ("-m", "--multirun")]
@@ -275,36 +271,82 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cnnx: error: {refused}", file=sys.stderr)
         return EXIT_USAGE
     sys.argv = [sys.argv[0], *argv]
+    sweep_signals = None
+    if multirun:
+        from cnnx.sweep_signals import SweepSignals
+
+        sweep_signals = SweepSignals()
+    code = _run_task(argv, sweep_signals)
+    if sweep_signals is not None and code == 0:
+        # Once stopped, they stay: the parent run is only ended at exit.
+        sweep_signals.restore()
+    return code
+
+
+def _run_task(argv: list[str], sweep_signals) -> int:
+    from cnnx.app import task
+    from cnnx.errors import ReportedInputError
+    from cnnx.training.signals import TrainingInterrupted
+
     try:
         task()
         sys.stdout.flush()  # `--help | head`: a closed pipe raises here, not at exit
     except BrokenPipeError:
         return reader_gone()
     except TrainingInterrupted as interruption:
+        _sweep_stopped(sweep_signals)
         report(f"cnnx: {interrupted_message(interruption, argv)}")
         # The shell convention for "stopped by signal N".
         return 128 + getattr(signal, interruption.signal_name, signal.SIGINT)
     except ReportedInputError as reported:
         report(f"cnnx: error: {one_line(reported.error)}")
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        if {"-m", "--multirun"} & set(argv):
+    except KeyboardInterrupt as interruption:
+        if sweep_signals is not None:
             # The sweep's own process (parallel launchers' jobs run elsewhere): it never trains.
-            from cnnx.sweep_settings import sweep_is_checkpointed, sweep_is_tracked
-
-            stopped = "" if sweep_is_checkpointed() else "stopped ones start again: checkpoints are off"
-            print(f"cnnx: sweep interrupted; {sweep_continuation(argv, sweep_is_tracked(), stopped)}", file=sys.stderr)
-            return 128 + signal.SIGINT
+            name = sweep_signals.signal_name or getattr(interruption, "signal_name", "SIGINT")
+            _sweep_stopped(sweep_signals)
+            print(f"cnnx: sweep interrupted by {name}; {_stopped_sweep_continuation(argv)}", file=sys.stderr)
+            return 128 + getattr(signal, name, signal.SIGINT)
         # Outside the training loop (loading data, a second Ctrl-C): nothing consistent to save.
-        report(f"cnnx: {stopped_at_once_message(sys.exc_info()[1], argv)}")
+        report(f"cnnx: {stopped_at_once_message(interruption, argv)}")
         return 128 + signal.SIGINT
     except Exception as error:  # noqa: BLE001 — sorted into user errors and bugs below
+        if sweep_signals is not None and sweep_signals.signal_name is not None:
+            # A worker that the signal reached first may have failed the sweep before the
+            # signal reached this process: the signal is what happened.
+            _sweep_stopped(sweep_signals)
+            print(f"cnnx: sweep interrupted by {sweep_signals.signal_name}; {_stopped_sweep_continuation(argv)}",
+                  file=sys.stderr)
+            return 128 + getattr(signal, sweep_signals.signal_name)
         message = one_line(error)
         if message is None:
             raise
         report(f"cnnx: error: {message}")
         return EXIT_USAGE
     return 0
+
+
+def _sweep_stopped(sweep_signals) -> None:
+    """The sweep stops. After a SIGTERM or SIGHUP, which may have come to this process alone,
+    so do its jobs in processes of their own; a Ctrl-C in its terminal has reached them too."""
+    if sweep_signals is None:
+        return
+    sweep_signals.stopping()
+    if sweep_signals.signal_name is not None:
+        from cnnx.sweep_signals import stop_children
+
+        try:
+            stop_children()
+        except KeyboardInterrupt:  # a Ctrl-C while it waits for them: it waits no longer
+            pass
+
+
+def _stopped_sweep_continuation(argv: list[str]) -> str:
+    from cnnx.sweep_settings import sweep_is_checkpointed, sweep_is_tracked
+
+    stopped = "" if sweep_is_checkpointed() else "stopped ones start again: checkpoints are off"
+    return sweep_continuation(argv, sweep_is_tracked(), stopped)
 
 
 def entry() -> None:

@@ -92,6 +92,42 @@ def start_cli(args: list[str], cwd: Path, env: dict | None = None, start_new_ses
     )
 
 
+def processes() -> list[dict]:
+    """Every live process (zombies, which have ended, left out): pid, ppid, pgid and command."""
+    table = subprocess.run(["ps", "-ww", "-eo", "pid=,ppid=,pgid=,stat=,args="], capture_output=True, text=True,
+                           check=True).stdout
+    found = []
+    for line in table.splitlines():
+        pid, ppid, pgid, stat, *command = line.split(None, 4)
+        if not stat.startswith("Z"):
+            found.append({"pid": int(pid), "ppid": int(ppid), "pgid": int(pgid), "command": "".join(command)})
+    return found
+
+
+def wait_until_group_is_gone(pgid: int, timeout: float = 15) -> list[dict]:
+    """The processes of group ``pgid`` still alive after ``timeout`` s (none, as a rule)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        left = [p for p in processes() if p["pgid"] == pgid]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.1)
+
+
+def kill_group(pgid: int) -> None:
+    """SIGKILL what is left of group ``pgid``: a failing test must not leave workers behind."""
+    import signal
+
+    for process in processes():
+        if process["pgid"] == pgid:
+            try:
+                os.kill(process["pid"], signal.SIGKILL)
+            except OSError:
+                pass
+
+
 def wait_for_file(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
     """Until ``path`` exists; fails early if ``process`` ends first."""
     import time

@@ -21,7 +21,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from e2e_helpers import all_runs, git_work_tree, list_artifacts, run_cli, run_cli_many, store_client
+from e2e_helpers import (
+    all_runs, git_work_tree, kill_group, list_artifacts, run_cli, run_cli_many, store_client, wait_for_file,
+    wait_until_group_is_gone,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -197,8 +200,11 @@ def test_an_optuna_search_for_the_lowest_loss_finds_the_run_the_parent_names_bes
     assert_optuna_best_is_the_parents(client, parent, tmp_path / "sweep", "val_loss")
 
 
-def start_sweep_until_training(args: list[str], cwd: Path, summaries: int, **popen) -> subprocess.Popen:
-    """A sweep in the background, returned once ``summaries`` jobs have begun to train.
+def start_sweep_until_training(args: list[str], cwd: Path, summaries: int, checkpoint: Path | None = None,
+                               **popen) -> subprocess.Popen:
+    """A sweep in the background, returned once ``summaries`` jobs have begun to train, or,
+    for a launcher whose jobs print to files of their own (submitit), once ``checkpoint``
+    is written.
 
     Slowed batches (the trainer's test hook) keep each job training for a few seconds, so a
     signal sent next lands inside a training loop rather than between jobs.
@@ -207,6 +213,9 @@ def start_sweep_until_training(args: list[str], cwd: Path, summaries: int, **pop
     environment["CNNX_TEST_BATCH_DELAY"] = "0.05"
     sweep = subprocess.Popen([sys.executable, "-m", "cnnx", *args], cwd=cwd, env=environment,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+    if checkpoint is not None:
+        wait_for_file(checkpoint, sweep)
+        return sweep
     seen = 0
     for line in sweep.stdout:
         seen += "Total params" in line
@@ -366,7 +375,10 @@ def test_a_sweep_killed_outright_resumes_though_it_left_its_runs_running(tmp_pat
     assert_complete_sweep(client, resumed, jobs=2, swept={"optimizer.lr"})
 
 
-def test_ctrl_c_while_a_job_finishes_stops_the_sweep_once_that_job_is_logged(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+def test_ctrl_c_while_a_job_finishes_stops_the_sweep_once_that_job_is_logged(tmp_path, signum):
+    # SIGTERM: the sweep stopped, but said SIGINT and exited 130.
+    name = signal.Signals(signum).name
     args = ["-m", *SMALL, "optimizer.lr=0.02,0.1"]
     environment = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     sweep = subprocess.Popen([sys.executable, "-m", "cnnx", *args], cwd=tmp_path, env=environment,
@@ -375,12 +387,13 @@ def test_ctrl_c_while_a_job_finishes_stops_the_sweep_once_that_job_is_logged(tmp
         if "epoch   1/1" in line:  # its last epoch: the run's report (plots, model) comes next
             break
     time.sleep(0.1)
-    sweep.send_signal(signal.SIGINT)
+    sweep.send_signal(signum)
     stdout, stderr = sweep.communicate(timeout=120)
-    assert sweep.returncode == 130, stderr[-2000:]
-    assert "SIGINT received while the run was finishing; it finished first" in stdout + stderr, stdout + stderr
+    assert sweep.returncode == 128 + signum, stderr[-2000:]
+    assert f"{name} received while the run was finishing; it finished first" in stdout + stderr, stdout + stderr
     assert "Total params" not in stdout, "the next job must not start"
-    assert f"cnnx: sweep interrupted; continue it with: {sweep_resume_command(args)}" in stderr, stderr[-2000:]
+    assert f"cnnx: sweep interrupted by {name}; continue it with: {sweep_resume_command(args)}" in stderr, \
+        stderr[-2000:]
     (parent,), children = sweep_runs(store_client(tmp_path))
     assert parent.info.status == "FAILED" and [c.info.status for c in children] == ["FINISHED"]
 
@@ -407,6 +420,48 @@ def test_ctrl_c_on_a_parallel_sweep_leaves_no_run_running_and_says_how_to_contin
     table = client.download_artifacts(parent.info.run_id, "comparison.csv", str(tmp_path))
     statuses = {row["run_id"]: row["status"] for row in csv.DictReader(open(table))}
     assert statuses == {c.info.run_id: c.info.status for c in children}
+
+
+STOPPED_JOBS_CONTINUE = "(FINISHED jobs are skipped, stopped ones continue from their last checkpoint)"
+
+
+@pytest.mark.parametrize("launcher, signum, to_group", [
+    # to the sweep's process alone (kill PID): joblib's forked workers, submitit's local jobs
+    (["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], signal.SIGTERM, False),
+    (["hydra/launcher=submitit_local"], signal.SIGTERM, False),
+    # to its whole process group (timeout, systemd, a closed terminal): fresh joblib workers,
+    # and jobs run in the sweep's own process, whose trainer takes the signal over
+    (["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "sweep.fork_workers=false"], signal.SIGTERM, True),
+    ([], signal.SIGHUP, True),
+], ids=["joblib-sigterm", "submitit-sigterm", "fresh-workers-sigterm-to-group", "basic-sighup-to-group"])
+def test_sigterm_or_sighup_stops_a_sweep_as_ctrl_c_does(tmp_path, launcher, signum, to_group):
+    """Only SIGINT became an exception: any other signal killed the sweep's process outright,
+    leaving its parent run RUNNING, no resume hint, and workers or jobs running on their own."""
+    args = ["-m", *SMALL, *LEAN, "trainer.epochs=3", "optimizer.lr=0.02,0.1,0.2", *launcher,
+            f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    submitit = "hydra/launcher=submitit_local" in launcher
+    sweep = start_sweep_until_training(
+        args, tmp_path, summaries=1 if not launcher else 2, start_new_session=True,
+        checkpoint=tmp_path / "sweep" / "0" / "checkpoints" / "epoch-0001.npz" if submitit else None)
+    time.sleep(0.3)
+    (os.killpg if to_group else os.kill)(sweep.pid, signum)
+    try:
+        _, stderr = sweep.communicate(timeout=120)
+        left = wait_until_group_is_gone(sweep.pid)
+    finally:
+        kill_group(sweep.pid)
+    name = signal.Signals(signum).name
+    assert sweep.returncode == 128 + signum, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    (said,) = [line for line in stderr.splitlines() if line.startswith("cnnx: sweep interrupted")]
+    assert said.startswith(f"cnnx: sweep interrupted by {name}") and said.endswith(
+        f"continue it with: {sweep_resume_command(args)} {STOPPED_JOBS_CONTINUE}"), stderr[-3000:]
+    assert left == [], "its workers and jobs must stop with it"
+    client = store_client(tmp_path)
+    (parent,), children = sweep_runs(client)
+    assert parent.info.status == "FAILED" and children
+    assert [c.info.status for c in children if c.info.status == "RUNNING"] == []
+    assert "comparison.csv" in list_artifacts(client, parent.info.run_id)
 
 
 def test_sweep_with_an_unusable_store_stops_before_any_job(tmp_path):

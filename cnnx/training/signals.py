@@ -18,6 +18,19 @@ from typing import Any
 HANDLED = tuple(name for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
+class StoppedBySignal(KeyboardInterrupt):
+    """A signal stopped a sweep outside any training loop (between jobs, or once a job had
+    finished): its name decides the exit code, 128 + its number."""
+
+    def __init__(self, signal_name: str, message: str):
+        super().__init__(message)
+        self.signal_name = signal_name
+
+    def __reduce__(self):
+        # Raised in a parallel sweep's worker, it reaches the sweep's process pickled.
+        return type(self), (self.signal_name, str(self)), self.__dict__
+
+
 class TrainingInterrupted(KeyboardInterrupt):
     """Training stopped at a batch boundary because of a signal.
 

@@ -1,0 +1,50 @@
+"""How a sweep's own process takes SIGTERM and SIGHUP.
+
+The end-to-end tests (test_sweeps_end_to_end.py) send the signals to real sweeps; these pin
+down the handlers' hand-over without a subprocess each.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from cnnx.sweep_signals import SweepSignals
+from cnnx.training.signals import InterruptFlag, StoppedBySignal
+
+
+@pytest.fixture
+def sweep_signals():
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    handlers = SweepSignals()
+    yield handlers
+    handlers.restore()
+    assert {signum: signal.getsignal(signum) for signum in before} == before
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_the_first_signal_stops_the_sweep_and_repeats_do_not_cut_that_short(sweep_signals, signum):
+    with pytest.raises(StoppedBySignal) as stopped:
+        os.kill(os.getpid(), signum)
+    assert stopped.value.signal_name == sweep_signals.signal_name == signal.Signals(signum).name
+    os.kill(os.getpid(), signal.SIGTERM)  # `timeout` sends its signal twice
+    os.kill(os.getpid(), signal.SIGHUP)
+
+
+def test_once_the_sweep_stops_for_ctrl_c_a_later_sigterm_cannot_kill_it_before_it_closes(sweep_signals):
+    sweep_signals.stopping()
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert sweep_signals.signal_name is None  # what stopped it (Ctrl-C) still decides the exit code
+
+
+def test_a_trainer_in_the_sweeps_process_takes_the_signals_over_and_hands_them_back(sweep_signals):
+    ours = signal.getsignal(signal.SIGTERM)
+    with InterruptFlag() as flag:
+        os.kill(os.getpid(), signal.SIGHUP)
+        os.kill(os.getpid(), signal.SIGTERM)  # a repeat is not a second Ctrl-C
+        assert flag.signal_name == "SIGHUP" and sweep_signals.signal_name is None
+        with pytest.raises(KeyboardInterrupt):  # ... but Ctrl-C still stops at once
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGTERM) == ours and signal.getsignal(signal.SIGHUP) == ours
