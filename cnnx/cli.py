@@ -319,6 +319,12 @@ def _run_task(argv: list[str], sweep_signals) -> int:
             print(f"cnnx: sweep interrupted by {sweep_signals.signal_name}; {_stopped_sweep_continuation(argv)}",
                   file=sys.stderr)
             return 128 + getattr(signal, sweep_signals.signal_name)
+        killed = killed_worker(error)
+        if killed is not None:
+            what, code = killed
+            _sweep_stopped(sweep_signals)
+            print(f"cnnx: error: {what}; {_stopped_sweep_continuation(argv)}", file=sys.stderr)
+            return code
         message = one_line(error)
         if message is None:
             raise
@@ -347,6 +353,23 @@ def _stopped_sweep_continuation(argv: list[str]) -> str:
 
     stopped = "" if sweep_is_checkpointed() else "stopped ones start again: checkpoints are off"
     return sweep_continuation(argv, sweep_is_tracked(), stopped)
+
+
+def killed_worker(error: BaseException) -> tuple[str, int] | None:
+    """What killed a parallel sweep's worker (joblib's ``TerminatedWorkerError``: the OOM
+    killer, ``kill -9``), and the exit code that says so; None for any other error. Matched by
+    name: importing joblib here would slow every command's start."""
+    if not any(cls.__name__ == "TerminatedWorkerError" for cls in type(error).__mro__):
+        return None
+    # Its message lists the workers' exit codes as {SIGKILL(-9), EXIT(1)}.
+    for name, code in re.findall(r"\b([A-Z][A-Z0-9]*)\((-?\d+)\)", str(error)):
+        if int(code) < 0 and name.startswith("SIG"):
+            hint = " (out of memory?)" if name == "SIGKILL" else ""
+            # As for a signal that stops the sweep itself: 128 + its number.
+            return f"a worker process of the sweep was killed by {name}{hint}", 128 - int(code)
+        if int(code) > 0:
+            return f"a worker process of the sweep exited unexpectedly with code {code}", 1
+    return "a worker process of the sweep ended unexpectedly", 1
 
 
 def entry() -> None:

@@ -1,4 +1,4 @@
-"""How a sweep's own process takes SIGTERM and SIGHUP.
+"""How a sweep's own process takes SIGTERM and SIGHUP, and how it names a killed worker.
 
 The end-to-end tests (test_sweeps_end_to_end.py) send the signals to real sweeps; these pin
 down the handlers' hand-over without a subprocess each.
@@ -11,6 +11,7 @@ import signal
 
 import pytest
 
+from cnnx.cli import killed_worker
 from cnnx.sweep_signals import SweepSignals
 from cnnx.training.signals import InterruptFlag, StoppedBySignal
 
@@ -48,3 +49,20 @@ def test_a_trainer_in_the_sweeps_process_takes_the_signals_over_and_hands_them_b
         with pytest.raises(KeyboardInterrupt):  # ... but Ctrl-C still stops at once
             os.kill(os.getpid(), signal.SIGINT)
     assert signal.getsignal(signal.SIGTERM) == ours and signal.getsignal(signal.SIGHUP) == ours
+
+
+class TerminatedWorkerError(Exception):
+    """Named as joblib's: the CLI matches it by name, without importing joblib."""
+
+
+@pytest.mark.parametrize("codes, said, code", [
+    ("{SIGKILL(-9)}", "a worker process of the sweep was killed by SIGKILL (out of memory?)", 137),
+    ("{SIGSEGV(-11), SIGKILL(-9)}", "a worker process of the sweep was killed by SIGSEGV", 139),
+    ("{EXIT(3)}", "a worker process of the sweep exited unexpectedly with code 3", 1),
+    ("{}", "a worker process of the sweep ended unexpectedly", 1),
+])
+def test_a_killed_worker_is_named_with_its_signal(codes, said, code):
+    error = TerminatedWorkerError("A worker process managed by the executor was unexpectedly terminated. This "
+                                  f"could be caused by ... \nThe exit codes of the workers are {codes}")
+    assert killed_worker(error) == (said, code)
+    assert killed_worker(RuntimeError("The exit codes of the workers are {SIGKILL(-9)}")) is None

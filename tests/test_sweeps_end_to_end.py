@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 import yaml
 from e2e_helpers import (
-    all_runs, git_work_tree, kill_group, list_artifacts, run_cli, run_cli_many, store_client, wait_for_file,
-    wait_until_group_is_gone,
+    all_runs, git_work_tree, kill_group, list_artifacts, processes, run_cli, run_cli_many, store_client,
+    wait_for_file, wait_until_group_is_gone,
 )
 
 pytestmark = pytest.mark.slow
@@ -462,6 +462,26 @@ def test_sigterm_or_sighup_stops_a_sweep_as_ctrl_c_does(tmp_path, launcher, sign
     assert parent.info.status == "FAILED" and children
     assert [c.info.status for c in children if c.info.status == "RUNNING"] == []
     assert "comparison.csv" in list_artifacts(client, parent.info.run_id)
+
+
+def test_a_killed_parallel_worker_stops_the_sweep_in_one_line_that_says_how_to_continue(tmp_path):
+    """The OOM killer or a kill -9 of a joblib worker printed joblib's TerminatedWorkerError
+    traceback, some 55 lines, and no way to continue."""
+    args = ["-m", *SMALL, *LEAN, "trainer.epochs=3", "optimizer.lr=0.02,0.1,0.2", "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2"]
+    sweep = start_sweep_until_training(args, tmp_path, summaries=2, start_new_session=True)
+    time.sleep(0.3)
+    worker = next(p["pid"] for p in processes() if p["ppid"] == sweep.pid and "resource_tracker" not in p["command"])
+    os.kill(worker, signal.SIGKILL)
+    _, stderr = sweep.communicate(timeout=120)
+    assert sweep.returncode == 128 + signal.SIGKILL, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("cnnx: error")]
+    assert errors == [f"cnnx: error: a worker process of the sweep was killed by SIGKILL (out of memory?); "
+                      f"continue it with: {sweep_resume_command(args)} {STOPPED_JOBS_CONTINUE}"], stderr[-3000:]
+    (parent,), children = sweep_runs(store_client(tmp_path))
+    assert parent.info.status == "FAILED" and children
+    assert [c.info.status for c in children if c.info.status == "RUNNING"] == []
 
 
 def test_sweep_with_an_unusable_store_stops_before_any_job(tmp_path):
