@@ -19,7 +19,7 @@ import time
 from types import FrameType
 from typing import Any
 
-from cnnx.training.signals import StoppedBySignal
+from cnnx.training.signals import StoppedBySignal, silence_hung_up_terminal
 
 STOPPING = tuple(name for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 
@@ -49,6 +49,8 @@ class SweepSignals:
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
             return
+        if signum == getattr(signal, "SIGHUP", None):
+            silence_hung_up_terminal()
         if self._stopping:
             # ``timeout`` signals the command and then its whole process group, which holds
             # the command too: a repeat must not cut short the stop the first one began.

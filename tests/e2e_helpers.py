@@ -81,14 +81,18 @@ def logged_model(client, run_id: str):
     return model
 
 
-def start_cli(args: list[str], cwd: Path, env: dict | None = None, start_new_session: bool = False) -> subprocess.Popen:
+def start_cli(args: list[str], cwd: Path, env: dict | None = None, start_new_session: bool = False,
+              terminal: int | None = None) -> subprocess.Popen:
     """``python -m cnnx ARGS`` in the background, for tests that signal or kill it
-    (``start_new_session``: in a process group of its own, to signal as a whole)."""
+    (``start_new_session``: in a process group of its own, to signal as a whole; ``terminal``:
+    the file descriptor of a terminal to run in, instead of pipes)."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     environment.update(env or {})
+    streams = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE) if terminal is None else \
+        dict(stdin=terminal, stdout=terminal, stderr=terminal)
     return subprocess.Popen(
-        [sys.executable, "-m", "cnnx", *args], cwd=cwd, env=environment,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=start_new_session,
+        [sys.executable, "-m", "cnnx", *args], cwd=cwd, env=environment, text=True,
+        start_new_session=start_new_session, **streams,
     )
 
 
@@ -135,8 +139,8 @@ def wait_for_file(path: Path, process: subprocess.Popen, timeout: float = 120) -
     deadline = time.monotonic() + timeout
     while not path.exists():
         if process.poll() is not None:
-            raise AssertionError(f"process ended (exit {process.returncode}) before {path} appeared: "
-                                 f"{process.stderr.read()[-2000:]}")
+            said = process.stderr.read()[-2000:] if process.stderr is not None else "(on a terminal)"
+            raise AssertionError(f"process ended (exit {process.returncode}) before {path} appeared: {said}")
         if time.monotonic() > deadline:
             process.kill()
             raise AssertionError(f"{path} did not appear within {timeout} s")

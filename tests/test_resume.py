@@ -395,6 +395,41 @@ def test_sigterm_to_the_process_group_marks_the_run_killed_with_every_epoch_logg
     assert sorted(m.step for m in history) == list(range(1, epoch))
 
 
+def test_sighup_from_a_closed_terminal_stops_the_run_with_129_and_keeps_the_line_in_app_log(tmp_path, data):
+    """Closing an ssh session hangs the terminal up before the shell sends SIGHUP: writing the
+    closing line there failed (EIO), so the run exited 1, and the line never reached app.log."""
+    import pty
+    import select
+    import threading
+
+    terminal, end = pty.openpty()
+    store_client(tmp_path)
+    process = start_cli(run_args(data), tmp_path, env=DELAY, start_new_session=True, terminal=end)
+    os.close(end)
+    reading = threading.Event()
+    reading.set()
+
+    def read_the_screen():  # a full terminal would block the run's progress bar
+        while reading.is_set():
+            if select.select([terminal], [], [], 0.05)[0]:
+                os.read(terminal, 65536)
+
+    reader = threading.Thread(target=read_the_screen, daemon=True)
+    reader.start()
+    try:
+        wait_for_file(tmp_path / "run" / "checkpoints" / "epoch-0001.npz", process)
+    finally:
+        reading.clear()
+        reader.join()
+        os.close(terminal)  # the ssh session is gone ...
+    os.killpg(process.pid, signal.SIGHUP)  # ... and its shell hangs its jobs up
+    assert process.wait(timeout=60) == 128 + signal.SIGHUP
+    (run,) = all_runs(tmp_path)
+    assert run.info.status == "KILLED"
+    last = (tmp_path / "run" / "app.log").read_text().strip().splitlines()[-1]
+    assert "cnnx: interrupted by SIGHUP during epoch " in last and "resume with: " in last, last
+
+
 def run_record(workdir: Path, run_id: str) -> tuple:
     """Everything MLflow holds of a run but its artifacts: info, params, tags, every metric step."""
     client = store_client(workdir)

@@ -9,6 +9,8 @@ for when even one more batch is too long to wait; a repeated SIGTERM or SIGHUP d
 
 from __future__ import annotations
 
+import errno
+import os
 import signal
 import threading
 from types import FrameType
@@ -16,6 +18,22 @@ from typing import Any
 
 # SIGHUP: the terminal went away (an ssh session closed), which should not lose the run either.
 HANDLED = tuple(name for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+def silence_hung_up_terminal() -> None:
+    """Point stdout and stderr at /dev/null where they are a terminal that has hung up (the
+    ssh session closed, then came SIGHUP): every write there fails with EIO, which would fail
+    a run that is only stopping and lose its exit code. Its closing line still reaches the
+    run's app.log. (A hung-up terminal no longer passes ``isatty``; an empty write still
+    tells it from a live one, a pipe or a file, which take it.)"""
+    for fd in (1, 2):
+        try:
+            os.write(fd, b"")
+        except OSError as error:
+            if error.errno == errno.EIO:
+                null = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(null, fd)
+                os.close(null)
 
 
 class StoppedBySignal(KeyboardInterrupt):
@@ -80,6 +98,8 @@ class InterruptFlag:
         # The first names the stop (and the exit code): a repeat or another signal (a SIGTERM
         # sent to the whole group after a closed terminal's SIGHUP) changes nothing.
         self.signal_name = self.signal_name or signal.Signals(signum).name
+        if signum == getattr(signal, "SIGHUP", None):
+            silence_hung_up_terminal()
 
     def __enter__(self) -> InterruptFlag:
         if threading.current_thread() is threading.main_thread():
