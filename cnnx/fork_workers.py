@@ -40,10 +40,13 @@ TRACKING_MODULES = ("cnnx.tracking.mlflow_tracker", "cnnx.tracking.run_report", 
 warnings.filterwarnings("ignore", message="`fork` start method should not be used", category=UserWarning)
 
 
+def joblib_launcher(config: DictConfig) -> bool:
+    return "hydra_joblib_launcher" in str(OmegaConf.select(config, "hydra.launcher._target_", default=""))
+
+
 def fork_workers_wanted(config: DictConfig) -> bool:
     """``sweep.fork_workers`` resolved: null means yes on Linux with the joblib launcher."""
-    launcher = OmegaConf.select(config, "hydra.launcher._target_", default="")
-    if "hydra_joblib_launcher" not in str(launcher) or not hasattr(os, "fork"):
+    if not joblib_launcher(config) or not hasattr(os, "fork"):
         return False
     setting = OmegaConf.select(config, "sweep.fork_workers", default=None)
     return sys.platform.startswith("linux") if setting is None else bool(setting)

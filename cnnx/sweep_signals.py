@@ -19,6 +19,9 @@ import time
 from types import FrameType
 from typing import Any
 
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
 from cnnx.training.signals import StoppedBySignal, silence_hung_up_terminal
 
 STOPPING = tuple(name for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
@@ -68,6 +71,30 @@ class SweepSignals:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous.clear()
+
+
+class JoblibTrackerOutlivesSighup(Callback):
+    """Starts joblib's resource tracker with SIGHUP blocked, before the joblib launcher does.
+
+    The tracker ignores SIGINT and SIGTERM, to outlive the sweep's other processes and clean
+    up after them, but not SIGHUP: a SIGHUP to the sweep's process group killed it, and the
+    sweep's process printed a warning and the tracker it started again a traceback. The
+    blocked signal stays blocked in it across its exec; this process's is restored at once,
+    and one that came meanwhile is delivered then.
+    """
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from cnnx.fork_workers import joblib_launcher
+
+        if not joblib_launcher(config) or not hasattr(signal, "SIGHUP") or not hasattr(signal, "pthread_sigmask"):
+            return
+        from joblib.externals.loky.backend.resource_tracker import ensure_running
+
+        before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+        try:
+            ensure_running()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def stop_children(term_grace: float = 10.0, int_grace: float = 5.0) -> None:
