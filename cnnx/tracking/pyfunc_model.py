@@ -122,12 +122,13 @@ def save_mlflow_model(classifier: Classifier, path: str | Path, input_example: n
 
 
 def log_mlflow_model(client, run_id: str, classifier: Classifier, input_example: np.ndarray,
-                     step: int = 0) -> str | None:
-    """Log the model as the run's MLflow logged model ``model``; returns its id.
+                     step: int = 0, weights_epoch: int | None = None) -> str | None:
+    """Log the model as the run's MLflow logged model ``model``, an output of the run at
+    ``step``; returns its id.
 
     As ``mlflow.pyfunc.log_model`` would: the experiment's Models tab lists it with the run's
-    params and the run's metrics at ``step`` (the last epoch's and the test split's), the run
-    page names it among its outputs, and ``runs:/<run_id>/model``, ``models:/<model_id>`` and
+    params and metrics (``_link_metrics``: those of ``weights_epoch``, the epoch whose weights it
+    holds, by default ``step``), the run page names it among its outputs, and ``runs:/<run_id>/model``, ``models:/<model_id>`` and
     the model registry all find it. A model whose upload fails is marked FAILED, not left
     pending. MLflow 2, as the client or the tracking server, has no logged models: there the
     model goes into the run's artifacts as ``model/`` (found as ``runs:/<run_id>/model`` too)
@@ -162,7 +163,8 @@ def log_mlflow_model(client, run_id: str, classifier: Classifier, input_example:
         raise
     client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
     client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=step)])
-    _link_metrics(client, run_id, run.data.metrics, logged.model_id, step)
+    _link_metrics(client, run_id, run.data.metrics, logged.model_id, step,
+                  step if weights_epoch is None else weights_epoch)
     return logged.model_id
 
 
@@ -172,14 +174,19 @@ def _log_as_run_artifacts(client, run_id: str, classifier: Classifier, input_exa
         client.log_artifacts(run_id, str(local), ARTIFACT_PATH)
 
 
-def _link_metrics(client, run_id: str, keys: Any, model_id: str, step: int) -> None:
-    """Attach the run's metrics at ``step`` to the model, as ``mlflow.pyfunc.log_model`` does:
-    sent again with the model's id and their own timestamps, which a database store keeps as
-    the same rows of the run's history (a folder store lists them twice)."""
+def _link_metrics(client, run_id: str, keys: Any, model_id: str, step: int, weights_epoch: int) -> None:
+    """Attach the run's metrics to the model, as ``mlflow.pyfunc.log_model`` does: each key's
+    value at ``weights_epoch`` (a best epoch whose weights early stopping restored), or, for
+    what only the end logs (the test split's), at ``step``. They are sent again with the
+    model's id and their own timestamps, which a database store keeps as the same rows of the
+    run's history (a folder store lists them twice)."""
     from mlflow.entities import Metric
 
-    linked = [Metric(m.key, m.value, m.timestamp, m.step, model_id=model_id, run_id=run_id)
-              for key in keys for m in client.get_metric_history(run_id, key)
-              if m.step == step and m.model_id is None]
+    linked = []
+    for key in keys:
+        history = {m.step: m for m in client.get_metric_history(run_id, key) if m.model_id is None}
+        m = history.get(weights_epoch) or history.get(step)
+        if m is not None:
+            linked.append(Metric(m.key, m.value, m.timestamp, m.step, model_id=model_id, run_id=run_id))
     if linked:
         client.log_batch(run_id, metrics=linked)

@@ -47,7 +47,10 @@ def log_run_report(client, run_id: str, trainer: Trainer, config: Mapping[str, A
         from cnnx.tracking.pyfunc_model import log_mlflow_model
 
         example = invert_normalization(x[:INPUT_EXAMPLE_IMAGES], classifier.normalization)
-        log_mlflow_model(client, run_id, classifier, example, step=trainer.epoch)
+        stop = getattr(trainer, "early_stop", None) or {}
+        # Early stopping's restore_best leaves the best epoch's weights: the model is that epoch's.
+        weights_epoch = stop["best_epoch"] if stop.get("restored_best") else trainer.epoch
+        log_mlflow_model(client, run_id, classifier, example, step=trainer.epoch, weights_epoch=weights_epoch)
     if plots:
         _log_plots(client, run_id, trainer, classifier)
         _log_filters(client, run_id, trainer, skip=kernels_logged)

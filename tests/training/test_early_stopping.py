@@ -92,8 +92,7 @@ def test_the_cli_run_stops_early_and_its_mlflow_run_ends_at_that_epoch(tmp_path)
     result = run_cli(["+experiment=digits_small", "trainer.epochs=6", "hydra.run.dir=run",
                       "trainer.early_stopping.enabled=true", "trainer.early_stopping.monitor=train_loss",
                       "trainer.early_stopping.min_delta=1000", "trainer.early_stopping.patience=2",
-                      "trainer.checkpoint.every_n_epochs=2", "tracking.log_plots=false",
-                      "tracking.log_model=false"], tmp_path)
+                      "trainer.checkpoint.every_n_epochs=2", "tracking.log_plots=false"], tmp_path)
     assert result.returncode == 0, result.stderr
     assert "early stopping at epoch 3" in result.stdout + result.stderr
     (run,) = all_runs(tmp_path)
@@ -101,6 +100,13 @@ def test_the_cli_run_stops_early_and_its_mlflow_run_ends_at_that_epoch(tmp_path)
     client = store_client(tmp_path)
     assert [step for step, _ in metric_history(client, run.info.run_id, "train_loss")] == [1, 2, 3]
     assert [step for step, _ in metric_history(client, run.info.run_id, "test_acc")] == [3]
+    # The logged model holds epoch 1's weights (restore_best): the Models tab shows epoch 1's
+    # figures beside the test split's, not the last epoch's.
+    (output,) = client.get_run(run.info.run_id).outputs.model_outputs
+    linked = {m.key: m.step for m in client.get_logged_model(output.model_id).metrics}
+    assert output.step == 3 and linked["test_acc"] == 3
+    assert {key: step for key, step in linked.items() if not key.startswith("test_")} == {
+        key: 1 for key in run.data.metrics if not key.startswith("test_")}
     assert run.data.params["trainer.early_stopping.patience"] == "2"
     assert run.data.params["trainer.epochs"] == "6"
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["epoch-0002.npz",
