@@ -323,6 +323,15 @@ def test_mlflow_models_serve_answers_invocations(lenet_run, tmp_path):
                 pass
             assert time.monotonic() < deadline, "server not up in 120 s:\n" + (tmp_path / "serve.log").read_text()
             time.sleep(0.5)
+        # The README's example body: downloaded by its command, posted from the path its curl names.
+        readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+        download = next(line for line in readme.splitlines() if line.startswith("mlflow artifacts download "))
+        body = next(line for line in readme.splitlines() if line.startswith("curl ")).split("--data @")[1].split()[0]
+        fetched = subprocess.run([sys.executable, "-m", "mlflow", *download.replace("<run_id>", run_id).split()[1:]],
+                                 cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=120)
+        assert fetched.returncode == 0, fetched.stderr
+        example = json.loads((tmp_path / body).read_text())
+        assert len(_post(f"http://127.0.0.1:{port}/invocations", example)["predictions"]) == len(example["inputs"])
         answer = _post(f"http://127.0.0.1:{port}/invocations", {"inputs": raw_test[:6].tolist()})
         probabilities = np.asarray(answer["predictions"], dtype=np.float32)
         assert probabilities.shape == (6, 10)
