@@ -91,9 +91,6 @@ def _direction_problem(config: DictConfig, directions: list[str]) -> str | None:
     """An Optuna direction that leads away from the runs cnnx calls best (``objective_direction``)."""
     from cnnx.objective_direction import direction_of
 
-    if "trainer.monitor" in _swept(config):
-        return ("trainer.monitor is swept, and Optuna ranks every trial by one objective; accepted: one "
-                "trainer.monitor for the whole search")
     monitor = OmegaConf.select(config, "trainer.monitor", throw_on_resolution_failure=False)
     if monitor is None:  # an interpolation of a key only the jobs have: each job checks its own
         return None
@@ -135,6 +132,10 @@ def sweep_settings_problem(config: DictConfig) -> str | None:
             # is chosen with a slash.
             return (f"hydra.{group}={chosen} sets hydra.{group} to a string; choose a {group} "
                     f"with hydra/{group}={chosen} (a slash: it is a config group)")
+    if "trainer.monitor" in _swept(config):
+        # The parent ranks its children, and a sweeper its trials, by one objective.
+        return ("trainer.monitor is swept, and a sweep ranks its runs by one objective; accepted: one "
+                "trainer.monitor for the whole sweep (cnnx compare --objective ranks them by another)")
     problem = _job_settings_problem(config)
     if problem is not None:
         return problem

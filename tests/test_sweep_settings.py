@@ -92,6 +92,9 @@ def test_optuna_chosen_without_the_preset_is_told_the_direction_of_the_monitor()
                                           ([], {"trainer.monitor": "choice(val_acc, val_loss)"})])
 def test_optuna_refuses_a_swept_monitor_and_several_objectives(task, params):
     assert sweep_settings_problem(settings(task, sweeper=optuna(**params))).startswith("trainer.monitor is swept")
+    # Hydra's own sweeper too: its parent ranked the children by one of the monitors, and
+    # named best a child that had logged the other.
+    assert sweep_settings_problem(settings(["trainer.monitor=val_acc,val_loss"])).startswith("trainer.monitor is swept")
     two = {**optuna(), "direction": ["maximize", "minimize"]}
     assert sweep_settings_problem(settings(sweeper=two)).startswith(
         "hydra.sweeper.direction=[maximize,minimize] asks for 2 objectives")
