@@ -304,10 +304,8 @@ def _run_task(argv: list[str], sweep_signals) -> int:
     except KeyboardInterrupt as interruption:
         if sweep_signals is not None:
             # The sweep's own process (parallel launchers' jobs run elsewhere): it never trains.
-            name = sweep_signals.signal_name or getattr(interruption, "signal_name", "SIGINT")
-            _sweep_stopped(sweep_signals)
-            print(f"cnnx: sweep interrupted by {name}; {_stopped_sweep_continuation(argv)}", file=sys.stderr)
-            return 128 + getattr(signal, name, signal.SIGINT)
+            return _sweep_interrupted(sweep_signals, sweep_signals.signal_name
+                                      or getattr(interruption, "signal_name", "SIGINT"), argv)
         # Outside the training loop (loading data, a second Ctrl-C): nothing consistent to save.
         report(f"cnnx: {stopped_at_once_message(interruption, argv)}")
         return 128 + signal.SIGINT
@@ -315,10 +313,7 @@ def _run_task(argv: list[str], sweep_signals) -> int:
         if sweep_signals is not None and sweep_signals.signal_name is not None:
             # A worker that the signal reached first may have failed the sweep before the
             # signal reached this process: the signal is what happened.
-            _sweep_stopped(sweep_signals)
-            print(f"cnnx: sweep interrupted by {sweep_signals.signal_name}; {_stopped_sweep_continuation(argv)}",
-                  file=sys.stderr)
-            return 128 + getattr(signal, sweep_signals.signal_name)
+            return _sweep_interrupted(sweep_signals, sweep_signals.signal_name, argv)
         killed = killed_worker(error)
         if killed is not None:
             what, code = killed
@@ -331,6 +326,14 @@ def _run_task(argv: list[str], sweep_signals) -> int:
         report(f"cnnx: error: {message}")
         return EXIT_USAGE
     return 0
+
+
+def _sweep_interrupted(sweep_signals, name: str, argv: list[str]) -> int:
+    """Stop the sweep that signal ``name`` interrupted, say how to continue it, and return the
+    shell's "stopped by signal" code, 128 + its number."""
+    _sweep_stopped(sweep_signals)
+    print(f"cnnx: sweep interrupted by {name}; {_stopped_sweep_continuation(argv)}", file=sys.stderr)
+    return 128 + getattr(signal, name, signal.SIGINT)
 
 
 def _sweep_stopped(sweep_signals) -> None:

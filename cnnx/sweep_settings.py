@@ -16,6 +16,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from cnnx.fork_workers import joblib_launcher
+
 OPTUNA_DIRECTIONS = ("minimize", "maximize")
 
 #: Whether the multirun of this process logs to MLflow and checkpoints its jobs; read when it
@@ -158,7 +160,7 @@ def sweep_settings_problem(config: DictConfig) -> str | None:
             return ("hydra/launcher=submitit_slurm submits jobs to SLURM, and this machine has no srun "
                     "on its PATH; run the sweep on the cluster's login node, or try it here with "
                     "hydra/launcher=submitit_local")
-    if "joblib" in str(launcher.get("_target_", "")) and launcher.get("n_jobs") == 0:
+    if joblib_launcher(config) and launcher.get("n_jobs") == 0:
         return ("hydra.launcher.n_jobs=0 starts no worker; accepted: a positive number of workers, "
                 "or -1 for one per core (-2 for all but one, ...)")
     sweeper = OmegaConf.select(config, "hydra.sweeper") or {}
