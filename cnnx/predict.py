@@ -1,11 +1,11 @@
 """`python -m cnnx.predict` / `cnnx predict`: class predictions for images from a trained model.
 
-The model comes from a tracked run (``--run ID``: its ``model/`` artifact), an MLflow model
+The model comes from a tracked run (``--run ID``: its logged model ``model``), an MLflow model
 (``--model`` directory or ``runs:/``/``models:/`` URI), a training checkpoint
 (``--weights epoch-0005.npz``), or a weights ``.npz`` with the ``cnnx_model.json`` beside it
 or else the run's ``config.yaml`` (``--weights FILE --config FILE``). Images are ``.npz``
 archives (array ``x``, or their only array, shaped (N, C, H, W) or (N, H, W)) in the
-dataset's pixel scale, PNG and JPEG files, or folders of them (the files directly inside).
+dataset's pixel scale, image files (PNG, JPEG, BMP, TIFF, WebP, PPM/PGM), or folders of them (the files directly inside).
 Image files are decoded as the image-folder dataset decodes them and read as [0, 1] (digits:
 white strokes on black, like the training images); for a model trained on image files they
 are resized and converted to grayscale or RGB as its training images were, by the
@@ -294,7 +294,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     p.add_argument("--top", type=int, default=3, help="how many classes to list per image (default 3)")
     p.add_argument("images", nargs="+",
-                   help=".npz, .png, .jpg or .jpeg files, or folders of them (not their sub-folders)")
+                   help=".npz archives or image files (" + ", ".join(IMAGE_SUFFIXES) + "), or folders of them "
+                        "(not their sub-folders)")
     return p
 
 

@@ -317,5 +317,5 @@ def test_a_folder_predicts_the_images_directly_in_it_by_name(pets_run, tmp_path)
     (workdir / "empty" / "notes.txt").write_text("")
     empty = predict(workdir, "--weights", checkpoint, "empty")
     assert (empty.returncode, empty.stdout) == (2, "")
-    assert empty.stderr.strip() == ("cnnx: error: folder 'empty': holds no .npz/.png/.jpg/.jpeg file; "
+    assert empty.stderr.strip() == ("cnnx: error: folder 'empty': holds no .npz/.png/.jpg/.jpeg/.bmp/.tif/.tiff/.webp/.ppm/.pgm file; "
                                     "pass image files or a folder of them")

@@ -37,8 +37,9 @@ import numpy as np
 
 from cnnx.errors import ConfigError, DataError, flat_message
 
-#: The image files a dataset or ``cnnx predict`` reads, compared in lower case.
-EXTENSIONS = (".png", ".jpg", ".jpeg")
+#: The image files a dataset or ``cnnx predict`` reads, compared in lower case: torchvision's
+#: ImageFolder list, so a folder prepared for PyTorch trains here as it is.
+EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 COLOR_MODES = {"grayscale": "L", "rgb": "RGB"}
 RESAMPLE = ("bilinear",)
 #: Pillow modes of more than 8 bits per pixel, and the divisor that maps them onto [0, 1].

@@ -34,7 +34,7 @@ class DataSplits:
     an image of ``x`` (``cnnx.data.image_files.preparation``), so prediction can do the same.
 
     ``skipped`` lists what the loader found but did not use, each entry ``"name: why"``
-    (``"cat/notes.txt: not a .png/.jpg/.jpeg file"``), so that a run can say so rather than
+    (``"cat/notes.txt: not a .png/.jpg/… file"``), so that a run can say so rather than
     train on fewer images than the user thinks.
     """
 

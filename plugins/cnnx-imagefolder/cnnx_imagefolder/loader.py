@@ -1,4 +1,5 @@
-"""``imagefolder``: a folder with one sub-folder per class, each holding PNG/JPEG images.
+"""``imagefolder``: a folder with one sub-folder per class, each holding image files
+(PNG, JPEG, BMP, TIFF, WebP, PPM/PGM).
 
     root/
       cat/ 001.png 002.jpg …

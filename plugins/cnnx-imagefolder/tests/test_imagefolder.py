@@ -1,4 +1,4 @@
-"""cnnx-imagefolder: folders of PNG/JPEG images written here, read through the registry."""
+"""cnnx-imagefolder: folders of image files written here, read through the registry."""
 
 import json
 import os
@@ -98,7 +98,7 @@ def test_empty_folder_single_class_and_empty_class_are_named(tmp_path):
     root = write_folder(tmp_path / "images")
     (root / "zebra").mkdir()
     (root / "zebra" / "readme.txt").write_text("no images")
-    with pytest.raises(DataError, match=r"class folder '.*zebra' holds no .png/.jpg/.jpeg images"):
+    with pytest.raises(DataError, match=r"class folder '.*zebra' holds no .png/.jpg/.jpeg/.bmp/.tif/.tiff/.webp/.ppm/.pgm images"):
         load(root, tmp_path)
 
 
@@ -263,11 +263,11 @@ def test_a_large_image_is_trained_on_with_a_one_line_warning_naming_the_dataset(
 @pytest.mark.slow
 def test_the_run_says_how_many_images_it_uses_and_what_it_skipped(tmp_path):
     """Before: nothing on stdout, in app.log or in MLflow gave the counts, and unread files
-    (.bmp, images at the root) were left out silently."""
+    (.gif, images at the root) were left out silently."""
     from mlflow import MlflowClient
 
     root = write_folder(tmp_path / "pets", classes=("cat", "dog"), per_class=10)
-    Image.fromarray(np.zeros((10, 12), np.uint8)).save(root / "cat" / "extra.bmp")
+    Image.fromarray(np.zeros((10, 12), np.uint8)).save(root / "cat" / "extra.gif")
     Image.fromarray(np.zeros((10, 12), np.uint8)).save(root / "loose.png")
     (root / "dog" / ".DS_Store").write_text("hidden: not worth a word")
     result = run_cli(["dataset=imagefolder", f"dataset.root={root}", "dataset.size=6",
@@ -287,14 +287,41 @@ def test_the_run_says_how_many_images_it_uses_and_what_it_skipped(tmp_path):
         "data.skipped_files": "2"}
 
 
+def test_every_torchvision_extension_is_read_with_the_same_pixels(tmp_path):
+    """Before: only .png/.jpg/.jpeg were read; a folder of .bmp or .tif images prepared for
+    torchvision's ImageFolder was skipped file by file, or refused as empty."""
+    from cnnx_imagefolder.loader import read_image
+
+    rng = np.random.default_rng(1)
+    grey = rng.integers(0, 256, (10, 12), dtype=np.uint8)
+    rgb = rng.integers(0, 256, (10, 12, 3), dtype=np.uint8)
+    root = tmp_path / "images"
+    (root / "grey").mkdir(parents=True)
+    (root / "rgb").mkdir()
+    lossless = {".png": {}, ".bmp": {}, ".tif": {}, ".tiff": {}, ".webp": {"lossless": True}}
+    for suffix, options in lossless.items():
+        Image.fromarray(grey).save(root / "grey" / f"a{suffix}", **options)
+        Image.fromarray(rgb).save(root / "rgb" / f"a{suffix}", **options)
+    Image.fromarray(grey).save(root / "grey" / "a.pgm")
+    Image.fromarray(rgb).save(root / "rgb" / "a.ppm")
+    np.testing.assert_array_equal(read_image(root / "grey" / "a.png")[0] * np.float32(255), grey)
+    for path in sorted(root.glob("*/a.*")):
+        for color_mode in ("grayscale", "rgb"):
+            as_png = read_image(path.with_suffix(".png"), color_mode)
+            np.testing.assert_array_equal(read_image(path, color_mode), as_png, err_msg=f"{path} {color_mode}")
+    data = load(root, tmp_path, size=[10, 12], val_fraction=0, test_fraction=0)
+    assert data.skipped == []
+    assert np.bincount(data.train[1]).tolist() == [6, 6]
+
+
 def test_skipped_files_are_listed_with_why(tmp_path):
     root = write_folder(tmp_path / "images", classes=("cat", "dog"), per_class=4)
     (root / "cat" / "deeper").mkdir()
-    Image.fromarray(np.zeros((10, 12), np.uint8)).save(root / "cat" / "deeper" / "a.webp")
+    Image.fromarray(np.zeros((10, 12), np.uint8)).save(root / "cat" / "deeper" / "a.gif")
     (root / "notes.txt").write_text("x")
     (root / ".hidden.png").write_text("x")
     data = load(root, tmp_path, val_fraction=0, test_fraction=0)
-    assert data.skipped == ["notes.txt: not in a class folder", "cat/deeper/a.webp: not a .png/.jpg/.jpeg file"]
+    assert data.skipped == ["notes.txt: not in a class folder", "cat/deeper/a.gif: not a .png/.jpg/.jpeg/.bmp/.tif/.tiff/.webp/.ppm/.pgm file"]
 
 
 @pytest.mark.slow
