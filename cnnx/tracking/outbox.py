@@ -8,6 +8,11 @@ sent is written to a local folder (``spill``) and the user is told where, with t
 that replays it: ``python -m cnnx.tracking.outbox DIR``. The folder is a queue too: a call
 leaves it once the store has it, so a replay that stops half-way sends only the rest when run
 again, and one that finished sends nothing more.
+
+While a replay runs, what has left the queue is a count in ``unsent.progress`` beside it, not a
+rewrite of ``unsent.jsonl`` after every call: rewriting the rest each time made a replay of N
+calls write O(N²) bytes (hundreds of megabytes after a long outage). The file is rewritten
+once, when the replay ends or stops.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 SPILL_FILE = "unsent.jsonl"
+#: ``[inode of SPILL_FILE, calls at its head already delivered]`` while a replay is under way.
+PROGRESS_FILE = "unsent.progress"
 
 
 class OutboxError(CnnxError):
@@ -110,38 +117,81 @@ class Outbox:
 def replay(directory: Path, tracking_uri: str | None = None) -> int:
     """Send a spilled outbox to the store, in order; returns the number of calls sent.
 
-    Each call is removed from the folder (its line and its arrays) as soon as the store has
-    it, so a replay that stops half-way sends only the rest next time, and a finished one
-    leaves an empty ``unsent.jsonl``: there is nothing left to send twice.
+    Each call leaves the folder (its arrays, and its line from those still to send) as soon as
+    the store has it, so a replay that stops half-way sends only the rest next time, and a
+    finished one leaves an empty ``unsent.jsonl``: there is nothing left to send twice.
     """
     from mlflow import MlflowClient
 
     from cnnx.tracking.mlflow_tracker import existing_store, store_setting, unusable_store
 
-    path = directory / SPILL_FILE
-    calls = _spilled_calls(directory)
+    delivered = _Delivered(directory)
+    calls = _spilled_calls(directory, skip=delivered.count)
     if not calls:
+        delivered.compact([])
         return 0
     store = existing_store(tracking_uri)
     client = None
-    for number, (_, record) in enumerate(calls):
-        try:
-            client = client or MlflowClient(store)  # here: opening a store can fail as sending does
-            _send(client, directory, record)
-        except Exception as exc:  # noqa: BLE001 — whatever the store said, the rest waits for it
-            error = unusable_store(store, exc, store_setting(tracking_uri))
-            raise type(error)(f"{error}; sent {number} of {len(calls)} calls, the other {len(calls) - number} "
-                              f"stay in {directory}: run this command again once the store works") from None
-        partial = path.with_suffix(".partial")
-        partial.write_text("".join(f"{line}\n" for line, _ in calls[number + 1:]), encoding="utf-8")
-        os.replace(partial, path)  # whenever a replay stops, no call is lost; at most this one goes twice
-        for file in record.get("arrays", {}).values():
-            (directory / file).unlink(missing_ok=True)
+    try:
+        for number, (_, record) in enumerate(calls):
+            try:
+                client = client or MlflowClient(store)  # here: opening a store can fail as sending does
+                _send(client, directory, record)
+            except Exception as exc:  # noqa: BLE001 — whatever the store said, the rest waits for it
+                error = unusable_store(store, exc, store_setting(tracking_uri))
+                raise type(error)(f"{error}; sent {number} of {len(calls)} calls, the other {len(calls) - number} "
+                                  f"stay in {directory}: run this command again once the store works") from None
+            delivered.one_more()  # whenever a replay stops, no call is lost; at most this one goes twice
+            for file in record.get("arrays", {}).values():
+                (directory / file).unlink(missing_ok=True)
+    finally:
+        delivered.compact([line for line, _ in calls[delivered.count - delivered.at_start:]])
     return len(calls)
 
 
-def _spilled_calls(directory: Path) -> list[tuple[str, dict[str, Any]]]:
-    """(line, call) for each call waiting in ``directory``, all checked before any is sent."""
+class _Delivered:
+    """How many calls at the head of the spill file have been delivered, kept on disk.
+
+    The count names the file's inode: the file a finished or stopped replay compacts is a new
+    one, so a count left behind by a replay killed while compacting cannot apply to it (a run
+    that spills again appends to the same file, which leaves the count valid).
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.spill_file = directory / SPILL_FILE
+        self.progress_file = directory / PROGRESS_FILE
+        self.inode = self.spill_file.stat().st_ino if self.spill_file.is_file() else None
+        self.count = self.at_start = self._left_by_a_replay_that_stopped()
+
+    def _left_by_a_replay_that_stopped(self) -> int:
+        try:
+            inode, count = json.loads(self.progress_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError, TypeError):
+            return 0
+        return count if inode == self.inode and isinstance(count, int) and count >= 0 else 0
+
+    def one_more(self) -> None:
+        self.count += 1
+        partial = self.progress_file.with_suffix(".partial")
+        partial.write_text(json.dumps([self.inode, self.count]), encoding="utf-8")
+        os.replace(partial, self.progress_file)
+
+    def compact(self, rest: list[str]) -> None:
+        """Rewrite the spill file as the calls still to send (when any were delivered), then
+        drop the count."""
+        try:
+            if self.count:
+                partial = self.spill_file.with_suffix(".partial")
+                partial.write_text("".join(f"{line}\n" for line in rest), encoding="utf-8")
+                os.replace(partial, self.spill_file)
+            self.progress_file.unlink(missing_ok=True)
+        except OSError:
+            pass  # (a full disk, say) the count on disk still says what was delivered
+
+
+def _spilled_calls(directory: Path, skip: int) -> list[tuple[str, dict[str, Any]]]:
+    """(line, call) for each call waiting in ``directory`` after the first ``skip`` (delivered
+    already), all checked before any is sent."""
     path = directory / SPILL_FILE
     where = "the folder a run named when it saved unsent tracking calls (<run dir>/mlflow-unsent)"
     if not path.is_file():
@@ -152,7 +202,7 @@ def _spilled_calls(directory: Path) -> list[tuple[str, dict[str, Any]]]:
     except (OSError, UnicodeDecodeError) as exc:
         raise OutboxError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
     calls = []
-    for number, line in enumerate(lines, 1):
+    for number, line in enumerate(lines[skip:], skip + 1):
         try:
             record = json.loads(line)
         except ValueError:

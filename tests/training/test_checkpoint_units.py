@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
+from e2e_helpers import list_artifacts
 
 from cnnx.engine.model import build_model
 from cnnx.engine.optim.sgd import SGD
@@ -290,6 +292,71 @@ def test_a_replay_that_stops_keeps_exactly_the_calls_it_did_not_send(tmp_path):
     left = (tmp_path / "unsent" / SPILL_FILE).read_text().splitlines()
     assert [json.loads(line)["run_id"] for line in left] == [unknown_run, run_id]
     assert [p.name for p in (tmp_path / "unsent").iterdir()] == [SPILL_FILE]  # the sent image's array went too
+
+
+@pytest.mark.slow  # creating a sqlite MLflow store takes seconds
+def test_a_replay_killed_before_it_rewrote_the_file_resends_nothing_it_delivered(tmp_path, monkeypatch):
+    from mlflow import MlflowClient
+
+    from cnnx.tracking.mlflow_tracker import TrackingError
+    from cnnx.tracking.outbox import _Delivered, replay
+
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("e")
+    run_id, deleted = (client.create_run(experiment).info.run_id for _ in range(2))
+    client.delete_run(deleted)  # the store refuses to end it: the first replay stops there
+
+    def refused():
+        raise ConnectionError("refused")
+
+    outbox = Outbox(uri, warn=lambda _: None)
+    outbox.submit(Pending(refused, {"kind": "image", "run_id": run_id, "key": "k", "step": 1},
+                          {"image": np.zeros((4, 4, 3), np.uint8)}))
+    for run in (deleted, run_id):
+        outbox.submit(Pending(refused, {"kind": "status", "run_id": run, "status": "FINISHED"}))
+    outbox.spill(tmp_path / "unsent")
+    with monkeypatch.context() as killed:
+        killed.setattr(_Delivered, "compact", lambda self, rest: None)  # as if killed before rewriting
+        with pytest.raises(TrackingError, match="sent 1 of 3 calls"):
+            replay(tmp_path / "unsent", uri)
+    assert len((tmp_path / "unsent" / SPILL_FILE).read_text().splitlines()) == 3  # not rewritten
+    images = list_artifacts(client, run_id)
+
+    client.restore_run(deleted)
+    assert replay(tmp_path / "unsent", uri) == 2  # the two calls not delivered, not the image again
+    assert list_artifacts(client, run_id) == images
+    assert [client.get_run(r).info.status for r in (deleted, run_id)] == ["FINISHED", "FINISHED"]
+    assert (tmp_path / "unsent" / SPILL_FILE).read_text() == ""
+    assert sorted(p.name for p in (tmp_path / "unsent").iterdir()) == [SPILL_FILE]
+    assert replay(tmp_path / "unsent", uri) == 0
+
+
+@pytest.mark.slow  # creating a sqlite MLflow store takes seconds
+@pytest.mark.skipif(not Path("/proc/self/io").exists(), reason="counts written bytes through Linux's /proc")
+def test_a_replay_writes_bytes_in_proportion_to_the_calls_not_their_square(tmp_path, monkeypatch):
+    """Before: each delivered call rewrote the rest of unsent.jsonl, so replaying 2,000 spilled
+    metric batches wrote ~1,000 times the file's size."""
+    from mlflow import MlflowClient
+
+    from cnnx.tracking import outbox as outbox_module
+
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    MlflowClient(uri).search_experiments()  # the store exists before the replay opens it
+    outbox = Outbox(uri, warn=lambda _: None)
+    for step in range(2000):
+        outbox.pending.append(Pending(None, {"kind": "metrics", "run_id": "0" * 32,
+                                             "metrics": [["val_acc", 0.5, 1_700_000_000_000, step]]}))
+    spilled = outbox.spill(tmp_path / "unsent")
+    size = spilled.stat().st_size
+    monkeypatch.setattr(outbox_module, "_send", lambda client, directory, record: None)  # only the bookkeeping
+
+    def written() -> int:
+        return int(dict(line.split(": ") for line in Path("/proc/self/io").read_text().splitlines())["wchar"])
+
+    before = written()
+    assert outbox_module.replay(tmp_path / "unsent", uri) == 2000
+    assert written() - before < 3 * size, (written() - before, size)
 
 
 def test_skip_batch_reports_once_per_epoch_and_fails_when_a_whole_epoch_is_skipped():
