@@ -125,12 +125,19 @@ def keys_outside_the_schema(cfg: Any, prefix: str = "") -> list[tuple[str, list[
     return found
 
 
-def added_key_problem(cfg: Any, prefix: str = "") -> str | None:
-    """The first of ``keys_outside_the_schema``, in the one line that refuses it."""
-    unknown = keys_outside_the_schema(cfg, prefix)
+def added_key_problem(cfg: Any, prefix: str = "", passed_on: tuple[str, ...] = ()) -> str | None:
+    """The first of ``keys_outside_the_schema``, in the one line that refuses it.
+
+    ``passed_on``: keys of ``cfg`` itself that its consumer takes although the schema does not
+    list them (a launcher's keyword arguments for the library under it).
+    """
+    unknown = [(key, accepted) for key, accepted in keys_outside_the_schema(cfg, prefix)
+               if key not in {f"{prefix}{name}" for name in passed_on}]
     if not unknown:
         return None
     key, accepted = unknown[0]
+    if key.count(".") == prefix.count("."):
+        accepted = [*accepted, *passed_on]
     shown = [name for name in accepted if not name.startswith("_")]  # _target_: the plugin's class, not a setting
     return f"unknown config key {key} (added with +{key}); accepted keys here: {', '.join(shown) or 'none'}"
 

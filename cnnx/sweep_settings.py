@@ -19,6 +19,9 @@ from omegaconf import DictConfig, OmegaConf
 from cnnx.fork_workers import joblib_launcher
 
 OPTUNA_DIRECTIONS = ("minimize", "maximize")
+#: What the joblib launcher passes on to loky although its config does not list it: joblib's
+#: Parallel takes any keyword and drops those loky does not read, so only these are settings.
+LOKY_SETTINGS = ("idle_worker_timeout",)
 
 #: Whether the multirun of this process logs to MLflow and checkpoints its jobs; read when it
 #: is interrupted, to say how it can go on (only MLflow knows which of its jobs finished, and
@@ -149,7 +152,8 @@ def sweep_settings_problem(config: DictConfig) -> str | None:
         # (submitit's additional_parameters, Ray's init and remote) take any key.
         from cnnx.config_schema import added_key_problem
 
-        problem = added_key_problem(launcher, "hydra.launcher.")
+        problem = added_key_problem(launcher, "hydra.launcher.",
+                                    passed_on=LOKY_SETTINGS if joblib_launcher(config) else ())
         if problem is not None:
             return problem
     if "SlurmLauncher" in str(launcher.get("_target_", "")):

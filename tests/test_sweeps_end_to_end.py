@@ -84,9 +84,12 @@ def assert_complete_sweep(client, result, jobs: int, swept: set[str] = SWEPT, in
 
 def test_joblib_sweep_runs_eight_children_under_one_parent(tmp_path):
     commit = git_work_tree(tmp_path)
-    result = run_cli(["-m", *SMALL, *EIGHT_JOBS, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], tmp_path)
+    result = run_cli(["-m", *SMALL, *EIGHT_JOBS, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                      "+hydra.launcher.idle_worker_timeout=60"], tmp_path)
     client = store_client(tmp_path)
     parent, children = assert_complete_sweep(client, result, jobs=8, models=True)
+    # a loky setting the launcher's config does not list reaches joblib (not refused as a typo)
+    assert "idle_worker_timeout=60) is launching 8 jobs" in result.stdout + result.stderr
     # the parent and every job record the commit they ran, its tracked files unchanged
     for run in (parent, *children):
         assert run.data.tags["mlflow.source.git.commit"] == commit, run.info.run_name
@@ -554,7 +557,8 @@ PRE_SWEEP_MISTAKES = [
      "val_loss; accepted: hydra.sweeper.direction=minimize"),
     (["hydra/launcher=joblib", "+hydra.launcher.njobs=2"],
      "unknown config key hydra.launcher.njobs (added with +hydra.launcher.njobs); accepted keys here: n_jobs, backend, "
-     "prefer, require, verbose, timeout, pre_dispatch, batch_size, temp_folder, max_nbytes, mmap_mode"),
+     "prefer, require, verbose, timeout, pre_dispatch, batch_size, temp_folder, max_nbytes, mmap_mode, "
+     "idle_worker_timeout"),
     (["hydra/launcher=submitit_local", "+hydra.launcher.cpus_per_tsk=1"],
      "unknown config key hydra.launcher.cpus_per_tsk (added with +hydra.launcher.cpus_per_tsk); accepted keys here: "
      "submitit_folder, timeout_min, cpus_per_task, gpus_per_node, tasks_per_node, mem_gb, nodes, name, stderr_to_stdout"),
