@@ -191,6 +191,19 @@ def test_optuna_sweep_records_the_best_trial_on_the_parent(tmp_path):
     assert "optimization_results.yaml" in list_artifacts(client, parent.info.run_id)
 
 
+def test_an_optuna_sweep_prints_hydras_lines_not_those_of_the_libraries_it_imports(tmp_path):
+    """Before: without MLflow (which imports alembic before Hydra sets up logging), Optuna's
+    storage imported alembic mid-sweep and its seven "setup plugin alembic..." INFO lines led
+    the console output."""
+    result = run_cli(["-m", *SMALL, *LEAN, "tracking=none", "+hparams=lenet_optuna", "hydra.sweeper.n_trials=1",
+                      f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    hydra_lines = [line for line in result.stdout.splitlines() if "[HYDRA]" in line]
+    assert any("Launching 1 jobs locally" in line for line in hydra_lines), result.stdout[:3000]
+    assert any("Best value:" in line for line in hydra_lines), result.stdout[-3000:]
+    assert not any("alembic" in line for line in hydra_lines), hydra_lines
+
+
 def test_an_optuna_search_for_the_lowest_loss_finds_the_run_the_parent_names_best(tmp_path):
     result = run_cli(["-m", *SMALL, *LEAN, "+hparams=lenet_optuna", "hydra.sweeper.n_trials=4",
                       "trainer.monitor=val_loss", f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path)
