@@ -107,6 +107,11 @@ class Module:
         return self.output_shape is not None
 
     # -- computation --------------------------------------------------------------------
+    # A layer with parameters computes in its parameters' dtype (``self.dtype``) whatever
+    # dtype ``forward`` or ``backward`` is handed, as ``layer(x)`` and ``Model`` do and as
+    # PyTorch's autograd casts a gradient to its output's dtype: a float64 array handed to a
+    # standalone float32 layer would otherwise make its parameters' gradients float64. Layers
+    # without parameters compute in the dtype they are handed (as ``torch.relu`` does).
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
         raise NotImplementedError
 

@@ -128,3 +128,36 @@ def test_max_pooling_backward_after_a_forward_under_no_grad_asks_for_one_with_gr
     with pytest.raises(RuntimeError, match=r"^MaxPool2D\(.*\): backward needs a forward with gradients first "
                                            r"\(a forward under no_grad keeps no route"):
         layer.backward(np.ones_like(y))
+
+
+def _residual():
+    from cnnx.engine.layers.residual import Residual
+
+    return Residual({"conv": {"type": "conv2d", "out_channels": 4, "kernel_size": 3, "padding": 1}})
+
+
+@pytest.mark.parametrize("make, x", [
+    (lambda: Dense(4), X.reshape(2, -1)),
+    (lambda: Conv2D(4, 3, padding=1), X),
+    (lambda: BatchNorm2D(), X),
+    (_residual, X),
+], ids=["dense", "conv2d", "batchnorm2d", "residual"])
+def test_a_float32_layer_handed_float64_arrays_keeps_its_gradients_float32(make, x):
+    """forward and backward called directly with a float64 input or gradient (a loss written in
+    float64, say) made every parameter gradient, the output and the input gradient float64; they
+    are computed in the layer's float32, as layer(x), Model and PyTorch's autograd do."""
+    layer = make()
+    y = layer(x)
+    g = np.random.default_rng(3).standard_normal(y.shape)  # float64
+    grad_x = layer.backward(g.astype(np.float32))
+    expected = {name: p.grad for name, p in layer.named_parameters()}
+
+    y64 = layer.forward(x.astype(np.float64))
+    grad_x64 = layer.backward(g)
+
+    assert y64.dtype == grad_x64.dtype == np.float32
+    np.testing.assert_array_equal(y64, y)
+    np.testing.assert_array_equal(grad_x64, grad_x)
+    for name, param in layer.named_parameters():
+        assert param.grad.dtype == np.float32, name
+        np.testing.assert_array_equal(param.grad, expected[name], err_msg=name)

@@ -65,6 +65,8 @@ class BatchNorm2D(Module):
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
         if x.shape[1:] != self.input_shape:  # any spatial size works, as in PyTorch
             check_image_batch(self, x, channels=True)
+        if x.dtype != self.dtype:
+            x = x.astype(self.dtype)
         dtype = x.dtype
         weight = self.params["weight"].data.astype(dtype, copy=False)
         bias = self.params["bias"].data.astype(dtype, copy=False)
@@ -106,7 +108,7 @@ class BatchNorm2D(Module):
         return y
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
-        g = grad_output
+        g = grad_output if grad_output.dtype == self.dtype else grad_output.astype(self.dtype)
         grad_bias = np.einsum("nchw->c", g)
         self.params["bias"].grad = grad_bias
         if not self._cache[0]:

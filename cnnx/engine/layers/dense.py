@@ -52,6 +52,8 @@ class Dense(Module):
         if x.shape[1:] != self.input_shape:
             hint = "; add a flatten layer before it" if x.ndim > 2 else ""
             raise self._refuse_input(x, f"expected (N, {self.input_shape and self.input_shape[0]}){hint}")
+        if x.dtype != self.dtype:
+            x = x.astype(self.dtype)
         self._x = x
         y = x @ self.params["weight"].data.T
         if self.use_bias:
@@ -59,6 +61,8 @@ class Dense(Module):
         return y
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        if grad_output.dtype != self.dtype:
+            grad_output = grad_output.astype(self.dtype)
         weight = self.params["weight"]
         weight.grad = grad_output.T @ self._x
         if self.use_bias:

@@ -69,6 +69,8 @@ class Residual(Module):
         return out_shape
 
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
+        if x.dtype != self.dtype:
+            x = x.astype(self.dtype)
         out = self.body.forward(x, training)
         out = out + (x if self.shortcut is None else self.shortcut.forward(x, training))
         if self.activation == "relu":
@@ -77,6 +79,8 @@ class Residual(Module):
         return out
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        if grad_output.dtype != self.dtype:
+            grad_output = grad_output.astype(self.dtype)
         if self.activation == "relu":
             grad_output = grad_output * self._active
         grad_input = self.body.backward(grad_output)
