@@ -192,6 +192,10 @@ class Module:
             f"{self!r} was built for input {(None, *self.input_shape)} and got {tuple(x.shape)}: {expected}"
         )
 
+    def _backward_before_forward(self) -> RuntimeError:
+        """The error for a ``backward`` with nothing cached by a ``forward`` to differentiate."""
+        return RuntimeError(f"{self!r}: backward called before forward; run layer(x) or layer.forward(x) first")
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"

@@ -4,10 +4,12 @@ PyTorch's Lazy* modules; conv and pooling take any spatial size, as PyTorch's do
 import numpy as np
 import pytest
 
+from cnnx.engine.layers.activations import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from cnnx.engine.layers.batchnorm import BatchNorm2D
 from cnnx.engine.layers.conv import Conv2D
 from cnnx.engine.layers.dense import Dense
 from cnnx.engine.layers.dropout import Dropout
+from cnnx.engine.layers.flatten import Flatten
 from cnnx.engine.layers.pooling import AvgPool2D, GlobalAvgPool2D, MaxPool2D
 from cnnx.errors import DataError, ShapeError
 
@@ -161,3 +163,27 @@ def test_a_float32_layer_handed_float64_arrays_keeps_its_gradients_float32(make,
     for name, param in layer.named_parameters():
         assert param.grad.dtype == np.float32, name
         np.testing.assert_array_equal(param.grad, expected[name], err_msg=name)
+
+
+@pytest.mark.parametrize("make, built_for", [
+    (lambda: Conv2D(4, 3), X.shape[1:]),
+    (lambda: Dense(4), (X[0].size,)),
+    (lambda: BatchNorm2D(), X.shape[1:]),
+    (lambda: AvgPool2D(2), X.shape[1:]),
+    (lambda: GlobalAvgPool2D(), X.shape[1:]),
+    (lambda: Flatten(), X.shape[1:]),
+    (lambda: ReLU(), X.shape[1:]),
+    (lambda: LeakyReLU(-0.2), X.shape[1:]),
+    (lambda: Sigmoid(), X.shape[1:]),
+    (lambda: Tanh(), X.shape[1:]),
+    (lambda: Softmax(), X.shape[1:]),
+    (_residual, X.shape[1:]),
+])
+def test_backward_before_any_forward_says_so_in_one_line(make, built_for):
+    """It failed inside NumPy: "'NoneType' object is not subscriptable", "matmul: Input operand
+    1 does not have enough dimensions", naming neither the layer nor the cause."""
+    layer = make()
+    layer.build(built_for, np.random.default_rng(0))
+    with pytest.raises(RuntimeError, match=rf"^{type(layer).__name__}\(.*\): backward called before forward; "
+                                           r"run layer\(x\) or layer\.forward\(x\) first$"):
+        layer.backward(np.ones((2, *layer.output_shape), np.float32))

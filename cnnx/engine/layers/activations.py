@@ -48,6 +48,8 @@ class ReLU(_Activation):
         return self._y
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        if self._y is None:
+            raise self._backward_before_forward()
         # Multiplying by a float mask is ~8x faster than np.where / masked copies, which
         # branch per element on random signs.
         grad = np.greater(self._y, 0).astype(grad_output.dtype)
@@ -92,6 +94,8 @@ class LeakyReLU(_Activation):
         return self._y
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        if self._y is None:
+            raise self._backward_before_forward()
         slope = self.negative_slope
         positive = self._positive if self._positive is not None else np.greater(self._y, 0)
         grad = positive.astype(grad_output.dtype)
@@ -109,6 +113,8 @@ class Sigmoid(_Activation):
         return self._y
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        if self._y is None:
+            raise self._backward_before_forward()
         y = self._y
         grad = np.subtract(1, y)
         grad *= y
@@ -122,6 +128,8 @@ class Tanh(_Activation):
         return self._y
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        if self._y is None:
+            raise self._backward_before_forward()
         grad = np.square(self._y)
         np.subtract(1, grad, out=grad)
         grad *= grad_output
@@ -166,6 +174,8 @@ class Softmax(_Activation):
         return self._y
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        if self._y is None:
+            raise self._backward_before_forward()
         # J^T g = y * (g - <g, y>) per softmax slice.
         y = self._y
         grad = np.multiply(grad_output, y)

@@ -108,6 +108,8 @@ class BatchNorm2D(Module):
         return y
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        if self._cache is None:
+            raise self._backward_before_forward()
         g = grad_output if grad_output.dtype == self.dtype else grad_output.astype(self.dtype)
         grad_bias = np.einsum("nchw->c", g)
         self.params["bias"].grad = grad_bias

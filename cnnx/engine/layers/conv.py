@@ -97,7 +97,7 @@ class Conv2D(Module):
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
         if self._col is None:
-            raise RuntimeError("Conv2D.backward called before forward")
+            raise self._backward_before_forward()
         if grad_output.dtype != self.dtype:
             grad_output = grad_output.astype(self.dtype)
         weight = self.params["weight"]

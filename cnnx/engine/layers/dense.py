@@ -61,6 +61,8 @@ class Dense(Module):
         return y
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        if self._x is None:
+            raise self._backward_before_forward()
         if grad_output.dtype != self.dtype:
             grad_output = grad_output.astype(self.dtype)
         weight = self.params["weight"]

@@ -33,4 +33,6 @@ class Flatten(Module):
         return x.reshape(x.shape[0], math.prod(x.shape[1:]))
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        if self._batch_shape is None:
+            raise self._backward_before_forward()
         return grad_output.reshape(self._batch_shape)

@@ -109,6 +109,8 @@ class AvgPool2D(_Pool2D):
         return avg_pool2d_forward(x, self.kernel_size, self.stride, self.padding, self.workspace)
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        if self._input_hw is None:
+            raise self._backward_before_forward()
         return avg_pool2d_backward(
             grad_output, self._input_hw, self.kernel_size, self.stride, self.padding,
             self.workspace,
@@ -139,4 +141,6 @@ class GlobalAvgPool2D(Module):
         return global_avg_pool2d_forward(x)
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        if self._input_hw is None:
+            raise self._backward_before_forward()
         return global_avg_pool2d_backward(grad_output, self._input_hw)

@@ -82,6 +82,8 @@ class Residual(Module):
         if grad_output.dtype != self.dtype:
             grad_output = grad_output.astype(self.dtype)
         if self.activation == "relu":
+            if self._active is None:
+                raise self._backward_before_forward()
             grad_output = grad_output * self._active
         grad_input = self.body.backward(grad_output)
         if self.shortcut is None:
