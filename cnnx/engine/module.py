@@ -177,7 +177,15 @@ class Module:
         """
         x = real_input(x, self.dtype, f"{self!r}")
         if self.output_shape is None:
-            self.build(x.shape[1:], np.random.default_rng(0))
+            try:
+                self.build(x.shape[1:], np.random.default_rng(0))
+            except ShapeError as exc:
+                # PyTorch's Conv2d and Linear take an unbatched sample; here the first axis is
+                # always the batch, which the build error alone (about x.shape[1:]) hides.
+                raise ShapeError(
+                    f"{self!r} cannot be built for input {x.shape}, whose first axis is the batch "
+                    f"(pass one sample as x[None]): {exc}"
+                ) from exc
         return self.forward(x, self.training if training is None else training)
 
     def _refuse_input(self, x: np.ndarray, expected: str) -> Exception:

@@ -1,6 +1,8 @@
 """Layers used on their own, outside a Model: built by their first call, as in Keras and
 PyTorch's Lazy* modules; conv and pooling take any spatial size, as PyTorch's do."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -187,3 +189,19 @@ def test_backward_before_any_forward_says_so_in_one_line(make, built_for):
     with pytest.raises(RuntimeError, match=rf"^{type(layer).__name__}\(.*\): backward called before forward; "
                                            r"run layer\(x\) or layer\.forward\(x\) first$"):
         layer.backward(np.ones((2, *layer.output_shape), np.float32))
+
+
+@pytest.mark.parametrize("make, sample, detail", [
+    (lambda: Conv2D(4, 3), X[0], r"Conv2D needs a per-sample input of shape \(C, H, W\), got \(7, 7\)"),
+    (lambda: Dense(4), X[0, 0, 0], r"dense expects a flat per-sample input \(features,\), got shape \(\)$"),
+])
+def test_an_unbatched_sample_on_a_first_call_is_refused_naming_the_batch_axis(make, sample, detail):
+    """PyTorch's Conv2d and Linear take an unbatched sample. Here the message spoke only of the
+    sample without its first axis — a (3, 7, 7) image was "got (7, 7)" — and told a dense layer
+    handed a vector to add a flatten layer."""
+    layer = make()
+    with pytest.raises(ShapeError, match=rf"^{type(layer).__name__}\(.*\) cannot be built for input "
+                                         rf"{re.escape(str(sample.shape))}, whose first axis is the batch "
+                                         rf"\(pass one sample as x\[None\]\): {detail}"):
+        layer(sample)
+    assert layer(sample[None]).shape[0] == 1

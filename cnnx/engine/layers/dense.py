@@ -31,10 +31,8 @@ class Dense(Module):
 
     def _build(self, input_shape: Shape, rng: np.random.Generator) -> Shape:
         if len(input_shape) != 1:
-            raise ShapeError(
-                f"dense expects a flat per-sample input (features,), got shape {input_shape}; "
-                f"add a 'flatten' layer before it"
-            )
+            hint = "; add a 'flatten' layer before it" if len(input_shape) > 1 else ""
+            raise ShapeError(f"dense expects a flat per-sample input (features,), got shape {input_shape}{hint}")
         in_features = input_shape[0]
         weight, bias = init_weight_and_bias(
             self.init, rng, (self.out_features, in_features), in_features, self.out_features,
