@@ -160,7 +160,12 @@ class Model(Sequential):
         for key, (owner, attr) in slots.items():
             if key not in state:
                 continue
-            value = np.asarray(state[key])
+            value = state[key]
+            # torch's state_dict(keep_vars=True) and named_parameters() hand out Parameters,
+            # which refuse NumPy conversion until detached from autograd.
+            if callable(getattr(value, "detach", None)):
+                value = value.detach()
+            value = np.asarray(value)
             target = owner.data if attr == "data" else owner[attr]
             if value.shape != target.shape:
                 raise CheckpointError(

@@ -392,3 +392,14 @@ def test_an_eval_mode_model_gives_input_gradients_as_torch_does():
     reference(xt).sum().backward()
     out = model(x)
     np.testing.assert_allclose(model.backward(np.ones_like(out)), xt.grad.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_load_state_dict_takes_torch_parameters_as_state_dict_keep_vars_gives_them():
+    """Parameters (requires_grad) failed inside torch: "Can't call numpy() on Tensor that
+    requires grad", naming no key."""
+    torch = pytest.importorskip("torch")
+    reference = torch_lenet5(torch.nn)
+    model = cnnx.build_model(LENET5, (1, 28, 28))
+    model.load_state_dict(reference.state_dict(keep_vars=True))
+    for key, value in reference.state_dict().items():
+        np.testing.assert_array_equal(model.state_dict()[key], value.numpy(), err_msg=key)
