@@ -669,3 +669,78 @@ def test_centered_rmsprop_float32_survives_a_constant_gradient():
         p.grad = g.copy()
         opt.step()
     assert np.isfinite(p.data).all()
+
+
+LATE_STARTERS = [
+    lambda ps: SGD(ps, lr=0.1, momentum=0.9, dampening=0.5),
+    lambda ps: SGD(ps, lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01),
+    lambda ps: Adam(ps, lr=0.1),
+    lambda ps: AdamW(ps, lr=0.1),
+    lambda ps: RMSprop(ps, lr=0.1, momentum=0.5, centered=True),
+]
+
+
+def _grads(steps: int, size: int, seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(size).astype(np.float32) for _ in range(steps)]
+
+
+@pytest.mark.parametrize("make", LATE_STARTERS)
+@pytest.mark.parametrize("shared", [True, False], ids=["one buffer", "own arrays"])
+def test_a_parameter_left_out_of_steps_is_updated_as_if_its_training_started_later(make, shared):
+    """torch counts updates per parameter (Adam's bias correction, SGD's first momentum
+    buffer). Before: one count for the optimizer, so a parameter with no gradient at step 1
+    (frozen, then unfrozen) took Adam's second-step update at its first, about 3x torch's, and
+    SGD never initialised its momentum buffer from its first gradient."""
+    early, late = Parameter(np.ones(3, np.float32)), Parameter(np.ones(4, np.float32))
+    if shared:
+        flatten_parameters([early, late])
+    optimizer = make([("early", early), ("late", late)])
+    alone = Parameter(np.ones(4, np.float32))
+    fresh = make([("late", alone)])
+    early_grads, late_grads = _grads(4, 3, 0), _grads(3, 4, 1)
+    early.grad, late.grad = early_grads[0], None
+    optimizer.step()
+    np.testing.assert_array_equal(late.data, np.ones(4, np.float32))
+    for early_grad, late_grad in zip(early_grads[1:], late_grads, strict=True):
+        early.grad, late.grad, alone.grad = early_grad, late_grad, late_grad
+        optimizer.step()
+        fresh.step()
+        np.testing.assert_array_equal(late.data, alone.data)
+    assert optimizer.step_count == 4 and late.data.dtype == np.float32
+
+
+@pytest.mark.parametrize("make", LATE_STARTERS[::2])
+def test_per_parameter_step_counts_survive_a_checkpoint(make):
+    def build():
+        params = [Parameter(np.ones(3, np.float32)), Parameter(np.ones(2, np.float32))]
+        return params, make([("a", params[0]), ("b", params[1])])
+
+    grads = list(zip(_grads(4, 3, 2), [None, *_grads(3, 2, 3)], strict=True))
+    (a, b), straight = build()
+    for grad_a, grad_b in grads:
+        a.grad, b.grad = grad_a, grad_b
+        straight.step()
+    (a2, b2), first = build()
+    for grad_a, grad_b in grads[:2]:
+        a2.grad, b2.grad = grad_a, grad_b
+        first.step()
+    saved = first.state_dict()
+    assert (saved["param_step.a"], saved["param_step.b"]) == (2, 1)
+    (a3, b3), resumed = build()
+    a3.data[...], b3.data[...] = a2.data, b2.data
+    resumed.load_state_dict(json.loads(json.dumps({k: v.tolist() if isinstance(v, np.ndarray) else v
+                                                   for k, v in saved.items()})))
+    for grad_a, grad_b in grads[2:]:
+        a3.grad, b3.grad = grad_a, grad_b
+        resumed.step()
+    np.testing.assert_array_equal(a3.data, a.data)
+    np.testing.assert_array_equal(b3.data, b.data)
+    # A checkpoint from before per-parameter counts (or of a run that never left one out) loads
+    # with every parameter at 'step'; one holding only some of the counts is refused.
+    no_counts = {k: v for k, v in saved.items() if not k.startswith("param_step.")}
+    build()[1].load_state_dict(no_counts)
+    with pytest.raises(CheckpointError, match=r"missing key 'param_step.b'; it holds 'param_step.a'"):
+        build()[1].load_state_dict({**no_counts, "param_step.a": 2})
+    with pytest.raises(CheckpointError, match=r"'param_step.b'=5.0 is not an integer from 0 to 'step' \(2\)"):
+        build()[1].load_state_dict({**saved, "param_step.b": 5})

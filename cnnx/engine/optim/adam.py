@@ -75,7 +75,7 @@ class Adam(Optimizer):
         tmp *= 1.0 - beta2
         v += tmp
 
-        t = self.step_count
+        t = self.param_step
         step_size = lr / (1.0 - beta1**t)
         np.sqrt(v, out=tmp)
         tmp /= math.sqrt(1.0 - beta2**t)

@@ -24,6 +24,7 @@ from cnnx.engine.parameter import Parameter
 from cnnx.errors import CheckpointError, ConfigError
 
 STATE_PREFIX = "state."
+PARAM_STEP_PREFIX = "param_step."
 
 
 # -- hyper-parameter validation (shared by every optimizer and scheduler) -------------------
@@ -114,7 +115,10 @@ class Optimizer:
     """Base class: subclasses declare their state ``slots`` and implement ``_update``.
 
     ``lr`` is a plain attribute that learning-rate schedulers overwrite between steps.
-    ``step_count`` is the number of completed ``step()`` calls (Adam's bias correction ``t``).
+    ``step_count`` is the number of completed ``step()`` calls. ``param_step``, read by
+    ``_update``, is the number of updates the parameters it is updating have had, this one
+    included (Adam's bias correction ``t``): counted per parameter, as torch does, because a
+    parameter left out of a step (its ``.grad`` None) has had one update fewer than the others.
     """
 
     def __init__(self, named_parameters: Iterable[tuple[str, Parameter]] | Iterable[Parameter], lr: float) -> None:
@@ -160,6 +164,10 @@ class Optimizer:
             )
         self.lr = check_range(owner, "lr", lr, 0.0, low_open=True)
         self.step_count = 0
+        self.param_step = 0
+        # Updates per parameter, once a step has left some parameter out; until then every
+        # parameter has had ``step_count`` updates, and the flat fast path applies.
+        self._param_steps: dict[str, int] | None = None
         # Created on first use so buffers match the parameters' dtype at that time (a model
         # may be cast with ``Module.to`` after the optimizer was built).
         self.state: dict[str, dict[str, np.ndarray]] = {}
@@ -232,19 +240,29 @@ class Optimizer:
             flat = self._relink()
         # Cheap checks only: parameters that no longer share a buffer after the relink, and a
         # gradient of another shape or dtype, get the per-parameter path (and its errors).
-        if flat is not None and all(p.data is view and p.grad is not None and p.grad.shape == view.shape
-                                    and p.grad.dtype == view.dtype
-                                    for p, view in zip(self.params.values(), flat.views)):
+        if flat is not None and self._param_steps is None and all(
+                p.data is view and p.grad is not None and p.grad.shape == view.shape and p.grad.dtype == view.dtype
+                for p, view in zip(self.params.values(), flat.views)):
             self.step_count += 1
+            self.param_step = self.step_count
             np.concatenate([p.grad.reshape(-1) for p in self.params.values()], out=flat.grad)
             self._update(flat.data, flat.grad, flat.state, flat.scratch, lr)
             return
-        if all(param.grad is None for param in self.params.values()):
+        skipped = [param.grad is None for param in self.params.values()]
+        if all(skipped):
             return
+        if any(skipped) and self._param_steps is None:
+            self._param_steps = dict.fromkeys(self.params, self.step_count)
         self.step_count += 1
         for name, param in self.params.items():
-            if param.grad is not None:
-                self._update(param.data, param.grad, self.state[name], self._scratch[name], lr)
+            if param.grad is None:
+                continue
+            if self._param_steps is None:
+                self.param_step = self.step_count
+            else:
+                self._param_steps[name] += 1
+                self.param_step = self._param_steps[name]
+            self._update(param.data, param.grad, self.state[name], self._scratch[name], lr)
 
     def _ensure_state(self) -> None:
         if len(self.state) == len(self.params):
@@ -286,13 +304,19 @@ class Optimizer:
     def _state_key(self, name: str, slot: str) -> str:
         return f"{STATE_PREFIX}{name}.{slot}"
 
+    def _param_step_keys(self) -> dict[str, str]:
+        return {name: f"{PARAM_STEP_PREFIX}{name}" for name in self.params}
+
     def state_dict(self) -> dict[str, Any]:
-        """Flat ``{"step": int, "lr": float, "state.<param>.<slot>": array}`` (copies).
+        """Flat ``{"step": int, "lr": float, "state.<param>.<slot>": array}`` (copies), and
+        ``"param_step.<param>": int`` for every parameter once a step has left one out.
 
         Only plain scalars and numeric arrays, so it saves to ``.npz`` or JSON without pickle.
         """
         self._ensure_state()
         out: dict[str, Any] = {"step": int(self.step_count), "lr": float(self.lr)}
+        if self._param_steps is not None:
+            out.update({key: self._param_steps[name] for name, key in self._param_step_keys().items()})
         for name, slots in self.state.items():
             for slot, array in slots.items():
                 out[self._state_key(name, slot)] = array.copy()
@@ -315,7 +339,13 @@ class Optimizer:
                 + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
                 + "; was it written by a different optimizer, model or momentum setting?"
             )
-        unknown = sorted(set(state) - expected)
+        param_step_keys = self._param_step_keys()
+        given_param_steps = [key for key in param_step_keys.values() if key in state]
+        if given_param_steps and len(given_param_steps) < len(param_step_keys):
+            absent = next(key for key in param_step_keys.values() if key not in state)
+            raise CheckpointError(f"{owner} checkpoint is missing key {absent!r}; it holds "
+                                  f"{given_param_steps[0]!r}, and a step count for one parameter needs one for each")
+        unknown = sorted(set(state) - expected - set(given_param_steps))
         if unknown:
             raise CheckpointError(
                 f"{owner} checkpoint has unexpected key {unknown[0]!r}"
@@ -328,6 +358,15 @@ class Optimizer:
         lr = self._scalar(owner, state["lr"], "lr")
         if not math.isfinite(lr) or lr < 0:
             raise CheckpointError(f"{owner} checkpoint key 'lr'={lr!r} is not a finite number >= 0")
+        param_steps = None
+        if given_param_steps:
+            param_steps = {}
+            for name, key in param_step_keys.items():
+                count = self._scalar(owner, state[key], key)
+                if count != int(count) or not 0 <= count <= step:
+                    raise CheckpointError(f"{owner} checkpoint key {key!r}={count!r} is not an integer "
+                                          f"from 0 to 'step' ({int(step)})")
+                param_steps[name] = int(count)
         arrays: list[tuple[np.ndarray, np.ndarray, str]] = []
         for name, slots in self.state.items():
             for slot, target in slots.items():
@@ -349,6 +388,7 @@ class Optimizer:
         for target, value, _ in arrays:
             np.copyto(target, value, casting="unsafe")
         self.step_count = int(step)
+        self._param_steps = param_steps
         self.lr = float(lr)
 
     @staticmethod

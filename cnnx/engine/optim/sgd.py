@@ -70,7 +70,7 @@ class SGD(Optimizer):
             g = tmp
         if self.momentum:
             buf = state["momentum_buffer"]
-            if self.step_count == 1:
+            if self.param_step == 1:
                 np.copyto(buf, g)
             else:
                 buf *= self.momentum

@@ -52,7 +52,7 @@ class Lamb(Optimizer):
         m += (1.0 - beta1) * grad
         v *= beta2
         v += (1.0 - beta2) * grad * grad
-        t = self.step_count
+        t = self.param_step
         np.sqrt(v, out=update)
         update /= math.sqrt(1.0 - beta2**t)
         update += self.eps
