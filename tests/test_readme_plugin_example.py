@@ -80,11 +80,14 @@ def test_readme_config_group_layout_builds_a_wheel_with_the_configs_and_the_sear
     (tmp_path / "pyproject.toml").write_text(
         f'[project]\nname = "{package}"\nversion = "0.1.0"\n\n' + blocks("toml")[1])
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
          "--disable-pip-version-check", "-w", str(tmp_path / "dist"), str(tmp_path)],
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr
+    # A packages list without my_pkg.conf.loss installs with setuptools' "Package would be
+    # ignored" warning, a screenful for each config-group folder.
+    assert "Warning" not in result.stdout + result.stderr, result.stdout + result.stderr
     [wheel] = (tmp_path / "dist").glob("*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert f"{package}/conf/loss/my_loss.yaml" in names
