@@ -98,6 +98,12 @@ class Classifier:
             raise DataError(f"{source}: shape {x.shape}; this model takes {expected}")
         if x.dtype.kind not in "biuf":
             raise DataError(f"{source}: dtype {x.dtype}; expected numbers (float32)")
+        if x.shape[1] != c and x.shape[1:] == (h, w, c):
+            # Images saved as TensorFlow and PIL hold them: "8 channels" would name the height.
+            raise DataError(
+                f"{source}: shape {x.shape} looks channels-last (N, H, W, C); this model takes "
+                f"{expected}: transpose the array with x.transpose(0, 3, 1, 2)"
+            )
         if x.shape[1] != c:
             raise DataError(
                 f"{source}: {x.shape[1]} channel{'s' if x.shape[1] != 1 else ''}, but this model "

@@ -210,6 +210,22 @@ def test_predict_takes_jpegs_and_predicts_them_as_the_training_pixels(pets_run, 
     assert [row[1:] for row in rows] == [line.split()[1:] for line in reference.stdout.splitlines()[1:]]
 
 
+def test_channels_last_images_are_refused_naming_the_layout_not_their_height_as_channels(pets_run, tmp_path):
+    """(N, 8, 8, 3) images, as PIL and TensorFlow hold them, were refused as "8 channels, but
+    this model takes 3": the height named as the channel count."""
+    workdir, checkpoint, _, _ = pets_run
+    pixels = np.random.default_rng(0).random((2, SIZE, SIZE, 3), dtype=np.float32)
+    np.savez(tmp_path / "nhwc.npz", x=pixels)
+    refused = predict(workdir, "--weights", checkpoint, tmp_path / "nhwc.npz")
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr.strip() == (
+        f"cnnx: error: images in '{tmp_path / 'nhwc.npz'}': shape (2, {SIZE}, {SIZE}, 3) looks channels-last "
+        f"(N, H, W, C); this model takes (N, 3, {SIZE}, {SIZE}): transpose the array with x.transpose(0, 3, 1, 2)")
+    np.savez(tmp_path / "nchw.npz", x=pixels.transpose(0, 3, 1, 2))
+    transposed = predict(workdir, "--weights", checkpoint, tmp_path / "nchw.npz")
+    assert transposed.returncode == 0, transposed.stderr
+
+
 def test_images_on_a_smaller_scale_than_training_get_a_warning_and_normal_ones_none(tmp_path):
     """A model trained on 0–255 pixels given [0, 1] images predicted constant answers silently:
     the InputRangeWarning fired only above the training range."""
