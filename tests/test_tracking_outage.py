@@ -235,6 +235,14 @@ def test_replaying_a_folder_that_holds_no_outbox_says_so_in_one_line(tmp_path, f
     assert not (tmp_path / "m.db").exists()
 
 
+def test_a_replay_without_its_folder_names_the_command_the_run_printed(tmp_path):
+    """The usage line said "outbox.py", a file the user never typed."""
+    result = replay(["-m", "cnnx.tracking.outbox", "--tracking-uri", f"sqlite:///{tmp_path}/m.db"], tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        "python -m cnnx.tracking.outbox: error: the following arguments are required: directory")
+
+
 def make_data(path: Path) -> None:
     import numpy as np
 

@@ -245,7 +245,9 @@ def _send(client: MlflowClient, directory: Path, record: dict[str, Any]) -> None
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(description="Send tracking calls a run could not deliver.")
+    # the command a run prints: "outbox.py" would name a file the user never typed
+    parser = argparse.ArgumentParser(prog="python -m cnnx.tracking.outbox",
+                                     description="Send tracking calls a run could not deliver.")
     parser.add_argument("directory", type=Path)
     parser.add_argument("--tracking-uri", default=None)
     args = parser.parse_args(argv)
