@@ -480,6 +480,9 @@ class MlflowTracker(Callback):
         ``config.initial.yaml`` (the params keep its values: MLflow never changes a param)."""
         logged = {item.path for item in self.client.list_artifacts(self.run_id)}
         if INITIAL_CONFIG not in logged and "config.yaml" in logged:
+            # MLflow's bar for one small file would be the only progress bar of a resumed run
+            # that is not its own, among the epoch lines of a terminal or a log.
+            os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
             with tempfile.TemporaryDirectory() as tmp:
                 first = Path(self.client.download_artifacts(self.run_id, "config.yaml", tmp)).read_text()
             self.client.log_text(self.run_id, first, INITIAL_CONFIG)
