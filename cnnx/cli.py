@@ -114,8 +114,9 @@ def one_line(error: BaseException) -> str | None:
             return f"invalid value for {key}: {reason}"
         if isinstance(cause, (ConfigKeyError, ConfigAttributeError)):
             parent = getattr(cause, "parent_node", None)
-            accepted = ", ".join(str(k) for k in parent.keys()) if parent is not None else "?"
-            return f"unknown config key {key}; accepted keys here: {accepted}"
+            keys = [str(k) for k in parent.keys()] if parent is not None else []
+            return (_search_space_override(key, keys)
+                    or f"unknown config key {key}; accepted keys here: {', '.join(keys) or '?'}")
         if isinstance(cause, ConfigTypeError) and "does not support deletion" in str(cause):
             return (f"~{key}: cnnx's config schema needs {key} in every run, so it cannot be "
                     f"removed; set its value instead (--cfg job shows it)")
@@ -126,8 +127,28 @@ def one_line(error: BaseException) -> str | None:
         return (f"~{key}: nothing to remove, {key} is null or absent in the composed config "
                 f"(--cfg job shows it)")
     if isinstance(error, HydraException):
-        return " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        # hydra.sweeper.params.optimizer.lr=choice(...) unquoted: Hydra reads a sweep of its own config
+        swept = re.search(rf"not supported : '({re.escape(_SEARCH_SPACE)}[^=']+)=", str(error))
+        return (swept and _search_space_override(swept.group(1), [])
+                or " ".join(line.strip() for line in str(error).splitlines() if line.strip()))
     return None
+
+
+_SEARCH_SPACE = "hydra.sweeper.params."
+
+
+def _search_space_override(key: str, keys: list[str]) -> str | None:
+    """Optuna's search space is keyed by dotted names (``optimizer.lr``), which an override of
+    ``hydra.sweeper.params.optimizer.lr`` reads as nested keys, so no override can set one; a
+    sweep of the key itself on the command line replaces its search space."""
+    if not key.startswith(_SEARCH_SPACE):
+        return None
+    name = key[len(_SEARCH_SPACE):]
+    named = [k for k in keys if k == name or k.startswith(f"{name}.")] or [name]
+    example = named[0]
+    return (f"{key}: no override can set a key of the sweeper's search space ({', '.join(named)}), whose "
+            f"names hold dots that an override reads as nested keys; sweep the key on the command line "
+            f"instead, which replaces its search space: {example}='interval(LOW, HIGH)' or {example}='choice(A, B)'")
 
 
 def _registered_without_config(message: str) -> str:

@@ -568,6 +568,15 @@ PRE_SWEEP_MISTAKES = [
     (["+hparams=lenet_optuna", "trainer.monitor=val_loss", "hydra.sweeper.direction=maximize"],
      "hydra.sweeper.direction=maximize contradicts trainer.monitor=val_loss: a sweep's best run is the one of lowest "
      "val_loss; accepted: hydra.sweeper.direction=minimize"),
+    # Optuna's search space is keyed by dotted names: the override reached params.optimizer, then
+    # lr, and said "unknown config key hydra.sweeper.params.optimizer; accepted keys here:
+    # optimizer.lr, ...", or, unquoted, that Hydra's config cannot be swept.
+    *[(["+hparams=lenet_optuna", f"hydra.sweeper.params.optimizer.lr={space}"],
+       f"{key}: no override can set a key of the sweeper's search space (optimizer.lr), whose names hold dots "
+       "that an override reads as nested keys; sweep the key on the command line instead, which replaces its "
+       "search space: optimizer.lr='interval(LOW, HIGH)' or optimizer.lr='choice(A, B)'")
+      for space, key in [("'interval(0.01,0.1)'", "hydra.sweeper.params.optimizer"),
+                         ("interval(0.01,0.1)", "hydra.sweeper.params.optimizer.lr")]],
     (["hydra/launcher=joblib", "+hydra.launcher.njobs=2"],
      "unknown config key hydra.launcher.njobs (added with +hydra.launcher.njobs); accepted keys here: n_jobs, backend, "
      "prefer, require, verbose, timeout, pre_dispatch, batch_size, temp_folder, max_nbytes, mmap_mode, "
