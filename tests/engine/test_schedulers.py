@@ -176,9 +176,11 @@ def test_torch_schedulers_agree():
         (lambda o: ConstantLR(o, 3, 0), "steps_per_epoch=0"),
         (
             lambda o: ConstantLR(o, 3, 5, warmup_epochs=-1),
-            "warmup_epochs=-1.0 is out of range; accepted: 0 <= warmup_epochs <= 3",
+            "warmup_epochs=-1.0 is out of range; accepted: warmup_epochs >= 0",
         ),
-        (lambda o: ConstantLR(o, 3, 5, warmup_epochs=4), "warmup_epochs=4.0"),
+        # The bound is named as the setting it comes from (the run's epochs), not just its value.
+        (lambda o: CosineLR(o, 3, 5, warmup_epochs=4),
+         "CosineLR: warmup_epochs=4 is longer than the schedule, epochs=3; accepted: 0 <= warmup_epochs <= epochs"),
         (lambda o: ConstantLR(o, 3, 5, warmup_start_factor=1.5), "warmup_start_factor=1.5"),
         (lambda o: StepLR(o, 3, 5, step_size=0), "step_size=0"),
         (

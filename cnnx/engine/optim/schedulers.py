@@ -48,9 +48,11 @@ class LRScheduler:
         self.base_lr = check_range(owner, "lr", optimizer.lr, 0.0, low_open=True)
         self.epochs = None if epochs is None else check_int(owner, "epochs", epochs, 1)
         self.steps_per_epoch = check_int(owner, "steps_per_epoch", steps_per_epoch, 1)
-        self.warmup_epochs = check_range(
-            owner, "warmup_epochs", warmup_epochs, 0.0, None if self.epochs is None else float(self.epochs)
-        )
+        self.warmup_epochs = check_range(owner, "warmup_epochs", warmup_epochs, 0.0)
+        if self.epochs is not None and self.warmup_epochs > self.epochs:
+            # The bound is another setting (a run's trainer.epochs): name it, not just its value.
+            raise ConfigError(f"{owner}: warmup_epochs={self.warmup_epochs:g} is longer than the schedule, "
+                              f"epochs={self.epochs}; accepted: 0 <= warmup_epochs <= epochs")
         self.warmup_start_factor = check_range(
             owner, "warmup_start_factor", warmup_start_factor, 0.0, 1.0
         )
