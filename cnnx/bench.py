@@ -154,7 +154,7 @@ def run(workloads: list[str], steps: int, warmup: int, batch_size: int, threads:
         print(f"numpy {np.__version__}; {blas}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}")
         if torch is not None:
             print(f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
-        order = "interleaved" if interleave else "each library on its own"
+        order = "engine only" if torch is None else "interleaved" if interleave else "each library on its own"
         print(f"batch {batch_size}, float32, {steps} timed steps after {warmup} warm-up steps, {order}\n")
         header = f"{'workload':<8} {'engine ms':>10} {'samples/s':>10}"
         if torch is not None:

@@ -33,6 +33,7 @@ def test_without_torch_prints_the_engines_figures():
     result = run_bench(*QUICK, hide_torch=True)
     assert result.returncode == 0, result.stderr
     assert "torch is not installed: timing the engine only" in result.stdout
+    assert "warm-up steps, engine only" in result.stdout and "interleaved" not in result.stdout
     rows = figures(result.stdout)
     assert set(rows) == {"lenet5", "digits"}
     for name, (ms, samples_per_second) in rows.items():
@@ -56,6 +57,7 @@ def test_no_torch_flag_times_the_engine_alone():
     result = run_bench(*QUICK, "--workload", "lenet5", "--no-torch")
     assert result.returncode == 0, result.stderr
     assert list(figures(result.stdout)) == ["lenet5"] and len(figures(result.stdout)["lenet5"]) == 2
+    assert "warm-up steps, engine only" in result.stdout
 
 
 @pytest.mark.parametrize("option, value", [("--steps", "0"), ("--warmup", "-1"), ("--batch-size", "0"),
