@@ -17,6 +17,7 @@ once, when the replay ends or stops.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 SPILL_FILE = "unsent.jsonl"
-#: ``[inode of SPILL_FILE, calls at its head already delivered]`` while a replay is under way.
+#: How many calls at the head of SPILL_FILE a replay has delivered (see ``_Delivered``).
 PROGRESS_FILE = "unsent.progress"
 
 
@@ -117,23 +118,25 @@ class Outbox:
 def replay(directory: Path, tracking_uri: str | None = None) -> int:
     """Send a spilled outbox to the store, in order; returns the number of calls sent.
 
-    Each call leaves the folder (its arrays, and its line from those still to send) as soon as
-    the store has it, so a replay that stops half-way sends only the rest next time, and a
-    finished one leaves an empty ``unsent.jsonl``: there is nothing left to send twice.
+    A call leaves the folder as soon as the store has it (it joins the delivered count; its
+    line and arrays go when the replay ends or stops), so a replay that stops half-way sends
+    only the rest next time, and a finished one leaves an empty ``unsent.jsonl``: there is
+    nothing left to send twice.
     """
     from mlflow import MlflowClient
 
     from cnnx.tracking.mlflow_tracker import existing_store, store_setting, unusable_store
 
-    delivered = _Delivered(directory)
-    calls = _spilled_calls(directory, skip=delivered.count)
+    lines = _spilled_lines(directory)
+    delivered = _Delivered(directory, lines)
+    calls = _checked_calls(directory, lines, skip=delivered.count)
     if not calls:
-        delivered.compact([])
+        delivered.compact(lines)
         return 0
     store = existing_store(tracking_uri)
     client = None
     try:
-        for number, (_, record) in enumerate(calls):
+        for number, (line, record) in enumerate(calls):
             try:
                 client = client or MlflowClient(store)  # here: opening a store can fail as sending does
                 _send(client, directory, record)
@@ -141,66 +144,86 @@ def replay(directory: Path, tracking_uri: str | None = None) -> int:
                 error = unusable_store(store, exc, store_setting(tracking_uri))
                 raise type(error)(f"{error}; sent {number} of {len(calls)} calls, the other {len(calls) - number} "
                                   f"stay in {directory}: run this command again once the store works") from None
-            delivered.one_more()  # whenever a replay stops, no call is lost; at most this one goes twice
-            for file in record.get("arrays", {}).values():
-                (directory / file).unlink(missing_ok=True)
+            delivered.one_more(line)  # whenever a replay stops, no call is lost; at most this one goes twice
     finally:
-        delivered.compact([line for line, _ in calls[delivered.count - delivered.at_start:]])
+        delivered.compact(lines)
     return len(calls)
 
 
 class _Delivered:
-    """How many calls at the head of the spill file have been delivered, kept on disk.
+    """How many calls at the head of the spill file have been delivered, kept on disk as that
+    count and the SHA-256 of their lines.
 
-    The count names the file's inode: the file a finished or stopped replay compacts is a new
-    one, so a count left behind by a replay killed while compacting cannot apply to it (a run
-    that spills again appends to the same file, which leaves the count valid).
+    The count applies only to a file that still starts with those lines: a copy of the folder
+    (another disk, a backup restored) keeps it, and a run that spills again appends after them;
+    the file a replay compacts, or one edited by hand, no longer matches it.
     """
 
-    def __init__(self, directory: Path) -> None:
-        self.spill_file = directory / SPILL_FILE
+    def __init__(self, directory: Path, lines: list[str]) -> None:
+        self.directory = directory
         self.progress_file = directory / PROGRESS_FILE
-        self.inode = self.spill_file.stat().st_ino if self.spill_file.is_file() else None
-        self.count = self.at_start = self._left_by_a_replay_that_stopped()
-
-    def _left_by_a_replay_that_stopped(self) -> int:
+        self.count, self._digest = 0, hashlib.sha256()
         try:
-            inode, count = json.loads(self.progress_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError, TypeError):
-            return 0
-        return count if inode == self.inode and isinstance(count, int) and count >= 0 else 0
+            recorded = json.loads(self.progress_file.read_text(encoding="utf-8"))
+            count, digest = int(recorded["calls"]), str(recorded["sha256"])
+        except (OSError, ValueError, TypeError, KeyError):
+            return
+        prefix = hashlib.sha256()
+        for line in lines[:count]:
+            prefix.update(_line_bytes(line))
+        if 0 <= count <= len(lines) and prefix.hexdigest() == digest:
+            self.count, self._digest = count, prefix
 
-    def one_more(self) -> None:
+    def one_more(self, line: str) -> None:
         self.count += 1
+        self._digest.update(_line_bytes(line))
         partial = self.progress_file.with_suffix(".partial")
-        partial.write_text(json.dumps([self.inode, self.count]), encoding="utf-8")
+        partial.write_text(json.dumps({"calls": self.count, "sha256": self._digest.hexdigest()}), encoding="utf-8")
         os.replace(partial, self.progress_file)
 
-    def compact(self, rest: list[str]) -> None:
-        """Rewrite the spill file as the calls still to send (when any were delivered), then
-        drop the count."""
+    def compact(self, lines: list[str]) -> None:
+        """Rewrite the spill file as the calls still to send, drop the count, then delete the
+        delivered calls' arrays: killed at any point, the folder still says what is left."""
         try:
             if self.count:
-                partial = self.spill_file.with_suffix(".partial")
-                partial.write_text("".join(f"{line}\n" for line in rest), encoding="utf-8")
-                os.replace(partial, self.spill_file)
+                partial = self.directory / (SPILL_FILE + ".partial")
+                partial.write_text("".join(f"{line}\n" for line in lines[self.count:]), encoding="utf-8")
+                os.replace(partial, self.directory / SPILL_FILE)
             self.progress_file.unlink(missing_ok=True)
         except OSError:
-            pass  # (a full disk, say) the count on disk still says what was delivered
+            return  # (a full disk, say) the count on disk still says what was delivered
+        for line in lines[:self.count]:
+            try:
+                arrays = json.loads(line).get("arrays", {})
+            except (ValueError, AttributeError):
+                continue
+            for file in arrays.values():
+                (self.directory / file).unlink(missing_ok=True)
 
 
-def _spilled_calls(directory: Path, skip: int) -> list[tuple[str, dict[str, Any]]]:
-    """(line, call) for each call waiting in ``directory`` after the first ``skip`` (delivered
-    already), all checked before any is sent."""
+def _line_bytes(line: str) -> bytes:
+    return f"{line}\n".encode()
+
+
+#: What a folder given to replay should be, for the errors that find something else.
+_EXPECTED = "the folder a run named when it saved unsent tracking calls (<run dir>/mlflow-unsent)"
+
+
+def _spilled_lines(directory: Path) -> list[str]:
     path = directory / SPILL_FILE
-    where = "the folder a run named when it saved unsent tracking calls (<run dir>/mlflow-unsent)"
     if not path.is_file():
         problem = "does not exist" if not directory.exists() else f"holds no {SPILL_FILE}"
-        raise OutboxError(f"{directory} {problem}; expected {where}")
+        raise OutboxError(f"{directory} {problem}; expected {_EXPECTED}")
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        return path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise OutboxError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+
+
+def _checked_calls(directory: Path, lines: list[str], skip: int) -> list[tuple[str, dict[str, Any]]]:
+    """(line, call) for each call after the first ``skip`` (delivered already), all checked
+    before any is sent."""
+    path = directory / SPILL_FILE
     calls = []
     for number, line in enumerate(lines[skip:], skip + 1):
         try:
@@ -208,7 +231,7 @@ def _spilled_calls(directory: Path, skip: int) -> list[tuple[str, dict[str, Any]
         except ValueError:
             record = None
         if not isinstance(record, dict) or not {"kind", "run_id"} <= record.keys():
-            raise OutboxError(f"{path}, line {number}, is not a tracking call cnnx wrote; expected {where}")
+            raise OutboxError(f"{path}, line {number}, is not a tracking call cnnx wrote; expected {_EXPECTED}")
         missing = [name for name in record.get("arrays", {}).values() if not (directory / name).is_file()]
         if missing:
             raise OutboxError(f"{directory / missing[0]}, named on line {number} of {path}, is missing")
