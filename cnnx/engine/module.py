@@ -41,6 +41,10 @@ class Module:
     #: Whether ``forward`` overwrites its input: layers built with ``inplace=True`` start with
     #: that, and the container they run in turns it off where the input must stay intact.
     overwrites_input = False
+    #: The axes of one sample (3 for an image, 1 for a feature vector) when the layer takes
+    #: only that many: an input with that many axes in all is then likely one sample without
+    #: its batch axis, which PyTorch's Conv2d and Linear accept, and the build error says so.
+    sample_rank: int | None = None
 
     def __init__(self) -> None:
         self.params: dict[str, Parameter] = {}
@@ -180,11 +184,14 @@ class Module:
             try:
                 self.build(x.shape[1:], np.random.default_rng(0))
             except ShapeError as exc:
-                # PyTorch's Conv2d and Linear take an unbatched sample; here the first axis is
-                # always the batch, which the build error alone (about x.shape[1:]) hides.
+                if x.ndim != self.sample_rank:
+                    raise
+                # Here the first axis is always the batch, which the build error alone (about
+                # x.shape[1:]) hides.
+                also = ", or a batch of one-channel (N, H, W) images as x[:, None]" if x.ndim == 3 else ""
                 raise ShapeError(
                     f"{self!r} cannot be built for input {x.shape}, whose first axis is the batch "
-                    f"(pass one sample as x[None]): {exc}"
+                    f"(pass one sample as x[None]{also}): {exc}"
                 ) from exc
         return self.forward(x, self.training if training is None else training)
 

@@ -191,17 +191,33 @@ def test_backward_before_any_forward_says_so_in_one_line(make, built_for):
         layer.backward(np.ones((2, *layer.output_shape), np.float32))
 
 
-@pytest.mark.parametrize("make, sample, detail", [
-    (lambda: Conv2D(4, 3), X[0], r"Conv2D needs a per-sample input of shape \(C, H, W\), got \(7, 7\)"),
-    (lambda: Dense(4), X[0, 0, 0], r"dense expects a flat per-sample input \(features,\), got shape \(\)$"),
+@pytest.mark.parametrize("make, sample, hint, detail", [
+    (lambda: Conv2D(4, 3), X[0], r"pass one sample as x\[None\], or a batch of one-channel \(N, H, W\) "
+                                 r"images as x\[:, None\]", r"Conv2D needs a per-sample input of shape \(C, H, W\), "
+                                                            r"got \(7, 7\)"),
+    (lambda: Dense(4), X[0, 0, 0], r"pass one sample as x\[None\]",
+     r"dense expects a flat per-sample input \(features,\), got shape \(\)$"),
 ])
-def test_an_unbatched_sample_on_a_first_call_is_refused_naming_the_batch_axis(make, sample, detail):
+def test_an_unbatched_sample_on_a_first_call_is_refused_naming_the_batch_axis(make, sample, hint, detail):
     """PyTorch's Conv2d and Linear take an unbatched sample. Here the message spoke only of the
     sample without its first axis — a (3, 7, 7) image was "got (7, 7)" — and told a dense layer
     handed a vector to add a flatten layer."""
     layer = make()
     with pytest.raises(ShapeError, match=rf"^{type(layer).__name__}\(.*\) cannot be built for input "
                                          rf"{re.escape(str(sample.shape))}, whose first axis is the batch "
-                                         rf"\(pass one sample as x\[None\]\): {detail}"):
+                                         rf"\({hint}\): {detail}"):
         layer(sample)
     assert layer(sample[None]).shape[0] == 1
+
+
+@pytest.mark.parametrize("make, batch, message", [
+    (lambda: Dense(4), np.ones((8, 3, 5, 5), np.float32),
+     r"^dense expects a flat per-sample input \(features,\), got shape \(3, 5, 5\); add a 'flatten' layer before it$"),
+    (lambda: Conv2D(4, 3), np.ones((2, 8, 3, 7, 7), np.float32),
+     r"^Conv2D needs a per-sample input of shape \(C, H, W\), got \(8, 3, 7, 7\)"),
+])
+def test_a_batch_of_the_wrong_rank_is_not_taken_for_one_sample(make, batch, message):
+    """The batch-axis hint is for inputs with exactly a sample's axes: for a batch of images
+    handed to a dense layer, x[None] would have been wrong advice."""
+    with pytest.raises(ShapeError, match=message):
+        make()(batch)

@@ -28,6 +28,8 @@ class BatchNorm2D(Module):
     ``running_var``, all of shape (C,), named as in PyTorch so state_dicts transfer.
     ``num_batches_tracked`` is not kept: it only matters for ``momentum=None``."""
 
+    sample_rank = 3
+
     backward_reads_output = OutputUse.NONE
 
     foreign_state_keys = ("num_batches_tracked",)

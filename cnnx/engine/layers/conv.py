@@ -30,6 +30,8 @@ class Conv2D(Module):
     weight initialiser (``cnnx.engine.init.INITIALIZERS``, PyTorch's by default).
     """
 
+    sample_rank = 3
+
     backward_reads_output = OutputUse.NONE
 
     def __init__(

@@ -20,6 +20,8 @@ class Dense(Module):
     ``init`` names the weight initialiser (``cnnx.engine.init.INITIALIZERS``, PyTorch's by default).
     """
 
+    sample_rank = 1
+
     backward_reads_output = OutputUse.NONE
 
     def __init__(self, out_features: int, bias: bool = True, init: str = "kaiming_uniform") -> None:

@@ -24,6 +24,7 @@ from cnnx.errors import ShapeError
 
 
 class _Pool2D(Module):
+    sample_rank = 3
     backward_reads_output = OutputUse.NONE
 
     def __init__(
@@ -123,6 +124,8 @@ class GlobalAvgPool2D(Module):
     Like Keras' ``GlobalAveragePooling2D`` the spatial axes are dropped, so a dense layer can
     follow without a flatten (PyTorch's ``AdaptiveAvgPool2d(1)`` would keep them as 1×1).
     """
+
+    sample_rank = 3
 
     backward_reads_output = OutputUse.NONE
 

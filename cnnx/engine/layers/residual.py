@@ -23,6 +23,8 @@ class Residual(Module):
     as in ResNet's projection shortcut (option B).
     """
 
+    sample_rank = 3
+
     backward_reads_output = OutputUse.NONE
 
     def __init__(self, layers: Mapping[str, Any], shortcut: str = "auto",
