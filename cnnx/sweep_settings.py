@@ -156,6 +156,13 @@ def sweep_settings_problem(config: DictConfig) -> str | None:
                                     passed_on=LOKY_SETTINGS if joblib_launcher(config) else ())
         if problem is not None:
             return problem
+    timeout = launcher.get("idle_worker_timeout") if joblib_launcher(config) else None
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                or not 0 < timeout < float("inf")):
+        # joblib hands it to loky unchecked: a string failed inside a worker with a 74-line
+        # traceback about un-serialising a task.
+        return (f"hydra.launcher.idle_worker_timeout={timeout} is not a positive number of seconds; accepted: a "
+                f"number > 0 (how long an idle worker lives)")
     if "SlurmLauncher" in str(launcher.get("_target_", "")):
         import shutil
 

@@ -581,6 +581,9 @@ PRE_SWEEP_MISTAKES = [
      "unknown config key hydra.launcher.njobs (added with +hydra.launcher.njobs); accepted keys here: n_jobs, backend, "
      "prefer, require, verbose, timeout, pre_dispatch, batch_size, temp_folder, max_nbytes, mmap_mode, "
      "idle_worker_timeout"),
+    (["hydra/launcher=joblib", "+hydra.launcher.idle_worker_timeout=abc"],
+     "hydra.launcher.idle_worker_timeout=abc is not a positive number of seconds; accepted: a number > 0 (how long an idle "
+     "worker lives)"),
     (["hydra/launcher=submitit_local", "+hydra.launcher.cpus_per_tsk=1"],
      "unknown config key hydra.launcher.cpus_per_tsk (added with +hydra.launcher.cpus_per_tsk); accepted keys here: "
      "submitit_folder, timeout_min, cpus_per_task, gpus_per_node, tasks_per_node, mem_gb, nodes, name, stderr_to_stdout"),
