@@ -76,6 +76,16 @@ def _raised_creating_output_dir(error: OSError) -> bool:
     return in_run_job and bool(codes) and codes[-1].co_name == "mkdir"
 
 
+def _override_under_null(error: AssertionError) -> str | None:
+    """The key of the override Hydra was applying when OmegaConf asserted that a node on its
+    path is not a container (``a.b.c=1`` where ``a.b`` is null): OmegaConf's message names
+    neither the key nor the value."""
+    for frame, _ in traceback.walk_tb(error.__traceback__):
+        if frame.f_code.co_name == "_apply_overrides_to_config" and isinstance(frame.f_locals.get("key"), str):
+            return frame.f_locals["key"]
+    return None
+
+
 def one_line(error: BaseException) -> str | None:
     """The user-facing sentence for an error caused by input, or None for a bug."""
     from hydra.errors import HydraException, MissingConfigException
@@ -100,6 +110,12 @@ def one_line(error: BaseException) -> str | None:
             error.errno in _UNWRITABLE or _raised_creating_output_dir(error)):
         return (f"cannot write '{error.filename}': {error.strerror}; the output directory "
                 f"(hydra.run.dir, or hydra.sweep.dir with -m) must be a writable directory")
+    if isinstance(error, AssertionError):
+        override = _override_under_null(error)
+        if override is not None:
+            return (_search_space_override(override, [])
+                    or f"{override}: a key on its path is null in the composed config, and null holds no "
+                       f"keys; set that key itself (--cfg job, or --cfg hydra for hydra.*, shows which)")
     if isinstance(error, MissingConfigException):
         first = str(error).splitlines()[0]
         return (f"{first}; available: {', '.join(error.options)}" if error.options else first) + \
@@ -128,7 +144,7 @@ def one_line(error: BaseException) -> str | None:
                 f"(--cfg job shows it)")
     if isinstance(error, HydraException):
         # hydra.sweeper.params.optimizer.lr=choice(...) unquoted: Hydra reads a sweep of its own config
-        swept = re.search(rf"not supported : '({re.escape(_SEARCH_SPACE)}[^=']+)=", str(error))
+        swept = re.search(rf"not supported : '\+*({re.escape(_SEARCH_SPACE)}[^=']+)=", str(error))
         return (swept and _search_space_override(swept.group(1), [])
                 or " ".join(line.strip() for line in str(error).splitlines() if line.strip()))
     return None
@@ -138,17 +154,20 @@ _SEARCH_SPACE = "hydra.sweeper.params."
 
 
 def _search_space_override(key: str, keys: list[str]) -> str | None:
-    """Optuna's search space is keyed by dotted names (``optimizer.lr``), which an override of
+    """A sweeper's search space is keyed by dotted names (``optimizer.lr``), which an override of
     ``hydra.sweeper.params.optimizer.lr`` reads as nested keys, so no override can set one; a
-    sweep of the key itself on the command line replaces its search space."""
+    sweep of the key itself on the command line replaces its entry."""
     if not key.startswith(_SEARCH_SPACE):
         return None
     name = key[len(_SEARCH_SPACE):]
-    named = [k for k in keys if k == name or k.startswith(f"{name}.")] or [name]
-    example = named[0]
-    return (f"{key}: no override can set a key of the sweeper's search space ({', '.join(named)}), whose "
-            f"names hold dots that an override reads as nested keys; sweep the key on the command line "
-            f"instead, which replaces its search space: {example}='interval(LOW, HIGH)' or {example}='choice(A, B)'")
+    named = [k for k in keys if k == name or k.startswith(f"{name}.")]
+    if "." not in name and not named:
+        return None  # a plain unknown name: the dots are not the problem
+    example = named[0] if len(named) == 1 else name
+    held = f" ({', '.join(named)} is there)" if named else ""
+    return (f"{key}: no override can set an entry of hydra.sweeper.params{held}: its names hold dots, which "
+            f"an override reads as nested keys; sweep the key on the command line instead, which replaces "
+            f"its entry: {example}=A,B (or, with hydra/sweeper=optuna, {example}='interval(LOW, HIGH)')")
 
 
 def _registered_without_config(message: str) -> str:

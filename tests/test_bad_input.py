@@ -98,6 +98,11 @@ CASES = [
     ("joblib without workers", ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=0"],
      ["hydra.launcher.n_jobs=0", "positive"]),
     ("launcher chosen with a dot", ["-m", "hydra.launcher=joblib"], ["hydra.launcher=joblib", "hydra/launcher=joblib"]),
+    # The basic sweeper's params is null: OmegaConf asserted "Unexpected type: None", a traceback.
+    ("search space entry of the basic sweeper", ["-m", "hydra.sweeper.params.optimizer.lr='0.1,0.2'"],
+     ["hydra.sweeper.params.optimizer.lr", "optimizer.lr=A,B"]),
+    ("key under a null value", ["-m", "+hydra.sweeper.params.foo=3"],
+     ["hydra.sweeper.params.foo", "a key on its path is null"]),
     ("reversed optuna interval", ["-m", "+hparams=lenet_optuna", "optimizer.lr=tag(log,interval(0.3,0.003))"],
      ["optimizer.lr=tag(log,interval(0.3,0.003))", "LOW <= HIGH"]),
     ("optuna direction", ["-m", "+hparams=lenet_optuna", "hydra.sweeper.direction=up"],

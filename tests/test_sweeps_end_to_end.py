@@ -572,11 +572,11 @@ PRE_SWEEP_MISTAKES = [
     # lr, and said "unknown config key hydra.sweeper.params.optimizer; accepted keys here:
     # optimizer.lr, ...", or, unquoted, that Hydra's config cannot be swept.
     *[(["+hparams=lenet_optuna", f"hydra.sweeper.params.optimizer.lr={space}"],
-       f"{key}: no override can set a key of the sweeper's search space (optimizer.lr), whose names hold dots "
-       "that an override reads as nested keys; sweep the key on the command line instead, which replaces its "
-       "search space: optimizer.lr='interval(LOW, HIGH)' or optimizer.lr='choice(A, B)'")
-      for space, key in [("'interval(0.01,0.1)'", "hydra.sweeper.params.optimizer"),
-                         ("interval(0.01,0.1)", "hydra.sweeper.params.optimizer.lr")]],
+       f"{key}: no override can set an entry of hydra.sweeper.params{held}: its names hold dots, which an "
+       "override reads as nested keys; sweep the key on the command line instead, which replaces its entry: "
+       "optimizer.lr=A,B (or, with hydra/sweeper=optuna, optimizer.lr='interval(LOW, HIGH)')")
+      for space, key, held in [("'interval(0.01,0.1)'", "hydra.sweeper.params.optimizer", " (optimizer.lr is there)"),
+                               ("interval(0.01,0.1)", "hydra.sweeper.params.optimizer.lr", "")]],
     (["hydra/launcher=joblib", "+hydra.launcher.njobs=2"],
      "unknown config key hydra.launcher.njobs (added with +hydra.launcher.njobs); accepted keys here: n_jobs, backend, "
      "prefer, require, verbose, timeout, pre_dispatch, batch_size, temp_folder, max_nbytes, mmap_mode, "
