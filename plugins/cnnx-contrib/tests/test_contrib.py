@@ -71,6 +71,19 @@ def test_separable_is_depthwise_then_pointwise_with_fewer_weights():
     np.testing.assert_array_equal(layer.forward(x), layer.pointwise.forward(layer.depthwise.forward(x)))
 
 
+@pytest.mark.parametrize("name", ["depthwise_conv2d", "separable_conv2d"])
+def test_float64_arrays_handed_to_a_float32_layer_leave_its_gradients_float32(name):
+    """As cnnx's own layers with weights: a float64 input or gradient (NumPy's default dtype)
+    made the depthwise weights' gradients float64, beside float32 weights."""
+    layer = registry.layers.create(name, {"out_channels": 4, "kernel_size": 3} if name == "separable_conv2d"
+                                   else {"kernel_size": 3}, "t")
+    layer.build((2, 6, 6), np.random.default_rng(0))
+    y = layer.forward(np.random.default_rng(1).standard_normal((2, 2, 6, 6)))
+    grad_x = layer.backward(np.ones(y.shape))
+    assert y.dtype == grad_x.dtype == np.float32
+    assert {n: p.grad.dtype for n, p in layer.named_parameters()} == {n: np.float32 for n, _ in layer.named_parameters()}
+
+
 @pytest.mark.parametrize("layer", ["depthwise_conv2d", "separable_conv2d"])
 def test_an_in_place_relu_after_the_convolution_overwrites_it_and_keeps_the_gradients(layer):
     conv = {"type": layer, "kernel_size": 3, "padding": 1}
