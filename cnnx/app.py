@@ -127,6 +127,11 @@ def build_run(config: dict[str, Any], callbacks: list | None = None):
     registry.check_options(registry.schedulers.get(sched_type, "scheduler"), _options(sched_cfg),
                            "scheduler", f"scheduler {sched_type!r}",
                            supplied={"optimizer", "epochs", "steps_per_epoch"})
+    warmup = _options(sched_cfg).get("warmup_epochs")
+    if isinstance(warmup, (int, float)) and not isinstance(warmup, bool) and warmup > trainer_cfg["epochs"]:
+        # The schedule's length is trainer.epochs, which the scheduler's own error can only call "epochs".
+        raise ConfigError(f"scheduler.warmup_epochs={warmup} is longer than the run, trainer.epochs="
+                          f"{trainer_cfg['epochs']}; accepted: 0 <= scheduler.warmup_epochs <= trainer.epochs")
 
     def make_scheduler(steps_per_epoch: int):
         return registry.schedulers.create(

@@ -131,6 +131,9 @@ CASES = [
      ["out of memory", "Unable to allocate", "the layers' widths"]),
     ("zero features", ["model.layers.fc1.out_features=0"], ["model.layers.fc1", "out_features", "0"]),
     ("negative clip", ["trainer.grad_clip_norm=-1"], ["trainer.grad_clip_norm", "-1", "> 0"]),
+    # The scheduler's own error could only say "epochs=2", a key the user cannot find.
+    ("warm-up longer than the run", ["scheduler=cosine", "scheduler.warmup_epochs=50", "trainer.epochs=2"],
+     ["scheduler.warmup_epochs=50", "trainer.epochs=2"]),
     # shapes
     ("kernel larger than input", ["model.layers.conv1.kernel_size=20"], ["model.layers.conv1", "larger than the input"]),
     ("pool larger than input", ["model.layers.pool1.kernel_size=16"], ["model.layers.pool1", "larger than the input"]),
