@@ -127,11 +127,11 @@ def replay(directory: Path, tracking_uri: str | None = None) -> int:
 
     from cnnx.tracking.mlflow_tracker import existing_store, store_setting, unusable_store
 
-    lines = _spilled_lines(directory)
+    lines, size = _spilled_lines(directory)
     delivered = _Delivered(directory, lines)
     calls = _checked_calls(directory, lines, skip=delivered.count)
     if not calls:
-        delivered.compact(lines)
+        delivered.compact(lines, size)
         return 0
     store = existing_store(tracking_uri)
     client = None
@@ -146,7 +146,7 @@ def replay(directory: Path, tracking_uri: str | None = None) -> int:
                                   f"stay in {directory}: run this command again once the store works") from None
             delivered.one_more(line)  # whenever a replay stops, no call is lost; at most this one goes twice
     finally:
-        delivered.compact(lines)
+        delivered.compact(lines, size)
     return len(calls)
 
 
@@ -166,8 +166,8 @@ class _Delivered:
         try:
             recorded = json.loads(self.progress_file.read_text(encoding="utf-8"))
             count, digest = int(recorded["calls"]), str(recorded["sha256"])
-        except (OSError, ValueError, TypeError, KeyError):
-            return
+        except (OSError, ValueError, TypeError, KeyError, OverflowError):
+            return  # no count, or not one a replay wrote: every call is still to send
         prefix = hashlib.sha256()
         for line in lines[:count]:
             prefix.update(_line_bytes(line))
@@ -181,24 +181,30 @@ class _Delivered:
         partial.write_text(json.dumps({"calls": self.count, "sha256": self._digest.hexdigest()}), encoding="utf-8")
         os.replace(partial, self.progress_file)
 
-    def compact(self, lines: list[str]) -> None:
-        """Rewrite the spill file as the calls still to send, drop the count, then delete the
-        delivered calls' arrays: killed at any point, the folder still says what is left."""
-        try:
-            if self.count:
-                partial = self.directory / (SPILL_FILE + ".partial")
-                partial.write_text("".join(f"{line}\n" for line in lines[self.count:]), encoding="utf-8")
-                os.replace(partial, self.directory / SPILL_FILE)
-            self.progress_file.unlink(missing_ok=True)
-        except OSError:
-            return  # (a full disk, say) the count on disk still says what was delivered
-        for line in lines[:self.count]:
+    def compact(self, lines: list[str], size_read: int) -> None:
+        """Delete the delivered calls' arrays, rewrite the spill file as the calls still to send,
+        then drop the count: killed at any point, the folder still says what is left, and no
+        array outlives its line. Lines past the ``size_read`` bytes the replay started from (a
+        resumed run spilling into the same folder meanwhile) are kept."""
+        if self.count:
+            for line in lines[:self.count]:
+                try:
+                    arrays = json.loads(line).get("arrays", {})
+                except (ValueError, AttributeError):
+                    continue
+                for file in arrays.values():
+                    (self.directory / file).unlink(missing_ok=True)
+            spill_file = self.directory / SPILL_FILE
             try:
-                arrays = json.loads(line).get("arrays", {})
-            except (ValueError, AttributeError):
-                continue
-            for file in arrays.values():
-                (self.directory / file).unlink(missing_ok=True)
+                with spill_file.open("rb") as handle:
+                    handle.seek(size_read)
+                    appended = handle.read()
+                partial = self.directory / (SPILL_FILE + ".partial")
+                partial.write_bytes("".join(f"{line}\n" for line in lines[self.count:]).encode() + appended)
+                os.replace(partial, spill_file)
+            except OSError:
+                return  # (a full disk, say) the count on disk still says what was delivered
+        self.progress_file.unlink(missing_ok=True)
 
 
 def _line_bytes(line: str) -> bytes:
@@ -209,13 +215,15 @@ def _line_bytes(line: str) -> bytes:
 _EXPECTED = "the folder a run named when it saved unsent tracking calls (<run dir>/mlflow-unsent)"
 
 
-def _spilled_lines(directory: Path) -> list[str]:
+def _spilled_lines(directory: Path) -> tuple[list[str], int]:
+    """The spill file's lines, and how many bytes they came from."""
     path = directory / SPILL_FILE
     if not path.is_file():
         problem = "does not exist" if not directory.exists() else f"holds no {SPILL_FILE}"
         raise OutboxError(f"{directory} {problem}; expected {_EXPECTED}")
     try:
-        return path.read_text(encoding="utf-8").splitlines()
+        data = path.read_bytes()
+        return data.decode("utf-8").splitlines(), len(data)
     except (OSError, UnicodeDecodeError) as exc:
         raise OutboxError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
 

@@ -318,7 +318,7 @@ def test_a_replay_killed_before_it_rewrote_the_file_resends_nothing_it_delivered
         outbox.submit(Pending(refused, {"kind": "status", "run_id": run, "status": "FINISHED"}))
     outbox.spill(tmp_path / "unsent")
     with monkeypatch.context() as killed:
-        killed.setattr(_Delivered, "compact", lambda self, rest: None)  # as if killed before rewriting
+        killed.setattr(_Delivered, "compact", lambda self, lines, size_read: None)  # as if killed before rewriting
         with pytest.raises(TrackingError, match="sent 1 of 3 calls"):
             replay(tmp_path / "unsent", uri)
     assert len((tmp_path / "unsent" / SPILL_FILE).read_text().splitlines()) == 3  # not rewritten
@@ -360,6 +360,44 @@ def test_a_replay_writes_bytes_in_proportion_to_the_calls_not_their_square(tmp_p
     before = written()
     assert outbox_module.replay(tmp_path / "unsent", uri) == 2000
     assert written() - before < 3 * size, (written() - before, size)
+
+
+@pytest.mark.slow  # creating a sqlite MLflow store takes seconds
+def test_calls_a_run_spills_while_a_replay_runs_are_kept_for_the_next_one(tmp_path, monkeypatch):
+    """Before: the replay rewrote the spill file from the lines it had read at its start, so a
+    call a resumed run spilled into the same folder meanwhile was dropped, its array left behind."""
+    from mlflow import MlflowClient
+
+    from cnnx.tracking import outbox as outbox_module
+    from cnnx.tracking.outbox import PROGRESS_FILE
+
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    MlflowClient(uri).search_experiments()  # the store exists before the replay opens it
+    folder = tmp_path / "unsent"
+
+    def spill(*steps):
+        outbox = Outbox(uri, warn=lambda _: None)
+        for step in steps:
+            outbox.pending.append(Pending(None, {"kind": "image", "run_id": "r", "key": "k", "step": step},
+                                          {"image": np.full((2, 2, 3), step, np.uint8)}))
+        outbox.spill(folder)
+
+    spill(1, 2)
+    # A count no replay wrote (json.loads reads 1e999 as inf) is no count: everything is still to send.
+    (folder / PROGRESS_FILE).write_text('{"calls": 1e999, "sha256": "x"}')
+    sent = []
+
+    def send(client, directory, record):
+        np.load(directory / record["arrays"]["image"])  # the call's array is there when it is sent
+        sent.append(record["step"])
+        if record["step"] == 1:
+            spill(3)
+
+    monkeypatch.setattr(outbox_module, "_send", send)
+    assert outbox_module.replay(folder, uri) == 2 and sent == [1, 2]
+    assert [json.loads(line)["step"] for line in (folder / SPILL_FILE).read_text().splitlines()] == [3]
+    assert outbox_module.replay(folder, uri) == 1 and sent == [1, 2, 3]
+    assert sorted(p.name for p in folder.iterdir()) == [SPILL_FILE]  # every array went with its call
 
 
 def test_skip_batch_reports_once_per_epoch_and_fails_when_a_whole_epoch_is_skipped():
