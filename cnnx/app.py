@@ -127,11 +127,7 @@ def build_run(config: dict[str, Any], callbacks: list | None = None):
     registry.check_options(registry.schedulers.get(sched_type, "scheduler"), _options(sched_cfg),
                            "scheduler", f"scheduler {sched_type!r}",
                            supplied={"optimizer", "epochs", "steps_per_epoch"})
-    warmup = _options(sched_cfg).get("warmup_epochs")
-    if isinstance(warmup, (int, float)) and not isinstance(warmup, bool) and warmup > trainer_cfg["epochs"]:
-        # The schedule's length is trainer.epochs, which the scheduler's own error can only call "epochs".
-        raise ConfigError(f"scheduler.warmup_epochs={warmup} is longer than the run, trainer.epochs="
-                          f"{trainer_cfg['epochs']}; accepted: 0 <= scheduler.warmup_epochs <= trainer.epochs")
+    _check_warmup(_options(sched_cfg).get("warmup_epochs"), trainer_cfg["epochs"])
 
     def make_scheduler(steps_per_epoch: int):
         return registry.schedulers.create(
@@ -396,6 +392,19 @@ def check_settings(cfg: DictConfig, overrides: list[str], hydra_config: DictConf
         monitor = OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
         if key not in swept and monitor is not None:
             _check_monitor(key, monitor)
+    if not {"scheduler.warmup_epochs", "trainer.epochs"} & set(swept):
+        _check_warmup(*(OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
+                        for key in ("scheduler.warmup_epochs", "trainer.epochs")))
+
+
+def _check_warmup(warmup: Any, epochs: Any) -> None:
+    """A warm-up longer than the run, named by the keys the user sets: the scheduler's own
+    error can only call the schedule's length "epochs". Other problems with either value are
+    left to the checks that own it (trainer.epochs=-1 is about the epochs, not the warm-up)."""
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (warmup, epochs))
+    if numbers and isinstance(epochs, int) and epochs >= 1 and warmup > epochs:
+        raise ConfigError(f"scheduler.warmup_epochs={warmup} is longer than the run, trainer.epochs={epochs}; "
+                          f"accepted: 0 <= scheduler.warmup_epochs <= trainer.epochs")
 
 
 def _refuse_unused_top_level_keys(cfg: DictConfig, overrides: list[str], hydra_config: DictConfig | None) -> None:

@@ -581,6 +581,9 @@ PRE_SWEEP_MISTAKES = [
      "unknown config key hydra.launcher.njobs (added with +hydra.launcher.njobs); accepted keys here: n_jobs, backend, "
      "prefer, require, verbose, timeout, pre_dispatch, batch_size, temp_folder, max_nbytes, mmap_mode, "
      "idle_worker_timeout"),
+    (["scheduler=cosine", "scheduler.warmup_epochs=5", "trainer.epochs=2"],
+     "scheduler.warmup_epochs=5 is longer than the run, trainer.epochs=2; accepted: 0 <= scheduler.warmup_epochs "
+     "<= trainer.epochs"),
     (["hydra/launcher=joblib", "+hydra.launcher.idle_worker_timeout=abc"],
      "hydra.launcher.idle_worker_timeout=abc is not a positive number of seconds; accepted: a number > 0 (how long an idle "
      "worker lives)"),
