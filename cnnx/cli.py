@@ -76,9 +76,10 @@ def _raised_creating_output_dir(error: OSError) -> bool:
     return in_run_job and bool(codes) and codes[-1].co_name == "mkdir"
 
 
-def _override_under_null(error: AssertionError) -> str | None:
-    """The key of the override Hydra was applying when OmegaConf asserted that a node on its
-    path is not a container (``a.b.c=1`` where ``a.b`` is null): OmegaConf's message names
+def _override_through_a_leaf(error: BaseException) -> str | None:
+    """The key of the override Hydra was applying when OmegaConf found a node on its path that
+    holds no named keys: null (``a.b.c=1`` where ``a.b`` is null: "Unexpected type: None") or a
+    list (``hydra.searchpath.x=1``: "invalid literal for int()"). OmegaConf's messages name
     neither the key nor the value."""
     for frame, _ in traceback.walk_tb(error.__traceback__):
         if frame.f_code.co_name == "_apply_overrides_to_config" and isinstance(frame.f_locals.get("key"), str):
@@ -89,6 +90,7 @@ def _override_under_null(error: AssertionError) -> str | None:
 def one_line(error: BaseException) -> str | None:
     """The user-facing sentence for an error caused by input, or None for a bug."""
     from hydra.errors import HydraException, MissingConfigException
+    from omegaconf import OmegaConf
     from omegaconf.errors import (
         ConfigAttributeError, ConfigKeyError, ConfigTypeError, MissingMandatoryValue,
         OmegaConfBaseException, ValidationError,
@@ -110,12 +112,12 @@ def one_line(error: BaseException) -> str | None:
             error.errno in _UNWRITABLE or _raised_creating_output_dir(error)):
         return (f"cannot write '{error.filename}': {error.strerror}; the output directory "
                 f"(hydra.run.dir, or hydra.sweep.dir with -m) must be a writable directory")
-    if isinstance(error, AssertionError):
-        override = _override_under_null(error)
+    if isinstance(error, (AssertionError, ValueError)):
+        override = _override_through_a_leaf(error)
         if override is not None:
             return (_search_space_override(override, [])
-                    or f"{override}: a key on its path is null in the composed config, and null holds no "
-                       f"keys; set that key itself (--cfg job, or --cfg hydra for hydra.*, shows which)")
+                    or f"{override}: a key on its path is null or a list in the composed config, which holds "
+                       f"no key of that name; set that key itself (--cfg job, or --cfg hydra for hydra.*, shows it)")
     if isinstance(error, MissingConfigException):
         first = str(error).splitlines()[0]
         return (f"{first}; available: {', '.join(error.options)}" if error.options else first) + \
@@ -125,12 +127,12 @@ def one_line(error: BaseException) -> str | None:
         key = getattr(cause, "full_key", None) or getattr(cause, "key", None) or "?"
         if isinstance(cause, MissingMandatoryValue):
             return f"missing value for {key}; set it, e.g. {key}=..."
+        parent = getattr(cause, "parent_node", None)
+        keys = [str(k) for k in parent.keys()] if OmegaConf.is_dict(parent) else []
         if isinstance(cause, ValidationError):
             reason = str(cause.msg).splitlines()[0] if cause.msg else "invalid value"
-            return f"invalid value for {key}: {reason}"
+            return _search_space_override(key, keys) or f"invalid value for {key}: {reason}"
         if isinstance(cause, (ConfigKeyError, ConfigAttributeError)):
-            parent = getattr(cause, "parent_node", None)
-            keys = [str(k) for k in parent.keys()] if parent is not None else []
             return (_search_space_override(key, keys)
                     or f"unknown config key {key}; accepted keys here: {', '.join(keys) or '?'}")
         if isinstance(cause, ConfigTypeError) and "does not support deletion" in str(cause):

@@ -102,7 +102,13 @@ CASES = [
     ("search space entry of the basic sweeper", ["-m", "hydra.sweeper.params.optimizer.lr='0.1,0.2'"],
      ["hydra.sweeper.params.optimizer.lr", "optimizer.lr=A,B"]),
     ("key under a null value", ["-m", "+hydra.sweeper.params.foo=3"],
-     ["hydra.sweeper.params.foo", "a key on its path is null"]),
+     ["hydra.sweeper.params.foo", "a key on its path is null or a list"]),
+    # A list's keys are numbers: "invalid literal for int() with base 10: 'x'", a traceback.
+    ("key under a list", ["hydra.searchpath.x=1"], ["hydra.searchpath.x", "a key on its path is null or a list"]),
+    # Quoted and added with +: "invalid value for hydra.sweeper.params.optimizer: Cannot convert 'dict' to string".
+    ("search space entry added with +", ["-m", "+hparams=lenet_optuna",
+                                         "+hydra.sweeper.params.optimizer.lr='interval(0.01,0.1)'"],
+     ["hydra.sweeper.params.optimizer", "(optimizer.lr is there)", "optimizer.lr='interval(LOW, HIGH)'"]),
     ("reversed optuna interval", ["-m", "+hparams=lenet_optuna", "optimizer.lr=tag(log,interval(0.3,0.003))"],
      ["optimizer.lr=tag(log,interval(0.3,0.003))", "LOW <= HIGH"]),
     ("optuna direction", ["-m", "+hparams=lenet_optuna", "hydra.sweeper.direction=up"],
