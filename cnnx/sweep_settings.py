@@ -161,7 +161,7 @@ def sweep_settings_problem(config: DictConfig) -> str | None:
                                 or not 0 < timeout < float("inf")):
         # joblib hands it to loky unchecked: a string failed inside a worker with a 74-line
         # traceback about un-serialising a task.
-        return (f"hydra.launcher.idle_worker_timeout={timeout} is not a positive number of seconds; accepted: a "
+        return (f"hydra.launcher.idle_worker_timeout={timeout!r} is not a positive number of seconds; accepted: a "
                 f"number > 0 (how long an idle worker lives)")
     if "SlurmLauncher" in str(launcher.get("_target_", "")):
         import shutil

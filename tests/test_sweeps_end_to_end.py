@@ -585,7 +585,7 @@ PRE_SWEEP_MISTAKES = [
      "scheduler.warmup_epochs=5 is longer than the run, trainer.epochs=2; accepted: 0 <= scheduler.warmup_epochs "
      "<= trainer.epochs"),
     (["hydra/launcher=joblib", "+hydra.launcher.idle_worker_timeout=abc"],
-     "hydra.launcher.idle_worker_timeout=abc is not a positive number of seconds; accepted: a number > 0 (how long an idle "
+     "hydra.launcher.idle_worker_timeout='abc' is not a positive number of seconds; accepted: a number > 0 (how long an idle "
      "worker lives)"),
     (["hydra/launcher=submitit_local", "+hydra.launcher.cpus_per_tsk=1"],
      "unknown config key hydra.launcher.cpus_per_tsk (added with +hydra.launcher.cpus_per_tsk); accepted keys here: "
