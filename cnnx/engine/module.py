@@ -184,15 +184,13 @@ class Module:
             try:
                 self.build(x.shape[1:], np.random.default_rng(0))
             except ShapeError as exc:
-                if x.ndim != self.sample_rank:
-                    raise
-                # Here the first axis is always the batch, which the build error alone (about
-                # x.shape[1:]) hides.
-                also = ", or a batch of one-channel (N, H, W) images as x[:, None]" if x.ndim == 3 else ""
-                raise ShapeError(
-                    f"{self!r} cannot be built for input {x.shape}, whose first axis is the batch "
-                    f"(pass one sample as x[None]{also}): {exc}"
-                ) from exc
+                # The build error speaks of x.shape[1:], the first axis being the batch: say what
+                # was passed, and how to pass one sample when that looks like what it is.
+                hint = ""
+                if x.ndim == self.sample_rank:
+                    also = ", or a batch of one-channel (N, H, W) images as x[:, None]" if x.ndim == 3 else ""
+                    hint = f", whose first axis is the batch (pass one sample as x[None]{also})"
+                raise ShapeError(f"{self!r} cannot be built for input {x.shape}{hint}: {exc}") from exc
         return self.forward(x, self.training if training is None else training)
 
     def _refuse_input(self, x: np.ndarray, expected: str) -> Exception:

@@ -212,12 +212,18 @@ def test_an_unbatched_sample_on_a_first_call_is_refused_naming_the_batch_axis(ma
 
 @pytest.mark.parametrize("make, batch, message", [
     (lambda: Dense(4), np.ones((8, 3, 5, 5), np.float32),
-     r"^dense expects a flat per-sample input \(features,\), got shape \(3, 5, 5\); add a 'flatten' layer before it$"),
+     r"^Dense\(.*\) cannot be built for input \(8, 3, 5, 5\): dense expects a flat per-sample input "
+     r"\(features,\), got shape \(3, 5, 5\); add a 'flatten' layer before it$"),
     (lambda: Conv2D(4, 3), np.ones((2, 8, 3, 7, 7), np.float32),
-     r"^Conv2D needs a per-sample input of shape \(C, H, W\), got \(8, 3, 7, 7\)"),
+     r"^Conv2D\(.*\) cannot be built for input \(2, 8, 3, 7, 7\): Conv2D needs a per-sample input of shape "
+     r"\(C, H, W\), got \(8, 3, 7, 7\)"),
+    (lambda: Conv2D(4, 3), np.ones((7, 7), np.float32),
+     r"^Conv2D\(.*\) cannot be built for input \(7, 7\): Conv2D needs a per-sample input of shape \(C, H, W\), "
+     r"got \(7,\)"),
 ])
 def test_a_batch_of_the_wrong_rank_is_not_taken_for_one_sample(make, batch, message):
     """The batch-axis hint is for inputs with exactly a sample's axes: for a batch of images
-    handed to a dense layer, x[None] would have been wrong advice."""
+    handed to a dense layer, x[None] would have been wrong advice. The input as passed is
+    named either way (the build error alone speaks of its shape without the first axis)."""
     with pytest.raises(ShapeError, match=message):
         make()(batch)

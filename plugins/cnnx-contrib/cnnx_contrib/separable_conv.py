@@ -29,6 +29,7 @@ from cnnx.errors import ConfigError, ShapeError
 class DepthwiseConv2D(Module):
     # Backward works from the columns it keeps, so an in-place ReLU may overwrite the output.
     backward_reads_output = OutputUse.NONE
+    sample_rank = 3  # a (C, H, W) image: an input of 3 axes in all is taken for one without its batch axis
 
     def __init__(
         self,
@@ -132,6 +133,7 @@ class SeparableConv2D(Module):
     equivalent two-layer ``torch.nn`` block."""
 
     backward_reads_output = OutputUse.NONE  # its output is the pointwise convolution's
+    sample_rank = 3
 
     def __init__(
         self,

@@ -84,6 +84,19 @@ def test_float64_arrays_handed_to_a_float32_layer_leave_its_gradients_float32(na
     assert {n: p.grad.dtype for n, p in layer.named_parameters()} == {n: np.float32 for n, _ in layer.named_parameters()}
 
 
+@pytest.mark.parametrize("name", ["depthwise_conv2d", "separable_conv2d"])
+def test_an_unbatched_image_on_a_first_call_is_refused_naming_the_batch_axis(name):
+    import re
+
+    from cnnx.errors import ShapeError
+
+    layer = registry.layers.create(name, {"out_channels": 4, "kernel_size": 3} if name == "separable_conv2d"
+                                   else {"kernel_size": 3}, "t")
+    with pytest.raises(ShapeError, match=re.escape("cannot be built for input (3, 7, 7), whose first axis is the "
+                                                   "batch (pass one sample as x[None]")):
+        layer(np.ones((3, 7, 7), np.float32))
+
+
 @pytest.mark.parametrize("layer", ["depthwise_conv2d", "separable_conv2d"])
 def test_an_in_place_relu_after_the_convolution_overwrites_it_and_keeps_the_gradients(layer):
     conv = {"type": layer, "kernel_size": 3, "padding": 1}
