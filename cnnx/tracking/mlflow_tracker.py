@@ -192,19 +192,18 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def _no_artifacts_progress_bar():
-    """MLflow's download bars off for the block only: the variable is process-wide, and a later
-    sweep job or a notebook user of this process may want them."""
+def no_artifacts_progress_bar():
+    """MLflow's download bars off for the block only (the variable is process-wide, and a later
+    sweep job or a notebook user of this process may want them), unless the user set it."""
     name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-    before = os.environ.get(name)
+    if name in os.environ:
+        yield
+        return
     os.environ[name] = "false"
     try:
         yield
     finally:
-        if before is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = before
+        os.environ.pop(name, None)
 
 
 def end_run(client, run_id: str, status: str) -> None:
@@ -498,7 +497,7 @@ class MlflowTracker(Callback):
         if INITIAL_CONFIG not in logged and "config.yaml" in logged:
             # MLflow's bar for one small file would be the only progress bar of a resumed run
             # that is not its own, among the epoch lines of a terminal or a log.
-            with _no_artifacts_progress_bar(), tempfile.TemporaryDirectory() as tmp:
+            with no_artifacts_progress_bar(), tempfile.TemporaryDirectory() as tmp:
                 first = Path(self.client.download_artifacts(self.run_id, "config.yaml", tmp)).read_text()
             self.client.log_text(self.run_id, first, INITIAL_CONFIG)
         self.client.log_text(self.run_id, self.config_yaml, "config.yaml")
