@@ -145,6 +145,7 @@ def sweep_settings_problem(config: DictConfig) -> str | None:
     if problem is not None:
         return problem
     launcher = OmegaConf.select(config, "hydra.launcher") or {}
+    joblib = joblib_launcher(config)
     if OmegaConf.is_dict(launcher):
         # A key added with + reaches the launcher's constructor: joblib takes any keyword (the
         # sweep ran on every core), submitit refuses it with a traceback. The launcher's
@@ -153,10 +154,10 @@ def sweep_settings_problem(config: DictConfig) -> str | None:
         from cnnx.config_schema import added_key_problem
 
         problem = added_key_problem(launcher, "hydra.launcher.",
-                                    passed_on=LOKY_SETTINGS if joblib_launcher(config) else ())
+                                    passed_on=LOKY_SETTINGS if joblib else ())
         if problem is not None:
             return problem
-    timeout = launcher.get("idle_worker_timeout") if joblib_launcher(config) else None
+    timeout = launcher.get("idle_worker_timeout") if joblib else None
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
                                 or not 0 < timeout < float("inf")):
         # joblib hands it to loky unchecked: a string failed inside a worker with a 74-line
@@ -171,7 +172,7 @@ def sweep_settings_problem(config: DictConfig) -> str | None:
             return ("hydra/launcher=submitit_slurm submits jobs to SLURM, and this machine has no srun "
                     "on its PATH; run the sweep on the cluster's login node, or try it here with "
                     "hydra/launcher=submitit_local")
-    if joblib_launcher(config) and launcher.get("n_jobs") == 0:
+    if joblib and launcher.get("n_jobs") == 0:
         return ("hydra.launcher.n_jobs=0 starts no worker; accepted: a positive number of workers, "
                 "or -1 for one per core (-2 for all but one, ...)")
     sweeper = OmegaConf.select(config, "hydra.sweeper") or {}

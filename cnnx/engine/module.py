@@ -111,13 +111,19 @@ class Module:
         return self.output_shape is not None
 
     # -- computation --------------------------------------------------------------------
-    # A layer with parameters computes in its parameters' dtype (``self.dtype``) whatever
-    # dtype ``forward`` or ``backward`` is handed, as ``layer(x)`` and ``Model`` do and as
-    # PyTorch's autograd casts a gradient to its output's dtype: a float64 array handed to a
-    # standalone float32 layer would otherwise make its parameters' gradients float64. Layers
-    # without parameters compute in the dtype they are handed (as ``torch.relu`` does).
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
         raise NotImplementedError
+
+    def in_own_dtype(self, array: np.ndarray) -> np.ndarray:
+        """``array`` in the layer's dtype (itself when it already is).
+
+        A layer with parameters passes what ``forward`` and ``backward`` are handed through it,
+        as ``layer(x)`` and ``Model`` cast inputs and as PyTorch's autograd casts a gradient to
+        its output's dtype: a float64 array handed to a standalone float32 layer would otherwise
+        make its parameters' gradients float64. Layers without parameters compute in the dtype
+        they are handed (as ``torch.relu`` does).
+        """
+        return array if array.dtype == self.dtype else array.astype(self.dtype)
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
         """Return the gradient of the input and assign every ``Parameter.grad``."""

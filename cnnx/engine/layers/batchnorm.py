@@ -67,8 +67,7 @@ class BatchNorm2D(Module):
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
         if x.shape[1:] != self.input_shape:  # any spatial size works, as in PyTorch
             check_image_batch(self, x, channels=True)
-        if x.dtype != self.dtype:
-            x = x.astype(self.dtype)
+        x = self.in_own_dtype(x)
         dtype = x.dtype
         weight = self.params["weight"].data.astype(dtype, copy=False)
         bias = self.params["bias"].data.astype(dtype, copy=False)
@@ -112,7 +111,7 @@ class BatchNorm2D(Module):
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
         if self._cache is None:
             raise self._backward_before_forward()
-        g = grad_output if grad_output.dtype == self.dtype else grad_output.astype(self.dtype)
+        g = self.in_own_dtype(grad_output)
         grad_bias = np.einsum("nchw->c", g)
         self.params["bias"].grad = grad_bias
         if not self._cache[0]:

@@ -89,8 +89,7 @@ class Conv2D(Module):
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
         if x.shape[1:] != self.input_shape:  # any spatial size the kernel fits works, as in PyTorch
             check_image_batch(self, x, channels=True, kernel=self.kernel_size, padding=self.padding)
-        if x.dtype != self.dtype:
-            x = x.astype(self.dtype)
+        x = self.in_own_dtype(x)
         self._input_hw = x.shape[2:]
         bias = self.params["bias"].data if self.use_bias else None
         workspace = self.workspace if is_grad_enabled() else self._no_grad_workspace
@@ -100,8 +99,7 @@ class Conv2D(Module):
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
         if self._col is None:
             raise self._backward_before_forward()
-        if grad_output.dtype != self.dtype:
-            grad_output = grad_output.astype(self.dtype)
+        grad_output = self.in_own_dtype(grad_output)
         weight = self.params["weight"]
         grad_x, weight.grad, grad_bias = conv2d_backward(
             grad_output, weight.data, self._col, self._input_hw, self.stride, self.padding,

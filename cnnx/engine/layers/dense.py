@@ -52,8 +52,7 @@ class Dense(Module):
         if x.shape[1:] != self.input_shape:
             hint = "; add a flatten layer before it" if x.ndim > 2 else ""
             raise self._refuse_input(x, f"expected (N, {self.input_shape and self.input_shape[0]}){hint}")
-        if x.dtype != self.dtype:
-            x = x.astype(self.dtype)
+        x = self.in_own_dtype(x)
         self._x = x
         y = x @ self.params["weight"].data.T
         if self.use_bias:
@@ -63,8 +62,7 @@ class Dense(Module):
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
         if self._x is None:
             raise self._backward_before_forward()
-        if grad_output.dtype != self.dtype:
-            grad_output = grad_output.astype(self.dtype)
+        grad_output = self.in_own_dtype(grad_output)
         weight = self.params["weight"]
         weight.grad = grad_output.T @ self._x
         if self.use_bias:

@@ -71,8 +71,7 @@ class Residual(Module):
         return out_shape
 
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
-        if x.dtype != self.dtype:
-            x = x.astype(self.dtype)
+        x = self.in_own_dtype(x)
         out = self.body.forward(x, training)
         out = out + (x if self.shortcut is None else self.shortcut.forward(x, training))
         if self.activation == "relu":
@@ -81,8 +80,7 @@ class Residual(Module):
         return out
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
-        if grad_output.dtype != self.dtype:
-            grad_output = grad_output.astype(self.dtype)
+        grad_output = self.in_own_dtype(grad_output)
         if self.activation == "relu":
             if self._active is None:
                 raise self._backward_before_forward()

@@ -92,8 +92,7 @@ class DepthwiseConv2D(Module):
         return self.params["weight"].data.reshape(channels, self.depth_multiplier, -1)
 
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
-        if x.dtype != self.dtype:  # as cnnx's own layers with weights: their gradients keep its dtype
-            x = x.astype(self.dtype)
+        x = self.in_own_dtype(x)
         channels, (kh, kw) = self.input_shape[0], self.kernel_size
         _, out_h, out_w = self.output_shape
         batch = x.shape[0]
@@ -108,8 +107,7 @@ class DepthwiseConv2D(Module):
     def backward(self, grad_output: np.ndarray) -> np.ndarray | None:
         if self._col is None:
             raise RuntimeError("depthwise_conv2d: backward called before forward")
-        if grad_output.dtype != self.dtype:
-            grad_output = grad_output.astype(self.dtype)
+        grad_output = self.in_own_dtype(grad_output)
         channels, height, width = self.input_shape
         (kh, kw), batch = self.kernel_size, grad_output.shape[0]
         _, out_h, out_w = self.output_shape
