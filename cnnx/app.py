@@ -392,7 +392,12 @@ def check_settings(cfg: DictConfig, overrides: list[str], hydra_config: DictConf
         monitor = OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
         if key not in swept and monitor is not None:
             _check_monitor(key, monitor)
-    if not {"scheduler.warmup_epochs", "trainer.epochs"} & set(swept):
+    # Two keys that presets and groups set: a sweep of presets or groups (a swept name that is no
+    # single value here) may give each job other values than these.
+    varied_wholesale = any(OmegaConf.select(cfg, key, throw_on_resolution_failure=False, default=None) is None
+                           or OmegaConf.is_config(OmegaConf.select(cfg, key, throw_on_resolution_failure=False))
+                           for key in swept)
+    if not varied_wholesale and not {"scheduler.warmup_epochs", "trainer.epochs"} & set(swept):
         _check_warmup(*(OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
                         for key in ("scheduler.warmup_epochs", "trainer.epochs")))
 

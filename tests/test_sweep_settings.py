@@ -121,3 +121,22 @@ def test_the_ray_launchers_init_and_remote_take_any_key():
                                            "+hydra.launcher.ray.init.num_cpus=2")) is None
     assert sweep_settings_problem(composed("hydra/launcher=ray", "+hydra.launcher.ray.remot.num_cpus=2")).startswith(
         "unknown config key hydra.launcher.ray.remot ")
+
+
+def warmup_sweep(*task):
+    config = settings(task)
+    config.merge_with({"seed": 0, "scheduler": {"type": "cosine", "warmup_epochs": 15}, "trainer": {"epochs": 10}})
+    return config
+
+
+@pytest.mark.parametrize("task, refused", [
+    (["seed=1,2"], True),  # every job runs 10 epochs with a 15-epoch warm-up
+    (["trainer.epochs=10,30"], False),  # each job checks its own
+    # A preset or a group may set either key: the jobs' values are not these. Before: refused
+    # "+experiment=digits_small,lenet", whose presets both train 20 epochs, for the default's 10.
+    (["+experiment=digits_small,lenet"], False),
+    (["scheduler=cosine,step"], False),
+])
+def test_a_warm_up_longer_than_the_run_is_refused_before_the_sweep_only_when_every_job_shares_it(task, refused):
+    problem = sweep_settings_problem(warmup_sweep(*task))
+    assert (problem is not None and problem.startswith("scheduler.warmup_epochs=15 is longer than the run")) == refused
