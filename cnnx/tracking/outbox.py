@@ -17,13 +17,15 @@ once, when the replay ends or stops.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import sys
 import time
+import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -103,11 +105,12 @@ class Outbox:
             return None
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / SPILL_FILE
-        with open(path, "a", encoding="utf-8") as handle:
-            for number, call in enumerate(self.pending):
+        with _folder_lock(directory), open(path, "a", encoding="utf-8") as handle:
+            for call in self.pending:
                 record = dict(call.record)
                 for name, array in call.arrays.items():
-                    file = directory / f"{int(time.time() * 1000)}-{number}-{name}.npy"
+                    # Unique across runs spilling into one folder, in the same millisecond too.
+                    file = directory / f"{int(time.time() * 1000)}-{uuid.uuid4().hex[:12]}-{name}.npy"
                     np.save(file, array, allow_pickle=False)
                     record.setdefault("arrays", {})[name] = file.name
                 handle.write(json.dumps(record) + "\n")
@@ -166,8 +169,8 @@ class _Delivered:
         try:
             recorded = json.loads(self.progress_file.read_text(encoding="utf-8"))
             count, digest = int(recorded["calls"]), str(recorded["sha256"])
-        except (OSError, ValueError, TypeError, KeyError, OverflowError):
-            return  # no count, or not one a replay wrote: every call is still to send
+        except Exception:  # noqa: BLE001 — no count, or not one a replay wrote: every call is still to send
+            return
         prefix = hashlib.sha256()
         for line in lines[:count]:
             prefix.update(_line_bytes(line))
@@ -182,29 +185,54 @@ class _Delivered:
         os.replace(partial, self.progress_file)
 
     def compact(self, lines: list[str], size_read: int) -> None:
-        """Delete the delivered calls' arrays, rewrite the spill file as the calls still to send,
-        then drop the count: killed at any point, the folder still says what is left, and no
-        array outlives its line. Lines past the ``size_read`` bytes the replay started from (a
-        resumed run spilling into the same folder meanwhile) are kept."""
-        if self.count:
-            for line in lines[:self.count]:
-                try:
-                    arrays = json.loads(line).get("arrays", {})
-                except (ValueError, AttributeError):
-                    continue
-                for file in arrays.values():
-                    (self.directory / file).unlink(missing_ok=True)
-            spill_file = self.directory / SPILL_FILE
-            try:
-                with spill_file.open("rb") as handle:
-                    handle.seek(size_read)
-                    appended = handle.read()
-                partial = self.directory / (SPILL_FILE + ".partial")
-                partial.write_bytes("".join(f"{line}\n" for line in lines[self.count:]).encode() + appended)
-                os.replace(partial, spill_file)
-            except OSError:
-                return  # (a full disk, say) the count on disk still says what was delivered
+        """Rewrite the spill file as the calls still to send, delete the arrays no line names
+        any more, then drop the count. Killed at any point, the folder still says what is left
+        (the count does not match a rewritten file); an array left behind goes at the next
+        replay. Lines past the ``size_read`` bytes the replay started from (a run spilling into
+        the same folder meanwhile) are kept: spills and this rewrite take turns on a lock."""
+        spill_file = self.directory / SPILL_FILE
+        try:
+            with _folder_lock(self.directory):
+                if self.count:
+                    with spill_file.open("rb") as handle:
+                        handle.seek(size_read)
+                        appended = handle.read()
+                    partial = self.directory / (SPILL_FILE + ".partial")
+                    partial.write_bytes("".join(f"{line}\n" for line in lines[self.count:]).encode() + appended)
+                    os.replace(partial, spill_file)
+                named = {file for line in spill_file.read_text(encoding="utf-8").splitlines()
+                         for file in _array_files(line)}
+                for array in self.directory.glob("*.npy"):
+                    if array.name not in named:
+                        array.unlink(missing_ok=True)
+        except OSError:
+            return  # (a full disk, say) the count on disk still says what was delivered
         self.progress_file.unlink(missing_ok=True)
+
+
+def _array_files(line: str) -> list[str]:
+    try:
+        return list(json.loads(line).get("arrays", {}).values())
+    except (ValueError, AttributeError):
+        return []
+
+
+@contextlib.contextmanager
+def _folder_lock(directory: Path) -> Iterator[None]:
+    """An exclusive lock on the spill folder itself, where the OS has ``flock`` (a no-op
+    elsewhere): a lock on the spill file would stay with the file a rewrite replaces, and a
+    lock file would be one more file in the folder for the user to wonder about."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
 
 
 def _line_bytes(line: str) -> bytes:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -396,7 +399,25 @@ def test_calls_a_run_spills_while_a_replay_runs_are_kept_for_the_next_one(tmp_pa
     monkeypatch.setattr(outbox_module, "_send", send)
     assert outbox_module.replay(folder, uri) == 2 and sent == [1, 2]
     assert [json.loads(line)["step"] for line in (folder / SPILL_FILE).read_text().splitlines()] == [3]
+
+    # A spill while the replay rewrites the file waits for it (before: appended to the file
+    # being replaced, and lost). The spill starts in another thread just before the replace.
+    real_replace, spills = os.replace, []
+
+    def replace_while_a_run_spills(source, target):
+        if str(target).endswith(SPILL_FILE) and not spills:
+            spills.append(threading.Thread(target=spill, args=(4,)))
+            spills[0].start()
+            time.sleep(0.3)  # long enough for an unlocked spill to append to the file being replaced
+        real_replace(source, target)
+
+    monkeypatch.setattr(outbox_module.os, "replace", replace_while_a_run_spills)
+    # An array no line names (a replay killed after its rewrite, before deleting it) goes too.
+    np.save(folder / "1-orphan-image.npy", np.zeros(1))
     assert outbox_module.replay(folder, uri) == 1 and sent == [1, 2, 3]
+    spills[0].join()
+    assert [json.loads(line)["step"] for line in (folder / SPILL_FILE).read_text().splitlines()] == [4]
+    assert outbox_module.replay(folder, uri) == 1 and sent == [1, 2, 3, 4]
     assert sorted(p.name for p in folder.iterdir()) == [SPILL_FILE]  # every array went with its call
 
 
