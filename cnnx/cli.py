@@ -129,6 +129,12 @@ def one_line(error: BaseException) -> str | None:
             return f"missing value for {key}; set it, e.g. {key}=..."
         parent = getattr(cause, "parent_node", None)
         keys = [str(k) for k in parent.keys()] if OmegaConf.is_dict(parent) else []
+        # OmegaConf's own words: "list index out of range", "Index 'x' (str) is not an int".
+        if OmegaConf.is_list(parent) or re.match(r"Index '.*' \(\w+\) is not an int", str(getattr(cause, "msg", ""))):
+            where = key.split("[")[0] if "[" in key else key.rpartition(".")[0]
+            items = f" ({len(parent)} items)" if OmegaConf.is_list(parent) else ""
+            return (f"{key}: {where} is a list here{items}, which holds no such key; "
+                    f"set the whole list instead, e.g. {where}=[...]")
         if isinstance(cause, ValidationError):
             reason = str(cause.msg).splitlines()[0] if cause.msg else "invalid value"
             return _search_space_override(key, keys) or f"invalid value for {key}: {reason}"

@@ -105,6 +105,9 @@ CASES = [
      ["hydra.sweeper.params.foo", "a key on its path is null or a list"]),
     # A list's keys are numbers: "invalid literal for int() with base 10: 'x'", a traceback.
     ("key under a list", ["hydra.searchpath.x=1"], ["hydra.searchpath.x", "a key on its path is null or a list"]),
+    # OmegaConf's "Index 'x' (str) is not an int" and "list index out of range".
+    ("key added under a list", ["+hydra.searchpath.x=1"], ["hydra.searchpath.x: hydra.searchpath is a list here"]),
+    ("item past a list's end", ["hydra.searchpath.5=1"], ["hydra.searchpath[5]: hydra.searchpath is a list here"]),
     # Quoted and added with +: "invalid value for hydra.sweeper.params.optimizer: Cannot convert 'dict' to string".
     ("search space entry added with +", ["-m", "+hparams=lenet_optuna",
                                          "+hydra.sweeper.params.optimizer.lr='interval(0.01,0.1)'"],
