@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import sys
 import time
 import uuid
@@ -164,6 +165,7 @@ class _Delivered:
 
     def __init__(self, directory: Path, lines: list[str]) -> None:
         self.directory = directory
+        self.started = time.time()
         self.progress_file = directory / PROGRESS_FILE
         self.count, self._digest = 0, hashlib.sha256()
         try:
@@ -203,11 +205,18 @@ class _Delivered:
                 named = {file for line in spill_file.read_text(encoding="utf-8").splitlines()
                          for file in _array_files(line)}
                 for array in self.directory.glob("*.npy"):
-                    if array.name not in named:
+                    # Only a spill's arrays, and none saved since this replay began: where the
+                    # lock does nothing, a spill saves its arrays before it writes their line.
+                    if (array.name not in named and _SPILLED_ARRAY.fullmatch(array.name)
+                            and array.stat().st_mtime < self.started):
                         array.unlink(missing_ok=True)
         except OSError:
             return  # (a full disk, say) the count on disk still says what was delivered
         self.progress_file.unlink(missing_ok=True)
+
+
+#: How ``Outbox.spill`` names an array (``<ms>-<uuid12>-<name>.npy``; before 0.2, ``<ms>-<n>-<name>.npy``).
+_SPILLED_ARRAY = re.compile(r"\d+-([0-9a-f]{12}|\d+)-.+\.npy")
 
 
 def _array_files(line: str) -> list[str]:
@@ -229,7 +238,10 @@ def _folder_lock(directory: Path) -> Iterator[None]:
         return
     descriptor = os.open(directory, os.O_RDONLY)
     try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+        except OSError:
+            pass  # a filesystem without locks (ENOLCK): writing unlocked beats not writing
         yield
     finally:
         os.close(descriptor)  # releases the lock
@@ -250,7 +262,10 @@ def _spilled_lines(directory: Path) -> tuple[list[str], int]:
         problem = "does not exist" if not directory.exists() else f"holds no {SPILL_FILE}"
         raise OutboxError(f"{directory} {problem}; expected {_EXPECTED}")
     try:
-        data = path.read_bytes()
+        with _folder_lock(directory):
+            data = path.read_bytes()
+        # Whole lines only: where the lock does nothing, a spill may be writing the last one.
+        data = data[:data.rfind(b"\n") + 1]
         return data.decode("utf-8").splitlines(), len(data)
     except (OSError, UnicodeDecodeError) as exc:
         raise OutboxError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None

@@ -395,6 +395,8 @@ def test_calls_a_run_spills_while_a_replay_runs_are_kept_for_the_next_one(tmp_pa
         sent.append(record["step"])
         if record["step"] == 1:
             spill(3)
+        if record["step"] == 3:  # a spill caught between saving its array and writing its line
+            np.save(directory / "9-abcdefabcdef-image.npy", np.zeros(1))
 
     monkeypatch.setattr(outbox_module, "_send", send)
     assert outbox_module.replay(folder, uri) == 2 and sent == [1, 2]
@@ -412,13 +414,31 @@ def test_calls_a_run_spills_while_a_replay_runs_are_kept_for_the_next_one(tmp_pa
         real_replace(source, target)
 
     monkeypatch.setattr(outbox_module.os, "replace", replace_while_a_run_spills)
-    # An array no line names (a replay killed after its rewrite, before deleting it) goes too.
-    np.save(folder / "1-orphan-image.npy", np.zeros(1))
+    # An array no line names (a replay killed after its rewrite, before deleting it) goes too;
+    # a file of the user's own stays.
+    np.save(folder / "1-0123456789ab-image.npy", np.zeros(1))
+    np.save(folder / "my_features.npy", np.zeros(1))
     assert outbox_module.replay(folder, uri) == 1 and sent == [1, 2, 3]
+    assert (folder / "9-abcdefabcdef-image.npy").exists()  # newer than the replay: not taken for an orphan
     spills[0].join()
     assert [json.loads(line)["step"] for line in (folder / SPILL_FILE).read_text().splitlines()] == [4]
     assert outbox_module.replay(folder, uri) == 1 and sent == [1, 2, 3, 4]
-    assert sorted(p.name for p in folder.iterdir()) == [SPILL_FILE]  # every array went with its call
+    assert sorted(p.name for p in folder.iterdir()) == ["my_features.npy", SPILL_FILE]  # arrays went with calls
+
+
+def test_a_folder_that_cannot_be_locked_still_takes_the_spill(tmp_path, monkeypatch):
+    """Before: flock's ENOLCK (a filesystem without locks) made the spill raise, and every
+    queued call was lost."""
+    import fcntl
+
+    def no_locks(*_):
+        raise OSError(37, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    outbox = Outbox("http://x", warn=lambda _: None)
+    outbox.pending.append(Pending(None, {"kind": "tag", "run_id": "r", "key": "k", "value": "v"}))
+    spilled = outbox.spill(tmp_path / "unsent")
+    assert [json.loads(line)["key"] for line in spilled.read_text().splitlines()] == ["k"]
 
 
 def test_skip_batch_reports_once_per_epoch_and_fails_when_a_whole_epoch_is_skipped():
