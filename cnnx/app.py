@@ -393,11 +393,14 @@ def check_settings(cfg: DictConfig, overrides: list[str], hydra_config: DictConf
         if key not in swept and monitor is not None:
             _check_monitor(key, monitor)
     # Two keys that presets and groups set: a sweep of presets or groups (a swept name that is no
-    # single value here) may give each job other values than these.
-    varied_wholesale = any(OmegaConf.select(cfg, key, throw_on_resolution_failure=False, default=None) is None
-                           or OmegaConf.is_config(OmegaConf.select(cfg, key, throw_on_resolution_failure=False))
-                           for key in swept)
-    if not varied_wholesale and not {"scheduler.warmup_epochs", "trainer.epochs"} & set(swept):
+    # key here, or a whole section) may give each job other values than these, unless the
+    # command line sets both, which wins over any preset.
+    absent = object()
+    found = [OmegaConf.select(cfg, key, throw_on_resolution_failure=False, default=absent) for key in swept]
+    varied_wholesale = any(value is absent or OmegaConf.is_config(value) for value in found)
+    given = {override.lstrip("+~").partition("=")[0] for override in overrides}
+    warmup_keys = {"scheduler.warmup_epochs", "trainer.epochs"}
+    if (not varied_wholesale or warmup_keys <= given) and not warmup_keys & set(swept):
         _check_warmup(*(OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
                         for key in ("scheduler.warmup_epochs", "trainer.epochs")))
 

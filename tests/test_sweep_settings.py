@@ -125,7 +125,8 @@ def test_the_ray_launchers_init_and_remote_take_any_key():
 
 def warmup_sweep(*task):
     config = settings(task)
-    config.merge_with({"seed": 0, "scheduler": {"type": "cosine", "warmup_epochs": 15}, "trainer": {"epochs": 10}})
+    config.merge_with({"seed": 0, "scheduler": {"type": "cosine", "warmup_epochs": 15},
+                       "trainer": {"epochs": 10, "grad_clip_norm": None}})
     return config
 
 
@@ -136,6 +137,10 @@ def warmup_sweep(*task):
     # "+experiment=digits_small,lenet", whose presets both train 20 epochs, for the default's 10.
     (["+experiment=digits_small,lenet"], False),
     (["scheduler=cosine,step"], False),
+    # Unless the command line sets both keys, which wins over any preset.
+    (["+experiment=digits_small,lenet", "scheduler.warmup_epochs=15", "trainer.epochs=10"], True),
+    # A swept key that is null by default is a value like any other, not a preset.
+    (["trainer.grad_clip_norm=0.5,1"], True),
 ])
 def test_a_warm_up_longer_than_the_run_is_refused_before_the_sweep_only_when_every_job_shares_it(task, refused):
     problem = sweep_settings_problem(warmup_sweep(*task))
