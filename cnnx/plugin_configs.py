@@ -64,7 +64,7 @@ class OptionFile:
     distribution: str
     version: str
     location: str
-    read_instead: str | None  # "cnnx's own" or "cnnx-contrib 0.1.0's"; None when this one is read
+    read_instead: str | None  # "cnnx's own" or "cnnx-contrib 0.2.0's"; None when this one is read
 
     @property
     def override(self) -> str:
