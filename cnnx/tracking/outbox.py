@@ -21,7 +21,6 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 import sys
 import time
 import uuid
@@ -43,6 +42,8 @@ if TYPE_CHECKING:
 SPILL_FILE = "unsent.jsonl"
 #: How many calls at the head of SPILL_FILE a replay has delivered (see ``_Delivered``).
 PROGRESS_FILE = "unsent.progress"
+#: The arrays of delivered calls, listed while a replay rewrites the spill file (see ``_Delivered.compact``).
+DELIVERED_ARRAYS = "unsent.delivered-arrays"
 
 
 class OutboxError(CnnxError):
@@ -165,7 +166,6 @@ class _Delivered:
 
     def __init__(self, directory: Path, lines: list[str]) -> None:
         self.directory = directory
-        self.started = time.time()
         self.progress_file = directory / PROGRESS_FILE
         self.count, self._digest = 0, hashlib.sha256()
         try:
@@ -182,48 +182,65 @@ class _Delivered:
     def one_more(self, line: str) -> None:
         self.count += 1
         self._digest.update(_line_bytes(line))
-        partial = self.progress_file.with_suffix(".partial")
-        partial.write_text(json.dumps({"calls": self.count, "sha256": self._digest.hexdigest()}), encoding="utf-8")
-        os.replace(partial, self.progress_file)
+        _replace_text(self.progress_file, json.dumps({"calls": self.count, "sha256": self._digest.hexdigest()}))
 
     def compact(self, lines: list[str], size_read: int) -> None:
-        """Rewrite the spill file as the calls still to send, delete the arrays no line names
-        any more, then drop the count. Killed at any point, the folder still says what is left
-        (the count does not match a rewritten file); an array left behind goes at the next
-        replay. Lines past the ``size_read`` bytes the replay started from (a run spilling into
-        the same folder meanwhile) are kept: spills and this rewrite take turns on a lock."""
-        spill_file = self.directory / SPILL_FILE
+        """Rewrite the spill file as the calls still to send, delete the delivered calls'
+        arrays, then drop the count.
+
+        Killed at any point, the folder still says what is left: the count does not match a
+        rewritten file, and the arrays to delete are listed (``DELIVERED_ARRAYS``) before the
+        rewrite, for the next replay to finish. Only arrays no line names go, never any other
+        file. Lines past the ``size_read`` bytes the replay started from (a run spilling into the
+        same folder meanwhile) are kept: spills and this rewrite take turns on a lock.
+        """
+        spill_file, listed = self.directory / SPILL_FILE, self.directory / DELIVERED_ARRAYS
         try:
             with _folder_lock(self.directory):
+                doomed = set(_listed_arrays(listed))
                 if self.count:
+                    doomed |= {file for line in lines[:self.count] for file in _array_files(line)}
+                    if doomed:
+                        _replace_text(listed, json.dumps(sorted(doomed)))
                     with spill_file.open("rb") as handle:
                         handle.seek(size_read)
-                        appended = handle.read()
-                    partial = self.directory / (SPILL_FILE + ".partial")
-                    partial.write_bytes("".join(f"{line}\n" for line in lines[self.count:]).encode() + appended)
-                    os.replace(partial, spill_file)
+                        appended = handle.read().decode("utf-8")
+                    _replace_text(spill_file, "".join(f"{line}\n" for line in lines[self.count:]) + appended)
                 named = {file for line in spill_file.read_text(encoding="utf-8").splitlines()
                          for file in _array_files(line)}
-                for array in self.directory.glob("*.npy"):
-                    # Only a spill's arrays, and none saved since this replay began: where the
-                    # lock does nothing, a spill saves its arrays before it writes their line.
-                    if (array.name not in named and _SPILLED_ARRAY.fullmatch(array.name)
-                            and array.stat().st_mtime < self.started):
-                        array.unlink(missing_ok=True)
-        except OSError:
+                for file in doomed - named:
+                    (self.directory / Path(file).name).unlink(missing_ok=True)
+                listed.unlink(missing_ok=True)
+        except (OSError, UnicodeDecodeError):
             return  # (a full disk, say) the count on disk still says what was delivered
         self.progress_file.unlink(missing_ok=True)
 
 
-#: How ``Outbox.spill`` names an array (``<ms>-<uuid12>-<name>.npy``; before 0.2, ``<ms>-<n>-<name>.npy``).
-_SPILLED_ARRAY = re.compile(r"\d+-([0-9a-f]{12}|\d+)-.+\.npy")
+def _replace_text(path: Path, text: str) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, path)
+
+
+def _listed_arrays(path: Path) -> list[str]:
+    try:
+        listed = json.loads(path.read_text(encoding="utf-8"))
+    except Exception:  # noqa: BLE001 — none listed, or not a list a replay wrote
+        return []
+    return [name for name in listed if isinstance(name, str)] if isinstance(listed, list) else []
 
 
 def _array_files(line: str) -> list[str]:
+    return _array_files_or_none(line) or []
+
+
+def _array_files_or_none(line: str | bytes) -> list[str] | None:
+    """The arrays a spilled call names, or None when ``line`` is no whole record."""
     try:
-        return list(json.loads(line).get("arrays", {}).values())
-    except (ValueError, AttributeError):
-        return []
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return list(record.get("arrays", {}).values()) if isinstance(record, dict) else None
 
 
 @contextlib.contextmanager
@@ -264,8 +281,11 @@ def _spilled_lines(directory: Path) -> tuple[list[str], int]:
     try:
         with _folder_lock(directory):
             data = path.read_bytes()
-        # Whole lines only: where the lock does nothing, a spill may be writing the last one.
-        data = data[:data.rfind(b"\n") + 1]
+        # Where the lock does nothing, a spill may be writing the last line: one that is not yet
+        # a whole record waits for the next replay (a whole one, its newline cut, is sent).
+        tail = data[data.rfind(b"\n") + 1:]
+        if tail and _array_files_or_none(tail) is None:
+            data = data[:len(data) - len(tail)]
         return data.decode("utf-8").splitlines(), len(data)
     except (OSError, UnicodeDecodeError) as exc:
         raise OutboxError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None

@@ -414,16 +414,28 @@ def test_calls_a_run_spills_while_a_replay_runs_are_kept_for_the_next_one(tmp_pa
         real_replace(source, target)
 
     monkeypatch.setattr(outbox_module.os, "replace", replace_while_a_run_spills)
-    # An array no line names (a replay killed after its rewrite, before deleting it) goes too;
-    # a file of the user's own stays.
+    # The arrays a replay killed after its rewrite had listed to delete go too; a file of the
+    # user's own stays, and so does a spill's array whose line is not written yet.
     np.save(folder / "1-0123456789ab-image.npy", np.zeros(1))
+    (folder / outbox_module.DELIVERED_ARRAYS).write_text('["1-0123456789ab-image.npy"]')
     np.save(folder / "my_features.npy", np.zeros(1))
     assert outbox_module.replay(folder, uri) == 1 and sent == [1, 2, 3]
-    assert (folder / "9-abcdefabcdef-image.npy").exists()  # newer than the replay: not taken for an orphan
     spills[0].join()
     assert [json.loads(line)["step"] for line in (folder / SPILL_FILE).read_text().splitlines()] == [4]
     assert outbox_module.replay(folder, uri) == 1 and sent == [1, 2, 3, 4]
-    assert sorted(p.name for p in folder.iterdir()) == ["my_features.npy", SPILL_FILE]  # arrays went with calls
+    assert sorted(p.name for p in folder.iterdir()) == ["9-abcdefabcdef-image.npy", "my_features.npy", SPILL_FILE]
+
+
+def test_a_last_line_without_its_newline_is_sent_if_whole_and_kept_if_not(tmp_path):
+    """Where the lock does nothing, a spill may be writing the last line while a replay reads:
+    a whole record whose newline was cut is a call to send, anything else waits."""
+    from cnnx.tracking.outbox import _spilled_lines
+
+    whole, cut = '{"kind": "tag", "run_id": "r"}', '{"kind": "tag", "ru'
+    (tmp_path / SPILL_FILE).write_text(f"{whole}\n{whole}")
+    assert _spilled_lines(tmp_path) == ([whole, whole], 2 * len(whole) + 1)
+    (tmp_path / SPILL_FILE).write_text(f"{whole}\n{cut}")
+    assert _spilled_lines(tmp_path) == ([whole], len(whole) + 1)
 
 
 def test_a_folder_that_cannot_be_locked_still_takes_the_spill(tmp_path, monkeypatch):
