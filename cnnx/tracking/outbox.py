@@ -107,7 +107,9 @@ class Outbox:
             return None
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / SPILL_FILE
-        with _folder_lock(directory), open(path, "a", encoding="utf-8") as handle:
+        with _folder_lock(directory), open(path, "a+", encoding="utf-8") as handle:
+            if handle.tell() and not _ends_with_newline(path):
+                handle.write("\n")  # a line cut short (a kill, a full disk) must not swallow the next one
             for call in self.pending:
                 record = dict(call.record)
                 for name, array in call.arrays.items():
@@ -262,6 +264,12 @@ def _folder_lock(directory: Path) -> Iterator[None]:
         yield
     finally:
         os.close(descriptor)  # releases the lock
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with path.open("rb") as handle:
+        handle.seek(-1, os.SEEK_END)
+        return handle.read(1) == b"\n"
 
 
 def _line_bytes(line: str) -> bytes:

@@ -436,6 +436,11 @@ def test_a_last_line_without_its_newline_is_sent_if_whole_and_kept_if_not(tmp_pa
     assert _spilled_lines(tmp_path) == ([whole, whole], 2 * len(whole) + 1)
     (tmp_path / SPILL_FILE).write_text(f"{whole}\n{cut}")
     assert _spilled_lines(tmp_path) == ([whole], len(whole) + 1)
+    # A spill after a line cut short starts on a line of its own, not glued to it.
+    outbox = Outbox("http://x", warn=lambda _: None)
+    outbox.pending.append(Pending(None, json.loads(whole)))
+    outbox.spill(tmp_path)
+    assert (tmp_path / SPILL_FILE).read_text().splitlines() == [whole, cut, whole]
 
 
 def test_a_folder_that_cannot_be_locked_still_takes_the_spill(tmp_path, monkeypatch):
