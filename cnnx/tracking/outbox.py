@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cnnx.cache_dir import write_atomically
 from cnnx.cli import report_user_errors
 from cnnx.cli import warn as cli_warn
 from cnnx.errors import CnnxError, flat_message
@@ -219,9 +220,7 @@ class _Delivered:
 
 
 def _replace_text(path: Path, text: str) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
+    write_atomically(path, lambda stream: stream.write(text.encode()))
 
 
 def _listed_arrays(path: Path) -> list[str]:
