@@ -10,10 +10,11 @@ the launching process's memory or environment would not.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from cnnx.cache_dir import write_atomically
 
 LINK_FILE = "mlflow_sweep.json"
 
@@ -33,9 +34,8 @@ class SweepLink:
     def write(self, sweep_dir: Path) -> Path:
         sweep_dir.mkdir(parents=True, exist_ok=True)
         path = sweep_dir / LINK_FILE
-        partial = path.with_suffix(".partial")
-        partial.write_text(json.dumps(asdict(self), indent=1))
-        os.replace(partial, path)  # a job never reads half a file
+        text = json.dumps(asdict(self), indent=1)
+        write_atomically(path, lambda stream: stream.write(text.encode()))  # a job never reads half a file
         return path
 
     @classmethod
