@@ -11,19 +11,21 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import io
 import re
 import sys
 from pathlib import Path
 from typing import Any
 
+from cnnx.cache_dir import write_atomically
 from cnnx.cli import report_user_errors
 from cnnx.errors import CnnxError, ConfigError
 from cnnx.tracking.sweep_summary import (
-    OBJECTIVE_TAG, ROLE_TAG, child_runs, objective_mode, run_objective, swept_columns, swept_value,
+    OBJECTIVE_TAG, REPORTED_METRICS, ROLE_TAG, child_runs, objective_metric, objective_mode, run_objective,
+    swept_columns, swept_value,
 )
 
 PARENT_TAG = "mlflow.parentRunId"
-REPORTED_METRICS = ("test_acc", "test_loss")
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -84,7 +86,7 @@ def check_objective(runs: list, objective: str) -> None:
 def comparison_rows(client, runs: list, monitor: str, parent=None) -> tuple[list[str], list[dict[str, Any]]]:
     """``(columns, rows)`` sorted by the objective, best first; runs without it come last."""
     swept = swept_columns(runs, parent)
-    objective = f"best_{monitor}"
+    objective = f"best_{objective_metric(runs, monitor)}"
     rows = []
     for run in runs:
         row = {"run_id": run.info.run_id, "run_name": run.info.run_name, "status": run.info.status,
@@ -119,24 +121,20 @@ def format_table(columns: list[str], rows: list[dict[str, Any]]) -> str:
 
 
 def write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
     missing = [folder for folder in path.parents if not folder.exists()]  # deepest first
-    temporary = path.with_name(path.name + ".partial")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with temporary.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(rows)
-        temporary.replace(path)  # never leave a half-written table behind
+        write_atomically(path, lambda stream: stream.write(table.getvalue().encode()))
     except OSError as exc:
         # A failed write leaves nothing behind: no partial table, no folders made for it.
-        with contextlib.suppress(OSError):
-            temporary.unlink(missing_ok=True)
         for folder in missing:
             with contextlib.suppress(OSError):
                 folder.rmdir()
         reason = exc.strerror or str(exc)
-        if exc.filename not in (None, str(path), str(temporary)):  # a folder on the way
+        if exc.filename is not None and Path(exc.filename).parent != path.parent:  # a folder on the way
             reason += f": '{exc.filename}'"
         raise ConfigError(f"--csv {path}: cannot write the table ({reason}); "
                           f"expected a file in a writable folder") from None
@@ -176,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         raise unusable_store(store, exc, store_setting(args.tracking_uri)) from None
     csv_path = Path(args.csv).expanduser()
     write_csv(csv_path, columns, rows)  # first: a path it cannot write is reported on its own
-    print(f"{description}: {len(rows)} runs, best {monitor} "
+    print(f"{description}: {len(rows)} runs, best {objective_metric(runs, monitor)} "
           f"({'highest' if objective_mode(monitor) == 'max' else 'lowest'}) first")
     print(format_table(columns, rows))
     print(f"wrote {csv_path}", file=sys.stderr)

@@ -172,3 +172,23 @@ def test_compare_into_a_closed_pipe_exits_quietly(sweep, tmp_path):
     stderr = process.stderr.read()
     assert process.wait(timeout=300) == 141, stderr  # 128 + SIGPIPE, as the shell reports it
     assert "Traceback" not in stderr and "BrokenPipeError" not in stderr
+
+
+def test_runs_without_a_validation_split_are_ranked_and_named_by_train_acc(tmp_path):
+    """Such runs log best_train_acc (their objective); a table headed best_val_acc would claim
+    validation figures that do not exist."""
+    result = run_cli(["-m", "+experiment=digits_small", "trainer.epochs=1", "dataset.val_fraction=0",
+                      "optimizer.lr=0.05,0.1", "tracking.log_plots=false", "tracking.log_model=false"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    (parent,) = [r for r in all_runs(tmp_path) if "cnnx.sweep.role" in r.data.tags]
+    assert "best_train_acc" in parent.data.metrics and "best_val_acc" not in parent.data.metrics
+    client = store_client(tmp_path)
+    summary = client.download_artifacts(parent.info.run_id, "comparison.csv", str(tmp_path))
+    with open(summary) as handle:
+        assert "best_train_acc" in next(csv.reader(handle))
+    for target in ("digits_small", parent.info.run_id):
+        shown = _compare(tmp_path, target, "--csv", "table.csv")
+        assert shown.returncode == 0, shown.stderr
+        assert ": 2 runs, best train_acc (highest) first" in shown.stdout.splitlines()[0]
+        header = shown.stdout.splitlines()[1].split()
+        assert "best_train_acc" in header and "best_val_acc" not in header

@@ -32,11 +32,20 @@ OVERRIDES_TAG = "cnnx.overrides"
 ERROR_TAG = "cnnx.error"
 #: Below MLflow's limit on a tag's value (8000 characters in 3.x, 5000 in older versions).
 MAX_TAG_LENGTH = 5000
-_REPORTED_METRICS = ("test_acc", "test_loss")
+REPORTED_METRICS = ("test_acc", "test_loss")
 #: Where runs were logged, how they were named, whether a sweep resumed and whether progress
 #: bars were drawn are not choices, nor what follows from the data (``data.train_size``
 #: changes with ``dataset.val_fraction``).
 _NOT_SWEPT = ("tracking.", "sweep.", "data.", "trainer.progress")
+
+
+def objective_metric(runs: list, monitor: str) -> str:
+    """The metric a table of ``runs`` ranks by and names: ``monitor``, or its train twin when no
+    run has a validation split, as those runs log it (``best_train_acc``)."""
+    twin = monitor.replace("val_", "train_")
+    if any(monitor in run.data.metrics for run in runs) or not any(twin in run.data.metrics for run in runs):
+        return monitor
+    return twin
 
 
 def run_objective(client, run, monitor: str) -> float | None:
@@ -135,7 +144,7 @@ class SweepTable:
 
     @property
     def columns(self) -> list[str]:
-        extra = [m for m in _REPORTED_METRICS if any(m in row for row in self.rows)]
+        extra = [m for m in REPORTED_METRICS if any(m in row for row in self.rows)]
         return ["run_id", "run_name", "status", *self.swept, self.objective_column, *extra]
 
     def best(self) -> dict[str, Any] | None:
@@ -160,12 +169,13 @@ def sweep_table(client, parent_run_id: str, monitor: str | None = None) -> Sweep
         monitor = parent.data.tags.get(OBJECTIVE_TAG, "val_acc")
     children = child_runs(client, parent_run_id)
     swept = swept_columns(children, parent)
-    table = SweepTable(objective=monitor, mode=objective_mode(monitor), swept=swept)
+    metric = objective_metric(children, monitor)
+    table = SweepTable(objective=metric, mode=objective_mode(metric), swept=swept)
     for run in children:
         row = {"run_id": run.info.run_id, "run_name": run.info.run_name, "status": run.info.status,
                **{k: swept_value(run, k) for k in swept},
                table.objective_column: run_objective(client, run, monitor)}
-        row.update({m: run.data.metrics[m] for m in _REPORTED_METRICS if m in run.data.metrics})
+        row.update({m: run.data.metrics[m] for m in REPORTED_METRICS if m in run.data.metrics})
         table.rows.append(row)
     return table
 
