@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from cnnx.engine.flat_parameters import flatten_parameters
-from cnnx.engine.grad_mode import is_grad_enabled, no_grad
+from cnnx.engine.grad_mode import attributes_kept, is_grad_enabled, no_grad
 from cnnx.engine.module import Module, Shape, real_input
 from cnnx.engine.options import check_positive_int
 from cnnx.engine.sequential import Sequential
@@ -69,15 +69,9 @@ class Model(Sequential):
 
     def _forward_without_grad(self, x: np.ndarray, training: bool) -> np.ndarray:
         """A forward that leaves every layer's caches as the last forward with gradients left
-        them. Conv2D keeps its column buffer apart under no_grad and max pooling records no
-        route; restoring every layer's attributes afterwards covers the rest, plugin layers
-        that know nothing of no_grad included."""
-        kept = [(vars(layer), dict(vars(layer))) for _, layer in self.named_layers()]
-        try:
+        them (``cnnx.engine.grad_mode``)."""
+        with attributes_kept(layer for _, layer in self.named_layers()):
             return super().forward(x, training)
-        finally:
-            for attributes, before in kept:
-                attributes.update(before)
 
     def _input_shape_message(self, shape: tuple[int, ...]) -> str:
         message = f"model expects input of shape {(None, *self.input_shape)} (N, C, H, W), got {shape}"

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnx.engine.grad_mode import attributes_kept, is_grad_enabled
 from cnnx.engine.in_place import OutputUse
 from cnnx.engine.parameter import Parameter
 from cnnx.errors import DataError, PluginError, ShapeError
@@ -134,6 +135,12 @@ class Module:
         """Named sub-modules (blocks such as ``residual`` override this)."""
         return iter(())
 
+    def modules(self) -> Iterator[Module]:
+        """This module and every sub-module, depth first (``torch.nn.Module.modules``)."""
+        yield self
+        for _, child in self.children():
+            yield from child.modules()
+
     def parameters(self) -> Iterator[Parameter]:
         """Every Parameter, in ``named_parameters`` order (what ``torch.nn.Module`` offers)."""
         return (param for _, param in self.named_parameters())
@@ -184,6 +191,9 @@ class Module:
         own, as a ``Model`` built without an ``rng`` draws them, so a script gets the same
         weights whatever it built before. Two identical layers so built get the same weights;
         to choose them, build the layer first: ``layer.build(x.shape[1:], np.random.default_rng(seed))``.
+
+        Under ``no_grad`` the call leaves what the layer cached for ``backward`` as it was
+        (``cnnx.engine.grad_mode``), as ``torch.no_grad()`` leaves an earlier graph intact.
         """
         x = real_input(x, self.dtype, f"{self!r}")
         if self.output_shape is None:
@@ -197,7 +207,11 @@ class Module:
                     also = ", or a batch of one-channel (N, H, W) images as x[:, None]" if x.ndim == 3 else ""
                     hint = f", whose first axis is the batch (pass one sample as x[None]{also})"
                 raise ShapeError(f"{self!r} cannot be built for input {x.shape}{hint}: {exc}") from exc
-        return self.forward(x, self.training if training is None else training)
+        training = self.training if training is None else training
+        if is_grad_enabled():
+            return self.forward(x, training)
+        with attributes_kept(self.modules()):
+            return self.forward(x, training)
 
     def _refuse_input(self, x: np.ndarray, expected: str) -> Exception:
         """The error for an input ``forward`` cannot take (layers call it off their fast path,

@@ -14,6 +14,7 @@ from cnnx.engine.layers.dropout import Dropout
 from cnnx.engine.layers.flatten import Flatten
 from cnnx.engine.layers.pooling import AvgPool2D, GlobalAvgPool2D, MaxPool2D
 from cnnx.errors import DataError, ShapeError
+from cnnx.testing.agreement import assert_same_step, copy_parameters
 
 X = np.random.default_rng(0).standard_normal((2, 3, 7, 7)).astype(np.float32)
 
@@ -63,8 +64,7 @@ def twins(make, built_for, fed_shape):
     layer, reference = make(), make()
     layer.build(built_for, rng)
     reference.build(fed_shape, rng)
-    for name, param in layer.params.items():
-        reference.params[name].data[...] = param.data
+    copy_parameters(layer, reference)
     return layer, reference
 
 
@@ -227,3 +227,50 @@ def test_a_batch_of_the_wrong_rank_is_not_taken_for_one_sample(make, batch, mess
     named either way (the build error alone speaks of its shape without the first axis)."""
     with pytest.raises(ShapeError, match=message):
         make()(batch)
+
+
+@pytest.mark.parametrize("make, first, second", [
+    # Same column buffer shape (C·k², OH·OW·N), other positions in the padding.
+    (lambda: Conv2D(4, 3, padding=1), (2, 3, 8, 8), (8, 3, 4, 4)),
+    # Same OH, OW and N: a 7×7 and an 8×8 input both give 4×4 at stride 2.
+    (lambda: Conv2D(4, 3, stride=2, padding=1), (2, 3, 8, 8), (2, 3, 7, 7)),
+    (lambda: MaxPool2D(3, 2, 1), (2, 3, 8, 8), (2, 3, 7, 7)),
+])
+def test_a_layer_fed_another_geometry_computes_it_afresh(make, first, second):
+    """Its column buffer was reused by shape alone: the second input read the first one's
+    values where zeros of the padding belong."""
+    rng = np.random.default_rng(3)
+    x1, x2 = (rng.standard_normal(shape).astype(np.float32) for shape in (first, second))
+    layer, reference = twins(make, first[1:], second[1:])
+    for x in (x1, x2):
+        y = layer(x)
+        layer.backward(np.ones_like(y))
+    assert_same_step(layer, reference, x2)
+
+
+@pytest.mark.parametrize("make, x", [
+    (lambda: Dense(4), X.reshape(2, -1)),
+    (lambda: Conv2D(4, 3, padding=1), X),
+    (lambda: MaxPool2D(2), X),
+    (lambda: MaxPool2D(3, 2, 1), X),
+    (lambda: BatchNorm2D(), X),
+    (lambda: ReLU(), X),
+    (_residual, X),
+], ids=["dense", "conv2d", "maxpool2x2", "maxpool3s2p1", "batchnorm2d", "relu", "residual"])
+def test_a_call_under_no_grad_between_forward_and_backward_leaves_the_gradients(make, x):
+    """As torch.no_grad() leaves the earlier graph: conv's gradients came from the inference
+    batch, and max pooling refused its backward."""
+    from cnnx.engine.grad_mode import no_grad
+
+    other = np.random.default_rng(5).standard_normal(x.shape).astype(np.float32)
+    results = []
+    for evaluate_between in (False, True):
+        layer = make()
+        y = layer(x)
+        if evaluate_between:
+            with no_grad():
+                layer(other, training=False)
+        g = np.random.default_rng(6).standard_normal(y.shape).astype(np.float32)
+        results.append({"input": layer.backward(g), **{n: p.grad for n, p in layer.named_parameters()}})
+    for name, expected in results[0].items():
+        np.testing.assert_array_equal(results[1][name], expected, err_msg=name)

@@ -47,7 +47,8 @@ def conv2d_forward(
     reduced = channels * kh * kw
     rows = reduced + (bias is not None)
     x_chwn = to_chwn(x, workspace, "input")
-    col = workspace.get("col", (rows, out_h * out_w * batch), x.dtype, fill=0)
+    col = workspace.get("col", (rows, out_h * out_w * batch), x.dtype, fill=0,
+                        geometry=(x.shape, kh, kw, stride, padding))
     im2col(x_chwn, (kh, kw), stride, padding, out=col[:reduced].reshape(channels, kh, kw, out_h, out_w, batch))
     weight_matrix = weight.reshape(out_channels, reduced)
     if bias is not None:
@@ -126,7 +127,7 @@ def _input_grad_transposed(
     batch = g_chwn.shape[3]
     flipped = np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).reshape(channels, -1)
     columns = workspace.get("grad_columns", (out_channels * kh * kw, input_hw[0] * input_hw[1] * batch),
-                            g_chwn.dtype, fill=0)
+                            g_chwn.dtype, fill=0, geometry=(g_chwn.shape, input_hw, kh, kw, padding))
     im2col(g_chwn, (kh, kw), (1, 1), (kh - 1 - padding[0], kw - 1 - padding[1]),
            out=columns.reshape(out_channels, kh, kw, *input_hw, batch))
     return (flipped @ columns).reshape(channels, *input_hw, batch)

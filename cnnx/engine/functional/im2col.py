@@ -17,11 +17,13 @@ zeros they were allocated with (nothing ever writes there).
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
+from cnnx.engine.grad_mode import is_grad_enabled
 from cnnx.errors import ConfigError
 
 Pair = tuple[int, int]
@@ -59,21 +61,29 @@ class Workspace:
     stay the same. A few shapes are kept per role, because an epoch alternates between them
     (full training batches, the last partial one, evaluation batches) and re-filling a
     column buffer at every switch cost milliseconds each time. Only scratch lives here — never
-    an array a layer returns, which the caller may keep. A workspace belongs to one layer:
-    im2col relies on its column buffer's padded positions still holding the values of its
-    first allocation.
+    an array a layer returns, which the caller may keep.
+
+    Two things besides the shape pick the array:
+    - the grad mode: an inference forward under ``no_grad`` gets arrays of its own, so it never
+      overwrites the columns a pending ``backward`` reads — for every layer, plugins included;
+    - a ``geometry``, for arrays whose ``fill`` some positions must keep: im2col never writes the
+      positions of its column buffer that fall into the padding, and which those are depends on
+      the input's size, not only on the buffer's shape (7×7 and 8×8 inputs give the same 4×4
+      output at stride 2).
     """
 
     #: Shapes kept per role; the least recently used one goes when another arrives.
     SHAPES_PER_ROLE = 3
 
     def __init__(self) -> None:
-        self._arrays: dict[str, dict[tuple[tuple[int, ...], np.dtype], np.ndarray]] = {}
+        self._arrays: dict[str, dict[tuple[Any, ...], np.ndarray]] = {}
 
-    def get(self, role: str, shape: tuple[int, ...], dtype: Any, fill: float | None = None) -> np.ndarray:
-        """The ``role`` array of this shape and dtype; ``fill`` sets its value on allocation only."""
+    def get(self, role: str, shape: tuple[int, ...], dtype: Any, fill: float | None = None,
+            geometry: Hashable = None) -> np.ndarray:
+        """The ``role`` array of this shape and dtype (and ``geometry``) for the current grad
+        mode; ``fill`` sets its value on allocation only."""
         kept = self._arrays.setdefault(role, {})
-        key = (tuple(shape), np.dtype(dtype))
+        key = (tuple(shape), np.dtype(dtype), geometry, is_grad_enabled())
         array = kept.pop(key, None)
         if array is None:
             if len(kept) >= self.SHAPES_PER_ROLE:

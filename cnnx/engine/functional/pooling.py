@@ -72,7 +72,7 @@ def max_pool2d_forward(
     channels, height, width, batch = x_chwn.shape
     if padding != (0, 0):
         padded_shape = (channels, height + 2 * padding[0], width + 2 * padding[1], batch)
-        padded = workspace.get("padded", padded_shape, x.dtype, fill=-np.inf)
+        padded = workspace.get("padded", padded_shape, x.dtype, fill=-np.inf, geometry=padding)
         padded[:, padding[0]:padding[0] + height, padding[1]:padding[1] + width] = x_chwn
         x_chwn = padded
     out_hw = _out_hw((height, width), kernel, stride, padding)

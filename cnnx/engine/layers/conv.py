@@ -8,7 +8,6 @@ import numpy as np
 
 from cnnx.engine.functional.conv import conv2d_backward, conv2d_forward
 from cnnx.engine.functional.im2col import Workspace, as_pair, output_size
-from cnnx.engine.grad_mode import is_grad_enabled
 from cnnx.engine.in_place import OutputUse
 from cnnx.engine.layers.image_input import check_image_batch, check_image_shape, check_window_in_image
 from cnnx.engine.init import check_init, init_weight_and_bias
@@ -51,9 +50,6 @@ class Conv2D(Module):
         self.use_bias = check_flag("conv2d", "bias", bias)
         self.init = check_init("Conv2D", init)
         self.workspace = Workspace()
-        # Inference under no_grad fills its own column buffer: the training one is what the
-        # pending backward reads.
-        self._no_grad_workspace = Workspace()
         self._col: np.ndarray | None = None
         self._input_hw: tuple[int, int] | None = None  # of the last forward: any size works
 
@@ -92,8 +88,7 @@ class Conv2D(Module):
         x = self.in_own_dtype(x)
         self._input_hw = x.shape[2:]
         bias = self.params["bias"].data if self.use_bias else None
-        workspace = self.workspace if is_grad_enabled() else self._no_grad_workspace
-        y, self._col = conv2d_forward(x, self.params["weight"].data, bias, self.stride, self.padding, workspace)
+        y, self._col = conv2d_forward(x, self.params["weight"].data, bias, self.stride, self.padding, self.workspace)
         return y
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:

@@ -20,6 +20,7 @@ from cnnx.engine.functional.im2col import Workspace, as_pair, col2im, im2col, ou
 from cnnx.engine.in_place import OutputUse
 from cnnx.engine.init import check_init, init_weight_and_bias
 from cnnx.engine.layers.conv import Conv2D, compact_pair
+from cnnx.engine.layers.image_input import check_image_batch
 from cnnx.engine.module import Module, Shape
 from cnnx.engine.options import check_flag, check_positive_int
 from cnnx.engine.parameter import Parameter
@@ -50,6 +51,7 @@ class DepthwiseConv2D(Module):
         self.init = check_init(owner, init)
         self.workspace = Workspace()
         self._col: np.ndarray | None = None
+        self._input_hw: tuple[int, int] | None = None  # of the last forward: any size works
 
     def _build(self, input_shape: Shape, rng: np.random.Generator) -> Shape:
         if len(input_shape) != 3:
@@ -92,11 +94,16 @@ class DepthwiseConv2D(Module):
         return self.params["weight"].data.reshape(channels, self.depth_multiplier, -1)
 
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
+        if x.shape[1:] != self.input_shape:  # any spatial size the kernel fits works, as in PyTorch
+            check_image_batch(self, x, channels=True, kernel=self.kernel_size, padding=self.padding)
         x = self.in_own_dtype(x)
         channels, (kh, kw) = self.input_shape[0], self.kernel_size
-        _, out_h, out_w = self.output_shape
-        batch = x.shape[0]
-        col = self.workspace.get("col", (channels, kh, kw, out_h, out_w, batch), x.dtype, fill=0)
+        batch, _, height, width = x.shape
+        self._input_hw = (height, width)
+        out_h = output_size(height, kh, self.stride[0], self.padding[0])
+        out_w = output_size(width, kw, self.stride[1], self.padding[1])
+        col = self.workspace.get("col", (channels, kh, kw, out_h, out_w, batch), x.dtype, fill=0,
+                                 geometry=(height, width))
         im2col(to_chwn(x, self.workspace, "input"), self.kernel_size, self.stride, self.padding, out=col)
         self._col = col.reshape(channels, kh * kw, -1)
         y = self._filters() @ self._col  # (C, m, OH·OW·N)
@@ -108,9 +115,8 @@ class DepthwiseConv2D(Module):
         if self._col is None:
             raise RuntimeError("depthwise_conv2d: backward called before forward")
         grad_output = self.in_own_dtype(grad_output)
-        channels, height, width = self.input_shape
-        (kh, kw), batch = self.kernel_size, grad_output.shape[0]
-        _, out_h, out_w = self.output_shape
+        channels, (height, width) = self.input_shape[0], self._input_hw
+        (kh, kw), (batch, _, out_h, out_w) = self.kernel_size, grad_output.shape
         g = to_chwn(grad_output, self.workspace, "grad_output").reshape(channels, self.depth_multiplier, -1)
         weight = self.params["weight"]
         weight.grad = (g @ self._col.transpose(0, 2, 1)).reshape(weight.data.shape)

@@ -8,6 +8,7 @@ import cnnx
 from cnnx import registry
 from cnnx.engine.functional.conv import conv2d_forward
 from cnnx.errors import ConfigError
+from cnnx.testing.agreement import assert_same_step, copy_parameters
 
 LAYER_CASES = {
     "depthwise_conv2d": [({"kernel_size": 3, "padding": 1}, (3, 5, 5)),
@@ -159,3 +160,25 @@ def test_augmented_adds_copies_to_train_only():
     assert not np.array_equal(data.train[0][len(plain.train[0]):2 * len(plain.train[0])], plain.train[0])
     with pytest.raises(ConfigError, match="dataset augmented: copies=0"):
         registry.datasets.create("augmented", {"base": base, "copies": 0}, "t")
+
+
+@pytest.mark.parametrize("options", [{"kernel_size": 3, "padding": 1}, {"kernel_size": 3, "stride": 2, "padding": 1}])
+def test_depthwise_takes_any_spatial_size_as_torch_does(options):
+    """It returned an output of its built size, partly made of the last input's columns."""
+    rng = np.random.default_rng(0)
+    layer = registry.layers.create("depthwise_conv2d", options, "t")
+    reference = registry.layers.create("depthwise_conv2d", options, "t")
+    layer.build((2, 8, 8), rng)
+    reference.build((2, 7, 7), rng)
+    copy_parameters(layer, reference)
+    layer(rng.standard_normal((4, 2, 8, 8)).astype(np.float32))
+    assert_same_step(layer, reference, rng.standard_normal((4, 2, 7, 7)).astype(np.float32))
+
+
+def test_depthwise_refuses_another_channel_count_in_one_line():
+    from cnnx.errors import ShapeError
+
+    layer = registry.layers.create("depthwise_conv2d", {"kernel_size": 3}, "t")
+    layer.build((2, 8, 8), np.random.default_rng(0))
+    with pytest.raises(ShapeError, match=r"^DepthwiseConv2D\(.*expected \(N, 2, H, W\)"):
+        layer(np.ones((4, 3, 8, 8), np.float32))
