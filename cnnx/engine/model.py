@@ -93,8 +93,7 @@ class Model(Sequential):
                 f"grad_output must have the shape of the last forward's output {expected}, "
                 f"got {grad_output.shape}"
             )
-        first = next(iter(self.layers.values()))
-        first.needs_input_grad = input_grad
+        self._run_order[0].needs_input_grad = input_grad  # not the first declared: see run_order
         # A loss written in float64 (float64 targets) would otherwise make every gradient float64.
         return super().backward(grad_output.astype(self.dtype, copy=False))
 

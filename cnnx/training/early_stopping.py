@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING, Any
 
 from cnnx.errors import ConfigError
 from cnnx.training.callbacks import Callback
-from cnnx.training.objective import objective_mode
+from cnnx.training.objective import objective_key, objective_mode
 
 if TYPE_CHECKING:
     from cnnx.training.trainer import Trainer
@@ -41,12 +41,14 @@ class EarlyStopping(Callback):
         return value < self.best - self.min_delta
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
-        if self.monitor not in metrics:
+        # Without a validation split val_* falls back to train_*, as for trainer.monitor.
+        key = objective_key([metrics], self.monitor)
+        if key not in metrics:
             raise ConfigError(
                 f"trainer.early_stopping.monitor={self.monitor!r} is not a metric; "
                 f"available: {', '.join(sorted(metrics))}"
             )
-        value = metrics[self.monitor]
+        value = metrics[key]
         if self._improved(value):
             self.best, self.best_epoch, self.wait = value, epoch, 0
             if self.restore_best:
@@ -55,15 +57,17 @@ class EarlyStopping(Callback):
         self.wait += 1
         if self.wait >= self.patience:
             trainer.stop_training = True
-            trainer.log(f"early stopping at epoch {epoch}: {self.monitor} has not improved "
-                        f"since epoch {self.best_epoch} ({self.best:.4f})")
             if self._best_weights is not None:
                 trainer.model.load_state_dict(self._best_weights)
 
     def on_fit_end(self, trainer: Trainer, test_metrics: dict[str, float]) -> None:
         # Here rather than when it stops: a run resumed from the checkpoint of that epoch
-        # ends here too. The trainer's callbacks run in order, this one first.
+        # ends here too, and the line comes after the console's line for that epoch. The
+        # trainer's callbacks run in order, this one first, the console last.
         if trainer.stop_training and self.wait >= self.patience:
+            key = objective_key(trainer.history.epochs, self.monitor)
+            trainer.log(f"early stopping at epoch {trainer.epoch}: {key} has not improved "
+                        f"since epoch {self.best_epoch} ({self.best:.4f})")
             trainer.early_stop = {"stopped_epoch": trainer.epoch, "best_epoch": self.best_epoch,
                                   "restored_best": self._best_weights is not None}
 

@@ -215,6 +215,17 @@ def test_backward_without_input_grad_gives_the_same_parameter_grads(first):
     np.testing.assert_array_equal(model.backward(grad_y), grad_x)
 
 
+def test_backward_without_input_grad_tells_the_layer_that_runs_first():
+    """A ReLU declared before a max pooling runs after it (``run_order``): the flag went to the
+    ReLU, and the pooling, which feeds nothing, still computed the input gradient for nobody."""
+    spec = {"relu": {"type": "relu"}, "pool": {"type": "maxpool2d", "kernel_size": 2},
+            "conv": {"type": "conv2d", "out_channels": 2, "kernel_size": 3}, "flatten": {"type": "flatten"}}
+    model = cnnx.build_model(spec, (1, 8, 8))
+    y = model.forward(np.ones((2, 1, 8, 8), np.float32))
+    model.backward(np.ones_like(y), input_grad=False)
+    assert model.layers["pool"].needs_input_grad is False and model.layers["relu"].needs_input_grad is True
+
+
 def test_parameters_live_in_one_buffer_through_loading_and_casting():
     from cnnx.engine.flat_parameters import shared_buffer
 

@@ -51,6 +51,24 @@ def test_stops_at_the_epoch_patience_runs_out():
     assert stopped == 4
 
 
+def test_without_a_validation_split_it_watches_the_train_twin_as_trainer_monitor_does():
+    """It failed at the end of the first epoch: "val_loss is not a metric"."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((24, 1, 4, 4)).astype(np.float32)
+    y = np.arange(24) % 3
+    empty = (x[:0], y[:0])
+    data = DataSplits(train=(x, y), val=empty, test=(x[:6], y[:6]), classes=["a", "b", "c"],
+                      input_shape=(1, 4, 4), name="t")
+    model = build_model({"flat": {"type": "flatten"}, "fc": {"type": "dense", "out_features": 3}}, (1, 4, 4), seed=0)
+    lines = []
+    trainer = Trainer(model, CrossEntropyLoss(), SGD(model.named_parameters(), lr=0.1), epochs=EPOCHS,
+                      batch_size=8, seed=0, progress=False, log=lines.append,
+                      callbacks=[EarlyStopping(monitor="val_loss", patience=1, min_delta=1000)])
+    history = trainer.fit(data)
+    assert "val_loss" not in history.epochs[0] and len(history.epochs) == 2
+    assert "early stopping at epoch 2: train_loss has not improved since epoch 1" in "\n".join(lines)
+
+
 def test_an_improvement_resets_the_patience():
     stopped, _, _ = fit("val_loss", [1.0, 1.1, 0.8, 1.1, 1.1, 1.1, 1.1, 1.1], patience=2)
     assert stopped == 5
@@ -94,7 +112,10 @@ def test_the_cli_run_stops_early_and_its_mlflow_run_ends_at_that_epoch(tmp_path)
                       "trainer.early_stopping.min_delta=1000", "trainer.early_stopping.patience=2",
                       "trainer.checkpoint.every_n_epochs=2", "tracking.log_plots=false"], tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "early stopping at epoch 3" in result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    stop = next(i for i, line in enumerate(lines) if line.startswith("early stopping at epoch 3"))
+    # After the line of the epoch it speaks of, before the test figures.
+    assert lines[stop - 1].startswith("epoch   3/6") and lines[stop + 1].startswith("test ")
     (run,) = all_runs(tmp_path)
     assert run.info.status == "FINISHED"
     client = store_client(tmp_path)
