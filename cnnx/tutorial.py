@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from cnnx.engine.layers.activations import ReLU, Sigmoid
+from cnnx.engine.functional.softmax import sigmoid, softmax
+from cnnx.engine.layers.activations import ReLU, Sigmoid, Softmax
 from cnnx.engine.layers.conv import Conv2D
 from cnnx.engine.layers.dense import Dense
 from cnnx.engine.layers.flatten import Flatten
@@ -141,12 +142,18 @@ class CNN:
         return self.loss_history
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        return self._ensure_model(X).predict(np.asarray(X, np.float32))
+        """Probabilities, whatever the last layer: a binary model's (N, 1) chance of class 1,
+        else (N, K) over the classes. A model ending in a linear dense layer gives logits,
+        which pass through a sigmoid or softmax here, as its loss applies one in training."""
+        model = self._ensure_model(X)
+        outputs = model.predict(np.asarray(X, np.float32))
+        if isinstance(next(reversed(model.layers.values())), (Sigmoid, Softmax)):
+            return outputs
+        return sigmoid(outputs) if self._binary() else softmax(outputs, axis=1)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        """Binary models: ``(output > 0.5)`` as ints, shape (N, 1), like the tutorial; else argmax."""
-        outputs = self.predict_proba(X)
-        if outputs.shape[1] == 1:
-            threshold = 0.0 if getattr(self._loss, "from_logits", False) else 0.5
-            return (outputs > threshold).astype(int)
-        return outputs.argmax(axis=1)
+        """Binary models: ``(probability > 0.5)`` as ints, shape (N, 1), like the tutorial; else argmax."""
+        probabilities = self.predict_proba(X)
+        if probabilities.shape[1] == 1:
+            return (probabilities > 0.5).astype(int)
+        return probabilities.argmax(axis=1)

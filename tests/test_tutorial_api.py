@@ -73,3 +73,24 @@ def test_channels_last_or_channel_less_input_gets_the_models_fix(shape, hint, ca
     cnn.fit(np.zeros((6, 1, 8, 8), np.float32), np.arange(6) % 2, epochs=1, verbose=False)
     with pytest.raises(ShapeError, match=f"got {re.escape(str(shape) + hint)}$"):
         cnn.predict(X)  # once built, the model's own check says the same
+
+
+@pytest.mark.parametrize("classes", [1, 3])
+def test_predict_proba_gives_probabilities_for_a_model_ending_in_logits(classes):
+    """It returned the last linear layer's outputs (-0.2 … 0.44 for a binary model), and
+    predict() before fit() thresholded those logits at 0.5."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((16, 1, 6, 6)).astype(np.float32)
+    cnn = CNN(seed=1)
+    cnn.add_conv_layer(in_channels=1, out_channels=2, kernel_size=3)
+    cnn.add_flatten()
+    cnn.add_dense(input_size=2 * 4 * 4, output_size=classes, activation="linear")
+    logits = cnn.forward(X)
+    proba = cnn.predict_proba(X)
+    assert proba.shape == (16, classes) and proba.dtype == np.float32
+    if classes == 1:
+        np.testing.assert_allclose(proba, 1 / (1 + np.exp(-logits)), rtol=1e-6)
+        np.testing.assert_array_equal(cnn.predict(X), (logits > 0).astype(int))
+    else:
+        np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-6)
+        np.testing.assert_array_equal(cnn.predict(X), logits.argmax(axis=1))
