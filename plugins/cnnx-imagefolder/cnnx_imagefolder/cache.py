@@ -11,23 +11,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cnnx.cache_dir import write_atomically
+from cnnx.cache_dir import cache_dir, write_atomically
 from cnnx.cli import warn
 
 #: 2: float32 pixels in [0, 1] (16-bit images keep their precision); 1 held uint8.
 FORMAT = 2
 
 
-def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "cnnx-imagefolder"
+def default_cache_dir() -> Path | None:
+    """A folder of cnnx's cache (``CNNX_CACHE_DIR``), or None when the user turned caching off."""
+    folder = cache_dir()
+    return None if folder is None else folder / "imagefolder"
 
 
 def cache_key(root: Path, files: list[Path], options: dict[str, Any]) -> str:

@@ -60,8 +60,10 @@ def load_imagefolder(
     root = Path(root).expanduser().resolve()
     classes, files, labels, skipped = _scan(root)
     x = y = None
+    store = None
     if cache:
         store = Path(cache_dir).expanduser() if cache_dir is not None else image_cache.default_cache_dir()
+    if store is not None:
         key = image_cache.cache_key(root, files, prepared)
         cached = image_cache.load(store, key)
         if cached is not None and len(cached[1]) == len(files):
@@ -69,7 +71,7 @@ def load_imagefolder(
     if x is None:
         x = np.stack([prepare_image(path, prepared, OWNER) for path in files])
         y = np.asarray(labels, dtype=np.int64)
-        if cache:
+        if store is not None:
             image_cache.save(store, key, x, y)
 
     images, y = check_dataset(x, y, f"{OWNER} at '{root}'")

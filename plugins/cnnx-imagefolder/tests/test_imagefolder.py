@@ -86,6 +86,17 @@ def test_decoded_arrays_are_cached_and_refreshed_when_files_change(tmp_path, mon
     assert len(list((tmp_path / "cache").glob("*.npz"))) == 2
 
 
+@pytest.mark.parametrize("setting, folder", [("off", None), ("{tmp}/mine", "mine/imagefolder")])
+def test_the_default_cache_folder_follows_cnnx_cache_dir(tmp_path, monkeypatch, setting, folder):
+    """It ignored CNNX_CACHE_DIR, whose `off` the README says turns caching off."""
+    root = write_folder(tmp_path / "images")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("CNNX_CACHE_DIR", setting.format(tmp=tmp_path))
+    load(root, tmp_path, cache_dir=None)
+    written = sorted(p.relative_to(tmp_path).parent.as_posix() for p in tmp_path.rglob("*.npz"))
+    assert written == ([] if folder is None else [folder])
+
+
 def test_empty_folder_single_class_and_empty_class_are_named(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match=r"root '.*empty' has no class sub-folders"):
