@@ -55,6 +55,9 @@ def test_every_preset_trains_and_logs_a_finished_run(tmp_path, preset):
     result = run_cli([f"+experiment={preset}", "trainer.epochs=2"], tmp_path)
     assert result.returncode == 0, result.stderr
     client, run = assert_finished_run(tmp_path, preset, epochs=2)
+    # Its id, for `cnnx predict --run` and `mlflow models serve`, without opening the UI.
+    assert result.stderr.splitlines()[-1] == (f"cnnx: run {run.info.run_id} in experiment {preset!r} at "
+                                              f"sqlite:///{tmp_path / 'mlflow.db'}; model: runs:/{run.info.run_id}/model")
     weights = np.load(client.download_artifacts(run.info.run_id, "weights.npz", str(tmp_path)))
     assert all(weights[k].dtype == np.float32 for k in weights.files)
     config_text = (tmp_path / "config.yaml").read_text() if (tmp_path / "config.yaml").exists() else \

@@ -549,6 +549,11 @@ class MlflowTracker(Callback):
             self._log_report(trainer)
         self._submit_status("FINISHED")
         self._finish()
+        if "mlflow.parentRunId" not in self.tags:  # a sweep names its parent, which lists its jobs
+            # What `cnnx predict --run`, `mlflow models serve` and the UI's search need.
+            model = f"; model: runs:/{self.run_id}/model" if self.log_model else ""
+            print(f"cnnx: run {self.run_id} in experiment {self.experiment_name!r} at "
+                  f"{absolute_store_uri(self.tracking_uri)}{model}", file=sys.stderr)
 
     def _log_report(self, trainer: Trainer) -> None:
         """Plots and the servable model, sent directly: too large to queue through an outage,
