@@ -23,6 +23,7 @@ from cnnx.tracking.feature_maps import conv_layers
 from cnnx.tracking.images import kernel_grid
 from cnnx.tracking.outbox import Outbox, Pending
 from cnnx.tracking.sqlite_store import absolute_store_uri, create_store_atomically, sqlite_path
+from cnnx.tracking.sweep_summary import RESUMED_WITH_TAG
 from cnnx.training.callbacks import Callback
 from cnnx.training.objective import running_best
 
@@ -33,9 +34,6 @@ if TYPE_CHECKING:
 
 #: Identifies a run before MLflow has given it an id (see ``BackgroundTracker``).
 RUN_KEY_TAG = "cnnx.run_key"
-#: A setting a resumed run changed (``trainer.epochs``, say): MLflow keeps a param's first
-#: value for good, so the value the run went on with is this tag plus the param's name.
-RESUMED_WITH_TAG = "cnnx.resumed_with."
 #: A run resumed from a checkpoint its run had gone past is a run of its own: these name the
 #: run and the checkpoint file it branched from.
 RESUMED_FROM_TAG = "cnnx.resumed_from"

@@ -24,6 +24,7 @@ import numpy as np
 import cnnx
 from cnnx.errors import CnnxError, flat_message
 from cnnx.inference import Classifier
+from cnnx.tracking.sweep_summary import RESUMED_WITH_TAG
 
 #: The logged model's name: ``runs:/<id>/model`` finds it through its run.
 ARTIFACT_PATH = "model"
@@ -142,9 +143,13 @@ def log_mlflow_model(client, run_id: str, classifier: Classifier, input_example:
     from mlflow.entities import LoggedModelOutput, LoggedModelStatus
 
     run = client.get_run(run_id)
+    # The settings this model was trained with: a resumed run's changes, which its params,
+    # fixed at their first values, do not show (trainer.epochs raised, say).
+    params = {**run.data.params, **{key[len(RESUMED_WITH_TAG):]: value for key, value in run.data.tags.items()
+                                    if key.startswith(RESUMED_WITH_TAG)}}
     try:
         logged = client.create_logged_model(run.info.experiment_id, name=ARTIFACT_PATH, source_run_id=run_id,
-                                            params=dict(run.data.params))
+                                            params=params)
     except MlflowException as error:
         if error.error_code != "ENDPOINT_NOT_FOUND":  # what an MLflow 2 server answers
             raise

@@ -28,6 +28,9 @@ SWEPT_TAG = "cnnx.sweep.swept"
 #: On every run: its command-line overrides (JSON list), where a swept config group's or
 #: preset's choice (``optimizer=adam``), which is no param, is read back.
 OVERRIDES_TAG = "cnnx.overrides"
+#: A setting a resumed run changed (``trainer.epochs``, say): MLflow keeps a param's first
+#: value for good, so the value the run went on with is this tag plus the param's name.
+RESUMED_WITH_TAG = "cnnx.resumed_with."
 #: On a sweep job's FAILED run when it failed before training: its error, in one line.
 ERROR_TAG = "cnnx.error"
 #: Below MLflow's limit on a tag's value (8000 characters in 3.x, 5000 in older versions).
@@ -117,11 +120,14 @@ def swept_columns(runs: list, parent=None) -> list[str]:
         return json.loads(parent.data.tags[SWEPT_TAG])
     keys = sorted({k for run in runs for k in run.data.params if not k.startswith(_NOT_SWEPT)})
     # A run without the param (refused before it logged any) tells nothing about it.
-    return [k for k in keys if len({run.data.params[k] for run in runs if k in run.data.params}) > 1]
+    return [k for k in keys if len({swept_value(run, k) for run in runs if k in run.data.params}) > 1]
 
 
 def swept_value(run, key: str) -> str | None:
-    """The run's value of a swept key: its param, or its override of a group or preset."""
+    """The run's value of a swept key: the value it was resumed with, its param, or its
+    override of a group or preset."""
+    if RESUMED_WITH_TAG + key in run.data.tags:
+        return run.data.tags[RESUMED_WITH_TAG + key]
     if key in run.data.params:
         return run.data.params[key]
     for override in json.loads(run.data.tags.get(OVERRIDES_TAG, "[]")):

@@ -63,6 +63,16 @@ def test_the_model_is_logged_with_the_runs_params_and_its_last_metrics(store):
     assert [m.value for m in client.get_metric_history(run_id, "val_acc")] == [0.5, 0.75]
 
 
+def test_a_model_of_a_run_resumed_with_other_settings_carries_those_settings(store):
+    """Its params were the run's, fixed at their first values: a model trained for 5 epochs
+    said 3 in the Models tab."""
+    uri, client, run_id = store
+    client.log_param(run_id, "trainer.epochs", "3")
+    client.set_tag(run_id, "cnnx.resumed_with.trainer.epochs", "5")
+    logged = client.get_logged_model(log_mlflow_model(client, run_id, classifier(), images()[:1], step=2))
+    assert logged.params == {"optimizer.lr": "0.1", "trainer.epochs": "5"}
+
+
 def test_predict_finds_a_registered_version_in_the_store_it_is_given(store, tmp_path, monkeypatch, capsys):
     """MLflow looks models:/ URIs up in the default store (./mlflow.db), whatever store it is
     given: ``cnnx predict --model models:/<name>/1 --tracking-uri ...`` found no model."""

@@ -333,6 +333,23 @@ def test_columns_of_runs_without_a_swept_tag_leave_out_what_follows_from_the_dat
     assert swept_columns(progress) == []
 
 
+def test_a_run_resumed_with_another_setting_is_compared_by_the_setting_it_went_on_with():
+    """`cnnx compare` showed the param, which MLflow never changes: a run named epochs=10
+    was listed with trainer.epochs 30."""
+    from types import SimpleNamespace
+
+    from cnnx.tracking.sweep_summary import RESUMED_WITH_TAG, swept_columns, swept_value
+
+    def run(epochs, resumed_with=None):
+        tags = {} if resumed_with is None else {RESUMED_WITH_TAG + "trainer.epochs": resumed_with}
+        return SimpleNamespace(data=SimpleNamespace(params={"trainer.epochs": epochs}, tags=tags))
+
+    longer = run("30", resumed_with="10")
+    assert swept_value(longer, "trainer.epochs") == "10"
+    assert swept_columns([longer, run("10")]) == []
+    assert swept_columns([run("30", resumed_with="15"), run("30")]) == ["trainer.epochs"]
+
+
 def test_a_process_is_told_from_a_later_one_and_an_ended_one_is_gone():
     import subprocess
     import sys
