@@ -103,6 +103,25 @@ def capture(trainer: Trainer, skip: Any = None) -> tuple[dict[str, np.ndarray], 
     return arrays, header
 
 
+def _loadable_state(trainer: Trainer, generators: Mapping[str, np.random.Generator]) -> dict[str, Any]:
+    """What ``restore`` changes, as it is now."""
+    return {"model": trainer.model.state_dict(), "optimizer": trainer.optimizer.state_dict(),
+            "scheduler": None if trainer.scheduler is None else trainer.scheduler.state_dict(),
+            "shuffle": trainer.shuffle_rng.bit_generator.state, "augment": trainer.augment_rng.bit_generator.state,
+            "layers": {name: generator.bit_generator.state for name, generator in generators.items()}}
+
+
+def _put_back(trainer: Trainer, generators: Mapping[str, np.random.Generator], state: dict[str, Any]) -> None:
+    trainer.model.load_state_dict(state["model"])
+    trainer.optimizer.load_state_dict(state["optimizer"])
+    if trainer.scheduler is not None:
+        trainer.scheduler.load_state_dict(state["scheduler"])
+    trainer.shuffle_rng.bit_generator.state = state["shuffle"]
+    trainer.augment_rng.bit_generator.state = state["augment"]
+    for name, generator in generators.items():
+        generator.bit_generator.state = state["layers"][name]
+
+
 def _field(header: Mapping[str, Any], key: str, where: str) -> Any:
     if key not in header:
         raise CheckpointError(f"{where}: header has no {key!r}; written by another program or version?")
@@ -143,7 +162,8 @@ def restore(trainer: Trainer, arrays: Mapping[str, np.ndarray], header: Mapping[
     try:
         # Model and optimizer loads are strict and change nothing unless the whole dict fits;
         # the model goes first so an architecture mismatch is reported with the layer name.
-        before = trainer.model.state_dict()
+        # What loads before a later part fails is put back, so the trainer stays as built.
+        before = _loadable_state(trainer, generators)
         trainer.model.load_state_dict(model_state)
         try:
             trainer.optimizer.load_state_dict(optimizer_state)
@@ -154,7 +174,7 @@ def restore(trainer: Trainer, arrays: Mapping[str, np.ndarray], header: Mapping[
             for name, generator in generators.items():
                 generator.bit_generator.state = saved_layers[name]
         except BaseException:
-            trainer.model.load_state_dict(before)
+            _put_back(trainer, generators, before)
             raise
     except CheckpointError as exc:
         raise CheckpointError(f"{where}: {exc}") from None
