@@ -311,6 +311,11 @@ def test_resuming_with_fewer_epochs_than_the_checkpoint_began_is_refused(tmp_pat
     longer = [f"trainer.epochs={EPOCHS + 1}" if a.startswith("trainer.epochs=") else a for a in run_args(data)]
     result = run_cli([*longer, "trainer.resume=true"], tmp_path)
     assert result.returncode == 0, result.stderr
+    # The cosine ended its plan at lr 0; planned for one epoch more, it starts again above 0.
+    (said,) = [line for line in result.stdout.splitlines() if line.startswith("the learning-rate schedule")]
+    assert said.startswith(f"the learning-rate schedule is planned again for trainer.epochs={EPOCHS + 1} "
+                           f"(the checkpoint's run planned {EPOCHS}): the next step's lr is "), said
+    assert said.endswith(f", 0 in the plan for {EPOCHS}"), said
     # MLflow's bar for fetching config.yaml, to keep it as config.initial.yaml, was printed.
     assert "Downloading artifacts" not in result.stderr, result.stderr
     (run,) = all_runs(tmp_path)

@@ -254,6 +254,7 @@ class Checkpoint(Callback):
             restore(trainer, arrays, header, f"checkpoint file '{path.resolve()}'", skip=None)
             self._check_epochs(trainer, header.get("epochs"), path)
             trainer.log(f"resumed from {path} ({_stopped_at(trainer)})")
+            self._say_if_replanned(trainer, header)
             if trainer.finished_training:
                 trainer.log(f"the checkpoint's run had finished training ({trainer.epoch} epochs); nothing "
                             f"left to train (raise trainer.epochs to train longer)")
@@ -279,6 +280,22 @@ class Checkpoint(Callback):
                 f"trainer.checkpoint.* and where it runs may change: drop the override, or start a "
                 f"new run without trainer.resume"
             )
+
+    @staticmethod
+    def _say_if_replanned(trainer: Trainer, header: dict[str, Any]) -> None:
+        """A schedule whose length is the run's (cosine) is planned again for a changed
+        trainer.epochs: the learning rate then jumps where the run goes on, which the user
+        should hear of rather than find in the lr curve."""
+        planned = header.get("epochs")
+        saved_lr = (header.get("optimizer") or {}).get("lr")
+        if (trainer.scheduler is None or trainer.finished_training or not isinstance(planned, int)
+                or planned == trainer.epochs or not isinstance(saved_lr, (int, float))):
+            return
+        lr = trainer.optimizer.lr
+        if not math.isclose(lr, saved_lr, rel_tol=1e-6, abs_tol=1e-12):
+            trainer.log(f"the learning-rate schedule is planned again for trainer.epochs={trainer.epochs} "
+                        f"(the checkpoint's run planned {planned}): the next step's lr is {lr:.4g}, "
+                        f"{saved_lr:.4g} in the plan for {planned}")
 
     @staticmethod
     def _check_epochs(trainer: Trainer, planned: Any, path: Path) -> None:
