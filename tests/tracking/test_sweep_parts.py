@@ -158,7 +158,9 @@ def test_children_without_a_validation_split_are_judged_by_the_train_twin(client
         ({"optimizer.lr": 0.1}, {"train_acc": [0.6, 0.9, 0.8]}, "FINISHED"),
     ])
     table = sweep_table(client, parent, "val_acc")
-    assert [r["best_val_acc"] for r in table.rows] == [0.7, 0.9]
+    # Named as what it is, as those runs log it.
+    assert table.objective_column == "best_train_acc"
+    assert [r["best_train_acc"] for r in table.rows] == [0.7, 0.9]
     assert table.best()["run_id"] == ids[1]
 
 
