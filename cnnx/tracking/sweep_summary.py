@@ -210,9 +210,9 @@ def objective_figure(table: SweepTable):
             i = scored.index(best)
             ax.scatter([xs[i]], [best[column]], color="tab:red", marker="*", s=160, label="best")
             ax.legend(loc="best", fontsize=8)
-        if numeric and len(set(xs)) > 2 and min(xs) > 0 and max(xs) / min(xs) >= 100:
-            ax.set_xscale("log")
-        if not numeric:
+        if numeric:
+            _numeric_x_axis(ax, xs)
+        else:
             ax.set_xticks(range(len(categories)), categories, rotation=30, ha="right", fontsize=8)
         ax.set_xlabel(key, fontsize=9)
         ax.set_ylabel(column, fontsize=9)
@@ -222,6 +222,18 @@ def objective_figure(table: SweepTable):
                  f"objective {column} ({table.mode})", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def _numeric_x_axis(ax, values: list[float]) -> None:
+    """A log scale where the values span a decade or more, as a learning rate searched by
+    orders of magnitude does (linear, all but the largest would bunch at one end); whole-number
+    ticks for whole-number params (channels, batch sizes), which take no value in between."""
+    from matplotlib.ticker import MaxNLocator
+
+    if min(values) > 0 and max(values) / min(values) >= 10:
+        ax.set_xscale("log")
+    elif all(v.is_integer() for v in values):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def record_summary(client, parent_run_id: str, table: SweepTable) -> dict[str, Any] | None:

@@ -417,3 +417,33 @@ def test_a_sweep_driven_from_another_host_is_running_while_a_job_of_it_is_active
     # A parent from before the driver was recorded, with a job just started.
     unknown = running_sweep(client, {}, jobs=[(10, [])])
     assert "it was started by a cnnx that did not record its process" in still_running(client, unknown)
+
+
+def _figure_of(key: str, values: list[str]):
+    from cnnx.tracking.sweep_summary import SweepTable, objective_figure
+
+    rows = [{"run_id": str(i), "run_name": f"job{i}", "status": "FINISHED", key: value, "best_val_acc": 0.5 + i / 100}
+            for i, value in enumerate(values)]
+    figure = objective_figure(SweepTable("val_acc", "max", [key], rows))
+    figure.canvas.draw()
+    return figure.axes[0]
+
+
+@pytest.mark.parametrize("values", [["0.01", "0.1"], ["0.0013", "0.004", "0.02", "0.05"]],
+                         ids=["two-values-a-decade-apart", "optuna-log-interval"])
+def test_the_plot_spreads_values_a_decade_or_more_apart_on_a_log_axis(values):
+    # Before: only more than two values a hundredfold apart were; these bunched at one end.
+    assert _figure_of("optimizer.lr", values).get_xscale() == "log"
+
+
+@pytest.mark.parametrize("values", [["0.02", "0.1"], ["-0.1", "1"]], ids=["within-a-decade", "not-positive"])
+def test_the_plot_keeps_a_linear_axis_for_values_a_log_axis_would_not_help(values):
+    assert _figure_of("optimizer.lr", values).get_xscale() == "linear"
+
+
+@pytest.mark.parametrize("values", [["4", "8", "16"], ["3", "5"]], ids=["channels", "two-kernel-sizes"])
+def test_the_plot_marks_integer_params_at_whole_numbers_only(values):
+    axes = _figure_of("model.layers.conv1.out_channels", values)
+    low, high = axes.get_xlim()
+    ticks = [t for t in axes.get_xticks() if low <= t <= high]
+    assert ticks and all(float(t).is_integer() for t in ticks), ticks  # was 7.5, 12.5, ...
