@@ -21,8 +21,7 @@ from cnnx.cache_dir import write_atomically
 from cnnx.cli import report_user_errors
 from cnnx.errors import CnnxError, ConfigError
 from cnnx.tracking.sweep_summary import (
-    OBJECTIVE_TAG, REPORTED_METRICS, ROLE_TAG, child_runs, objective_metric, objective_mode, run_objective,
-    swept_columns, swept_value,
+    OBJECTIVE_TAG, ROLE_TAG, child_runs, objective_metric, objective_mode, runs_table,
 )
 
 PARENT_TAG = "mlflow.parentRunId"
@@ -85,19 +84,8 @@ def check_objective(runs: list, objective: str) -> None:
 
 def comparison_rows(client, runs: list, monitor: str, parent=None) -> tuple[list[str], list[dict[str, Any]]]:
     """``(columns, rows)`` sorted by the objective, best first; runs without it come last."""
-    swept = swept_columns(runs, parent)
-    objective = f"best_{objective_metric(runs, monitor)}"
-    rows = []
-    for run in runs:
-        row = {"run_id": run.info.run_id, "run_name": run.info.run_name, "status": run.info.status,
-               **{k: swept_value(run, k) for k in swept}, objective: run_objective(client, run, monitor)}
-        row.update({m: run.data.metrics.get(m) for m in REPORTED_METRICS})
-        rows.append(row)
-    sign = -1.0 if objective_mode(monitor) == "max" else 1.0
-    rows.sort(key=lambda r: (r[objective] is None, sign * (r[objective] or 0.0)))
-    metrics = [m for m in REPORTED_METRICS if any(r[m] is not None for r in rows)]
-    return ["rank", "run_id", "run_name", "status", *swept, objective, *metrics], \
-        [{"rank": i, **row} for i, row in enumerate(rows, 1)]
+    table = runs_table(client, runs, monitor, parent)
+    return table.columns, table.ranked()
 
 
 def _cell(value: Any) -> str:

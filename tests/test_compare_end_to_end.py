@@ -74,6 +74,10 @@ def test_compare_parent_run_prints_its_children_in_order_of_the_objective(sweep)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0].startswith(f"children of run {parent}: 3 runs")
     _check_table(result.stdout, sweep / "comparison.csv", _expected_order(sweep))
+    # The sweep's own table on its parent is the same, ranked the same (it was in job order).
+    summary = store_client(sweep).download_artifacts(parent, "comparison.csv", str(sweep / "summary"))
+    with open(summary) as logged, (sweep / "comparison.csv").open() as printed:
+        assert list(csv.reader(logged)) == list(csv.reader(printed))
 
 
 @pytest.mark.parametrize(("target", "fragment"), [

@@ -151,7 +151,14 @@ class SweepTable:
     @property
     def columns(self) -> list[str]:
         extra = [m for m in REPORTED_METRICS if any(m in row for row in self.rows)]
-        return ["run_id", "run_name", "status", *self.swept, self.objective_column, *extra]
+        return ["rank", "run_id", "run_name", "status", *self.swept, self.objective_column, *extra]
+
+    def ranked(self) -> list[dict[str, Any]]:
+        """The rows best first by the objective, each with its ``rank``; rows without a value
+        (stopped before their first epoch, refused) last. Ties keep the order the runs started in."""
+        column, sign = self.objective_column, -1.0 if self.mode == "max" else 1.0
+        rows = sorted(self.rows, key=lambda r: (r[column] is None, sign * (r[column] or 0.0)))
+        return [{"rank": i, **row} for i, row in enumerate(rows, 1)]
 
     def best(self) -> dict[str, Any] | None:
         scored = [r for r in self.rows if r["status"] == "FINISHED" and r[self.objective_column] is not None]
@@ -164,7 +171,7 @@ class SweepTable:
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=self.columns, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
-        writer.writerows(self.rows)
+        writer.writerows(self.ranked())
         return out.getvalue()
 
 
@@ -173,11 +180,16 @@ def sweep_table(client, parent_run_id: str, monitor: str | None = None) -> Sweep
     parent = client.get_run(parent_run_id)
     if monitor is None:
         monitor = parent.data.tags.get(OBJECTIVE_TAG, "val_acc")
-    children = child_runs(client, parent_run_id)
-    swept = swept_columns(children, parent)
-    metric = objective_metric(children, monitor)
-    table = SweepTable(objective=metric, mode=objective_mode(metric), swept=swept)
-    for run in children:
+    return runs_table(client, child_runs(client, parent_run_id), monitor, parent)
+
+
+def runs_table(client, runs: list, monitor: str, parent=None) -> SweepTable:
+    """The comparison table of any ``runs`` (a sweep's children, an experiment's runs), in the
+    order given; ``parent``, when they are a sweep's, names the keys it swept."""
+    metric = objective_metric(runs, monitor)
+    table = SweepTable(objective=metric, mode=objective_mode(metric), swept=swept_columns(runs, parent))
+    swept = table.swept
+    for run in runs:
         row = {"run_id": run.info.run_id, "run_name": run.info.run_name, "status": run.info.status,
                **{k: swept_value(run, k) for k in swept},
                table.objective_column: run_objective(client, run, monitor)}

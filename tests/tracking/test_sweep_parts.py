@@ -69,11 +69,12 @@ def test_table_picks_the_best_epoch_of_finished_children_and_records_it(client, 
         ({**COMMON, "optimizer.lr": 0.01, "model.name": "a"}, {"val_acc": [0.5, 0.9, 0.6], "test_acc": [0.7]}, "FINISHED"),
         ({**COMMON, "optimizer.lr": 0.1, "model.name": "b"}, {"val_acc": [0.8, 0.85, 0.86]}, "FINISHED"),
         ({**COMMON, "optimizer.lr": 0.3, "model.name": "c"}, {"val_acc": [0.95]}, "FAILED"),
+        ({**COMMON, "optimizer.lr": 0.5, "model.name": "d"}, {}, "KILLED"),  # stopped before an epoch
     ])
     table = sweep_table(client, parent, "val_acc")
     assert table.swept == ["model.name", "optimizer.lr"]  # where runs go and resuming are not choices
     assert [r["run_id"] for r in table.rows] == ids
-    assert [r["best_val_acc"] for r in table.rows] == [0.9, 0.86, 0.95]
+    assert [r["best_val_acc"] for r in table.rows] == [0.9, 0.86, 0.95, None]
     assert table.best()["run_id"] == ids[0]  # best epoch counts, a FAILED run does not
 
     best = record_summary(client, parent, table)
@@ -82,8 +83,10 @@ def test_table_picks_the_best_epoch_of_finished_children_and_records_it(client, 
     assert json.loads(run.data.tags["cnnx.sweep.best_params"]) == {"model.name": "a", "optimizer.lr": "0.01"}
     assert run.data.metrics["best_val_acc"] == 0.9
     rows = list(csv.DictReader(Path(client.download_artifacts(parent, "comparison.csv", str(tmp_path))).open()))
-    assert [r["optimizer.lr"] for r in rows] == ["0.01", "0.1", "0.3"] and rows[0]["test_acc"] == "0.7"
-    assert rows[2]["status"] == "FAILED"
+    # best first by the objective, as `cnnx compare` ranks them, the run without one last
+    assert [(r["rank"], r["optimizer.lr"], r["status"]) for r in rows] == [
+        ("1", "0.3", "FAILED"), ("2", "0.01", "FINISHED"), ("3", "0.1", "FINISHED"), ("4", "0.5", "KILLED")]
+    assert rows[1]["test_acc"] == "0.7" and rows[3]["best_val_acc"] == ""
     assert {a.path for a in client.list_artifacts(parent)} == {"comparison.csv", "comparison.png", "best_child.json"}
 
 
