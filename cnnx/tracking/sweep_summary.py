@@ -242,6 +242,8 @@ def _numeric_x_axis(ax, values: list[float]) -> None:
     ticks for whole-number params (channels, batch sizes), which take no value in between."""
     from matplotlib.ticker import MaxNLocator
 
+    if not values:  # none scored (every job stopped before its first epoch): nothing to scale
+        return
     if min(values) > 0 and max(values) / min(values) >= 10:
         ax.set_xscale("log")
     elif all(v.is_integer() for v in values):

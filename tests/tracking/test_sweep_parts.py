@@ -312,6 +312,9 @@ def test_the_plot_counts_the_children_it_cannot_place():
             {"run_id": "b", "run_name": "lr=nan", "status": "FAILED", "optimizer.lr": "nan", "best_val_acc": None}]
     figure = objective_figure(SweepTable("val_acc", "max", ["optimizer.lr"], rows))
     assert figure._suptitle.get_text() == "1 runs (1 more without best_val_acc), objective best_val_acc (max)"
+    # a sweep stopped before any epoch: nothing to place, still a figure
+    figure = objective_figure(SweepTable("val_acc", "max", ["optimizer.lr"], rows[1:]))
+    assert figure._suptitle.get_text() == "0 runs (1 more without best_val_acc), objective best_val_acc (max)"
 
 
 def test_overrides_too_long_for_a_tag_are_left_to_the_params():
