@@ -70,6 +70,14 @@ def assert_complete_sweep(client, result, jobs: int, swept: set[str] = SWEPT, in
     assert parent.data.metrics["best_val_acc"] == max(best_val.values())
     best_child = next(c for c in finished if c.info.run_id == tags["cnnx.sweep.best_run_id"])
     assert json.loads(tags["cnnx.sweep.best_params"]) == {k: best_child.data.params[k] for k in sorted(swept)}
+    # what the UI shows of the sweep on the parent's row: the best child's test figures, and
+    # the settings no job varied, so that a search by params finds the sweep (a resumed
+    # sweep logged them twice)
+    assert {k: parent.data.metrics[f"best_{k}"] for k in ("test_acc", "test_loss")} == {
+        k: best_child.data.metrics[k] for k in ("test_acc", "test_loss")}
+    assert parent.data.params["model.name"] == best_child.data.params["model.name"]
+    assert parent.data.params["trainer.epochs"] == "1"
+    assert not {k for k in parent.data.params if k in swept or k.startswith(("tracking.", "sweep."))}
     if models:
         (output,) = client.get_run(best_child.info.run_id).outputs.model_outputs
         assert tags["cnnx.sweep.best_model_uri"] == f"models:/{output.model_id}"

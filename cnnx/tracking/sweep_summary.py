@@ -36,6 +36,7 @@ ERROR_TAG = "cnnx.error"
 #: Below MLflow's limit on a tag's value (8000 characters in 3.x, 5000 in older versions).
 MAX_TAG_LENGTH = 5000
 REPORTED_METRICS = ("test_acc", "test_loss")
+_MAX_PARAMS_PER_BATCH = 100  # MLflow's limit for one log_batch
 #: Where runs were logged, how they were named, whether a sweep resumed and whether progress
 #: bars were drawn are not choices, nor what follows from the data (``data.train_size``
 #: changes with ``dataset.val_fraction``).
@@ -123,6 +124,18 @@ def swept_columns(runs: list, parent=None) -> list[str]:
     return [k for k in keys if len({swept_value(run, k) for run in runs if k in run.data.params}) > 1]
 
 
+def shared_settings(runs: list, swept: list[str]) -> dict[str, str]:
+    """The params all ``runs`` logged with one value, but for the swept keys (and the keys of a
+    swept group, ``optimizer.*`` for ``optimizer=adam,sgd``) and what is no choice (``_NOT_SWEPT``):
+    what makes ``params.model.name = 'lenet5'`` find a sweep's parent as well as its children."""
+    logged = [run.data.params for run in runs if run.data.params]  # a refused job logged none
+    if not logged:
+        return {}
+    return {key: value for key, value in logged[0].items()
+            if all(params.get(key) == value for params in logged[1:]) and not key.startswith(_NOT_SWEPT)
+            and not any(key == k or key.startswith(k + ".") for k in swept)}
+
+
 def swept_value(run, key: str) -> str | None:
     """The run's value of a swept key: the value it was resumed with, its param, or its
     override of a group or preset."""
@@ -143,6 +156,8 @@ class SweepTable:
     mode: str
     swept: list[str]
     rows: list[dict[str, Any]] = field(default_factory=list)
+    #: The settings every run shares (``shared_settings``).
+    fixed: dict[str, str] = field(default_factory=dict)
 
     @property
     def objective_column(self) -> str:
@@ -187,8 +202,8 @@ def runs_table(client, runs: list, monitor: str, parent=None) -> SweepTable:
     """The comparison table of any ``runs`` (a sweep's children, an experiment's runs), in the
     order given; ``parent``, when they are a sweep's, names the keys it swept."""
     metric = objective_metric(runs, monitor)
-    table = SweepTable(objective=metric, mode=objective_mode(metric), swept=swept_columns(runs, parent))
-    swept = table.swept
+    swept = swept_columns(runs, parent)
+    table = SweepTable(objective=metric, mode=objective_mode(metric), swept=swept, fixed=shared_settings(runs, swept))
     for run in runs:
         row = {"run_id": run.info.run_id, "run_name": run.info.run_name, "status": run.info.status,
                **{k: swept_value(run, k) for k in swept},
@@ -251,13 +266,15 @@ def _numeric_x_axis(ax, values: list[float]) -> None:
 
 
 def record_summary(client, parent_run_id: str, table: SweepTable) -> dict[str, Any] | None:
-    """Best child (tags + metric), ``comparison.csv`` and ``comparison.png`` on the parent run."""
+    """Best child (tags + metrics), the settings its children share (params), ``comparison.csv``
+    and ``comparison.png`` on the parent run."""
     from mlflow.entities import Metric, RunTag
 
     best = table.best()
     client.log_text(parent_run_id, table.to_csv(), "comparison.csv")
     if table.rows:
         client.log_figure(parent_run_id, objective_figure(table), "comparison.png")
+    _log_new_params(client, parent_run_id, table.fixed)
     if best is None:
         return None
     params = {k: best[k] for k in table.swept}
@@ -267,14 +284,30 @@ def record_summary(client, parent_run_id: str, table: SweepTable) -> dict[str, A
             RunTag(BEST_PARAMS_TAG, json.dumps(params, sort_keys=True))]
     if model_uri is not None:
         tags.append(RunTag(BEST_MODEL_TAG, model_uri))
-    client.log_batch(parent_run_id, metrics=[Metric(table.objective_column, best[table.objective_column],
-                                                    _now_ms(), 0)], tags=tags)
+    # Beside the objective, what the best child scored on the test split, when it got there.
+    figures = {table.objective_column: best[table.objective_column],
+               **{f"best_{m}": best[m] for m in REPORTED_METRICS if best.get(m) is not None}}
+    now = _now_ms()
+    client.log_batch(parent_run_id, metrics=[Metric(k, v, now, 0) for k, v in figures.items()], tags=tags)
     if model_uri is None:  # nor may an earlier best's model stay named
         _delete_tag_if_set(client, parent_run_id, BEST_MODEL_TAG)
     client.log_dict(parent_run_id, {"run_id": best["run_id"], "run_name": best["run_name"],
                                     "objective": table.objective, table.objective_column: best[table.objective_column],
                                     "params": params, "model_uri": model_uri}, "best_child.json")
     return best
+
+
+def _log_new_params(client, run_id: str, params: dict[str, str]) -> None:
+    """Logs the params the run does not have yet. A resumed sweep summarises into the parent
+    it had, which holds an earlier summary's values: MLflow refuses a param's second value,
+    and one that differs (a default edited before the jobs that had all stopped ran again)
+    would fail the whole summary, so the first value stays."""
+    from mlflow.entities import Param
+
+    logged = client.get_run(run_id).data.params
+    new = [Param(key, value) for key, value in params.items() if key not in logged]
+    for i in range(0, len(new), _MAX_PARAMS_PER_BATCH):
+        client.log_batch(run_id, params=new[i:i + _MAX_PARAMS_PER_BATCH])
 
 
 def logged_model_uri(client, run_id: str) -> str | None:

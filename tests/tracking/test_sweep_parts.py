@@ -82,12 +82,47 @@ def test_table_picks_the_best_epoch_of_finished_children_and_records_it(client, 
     assert best["run_id"] == ids[0] and run.data.tags["cnnx.sweep.best_run_id"] == ids[0]
     assert json.loads(run.data.tags["cnnx.sweep.best_params"]) == {"model.name": "a", "optimizer.lr": "0.01"}
     assert run.data.metrics["best_val_acc"] == 0.9
+    # what the UI shows of the sweep without opening a child: the best one's test figures (it
+    # logged no test_loss) and the settings every child shares, searchable as params
+    assert {k: v for k, v in run.data.metrics.items() if k.startswith("best_test")} == {"best_test_acc": 0.7}
+    assert run.data.params == {"trainer.epochs": "3"}  # neither what was swept nor where runs go
     rows = list(csv.DictReader(Path(client.download_artifacts(parent, "comparison.csv", str(tmp_path))).open()))
     # best first by the objective, as `cnnx compare` ranks them, the run without one last
     assert [(r["rank"], r["optimizer.lr"], r["status"]) for r in rows] == [
         ("1", "0.3", "FAILED"), ("2", "0.01", "FINISHED"), ("3", "0.1", "FINISHED"), ("4", "0.5", "KILLED")]
     assert rows[1]["test_acc"] == "0.7" and rows[3]["best_val_acc"] == ""
     assert {a.path for a in client.list_artifacts(parent)} == {"comparison.csv", "comparison.png", "best_child.json"}
+
+
+@pytest.mark.slow
+def test_a_resumed_sweeps_summary_logs_the_shared_settings_again_without_failing(client):
+    """A resumed sweep summarises into the parent it had, where MLflow refuses a param's second value."""
+    from mlflow.entities import Metric, Param
+
+    # Ctrl-C on a parallel sweep before any epoch: both jobs stopped, the parent summarised.
+    jobs = [["optimizer.lr=0.01"], ["optimizer.lr=0.1"]]
+    parent, _ = make_sweep(client, [({**COMMON, "seed": 1, "optimizer.lr": lr}, {}, "KILLED") for lr in (0.01, 0.1)],
+                           parent_tags={SWEPT_TAG: json.dumps(["optimizer.lr"])}, overrides=jobs)
+    record_summary(client, parent, sweep_table(client, parent, "val_acc"))
+    record_summary(client, parent, sweep_table(client, parent, "val_acc"))  # the same values again
+    run = client.get_run(parent)
+    assert run.data.params == {"trainer.epochs": "3", "seed": "1"}
+
+    # Resumed after a default was edited: the jobs run again, their new runs replace the
+    # stopped ones and share another value than the parent has.
+    for overrides in jobs:
+        rerun = client.create_run(run.info.experiment_id, run_name="again", tags={
+            "mlflow.parentRunId": parent, OVERRIDES_TAG: json.dumps(overrides)})
+        client.log_batch(rerun.info.run_id, params=[Param("trainer.epochs", "3"), Param("seed", "2"),
+                                                    Param(*overrides[0].split("="))],
+                         metrics=[Metric("val_acc", 0.5, 0, 1), Metric("test_loss", 0.4, 0, 1)])
+        client.set_terminated(rerun.info.run_id, "FINISHED")
+    table = sweep_table(client, parent, "val_acc")
+    assert table.fixed == {"trainer.epochs": "3", "seed": "2"}
+    record_summary(client, parent, table)
+    run = client.get_run(parent)
+    assert run.data.params == {"trainer.epochs": "3", "seed": "1"}  # MLflow keeps a param's first value
+    assert run.data.metrics["best_test_loss"] == 0.4 and "best_test_acc" not in run.data.metrics
 
 
 @pytest.mark.slow
