@@ -195,6 +195,8 @@ def test_optuna_sweep_records_the_best_trial_on_the_parent(tmp_path):
     # the table's columns are the search space, also where the sampler drew a choice twice
     parent, children = assert_complete_sweep(client, result, jobs=4, swept=OPTUNA_SEARCHED)
     assert set(json.loads(parent.data.tags["cnnx.sweep.swept"])) == OPTUNA_SEARCHED
+    # each child names its trial (Hydra's job number, Optuna's trial number)
+    assert sorted(c.data.tags["cnnx.sweep.job"] for c in children) == ["0", "1", "2", "3"]
     assert_optuna_best_is_the_parents(client, parent, tmp_path / "sweep", "val_acc")
     assert "optimization_results.yaml" in list_artifacts(client, parent.info.run_id)
 
@@ -626,6 +628,9 @@ def test_a_job_refused_before_training_is_a_failed_child_that_says_why(tmp_path)
         ("epochs=1,lr=0.1", "FINISHED"), ("epochs=1,lr=nan", "FAILED")]
     failed = next(c for c in children if c.info.status == "FAILED")
     assert failed.data.tags["cnnx.error"].startswith("optimizer: SGD: lr=nan is not finite")
+    # each child names its job, the one refused before it had a run of its own too
+    assert {c.info.run_name: c.data.tags["cnnx.sweep.job"] for c in children} == {
+        "epochs=1,lr=nan": "0", "epochs=1,lr=0.1": "1"}
     table = store_client(tmp_path).download_artifacts(parent.info.run_id, "comparison.csv", str(tmp_path))
     assert {row["optimizer.lr"]: row["status"] for row in csv.DictReader(open(table))} == {
         "nan": "FAILED", "0.1": "FINISHED"}

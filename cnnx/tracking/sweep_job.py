@@ -18,12 +18,18 @@ from cnnx.tracking.sweep_resume import (
 from cnnx.tracking.sweep_summary import ERROR_TAG, MAX_TAG_LENGTH, overrides_tag, run_objective
 
 
+#: On a sweep's child: Hydra's job number (``hydra.job.num``), the trial's number in an Optuna search.
+JOB_TAG = "cnnx.sweep.job"
+
+
 @dataclass(frozen=True)
 class SweepJob:
     link: SweepLink | None
     blas_threads: int | None
     #: Beside other jobs (any launcher but Hydra's basic one), sharing their terminal.
     parallel: bool = False
+    #: Hydra's job number: which of the sweep's jobs, or Optuna's trials, this is.
+    number: int | None = None
 
     @property
     def experiment_name(self) -> str | None:
@@ -34,6 +40,9 @@ class SweepJob:
     def swept(self) -> tuple[str, ...]:
         return self.link.swept if self.link is not None else ()
 
+    def tags(self) -> dict[str, str]:
+        return {} if self.number is None else {JOB_TAG: str(self.number)}
+
 
 def current_sweep_job(hydra_cfg: Any) -> SweepJob | None:
     """The sweep this Hydra job belongs to, or None for a single run."""
@@ -42,7 +51,8 @@ def current_sweep_job(hydra_cfg: Any) -> SweepJob | None:
     if hydra_cfg.mode != RunMode.MULTIRUN:
         return None
     parallel = "BasicLauncher" not in str(hydra_cfg.launcher.get("_target_", ""))
-    return SweepJob(SweepLink.read(sweep_dir_of(hydra_cfg)), threads_per_job(hydra_cfg.launcher), parallel)
+    return SweepJob(SweepLink.read(sweep_dir_of(hydra_cfg)), threads_per_job(hydra_cfg.launcher), parallel,
+                    hydra_cfg.job.get("num"))
 
 
 @dataclass(frozen=True)
@@ -64,7 +74,8 @@ def tracker_options(job: SweepJob | None, config: dict[str, Any], checkpoint_dir
         tags[CHECKPOINT_DIR_TAG] = str(checkpoint_dir.resolve())
     if job is None or job.link is None:
         return {"tags": tags}
-    return {"tags": tags, "tracking_uri": job.link.tracking_uri, "parent_run_id": job.link.parent_run_id}
+    return {"tags": {**tags, **job.tags()}, "tracking_uri": job.link.tracking_uri,
+            "parent_run_id": job.link.parent_run_id}
 
 
 def earlier_attempt(job: SweepJob | None, config: dict[str, Any], experiment_name: str) -> EarlierAttempt:
@@ -128,7 +139,8 @@ def _record_failed_job(job: SweepJob, overrides: list[str], error: Exception) ->
     try:
         client = MlflowClient(link.tracking_uri)
         run = client.create_run(link.experiment_id, run_name=name, tags={
-            "mlflow.parentRunId": link.parent_run_id, **overrides_tag(overrides), ERROR_TAG: message[:MAX_TAG_LENGTH]})
+            "mlflow.parentRunId": link.parent_run_id, **job.tags(), **overrides_tag(overrides),
+            ERROR_TAG: message[:MAX_TAG_LENGTH]})
         end_run(client, run.info.run_id, "FAILED")
     except Exception:  # noqa: BLE001 — the job's own error is what its user must see
         pass
