@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from importlib.metadata import version
 
 import numpy as np
 import pytest
@@ -26,9 +27,10 @@ def test_listing_names_each_component_with_its_distribution_and_version(installe
                             text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr  # every component imports
     rows = {tuple(line.split()[:4]) for line in result.stdout.splitlines()[1:]}
-    expected = {(group, name, "cnnx-contrib", "0.2.0") for group, names in CONTRIB.items() for name in names}
-    expected.add(("cnnx.datasets", "imagefolder", "cnnx-imagefolder", "0.1.0"))
-    expected.add(("cnnx.layers", "conv2d", "cnnx", "0.2.0"))
+    contrib, imagefolder, cnnx = (version(name) for name in ("cnnx-contrib", "cnnx-imagefolder", "cnnx"))
+    expected = {(group, name, "cnnx-contrib", contrib) for group, names in CONTRIB.items() for name in names}
+    expected.add(("cnnx.datasets", "imagefolder", "cnnx-imagefolder", imagefolder))
+    expected.add(("cnnx.layers", "conv2d", "cnnx", cnnx))
     assert expected <= rows, result.stdout
     assert "CONFLICT" not in result.stdout
 
