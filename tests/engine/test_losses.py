@@ -4,6 +4,7 @@ import warnings
 import numpy as np
 import pytest
 
+from cnnx.engine.functional.softmax import log_softmax
 from cnnx.engine.losses.bce import BCELoss
 from cnnx.engine.losses.cross_entropy import CrossEntropyLoss
 from cnnx.engine.losses.mse import MSELoss
@@ -60,6 +61,43 @@ def test_cross_entropy_is_stable_for_huge_logits(dtype, smoothing):
     assert grad.dtype == dtype and isinstance(value, float)
     if not smoothing:
         assert value == pytest.approx((2e4 + 2e4 + math.log(2)) / 2)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_cross_entropy_agrees_with_log_softmax_on_infinite_logits(smoothing):
+    """-inf logits (masked classes) and a +inf logit give per row what log_softmax gives:
+    the loss of a masked target is inf, a +inf logit makes the others' probability 0, and an
+    all -inf row is nan, with the gradient exp(log_softmax) - target in every case."""
+    inf = np.inf
+    logits = np.array([
+        [0.0, -inf, 2.0, -inf],
+        [-inf, 1.0, -inf, 3.0],
+        [1e4, -inf, -1e4, 0.0],
+        [1.0, -inf, 0.0, 2.0],   # its target is masked
+        [inf, 0.0, 1.0, -inf],
+        [inf, 0.0, 1.0, -inf],   # its target is the +inf logit
+        [-inf, -inf, -inf, -inf],
+    ], dtype=np.float32)
+    labels = np.array([2, 1, 0, 1, 1, 0, 0])
+    n, k = logits.shape
+    target = np.full((n, k), smoothing / k, dtype=np.float32)
+    target[np.arange(n), labels] += 1 - smoothing
+    loss = CrossEntropyLoss(smoothing)
+    with np.errstate(all="ignore"):
+        log_p = log_softmax(logits, axis=1)
+        # Only the smoothing term reads every entry (0 * -inf would be nan without it).
+        expected = -(1 - smoothing) * log_p[np.arange(n), labels]
+        if smoothing:
+            expected -= smoothing / k * log_p.sum(axis=1)
+        per_row = [loss(logits[i:i + 1], labels[i:i + 1])[0] for i in range(n)]
+        value, grad = loss(logits, labels)
+        expected_grad = (np.exp(log_p) - target) / n
+    np.testing.assert_allclose(per_row, expected, rtol=1e-6)
+    np.testing.assert_allclose(loss(logits[:3], labels[:3])[0], expected[:3].mean(), rtol=1e-6)
+    assert np.isnan(value)  # the mean over rows with a nan one
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-6, atol=1e-7)
+    assert np.isinf(expected[3]) and np.isnan(expected[-1])
+    assert smoothing or np.isfinite(expected[:3]).all()  # with smoothing a masked class costs inf
 
 
 def test_cross_entropy_float32_in_float32_out_and_input_untouched():

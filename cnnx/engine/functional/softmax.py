@@ -10,7 +10,9 @@ import numpy as np
 
 
 def _finite_max(x: np.ndarray, axis: int) -> np.ndarray:
-    m = np.max(x, axis=axis, keepdims=True)
+    # The ufunc's own reduce: np.max's Python wrapper costs a microsecond, a tenth of a fused
+    # cross-entropy on a batch of 64.
+    m = np.maximum.reduce(x, axis=axis, keepdims=True)
     # Shifting by an infinite max would turn the row into nan (inf - inf); shifting such
     # rows by 0 instead lets exp/log produce the correct limit (0, inf or -inf).
     if not np.isfinite(m).all():
@@ -41,13 +43,29 @@ def softmax(x: np.ndarray, axis: int = -1, out: np.ndarray | None = None) -> np.
 
 def log_softmax(x: np.ndarray, axis: int = -1, out: np.ndarray | None = None) -> np.ndarray:
     """``x - logsumexp(x)`` along ``axis``, accurate even where softmax underflows to 0."""
-    m = _finite_max(x, axis)
-    out = np.subtract(x, m, out=out)
-    lse = np.exp(out).sum(axis=axis, keepdims=True)
-    with np.errstate(divide="ignore"):
-        np.log(lse, out=lse)
-    out -= lse
+    out, _, sums = softmax_parts(x, axis, out=out)
+    with np.errstate(divide="ignore"):  # an all -inf row sums to 0, whose log is -inf
+        np.log(sums, out=sums)
+    out -= sums
     return out
+
+
+def softmax_parts(
+    x: np.ndarray, axis: int = -1, out: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(shifted, exps, sums)``: ``x`` minus its finite maxima along ``axis`` (into ``out``),
+    ``exp(shifted)`` and its sums (axis kept), so that
+
+        log_softmax(x) = shifted - log(sums)        softmax(x) = exps / sums
+
+    For callers that need both, or only some entries of the log-softmax, at the cost of one
+    exponential per element: a fused loss takes its value from a few entries of the first
+    and its gradient from the second. ``exps`` is a new C-ordered array whatever the layout
+    of ``x``, so a caller may write into it through a flat view.
+    """
+    shifted = np.subtract(x, _finite_max(x, axis), out=out)
+    exps = np.exp(shifted, order="C")
+    return shifted, exps, exps.sum(axis=axis, keepdims=True)
 
 
 def sigmoid(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:

@@ -57,6 +57,16 @@ class Loss:
         return f"{type(self).__name__}({args})"
 
 
+def logits_shape(loss: str, logits: np.ndarray) -> tuple[int, int]:
+    """``(N, classes)`` of the logits a classification loss takes, which must be 2-D."""
+    if logits.ndim != 2:
+        raise DataError(
+            f"{loss} expects logits shaped (N, classes), got {logits.shape}; "
+            f"end the model with a dense layer"
+        )
+    return logits.shape
+
+
 def class_labels(loss: str, targets: np.ndarray, num_classes: int) -> np.ndarray:
     """Validate integer class labels (N,) or (N, 1) and return them as an index array."""
     if targets.ndim == 2 and targets.shape[1] == 1:

@@ -8,16 +8,17 @@ from typing import Any
 
 import numpy as np
 
-from cnnx.engine.losses.base import Loss, class_labels
-from cnnx.errors import ConfigError, DataError
+from cnnx.engine.functional.softmax import softmax_parts
+from cnnx.engine.losses.base import Loss, class_labels, logits_shape
+from cnnx.errors import ConfigError
 
 
 class CrossEntropyLoss(Loss):
     """``torch.nn.CrossEntropyLoss(label_smoothing=...)`` for logits (N, K) and labels (N,).
 
     With smoothing e the target distribution is (1 - e) * onehot + e / K. The gradient of the
-    batch mean is (softmax(logits) - target) / N. Every exponential is of a logit minus its
-    row maximum, so logits of any magnitude give finite values.
+    batch mean is (softmax(logits) - target) / N. Value and gradient come from one
+    ``softmax_parts``, finite for finite logits of any magnitude.
     """
 
     name = "cross_entropy"
@@ -38,29 +39,23 @@ class CrossEntropyLoss(Loss):
         return {"label_smoothing": self.label_smoothing}
 
     def compute(self, logits: np.ndarray, targets: np.ndarray) -> tuple[float, np.ndarray]:
-        if logits.ndim != 2:
-            raise DataError(
-                f"cross_entropy expects logits shaped (N, classes), got {logits.shape}; "
-                f"end the model with a dense layer"
-            )
-        n, k = logits.shape
+        n, k = logits_shape(self.name, logits)
         labels = class_labels(self.name, targets, k)
         # Positions of the target logits in the flattened (N, K) arrays: one take and one
         # fancy subtraction instead of two (rows, labels) gathers.
         target_at = _row_starts(n, k) + labels
         smoothing = self.label_smoothing
 
-        shifted = logits - logits.max(axis=1, keepdims=True)
-        # C order whatever the logits' layout: the flat view below must write through.
-        grad = np.exp(shifted, out=np.empty(shifted.shape, shifted.dtype))
-        sumexp = grad.sum(axis=1)
-        # -sum_k target_k * log_softmax_k = log(sum exp(shifted)) - sum_k target_k * shifted_k
+        shifted, grad, sumexp = softmax_parts(logits, axis=1)
+        # -sum_k target_k * log_softmax_k = log(sum exp(shifted)) - sum_k target_k * shifted_k:
+        # the log-softmax itself, N x K values, is never needed.
         total = np.log(sumexp).sum() - (1 - smoothing) * shifted.take(target_at).sum()
         if smoothing:
             total -= (smoothing / k) * shifted.sum()
         value = float(total) / n
 
-        grad /= sumexp[:, None]
+        grad /= sumexp
+        # softmax_parts' exps are C-ordered whatever the logits' layout: this view writes through.
         grad_flat = grad.reshape(-1)
         grad_flat[target_at] -= 1 - smoothing
         if smoothing:

@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from cnnx.engine.losses.base import Loss, class_labels
-from cnnx.errors import ConfigError, DataError
+from cnnx.engine.functional.softmax import softmax_parts
+from cnnx.engine.losses.base import Loss, class_labels, logits_shape
+from cnnx.errors import ConfigError
 
 
 class FocalLoss(Loss):
@@ -31,19 +32,12 @@ class FocalLoss(Loss):
         return {"gamma": self.gamma}
 
     def compute(self, logits: np.ndarray, targets: np.ndarray) -> tuple[float, np.ndarray]:
-        if logits.ndim != 2:
-            raise DataError(
-                f"focal_loss expects logits shaped (N, classes), got {logits.shape}; "
-                f"end the model with a dense layer"
-            )
-        n, k = logits.shape
+        n, k = logits_shape(self.name, logits)
         labels = class_labels(self.name, targets, k)
         rows = np.arange(n)
-        shifted = logits - logits.max(axis=1, keepdims=True)
-        probs = np.exp(shifted)
-        sumexp = probs.sum(axis=1)
-        probs /= sumexp[:, None]
-        log_pt = shifted[rows, labels] - np.log(sumexp)
+        shifted, probs, sumexp = softmax_parts(logits, axis=1)
+        probs /= sumexp
+        log_pt = shifted[rows, labels] - np.log(sumexp[:, 0])
         pt = np.exp(log_pt)
         # 1 - p_t without cancellation when p_t is close to 1.
         miss = -np.expm1(log_pt)
