@@ -5,12 +5,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from numbers import Integral, Real
+from numbers import Integral
 from typing import Any
 
 import numpy as np
 
 from cnnx.data.normalize import raw_range
+from cnnx.engine.options import check_range
 from cnnx.errors import ConfigError, DataError, DataSplitsError, flat_message
 
 Split = tuple[np.ndarray, np.ndarray]
@@ -133,8 +134,7 @@ def _kinds(split: Any) -> str:
 def check_split_config(owner: str, val_fraction: Any, test_fraction: Any, seed: Any) -> None:
     """ConfigError unless 0 <= fractions < 1, their sum < 1 and seed is an int >= 0."""
     for key, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if isinstance(value, bool) or not isinstance(value, Real) or not 0 <= value < 1:
-            raise ConfigError(f"{owner}: {key}={value!r} is invalid; accepted: 0 <= {key} < 1")
+        check_range(owner, key, value, 0.0, 1.0, high_open=True)
     if val_fraction + test_fraction >= 1:
         raise ConfigError(
             f"{owner}: val_fraction={val_fraction!r} + test_fraction={test_fraction!r} "

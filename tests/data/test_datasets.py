@@ -122,7 +122,7 @@ def test_digits_are_learnable(digits8):
             {"normalize": "zscore"},
             "normalize='zscore' is not a known mode; accepted: none, unit, standard",
         ),
-        ({"val_fraction": 1.0}, "val_fraction=1.0 is invalid; accepted: 0 <= val_fraction < 1"),
+        ({"val_fraction": 1.0}, "val_fraction=1.0 is out of range; accepted: 0 <= val_fraction < 1"),
         ({"test_fraction": -0.1}, "test_fraction=-0.1"),
         ({"val_fraction": 0.5, "test_fraction": 0.5}, "leaves no training data"),
         ({"seed": -1}, "seed=-1 is invalid"),

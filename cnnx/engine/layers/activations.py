@@ -17,7 +17,7 @@ import numpy as np
 from cnnx.engine.functional.softmax import sigmoid, softmax
 from cnnx.engine.in_place import OutputUse
 from cnnx.engine.module import Module, Shape
-from cnnx.engine.options import check_flag
+from cnnx.engine.options import check_flag, check_real
 from cnnx.errors import ConfigError
 
 
@@ -62,15 +62,9 @@ class LeakyReLU(_Activation):
 
     def __init__(self, negative_slope: float = 0.01, inplace: bool = False) -> None:
         super().__init__()
-        if isinstance(negative_slope, bool) or not isinstance(negative_slope, numbers.Real):
-            raise ConfigError(
-                f"leaky_relu: negative_slope must be a number, got {negative_slope!r}"
-            )
-        if not np.isfinite(negative_slope):
-            raise ConfigError(f"leaky_relu: negative_slope must be finite, got {negative_slope}")
         # A Python float, not a NumPy scalar: NumPy 2 would let an np.float64 slope promote
         # float32 activations to float64.
-        self.negative_slope = float(negative_slope)
+        self.negative_slope = check_real("leaky_relu", "negative_slope", negative_slope)
         self.inplace = check_flag("leaky_relu", "inplace", inplace)
         self.overwrites_input = self.inplace
         # A negative slope flips the sign of negative inputs, so backward keeps its own mask.

@@ -7,7 +7,6 @@ with the *unbiased* batch variance); evaluation normalises with the running stat
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import numpy as np
@@ -15,6 +14,7 @@ import numpy as np
 from cnnx.engine.in_place import OutputUse
 from cnnx.engine.layers.image_input import check_image_batch, check_image_shape
 from cnnx.engine.module import Module, Shape
+from cnnx.engine.options import check_range
 from cnnx.engine.parameter import Parameter
 from cnnx.errors import ConfigError, ShapeError
 
@@ -36,20 +36,14 @@ class BatchNorm2D(Module):
 
     def __init__(self, eps: float = 1e-5, momentum: float = 0.1) -> None:
         super().__init__()
-        if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps > 0:
-            raise ConfigError(f"batchnorm2d: eps must be a positive number, got {eps!r}")
-        if (
-            isinstance(momentum, bool)
-            or not isinstance(momentum, numbers.Real)
-            or not 0 <= momentum <= 1
-        ):
+        if momentum is None:
             raise ConfigError(
-                f"batchnorm2d: momentum must be a number in [0, 1], got {momentum!r} "
-                f"(PyTorch's momentum=None, a cumulative average, is not supported)"
+                "batchnorm2d: momentum=None (PyTorch's cumulative average) is not supported; "
+                "accepted: 0 <= momentum <= 1"
             )
         # Python floats keep float32 arithmetic in float32 under NumPy 2 promotion rules.
-        self.eps = float(eps)
-        self.momentum = float(momentum)
+        self.eps = check_range("batchnorm2d", "eps", eps, 0.0, low_open=True)
+        self.momentum = check_range("batchnorm2d", "momentum", momentum, 0.0, 1.0)
         self._cache: tuple[Any, ...] | None = None
 
     def get_config(self) -> dict[str, Any]:

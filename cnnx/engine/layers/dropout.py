@@ -3,15 +3,13 @@ so that evaluation (an identity) needs no rescaling."""
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import numpy as np
 
 from cnnx.engine.in_place import OutputUse
 from cnnx.engine.module import Module, Shape
-from cnnx.engine.options import check_flag
-from cnnx.errors import ConfigError
+from cnnx.engine.options import check_flag, check_range
 
 
 class Dropout(Module):
@@ -28,9 +26,7 @@ class Dropout(Module):
 
     def __init__(self, p: float = 0.5, inplace: bool = False) -> None:
         super().__init__()
-        if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 <= p < 1:
-            raise ConfigError(f"dropout: p must be a probability in [0, 1), got {p!r}")
-        self.p = float(p)
+        self.p = check_range("dropout", "p", p, 0.0, 1.0, high_open=True)
         self.inplace = check_flag("dropout", "inplace", inplace)
         self.overwrites_input = self.inplace
         self._threshold = round(self.p * 2**32)

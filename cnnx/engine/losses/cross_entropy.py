@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numbers
 from functools import lru_cache
 from typing import Any
 
@@ -10,7 +9,7 @@ import numpy as np
 
 from cnnx.engine.functional.softmax import softmax_parts
 from cnnx.engine.losses.base import Loss, class_labels, logits_shape
-from cnnx.errors import ConfigError
+from cnnx.engine.options import check_range
 
 
 class CrossEntropyLoss(Loss):
@@ -24,16 +23,7 @@ class CrossEntropyLoss(Loss):
     name = "cross_entropy"
 
     def __init__(self, label_smoothing: float = 0.0) -> None:
-        if (
-            isinstance(label_smoothing, bool)
-            or not isinstance(label_smoothing, numbers.Real)
-            or not 0 <= label_smoothing <= 1
-        ):
-            raise ConfigError(
-                f"cross_entropy: label_smoothing must be a number in [0, 1], "
-                f"got {label_smoothing!r}"
-            )
-        self.label_smoothing = float(label_smoothing)
+        self.label_smoothing = check_range(self.name, "label_smoothing", label_smoothing, 0.0, 1.0)
 
     def get_config(self) -> dict[str, Any]:
         return {"label_smoothing": self.label_smoothing}

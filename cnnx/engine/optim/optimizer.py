@@ -14,12 +14,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
 
 from cnnx.engine.flat_parameters import parameter_views, shared_buffer
+from cnnx.engine.options import check_flag, check_int, check_range, check_real  # noqa: F401
 from cnnx.engine.parameter import Parameter
 from cnnx.errors import CheckpointError, ConfigError
 
@@ -27,61 +27,10 @@ STATE_PREFIX = "state."
 PARAM_STEP_PREFIX = "param_step."
 
 
-# -- hyper-parameter validation (shared by every optimizer and scheduler) -------------------
-def check_real(owner: str, key: str, value: Any) -> float:
-    """Return ``value`` as a finite Python float or raise a ConfigError naming ``key``.
-
-    Python floats keep float32 arithmetic float32 under NumPy's promotion rules, whereas a
-    NumPy float64 scalar would promote every intermediate to float64.
-    """
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise ConfigError(
-            f"{owner}: {key}={value!r} is not a number; accepted: a finite real number"
-        )
-    value = float(value)
-    if not math.isfinite(value):
-        raise ConfigError(f"{owner}: {key}={value!r} is not finite; accepted: a finite number")
-    return value
-
-
-def check_range(
-    owner: str,
-    key: str,
-    value: Any,
-    low: float | None = None,
-    high: float | None = None,
-    *,
-    low_open: bool = False,
-    high_open: bool = False,
-) -> float:
-    value = check_real(owner, key, value)
-    too_low = low is not None and (value <= low if low_open else value < low)
-    too_high = high is not None and (value >= high if high_open else value > high)
-    if too_low or too_high:
-        low_op = "<" if low_open else "<="
-        high_op = "<" if high_open else "<="
-        if low is not None and high is not None:
-            accepted = f"{low:g} {low_op} {key} {high_op} {high:g}"
-        elif low is not None:
-            accepted = f"{key} {'>' if low_open else '>='} {low:g}"
-        else:
-            accepted = f"{key} {high_op} {high:g}"
-        raise ConfigError(f"{owner}: {key}={value!r} is out of range; accepted: {accepted}")
-    return value
-
-
-def check_int(owner: str, key: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise ConfigError(f"{owner}: {key}={value!r} is not an integer; accepted: int >= {low}")
-    if value < low:
-        raise ConfigError(f"{owner}: {key}={value!r} is out of range; accepted: int >= {low}")
-    return int(value)
-
-
-def check_bool(owner: str, key: str, value: Any) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise ConfigError(f"{owner}: {key}={value!r} is not a boolean; accepted: true, false")
-    return bool(value)
+# -- hyper-parameter validation -------------------------------------------------------------
+# The scalar checks live in cnnx.engine.options, shared with layers and losses. Re-exported
+# here under their old names: plugins written for cnnx 0.2 import them from this module.
+check_bool = check_flag
 
 
 def check_betas(owner: str, value: Any) -> tuple[float, float]:

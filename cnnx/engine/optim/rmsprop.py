@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from cnnx.engine.optim.optimizer import Optimizer, check_bool, check_range
+from cnnx.engine.optim.optimizer import Optimizer
+from cnnx.engine.options import check_flag, check_range
 from cnnx.engine.parameter import Parameter
 
 
@@ -41,7 +42,7 @@ class RMSprop(Optimizer):
         self.eps = check_range(owner, "eps", eps, 0.0, low_open=True)
         self.momentum = check_range(owner, "momentum", momentum, 0.0, 1.0, high_open=True)
         self.weight_decay = check_range(owner, "weight_decay", weight_decay, 0.0)
-        self.centered = check_bool(owner, "centered", centered)
+        self.centered = check_flag(owner, "centered", centered)
 
     def slots(self) -> tuple[str, ...]:
         slots = ["square_avg"]

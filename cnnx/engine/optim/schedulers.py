@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnx.engine.optim.optimizer import check_int, check_range
+from cnnx.engine.options import check_int, check_range
 from cnnx.errors import CheckpointError, ConfigError
 
 

@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from cnnx.engine.optim.optimizer import Optimizer, check_bool, check_range
+from cnnx.engine.optim.optimizer import Optimizer
+from cnnx.engine.options import check_flag, check_range
 from cnnx.engine.parameter import Parameter
 from cnnx.errors import ConfigError
 
@@ -38,7 +39,7 @@ class SGD(Optimizer):
         self.momentum = check_range(owner, "momentum", momentum, 0.0, 1.0, high_open=True)
         self.dampening = check_range(owner, "dampening", dampening, 0.0, 1.0)
         self.weight_decay = check_range(owner, "weight_decay", weight_decay, 0.0)
-        self.nesterov = check_bool(owner, "nesterov", nesterov)
+        self.nesterov = check_flag(owner, "nesterov", nesterov)
         if self.nesterov and (self.momentum == 0.0 or self.dampening != 0.0):
             raise ConfigError(
                 f"{owner}: nesterov=true needs momentum > 0 and dampening = 0 "

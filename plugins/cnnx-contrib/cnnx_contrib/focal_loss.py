@@ -10,23 +10,20 @@ sample is A · (onehot - softmax) / N.
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import numpy as np
 
 from cnnx.engine.functional.softmax import softmax_parts
 from cnnx.engine.losses.base import Loss, class_labels, logits_shape
-from cnnx.errors import ConfigError
+from cnnx.engine.options import check_range
 
 
 class FocalLoss(Loss):
     name = "focal_loss"
 
     def __init__(self, gamma: float = 2.0) -> None:
-        if isinstance(gamma, bool) or not isinstance(gamma, numbers.Real) or not 0 <= gamma <= 10:
-            raise ConfigError(f"focal_loss: gamma must be a number in [0, 10], got {gamma!r}")
-        self.gamma = float(gamma)
+        self.gamma = check_range(self.name, "gamma", gamma, 0.0, 10.0)
 
     def get_config(self) -> dict[str, Any]:
         return {"gamma": self.gamma}

@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from cnnx.engine.optim.optimizer import Optimizer, check_betas, check_range
+from cnnx.engine.optim.optimizer import Optimizer, check_betas
+from cnnx.engine.options import check_range
 from cnnx.engine.parameter import Parameter
 
 
