@@ -500,6 +500,32 @@ def test_rebinding_a_parameter_falls_back_to_per_parameter_updates():
         np.testing.assert_array_equal(params[name].data, expected[name].data, err_msg=name)
 
 
+COPIES = pytest.mark.parametrize(
+    "copy_pair", [lambda pair: __import__("copy").deepcopy(pair),
+                  lambda pair: __import__("pickle").loads(__import__("pickle").dumps(pair))],
+    ids=["deepcopy", "pickle"])
+
+
+@COPIES
+def test_bare_parameters_copied_with_their_optimizer_train_on_as_the_original(copy_pair):
+    """Unlike a Model, bare parameters are not flattened again by a copy: each still holds the
+    view the copied optimizer recorded, so only that view's base, no longer the copied flat
+    buffer, tells the optimizer to relink (without that check the copy stopped training)."""
+    start, grad_fn = make_problem()
+    expected, _ = run_cnnx(SGD, {"lr": 0.05, "momentum": 0.9}, start, grad_fn)
+    params = {n: Parameter(a.copy()) for n, a in start.items()}
+    flatten_parameters(list(params.values()))
+    opt = SGD(params.items(), lr=0.05, momentum=0.9)
+    for t in range(STEPS):
+        if t == 3:
+            params, opt = copy_pair((params, opt))
+        for n, p in params.items():
+            p.grad = grad_fn(n, t)(p.data)
+        opt.step()
+    for name in SHAPES:
+        np.testing.assert_array_equal(params[name].data, expected[name].data, err_msg=name)
+
+
 def _small_model():
     import cnnx
 
@@ -518,9 +544,7 @@ def _train(model, optimizer, batches):
         optimizer.step()
 
 
-@pytest.mark.parametrize("copy_pair", [lambda pair: __import__("copy").deepcopy(pair),
-                                       lambda pair: __import__("pickle").loads(__import__("pickle").dumps(pair))],
-                         ids=["deepcopy", "pickle"])
+@COPIES
 @pytest.mark.parametrize(("cls", "kwargs"), [(SGD, {"lr": 0.1, "momentum": 0.9}), (Adam, {"lr": 0.01})],
                          ids=["sgd-momentum", "adam"])
 def test_a_model_and_optimizer_copied_together_train_on_exactly_as_the_original(copy_pair, cls, kwargs):

@@ -184,6 +184,11 @@ class Optimizer:
         self._ensure_state()
         lr = float(self.lr)  # schedulers may hand in NumPy scalars; keep float32 float32
         flat = self._flat
+        # The parameters no longer hold views of this buffer, so updating it would leave them
+        # untouched, when either: bare parameters copied or unpickled together with their
+        # optimizer still hold the copied views, but each view now owns its memory, so its base
+        # is not the copied buffer; or Model.to, or a Model's copy (which flattens again),
+        # rebound the first parameter to another array.
         if flat is not None and (flat.views[0].base is not flat.data
                                  or next(iter(self.params.values())).data is not flat.views[0]):
             flat = self._relink()
