@@ -1,0 +1,111 @@
+"""Signals during training, in-process: SIGINT, SIGTERM and a second Ctrl-C stop the run where
+it is safe and say what resumes it."""
+
+from __future__ import annotations
+
+import pytest
+from tiny_trainer import make_trainer, tiny_data
+
+from cnnx.training.checkpoint import Checkpoint
+
+
+def test_sigterm_only_raises_the_flag_and_handlers_are_restored():
+    import os
+    import signal
+
+    from cnnx.training.signals import InterruptFlag
+
+    before = signal.getsignal(signal.SIGTERM)
+    with InterruptFlag() as flag:
+        assert not flag.requested
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert flag.requested and flag.signal_name == "SIGTERM"
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_signal_while_the_run_finishes_lets_it_finish():
+    """SIGTERM during the test evaluation or the end-of-run report used to hit the default
+    handler: the process died silently halfway through logging and the MLflow run stayed
+    RUNNING. Now it is deferred until the run has finished."""
+    import os
+    import signal
+
+    from cnnx.training.callbacks import Callback
+
+    class SignalAtEnd(Callback):
+        def on_fit_end(self, trainer, test_metrics):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    class LaterCallback(Callback):
+        ended = False
+
+        def on_fit_end(self, trainer, test_metrics):
+            self.ended = True
+
+    reached_default = []
+    previous = signal.signal(signal.SIGTERM, lambda *_: reached_default.append(True))
+    later, lines = LaterCallback(), []
+    try:
+        trainer = make_trainer(epochs=1, callbacks=[SignalAtEnd(), later])
+        trainer.log = lines.append
+        trainer.fit(tiny_data())
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert not reached_default and later.ended
+    assert lines == ["SIGTERM received while the run was finishing; it finished first (nothing to resume)"]
+
+
+@pytest.mark.slow  # creating a sqlite MLflow store takes seconds
+def test_a_signal_between_epochs_is_tagged_as_the_console_says_it(tmp_path, monkeypatch):
+    """A SIGINT at an epoch boundary printed 'after epoch 1', but the run's error tag said
+    'stopped after epoch 1, batch 0'."""
+    import os
+    import signal
+
+    from mlflow import MlflowClient
+
+    from cnnx.cli import interrupted_message
+    from cnnx.tracking.mlflow_tracker import MlflowTracker
+    from cnnx.training.callbacks import Callback
+    from cnnx.training.signals import TrainingInterrupted
+
+    class SignalAfterEpoch1(Callback):
+        def on_epoch_end(self, trainer, epoch, metrics):
+            if epoch == 1:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.chdir(tmp_path)  # the store's artifacts go to ./mlruns
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = MlflowTracker(experiment_name="e", config={"seed": 0}, config_yaml="seed: 0\n", tracking_uri=uri,
+                            log_kernels=False, log_weights=False, log_plots=False, log_model=False,
+                            spill_dir=tmp_path / "unsent")
+    trainer = make_trainer(epochs=3, callbacks=[Checkpoint(tmp_path / "ck"), tracker, SignalAfterEpoch1()])
+    with pytest.raises(TrainingInterrupted) as caught:
+        trainer.fit(tiny_data())
+    console = interrupted_message(caught.value, [])
+    assert console.startswith("interrupted by SIGINT after epoch 1; checkpoint saved to "), console
+    run = MlflowClient(uri).get_run(tracker.run_id)
+    assert run.info.status == "KILLED"
+    assert run.data.tags["error"] == "TrainingInterrupted: SIGINT received; stopped after epoch 1"
+
+
+def test_a_second_ctrl_c_still_points_at_the_newest_checkpoint(tmp_path):
+    """A second Ctrl-C stops mid-batch; the CLI said only 'no checkpoint written for this
+    moment', although the previous epoch's checkpoint resumes the run."""
+    from cnnx.cli import stopped_at_once_message
+    from cnnx.training.callbacks import Callback
+
+    class SecondCtrlC(Callback):
+        def on_epoch_end(self, trainer, epoch, metrics):
+            if epoch == 2:
+                raise KeyboardInterrupt
+
+    trainer = make_trainer(epochs=3, callbacks=[Checkpoint(tmp_path), SecondCtrlC()])
+    with pytest.raises(KeyboardInterrupt) as caught:
+        trainer.fit(tiny_data())
+    caught.value.run_dir = "runs/x"
+    message = stopped_at_once_message(caught.value, ["+experiment=lenet"])
+    assert message == (f"interrupted; no checkpoint written for this moment, but the newest one, "
+                       f"{tmp_path / 'epoch-0002.npz'}, resumes with: python -m cnnx +experiment=lenet "
+                       f"trainer.resume=true hydra.run.dir=runs/x")
+    assert stopped_at_once_message(KeyboardInterrupt(), []) == "interrupted; no checkpoint written for this moment"
