@@ -8,6 +8,7 @@ Maths lives in ``cnnx.engine.functional``; the module owns parameters and caches
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,7 +17,7 @@ import numpy as np
 from cnnx.engine.grad_mode import attributes_kept, is_grad_enabled
 from cnnx.engine.in_place import OutputUse
 from cnnx.engine.parameter import Parameter
-from cnnx.errors import DataError, PluginError, ShapeError
+from cnnx.errors import CnnxError, DataError, PluginError, ShapeError, flat_message
 
 Shape = tuple[int, ...]
 
@@ -71,7 +72,13 @@ class Module:
                 raise PluginError(f"{type(self).__name__}._build must take (input_shape, rng): initialise "
                                   f"parameters from rng, the model's generator") from exc
             raise
-        self.output_shape = tuple(int(d) for d in built)
+        except CnnxError:
+            raise
+        except ValueError as exc:
+            # The natural way for a layer to say that an option does not fit its input: the
+            # container then names the layer's config key, as for cnnx's own ShapeErrors.
+            raise ShapeError(flat_message(exc)) from exc
+        self.output_shape = _output_shape(type(self).__name__, built)
         self._adopt_attribute_parameters()
         if any(d <= 0 for d in self.output_shape):
             raise ShapeError(
@@ -245,6 +252,19 @@ def real_input(x: np.ndarray, dtype: np.dtype, owner: str) -> np.ndarray:
             f"floats, which are cast to {dtype})"
         )
     return x.astype(dtype, copy=False)
+
+
+def _output_shape(layer: str, built: Any) -> Shape:
+    """What ``_build`` returned, as a tuple of ints; a slip (a missing ``return``, a bare
+    int, a float size) is refused here rather than failing later with no layer named."""
+    try:
+        items = tuple(built)
+    except TypeError:
+        items = None
+    if items is None or not all(isinstance(d, numbers.Integral) and not isinstance(d, bool) for d in items):
+        raise PluginError(f"{layer}._build must return the per-sample output shape (a tuple of positive "
+                          f"ints); it returned {built!r}")
+    return tuple(int(d) for d in items)
 
 
 def _takes_one_argument(method) -> bool:

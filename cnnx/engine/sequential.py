@@ -8,7 +8,7 @@ from cnnx.engine.in_place import guard_in_place
 from cnnx.engine.layers.activations import ReLU
 from cnnx.engine.layers.pooling import MaxPool2D
 from cnnx.engine.module import Module, Shape
-from cnnx.errors import ShapeError
+from cnnx.errors import PluginError, ShapeError
 
 
 class Sequential(Module):
@@ -29,6 +29,10 @@ class Sequential(Module):
                 if _located(exc):
                     raise
                 raise ShapeError(f"{_LOCATED} {self._location(layer)} cannot take input shape {shape}: {exc}") from exc
+            except PluginError as exc:  # a layer breaking the contract (_build's return value…)
+                if _located(exc):
+                    raise
+                raise PluginError(f"{_LOCATED} {self._location(layer)}: {exc}") from exc
         self._run_order = run_order(list(self.layers.values()))
         guard_in_place(self._run_order)
         return shape

@@ -80,7 +80,9 @@ def test_a_layer_whose_build_takes_no_rng_is_told_the_signature():
         def backward(self, grad_output):
             return grad_output
 
-    with pytest.raises(PluginError, match=r"^OldBuild\._build must take \(input_shape, rng\)"):
+    # Named by its config key, as every contract slip of a layer's build is.
+    with pytest.raises(PluginError, match=r"^layer model\.layers\.old \(OldBuild\): OldBuild\._build must take "
+                                          r"\(input_shape, rng\)"):
         cnnx.Model({"old": OldBuild(), "flat": Flatten()}, (1, 2, 2))
 
 

@@ -145,6 +145,12 @@ SLIPS = [
     ("layer computing in float64", ["model.layers.relu1.type=float64_output"],
      [f"layer 'float64_output' at model.layers.relu1 (from {ORIGIN}): forward returned float64 "
       "for float32 input; expected float32"]),
+    ("layer refusing its input with ValueError in _build", ["model.layers.relu1.type=rejects_input"],
+     ["cnnx: error: layer model.layers.relu1 (RejectsInput) cannot take input shape (8, 8, 8): scales has 2 "
+      "entries; expected one per channel (8)"]),
+    ("layer whose _build returns nothing", ["model.layers.relu1.type=build_returns_nothing"],
+     ["cnnx: error: layer model.layers.relu1 (BuildReturnsNothing): BuildReturnsNothing._build must return the "
+      "per-sample output shape (a tuple of positive ints); it returned None"]),
     ("dataset returning a tuple", ["dataset.type=tuple_data"],
      [f"dataset 'tuple_data' (from {ORIGIN}) returned tuple; expected cnnx.data.splits.DataSplits"]),
     ("dataset whose images do not match its input_shape", ["dataset.type=wrong_image_shape"],

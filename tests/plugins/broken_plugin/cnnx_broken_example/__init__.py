@@ -50,3 +50,38 @@ class WrongShape(Module):
 
     def backward(self, grad_output):
         return grad_output
+
+
+class RejectsInput(Module):
+    """Says that its option does not fit the input the natural way: ValueError in _build."""
+
+    def __init__(self, scales=(1.0, 2.0)):
+        super().__init__()
+        self.scales = tuple(scales)
+
+    def get_config(self):
+        return {"scales": self.scales}
+
+    def _build(self, input_shape, rng):
+        if len(self.scales) != input_shape[0]:
+            raise ValueError(f"scales has {len(self.scales)} entries; expected one per channel ({input_shape[0]})")
+        return input_shape
+
+    def forward(self, x, training=True):
+        return x
+
+    def backward(self, grad_output):
+        return grad_output
+
+
+class BuildReturnsNothing(Module):
+    """Checks its input in _build and forgets `return input_shape`."""
+
+    def _build(self, input_shape, rng):
+        assert len(input_shape) == 3
+
+    def forward(self, x, training=True):
+        return x
+
+    def backward(self, grad_output):
+        return grad_output
