@@ -9,8 +9,10 @@ describes:
   parameter (after a training-mode forward; the same parameter gradients when the input
   gradient is not needed, and when an inference call under ``no_grad`` comes between forward
   and backward), float32 in → float32 out, identical numbers for an
-  identical seed (and no use of NumPy's global random state), a ``state_dict`` round trip
-  into a layer built from another seed, and a ``get_config`` round trip;
+  identical seed (and no use of NumPy's global random state), the memory contract (``x`` and
+  ``grad_output`` left intact, ``backward_reads_output`` true to what backward reads:
+  ``cnnx.testing.memory_contract``), a ``state_dict`` round trip into a layer built from
+  another seed, and a ``get_config`` round trip;
 - losses: finite-difference gradient, float32 preservation, determinism, ``get_config``;
 - optimizers: descent on a quadratic, float32 and in-place updates, determinism, and
   ``state_dict`` save (through ``.npz``, no pickle) / restore giving bit-identical steps;
@@ -37,6 +39,7 @@ from cnnx.engine.flat_parameters import flatten_parameters
 from cnnx.engine.module import Module, Shape
 from cnnx.engine.parameter import Parameter
 from cnnx.plugin_layers import check_get_config
+from cnnx.testing import memory_contract
 from cnnx.testing.gradcheck import check_float32, check_gradients, check_loss_gradients
 
 Options = Mapping[str, Any] | None
@@ -104,6 +107,13 @@ def check_layer(
         assert y.dtype == np.float32, f"forward(training=False) returned {y.dtype}"
     with _context(label, "determinism under a seed"):
         _check_layer_determinism(make, input_shape, draw, seed)
+    # After determinism: these compare two builds from one seed.
+    with _context(label, "forward leaving its input intact"):
+        memory_contract.check_forward_leaves_input(make, input_shape, draw, seed)
+    with _context(label, "backward leaving grad_output intact"):
+        memory_contract.check_backward_leaves_grad_output(make, input_shape, draw, seed)
+    with _context(label, "its backward_reads_output declaration"):
+        memory_contract.check_output_use(make, input_shape, draw, seed)
     with _context(label, "state_dict round trip"):
         _check_state_round_trip(make, make, input_shape, draw, seed)
     with _context(label, "get_config round trip"):

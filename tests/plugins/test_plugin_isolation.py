@@ -56,6 +56,24 @@ def test_conformance_kit_catches_a_wrong_backward(broken_visible):
     check_layer("dense", {"out_features": 3}, (4,))
 
 
+@pytest.mark.parametrize(("name", "check", "fragment"), [
+    ("doubles_in_place", "forward leaving its input intact", "forward(training=True) modified its input x in place"),
+    ("doubles_gradient_in_place", "backward leaving grad_output intact", "backward modified grad_output in place"),
+    ("sigmoid_claims_none", "its backward_reads_output declaration",
+     "the gradient of input changes when the output is overwritten before backward"),
+    ("tanh_claims_sign", "its backward_reads_output declaration",
+     "backward_reads_output = OutputUse.SIGN declares that backward reads only which entries are positive"),
+])
+def test_conformance_kit_catches_a_broken_memory_contract(broken_visible, name, check, fragment):
+    """Each of these passes the gradient checks on its own and trains with wrong gradients in
+    a model: after tanh, in a residual block, or before an inplace=True layer."""
+    with pytest.raises(AssertionError) as info:
+        check_layer(name, {}, (2, 3, 3))
+    message = str(info.value)
+    assert message.startswith(f"cnnx conformance: layer {name!r} (from {ORIGIN}) fails {check}: "), message
+    assert fragment in message
+
+
 @pytest.mark.parametrize(("name", "fragment"), [
     ("not_a_layer", f"layer 'not_a_layer' from distribution {ORIGIN} points at cnnx_broken_example:not_a_layer, "
                     "which is the function 'not_a_layer', not a subclass of cnnx.engine.module.Module"),

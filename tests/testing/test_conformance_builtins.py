@@ -16,7 +16,8 @@ LAYER_CASES = {
     "flatten": [({}, (2, 3, 4))],
     "dense": [({"out_features": 4}, (6,)), ({"out_features": 3, "bias": False}, (5,))],
     "relu": [({}, (3, 4, 4))],
-    "leaky_relu": [({"negative_slope": 0.2}, (3, 4, 4))],
+    "leaky_relu": [({"negative_slope": 0.2}, (3, 4, 4)),
+                   ({"negative_slope": -0.5}, (3, 4, 4))],  # keeps a mask: its output may be overwritten
     "sigmoid": [({}, (3, 4, 4))],
     "tanh": [({}, (3, 4, 4))],
     "softmax": [({}, (5,)), ({"dim": 1}, (3, 2, 2))],

@@ -1,5 +1,6 @@
 import numpy as np
 
+from cnnx.engine.in_place import OutputUse
 from cnnx.engine.layers.dense import Dense
 from cnnx.engine.module import Module
 
@@ -85,3 +86,53 @@ class BuildReturnsNothing(Module):
 
     def backward(self, grad_output):
         return grad_output
+
+
+class DoublesInPlace(Module):
+    """2x, computed in the input's memory without declaring it: the previous layer's output
+    (which tanh's backward reads) is doubled too."""
+
+    def forward(self, x, training=True):
+        x *= 2
+        return x
+
+    def backward(self, grad_output):
+        return grad_output * np.float32(2)
+
+
+class DoublesGradientInPlace(Module):
+    """2x, whose backward doubles grad_output in place: a residual block's shortcut then gets
+    the doubled gradient too."""
+
+    def forward(self, x, training=True):
+        return x * np.float32(2)
+
+    def backward(self, grad_output):
+        grad_output *= 2
+        return grad_output
+
+
+class SigmoidClaimsNone(Module):
+    """A sigmoid whose backward reads its output, declaring that it reads none of it."""
+
+    backward_reads_output = OutputUse.NONE
+
+    def forward(self, x, training=True):
+        self._y = 1 / (1 + np.exp(-x))
+        return self._y
+
+    def backward(self, grad_output):
+        return grad_output * self._y * (1 - self._y)
+
+
+class TanhClaimsSign(Module):
+    """A tanh whose backward reads its output's values, declaring that it reads only signs."""
+
+    backward_reads_output = OutputUse.SIGN
+
+    def forward(self, x, training=True):
+        self._y = np.tanh(x)
+        return self._y
+
+    def backward(self, grad_output):
+        return grad_output * (1 - self._y ** 2)
