@@ -71,10 +71,8 @@ def _probe(layer, label: str) -> None:
         grad = layer.backward(np.ones_like(y))
         if grad is not None or layer.needs_input_grad:  # None only when no input gradient is wanted
             _expect(label, "backward", grad, x.shape)
+        check_gradients_assigned(layer, label)
         for pname, param in layer.named_parameters():
-            if param.grad is None:
-                raise PluginError(f"{label}: backward left the gradient of parameter {pname!r} unset; expected "
-                                  f"it to assign self.params[{pname!r}].grad, float32 shaped {param.data.shape}")
             _expect(label, f"backward's gradient of parameter {pname!r}", param.grad, param.data.shape)
     except PluginError:
         raise
@@ -83,6 +81,14 @@ def _probe(layer, label: str) -> None:
         raise PluginError(
             f"{label} fails on a float32 batch shaped {x.shape}: {type(exc).__name__}: {message}"
         ) from exc
+
+
+def check_gradients_assigned(layer: Module, label: str) -> None:
+    """After ``backward``, every parameter has a gradient (the conformance kit checks this too)."""
+    for pname, param in layer.named_parameters():
+        if param.grad is None:
+            raise PluginError(f"{label}: backward left the gradient of parameter {pname!r} unset; expected "
+                              f"it to assign self.params[{pname!r}].grad, float32 shaped {param.data.shape}")
 
 
 def _expect(label: str, what: str, array, shape: tuple[int, ...]) -> None:

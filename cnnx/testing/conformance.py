@@ -38,7 +38,8 @@ from cnnx import registry
 from cnnx.engine.flat_parameters import flatten_parameters
 from cnnx.engine.module import Module, Shape
 from cnnx.engine.parameter import Parameter
-from cnnx.plugin_layers import check_get_config
+from cnnx.errors import PluginError
+from cnnx.plugin_layers import check_get_config, check_gradients_assigned
 from cnnx.testing import memory_contract
 from cnnx.testing.gradcheck import check_float32, check_gradients, check_loss_gradients
 
@@ -87,7 +88,7 @@ def check_layer(
     with _context(label, "construction from its config options"):
         make()
     with _context(label, "shape inference"):
-        _check_shapes(make(), input_shape, draw(np.random.default_rng(seed)), seed)
+        _check_shapes(make(), input_shape, draw(np.random.default_rng(seed)), seed, label)
     # Backward is checked after training-mode forwards only: that is what training runs, and
     # layers may rightly skip caching what backward needs when evaluating (max-pooling does).
     with _context(label, "float64 finite-difference gradients"):
@@ -131,7 +132,7 @@ def _build_layer(name: str, options: Mapping[str, Any]) -> Module:
     return layers_from_spec({"layer": {"type": name, **options}}, "conformance")["layer"]
 
 
-def _check_shapes(layer: Module, input_shape: Shape, x: np.ndarray, seed: int) -> None:
+def _check_shapes(layer: Module, input_shape: Shape, x: np.ndarray, seed: int, label: str) -> None:
     output_shape = layer.build(input_shape, np.random.default_rng(seed))
     assert isinstance(output_shape, tuple) and all(
         isinstance(d, int) and d > 0 for d in output_shape
@@ -146,6 +147,7 @@ def _check_shapes(layer: Module, input_shape: Shape, x: np.ndarray, seed: int) -
         )
     grad = layer.backward(np.ones_like(y))
     assert grad.shape == x.shape, f"backward returned shape {grad.shape} for input {x.shape}"
+    check_gradients_assigned(layer, label)  # the run's own check, with its message
     for pname, p in layer.named_parameters():
         assert p.grad.shape == p.data.shape, (
             f"gradient of {pname} has shape {p.grad.shape}, parameter {p.data.shape}"
@@ -518,6 +520,8 @@ def _context(label: str, check: str) -> Iterator[None]:
         yield
     except AssertionError as exc:
         raise AssertionError(f"cnnx conformance: {label} fails {check}: {exc}") from exc
+    except PluginError as exc:  # a check shared with runs (plugin_layers), which names the layer first
+        raise AssertionError(f"cnnx conformance: {label} fails {check}: {str(exc).removeprefix(f'{label}: ')}") from exc
     except Exception as exc:  # noqa: BLE001 — a crash inside a check is a failed check too
         raise AssertionError(
             f"cnnx conformance: {label} fails {check}: {type(exc).__name__}: {exc}"

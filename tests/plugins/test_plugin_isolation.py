@@ -291,3 +291,10 @@ def test_a_backward_that_returns_nothing_or_leaves_a_gradient_unset_is_named(bro
     assert str(info.value) == (f"layer 'wrong_backward' at model.layers.fc (from {ORIGIN}): backward left the "
                                "gradient of parameter 'weight' unset; expected it to assign "
                                "self.params['weight'].grad, float32 shaped (3, 4)")
+    # The conformance kit says the same (it said "fails shape inference: AttributeError: 'NoneType'
+    # object has no attribute 'shape'").
+    with pytest.raises(AssertionError) as info:
+        check_layer("wrong_backward", {"out_features": 3}, (4,))
+    assert str(info.value) == (f"cnnx conformance: layer 'wrong_backward' (from {ORIGIN}) fails shape inference: "
+                               "backward left the gradient of parameter 'weight' unset; expected it to assign "
+                               "self.params['weight'].grad, float32 shaped (3, 4)")
