@@ -34,7 +34,7 @@ def check_plugin_layers(model: Model, spec: Mapping[str, Any], where: str = "mod
         component = registry.layers.component(layer.type_name)
         if registry.normalise_distribution(component.distribution) == "cnnx":
             continue
-        label = f"layer {layer.type_name!r} at {where}.{name} (from {component.origin})"
+        label = f"layer {layer.type_name!r} at {_config_key(where, name)} (from {component.origin})"
         check_get_config(layer, _options_at(spec, name), label)
         _probe(copy.deepcopy(layer), label)
 
@@ -52,6 +52,13 @@ def check_get_config(layer: Module, options: Mapping[str, Any], label: str) -> N
             f"{label}: get_config() returns {dict(config)!r}, without {given} given in the config; "
             f"expected every constructor argument (define get_config() returning them)"
         )
+
+
+def _config_key(where: str, dotted: str) -> str:
+    """The config key of the layer at ``dotted``: a block's layers are under its ``layers`` key
+    (``block1.bn1`` is ``model.layers.block1.layers.bn1``)."""
+    *blocks, name = dotted.split(".")
+    return ".".join([where, *(f"{block}.layers" for block in blocks), name])
 
 
 def _options_at(spec: Mapping[str, Any], dotted: str) -> Mapping[str, Any]:

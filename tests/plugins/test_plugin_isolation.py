@@ -248,6 +248,17 @@ def test_a_layer_whose_get_config_leaves_out_an_option_is_named(broken_visible):
     check_plugin_layers(build_model({"scale": {"type": "forgets_config"}}, (1, 4, 4)), {"scale": {"type": "forgets_config"}})
 
 
+def test_a_layer_inside_a_block_is_named_by_its_config_key(broken_visible):
+    from cnnx.engine.model import build_model
+    from cnnx.plugin_layers import check_plugin_layers
+
+    spec = {"block1": {"type": "residual", "layers": {"f64": {"type": "float64_output"}}}}
+    with pytest.raises(PluginError) as info:
+        check_plugin_layers(build_model(spec, (1, 4, 4)), spec)
+    assert str(info.value).startswith(
+        f"layer 'float64_output' at model.layers.block1.layers.f64 (from {ORIGIN}): forward returned float64")
+
+
 def test_a_layer_whose_output_disagrees_with_its_shape_or_that_crashes_is_named(broken_visible, monkeypatch):
     from cnnx.engine.model import build_model
     from cnnx.plugin_layers import check_plugin_layers
