@@ -80,7 +80,8 @@ def _probe_loss(loss, model: Model, data, label: str) -> None:
     x, y = data.train[0][:2], data.train[1][:2]
     try:
         with no_grad():
-            loss(model.forward(x, training=False), y)
+            outputs = model.forward(x, training=False)
+        _, grad = loss(outputs, y)
     except PluginError as error:  # the contract's check in Loss.__call__, named by the class's name
         raise PluginError(f"{label}: {str(error).removeprefix(f'{loss.name}: ')}") from None
     except CnnxError:  # the data's fault, already one line (labels out of range, say)
@@ -88,6 +89,10 @@ def _probe_loss(loss, model: Model, data, label: str) -> None:
     except Exception as exc:  # noqa: BLE001 — a plugin's crash is the plugin's, named as such
         raise PluginError(f"{label} fails on two training samples: {type(exc).__name__}: "
                           f"{' '.join(str(exc).split())}") from exc
+    dtype = getattr(grad, "dtype", None)
+    if dtype != outputs.dtype:  # a float64 gradient would make every backward float64
+        raise PluginError(f"{label}: the gradient is {dtype or type(grad).__name__} for {outputs.dtype} outputs; "
+                          f"expected {outputs.dtype} (cnnx runs in float32: cast with .astype(np.float32, copy=False))")
 
 
 def _check_monitor(key: str, monitor: Any) -> None:

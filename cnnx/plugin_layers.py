@@ -1,6 +1,7 @@
-"""A plugin layer checked before training — its ``get_config`` against its options, then
-forward and backward on a tiny batch — so that its slips stop the run in one line naming the
-layer, its config key and its distribution.
+"""A plugin layer checked before training — its ``get_config`` against its options, the dtype
+of its parameters and buffers, then forward and backward on a tiny batch and a forward in
+evaluation mode — so that its slips stop the run in one line naming the layer, its config key
+and its distribution.
 
 The engine keeps no per-layer checks in its hot path, and cnnx's own layers are proven by the
 test suite; a plugin's are proven only if its author ran the conformance kit. A layer that
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from cnnx import registry
+from cnnx.engine.grad_mode import no_grad
 from cnnx.engine.model import Model
 from cnnx.engine.module import Module
 from cnnx.errors import PluginError
@@ -72,6 +74,8 @@ def _options_at(spec: Mapping[str, Any], dotted: str) -> Mapping[str, Any]:
 def _probe(layer, label: str) -> None:
     rng = np.random.default_rng(0)
     x = rng.standard_normal((PROBE_BATCH, *layer.input_shape), dtype=np.float32)
+    # First: a float64 weight makes a correct forward return float64, which is not its fault.
+    _check_state_dtypes(layer, label)
     try:
         y = layer.forward(x, training=True)
         _expect(label, "forward", y, (PROBE_BATCH, *layer.output_shape))
@@ -81,6 +85,9 @@ def _probe(layer, label: str) -> None:
         check_gradients_assigned(layer, label)
         for pname, param in layer.named_parameters():
             _expect(label, f"backward's gradient of parameter {pname!r}", param.grad, param.data.shape)
+        # Validation and the final test run it so: a float64 output there would go unseen.
+        with no_grad():
+            _expect(label, "forward(training=False)", layer.forward(x, training=False), y.shape)
     except PluginError:
         raise
     except Exception as exc:  # noqa: BLE001 — a plugin's crash is the plugin's, named as such
@@ -88,6 +95,17 @@ def _probe(layer, label: str) -> None:
         raise PluginError(
             f"{label} fails on a float32 batch shaped {x.shape}: {type(exc).__name__}: {message}"
         ) from exc
+
+
+def _check_state_dtypes(layer: Module, label: str) -> None:
+    """Parameters and buffers are float32, as cnnx's own (``Parameter(np.ones(c))`` is float64)."""
+    state = [("parameter", n, p.data) for n, p in layer.named_parameters()]
+    state += [("buffer", n, b) for n, b in layer.named_buffers()]
+    for kind, name, array in state:
+        dtype = getattr(array, "dtype", None)
+        if dtype != np.float32:
+            raise PluginError(f"{label}: {kind} {name!r} is {dtype or type(array).__name__}; expected float32 "
+                              f"(create it with dtype=np.float32 in _build, or cast with .astype(np.float32))")
 
 
 def check_gradients_assigned(layer: Module, label: str) -> None:
@@ -111,6 +129,6 @@ def _expect(label: str, what: str, array, shape: tuple[int, ...]) -> None:
         raise PluginError(
             f"{label}: {what} returned shape {array.shape}; expected {shape} (build() declared "
             f"output shape {shape[1:]} per sample)"
-            if what == "forward" else
+            if what.startswith("forward") else
             f"{label}: {what} returned shape {array.shape}; expected {shape}"
         )

@@ -169,6 +169,15 @@ SLIPS = [
     ("layer whose _build returns nothing", ["model.layers.relu1.type=build_returns_nothing"],
      ["cnnx: error: layer model.layers.relu1 (BuildReturnsNothing): BuildReturnsNothing._build must return the "
       "per-sample output shape (a tuple of positive ints); it returned None"]),
+    ("layer computing in float64 when evaluating", ["model.layers.relu1.type=float64_in_eval"],
+     [f"layer 'float64_in_eval' at model.layers.relu1 (from {ORIGIN}): forward(training=False) returned float64 "
+      "for float32 input; expected float32"]),
+    ("layer with a float64 weight", ["model.layers.relu1.type=float64_parameter"],
+     [f"layer 'float64_parameter' at model.layers.relu1 (from {ORIGIN}): parameter 'weight' is float64; "
+      "expected float32"]),
+    ("loss returning a float64 gradient", ["loss.type=float64_gradient", "~loss.label_smoothing",
+                                           "model.layers.fc2.out_features=10"],
+     [f"loss 'float64_gradient' (from {ORIGIN}): the gradient is float64 for float32 outputs; expected float32"]),
     ("dataset returning a tuple", ["dataset.type=tuple_data"],
      [f"dataset 'tuple_data' (from {ORIGIN}) returned tuple; expected cnnx.data.splits.DataSplits"]),
     ("dataset whose images do not match its input_shape", ["dataset.type=wrong_image_shape"],

@@ -3,6 +3,7 @@ import numpy as np
 from cnnx.engine.in_place import OutputUse
 from cnnx.engine.layers.dense import Dense
 from cnnx.engine.module import Module
+from cnnx.engine.parameter import Parameter
 
 
 class WrongBackwardDense(Dense):
@@ -136,3 +137,30 @@ class TanhClaimsSign(Module):
 
     def backward(self, grad_output):
         return grad_output * (1 - self._y ** 2)
+
+
+class Float64InEval(Module):
+    """float32 while training, float64 when evaluating (a float64 constant on that path only)."""
+
+    def forward(self, x, training=True):
+        return x if training else x * np.ones(1)
+
+    def backward(self, grad_output):
+        return grad_output
+
+
+class Float64Parameter(Module):
+    """Creates its weight with np.ones' default dtype, float64; its forward follows README."""
+
+    def _build(self, input_shape, rng):
+        self.weight = Parameter(np.ones(input_shape[0]))
+        return input_shape
+
+    def forward(self, x, training=True):
+        self._x = x = self.in_own_dtype(x)
+        return x * self.weight.data[:, None, None]
+
+    def backward(self, grad_output):
+        grad_output = self.in_own_dtype(grad_output)
+        self.weight.grad = (grad_output * self._x).sum(axis=(0, 2, 3))
+        return grad_output * self.weight.data[:, None, None]
