@@ -61,9 +61,15 @@ def _split(state: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, np.ndarr
 
 
 def _layer_generators(trainer: Trainer) -> dict[str, np.random.Generator]:
-    """Layers that own a generator (dropout), by dotted layer name."""
-    return {name: layer.rng for name, layer in trainer.model.named_layers()
-            if isinstance(getattr(layer, "rng", None), np.random.Generator)}
+    """The generators layers own (dropout's masks, a plugin's noise), whatever attribute holds
+    them: by dotted layer name for ``rng``, as cnnx's own layers keep theirs, else
+    ``<layer>:<attribute>``."""
+    generators = {}
+    for name, layer in trainer.model.named_layers():
+        for attribute, value in vars(layer).items():
+            if isinstance(value, np.random.Generator):
+                generators[name if attribute == "rng" else f"{name}:{attribute}"] = value
+    return generators
 
 
 def capture(trainer: Trainer, skip: Any = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

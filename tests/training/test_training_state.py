@@ -7,7 +7,11 @@ import numpy as np
 import pytest
 
 import cnnx
+from cnnx.engine.layers.dense import Dense
+from cnnx.engine.layers.flatten import Flatten
 from cnnx.engine.losses.cross_entropy import CrossEntropyLoss
+from cnnx.engine.model import Model
+from cnnx.engine.module import Module
 from cnnx.engine.optim.schedulers import StepLR
 from cnnx.engine.optim.sgd import SGD
 from cnnx.errors import CheckpointError
@@ -64,3 +68,34 @@ def test_a_restore_that_fails_part_way_leaves_the_trainer_as_built(corrupt):
     assert after["rng"] == built["rng"]
     for key, value in built["arrays"].items():
         np.testing.assert_array_equal(after["arrays"][key], value, err_msg=key)
+
+
+class Noise(Module):
+    """A plugin's stochastic layer keeping its generator under a name of its own."""
+
+    def _build(self, input_shape, rng):
+        self._noise = rng.spawn(1)[0]
+        return input_shape
+
+    def forward(self, x, training=True):
+        return x + self._noise.standard_normal(x.shape, dtype=np.float32) if training else x
+
+    def backward(self, grad_output):
+        return grad_output
+
+
+def test_a_layers_generator_is_checkpointed_whatever_attribute_holds_it():
+    """Only an attribute named `rng` was saved: a resumed run drew other noise than the
+    uninterrupted one, without a word."""
+    def noisy() -> Trainer:
+        model = Model({"noise": Noise(), "f": Flatten(), "d": Dense(3)}, (1, 4, 4), np.random.default_rng(0))
+        return Trainer(model, CrossEntropyLoss(), SGD(model.named_parameters(), lr=0.1), epochs=1,
+                       batch_size=4, seed=0, progress=False, log=lambda _: None)
+
+    trainer = noisy()
+    trainer.model.layers["noise"]._noise.random(5)
+    arrays, header = capture(trainer)
+    expected = trainer.model.layers["noise"]._noise.random(3)
+    resumed = noisy()
+    restore(resumed, arrays, header, "ckpt")
+    np.testing.assert_array_equal(resumed.model.layers["noise"]._noise.random(3), expected)
