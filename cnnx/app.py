@@ -27,6 +27,7 @@ from cnnx.engine.grad_mode import no_grad
 from cnnx.engine.model import Model, build_model
 from cnnx.errors import CnnxError, ConfigError, PluginError, ReportedInputError
 from cnnx.plugin_layers import check_plugin_layers
+from cnnx.plugin_optimizers import check_plugin_optimizer
 from cnnx.training.console import ConsoleLogger
 from cnnx.training.divergence import UpdateGuard
 from cnnx.training.early_stopping import EarlyStopping
@@ -125,6 +126,7 @@ def build_run(config: dict[str, Any], callbacks: list | None = None):
     if "params" not in vars(optimizer):  # else it fails at the first step, an epoch's data loaded
         raise PluginError(f"{registry.optimizers.label(opt_type)}: {type(optimizer).__name__}.__init__ must call "
                           f"super().__init__(named_parameters, lr) (Optimizer sets up params, lr and state there)")
+    check_plugin_optimizer(opt_type, _options(opt_cfg), model)
     trainer_cfg = config["trainer"]
     sched_cfg = config["scheduler"]
     sched_type = _component_type(sched_cfg, "scheduler", registry.schedulers)

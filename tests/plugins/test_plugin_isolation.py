@@ -178,6 +178,16 @@ SLIPS = [
     ("loss returning a float64 gradient", ["loss.type=float64_gradient", "~loss.label_smoothing",
                                            "model.layers.fc2.out_features=10"],
      [f"loss 'float64_gradient' (from {ORIGIN}): the gradient is float64 for float32 outputs; expected float32"]),
+    ("optimizer whose _update lacks an argument", ["optimizer.type=old_update_signature", "~optimizer.momentum",
+                                                  "~optimizer.nesterov", "~optimizer.weight_decay",
+                                                  "model.layers.fc2.out_features=10"],
+     [f"optimizer 'old_update_signature' (from {ORIGIN}) fails a trial step on a copy of the model's parameters: "
+      "TypeError: OldUpdateSignature._update() takes 5 positional arguments but 6 were given"]),
+    ("optimizer whose slots is a tuple", ["optimizer.type=slots_as_tuple", "~optimizer.momentum",
+                                          "~optimizer.nesterov", "~optimizer.weight_decay",
+                                          "model.layers.fc2.out_features=10"],
+     [f"optimizer 'slots_as_tuple' (from {ORIGIN}) fails a trial step on a copy of the model's parameters: "
+      "TypeError: 'tuple' object is not callable"]),
     ("dataset returning a tuple", ["dataset.type=tuple_data"],
      [f"dataset 'tuple_data' (from {ORIGIN}) returned tuple; expected cnnx.data.splits.DataSplits"]),
     ("dataset whose images do not match its input_shape", ["dataset.type=wrong_image_shape"],
