@@ -97,9 +97,13 @@ def one_line(error: BaseException) -> str | None:
     )
 
     from cnnx.errors import CnnxError
+    from cnnx.option_file_yaml import malformed_option_file
 
     if isinstance(error, CnnxError):
         return " ".join(str(error).split("\n"))
+    malformed = malformed_option_file(error)
+    if malformed is not None:
+        return malformed
     if isinstance(error, ValueError) and str(error).startswith("Only one of --run, --multirun"):
         # Hydra's own check of its flags, raised as a bare ValueError.
         return ("only one of -m/--multirun, --cfg, --info and --shell-completion can be given; to "

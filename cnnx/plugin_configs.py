@@ -105,19 +105,24 @@ def installed_option_files() -> list[OptionFile]:
     return plugin_option_files(create_config_search_path(CNNX_CONFIGS))
 
 
+def search_path_of(hydra_config: Any) -> Any:
+    """The search path a run or sweep was composed from (``hydra.runtime.config_sources``)."""
+    from hydra._internal.config_search_path_impl import ConfigSearchPathImpl
+
+    path = ConfigSearchPathImpl()
+    for source in hydra_config.runtime.config_sources:
+        path.append(source.provider, f"{source.schema}://{source.path}")
+    return path
+
+
 _warned: set[str] = set()
 
 
 def warn_shadowed_choices(hydra_config: Any) -> None:
     """One line per option this run chose whose plugin file Hydra never reads (once per process:
     a sweep's jobs share it)."""
-    from hydra._internal.config_search_path_impl import ConfigSearchPathImpl
-
     chosen = {f"{group}/{name}" for group, name in hydra_config.runtime.choices.items() if isinstance(name, str)}
-    path = ConfigSearchPathImpl()
-    for source in hydra_config.runtime.config_sources:
-        path.append(source.provider, f"{source.schema}://{source.path}")
-    for option_file in plugin_option_files(path, chosen.__contains__):
+    for option_file in plugin_option_files(search_path_of(hydra_config), chosen.__contains__):
         message = option_file.shadowed_message()
         if message and message not in _warned:
             _warned.add(message)

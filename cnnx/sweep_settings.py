@@ -110,6 +110,32 @@ def _direction_problem(config: DictConfig, directions: list[str]) -> str | None:
     return None
 
 
+def _swept_option_file_problem(config: DictConfig, parsed: list) -> str | None:
+    """An option file a swept group chooses (``model=a,b``) that is not valid YAML: the launcher
+    would load it only when that job's turn came, after the parent run and the earlier jobs."""
+    from cnnx.option_file_yaml import config_repository, load_problem
+
+    if OmegaConf.select(config, "hydra.runtime.config_sources") is None:
+        return None  # not composed by Hydra: no search path to read files from
+    repository = None
+    for override in parsed:
+        if not override.is_sweep_override():
+            continue
+        repository = repository or config_repository(config.hydra)
+        group = override.key_or_group
+        if not repository.group_exists(group):
+            continue
+        try:
+            values = list(override.sweep_string_iterator())
+        except Exception:  # noqa: BLE001 — glob(): only the sweeper knows what it picks
+            continue
+        for value in values:
+            problem = load_problem(repository, f"{group}/{value}")
+            if problem is not None:
+                return problem
+    return None
+
+
 def _job_settings_problem(config: DictConfig) -> str | None:
     """What every job would refuse, each after the sweep's parent run exists, leaving a FAILED
     child per job: the jobs' own checks (``cnnx.app.check_settings``) on the settings they share."""
@@ -137,6 +163,9 @@ def sweep_settings_problem(config: DictConfig) -> str | None:
             # is chosen with a slash.
             return (f"hydra.{group}={chosen} sets hydra.{group} to a string; choose a {group} "
                     f"with hydra/{group}={chosen} (a slash: it is a config group)")
+    problem = _swept_option_file_problem(config, _parsed(list(config.hydra.overrides.task)))
+    if problem is not None:
+        return problem
     if "trainer.monitor" in _swept(config):
         # The parent ranks its children, and a sweeper its trials, by one objective.
         return ("trainer.monitor is swept, and a sweep ranks its runs by one objective; accepted: one "
