@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cnnx import config_store_sharing, objective_direction, registry
 from cnnx.cli import one_line_warnings
+from cnnx.component_check import SUPPLIED
 from cnnx.config_schema import added_key_problem, added_top_level_keys, close_key, unused_top_level_keys
 from cnnx.config_schema import register as register_schema
 from cnnx.data.image_files import LargeImageWarning
@@ -131,9 +132,7 @@ def build_run(config: dict[str, Any], callbacks: list | None = None):
     sched_cfg = config["scheduler"]
     sched_type = _component_type(sched_cfg, "scheduler", registry.schedulers)
     # Option names are checked now; the scheduler itself needs the number of steps per epoch.
-    registry.check_options(registry.schedulers.get(sched_type, "scheduler"), _options(sched_cfg),
-                           "scheduler", f"scheduler {sched_type!r}",
-                           supplied={"optimizer", "epochs", "steps_per_epoch"})
+    registry.schedulers.check(sched_type, _options(sched_cfg), "scheduler", *SUPPLIED["scheduler"])
     _check_warmup(_options(sched_cfg).get("warmup_epochs"), trainer_cfg["epochs"])
 
     def make_scheduler(steps_per_epoch: int):

@@ -96,14 +96,21 @@ class Registry:
             )
         return _load(self.component(name, where))
 
+    def check(self, name: str, options: Mapping[str, Any], config_key: str, /, *supplied: str) -> Any:
+        """The registered factory for ``name``, once its option names are known to fit it;
+        ``supplied``: the arguments the caller passes besides the options. Cheap: nothing is
+        built, so a sweep makes it before its first job (``cnnx.component_check``)."""
+        factory = self.get(name, config_key)
+        check_options(factory, options, config_key, f"{self.kind} {name!r}", supplied=set(supplied))
+        return factory
+
     def create(self, name: str, options: Mapping[str, Any], config_key: str, /, **context: Any) -> Any:
         """Call the registered factory with ``options``, checking option names first.
 
         ``context`` holds arguments the caller supplies (e.g. ``named_parameters`` for an
         optimizer); they are not user options, so they never appear in error messages.
         """
-        factory = self.get(name, config_key)
-        check_options(factory, options, config_key, f"{self.kind} {name!r}", supplied=set(context))
+        factory = self.check(name, options, config_key, *context)
         try:
             return factory(**context, **options)
         except DataSplitsError as exc:

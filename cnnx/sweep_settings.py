@@ -138,15 +138,22 @@ def _swept_option_file_problem(config: DictConfig, parsed: list) -> str | None:
 
 def _job_settings_problem(config: DictConfig) -> str | None:
     """What every job would refuse, each after the sweep's parent run exists, leaving a FAILED
-    child per job: the jobs' own checks (``cnnx.app.check_settings``) on the settings they share."""
+    child per job: the jobs' own checks (``cnnx.app.check_settings``) on the settings they share,
+    and the registry's checks of the components they share (``cnnx.component_check``)."""
     from cnnx.app import check_settings
-    from cnnx.errors import ConfigError
+    from cnnx.component_check import check_components
+    from cnnx.errors import CnnxError, ConfigError
 
     shared = OmegaConf.masked_copy(config, [key for key in config if key != "hydra"])
+    swept = _swept(config)
     try:
-        check_settings(shared, list(config.hydra.overrides.task), config.hydra, _swept(config))
+        check_settings(shared, list(config.hydra.overrides.task), config.hydra, swept)
     except ConfigError as error:
         return str(error)
+    try:
+        check_components(shared, swept)
+    except CnnxError as error:
+        return " ".join(str(error).split())
     return None
 
 

@@ -617,6 +617,49 @@ def test_a_setting_that_spoils_every_job_is_refused_before_the_sweep_starts(tmp_
     assert not problems, "\n".join(problems)
 
 
+#: Components every job shares that no job could build: (overrides, how the one line that
+#: refuses them before the parent run exists starts, as a single run's does).
+SHARED_COMPONENT_MISTAKES = [
+    (["model.layers.relu1.type=tanhh"], "unknown layer type 'tanhh' at model.layers.relu1 (did you mean 'tanh'?); "
+                                        "available: "),
+    (["+model.layers.conv1.foo=1"], "unknown option model.layers.conv1.foo for layer 'conv2d'; accepted: out_channels,"),
+    (["model=resnet_small", "+model.layers.block1.layers.conv1.foo=1"],
+     "unknown option model.layers.block1.layers.conv1.foo for layer 'conv2d'; accepted: out_channels,"),
+    # The sweep varies optimizer.lr, which leaves the optimizer's type and other options alone.
+    (["optimizer.type=sgdd"], "unknown optimizer type 'sgdd' at optimizer (did you mean 'sgd'?); available: "),
+    (["+optimizer.foo=1"], "unknown option optimizer.foo for optimizer 'sgd'; accepted: lr, momentum,"),
+    (["loss.type=xent"], "unknown loss type 'xent' at loss; available: "),
+    (["+loss.foo=1"], "unknown option loss.foo for loss 'cross_entropy'; accepted: label_smoothing"),
+    (["dataset.type=digitz"], "unknown dataset type 'digitz' at dataset (did you mean 'digits'?); available: "),
+    (["+dataset.foo=1"], "unknown option dataset.foo for dataset 'digits'; accepted: size,"),
+    (["+scheduler.foo=1"], "unknown option scheduler.foo for scheduler "),
+]
+
+
+def test_a_component_that_every_job_refuses_is_refused_before_the_sweep_starts(tmp_path):
+    from mlflow.entities import ViewType
+
+    runs = [(["-m", *SMALL, "optimizer.lr=0.01,0.1", *overrides], tmp_path / f"case{n}")
+            for n, (overrides, _) in enumerate(SHARED_COMPONENT_MISTAKES)]
+    # The store every run and sweep would log to, created here: no run may be added to it.
+    client = store_client(tmp_path)
+    client.search_experiments()
+    for _, cwd in runs:
+        cwd.mkdir()
+        (cwd / "mlflow.db").write_bytes((tmp_path / "mlflow.db").read_bytes())
+    problems = []
+    for (args, cwd), (_, start), result in zip(runs, SHARED_COMPONENT_MISTAKES, run_cli_many(runs), strict=True):
+        lines = result.stderr.strip().splitlines()
+        if result.returncode != 2 or len(lines) != 1 or not lines[0].startswith(f"cnnx: error: {start}"):
+            problems.append(f"{args[4:]}: exit {result.returncode}, stderr ends {result.stderr[-300:]!r}")
+            continue
+        store = store_client(cwd)
+        if store.search_runs([e.experiment_id for e in store.search_experiments(view_type=ViewType.ALL)],
+                             run_view_type=ViewType.ALL) or "Total params" in result.stdout:
+            problems.append(f"{args[4:]}: refused after the sweep started")
+    assert not problems, "\n".join(problems)
+
+
 def test_a_job_refused_before_training_is_a_failed_child_that_says_why(tmp_path):
     result = run_cli(["-m", *SMALL, *LEAN, "optimizer.lr=nan,0.1"], tmp_path)
     assert result.returncode == 2, result.stderr[-2000:]
