@@ -63,16 +63,17 @@ def _layers(spec: DictConfig, where: str, swept: Collection[str]) -> Iterator[tu
             yield key, registry.layers, spec[name]
 
 
-def check_components(cfg: DictConfig, swept: Collection[str]) -> None:
+def check_components(cfg: DictConfig, swept: Collection[str], complete: bool = True) -> None:
     """Raise the error a run would raise for the first component, of those no swept key
-    varies, whose type is not registered or whose option names its factory does not take."""
+    varies, whose type is not registered or whose option names its factory does not take (or,
+    when ``cfg`` is ``complete``, that lacks an option without a default)."""
     if any(key.replace("/", ".").split(".")[0] not in cfg for key in swept):
         return  # a swept preset (+experiment=a,b) may set any key to anything
     for key, components, node in _components(cfg, swept):
-        _check(key, components, node, swept)
+        _check(key, components, node, swept, complete)
 
 
-def _check(key: str, components: registry.Registry, node: Any, swept: Collection[str]) -> None:
+def _check(key: str, components: registry.Registry, node: Any, swept: Collection[str], complete: bool) -> None:
     if not OmegaConf.is_dict(node) or "type" not in node or OmegaConf.is_interpolation(node, "type"):
         return  # left to the run, whose own checks name it
     options = dict.fromkeys(option for option in node if option != "type")
@@ -80,8 +81,8 @@ def _check(key: str, components: registry.Registry, node: Any, swept: Collection
     block = components is registry.layers and "where" in inspect.signature(components.get(node.type, key)).parameters
     if block:  # a run tells a block its config key (``cnnx.engine.spec.layers_from_spec``)
         supplied = ("where",)
-    components.check(node.type, options, key, *supplied)
+    components.check(node.type, options, key, *supplied, complete=complete)
     if block and OmegaConf.is_dict(node.get("layers")):
         # Its layers are configured under its own key, where a run reports them.
         for inner_key, inner_components, inner_node in _layers(node.layers, f"{key}.layers", swept):
-            _check(inner_key, inner_components, inner_node, swept)
+            _check(inner_key, inner_components, inner_node, swept, complete)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
@@ -51,7 +51,7 @@ def add_plugin_configs(search_path: Any, provider: str, config_package: str) -> 
 _NOT_PLUGINS = {"hydra", "main", "schema", "command-line"}
 
 
-def _is_plugin(provider: str) -> bool:
+def is_plugin(provider: str) -> bool:
     # Hydra names hydra.searchpath entries "hydra.searchpath in command-line" (or "in main").
     return provider not in _NOT_PLUGINS and not provider.startswith("hydra.searchpath ")
 
@@ -65,6 +65,7 @@ class OptionFile:
     version: str
     location: str
     read_instead: str | None  # "cnnx's own" or "cnnx-contrib 0.2.0's"; None when this one is read
+    source: Any = field(default=None, compare=False, repr=False)  # Hydra's ConfigSource, to load it
 
     @property
     def override(self) -> str:
@@ -88,21 +89,22 @@ def plugin_option_files(search_path: Any, wanted: Callable[[str], bool] = lambda
     sources = [s for s in ConfigRepository(search_path).get_sources() if s.provider != "schema" and s.available()]
     found = []
     for i, source in enumerate(sources):
-        if not _is_plugin(source.provider):
+        if not is_plugin(source.provider):
             continue
         for option in filter(wanted, _options(source)):
             first = next((s for s in sources[:i] if s.is_config(option)), None)
             name, version = _distribution(source.provider, source.path)
             found.append(OptionFile(option, name, version, source.full_path(),
-                                    None if first is None else _owner(first)))
+                                    None if first is None else _owner(first), source))
     return found
 
 
-def installed_option_files() -> list[OptionFile]:
-    """What ``plugin_option_files`` finds on the search path Hydra builds for cnnx's app."""
+def installed_search_path() -> Any:
+    """The search path Hydra builds for cnnx's app, plugins' entries included."""
     from hydra._internal.utils import create_config_search_path
 
-    return plugin_option_files(create_config_search_path(CNNX_CONFIGS))
+    return create_config_search_path(CNNX_CONFIGS)
+
 
 
 def search_path_of(hydra_config: Any) -> Any:

@@ -96,12 +96,15 @@ class Registry:
             )
         return _load(self.component(name, where))
 
-    def check(self, name: str, options: Mapping[str, Any], config_key: str, /, *supplied: str) -> Any:
+    def check(self, name: str, options: Mapping[str, Any], config_key: str, /, *supplied: str,
+              complete: bool = True) -> Any:
         """The registered factory for ``name``, once its option names are known to fit it;
-        ``supplied``: the arguments the caller passes besides the options. Cheap: nothing is
-        built, so a sweep makes it before its first job (``cnnx.component_check``)."""
+        ``supplied``: the arguments the caller passes besides the options; ``complete``: whether
+        ``options`` must hold every option without a default. Cheap: nothing is built, so a sweep
+        makes it before its first job (``cnnx.component_check``)."""
         factory = self.get(name, config_key)
-        check_options(factory, options, config_key, f"{self.kind} {name!r}", supplied=set(supplied))
+        check_options(factory, options, config_key, f"{self.kind} {name!r}", supplied=set(supplied),
+                      complete=complete)
         return factory
 
     def create(self, name: str, options: Mapping[str, Any], config_key: str, /, **context: Any) -> Any:
@@ -155,8 +158,10 @@ def check_options(
     where: str,
     what: str,
     supplied: set[str] = frozenset(),  # type: ignore[assignment]
+    complete: bool = True,
 ) -> None:
-    """Reject unknown and missing option names with the config key and the accepted names."""
+    """Reject unknown and (when ``options`` should be ``complete``) missing option names with
+    the config key and the accepted names."""
     try:
         params = inspect.signature(factory).parameters
     except (TypeError, ValueError):
@@ -178,7 +183,7 @@ def check_options(
                 f"unknown option {where}.{key} for {what}; accepted: {', '.join(accepted) or 'none'} "
                 f"(set by a preset or another group? drop it with ~{where}.{key})"
             )
-    for n in accepted:
+    for n in accepted if complete else ():
         p = params[n]
         if p.default is inspect.Parameter.empty and n not in options:
             raise ConfigError(f"missing option {where}.{n} for {what}; required: {n}")

@@ -104,12 +104,26 @@ def test_cli_trains_next_to_a_broken_plugin_and_names_it_when_used(installed_plu
     lines = listing.stdout.splitlines()
     assert [line.split()[:3] for line in lines if "CONFLICT" in line] == [
         ["cnnx.layers", "sigmoid", "cnnx"], ["cnnx.layers", "sigmoid", "cnnx-broken-example"]]
-    assert sorted(line.split()[1] for line in lines if "BROKEN" in line) == [
+    assert sorted(line.split()[1] for line in lines if "BROKEN" in line and not line.startswith("config ")) == [
         "import_fails", "missing_module", "not_a_layer"]
     assert all(line.split()[2] == "cnnx-broken-example" for line in lines if "BROKEN" in line)
+    # Its option files a run cannot use, each with what a run choosing it would say.
+    files = {line.split()[1]: line for line in lines if line.startswith("config ") and "cnnx-broken-example" in line}
+    conf = "pkg://cnnx_broken_example.conf"
+    assert files["model=broken_yaml"].endswith(
+        f"← BROKEN: model=broken_yaml: {conf}/model/broken_yaml.yaml line 4: expected ',' or '}}', but got "
+        "'<stream end>' at line 5 (while parsing a flow mapping)")
+    assert f"← UNKNOWN GROUP: {conf}/losss/typo_group.yaml: folder losss/ is no config group of cnnx's (did you " \
+           "mean loss/?)" in files["losss=typo_group"]
+    assert f"← BROKEN: loss=unregistered: {conf}/loss/unregistered.yaml: unknown loss type 'not_registered' at " \
+           "loss; available: " in files["loss=unregistered"]
+    assert files["loss=option_typo"].endswith(
+        f"← BROKEN: loss=option_typo: {conf}/loss/option_typo.yaml: unknown option loss.label_smoothin for loss "
+        "'cross_entropy'; accepted: label_smoothing (set by a preset or another group? drop it with "
+        "~loss.label_smoothin)")
     # Everything else, the other plugins included, imports fine.
     assert all(line.endswith(" ok") for line in lines[1:]
-               if "CONFLICT" not in line and "BROKEN" not in line and "SHADOWED" not in line)
+               if not any(f"← {word}" in line for word in ("CONFLICT", "BROKEN", "SHADOWED", "UNKNOWN GROUP")))
 
     common = ["trainer.epochs=1"]
     (tmp_path / "ok").mkdir()

@@ -1,0 +1,89 @@
+"""What ``cnnx plugins --check`` finds wrong with an option file a plugin ships, before a run
+chooses it: a file that is not YAML, a folder that is no cnnx config group (``losss/``, which
+no override can reach), a ``type:`` no component of its group registers, option names the
+component's factory does not take, a model file without its ``layers:`` mapping.
+
+Each is what a run choosing the file would stop with (``cnnx.component_check`` makes the
+registry's checks), or, for a folder, why no run can choose it.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from cnnx.errors import CnnxError, flat_message
+from cnnx.option_file_yaml import file_of, malformed_option_file, option_of
+
+
+def config_groups(search_path: Any) -> list[str]:
+    """The config groups of cnnx's app before plugins add theirs: cnnx's own and Hydra's."""
+    from hydra._internal.config_repository import ConfigRepository
+    from hydra.core.object_type import ObjectType
+    from hydra.core.plugins import Plugins
+
+    from cnnx.plugin_configs import is_plugin
+
+    Plugins.instance()  # registers the pkg:// and file:// sources
+
+    def groups(source: Any, group: str = "") -> list[str]:
+        found = []
+        for name in source.list(group, ObjectType.GROUP):
+            path = f"{group}/{name}" if group else name
+            found += [path, *groups(source, path)]
+        return found
+
+    sources = ConfigRepository(search_path).get_sources()
+    return sorted({g for s in sources if not is_plugin(s.provider) and s.available() for g in groups(s)})
+
+
+def option_file_problem(option_file: Any, groups: list[str]) -> tuple[str, str] | None:
+    """(the table's word for it, the line saying what is wrong), or None when nothing is."""
+    import yaml
+
+    group = option_file.option.rpartition("/")[0]
+    location = file_of(option_file.source, option_file.option)
+    if group and group not in groups:
+        close = difflib.get_close_matches(group, groups, n=1)
+        guess = f" (did you mean {close[0]}/?)" if close else ""
+        top = ", ".join(g for g in groups if "/" not in g)
+        return "UNKNOWN GROUP", (f"{location}: folder {group}/ is no config group of cnnx's{guess}, so no override "
+                                 f"chooses this file; cnnx's groups: {top}")
+    try:
+        loaded = option_file.source.load_config(option_file.option)
+    except yaml.YAMLError as error:
+        return "BROKEN", malformed_option_file(error) or f"{option_file.override}: {location} {flat_message(error)}"
+    except Exception as error:  # noqa: BLE001 — an unreadable file is the plugin's to fix
+        return "BROKEN", f"{option_file.override}: {location}: {flat_message(error)}"
+    if group == "hydra" or group.startswith("hydra/"):
+        return None  # Hydra's own settings: Hydra checks them
+    problem = _content_problem(group, loaded.config, loaded.header.get("package"))
+    return None if problem is None else ("BROKEN", f"{option_file.override}: {location}: {problem}")
+
+
+def _content_problem(group: str, config: Any, package: str | None) -> str | None:
+    """Why a run choosing an option file with this content would stop (None if nothing here)."""
+    from cnnx.component_check import check_components
+
+    if not OmegaConf.is_dict(config):
+        return f"holds a {type(config).__name__}; expected a mapping of settings"
+    # Unresolved: values may be interpolations of keys other files set; only names are checked.
+    content = OmegaConf.to_container(config, resolve=False)
+    content.pop("defaults", None)
+    if package is not None and package.startswith("_global_"):
+        root = OmegaConf.create(content)  # a preset sets keys anywhere (model.layers..., optimizer)
+    else:
+        if group == "model" and not isinstance(content.get("layers"), dict):
+            found = ", ".join(map(str, content)) or "none"
+            return (f"a model option file needs a layers: mapping (layer name → {{type: ..., ...}}); "
+                    f"its keys: {found}")
+        root = OmegaConf.create({})
+        OmegaConf.update(root, group.replace("/", "."), content, force_add=True)
+    try:
+        # Options a file leaves out may come from the defaults it extends, or the run's others.
+        check_components(root, (), complete=False)
+    except CnnxError as error:
+        return flat_message(error)
+    return None
