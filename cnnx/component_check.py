@@ -59,8 +59,10 @@ def _components(cfg: DictConfig, swept: Collection[str]) -> Iterator[tuple[str, 
 def _layers(spec: DictConfig, where: str, swept: Collection[str]) -> Iterator[tuple[str, registry.Registry, Any]]:
     for name in spec:
         key = f"{where}.{name}"
-        if spec[name] is not None and not _varies(key, spec[name], swept):  # null: a layer a preset dropped
-            yield key, registry.layers, spec[name]
+        # An interpolation that does not resolve here (of a key only the jobs have) reads as None.
+        node = OmegaConf.select(spec, str(name), throw_on_resolution_failure=False)
+        if node is not None and not _varies(key, node, swept):  # null: a layer a preset dropped
+            yield key, registry.layers, node
 
 
 def check_components(cfg: DictConfig, swept: Collection[str], complete: bool = True) -> None:
@@ -82,7 +84,8 @@ def _check(key: str, components: registry.Registry, node: Any, swept: Collection
     if block:  # a run tells a block its config key (``cnnx.engine.spec.layers_from_spec``)
         supplied = ("where",)
     components.check(node.type, options, key, *supplied, complete=complete)
-    if block and OmegaConf.is_dict(node.get("layers")):
-        # Its layers are configured under its own key, where a run reports them.
-        for inner_key, inner_components, inner_node in _layers(node.layers, f"{key}.layers", swept):
+    inner = OmegaConf.select(node, "layers", throw_on_resolution_failure=False) if block else None
+    if OmegaConf.is_dict(inner):
+        # A block's layers are configured under its own key, where a run reports them.
+        for inner_key, inner_components, inner_node in _layers(inner, f"{key}.layers", swept):
             _check(inner_key, inner_components, inner_node, swept, complete)

@@ -48,3 +48,9 @@ def test_an_option_the_sweep_adds_is_left_to_each_job():
     check_components(shared(model__layers__conv1__type="conv3d"), ["model.layers.conv1.foo"])
     with pytest.raises(PluginError, match="'conv3d' at model.layers.conv1 "):  # other layers are still checked
         check_components(shared(model__layers__conv1__type="conv3d"), ["model.layers.relu1.foo"])
+
+
+def test_a_layer_or_block_given_by_an_interpolation_that_only_jobs_resolve_is_left_to_them():
+    # The swept key the interpolation reads is absent from the sweep's config.
+    check_components(shared(model__layers__relu1="${model.choice}"), ["model.choice"])
+    check_components(shared(model__layers__block1__layers="${model.body}"), ["model.body"])
