@@ -28,6 +28,11 @@ class PluginError(CnnxError, LookupError):
     """A component name is unknown, claimed twice, or its plugin fails to import."""
 
 
+class UnknownComponentError(PluginError):
+    """No distribution registers the name: the config's to fix, where a conflict or an import
+    failure is the installed plugins' (``cnnx plugins --check`` names those by entry point)."""
+
+
 class DataError(CnnxError, ValueError):
     """A dataset or input array is unusable (empty, NaN, mismatched lengths, ...)."""
 

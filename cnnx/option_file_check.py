@@ -14,7 +14,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from cnnx.errors import CnnxError, flat_message
+from cnnx.errors import CnnxError, PluginError, UnknownComponentError, flat_message
 from cnnx.option_file_yaml import file_of, malformed_option_file, option_of
 
 
@@ -84,6 +84,10 @@ def _content_problem(group: str, config: Any, package: str | None) -> str | None
     try:
         # Options a file leaves out may come from the defaults it extends, or the run's others.
         check_components(root, (), complete=False)
+    except PluginError as error:
+        # A name claimed twice, or a plugin that fails to import, is no fault of this file: the
+        # entry points' rows name it.
+        return flat_message(error) if isinstance(error, UnknownComponentError) else None
     except CnnxError as error:
         return flat_message(error)
     return None

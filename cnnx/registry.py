@@ -16,7 +16,7 @@ from functools import cache
 from importlib import metadata
 from typing import Any
 
-from cnnx.errors import ConfigError, DataError, DataSplitsError, PluginError
+from cnnx.errors import ConfigError, DataError, DataSplitsError, PluginError, UnknownComponentError
 
 #: config word → entry-point group
 GROUPS = {
@@ -61,7 +61,7 @@ class Registry:
     def component(self, name: str, where: str | None = None) -> Component:
         claims = self.claims()
         if name not in claims:
-            raise PluginError(self._unknown_message(name, where, claims))
+            raise UnknownComponentError(self._unknown_message(name, where, claims))
         found = claims[name]
         if len(found) > 1:
             plugins = [c for c in found if normalise_distribution(c.distribution) != "cnnx"]

@@ -76,3 +76,27 @@ def test_every_option_file_cnnx_ships_passes_the_check():
     found = {f.option: option_file_problem(f, groups) for f in plugin_option_files(path)}
     assert "model/lenet5" in found and "experiment/lenet" in found
     assert {option: problem for option, problem in found.items() if problem is not None} == {}
+
+
+def test_a_file_naming_a_component_another_plugin_breaks_is_not_blamed_for_it(tmp_path, monkeypatch):
+    """The entry points' rows name a claim on a built-in's name; the file using the name is fine."""
+    from test_registry import install_fake_distribution
+
+    from cnnx import registry
+
+    install_fake_distribution(tmp_path / "site", "fakeplug-claims-relu", "0.1", "[cnnx.layers]\nrelu = nowhere:ReLU\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    registry.refresh()
+    try:
+        files = {"model/uses_relu": "layers:\n  r: {type: relu}\n  bad: {type: relu, slope: 1}\n",
+                 "loss/unknown": "type: not_registered\n"}
+        for option, text in files.items():
+            (tmp_path / "conf" / f"{option}.yaml").parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / "conf" / f"{option}.yaml").write_text(text)
+        path = search_path(f"file://{tmp_path / 'conf'}")
+        found = {f.option: option_file_problem(f, config_groups(path)) for f in plugin_option_files(path)}
+        assert found["model/uses_relu"] is None
+        assert found["loss/unknown"][0] == "BROKEN"
+    finally:
+        monkeypatch.undo()
+        registry.refresh()
