@@ -108,3 +108,19 @@ def test_p_must_be_a_probability_below_one(p):
 
 def test_get_config():
     assert Dropout(0.25).get_config() == {"p": 0.25, "inplace": False}
+
+
+def test_an_input_in_a_convolutions_memory_order_comes_out_in_it():
+    """A convolution's output is an NCHW view of CHWN memory; dropout gave a C-ordered NCHW
+    array, which the next convolution had to copy back (the layout the kernels work in)."""
+    from cnnx.engine.functional.im2col import to_nchw
+
+    x = to_nchw(np.random.default_rng(0).standard_normal((8, 6, 6, 64)).astype(np.float32))
+    layer = Dropout(0.3)
+    layer.build(x.shape[1:], np.random.default_rng(0))
+    y = layer.forward(x, training=True)
+    assert y.transpose(1, 2, 3, 0).flags.c_contiguous
+    kept = y != 0
+    np.testing.assert_allclose(y[kept], x[kept] / 0.7, rtol=1e-6)
+    assert 0.6 < kept.mean() < 0.8
+    np.testing.assert_array_equal(layer.backward(np.ones_like(x)), np.where(kept, np.float32(1 / 0.7), 0))

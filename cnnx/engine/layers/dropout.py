@@ -56,8 +56,12 @@ class Dropout(Module):
         # comparing float uniforms with p, and drawing raw bits is ~1.5x faster than rng.random.
         size = x.size
         bits = self.rng.bit_generator.random_raw((size + 1) // 2).view(np.uint32)
-        self._mask = np.empty(x.shape, dtype=x.dtype)
-        np.greater_equal(bits[:size].reshape(x.shape), self._threshold, out=self._mask)
+        # The mask in x's memory order (CHWN after a convolution), so the output is too and the
+        # next convolution or pooling takes it without a copy (see functional.im2col); filled
+        # through a C-contiguous view of that memory, the bits in the order they were drawn.
+        self._mask = np.empty_like(x)
+        in_memory_order = self._mask.transpose(np.argsort(self._mask.strides)[::-1])
+        np.greater_equal(bits[:size].reshape(in_memory_order.shape), self._threshold, out=in_memory_order)
         self._mask *= self._scale
         return np.multiply(x, self._mask, out=x if self.overwrites_input else None)
 
