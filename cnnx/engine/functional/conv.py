@@ -79,8 +79,10 @@ def conv2d_backward(
     reduced = channels * kh * kw
     g = to_chwn(grad_y, workspace, "grad_output")
     g = g.reshape(out_channels, -1)
-    # col @ g.T rather than g @ col.T: OpenBLAS runs the long-reduction product 1.3–2× faster
-    # with the long axis as the inner dimension of the left operand.
+    # Y = W·col (+ b through the row of ones), so dL/dW = G·colᵀ with G = dL/dY as
+    # (O, OH·OW·N), and the ones row yields dL/db = Σ G over positions and batch. Computed
+    # transposed, col @ g.T rather than g @ col.T: OpenBLAS runs the long-reduction product
+    # 1.3–2× faster with the long axis as the inner dimension of the left operand.
     grad_params = col @ g.T
     grad_weight = np.ascontiguousarray(grad_params[:reduced].T).reshape(weight.shape)
     grad_bias = grad_params[reduced].copy() if col.shape[0] > reduced else None

@@ -115,8 +115,14 @@ def to_nchw(x_chwn: np.ndarray) -> np.ndarray:
 
 def valid_range(offset: int, stride: int, padding: int, size: int, out_size: int) -> tuple[slice, slice]:
     """For one kernel offset along one axis: the output positions whose window element falls
-    inside the input, and the input positions they read (same length, the second strided)."""
-    first = max(0, -(-(padding - offset) // stride))  # ceil division
+    inside the input, and the input positions they read (same length, the second strided).
+
+    Output ``o`` reads input ``i = o·stride + offset − padding``, which must lie in
+    ``[0, size)``: so ``o ≥ ⌈(padding − offset) / stride⌉`` and
+    ``o ≤ ⌊(size − 1 + padding − offset) / stride⌋``; the outputs outside that range read the
+    padding, whose zeros are never written.
+    """
+    first = max(0, -(-(padding - offset) // stride))  # ceil division: -(-a // b)
     last = min(out_size, (size - 1 + padding - offset) // stride + 1)
     if last <= first:
         return slice(0, 0), slice(0, 0)

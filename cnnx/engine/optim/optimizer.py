@@ -153,6 +153,10 @@ class Optimizer:
         scratch: list[np.ndarray],
         lr: float,
     ) -> None:
+        """Update ``data`` in place from ``grad``; ``state`` holds this parameter's ``slots``
+        (persisted and checkpointed), ``scratch[0]`` is a free work array of ``data``'s shape,
+        and ``self.param_step`` is this update's number for the parameter, from 1 (set by
+        ``step`` before each call; Adam's ``t``)."""
         raise NotImplementedError
 
     def get_config(self) -> dict[str, Any]:
