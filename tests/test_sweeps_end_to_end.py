@@ -76,7 +76,7 @@ def assert_complete_sweep(client, result, jobs: int, swept: set[str] = SWEPT, in
     assert {k: parent.data.metrics[f"best_{k}"] for k in ("test_acc", "test_loss")} == {
         k: best_child.data.metrics[k] for k in ("test_acc", "test_loss")}
     assert parent.data.params["model.name"] == best_child.data.params["model.name"]
-    assert parent.data.params["trainer.epochs"] == "1"
+    assert parent.data.params["trainer.epochs"] == best_child.data.params["trainer.epochs"]
     assert not {k for k in parent.data.params if k in swept or k.startswith(("tracking.", "sweep."))}
     if models:
         (output,) = client.get_run(best_child.info.run_id).outputs.model_outputs

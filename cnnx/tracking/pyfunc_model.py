@@ -24,7 +24,6 @@ import numpy as np
 import cnnx
 from cnnx.errors import CnnxError, flat_message
 from cnnx.inference import Classifier
-from cnnx.tracking.sweep_summary import RESUMED_WITH_TAG
 
 #: The logged model's name: ``runs:/<id>/model`` finds it through its run.
 ARTIFACT_PATH = "model"
@@ -141,6 +140,10 @@ def log_mlflow_model(client, run_id: str, classifier: Classifier, input_example:
         _log_as_run_artifacts(client, run_id, classifier, input_example)
         return None
     from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+
+    # Here, not at the top: loading a model (this module is its loader) must not import the
+    # training code that sweep_summary's imports bring.
+    from cnnx.tracking.sweep_summary import RESUMED_WITH_TAG
 
     run = client.get_run(run_id)
     # The settings this model was trained with: a resumed run's changes, which its params,
