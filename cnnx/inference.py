@@ -24,7 +24,7 @@ from cnnx.data.normalize import apply_normalization
 from cnnx.engine.functional.softmax import sigmoid, softmax
 from cnnx.engine.model import Model, build_model
 from cnnx.errors import CheckpointError, DataError
-from cnnx.npz_load_failure import load_failure
+from cnnx.npz_load_failure import NPZ_READ_ERRORS, load_failure
 
 SPEC_FILE = "cnnx_model.json"
 WEIGHTS_FILE = "weights.npz"
@@ -225,5 +225,5 @@ def load_weights(path: str | Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as archive:
             return {key: archive[key] for key in archive.files}
-    except (OSError, ValueError, EOFError) as exc:
+    except NPZ_READ_ERRORS as exc:
         raise CheckpointError(f"'{path}' is not a readable weights .npz file ({load_failure(path, exc)})") from None

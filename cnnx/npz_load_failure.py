@@ -6,9 +6,14 @@ which misleads about a text file or an image that was given an .npz name.
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 from cnnx.errors import flat_message
+
+#: What reading an .npz raises for a file that is not one, or a damaged one: zipfile's errors
+#: come when it is opened and again, lazily, when a truncated or corrupt member is read.
+NPZ_READ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile)
 
 
 def load_failure(path: str | Path, error: BaseException) -> str:

@@ -30,7 +30,7 @@ from cnnx.data.image_files import EXTENSIONS as IMAGE_SUFFIXES
 from cnnx.data.image_files import LargeImageWarning, prepare_image, read_image
 from cnnx.errors import CheckpointError, CnnxError, ConfigError, DataError, flat_message
 from cnnx.inference import SPEC_FILE, Classifier, InputRangeWarning
-from cnnx.npz_load_failure import load_failure
+from cnnx.npz_load_failure import NPZ_READ_ERRORS, load_failure
 
 
 # -- the model -------------------------------------------------------------------------------
@@ -206,7 +206,7 @@ def read_npz(path: Path) -> np.ndarray:
             keys = archive.files
             key = "x" if "x" in keys else (keys[0] if len(keys) == 1 else None)
             images = None if key is None else archive[key]
-    except (OSError, ValueError, EOFError) as exc:
+    except NPZ_READ_ERRORS as exc:
         raise DataError(f"images '{path}': not a readable .npz archive ({load_failure(path, exc)})") from None
     if images is None:
         raise DataError(f"images '{path}': holds arrays {', '.join(keys)}; expected 'x' "

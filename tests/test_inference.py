@@ -313,3 +313,20 @@ def test_predict_help_names_folders_the_recorded_preparation_and_when_weights_ne
     assert "folders of them" in text.split("options:")[0]  # the description, not only the images argument
     assert "resized and converted to grayscale or RGB" in text
     assert "needs --config only when neither it nor a cnnx_model.json beside it records the model" in text
+
+
+@pytest.mark.parametrize("damaged", ["weights", "images"])
+def test_a_truncated_archive_is_one_line_naming_it(digits_checkpoint, tmp_path, capsys, damaged):
+    """zipfile's BadZipFile, raised for a truncated archive, was a 42-line traceback."""
+    from cnnx.predict import main
+
+    folder, checkpoint = digits_checkpoint
+    images = tmp_path / "images.npz"
+    np.savez(images, x=np.zeros((2, 1, 8, 8), np.float32))
+    target = tmp_path / "cut.npz"
+    whole = (checkpoint if damaged == "weights" else images).read_bytes()
+    target.write_bytes(whole[:len(whole) // 2])
+    weights, given = (target, images) if damaged == "weights" else (checkpoint, target)
+    assert main(["--weights", str(weights), "--config", str(folder / "config.yaml"), str(given)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("cnnx: error: ") and str(target) in error and "\n" not in error, error

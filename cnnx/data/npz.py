@@ -18,7 +18,6 @@ of W×C-pixel images, and only the user knows whether (60, 16, 4, 4) holds 16-ch
 
 from __future__ import annotations
 
-import zipfile
 from os import PathLike
 from pathlib import Path
 
@@ -29,14 +28,13 @@ from cnnx.data.normalize import check_mode, normalize_splits
 from cnnx.data.splits import DataSplits, Split, check_split_config, stratified_split
 from cnnx.data.validation import check_dataset
 from cnnx.errors import ConfigError, DataError, flat_message
-from cnnx.npz_load_failure import load_failure
+from cnnx.npz_load_failure import NPZ_READ_ERRORS, load_failure
 
 PRESPLIT_KEYS = ("x_train", "y_train", "x_test", "y_test")
 LAYOUTS = ("auto", "nchw", "nhwc")
 #: Channel counts of channels-last images: 1 (grey), 3 (RGB), 4 (RGBA). An (N, A, B, C) array
 #: with C among them and A above them reads as NCHW only as A channels of B×C-pixel strips.
 _CHANNELS = (1, 3, 4)
-READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError)
 
 
 def load_npz(
@@ -60,7 +58,7 @@ def load_npz(
         raise DataError(f"{source}: {problem}")
     try:
         archive = np.load(path, allow_pickle=False)
-    except READ_ERRORS as exc:
+    except NPZ_READ_ERRORS as exc:
         raise DataError(f"{source}: not a readable .npz archive ({load_failure(path, exc)})") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise DataError(
@@ -120,7 +118,7 @@ def _read(archive, key: str, source: str) -> np.ndarray:
                 f"(disabled: loading it could run code); save numeric arrays instead"
             ) from None
         raise DataError(f"{source}: array {key!r} is unreadable ({flat_message(exc)})") from None
-    except READ_ERRORS as exc:
+    except NPZ_READ_ERRORS as exc:
         raise DataError(f"{source}: array {key!r} is unreadable ({flat_message(exc)})") from None
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from cnnx.errors import CheckpointError, flat_message
-from cnnx.npz_load_failure import load_failure
+from cnnx.npz_load_failure import NPZ_READ_ERRORS, load_failure
 
 FORMAT = "cnnx-checkpoint"
 VERSION = 1
@@ -30,8 +29,7 @@ HEADER_KEY = "__cnnx_header__"
 #: checkpoints lack it.
 CLASSIFIER = "classifier"
 TEMP_SUFFIX = ".tmp"
-READ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, json.JSONDecodeError,
-               UnicodeDecodeError)
+READ_ERRORS = (*NPZ_READ_ERRORS, json.JSONDecodeError, UnicodeDecodeError)
 
 
 def write_checkpoint(path: Path, arrays: Mapping[str, np.ndarray], header: Mapping[str, Any]) -> Path:
