@@ -261,6 +261,9 @@ def report_user_errors(function):
             return EXIT_USAGE
         except BrokenPipeError:
             return reader_gone()
+        except KeyboardInterrupt:  # Ctrl-C: the user knows why, a traceback tells them nothing
+            print("cnnx: interrupted", file=sys.stderr)
+            return 128 + signal.SIGINT
     return wrapper
 
 

@@ -89,3 +89,26 @@ def test_a_parallel_sweep_without_checkpoints_says_its_stopped_jobs_start_again(
     stopped = "stopped ones start again: checkpoints are off"
     assert sweep_continuation(SWEEP, tracked=True, stopped_jobs=stopped).endswith(
         f"(FINISHED jobs are skipped, {stopped})")
+
+
+INTERRUPTED_TOOL = """
+import os, signal, sys, time
+import cnnx.plugins
+
+def interrupted(check=False):
+    os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, as the terminal sends it, in the middle of the work
+    time.sleep(10)
+
+cnnx.plugins.format_table = interrupted
+from cnnx.cli import main
+sys.exit(main(["plugins"]))
+"""
+
+
+def test_ctrl_c_in_a_command_is_one_line_and_exit_130():
+    """predict, compare, plugins and the outbox replay showed a KeyboardInterrupt traceback."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", INTERRUPTED_TOOL], capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stderr, result.stdout) == (130, "cnnx: interrupted\n", "")

@@ -35,7 +35,7 @@ import numpy as np
 from cnnx.cache_dir import write_atomically
 from cnnx.cli import report_user_errors
 from cnnx.cli import warn as cli_warn
-from cnnx.errors import CnnxError, flat_message
+from cnnx.errors import CnnxError, ConfigError, flat_message
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -149,6 +149,11 @@ def replay(directory: Path, tracking_uri: str | None = None) -> int:
                 client = client or MlflowClient(store)  # here: opening a store can fail as sending does
                 _send(client, directory, record)
             except Exception as exc:  # noqa: BLE001 — whatever the store said, the rest waits for it
+                if getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":  # no retry can help
+                    raise ConfigError(
+                        f"run {record.get('run_id')} is not in store {store} ({store_setting(tracking_uri)}): "
+                        f"the calls in {directory} belong to another store (pass its --tracking-uri) or the "
+                        f"run was deleted; sent {number} of {len(calls)} calls") from None
                 error = unusable_store(store, exc, store_setting(tracking_uri))
                 raise type(error)(f"{error}; sent {number} of {len(calls)} calls, the other {len(calls) - number} "
                                   f"stay in {directory}: run this command again once the store works") from None

@@ -65,6 +65,29 @@ def test_spilled_calls_replay_into_the_store(tmp_path):
     assert client.get_run(run_id).info.status == "FINISHED"
 
 
+def test_a_replay_into_a_store_without_the_run_says_so_instead_of_to_try_again(tmp_path, capsys):
+    """It said "run this command again once the store works": the store works, the run is
+    not in it (another project's store, or a run deleted since), and no retry can help."""
+    from mlflow import MlflowClient
+
+    from cnnx.tracking.outbox import main
+
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    MlflowClient(uri).create_experiment("e")
+    outbox = Outbox(uri, warn=lambda _: None)
+    def refused():
+        raise ConnectionError("refused")
+
+    outbox.submit(Pending(refused, {"kind": "status", "run_id": "f" * 32, "status": "FINISHED"}))
+    outbox.spill(tmp_path / "unsent")
+    assert main([str(tmp_path / "unsent"), "--tracking-uri", uri]) == 2
+    # (the last line: MLflow logs its creating the store's tables above it)
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"cnnx: error: run {'f' * 32} is not in store {uri} (--tracking-uri): the calls in {tmp_path / 'unsent'} "
+        f"belong to another store (pass its --tracking-uri) or the run was deleted; sent 0 of 1 calls")
+    assert (tmp_path / "unsent" / SPILL_FILE).exists()
+
+
 @pytest.mark.slow  # creating a sqlite MLflow store takes seconds
 def test_a_replay_that_stops_keeps_exactly_the_calls_it_did_not_send(tmp_path):
     from mlflow import MlflowClient
