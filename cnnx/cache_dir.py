@@ -14,6 +14,10 @@ from pathlib import Path
 from typing import BinaryIO
 
 CACHE_ENV = "CNNX_CACHE_DIR"
+#: The process's umask, read once at import (reading it means setting it): mkstemp makes files
+#: 0600, and a table or a sweep link meant for a team must get the mode any new file would.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 def cache_dir() -> Path | None:
@@ -33,6 +37,7 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
     handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     temporary = Path(name)
     try:
+        os.fchmod(handle, 0o666 & ~_UMASK)
         with os.fdopen(handle, "wb") as stream:
             write(stream)
         os.replace(temporary, path)

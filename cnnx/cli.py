@@ -143,8 +143,15 @@ def one_line(error: BaseException) -> str | None:
             reason = str(cause.msg).splitlines()[0] if cause.msg else "invalid value"
             return _search_space_override(key, keys) or f"invalid value for {key}: {reason}"
         if isinstance(cause, (ConfigKeyError, ConfigAttributeError)):
-            return (_search_space_override(key, keys)
-                    or f"unknown config key {key}; accepted keys here: {', '.join(keys) or '?'}")
+            searched = _search_space_override(key, keys)
+            if searched:
+                return searched
+            if OmegaConf.is_dict(parent) and OmegaConf.get_type(parent) is dict:
+                # A component's options (a layer, the optimizer…): open-ended, not a schema, so
+                # the key may well be a valid option that this config does not list yet.
+                return (f"{key} is not in the config yet (keys here: {', '.join(keys) or 'none'}); "
+                        f"to add an option, prefix it with +: +{key}=...")
+            return f"unknown config key {key}; accepted keys here: {', '.join(keys) or '?'}"
         if isinstance(cause, ConfigTypeError) and "does not support deletion" in str(cause):
             return (f"~{key}: cnnx's config schema needs {key} in every run, so it cannot be "
                     f"removed; set its value instead (--cfg job shows it)")

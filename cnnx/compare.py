@@ -113,6 +113,8 @@ def write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> Non
     writer = csv.DictWriter(table, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
+    if path.is_dir():
+        raise ConfigError(f"--csv {path}: is a folder; expected a file path, such as {path / 'comparison.csv'}")
     missing = [folder for folder in path.parents if not folder.exists()]  # deepest first
     try:
         write_atomically(path, lambda stream: stream.write(table.getvalue().encode()))
@@ -122,7 +124,7 @@ def write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> Non
             with contextlib.suppress(OSError):
                 folder.rmdir()
         reason = exc.strerror or str(exc)
-        if exc.filename is not None and Path(exc.filename).parent != path.parent:  # a folder on the way
+        if exc.filename is not None and Path(exc.filename).absolute() in map(Path.absolute, path.parents):  # on the way
             reason += f": '{exc.filename}'"
         raise ConfigError(f"--csv {path}: cannot write the table ({reason}); "
                           f"expected a file in a writable folder") from None

@@ -85,6 +85,9 @@ CASES = [
     ("wrong type epochs", ["trainer.epochs=abc"], ["trainer.epochs", "abc"]),
     ("wrong type kernel", ["model.layers.conv1.kernel_size=abc"], ["model.layers.conv1", "kernel_size", "abc"]),
     ("unknown key", ["trainer.epochss=3"], ["trainer.epochss", "epochs"]),
+    # a real option the preset does not list: it was "unknown", as if conv2d had no stride
+    ("layer option without +", ["model.layers.conv1.stride=2"],
+     ["model.layers.conv1.stride is not in the config yet", "+model.layers.conv1.stride="]),
     ("unknown option", ["+optimizer.lrr=0.1"], ["optimizer.lrr", "lr", "drop it with ~optimizer.lrr"]),
     ("key added where the schema has none", ["+trainer.epochz=3"], ["trainer.epochz", "epochs, batch_size"]),
     ("top-level key misspelt", ["+experiement=lenet"], ["experiement", "did you mean +experiment=lenet?"]),

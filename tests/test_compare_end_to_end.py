@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import socket
 import subprocess
 import sys
@@ -193,3 +194,18 @@ def test_runs_without_a_validation_split_are_ranked_and_named_by_train_acc(tmp_p
         assert ": 2 runs, best train_acc (highest) first" in shown.stdout.splitlines()[0]
         header = shown.stdout.splitlines()[1].split()
         assert "best_train_acc" in header and "best_val_acc" not in header
+
+
+def test_compare_csv_into_a_folder_says_so_and_the_table_is_as_readable_as_any_new_file(sweep, tmp_path):
+    """A folder was reported as a temporary file's "Is a directory"; and the table came out
+    0600 (mkstemp's mode), unreadable by the team it was written for."""
+    (tmp_path / "a_folder").mkdir()
+    refused = _compare(sweep, "digits_small", "--csv", str(tmp_path / "a_folder"))
+    assert refused.returncode == 2 and refused.stderr.strip() == (
+        f"cnnx: error: --csv {tmp_path / 'a_folder'}: is a folder; expected a file path, such as "
+        f"{tmp_path / 'a_folder' / 'comparison.csv'}")
+    written = _compare(sweep, "digits_small", "--csv", str(tmp_path / "table.csv"))
+    assert written.returncode == 0, written.stderr
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "table.csv").stat().st_mode & 0o777 == 0o666 & ~umask
