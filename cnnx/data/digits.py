@@ -6,6 +6,7 @@ from importlib import metadata
 from numbers import Integral
 
 from cnnx.data.cache import cached_splits
+from cnnx.data.memory import check_fits_in_memory
 from cnnx.data.normalize import check_mode, normalize_splits
 from cnnx.data.resize import resize_bilinear
 from cnnx.data.splits import DataSplits, check_split_config, stratified_split
@@ -13,6 +14,8 @@ from cnnx.data.validation import check_dataset
 from cnnx.errors import ConfigError
 
 OWNER = "dataset digits"
+#: Images in scikit-learn's digits.
+DIGITS = 1797
 #: The digits' pixels are counts of set bits in 4×4 blocks of a 32×32 bitmap.
 PIXEL_MAX = 16.0
 
@@ -36,6 +39,9 @@ def load_digits(
         )
     check_split_config(OWNER, val_fraction, test_fraction, seed)
     check_mode(normalize, OWNER)
+    # The float64 resize, its float32 result and the splits copied from it, at the peak.
+    check_fits_in_memory(f"dataset.size={size}", DIGITS * int(size) ** 2 * (8 + 4 + 4),
+                         f"{DIGITS} digits at {size}×{size}")
     options = {"size": int(size), "normalize": normalize, "val_fraction": val_fraction,
                "test_fraction": test_fraction, "seed": seed, "scikit-learn": metadata.version("scikit-learn")}
     return cached_splits("digits", options, lambda: _prepare(int(size), normalize, val_fraction, test_fraction, seed))

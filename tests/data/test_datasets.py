@@ -569,3 +569,16 @@ def test_data_splits_describe_and_params_for_any_dataset():
                       (1, 2, 2), "synthetic", skipped=["x.bmp: not read"])
     assert many.describe() == ("data: synthetic: 12 classes, 15 images (train 15, val 0, test 0); "
                                "per class: 1 (c0) to 4 (c5); skipped 1 file (e.g. x.bmp: not read)")
+
+
+def test_a_size_whose_arrays_cannot_fit_in_memory_is_refused_before_they_are_made():
+    """dataset.size=1000 on digits (29 GB) was ended by the OOM killer, without a word."""
+    from cnnx.data.memory import available_memory
+
+    available = available_memory()
+    if available is None:
+        pytest.skip("this system does not say how much memory is available")
+    too_large = 2 * int((available / (1797 * 16)) ** 0.5) + 2
+    with pytest.raises(ConfigError, match=rf"^dataset.size={too_large} needs about .* GB to prepare 1797 digits "
+                                          rf"at {too_large}×{too_large}; this machine has .* GB available"):
+        load_digits(size=too_large)
