@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from cnnx.data.image_files import EXTENSIONS, check_color_mode, prepare_image, preparation, read_image
+from cnnx.data.memory import check_fits_in_memory
 from cnnx.data.normalize import check_mode, normalize_splits
 from cnnx.data.splits import DataSplits, check_split_config, stratified_split
 from cnnx.data.validation import check_dataset
@@ -59,6 +60,10 @@ def load_imagefolder(
     prepared = preparation((height, width), color_mode)
     root = Path(root).expanduser().resolve()
     classes, files, labels, skipped = _scan(root)
+    channels = 1 if color_mode == "grayscale" else 3
+    # The decoded images, then the splits copied from them, at the peak.
+    check_fits_in_memory(f"dataset.size={size}", len(files) * channels * height * width * 4 * 2,
+                         f"{len(files)} images at {height}×{width}")
     x = y = None
     store = None
     if cache:

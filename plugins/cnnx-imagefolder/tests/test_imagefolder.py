@@ -418,3 +418,17 @@ def test_predict_prepares_raw_training_images_as_training_did(tmp_path):
     classes = ["dark", "light"]
     assert [row[1] for row in rows] == [classes[k] for k in recorded["predicted"]]
     np.testing.assert_allclose([float(row[2]) for row in rows], recorded["probabilities"].max(axis=1), atol=6e-5)
+
+
+def test_a_size_whose_images_cannot_fit_in_memory_is_refused_before_decoding(tmp_path):
+    from cnnx.data.memory import available_memory
+    from cnnx.errors import ConfigError
+
+    available = available_memory()
+    if available is None:
+        pytest.skip("this system does not say how much memory is available")
+    root = write_folder(tmp_path / "images")
+    images = sum(1 for _ in root.rglob("*.*"))
+    too_large = int((available / (images * 8)) ** 0.5) + 2
+    with pytest.raises(ConfigError, match=rf"^dataset.size={too_large} needs about .* GB to prepare {images} images"):
+        load(root, tmp_path, size=too_large)
