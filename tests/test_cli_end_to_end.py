@@ -35,6 +35,9 @@ def assert_finished_run(tmp_path, experiment: str, epochs: int):
         assert [step for step, _ in metric_history(client, run.info.run_id, key)] == [epochs], key
     params = run.data.params
     assert params["experiment_name"] == experiment and "optimizer.lr" in params and "trainer.epochs" in params
+    # the trainable parameter count, as model_summary.txt totals it: a sweep over widths plots against it
+    summary = open(client.download_artifacts(run.info.run_id, "model_summary.txt", str(tmp_path / "summary"))).read()
+    assert f"{int(params['model.num_parameters']):,}" in summary, summary
     assert any(k.startswith("model.layers.") for k in params)
     assert run.data.tags["cnnx.version"]
     # Who and what ran it; run outside a git work tree, no commit is claimed.

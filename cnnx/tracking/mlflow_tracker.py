@@ -316,7 +316,9 @@ class MlflowTracker(Callback):
                                      tags={**self.tags, **automatic})
         self.run_id = run.info.run_id
         data = trainer.data.params() if trainer.data is not None else getattr(trainer, "data_params", {})
-        params = [Param(k, v) for k, v in {**flatten(self.config), **data}.items()]
+        # The model's size beside its settings: what a sweep over widths is plotted against.
+        size = {"model.num_parameters": str(trainer.model.parameter_count())}
+        params = [Param(k, v) for k, v in {**flatten(self.config), **data, **size}.items()]
         for i in range(0, len(params), _MAX_PARAMS_PER_BATCH):
             self.client.log_batch(self.run_id, params=params[i:i + _MAX_PARAMS_PER_BATCH])
         self.client.log_text(self.run_id, self.config_yaml, "config.yaml")
