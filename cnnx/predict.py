@@ -174,9 +174,19 @@ def read_weights(path: Path) -> tuple[dict, dict | None, str]:
 
 def load_classifier(args: argparse.Namespace) -> Classifier:
     if args.run:
-        return classifier_from_mlflow_model(
-            download_model(f"runs:/{args.run}/model", args.tracking_uri, f"--run {args.run}"),
-            f"--run {args.run}")
+        source = f"--run {args.run}"
+        try:
+            return classifier_from_mlflow_model(
+                download_model(f"runs:/{args.run}/model", args.tracking_uri, source), source)
+        except CheckpointError as no_model:
+            # A run logged with tracking.log_model=false (the README's advice for large sweeps)
+            # still holds its final weights and config: what --weights and --config take.
+            try:
+                weights, config = (download_model(f"runs:/{args.run}/{name}", args.tracking_uri, source)
+                                   for name in ("weights.npz", "config.yaml"))
+            except CheckpointError:
+                raise no_model from None
+            return classifier_from_weights(weights, config)
     if args.model:
         local = Path(args.model).expanduser()
         if ":/" in args.model and not local.exists():

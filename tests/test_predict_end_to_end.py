@@ -335,3 +335,26 @@ def test_a_folder_predicts_the_images_directly_in_it_by_name(pets_run, tmp_path)
     assert (empty.returncode, empty.stdout) == (2, "")
     assert empty.stderr.strip() == ("cnnx: error: folder 'empty': holds no .npz/.png/.jpg/.jpeg/.bmp/.tif/.tiff/.webp/.ppm/.pgm file; "
                                     "pass image files or a folder of them")
+
+
+def test_a_run_logged_without_its_model_predicts_from_its_weights_and_config(tmp_path):
+    """--run gave up on a run logged with tracking.log_model=false (the README's advice for
+    large sweeps), though the run holds weights.npz and config.yaml, what --weights takes."""
+    from e2e_helpers import all_runs
+
+    rng = np.random.default_rng(3)
+    y = np.arange(40) % 2
+    x = rng.random((40, 1, 8, 8), dtype=np.float32)
+    x[y == 0, 0, :4] += 1.0
+    np.savez(tmp_path / "data.npz", x=x, y=y)
+    result = run_cli(["dataset=npz", "dataset.path=data.npz", "model.layers.fc2.out_features=2", "trainer.epochs=1",
+                      "trainer.checkpoint.enabled=true", "tracking.log_plots=false", "tracking.log_model=false",
+                      "hydra.run.dir=run"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = all_runs(tmp_path)
+    np.savez(tmp_path / "three.npz", x=x[:3])
+    from_run = predict(tmp_path, "--run", run.info.run_id, tmp_path / "three.npz")
+    assert from_run.returncode == 0, from_run.stderr
+    checkpoint = sorted((tmp_path / "run" / "checkpoints").glob("epoch-*.npz"))[-1]
+    from_checkpoint = predict(tmp_path, "--weights", checkpoint, tmp_path / "three.npz")
+    assert from_run.stdout == from_checkpoint.stdout and len(from_run.stdout.splitlines()) == 4
