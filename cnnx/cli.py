@@ -249,6 +249,11 @@ def interrupted_message(error, argv: list[str]) -> str:
 def stopped_at_once_message(error: KeyboardInterrupt, argv: list[str]) -> str:
     """A Ctrl-C outside the batch boundaries (a second one, or before training started)."""
     newest = getattr(error, "last_checkpoint", None)
+    # A second Ctrl-C while the first one's stop was winding down (the MLflow run being marked
+    # KILLED): the first one's checkpoint, written by then, is the newest.
+    earlier = error.__context__
+    while newest is None and earlier is not None:
+        newest, earlier = getattr(earlier, "checkpoint", None), earlier.__context__
     if newest is None:
         return "interrupted; no checkpoint written for this moment"
     return (f"interrupted; no checkpoint written for this moment, but the newest one, {newest}, "

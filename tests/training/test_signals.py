@@ -109,3 +109,30 @@ def test_a_second_ctrl_c_still_points_at_the_newest_checkpoint(tmp_path):
                        f"{tmp_path / 'epoch-0002.npz'}, resumes with: python -m cnnx +experiment=lenet "
                        f"trainer.resume=true hydra.run.dir=runs/x")
     assert stopped_at_once_message(KeyboardInterrupt(), []) == "interrupted; no checkpoint written for this moment"
+
+
+def test_a_second_ctrl_c_while_the_first_one_winds_down_points_at_the_checkpoint_it_wrote(tmp_path):
+    """The first Ctrl-C's checkpoint was written, the second came while the run was being
+    marked KILLED: the CLI said "no checkpoint written for this moment" and gave no resume
+    command, though that checkpoint resumes the run exactly."""
+    import os
+    import signal
+
+    from cnnx.cli import stopped_at_once_message
+    from cnnx.training.callbacks import Callback
+
+    class CtrlCTwice(Callback):
+        def on_epoch_end(self, trainer, epoch, metrics):
+            if epoch == 1:
+                os.kill(os.getpid(), signal.SIGINT)
+
+        def on_fit_error(self, trainer, error):
+            raise KeyboardInterrupt  # the second Ctrl-C, as the tracker marks the run KILLED
+
+    trainer = make_trainer(epochs=3, callbacks=[Checkpoint(tmp_path), CtrlCTwice()])
+    with pytest.raises(KeyboardInterrupt) as caught:
+        trainer.fit(tiny_data())
+    caught.value.run_dir = "runs/x"
+    assert stopped_at_once_message(caught.value, ["+experiment=lenet"]) == (
+        f"interrupted; no checkpoint written for this moment, but the newest one, {tmp_path / 'epoch-0001.npz'}, "
+        f"resumes with: python -m cnnx +experiment=lenet trainer.resume=true hydra.run.dir=runs/x")
