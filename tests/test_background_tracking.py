@@ -120,3 +120,23 @@ def test_a_new_sqlite_store_appears_complete_and_an_existing_one_is_kept(tmp_pat
     client.create_experiment("kept")
     create_store_atomically(f"sqlite:///{path}")
     assert client.get_experiment_by_name("kept") is not None
+
+
+@pytest.mark.slow
+def test_a_killed_tracking_process_stops_the_run_saying_how_and_how_to_resume(tmp_path):
+    """It said only "the MLflow tracking process exited (code -9)": no cause, no way on."""
+    import os
+    import signal
+
+    from e2e_helpers import processes, start_cli, wait_for_file
+
+    run = start_cli(["+experiment=digits_small", "trainer.epochs=30", "tracking.log_plots=false",
+                     "hydra.run.dir=run"], tmp_path)
+    wait_for_file(tmp_path / "run" / "checkpoints" / "epoch-0001.npz", run)
+    (helper,) = [p["pid"] for p in processes() if p["ppid"] == run.pid]
+    os.kill(helper, signal.SIGKILL)
+    _, stderr = run.communicate(timeout=120)
+    assert run.returncode == 2
+    assert stderr.strip().splitlines()[-1] == (
+        "cnnx: error: the MLflow tracking process was killed by SIGKILL (also the kernel's out-of-memory "
+        "killer's signal); training stopped, and trainer.resume=true resumes it from its newest checkpoint")

@@ -248,7 +248,7 @@ class BackgroundTracker(Callback):
         waited = 0.0
         while not self._from_child.poll(_POLL_SECONDS):
             if not self._process.is_alive() and not self._from_child.poll(0):
-                raise self._fail(f"the MLflow tracking process exited (code {self._process.exitcode})")
+                raise self._fail(self._ended())
             waited += _POLL_SECONDS
             if timeout is not None and waited >= timeout:
                 return False
@@ -259,13 +259,23 @@ class BackgroundTracker(Callback):
         try:
             kind, value = self._from_child.recv()
         except (EOFError, OSError) as exc:
-            raise self._fail(f"the MLflow tracking process exited (code {self._process.exitcode})") from exc
+            raise self._fail(self._ended()) from exc
         if kind == "started":
             (self.run_id, self.run_key, self._branched), self._started = value, True
         elif kind == "finished":
             self._finished = True
         elif kind == "failed":
             self._failure = value
+
+    def _ended(self) -> str:
+        """Why the tracking process is gone, and that its checkpoints still resume the run."""
+        code = self._process.exitcode
+        how = f"exited (code {code})"
+        if code is not None and code < 0:
+            name = signal.Signals(-code).name
+            how = f"was killed by {name}" + (" (also the kernel's out-of-memory killer's signal)"
+                                             if name == "SIGKILL" else "")
+        return f"the MLflow tracking process {how}; training stopped, and trainer.resume=true resumes it from its newest checkpoint"
 
     def _fail(self, message: str) -> TrackingError:
         self._failure = self._failure or message
