@@ -23,7 +23,7 @@ import numpy as np
 from cnnx.data.normalize import apply_normalization
 from cnnx.engine.functional.softmax import sigmoid, softmax
 from cnnx.engine.model import Model, build_model
-from cnnx.errors import CheckpointError, DataError
+from cnnx.errors import CheckpointError, DataError, UnknownComponentError
 from cnnx.npz_load_failure import NPZ_READ_ERRORS, load_failure
 
 SPEC_FILE = "cnnx_model.json"
@@ -188,7 +188,15 @@ class Classifier:
             if not path.is_file():
                 raise CheckpointError(f"'{path}' not found; a cnnx model directory holds "
                                       f"{SPEC_FILE} and {WEIGHTS_FILE}")
-        return cls.from_description(read_description(spec_path), load_weights(weights_path), f"'{spec_path}'")
+        try:
+            return cls.from_description(read_description(spec_path), load_weights(weights_path), f"'{spec_path}'")
+        except UnknownComponentError as error:
+            plugins = _plugin_requirements(directory)
+            if not plugins:
+                raise
+            # The layer's plugin is not installed here; the MLflow model says which it was.
+            raise UnknownComponentError(f"{error}; this model was logged with {', '.join(plugins)} "
+                                        f"(its requirements.txt): pip install them") from None
 
     @classmethod
     def from_description(cls, description: Any, weights: Mapping[str, np.ndarray], where: str) -> Classifier:
@@ -218,6 +226,17 @@ def read_description(path: Path) -> Any:
         return json.loads(path.read_text())
     except ValueError as exc:
         raise CheckpointError(f"'{path}' is not a cnnx model description ({exc})") from None
+
+
+def _plugin_requirements(directory: Path) -> list[str]:
+    """The plugin distributions an MLflow model's ``requirements.txt`` pins (beside its
+    ``MLmodel``, two folders above the cnnx model's own files), cnnx and its own needs left out."""
+    for root in (directory, *directory.parents[:2]):
+        listed = root / "requirements.txt"
+        if listed.is_file() and (root / "MLmodel").is_file():
+            lines = [line.strip() for line in listed.read_text().splitlines()]
+            return [line for line in lines if line and not line.startswith(("cnnx==", "numpy==", "mlflow=="))]
+    return []
 
 
 def load_weights(path: str | Path) -> dict[str, np.ndarray]:

@@ -153,3 +153,22 @@ def test_a_finished_run_trained_longer_logs_a_second_model_and_runs_uri_loads_it
 
     with _use_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}"):
         assert load_model(f"runs:/{run.info.run_id}/model").metadata.model_id == outputs[-1][1]
+
+
+def test_a_model_whose_plugin_is_not_installed_names_the_distribution_to_install(tmp_path):
+    """It said only "unknown layer type …": the model's requirements.txt knows which plugin."""
+    import json
+
+    from cnnx.errors import UnknownComponentError
+    from cnnx.tracking.pyfunc_model import save_mlflow_model
+
+    folder = save_mlflow_model(classifier(), tmp_path / "model", images()[:1])
+    description = folder / "data" / "cnnx_model" / "cnnx_model.json"
+    spec = json.loads(description.read_text())
+    spec["layers"]["relu1"]["type"] = "swish"
+    description.write_text(json.dumps(spec))
+    requirements = folder / "requirements.txt"
+    requirements.write_text(requirements.read_text() + "my-cnnx-swish==0.1.0\n")
+    with pytest.raises(UnknownComponentError, match=r"unknown layer type 'swish'.*; this model was logged with "
+                                                    r"my-cnnx-swish==0\.1\.0 \(its requirements\.txt\): pip install them$"):
+        Classifier.load(folder / "data" / "cnnx_model")
