@@ -27,18 +27,31 @@ def tile_grid(tiles: np.ndarray, cell: int = 8, gap: int = 1, max_side: int | No
     return grid.round().astype(np.uint8)
 
 
+#: Kernels per row when a layer has one input channel (a first conv layer on grey images).
+KERNELS_PER_ROW = 8
+
+
 def kernel_grid(weight: np.ndarray, cell: int = 32, gap: int = 1, max_side: int = 1024) -> np.ndarray:
     """Render conv kernels ``(out, in, kh, kw)`` as one uint8 image, a row per output channel
-    (the first 16 input channels), each kernel at least ``cell`` pixels wide unless the image
+    (the first 16 input channels), or, for one input channel, ``KERNELS_PER_ROW`` kernels a row
+    (torchvision's ``make_grid``); each kernel at least ``cell`` pixels wide unless the image
     would exceed ``max_side``.
 
-    Each kernel is scaled symmetrically around zero (mid-grey = 0), so the sign of a weight
-    reads the same in every cell and every epoch's image.
+    One scale for the layer, symmetric around zero (mid-grey = 0): the sign of a weight reads
+    the same in every cell, and a kernel that has faded to small weights looks faded rather
+    than as contrasty as the strongest one (per-kernel scaling hid that).
     """
     w = weight[:, :16].astype(np.float32)
-    scale = np.abs(w).max(axis=(2, 3), keepdims=True)
-    scale[scale == 0] = 1.0
-    return tile_grid(0.5 + 0.5 * w / scale, cell, gap, max_side)
+    scale = float(np.abs(w).max()) or 1.0
+    tiles = 0.5 + 0.5 * w / scale
+    out, channels, kh, kw = tiles.shape
+    if channels == 1 and out > 1:
+        per_row = min(KERNELS_PER_ROW, out)
+        rows = -(-out // per_row)
+        wrapped = np.full((rows * per_row, kh, kw), 0.5, np.float32)  # empty cells read as zero
+        wrapped[:out] = tiles[:, 0]
+        tiles = wrapped.reshape(rows, per_row, kh, kw)
+    return tile_grid(tiles, cell, gap, max_side)
 
 
 def activation_grid(maps: np.ndarray, cell: int = 32, gap: int = 2) -> np.ndarray:
