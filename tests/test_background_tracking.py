@@ -130,12 +130,21 @@ def test_a_killed_tracking_process_stops_the_run_saying_how_and_how_to_resume(tm
 
     from e2e_helpers import processes, start_cli, wait_for_file
 
-    run = start_cli(["+experiment=digits_small", "trainer.epochs=30", "tracking.log_plots=false",
+    import time
+
+    run = start_cli(["+experiment=digits_small", "trainer.epochs=1000", "tracking.log_plots=false",
                      "hydra.run.dir=run"], tmp_path)
-    wait_for_file(tmp_path / "run" / "checkpoints" / "epoch-0001.npz", run)
-    (helper,) = [p["pid"] for p in processes() if p["ppid"] == run.pid]
+    # Once an epoch is checkpointed (the file names change as older ones are pruned).
+    wait_for_file(tmp_path / "run" / "checkpoints", run)
+    while not list((tmp_path / "run" / "checkpoints").glob("epoch-*.npz")):
+        assert run.poll() is None, run.stderr.read()
+        time.sleep(0.05)
+    (helper,) = [p["pid"] for p in processes() if p["ppid"] == run.pid and "resource_tracker" not in p["command"]]
     os.kill(helper, signal.SIGKILL)
-    _, stderr = run.communicate(timeout=120)
+    try:
+        _, stderr = run.communicate(timeout=120)
+    finally:
+        run.kill()
     assert run.returncode == 2
     assert stderr.strip().splitlines()[-1] == (
         "cnnx: error: the MLflow tracking process was killed by SIGKILL (also the kernel's out-of-memory "

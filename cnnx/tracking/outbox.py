@@ -153,7 +153,8 @@ def replay(directory: Path, tracking_uri: str | None = None) -> int:
                     raise ConfigError(
                         f"run {record.get('run_id')} is not in store {store} ({store_setting(tracking_uri)}): "
                         f"the calls in {directory} belong to another store (pass its --tracking-uri) or the "
-                        f"run was deleted; sent {number} of {len(calls)} calls") from None
+                        f"run was deleted; sent {number} of {len(calls)} calls, the other "
+                        f"{len(calls) - number} stay in {directory}") from None
                 error = unusable_store(store, exc, store_setting(tracking_uri))
                 raise type(error)(f"{error}; sent {number} of {len(calls)} calls, the other {len(calls) - number} "
                                   f"stay in {directory}: run this command again once the store works") from None

@@ -84,7 +84,8 @@ def test_a_replay_into_a_store_without_the_run_says_so_instead_of_to_try_again(t
     # (the last line: MLflow logs its creating the store's tables above it)
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"cnnx: error: run {'f' * 32} is not in store {uri} (--tracking-uri): the calls in {tmp_path / 'unsent'} "
-        f"belong to another store (pass its --tracking-uri) or the run was deleted; sent 0 of 1 calls")
+        f"belong to another store (pass its --tracking-uri) or the run was deleted; sent 0 of 1 calls, "
+        f"the other 1 stay in {tmp_path / 'unsent'}")
     assert (tmp_path / "unsent" / SPILL_FILE).exists()
 
 
@@ -92,7 +93,7 @@ def test_a_replay_into_a_store_without_the_run_says_so_instead_of_to_try_again(t
 def test_a_replay_that_stops_keeps_exactly_the_calls_it_did_not_send(tmp_path):
     from mlflow import MlflowClient
 
-    from cnnx.tracking.mlflow_tracker import TrackingError
+    from cnnx.errors import ConfigError
     from cnnx.tracking.outbox import replay
 
     uri = f"sqlite:///{tmp_path / 'store.db'}"
@@ -108,7 +109,8 @@ def test_a_replay_that_stops_keeps_exactly_the_calls_it_did_not_send(tmp_path):
     for run in (unknown_run, run_id):  # the store refuses the first: this replay stops there
         outbox.submit(Pending(refused, {"kind": "status", "run_id": run, "status": "FINISHED"}))
     outbox.spill(tmp_path / "unsent")
-    with pytest.raises(TrackingError, match=r"sent 1 of 3 calls, the other 2 stay in .*unsent: run this command"):
+    with pytest.raises(ConfigError, match=rf"^run {unknown_run} is not in store .* the run was deleted; sent 1 of 3 "
+                                          r"calls, the other 2 stay in .*unsent$"):
         replay(tmp_path / "unsent", uri)
     left = (tmp_path / "unsent" / SPILL_FILE).read_text().splitlines()
     assert [json.loads(line)["run_id"] for line in left] == [unknown_run, run_id]
