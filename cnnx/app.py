@@ -372,7 +372,15 @@ def _tracker(config: dict[str, Any], cfg: DictConfig, overrides: list[str], outp
     if background if background is not None else sweep is None:
         from cnnx.tracking.background import BackgroundTracker
 
-        return BackgroundTracker(arguments, config["model"]["layers"])
+        return BackgroundTracker(arguments, config["model"]["layers"])  # checks a local store itself
+    from cnnx.tracking.mlflow_tracker import resolve_tracking_uri
+    from cnnx.tracking.store_check import check_local_store, is_remote
+
+    uri = resolve_tracking_uri(arguments["tracking_uri"])
+    if not is_remote(uri):
+        # Before the data loads, as with a tracking process; MLflow would say it only on its
+        # first write, with a traceback.
+        check_local_store(uri)
     return MlflowTracker(**arguments)
 
 
@@ -393,6 +401,7 @@ def check_settings(cfg: DictConfig, overrides: list[str], hydra_config: DictConf
     if unknown is not None:
         raise ConfigError(unknown)
     _refuse_unused_top_level_keys(cfg, overrides, hydra_config)
+    _check_experiment_name(cfg, swept)
     for key in ("trainer.monitor", "trainer.early_stopping.monitor"):
         # None: an interpolation of a key only the sweep's jobs have (+m=val_acc,val_loss).
         monitor = OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
@@ -409,6 +418,18 @@ def check_settings(cfg: DictConfig, overrides: list[str], hydra_config: DictConf
     if (not varied_wholesale or warmup_keys <= given) and not warmup_keys & set(swept):
         _check_warmup(*(OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
                         for key in ("scheduler.warmup_epochs", "trainer.epochs")))
+
+
+def _check_experiment_name(cfg: DictConfig, swept: Collection[str]) -> None:
+    """An empty experiment name, which MLflow refuses only when the run is created, blaming the
+    store. ``tracking.experiment_name`` overrides ``experiment_name`` when set (``logged_in``)."""
+    if OmegaConf.select(cfg, "tracking.enabled", default=True, throw_on_resolution_failure=False) is False:
+        return
+    keys = ("tracking.experiment_name", "experiment_name")
+    values = [OmegaConf.select(cfg, key, throw_on_resolution_failure=False, default=None) for key in keys]
+    if set(keys) & set(swept) or values[0] or values[1] != "":
+        return  # a name, or something other checks own (a missing key, an unresolved interpolation)
+    raise ConfigError("experiment_name='' is empty; expected the name of the MLflow experiment to log to")
 
 
 def _check_warmup(warmup: Any, epochs: Any) -> None:

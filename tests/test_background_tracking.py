@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from e2e_helpers import all_runs, git_work_tree, list_artifacts, metric_history, run_cli, store_client
 
-from cnnx.tracking.background import _is_remote
+from cnnx.tracking.store_check import is_remote
 from cnnx.tracking.sqlite_store import create_store_atomically
 
 pytestmark = pytest.mark.slow
@@ -107,7 +107,7 @@ def test_background_tracking_fails_before_training_on_an_unusable_sqlite_path(tm
     ("https://mlflow.example.com", True), ("postgresql://u@h/db", True), ("databricks", True),
 ])
 def test_which_stores_are_checked_up_front_and_which_by_waiting_for_the_run(uri, remote):
-    assert _is_remote(uri) == remote
+    assert is_remote(uri) == remote
 
 
 def test_a_new_sqlite_store_appears_complete_and_an_existing_one_is_kept(tmp_path):

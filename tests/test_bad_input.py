@@ -46,6 +46,8 @@ def write_inputs(folder: Path) -> dict[str, str]:
     Path(paths["text"]).write_text("not an archive\n")
     paths["a_file"] = str(folder / "plain_file")
     Path(paths["a_file"]).write_text("x")
+    paths["a_folder"] = str(folder / "a_folder")
+    Path(paths["a_folder"]).mkdir()
     checkpoints = folder / "checkpoints"
     paths["ckpt_other_model"] = str(make_checkpoint(
         checkpoints / "other", [f"dataset.path={paths['good']}", "model.layers.conv1.out_channels=4"]))
@@ -178,6 +180,18 @@ CASES = [
     ("tracking store not a database", ["tracking.uri=sqlite:///{text}"], ["tracking.uri", "not an SQLite database"]),
     ("tracking store on a pseudo-filesystem", ["tracking.uri=sqlite:////proc/cnnx.db"],
      ["tracking.uri", "cannot create files in '/proc'"]),
+    # SQLAlchemy opens sqlite:/// as a database in memory: the run would be logged nowhere.
+    ("tracking store names no file", ["tracking.uri=sqlite:///"],
+     ["tracking.uri='sqlite:///'", "names no database file", "sqlite:///PATH.db"]),
+    ("tracking store names no file, in process", ["tracking.uri=sqlite:///", "tracking.background=false"],
+     ["tracking.uri='sqlite:///'", "names no database file"]),
+    ("tracking store a folder", ["tracking.uri=sqlite:///{a_folder}"],
+     ["tracking.uri='sqlite:///", "is a folder", "a_folder/mlflow.db)"]),
+    ("tracking store a folder, in process", ["tracking.uri=sqlite:///{a_folder}", "tracking.background=false"],
+     ["tracking.uri='sqlite:///", "is a folder", "a_folder/mlflow.db)"]),
+    ("experiment name empty", ["experiment_name=''"], ["experiment_name=''", "empty"]),
+    ("experiment name empty, in process", ["experiment_name=''", "tracking.background=false"],
+     ["experiment_name=''", "empty"]),
     ("checkpoint dir not writable", ["trainer.checkpoint.dir={a_file}/ck"], ["trainer.checkpoint.dir", "plain_file"]),
 ]
 

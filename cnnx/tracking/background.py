@@ -10,7 +10,7 @@ child replays it on a model of its own, rebuilt from the spec.
 What stays as with the in-process tracker:
 
 - a store that cannot be used fails the run with the tracker's one-line error before any
-  training: a local store (sqlite, files) is checked here, and with a remote one (a tracking
+  training: a local store (sqlite, files) is checked in this process (``store_check``), and with a remote one (a tracking
   server) training starts only once the child has created its run there;
 - a resumed run continues its MLflow run: checkpoints hold the run id, or, for one written
   before the child reported it, the ``cnnx.run_key`` tag the run was created with;
@@ -34,14 +34,11 @@ import os
 import queue
 import signal
 import sys
-import tempfile
 import threading
 import time
 import traceback
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
-from urllib.parse import urlparse
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -49,9 +46,10 @@ import numpy as np
 from cnnx.data.splits import DataSplits
 from cnnx.tracking.mlflow_tracker import (
     FORMER_TRACKER_STATE_KEYS, RUN_KEY_TAG, TRACKER_STATE_KEY, TrackingError, absolute_store_uri,
-    ending_status, moved_from, resolve_tracking_uri, run_store_setting, unusable_store,
+    ending_status, experiment_setting, moved_from, resolve_tracking_uri,
 )
 from cnnx.tracking.sqlite_store import build_aside, discard_built, sqlite_path
+from cnnx.tracking.store_check import check_experiment, check_local_store, is_remote
 from cnnx.training.callbacks import Callback
 from cnnx.training.metrics import Evaluation
 
@@ -104,9 +102,11 @@ class BackgroundTracker(Callback):
 
     def __init__(self, options: dict[str, Any], model_spec: dict[str, Any]):
         self.uri = resolve_tracking_uri(options.get("tracking_uri"))
-        self.remote = _is_remote(self.uri)
+        self.remote = is_remote(self.uri)
         if not self.remote:
-            _check_local_store(self.uri)
+            check_local_store(self.uri)
+        self.experiment_name = options["experiment_name"]
+        self.experiment_setting = experiment_setting(options.get("config"))
         self.run_key = uuid.uuid4().hex
         self.run_id: str | None = None
         self.resumed = False
@@ -147,6 +147,11 @@ class BackgroundTracker(Callback):
 
         first_conv = next(iter(conv_layers(trainer.model)), None)
         self._kernel_weight = None if first_conv is None else f"{first_conv}.weight"
+        if sqlite_path(self.uri) is not None:
+            # The tracking process meets a deleted experiment only once training is under way;
+            # the store's file says so now (the run id is the checkpoint's, restored by now).
+            check_experiment(self.uri, self.experiment_name, self.run_id if self.resumed else None,
+                             self.experiment_setting)
         self._send("start", started_ms=int(time.time() * 1000),
                    run_id=self.run_id, run_key=self.run_key, resumed=self.resumed, logged_to=self.logged_to,
                    input_shape=trainer.data.input_shape, data_params=trainer.data.params(),
@@ -288,49 +293,6 @@ class BackgroundTracker(Callback):
 
 def _set_false(flag: Any) -> None:
     flag.value = False
-
-
-def _is_remote(uri: str) -> bool:
-    """Anything but a local sqlite file or folder store (a tracking server, Databricks, a
-    database server): there, failing to connect is likely and can only be found by trying."""
-    return urlparse(uri).scheme not in ("", "file", "sqlite") or uri.startswith("databricks")
-
-
-_SQLITE_HEADER = b"SQLite format 3\x00"
-
-
-def _check_local_store(uri: str) -> None:
-    """What MLflow would fail on with a local store, checked before anything is trained."""
-    if uri.startswith("sqlite:"):
-        folder = Path(uri[len("sqlite:///"):]).parent  # sqlite:///rel/x.db, sqlite:////abs/x.db
-    else:
-        folder = Path(urlparse(uri).path if uri.startswith("file:") else uri)
-    database = sqlite_path(uri)
-    problem = None
-    try:
-        if database is not None and database.is_file():
-            with database.open("rb") as file:
-                header = file.read(len(_SQLITE_HEADER))
-            if header and header != _SQLITE_HEADER:  # sqlite takes an empty file as a new database
-                problem = f"'{database}' is not an SQLite database"
-        else:
-            if database is None:
-                # A folder store: MLflow makes the folder itself (or, since 3.x, refuses folder
-                # stores). Made here, an empty folder would stand where the sqlite:///PATH that
-                # the refusal suggests has to create its file.
-                folder = next(parent for parent in (folder, *folder.parents) if parent.exists())
-            else:
-                folder.mkdir(parents=True, exist_ok=True)
-            try:
-                # Creating a file is the only sure test: root passes os.access even on /proc.
-                with tempfile.TemporaryFile(dir=folder):
-                    pass
-            except OSError as exc:
-                problem = f"cannot create files in '{folder}': {exc.strerror}"
-    except OSError as exc:
-        raise unusable_store(uri, exc) from exc
-    if problem:
-        raise TrackingError(f"cannot use MLflow store {uri!r} ({run_store_setting(uri)}): {problem}")
 
 
 def _report_data(data: DataSplits | None) -> DataSplits | None:

@@ -113,7 +113,36 @@ def unusable_store(uri: str, exc: BaseException, setting: str | None = None) -> 
             f"{database} (a database file), http(s)://HOST:PORT (a tracking server), or a folder "
             f"with MLFLOW_ALLOW_FILE_STORE=true")
     detail = text.splitlines()[0] if text else ""
-    return TrackingError(f"cannot use MLflow store {uri!r} ({setting}): {type(exc).__name__}: {detail[:300]}")
+    return TrackingError(f"cannot use MLflow store {uri!r} ({setting}): {type(exc).__name__}: {shortened(detail)}")
+
+
+def shortened(text: str, limit: int = 300) -> str:
+    """``text`` cut to about ``limit`` characters at a word boundary, marked with "…": MLflow's
+    messages run on with advice after the part that says what is wrong."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit].rsplit(" ", 1)[0].rstrip(" ,;:-")
+    return f"{cut} …"
+
+
+def experiment_setting(config: Mapping[str, Any] | None) -> str:
+    """The key that names a run's experiment: ``tracking.experiment_name`` when set, else
+    ``experiment_name`` (``cnnx.app.logged_in``)."""
+    return "tracking.experiment_name" if ((config or {}).get("tracking") or {}).get("experiment_name") \
+        else "experiment_name"
+
+
+def deleted_experiment(uri: str, name: str, experiment_id: str, run_id: str | None = None,
+                       setting: str = "experiment_name") -> TrackingError:
+    """The refusal of a deleted experiment, with the command that restores it (as MLflow's own
+    "Cannot set a deleted experiment" suggests)."""
+    store = absolute_store_uri(uri)
+    restore = f"MLFLOW_TRACKING_URI={store} mlflow experiments restore --experiment-id {experiment_id}"
+    if run_id is not None:
+        return TrackingError(f"trainer.resume: the checkpoint's MLflow run {run_id} is in experiment {name!r} "
+                             f"(id {experiment_id}), which is deleted in store {store}; restore it with: {restore}")
+    return TrackingError(f"{setting}={name!r}: MLflow experiment {experiment_id} of that name is deleted in store "
+                         f"{store}; restore it with: {restore}, or choose another {setting}")
 
 
 def ending_status(error: BaseException) -> str:
@@ -154,7 +183,11 @@ def existing_store(uri: str | None) -> str:
     MLflow creates a missing local store on first use, so a mistyped path or the wrong folder
     would leave a new, empty store behind and then report that nothing is in it.
     """
+    from cnnx.tracking.store_check import check_store_uri
+
     store = resolve_tracking_uri(uri)
+    # sqlite:/// would open a new database in memory, as empty as a new file.
+    check_store_uri(store, store_setting(uri))
     use_short_http_retries(store)
     path = sqlite_path(store)
     if path is None and not store.startswith(("sqlite:", "http:", "https:")):
@@ -301,28 +334,35 @@ class MlflowTracker(Callback):
             self._start_over_here(moved)
         if self.run_id is not None and self._continue_run(trainer):  # restored from a checkpoint
             return
-        try:
+        with self._refused_by_store():  # any store failure, before any training happens
             experiment = self.client.get_experiment_by_name(self.experiment_name)
+            if experiment is not None and experiment.lifecycle_stage == "deleted":
+                raise deleted_experiment(self.tracking_uri, experiment.name, experiment.experiment_id,
+                                         setting=experiment_setting(self.config))
             experiment_id = (experiment.experiment_id if experiment is not None
                              else self.client.create_experiment(self.experiment_name))
             self.run_id = self._run_with_key(experiment_id)
-        except Exception as exc:  # any store failure, before any training happens
-            raise self._unreachable(exc) from exc
         # A checkpoint written before its run id was known.
         if self.run_id is not None and self._continue_run(trainer):
             return
         automatic = {} if self.name_chosen or not self.run_name else {AUTOMATIC_NAME_TAG: self.run_name}
-        run = self.client.create_run(experiment_id, start_time=self.training_started_ms, run_name=self.run_name,
-                                     tags={**self.tags, **automatic})
+        with self._refused_by_store():  # the store's first write: a read-only one fails here
+            run = self.client.create_run(experiment_id, start_time=self.training_started_ms, run_name=self.run_name,
+                                         tags={**self.tags, **automatic})
         self.run_id = run.info.run_id
         data = trainer.data.params() if trainer.data is not None else getattr(trainer, "data_params", {})
         # The model's size beside its settings: what a sweep over widths is plotted against.
         size = {"model.num_parameters": str(trainer.model.parameter_count())}
         params = [Param(k, v) for k, v in {**flatten(self.config), **data, **size}.items()]
-        for i in range(0, len(params), _MAX_PARAMS_PER_BATCH):
-            self.client.log_batch(self.run_id, params=params[i:i + _MAX_PARAMS_PER_BATCH])
-        self.client.log_text(self.run_id, self.config_yaml, "config.yaml")
-        self.client.log_text(self.run_id, trainer.model.summary(), "model_summary.txt")
+        try:
+            with self._refused_by_store():
+                for i in range(0, len(params), _MAX_PARAMS_PER_BATCH):
+                    self.client.log_batch(self.run_id, params=params[i:i + _MAX_PARAMS_PER_BATCH])
+                self.client.log_text(self.run_id, self.config_yaml, "config.yaml")
+                self.client.log_text(self.run_id, trainer.model.summary(), "model_summary.txt")
+        except TrackingError as error:
+            self._abandon_run(str(error))
+            raise
         self._kernel_layer = first_conv_layer(trainer.model)
         if self._kernel_layer is not None:
             # A branch starts from its checkpoint's weights, not from initial ones.
@@ -346,6 +386,24 @@ class MlflowTracker(Callback):
 
     def _unreachable(self, exc: BaseException) -> TrackingError:
         return unusable_store(self.tracking_uri, exc)
+
+    @contextlib.contextmanager
+    def _refused_by_store(self):
+        """A store's refusal as the tracker's one-line error, not MLflow's traceback."""
+        try:
+            yield
+        except TrackingError:
+            raise
+        except Exception as exc:
+            raise self._unreachable(exc) from exc
+
+    def _abandon_run(self, message: str) -> None:
+        """End a run the store refused before training FAILED, if the store lets us, rather than
+        leave it RUNNING; the tracker then forgets it (nothing more is logged to it)."""
+        with contextlib.suppress(Exception):
+            self.client.set_tag(self.run_id, "error", message[:_MAX_PARAM_LENGTH])
+            end_run(self.client, self.run_id, "FAILED")
+        self.run_id = None
 
     # -- a checkpoint of another store ----------------------------------------------------
     def _holds_checkpoint_run(self) -> bool:
@@ -417,10 +475,15 @@ class MlflowTracker(Callback):
             raise TrackingError(
                 f"cannot continue MLflow run {run_id} (recorded in the checkpoint) in store "
                 f"{self.tracking_uri!r} (tracking.uri): {type(exc).__name__}: "
-                f"{(str(exc).splitlines() or [''])[0][:300]}"
+                f"{shortened((str(exc).splitlines() or [''])[0])}"
             ) from exc
-        keys = sorted({k for epoch in trainer.history.epochs for k in epoch} | set(run.data.metrics))
-        histories = {key: self.client.get_metric_history(self.run_id, key) for key in keys}
+        with self._refused_by_store():
+            experiment = self.client.get_experiment(run.info.experiment_id)
+            if experiment.lifecycle_stage == "deleted":  # MLflow writes to no run of it
+                run_id, self.run_id = self.run_id, None
+                raise deleted_experiment(self.tracking_uri, experiment.name, experiment.experiment_id, run_id)
+            keys = sorted({k for epoch in trainer.history.epochs for k in epoch} | set(run.data.metrics))
+            histories = {key: self.client.get_metric_history(self.run_id, key) for key in keys}
         if self._branches_off(run, trainer, histories):
             return False
         if run.info.status == "FINISHED" and getattr(trainer, "finished_training", False):
@@ -428,7 +491,19 @@ class MlflowTracker(Callback):
             # and logging the report again would only duplicate every image and the model.
             self._complete = True
             return True
-        self.client.update_run(self.run_id, status="RUNNING")
+        with self._refused_by_store():  # the store's first write: a read-only one fails here
+            self.client.update_run(self.run_id, status="RUNNING")
+        try:
+            with self._refused_by_store():
+                self._restart_run(run, trainer, histories)
+        except TrackingError as error:
+            self._abandon_run(str(error))
+            raise
+        return True
+
+    def _restart_run(self, run, trainer: Trainer, histories: Mapping[str, list]) -> None:
+        """What a continued run logs before training: its settings, and the history its checkpoint
+        holds that the store does not."""
         if "error" in run.data.tags:  # how it stopped last time; a FINISHED run must not keep it
             self.client.delete_tag(self.run_id, "error")
         if self._log_changed_settings(run.data.params, run.data.tags):
@@ -442,7 +517,6 @@ class MlflowTracker(Callback):
         for key, history in histories.items():
             self._logged.update((key, m.step) for m in history)
         self._log_missing_history(trainer)
-        return True
 
     def _branches_off(self, run, trainer: Trainer, histories: Mapping[str, list]) -> bool:
         """Whether a run resumed from ``resume_file`` must be a new run, and if so make it one.

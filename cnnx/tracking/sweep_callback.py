@@ -104,7 +104,17 @@ class MlflowSweepCallback(Callback):
         from cnnx.tracking.mlflow_tracker import unusable_store, use_short_http_retries
         from cnnx.tracking.tags import run_tags
 
+        from cnnx.tracking.mlflow_tracker import TrackingError, resolve_tracking_uri, run_store_setting
+        from cnnx.tracking.store_check import check_store_uri
+
         cwd = Path(config.hydra.runtime.cwd)
+        given = resolve_tracking_uri(config.tracking.uri)
+        try:
+            # As typed: made absolute, sqlite:/// becomes the working directory.
+            check_store_uri(given, run_store_setting(given))
+        except TrackingError as error:
+            print(f"cnnx: error: {error}", file=sys.stderr)
+            raise SystemExit(EXIT_USAGE) from error
         uri, experiment_name, signature = sweep_store(config)
         self._objective = config.trainer.monitor
         swept_keys = swept_keys_of_command(list(config.hydra.overrides.task), search_space(config))

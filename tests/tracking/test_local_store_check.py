@@ -1,28 +1,37 @@
 """The check of a local MLflow store that runs before anything is trained
-(``cnnx.tracking.background._check_local_store``)."""
+(``cnnx.tracking.store_check.check_local_store``)."""
 
 from __future__ import annotations
 
 import pytest
 
-from cnnx.tracking.background import _check_local_store
 from cnnx.tracking.mlflow_tracker import TrackingError
+from cnnx.tracking.store_check import check_local_store
 
 
 def test_a_folder_store_is_checked_without_making_the_folder(tmp_path):
     store = tmp_path / "runs.db"
-    _check_local_store(str(store))
+    check_local_store(str(store))
     # MLflow refuses folder stores and the error suggests sqlite:///…/runs.db: an empty folder
     # left there would keep sqlite from creating that file.
     assert not store.exists()
-    _check_local_store(f"sqlite:///{store}")
+    check_local_store(f"sqlite:///{store}")
 
 
 def test_a_sqlite_store_gets_its_folders(tmp_path):
-    _check_local_store(f"sqlite:///{tmp_path}/a/b/runs.db")
+    check_local_store(f"sqlite:///{tmp_path}/a/b/runs.db")
     assert (tmp_path / "a" / "b").is_dir()
 
 
 def test_a_folder_store_where_no_file_can_be_made_is_refused():
     with pytest.raises(TrackingError, match="cannot create files in '/proc'"):
-        _check_local_store("/proc/runs")
+        check_local_store("/proc/runs")
+
+
+def test_a_long_store_error_is_cut_at_a_word_boundary():
+    from cnnx.tracking.mlflow_tracker import shortened
+
+    text = "Detected out-of-date database schema. " + "Take a backup of your database first. " * 10
+    cut = shortened(text)
+    assert len(cut) <= 302 and cut.endswith(" …") and text.startswith(cut[:-2]) and text[len(cut) - 2] == " "
+    assert shortened("short") == "short"
