@@ -83,8 +83,8 @@ def test_run_logs_every_plot_kernel_and_feature_map(lenet_run):
     # The first conv layer also at every epoch, from the initial weights on.
     assert {int(a.split("+step+")[1].split("+")[0]) for a in logged("kernels/conv1")} == set(range(EPOCHS + 1))
     # 5×5 kernels enlarged 7× (35 px, 1-pixel gaps), by nearest neighbour, not left to the UI
-    # to blur: conv1 (6 outputs × 1 input), at every epoch, and conv2 (16 outputs × 6 inputs).
-    assert {_image_size(client, run_id, path, folder) for path in logged("kernels/conv1")} == {(36 + 1, 6 * 36 + 1)}
+    # to blur: conv1 (6 outputs × 1 input: one row of 6), at every epoch, and conv2 (16 outputs × 6 inputs).
+    assert {_image_size(client, run_id, path, folder) for path in logged("kernels/conv1")} == {(6 * 36 + 1, 36 + 1)}
     assert _image_size(client, run_id, logged("kernels/conv2")[0], folder) == (6 * 36 + 1, 16 * 36 + 1)
     # conv2's 10×10 maps of 4 images × 16 channels, enlarged 4× with 2-pixel gaps.
     width, height = _image_size(client, run_id, logged("feature_maps/conv2")[0], folder)

@@ -328,3 +328,19 @@ def test_shape_errors_name_both_shapes(input_shape, kernel, padding):
 def test_kernel_that_fits_only_with_padding_is_accepted():
     layer = Conv2D(2, 5, padding=1)
     assert layer.build((1, 3, 3), np.random.default_rng(0)) == (2, 1, 1)
+
+
+def test_a_workspace_keeps_training_buffers_through_an_evaluation_of_other_sizes():
+    """Grad mode shared the three shapes kept per role: an epoch's full and last training
+    batches plus two evaluation sizes evicted each other, and every epoch re-allocated and
+    re-filled the multi-megabyte column buffers."""
+    from cnnx.engine.functional.im2col import Workspace
+    from cnnx.engine.grad_mode import no_grad
+
+    workspace = Workspace()
+    full, last = (workspace.get("col", (10, n), np.float32, fill=0) for n in (64, 16))
+    with no_grad():
+        for n in (256, 40, 8):
+            workspace.get("col", (10, n), np.float32, fill=0)
+    assert workspace.get("col", (10, 64), np.float32, fill=0) is full
+    assert workspace.get("col", (10, 16), np.float32, fill=0) is last

@@ -72,18 +72,19 @@ class Workspace:
       output at stride 2).
     """
 
-    #: Shapes kept per role; the least recently used one goes when another arrives.
+    #: Shapes kept per role and grad mode (a training epoch's full and last batches, the
+    #: evaluation's apart); the least recently used one goes when another arrives.
     SHAPES_PER_ROLE = 3
 
     def __init__(self) -> None:
-        self._arrays: dict[str, dict[tuple[Any, ...], np.ndarray]] = {}
+        self._arrays: dict[tuple[str, bool], dict[tuple[Any, ...], np.ndarray]] = {}
 
     def get(self, role: str, shape: tuple[int, ...], dtype: Any, fill: float | None = None,
             geometry: Hashable = None) -> np.ndarray:
         """The ``role`` array of this shape and dtype (and ``geometry``) for the current grad
         mode; ``fill`` sets its value on allocation only."""
-        kept = self._arrays.setdefault(role, {})
-        key = (tuple(shape), np.dtype(dtype), geometry, is_grad_enabled())
+        kept = self._arrays.setdefault((role, is_grad_enabled()), {})
+        key = (tuple(shape), np.dtype(dtype), geometry)
         array = kept.pop(key, None)
         if array is None:
             if len(kept) >= self.SHAPES_PER_ROLE:
