@@ -148,4 +148,15 @@ def test_a_killed_tracking_process_stops_the_run_saying_how_and_how_to_resume(tm
     assert run.returncode == 2
     assert stderr.strip().splitlines()[-1] == (
         "cnnx: error: the MLflow tracking process was killed by SIGKILL (also the kernel's out-of-memory "
-        "killer's signal); training stopped, and trainer.resume=true resumes it from its newest checkpoint")
+        "killer's signal); training stopped, and trainer.resume=true resumes it from its newest checkpoint, "
+        "if it wrote one")
+
+
+def test_a_tracking_process_ended_by_a_signal_python_does_not_name_is_still_one_line():
+    """signal.Signals(35) raises ValueError: the error about the error became a traceback."""
+    from types import SimpleNamespace
+
+    from cnnx.tracking.background import BackgroundTracker
+
+    ended = BackgroundTracker._ended(SimpleNamespace(_process=SimpleNamespace(exitcode=-35)))
+    assert ended.startswith("the MLflow tracking process was killed by signal 35; training stopped")

@@ -277,10 +277,14 @@ class BackgroundTracker(Callback):
         code = self._process.exitcode
         how = f"exited (code {code})"
         if code is not None and code < 0:
-            name = signal.Signals(-code).name
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:  # a real-time signal, which Python does not name
+                name = f"signal {-code}"
             how = f"was killed by {name}" + (" (also the kernel's out-of-memory killer's signal)"
                                              if name == "SIGKILL" else "")
-        return f"the MLflow tracking process {how}; training stopped, and trainer.resume=true resumes it from its newest checkpoint"
+        return (f"the MLflow tracking process {how}; training stopped, and trainer.resume=true resumes it "
+                f"from its newest checkpoint, if it wrote one")
 
     def _fail(self, message: str) -> TrackingError:
         self._failure = self._failure or message
