@@ -146,9 +146,18 @@ def one_line(error: BaseException) -> str | None:
             searched = _search_space_override(key, keys)
             if searched:
                 return searched
-            if OmegaConf.is_dict(parent) and OmegaConf.get_type(parent) is dict:
-                # A component's options (a layer, the optimizer…): open-ended, not a schema, so
-                # the key may well be a valid option that this config does not list yet.
+            if OmegaConf.is_dict(parent) and isinstance(parent.get("type"), str):
+                # A component's options (a layer, the optimizer…): not a schema, so the key may be
+                # a valid option that this config does not list yet, or a typo the factory refuses.
+                from cnnx.component_check import check_option_name
+                from cnnx.errors import CnnxError
+
+                component_key, _, option = key.rpartition(".")
+                try:
+                    check_option_name(component_key, parent["type"], option)
+                except CnnxError as refused:
+                    # (without the run's hint at a preset: the user typed this key)
+                    return " ".join(str(refused).split()).split(" (set by a preset")[0]
                 return (f"{key} is not in the config yet (keys here: {', '.join(keys) or 'none'}); "
                         f"to add an option, prefix it with +: +{key}=...")
             return f"unknown config key {key}; accepted keys here: {', '.join(keys) or '?'}"

@@ -79,13 +79,32 @@ def _check(key: str, components: registry.Registry, node: Any, swept: Collection
     if not OmegaConf.is_dict(node) or "type" not in node or OmegaConf.is_interpolation(node, "type"):
         return  # left to the run, whose own checks name it
     options = dict.fromkeys(option for option in node if option != "type")
-    supplied = SUPPLIED.get(key, ())
-    block = components is registry.layers and "where" in inspect.signature(components.get(node.type, key)).parameters
-    if block:  # a run tells a block its config key (``cnnx.engine.spec.layers_from_spec``)
-        supplied = ("where",)
+    supplied = _supplied(key, components, node.type)
+    block = supplied == ("where",)
     components.check(node.type, options, key, *supplied, complete=complete)
     inner = OmegaConf.select(node, "layers", throw_on_resolution_failure=False) if block else None
     if OmegaConf.is_dict(inner):
         # A block's layers are configured under its own key, where a run reports them.
         for inner_key, inner_components, inner_node in _layers(inner, f"{key}.layers", swept):
             _check(inner_key, inner_components, inner_node, swept, complete)
+
+
+def check_option_name(component_key: str, component_type: str, option: str) -> None:
+    """Raise the error a run would raise for ``option`` of the component at ``component_key``
+    (``optimizer``, ``model.layers.conv1``) when its factory does not take it; nothing when it
+    does, or when the key holds no component cnnx builds."""
+    sections = dict(SECTIONS)
+    components = sections.get(component_key) or (registry.layers if component_key.startswith("model.layers.")
+                                                  else None)
+    if components is None:
+        return
+    supplied = _supplied(component_key, components, component_type)
+    components.check(component_type, {option: None}, component_key, *supplied, complete=False)
+
+
+def _supplied(key: str, components: registry.Registry, component_type: str) -> tuple[str, ...]:
+    """What a run passes the factory besides its options; a block gets its config key
+    (``cnnx.engine.spec.layers_from_spec``)."""
+    if components is registry.layers and "where" in inspect.signature(components.get(component_type, key)).parameters:
+        return ("where",)
+    return SUPPLIED.get(key, ())

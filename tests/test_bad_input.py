@@ -90,6 +90,9 @@ CASES = [
     # a real option the preset does not list: it was "unknown", as if conv2d had no stride
     ("layer option without +", ["model.layers.conv1.stride=2"],
      ["model.layers.conv1.stride is not in the config yet", "+model.layers.conv1.stride="]),
+    # ... but a typo is still one: "prefix it with +" sent the user on a second run to learn that
+    ("layer option typo without +", ["model.layers.conv1.strid=2"],
+     ["unknown option model.layers.conv1.strid for layer 'conv2d'", "accepted: out_channels, kernel_size, stride"]),
     ("unknown option", ["+optimizer.lrr=0.1"], ["optimizer.lrr", "lr", "drop it with ~optimizer.lrr"]),
     ("key added where the schema has none", ["+trainer.epochz=3"], ["trainer.epochz", "epochs, batch_size"]),
     ("top-level key misspelt", ["+experiement=lenet"], ["experiement", "did you mean +experiment=lenet?"]),
