@@ -45,21 +45,25 @@ def option_file_problem(option_file: Any, groups: list[str]) -> tuple[str, str] 
 
     group = option_file.option.rpartition("/")[0]
     location = file_of(option_file.source, option_file.option)
-    if group and group not in groups:
-        close = difflib.get_close_matches(group, groups, n=1)
-        guess = f" (did you mean {close[0]}/?)" if close else ""
-        top = ", ".join(g for g in groups if "/" not in g)
-        return "UNKNOWN GROUP", (f"{location}: folder {group}/ is no config group of cnnx's{guess}, so no override "
-                                 f"chooses this file; cnnx's groups: {top}")
     try:
         loaded = option_file.source.load_config(option_file.option)
     except yaml.YAMLError as error:
         return "BROKEN", malformed_option_file(error) or f"{option_file.override}: {location} {flat_message(error)}"
     except Exception as error:  # noqa: BLE001 — an unreadable file is the plugin's to fix
         return "BROKEN", f"{option_file.override}: {location}: {flat_message(error)}"
+    package = loaded.header.get("package")
+    global_package = package is not None and package.startswith("_global_")
+    close = difflib.get_close_matches(group, groups, n=1) if group and group not in groups else []
+    # A plugin's own group of presets (# @package _global_) is reached with +group=option; a
+    # folder named like one of cnnx's groups but for a letter (losss/) is a typo no run reaches.
+    if group and group not in groups and (close or not global_package):
+        guess = f" (did you mean {close[0]}/?)" if close else ""
+        top = ", ".join(g for g in groups if "/" not in g)
+        return "UNKNOWN GROUP", (f"{location}: folder {group}/ is no config group of cnnx's{guess}, so no override "
+                                 f"chooses this file; cnnx's groups: {top}")
     if group == "hydra" or group.startswith("hydra/"):
         return None  # Hydra's own settings: Hydra checks them
-    problem = _content_problem(group, loaded.config, loaded.header.get("package"))
+    problem = _content_problem(group, loaded.config, package)
     return None if problem is None else ("BROKEN", f"{option_file.override}: {location}: {problem}")
 
 
@@ -71,11 +75,12 @@ def _content_problem(group: str, config: Any, package: str | None) -> str | None
         return f"holds a {type(config).__name__}; expected a mapping of settings"
     # Unresolved: values may be interpolations of keys other files set; only names are checked.
     content = OmegaConf.to_container(config, resolve=False)
-    content.pop("defaults", None)
+    extends = bool(content.pop("defaults", None))
     if package is not None and package.startswith("_global_"):
         root = OmegaConf.create(content)  # a preset sets keys anywhere (model.layers..., optimizer)
     else:
-        if group == "model" and not isinstance(content.get("layers"), dict):
+        # (a model file that extends another through defaults: may take its layers from it)
+        if group == "model" and not extends and not isinstance(content.get("layers"), dict):
             found = ", ".join(map(str, content)) or "none"
             return (f"a model option file needs a layers: mapping (layer name → {{type: ..., ...}}); "
                     f"its keys: {found}")

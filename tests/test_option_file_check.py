@@ -20,6 +20,11 @@ FILES = {
                         "padd: 1}}}\n",
     "experiment/preset_typo": "# @package _global_\ndefaults:\n  - override /model: lenet5\noptimizer:\n  type: sgdd\n",
     "optimizer/fine": "defaults:\n  - sgd\n  - _self_\ntype: sgd\nmomentum: 0.5\n",
+    # Right too, though --check called them wrong: a model that takes its layers from the one it
+    # extends, and a plugin's own group of presets, which +presets=fast chooses.
+    "model/lenet_renamed": "defaults:\n  - lenet5\n  - _self_\nname: lenet_renamed\n",
+    "presets/fast": "# @package _global_\ntrainer:\n  epochs: 1\n",
+    "presetss/not_global": "trainer:\n  epochs: 1\n",
 }
 
 
@@ -67,6 +72,8 @@ def test_each_wrong_option_file_is_named_with_what_a_run_would_say(problems):
         f"experiment=preset_typo: {where}/experiment/preset_typo.yaml: unknown optimizer type 'sgdd' at optimizer "
         "(did you mean 'sgd'?)")
     assert found["optimizer/fine"] is None  # lr comes from the sgd defaults it extends
+    assert found["model/lenet_renamed"] is None and found["presets/fast"] is None
+    assert found["presetss/not_global"][0] == "UNKNOWN GROUP"  # a package of its own: under a group none reads
 
 
 def test_every_option_file_cnnx_ships_passes_the_check():
