@@ -143,13 +143,12 @@ def log_mlflow_model(client, run_id: str, classifier: Classifier, input_example:
 
     # Here, not at the top: loading a model (this module is its loader) must not import the
     # training code that sweep_summary's imports bring.
-    from cnnx.tracking.sweep_summary import RESUMED_WITH_TAG
+    from cnnx.tracking.sweep_summary import resumed_with
 
     run = client.get_run(run_id)
     # The settings this model was trained with: a resumed run's changes, which its params,
     # fixed at their first values, do not show (trainer.epochs raised, say).
-    params = {**run.data.params, **{key[len(RESUMED_WITH_TAG):]: value for key, value in run.data.tags.items()
-                                    if key.startswith(RESUMED_WITH_TAG)}}
+    params = {**run.data.params, **resumed_with(run)}
     try:
         logged = client.create_logged_model(run.info.experiment_id, name=ARTIFACT_PATH, source_run_id=run_id,
                                             params=params)

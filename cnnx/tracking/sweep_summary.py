@@ -128,7 +128,8 @@ def shared_settings(runs: list, swept: list[str]) -> dict[str, str]:
     """The params all ``runs`` logged with one value, but for the swept keys (and the keys of a
     swept group, ``optimizer.*`` for ``optimizer=adam,sgd``) and what is no choice (``_NOT_SWEPT``):
     what makes ``params.model.name = 'lenet5'`` find a sweep's parent as well as its children."""
-    logged = [run.data.params for run in runs if run.data.params]  # a refused job logged none
+    # The values runs went on with: a resumed run's changes are tags beside its first params.
+    logged = [{**run.data.params, **resumed_with(run)} for run in runs if run.data.params]  # a refused job logged none
     if not logged:
         return {}
     return {key: value for key, value in logged[0].items()
@@ -136,11 +137,18 @@ def shared_settings(runs: list, swept: list[str]) -> dict[str, str]:
             and not any(key == k or key.startswith(k + ".") for k in swept)}
 
 
+def resumed_with(run) -> dict[str, str]:
+    """The settings a resumed run changed, by param name, with the values it went on with."""
+    return {key[len(RESUMED_WITH_TAG):]: value for key, value in run.data.tags.items()
+            if key.startswith(RESUMED_WITH_TAG)}
+
+
 def swept_value(run, key: str) -> str | None:
     """The run's value of a swept key: the value it was resumed with, its param, or its
     override of a group or preset."""
-    if RESUMED_WITH_TAG + key in run.data.tags:
-        return run.data.tags[RESUMED_WITH_TAG + key]
+    changed = resumed_with(run)
+    if key in changed:
+        return changed[key]
     if key in run.data.params:
         return run.data.params[key]
     for override in json.loads(run.data.tags.get(OVERRIDES_TAG, "[]")):
@@ -169,18 +177,19 @@ class SweepTable:
         return ["rank", "run_id", "run_name", "status", *self.swept, self.objective_column, *extra]
 
     def ranked(self) -> list[dict[str, Any]]:
-        """The rows best first by the objective, each with its ``rank``; rows without a value
-        (stopped before their first epoch, refused) last. Ties keep the order the runs started in."""
+        """The rows best first by the objective, each with its ``rank``: finished runs first (a
+        stopped or failed run's figure is of a run cut short), then the others, then rows without
+        a value (stopped before their first epoch, refused). Ties keep the order the runs started in."""
         column, sign = self.objective_column, -1.0 if self.mode == "max" else 1.0
-        rows = sorted(self.rows, key=lambda r: (r[column] is None, sign * (r[column] or 0.0)))
+        rows = sorted(self.rows, key=lambda r: (r[column] is None, r["status"] != "FINISHED", sign * (r[column] or 0.0)))
         return [{"rank": i, **row} for i, row in enumerate(rows, 1)]
 
     def best(self) -> dict[str, Any] | None:
-        scored = [r for r in self.rows if r["status"] == "FINISHED" and r[self.objective_column] is not None]
-        if not scored:
+        """The first ranked row, when it is a finished run's: what the parent names as best."""
+        first = next(iter(self.ranked()), None)
+        if first is None or first["status"] != "FINISHED" or first[self.objective_column] is None:
             return None
-        pick = max if self.mode == "max" else min
-        return pick(scored, key=lambda r: r[self.objective_column])
+        return {key: value for key, value in first.items() if key != "rank"}
 
     def to_csv(self) -> str:
         out = io.StringIO()

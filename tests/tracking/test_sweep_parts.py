@@ -87,10 +87,12 @@ def test_table_picks_the_best_epoch_of_finished_children_and_records_it(client, 
     assert {k: v for k, v in run.data.metrics.items() if k.startswith("best_test")} == {"best_test_acc": 0.7}
     assert run.data.params == {"trainer.epochs": "3"}  # neither what was swept nor where runs go
     rows = list(csv.DictReader(Path(client.download_artifacts(parent, "comparison.csv", str(tmp_path))).open()))
-    # best first by the objective, as `cnnx compare` ranks them, the run without one last
+    # best first by the objective, as `cnnx compare` ranks them: finished runs first, so that
+    # rank 1 is the run the parent names as best (the FAILED run's higher figure was rank 1),
+    # then the others, the run without a figure last
     assert [(r["rank"], r["optimizer.lr"], r["status"]) for r in rows] == [
-        ("1", "0.3", "FAILED"), ("2", "0.01", "FINISHED"), ("3", "0.1", "FINISHED"), ("4", "0.5", "KILLED")]
-    assert rows[1]["test_acc"] == "0.7" and rows[3]["best_val_acc"] == ""
+        ("1", "0.01", "FINISHED"), ("2", "0.1", "FINISHED"), ("3", "0.3", "FAILED"), ("4", "0.5", "KILLED")]
+    assert rows[0]["run_id"] == best["run_id"] and rows[0]["test_acc"] == "0.7" and rows[3]["best_val_acc"] == ""
     assert {a.path for a in client.list_artifacts(parent)} == {"comparison.csv", "comparison.png", "best_child.json"}
 
 
@@ -391,6 +393,20 @@ def test_a_run_resumed_with_another_setting_is_compared_by_the_setting_it_went_o
     assert swept_value(longer, "trainer.epochs") == "10"
     assert swept_columns([longer, run("10")]) == []
     assert swept_columns([run("30", resumed_with="15"), run("30")]) == ["trainer.epochs"]
+
+
+def test_the_settings_a_sweeps_children_share_are_those_they_went_on_with():
+    """The parent logged trainer.epochs=5 while every child, resumed, went on with 10; MLflow
+    never lets that param be corrected."""
+    from types import SimpleNamespace
+
+    from cnnx.tracking.sweep_summary import RESUMED_WITH_TAG, shared_settings
+
+    def run(lr):
+        params = {"optimizer.lr": lr, "trainer.epochs": "5", "model.name": "lenet5"}
+        return SimpleNamespace(data=SimpleNamespace(params=params, tags={RESUMED_WITH_TAG + "trainer.epochs": "10"}))
+
+    assert shared_settings([run("0.1"), run("0.01")], ["optimizer.lr"]) == {"trainer.epochs": "10", "model.name": "lenet5"}
 
 
 def test_a_process_is_told_from_a_later_one_and_an_ended_one_is_gone():
