@@ -78,20 +78,25 @@ def download_model(uri: str, tracking_uri: str | None, source: str) -> Path:
                               f"tracking.log_model=true") from None
 
 
-def classifier_from_weights(weights: Path, config_path: Path | None) -> Classifier:
+def classifier_from_weights(weights: Path, config_path: Path | None, run: str | None = None) -> Classifier:
     """Weights ``.npz`` or a training checkpoint, with what describes the model: recorded in
     the checkpoint or a ``cnnx_model.json`` beside the weights, else rebuilt from the run's
-    resolved ``config.yaml`` (layers, dataset, loss)."""
+    resolved ``config.yaml`` (layers, dataset, loss). ``run``: the run id when both are that
+    run's artifacts (it logged no model), which errors then name instead of the downloaded files."""
     from cnnx import registry
     from cnnx.engine.model import build_model
     from cnnx.inference import trained_classifier
+
+    source = f"--config {config_path}" if run is None else f"--run {run} (its config.yaml: it logged no model)"
+    carriers = ("use --run or --model, which carry it" if run is None else
+                "log the model with tracking.log_model=true, which carries it")
 
     state, description, recorded_in = read_weights(weights)
     config = run_config(config_path) if config_path is not None else None
     if description is not None:
         classifier = Classifier.from_description(description, state, recorded_in)
         if config is not None and _as_json(config["model"]["layers"]) != _as_json(classifier.spec):
-            raise ConfigError(f"--config {config_path}: its model.layers differ from those recorded in "
+            raise ConfigError(f"{source}: its model.layers differ from those recorded in "
                               f"{recorded_in}; pass the config of the run that wrote it, or leave "
                               f"--config out (the recorded model is complete)")
         return classifier
@@ -103,9 +108,8 @@ def classifier_from_weights(weights: Path, config_path: Path | None) -> Classifi
     try:
         data = registry.datasets.create(dataset.pop("type"), dataset, "dataset")
     except CnnxError as exc:
-        raise ConfigError(f"--config {config_path}: the training data is needed to recover its "
-                          f"normalisation, and {exc}; run from the training directory, or use --run or "
-                          f"--model, which carry it") from None
+        raise ConfigError(f"{source}: the training data is needed to recover its "
+                          f"normalisation, and {exc}; run from the training directory, or {carriers}") from None
     model = build_model(config["model"]["layers"], data.input_shape, seed=0)
     model.load_state_dict(state)
     model.eval()
@@ -115,7 +119,7 @@ def classifier_from_weights(weights: Path, config_path: Path | None) -> Classifi
         # The dataset changed since training (a class folder added or removed): its names
         # would be pinned on the wrong outputs, or run out before them.
         raise ConfigError(
-            f"--config {config_path}: its dataset now has {len(classes)} classes "
+            f"{source}: its dataset now has {len(classes)} classes "
             f"({', '.join(map(str, classes))}), but the model in '{weights}' outputs {outputs[0]}; "
             f"the classes changed since training, so its outputs cannot be named: restore the "
             f"dataset as it was, or predict with --run, --model or a newly written checkpoint, "
@@ -186,7 +190,7 @@ def load_classifier(args: argparse.Namespace) -> Classifier:
                                    for name in ("weights.npz", "config.yaml"))
             except CheckpointError:
                 raise no_model from None
-            return classifier_from_weights(weights, config)
+            return classifier_from_weights(weights, config, run=args.run)
     if args.model:
         local = Path(args.model).expanduser()
         if ":/" in args.model and not local.exists():

@@ -358,3 +358,24 @@ def test_a_run_logged_without_its_model_predicts_from_its_weights_and_config(tmp
     checkpoint = sorted((tmp_path / "run" / "checkpoints").glob("epoch-*.npz"))[-1]
     from_checkpoint = predict(tmp_path, "--weights", checkpoint, tmp_path / "three.npz")
     assert from_run.stdout == from_checkpoint.stdout and len(from_run.stdout.splitlines()) == 4
+
+
+def test_a_run_without_its_model_whose_training_data_is_gone_names_the_run_not_a_temporary_file(tmp_path):
+    """The fallback's errors named the downloaded config.yaml as --config, which the user never
+    passed, and advised --run, which they had used."""
+    from e2e_helpers import all_runs
+
+    rng = np.random.default_rng(4)
+    np.savez(tmp_path / "data.npz", x=rng.random((40, 1, 8, 8), dtype=np.float32), y=np.arange(40) % 2)
+    result = run_cli(["dataset=npz", "dataset.path=data.npz", "model.layers.fc2.out_features=2", "trainer.epochs=1",
+                      "tracking.log_plots=false", "tracking.log_model=false", "hydra.run.dir=run"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = all_runs(tmp_path)
+    (tmp_path / "data.npz").rename(tmp_path / "moved.npz")
+    np.savez(tmp_path / "three.npz", x=rng.random((3, 1, 8, 8), dtype=np.float32))
+    refused = predict(tmp_path, "--run", run.info.run_id, tmp_path / "three.npz")
+    assert refused.returncode == 2
+    error = refused.stderr.strip()
+    assert error.startswith(f"cnnx: error: --run {run.info.run_id} (its config.yaml: it logged no model): the "
+                            "training data is needed to recover its normalisation"), error
+    assert error.endswith("log the model with tracking.log_model=true, which carries it") and "\n" not in error
