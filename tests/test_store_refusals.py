@@ -131,3 +131,21 @@ def test_compare_and_predict_refuse_a_store_uri_that_names_no_database_file(tmp_
         assert result.stderr.startswith(f"cnnx: error: --tracking-uri='{args[-1] if 'compare' in args else 'sqlite:///'}'")
         assert fragment in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adir"]
+
+
+def test_a_writable_store_in_a_read_only_folder_names_the_folder(tmp_path, monkeypatch):
+    """sqlite writes its journal beside the file: the folder was at fault, yet the message said
+    the file was read-only, and its mode said otherwise. (The modes are those a user sees after
+    chmod 555 on the folder; root, who writes through modes, makes the write fail by a mount.)"""
+    import sqlite3
+
+    from cnnx.tracking import store_check
+
+    store = tmp_path / "store"
+    store.mkdir()
+    with sqlite3.connect(store / "mlflow.db") as connection:
+        connection.execute("CREATE TABLE t (x)")
+    monkeypatch.setattr(store_check.os, "access", lambda path, mode: Path(path) != store)
+    with read_only(store):
+        problem = store_check._unusable_database(store / "mlflow.db")
+    assert problem.startswith(f"its folder '{store}' is read-only (")

@@ -15,6 +15,7 @@ this MLflow does not have) is let through: MLflow itself is still the last word.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import sqlite3
 import tempfile
@@ -97,7 +98,11 @@ def _unusable_database(database: Path) -> str | None:
             _write_and_roll_back(connection)
     except sqlite3.OperationalError as exc:
         if _read_only(exc):
-            return f"'{database}' is read-only ({exc}); a run needs a store it can write"
+            # sqlite writes its journal beside the file: a writable file in a read-only folder
+            # fails the same way, and then the folder is what to fix.
+            what = (f"its folder '{database.parent}'" if os.access(database, os.W_OK)
+                    and not os.access(database.parent, os.W_OK) else f"'{database}'")
+            return f"{what} is read-only ({exc}); a run needs a store it can write"
         if not _busy(exc):  # busy: another run is writing, and a store in use is a writable one
             return f"'{database}' cannot be read as a store ({exc})"
     except sqlite3.DatabaseError as exc:  # "database disk image is malformed", "file is not a database"
