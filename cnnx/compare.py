@@ -23,6 +23,7 @@ from cnnx.errors import CnnxError, ConfigError
 from cnnx.tracking.sweep_summary import (
     OBJECTIVE_TAG, ROLE_TAG, child_runs, objective_metric, objective_mode, runs_table,
 )
+from cnnx.training.objective import train_twin
 
 PARENT_TAG = "mlflow.parentRunId"
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -77,7 +78,7 @@ def find_runs(client, target: str) -> tuple[str, list, Any]:
 def check_objective(runs: list, objective: str) -> None:
     """A metric no run logged would sort nothing and leave its column empty."""
     logged = {key for run in runs for key in run.data.metrics}
-    if not logged & {objective, objective.replace("val_", "train_")}:  # run_objective's keys
+    if not logged & {objective, train_twin(objective)}:  # run_objective's keys
         raise ConfigError(f"--objective {objective}: no run logged this metric; "
                           f"metrics these runs have: {', '.join(sorted(logged)) or 'none'}")
 

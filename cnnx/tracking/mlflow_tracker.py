@@ -19,6 +19,7 @@ import numpy as np
 from cnnx.cli import warn
 from cnnx.errors import CnnxError, flat_message
 from cnnx.tracking import after_fork  # noqa: F401 — registers the fork hook
+from cnnx.tracking.batched import log_params
 from cnnx.tracking.feature_maps import conv_layers
 from cnnx.tracking.images import kernel_grid
 from cnnx.tracking.outbox import Outbox, Pending
@@ -55,7 +56,6 @@ AUTOMATIC_NAME_TAG = "cnnx.run_name.automatic"
 INITIAL_CONFIG = "config.initial.yaml"
 #: MLflow's own default, spelled out so runs land in ./mlflow.db whatever MLflow's version.
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-_MAX_PARAMS_PER_BATCH = 100
 _MAX_METRICS_PER_BATCH = 1000  # MLflow's limit for one log_batch
 _MAX_PARAM_LENGTH = 6000
 #: Set by every resumed run: they say that it was resumed, not how it differs.
@@ -356,8 +356,7 @@ class MlflowTracker(Callback):
         params = [Param(k, v) for k, v in {**flatten(self.config), **data, **size}.items()]
         try:
             with self._refused_by_store():
-                for i in range(0, len(params), _MAX_PARAMS_PER_BATCH):
-                    self.client.log_batch(self.run_id, params=params[i:i + _MAX_PARAMS_PER_BATCH])
+                log_params(self.client, self.run_id, params)
                 self.client.log_text(self.run_id, self.config_yaml, "config.yaml")
                 self.client.log_text(self.run_id, trainer.model.summary(), "model_summary.txt")
         except TrackingError as error:
@@ -553,9 +552,7 @@ class MlflowTracker(Callback):
         changed = [RunTag(RESUMED_WITH_TAG + key, value) for key, value in current.items()
                    if key in params and params[key] != value and key not in _RESUMING_SWITCHES]
         added = [Param(key, value) for key, value in current.items() if key not in params]
-        for i in range(0, max(len(changed), len(added)), _MAX_PARAMS_PER_BATCH):
-            self.client.log_batch(self.run_id, params=added[i:i + _MAX_PARAMS_PER_BATCH],
-                                  tags=changed[i:i + _MAX_PARAMS_PER_BATCH])
+        log_params(self.client, self.run_id, added, changed)
         # Back to a param's first value: an earlier resume's tag would now be wrong.
         for tag in tags:
             key = tag[len(RESUMED_WITH_TAG):]

@@ -13,7 +13,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from cnnx.training.objective import objective_mode
+from cnnx.tracking.batched import log_params
+from cnnx.training.objective import objective_mode, train_twin
 
 #: Tags the sweep callback puts on a parent run.
 ROLE_TAG = "cnnx.sweep.role"
@@ -36,7 +37,6 @@ ERROR_TAG = "cnnx.error"
 #: Below MLflow's limit on a tag's value (8000 characters in 3.x, 5000 in older versions).
 MAX_TAG_LENGTH = 5000
 REPORTED_METRICS = ("test_acc", "test_loss")
-_MAX_PARAMS_PER_BATCH = 100  # MLflow's limit for one log_batch
 #: Where runs were logged, how they were named, whether a sweep resumed and whether progress
 #: bars were drawn are not choices, nor what follows from the data (``data.train_size``
 #: changes with ``dataset.val_fraction``).
@@ -46,7 +46,7 @@ _NOT_SWEPT = ("tracking.", "sweep.", "data.", "trainer.progress")
 def objective_metric(runs: list, monitor: str) -> str:
     """The metric a table of ``runs`` ranks by and names: ``monitor``, or its train twin when no
     run has a validation split, as those runs log it (``best_train_acc``)."""
-    twin = monitor.replace("val_", "train_")
+    twin = train_twin(monitor)
     if any(monitor in run.data.metrics for run in runs) or not any(twin in run.data.metrics for run in runs):
         return monitor
     return twin
@@ -54,7 +54,7 @@ def objective_metric(runs: list, monitor: str) -> str:
 
 def run_objective(client, run, monitor: str) -> float | None:
     """The best epoch's ``monitor`` of a run (its train twin when there is no validation split)."""
-    for key in (monitor, monitor.replace("val_", "train_")):
+    for key in (monitor, train_twin(monitor)):
         if key in run.data.metrics:
             values = [m.value for m in client.get_metric_history(run.info.run_id, key)
                       if not math.isnan(m.value)]
@@ -315,8 +315,7 @@ def _log_new_params(client, run_id: str, params: dict[str, str]) -> None:
 
     logged = client.get_run(run_id).data.params
     new = [Param(key, value) for key, value in params.items() if key not in logged]
-    for i in range(0, len(new), _MAX_PARAMS_PER_BATCH):
-        client.log_batch(run_id, params=new[i:i + _MAX_PARAMS_PER_BATCH])
+    log_params(client, run_id, new)
 
 
 def logged_model_uri(client, run_id: str) -> str | None:

@@ -16,10 +16,16 @@ def objective_mode(key: str) -> str:
     return "max" if key.endswith("acc") else "min"
 
 
+def train_twin(monitor: str) -> str:
+    """What a run without a validation split judges by instead of ``monitor``: ``train_acc``
+    for ``val_acc`` (``monitor`` itself when it is no validation figure)."""
+    return monitor.replace("val_", "train_")
+
+
 def objective_key(epochs: Sequence[dict[str, float]], monitor: str) -> str:
     """``monitor``, or its train twin when the run has no validation split."""
     if epochs and monitor not in epochs[-1]:
-        return monitor.replace("val_", "train_")
+        return train_twin(monitor)
     return monitor
 
 
