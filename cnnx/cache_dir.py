@@ -7,6 +7,7 @@ when it cannot be read, and safe to delete at any time.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -14,10 +15,6 @@ from pathlib import Path
 from typing import BinaryIO
 
 CACHE_ENV = "CNNX_CACHE_DIR"
-#: The process's umask, read once at import (reading it means setting it): mkstemp makes files
-#: 0600, and a table or a sweep link meant for a team must get the mode any new file would.
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 
 def cache_dir() -> Path | None:
@@ -29,6 +26,21 @@ def cache_dir() -> Path | None:
     return Path(base) / "cnnx"
 
 
+def _umask() -> int:
+    """The process's umask, read without setting it where Linux shows it (setting it, the only
+    portable way to read it, would change it for every thread for a moment)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """Create or replace ``path`` with what ``write`` puts in a file: readers see the old file or
     the whole new one, never a part. Raises OSError when the folder cannot be written."""
@@ -37,8 +49,11 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
     handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     temporary = Path(name)
     try:
-        os.fchmod(handle, 0o666 & ~_UMASK)
         with os.fdopen(handle, "wb") as stream:
+            # mkstemp makes files 0600: a table or a sweep link meant for a team gets the mode
+            # any new file would. Best effort: some mounts refuse chmod, and the file still serves.
+            with contextlib.suppress(OSError):
+                os.fchmod(stream.fileno(), 0o666 & ~_umask())
             write(stream)
         os.replace(temporary, path)
     finally:

@@ -58,3 +58,20 @@ def test_an_unwritable_cache_folder_warns_and_still_loads(tmp_path, monkeypatch,
     data = load_digits(seed=2)
     assert len(data.train[0]) > 0
     assert "cannot cache the prepared dataset" in capsys.readouterr().err
+
+
+def test_an_atomic_write_where_chmod_is_refused_still_writes_the_file(tmp_path, monkeypatch):
+    """A mount that refuses chmod (some FUSE and CIFS ones) failed every atomic write, and the
+    temporary file's descriptor leaked."""
+    import os
+
+    from cnnx import cache_dir
+
+    def refused(fd, mode):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(cache_dir.os, "fchmod", refused)
+    cache_dir.write_atomically(tmp_path / "table.csv", lambda stream: stream.write(b"a,b\n"))
+    assert (tmp_path / "table.csv").read_bytes() == b"a,b\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["table.csv"]
+    assert os.stat(tmp_path / "table.csv").st_size == 4
