@@ -582,3 +582,17 @@ def test_a_size_whose_arrays_cannot_fit_in_memory_is_refused_before_they_are_mad
     with pytest.raises(ConfigError, match=rf"^dataset.size={too_large} needs about .* GB to prepare 1797 digits "
                                           rf"at {too_large}×{too_large}; this machine has .* GB available"):
         load_digits(size=too_large)
+
+
+def test_a_containers_memory_limit_bounds_the_memory_available(tmp_path, monkeypatch):
+    """In a container the host's MemAvailable ignores the container's limit, whose OOM killer
+    then ends the run all the same."""
+    from cnnx.data import memory
+
+    (tmp_path / "max").write_text("1000000\n")
+    (tmp_path / "current").write_text("400000\n")
+    (tmp_path / "unlimited").write_text("max\n")
+    monkeypatch.setattr(memory, "_CGROUP_FILES", ((str(tmp_path / "max"), str(tmp_path / "current")),))
+    assert memory.available_memory() == 600000
+    monkeypatch.setattr(memory, "_CGROUP_FILES", ((str(tmp_path / "unlimited"), str(tmp_path / "current")),))
+    assert memory.available_memory() == memory._system_available()
