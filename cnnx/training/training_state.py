@@ -153,7 +153,10 @@ def restore(trainer: Trainer, arrays: Mapping[str, np.ndarray], header: Mapping[
     rng = _field(header, "rng", where)
     generators = _layer_generators(trainer)
     saved_layers = rng.get("layers", {}) if isinstance(rng, dict) else {}
-    if set(saved_layers) != set(generators):
+    # cnnx 0.2.0 saved only generators named `rng`: its checkpoints lack a plugin layer's others,
+    # which then start afresh (said below) rather than the checkpoint being refused.
+    unsaved = sorted(name for name in set(generators) - set(saved_layers) if ":" in name)
+    if set(saved_layers) != set(generators) - set(unsaved):
         raise CheckpointError(
             f"{where}: random layers {sorted(saved_layers)} in the checkpoint, the model has "
             f"{sorted(generators)}; it was written for a different architecture"
@@ -178,7 +181,8 @@ def restore(trainer: Trainer, arrays: Mapping[str, np.ndarray], header: Mapping[
             trainer.shuffle_rng.bit_generator.state = rng["shuffle"]
             trainer.augment_rng.bit_generator.state = rng["augment"]
             for name, generator in generators.items():
-                generator.bit_generator.state = saved_layers[name]
+                if name not in unsaved:
+                    generator.bit_generator.state = saved_layers[name]
         except BaseException:
             _put_back(trainer, generators, before)
             raise
@@ -201,3 +205,6 @@ def restore(trainer: Trainer, arrays: Mapping[str, np.ndarray], header: Mapping[
         loss_sum=float(partial["loss_sum"]), correct=int(partial["correct"]),
         seen=int(partial["seen"]), skipped=int(partial["skipped"]),
     )
+    if unsaved:
+        trainer.log(f"{where} holds no state of the generators {', '.join(unsaved)} (cnnx 0.2.0 saved only "
+                    f"those named rng): they start afresh, so their draws differ from an uninterrupted run's")
