@@ -146,18 +146,12 @@ def one_line(error: BaseException) -> str | None:
             searched = _search_space_override(key, keys)
             if searched:
                 return searched
-            if OmegaConf.is_dict(parent) and isinstance(parent.get("type"), str):
-                # A component's options (a layer, the optimizer…): not a schema, so the key may be
-                # a valid option that this config does not list yet, or a typo the factory refuses.
-                from cnnx.component_check import check_option_name
-                from cnnx.errors import CnnxError
-
-                component_key, _, option = key.rpartition(".")
-                try:
-                    check_option_name(component_key, parent["type"], option)
-                except CnnxError as refused:
-                    # (without the run's hint at a preset: the user typed this key)
-                    return " ".join(str(refused).split()).split(" (set by a preset")[0]
+            if OmegaConf.is_dict(parent) and OmegaConf.get_type(parent) is dict:
+                # Not a schema (a component's options, the layers, Hydra's env_set): the key may
+                # be one this config does not list yet, or, for a component, a typo its factory refuses.
+                refused = _refused_option(key, parent)
+                if refused:
+                    return refused
                 return (f"{key} is not in the config yet (keys here: {', '.join(keys) or 'none'}); "
                         f"to add an option, prefix it with +: +{key}=...")
             return f"unknown config key {key}; accepted keys here: {', '.join(keys) or '?'}"
@@ -179,6 +173,29 @@ def one_line(error: BaseException) -> str | None:
 
 
 _SEARCH_SPACE = "hydra.sweeper.params."
+
+
+def _refused_option(key: str, parent: object) -> str | None:
+    """What a run would say of ``key`` as an option of the component ``parent`` configures
+    (None when its factory takes it, or ``parent`` is no component with a known type)."""
+    from omegaconf import OmegaConf
+
+    from cnnx.component_check import check_option_name
+    from cnnx.errors import CnnxError
+
+    component_key, _, option = key.rpartition(".")
+    component_type = OmegaConf.select(parent, "type", throw_on_resolution_failure=False)
+    # The type this command gives the component, when it changes it after this key (Hydra
+    # applies overrides in order): judged against the old one, a valid option would be refused.
+    retyped = any(arg.lstrip("+~").startswith((f"{component_key}.type=", f"{component_key}="))
+                  for arg in sys.argv[1:])
+    if not isinstance(component_type, str) or retyped:
+        return None
+    try:
+        check_option_name(component_key, component_type, option)
+    except CnnxError as refused:
+        return " ".join(str(refused).split())
+    return None
 
 
 def _search_space_override(key: str, keys: list[str]) -> str | None:

@@ -99,7 +99,7 @@ def check_option_name(component_key: str, component_type: str, option: str) -> N
     if components is None:
         return
     supplied = _supplied(component_key, components, component_type)
-    components.check(component_type, {option: None}, component_key, *supplied, complete=False)
+    components.check(component_type, {option: None}, component_key, *supplied, complete=False, hint=False)
 
 
 def _supplied(key: str, components: registry.Registry, component_type: str) -> tuple[str, ...]:

@@ -97,14 +97,14 @@ class Registry:
         return _load(self.component(name, where))
 
     def check(self, name: str, options: Mapping[str, Any], config_key: str, /, *supplied: str,
-              complete: bool = True) -> Any:
+              complete: bool = True, hint: bool = True) -> Any:
         """The registered factory for ``name``, once its option names are known to fit it;
         ``supplied``: the arguments the caller passes besides the options; ``complete``: whether
         ``options`` must hold every option without a default. Cheap: nothing is built, so a sweep
         makes it before its first job (``cnnx.component_check``)."""
         factory = self.get(name, config_key)
         check_options(factory, options, config_key, f"{self.kind} {name!r}", supplied=set(supplied),
-                      complete=complete)
+                      complete=complete, hint=hint)
         return factory
 
     def create(self, name: str, options: Mapping[str, Any], config_key: str, /, **context: Any) -> Any:
@@ -159,9 +159,11 @@ def check_options(
     what: str,
     supplied: set[str] = frozenset(),  # type: ignore[assignment]
     complete: bool = True,
+    hint: bool = True,
 ) -> None:
     """Reject unknown and (when ``options`` should be ``complete``) missing option names with
-    the config key and the accepted names."""
+    the config key and the accepted names; ``hint``: that a preset or group may have set the
+    option (not so when the user typed it on the command line)."""
     try:
         params = inspect.signature(factory).parameters
     except (TypeError, ValueError):
@@ -180,8 +182,8 @@ def check_options(
     for key in options:
         if key not in accepted:
             raise ConfigError(
-                f"unknown option {where}.{key} for {what}; accepted: {', '.join(accepted) or 'none'} "
-                f"(set by a preset or another group? drop it with ~{where}.{key})"
+                f"unknown option {where}.{key} for {what}; accepted: {', '.join(accepted) or 'none'}"
+                + (f" (set by a preset or another group? drop it with ~{where}.{key})" if hint else "")
             )
     for n in accepted if complete else ():
         p = params[n]

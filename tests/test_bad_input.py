@@ -91,6 +91,14 @@ CASES = [
     ("layer option without +", ["model.layers.conv1.stride=2"],
      ["model.layers.conv1.stride is not in the config yet", "+model.layers.conv1.stride="]),
     # ... but a typo is still one: "prefix it with +" sent the user on a second run to learn that
+    # a new layer, or an option of the type this command switches to, still gets the + advice
+    ("new layer without +", ["model.layers.drop1.type=dropout"],
+     ["model.layers.drop1 is not in the config yet", "+model.layers.drop1="]),
+    ("option of the new type without +", ["optimizer.betas=[0.9,0.99]", "optimizer.type=adam"],
+     ["optimizer.betas is not in the config yet", "+optimizer.betas="]),
+    # a type no one can resolve yet: the check of the option must not turn into a traceback
+    ("option of an interpolated type without +", ["model.layers.conv1.type=${nope}", "model.layers.conv1.kk=1"],
+     ["model.layers.conv1.kk is not in the config yet"]),
     ("layer option typo without +", ["model.layers.conv1.strid=2"],
      ["unknown option model.layers.conv1.strid for layer 'conv2d'", "accepted: out_channels, kernel_size, stride"]),
     ("unknown option", ["+optimizer.lrr=0.1"], ["optimizer.lrr", "lr", "drop it with ~optimizer.lrr"]),
