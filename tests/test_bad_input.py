@@ -97,7 +97,7 @@ CASES = [
     ("option of the new type without +", ["optimizer.betas=[0.9,0.99]", "optimizer.type=adam"],
      ["optimizer.betas is not in the config yet", "+optimizer.betas="]),
     # a type no one can resolve yet: the check of the option must not turn into a traceback
-    ("option of an interpolated type without +", ["model.layers.conv1.type=${nope}", "model.layers.conv1.kk=1"],
+    ("option of an interpolated type without +", ["model.layers.conv1.type=${{nope}}", "model.layers.conv1.kk=1"],
      ["model.layers.conv1.kk is not in the config yet"]),
     ("layer option typo without +", ["model.layers.conv1.strid=2"],
      ["unknown option model.layers.conv1.strid for layer 'conv2d'", "accepted: out_channels, kernel_size, stride"]),
