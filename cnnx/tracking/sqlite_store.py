@@ -24,6 +24,7 @@ import os
 import shutil
 import sqlite3
 from pathlib import Path
+from urllib.parse import unquote
 
 #: Schemas built ahead by this process: database path → the scratch file holding it.
 _built: dict[Path, Path] = {}
@@ -35,7 +36,9 @@ def sqlite_path(uri: str) -> Path | None:
     """The database file of a ``sqlite:///`` URI (``sqlite:////abs.db`` is absolute), else None."""
     if not uri.startswith("sqlite:///") or uri == "sqlite:///:memory:":
         return None
-    return Path(uri[len("sqlite:///"):].partition("?")[0])  # ?timeout=…: SQLAlchemy's options
+    # ?timeout=…: SQLAlchemy's options; %20 and the like: SQLAlchemy decodes them, so the file
+    # MLflow opens for a%20b/m.db is "a b/m.db".
+    return Path(unquote(uri[len("sqlite:///"):].partition("?")[0]))
 
 
 def absolute_store_uri(uri: str, cwd: str | os.PathLike[str] | None = None) -> str:

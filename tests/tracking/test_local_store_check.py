@@ -35,3 +35,13 @@ def test_a_long_store_error_is_cut_at_a_word_boundary():
     cut = shortened(text)
     assert len(cut) <= 302 and cut.endswith(" …") and text.startswith(cut[:-2]) and text[len(cut) - 2] == " "
     assert shortened("short") == "short"
+
+
+def test_a_percent_encoded_store_path_is_checked_where_mlflow_opens_it(tmp_path):
+    """SQLAlchemy decodes a%20b to "a b": the check looked at a%20b/, made that folder, passed,
+    and the run trained to its end before MLflow found "a b/mlflow.db" was no database."""
+    (tmp_path / "a b").mkdir()
+    (tmp_path / "a b" / "mlflow.db").write_text("not a database, but a note")
+    with pytest.raises(TrackingError, match="is not an SQLite database"):
+        check_local_store(f"sqlite:///{tmp_path}/a%20b/mlflow.db")
+    assert not (tmp_path / "a%20b").exists()
