@@ -90,9 +90,12 @@ def classifier_from_weights(weights: Path, config_path: Path | None, run: str | 
     source = f"--config {config_path}" if run is None else f"--run {run} (its config.yaml: it logged no model)"
     carriers = ("use --run or --model, which carry it" if run is None else
                 "log the model with tracking.log_model=true, which carries it")
+    named = f"'{weights}'" if run is None else f"run {run}'s weights.npz"
+    recorders = ("predict with --run, --model or a newly written checkpoint, which record the classes"
+                 if run is None else "log the model with tracking.log_model=true, which records the classes")
 
     state, description, recorded_in = read_weights(weights)
-    config = run_config(config_path) if config_path is not None else None
+    config = run_config(config_path, source) if config_path is not None else None
     if description is not None:
         classifier = Classifier.from_description(description, state, recorded_in)
         if config is not None and _as_json(config["model"]["layers"]) != _as_json(classifier.spec):
@@ -120,10 +123,9 @@ def classifier_from_weights(weights: Path, config_path: Path | None, run: str | 
         # would be pinned on the wrong outputs, or run out before them.
         raise ConfigError(
             f"{source}: its dataset now has {len(classes)} classes "
-            f"({', '.join(map(str, classes))}), but the model in '{weights}' outputs {outputs[0]}; "
+            f"({', '.join(map(str, classes))}), but the model in {named} outputs {outputs[0]}; "
             f"the classes changed since training, so its outputs cannot be named: restore the "
-            f"dataset as it was, or predict with --run, --model or a newly written checkpoint, "
-            f"which record the classes")
+            f"dataset as it was, or {recorders}")
     return trained_classifier(model, config, data)
 
 
@@ -132,16 +134,17 @@ def _as_json(value: Any) -> str:
     return json.dumps(value)
 
 
-def run_config(config_path: Path) -> dict[str, Any]:
+def run_config(config_path: Path, source: str | None = None) -> dict[str, Any]:
     """A run's resolved config, checked to hold ``model.layers``, ``dataset`` and ``loss``, or a
-    one-line ConfigError."""
+    one-line ConfigError naming ``source`` (default: ``--config PATH``)."""
     import yaml
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
+    source = source or f"--config {config_path}"
     if not config_path.is_file():
-        raise ConfigError(f"--config {config_path}: file not found")
-    not_a_run_config = (f"--config {config_path}: not a cnnx run config (needs model.layers, dataset and "
+        raise ConfigError(f"{source}: file not found")
+    not_a_run_config = (f"{source}: not a cnnx run config (needs model.layers, dataset and "
                         f"loss: the run's config.yaml artifact, or .hydra/config.yaml in its run directory)")
     try:
         config = OmegaConf.to_container(OmegaConf.load(config_path), resolve=True)

@@ -330,3 +330,15 @@ def test_a_truncated_archive_is_one_line_naming_it(digits_checkpoint, tmp_path, 
     assert main(["--weights", str(weights), "--config", str(folder / "config.yaml"), str(given)]) == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("cnnx: error: ") and str(target) in error and "\n" not in error, error
+
+
+def test_a_runs_own_config_that_is_not_a_run_config_is_named_by_the_run(digits_checkpoint, tmp_path):
+    """It named the temporary file predict --run had downloaded, as a --config never passed."""
+    from cnnx.errors import ConfigError
+    from cnnx.predict import classifier_from_weights
+
+    folder, checkpoint = digits_checkpoint
+    np.savez(tmp_path / "weights.npz", **{k: v for k, v in np.load(checkpoint).items() if k.startswith("model/")})
+    (tmp_path / "config.yaml").write_text("seed: 0\n")
+    with pytest.raises(ConfigError, match=r"^--run abc \(its config.yaml: it logged no model\): not a cnnx run config"):
+        classifier_from_weights(tmp_path / "weights.npz", tmp_path / "config.yaml", run="abc")
