@@ -36,23 +36,51 @@ def _system_available() -> int | None:
         return None
 
 
-#: (limit, usage) files of cgroup v2, then v1.
-_CGROUP_FILES = (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-                 ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"))
+#: (folder, limit, usage, stat file, its reclaimable page-cache line) of cgroup v2, then v1.
+_CGROUP_FILES = (("/sys/fs/cgroup", "memory.max", "memory.current", "memory.stat", "inactive_file"),
+                 ("/sys/fs/cgroup/memory", "memory.limit_in_bytes", "memory.usage_in_bytes", "memory.stat",
+                  "total_inactive_file"))
 
 
 def _cgroup_headroom() -> int | None:
-    """The limit of this process's memory cgroup less what it uses; None without a limit."""
-    for limit_file, usage_file in _CGROUP_FILES:
-        try:
-            with open(limit_file) as limit, open(usage_file) as usage:
-                text = limit.read().strip()
-                if text == "max":
-                    return None
-                return max(0, int(text) - int(usage.read().strip()))
-        except (OSError, ValueError):
-            continue
+    """The limit of this process's memory cgroup less its working set (its usage but the page
+    cache the kernel reclaims before killing, as docker and the kubelet count it); None
+    without a limit."""
+    for root, limit_name, usage_name, stat_name, reclaimable in _CGROUP_FILES:
+        for folder in (os.path.join(root, _own_cgroup().lstrip("/")), root):
+            try:
+                with open(os.path.join(folder, limit_name)) as limit, open(os.path.join(folder, usage_name)) as usage:
+                    text, used = limit.read().strip(), int(usage.read().strip())
+            except (OSError, ValueError):
+                continue
+            if text == "max" or int(text) >= 1 << 60:  # v1 writes "no limit" as a huge number
+                return None
+            return max(0, int(text) - used + _stat(os.path.join(folder, stat_name), reclaimable))
     return None
+
+
+def _own_cgroup() -> str:
+    """This process's cgroup v2 path (``0::/…`` in /proc/self/cgroup), or ""."""
+    try:
+        with open("/proc/self/cgroup") as handle:
+            for line in handle:
+                if line.startswith("0::"):
+                    return line[3:].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def _stat(path: str, key: str) -> int:
+    try:
+        with open(path) as handle:
+            for line in handle:
+                name, _, value = line.partition(" ")
+                if name == key:
+                    return int(value)
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 def check_fits_in_memory(setting: str, needed: int, what: str) -> None:
@@ -60,4 +88,4 @@ def check_fits_in_memory(setting: str, needed: int, what: str) -> None:
     available = available_memory()
     if available is not None and needed > available:
         raise ConfigError(f"{setting} needs about {needed / _GB:.1f} GB to prepare {what}; "
-                          f"this machine has {available / _GB:.1f} GB available: choose a smaller size")
+                          f"{available / _GB:.1f} GB are available to this process: choose a smaller size")

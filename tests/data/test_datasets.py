@@ -580,19 +580,20 @@ def test_a_size_whose_arrays_cannot_fit_in_memory_is_refused_before_they_are_mad
         pytest.skip("this system does not say how much memory is available")
     too_large = 2 * int((available / (1797 * 16)) ** 0.5) + 2
     with pytest.raises(ConfigError, match=rf"^dataset.size={too_large} needs about .* GB to prepare 1797 digits "
-                                          rf"at {too_large}×{too_large}; this machine has .* GB available"):
+                                          rf"at {too_large}×{too_large}; .* GB are available to this process"):
         load_digits(size=too_large)
 
 
 def test_a_containers_memory_limit_bounds_the_memory_available(tmp_path, monkeypatch):
     """In a container the host's MemAvailable ignores the container's limit, whose OOM killer
-    then ends the run all the same."""
+    then ends the run all the same; its reclaimable page cache is no use, though."""
     from cnnx.data import memory
 
-    (tmp_path / "max").write_text("1000000\n")
-    (tmp_path / "current").write_text("400000\n")
-    (tmp_path / "unlimited").write_text("max\n")
-    monkeypatch.setattr(memory, "_CGROUP_FILES", ((str(tmp_path / "max"), str(tmp_path / "current")),))
-    assert memory.available_memory() == 600000
-    monkeypatch.setattr(memory, "_CGROUP_FILES", ((str(tmp_path / "unlimited"), str(tmp_path / "current")),))
+    (tmp_path / "memory.max").write_text("1000000\n")
+    (tmp_path / "memory.current").write_text("900000\n")
+    (tmp_path / "memory.stat").write_text("anon 400000\ninactive_file 500000\n")
+    files = ((str(tmp_path), "memory.max", "memory.current", "memory.stat", "inactive_file"),)
+    monkeypatch.setattr(memory, "_CGROUP_FILES", files)
+    assert memory.available_memory() == 600000  # 1 000 000 − (900 000 − 500 000 of page cache)
+    (tmp_path / "memory.max").write_text("max\n")
     assert memory.available_memory() == memory._system_available()

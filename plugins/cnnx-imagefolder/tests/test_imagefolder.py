@@ -429,6 +429,6 @@ def test_a_size_whose_images_cannot_fit_in_memory_is_refused_before_decoding(tmp
         pytest.skip("this system does not say how much memory is available")
     root = write_folder(tmp_path / "images")
     images = sum(1 for _ in root.rglob("*.*"))
-    too_large = int((available / (images * 8)) ** 0.5) + 2
+    too_large = int((available / (images * 14)) ** 0.5) + 2
     with pytest.raises(ConfigError, match=rf"^dataset.size={too_large} needs about .* GB to prepare {images} images"):
         load(root, tmp_path, size=too_large)
