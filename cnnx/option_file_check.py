@@ -53,10 +53,14 @@ def option_file_problem(option_file: Any, groups: list[str]) -> tuple[str, str] 
         return "BROKEN", f"{option_file.override}: {location}: {flat_message(error)}"
     package = loaded.header.get("package")
     global_package = package is not None and package.startswith("_global_")
-    close = difflib.get_close_matches(group, groups, n=1) if group and group not in groups else []
-    # A plugin's own group of presets (# @package _global_) is reached with +group=option; a
-    # folder named like one of cnnx's groups but for a letter (losss/) is a typo no run reaches.
-    if group and group not in groups and (close or not global_package):
+    # A folder inside one of cnnx's groups holds options of it (model=cnn/small); a plugin's own
+    # group of presets (# @package _global_) is reached with +group=option. Any other folder
+    # (losss/, a typo) is one no override reaches.
+    nested = max((g for g in groups if group.startswith(g + "/")), key=len, default=None)
+    if nested is not None:
+        group = nested
+    if group and group not in groups and not global_package:
+        close = difflib.get_close_matches(group, groups, n=1)
         guess = f" (did you mean {close[0]}/?)" if close else ""
         top = ", ".join(g for g in groups if "/" not in g)
         return "UNKNOWN GROUP", (f"{location}: folder {group}/ is no config group of cnnx's{guess}, so no override "
@@ -75,11 +79,11 @@ def _content_problem(group: str, config: Any, package: str | None) -> str | None
         return f"holds a {type(config).__name__}; expected a mapping of settings"
     # Unresolved: values may be interpolations of keys other files set; only names are checked.
     content = OmegaConf.to_container(config, resolve=False)
-    extends = bool(content.pop("defaults", None))
+    # A model file extending another (defaults: [lenet5, _self_]) may take its layers from it.
+    extends = any(entry != "_self_" for entry in content.pop("defaults", None) or ())
     if package is not None and package.startswith("_global_"):
         root = OmegaConf.create(content)  # a preset sets keys anywhere (model.layers..., optimizer)
     else:
-        # (a model file that extends another through defaults: may take its layers from it)
         if group == "model" and not extends and not isinstance(content.get("layers"), dict):
             found = ", ".join(map(str, content)) or "none"
             return (f"a model option file needs a layers: mapping (layer name → {{type: ..., ...}}); "

@@ -25,6 +25,9 @@ FILES = {
     "model/lenet_renamed": "defaults:\n  - lenet5\n  - _self_\nname: lenet_renamed\n",
     "presets/fast": "# @package _global_\ntrainer:\n  epochs: 1\n",
     "presetss/not_global": "trainer:\n  epochs: 1\n",
+    "model/cnn/small": "name: nested\nlayers:\n  fc: {type: dense, out_features: 10}\n",  # model=cnn/small
+    "experiments/fast": "# @package _global_\ntrainer:\n  epochs: 1\n",  # close to experiment/, reachable
+    "model/self_only": "defaults:\n  - _self_\nname: nolayers\n",  # extends nothing: layers missing
 }
 
 
@@ -74,6 +77,8 @@ def test_each_wrong_option_file_is_named_with_what_a_run_would_say(problems):
     assert found["optimizer/fine"] is None  # lr comes from the sgd defaults it extends
     assert found["model/lenet_renamed"] is None and found["presets/fast"] is None
     assert found["presetss/not_global"][0] == "UNKNOWN GROUP"  # a package of its own: under a group none reads
+    assert found["model/cnn/small"] is None and found["experiments/fast"] is None
+    assert found["model/self_only"][0] == "BROKEN" and "needs a layers: mapping" in found["model/self_only"][1]
 
 
 def test_every_option_file_cnnx_ships_passes_the_check():
