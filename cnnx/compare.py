@@ -84,7 +84,8 @@ def check_objective(runs: list, objective: str) -> None:
 
 
 def comparison_rows(client, runs: list, monitor: str, parent=None) -> tuple[list[str], list[dict[str, Any]]]:
-    """``(columns, rows)`` sorted by the objective, best first; runs without it come last."""
+    """``(columns, rows)`` ranked as ``SweepTable.ranked``: finished runs first, best first by the
+    objective, then stopped or failed ones, runs without it last."""
     table = runs_table(client, runs, monitor, parent)
     return table.columns, table.ranked()
 

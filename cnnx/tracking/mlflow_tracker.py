@@ -107,7 +107,9 @@ def unusable_store(uri: str, exc: BaseException, setting: str | None = None) -> 
                              f"or a folder path with MLFLOW_ALLOW_FILE_STORE=true")
     if "MLFLOW_ALLOW_FILE_STORE" in text:
         # MLflow reads a plain path as a folder store, which its recent versions refuse to open.
-        database = f"sqlite:///{uri}" if ":" not in uri else "sqlite:///PATH"
+        # An existing folder (an old mlruns/) cannot be the database file: one inside it can.
+        database = "sqlite:///PATH" if ":" in uri else (
+            f"sqlite:///{os.path.join(uri, 'mlflow.db')}" if os.path.isdir(uri) else f"sqlite:///{uri}")
         return TrackingError(
             f"{setting}={uri!r} is a folder path, which MLflow no longer opens as a store; accepted: "
             f"{database} (a database file), http(s)://HOST:PORT (a tracking server), or a folder "

@@ -45,3 +45,14 @@ def test_a_percent_encoded_store_path_is_checked_where_mlflow_opens_it(tmp_path)
     with pytest.raises(TrackingError, match="is not an SQLite database"):
         check_local_store(f"sqlite:///{tmp_path}/a%20b/mlflow.db")
     assert not (tmp_path / "a%20b").exists()
+
+
+def test_an_existing_folder_given_as_a_store_is_told_of_a_database_inside_it(tmp_path):
+    """An old mlruns/ given as the store was told to use sqlite:///…/mlruns, which names the
+    folder again and is refused next."""
+    from cnnx.tracking.mlflow_tracker import unusable_store
+
+    (tmp_path / "mlruns").mkdir()
+    refusal = Exception("... set MLFLOW_ALLOW_FILE_STORE=true to use it ...")
+    message = str(unusable_store(str(tmp_path / "mlruns"), refusal, "tracking.uri"))
+    assert f"accepted: sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'} (a database file)" in message
