@@ -308,14 +308,16 @@ def record_summary(client, parent_run_id: str, table: SweepTable) -> dict[str, A
 
 def _log_new_params(client, run_id: str, params: dict[str, str]) -> None:
     """Logs the params the run does not have yet. A resumed sweep summarises into the parent
-    it had, which holds an earlier summary's values: MLflow refuses a param's second value,
-    and one that differs (a default edited before the jobs that had all stopped ran again)
-    would fail the whole summary, so the first value stays."""
-    from mlflow.entities import Param
+    it had, which holds an earlier summary's values: MLflow refuses a param's second value, so
+    one that differs now (its children went on with another trainer.epochs) is tagged
+    ``cnnx.resumed_with.<key>`` beside it, as a resumed run's are."""
+    from mlflow.entities import Param, RunTag
 
     logged = client.get_run(run_id).data.params
     new = [Param(key, value) for key, value in params.items() if key not in logged]
-    log_params(client, run_id, new)
+    changed = [RunTag(RESUMED_WITH_TAG + key, value) for key, value in params.items()
+               if key in logged and logged[key] != value]
+    log_params(client, run_id, new, changed)
 
 
 def logged_model_uri(client, run_id: str) -> str | None:

@@ -124,6 +124,8 @@ def test_a_resumed_sweeps_summary_logs_the_shared_settings_again_without_failing
     record_summary(client, parent, table)
     run = client.get_run(parent)
     assert run.data.params == {"trainer.epochs": "3", "seed": "1"}  # MLflow keeps a param's first value
+    # ... so the value the children went on with is tagged beside it, as a resumed run's are
+    assert run.data.tags["cnnx.resumed_with.seed"] == "2" and "cnnx.resumed_with.trainer.epochs" not in run.data.tags
     assert run.data.metrics["best_test_loss"] == 0.4 and "best_test_acc" not in run.data.metrics
 
 
