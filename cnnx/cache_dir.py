@@ -8,6 +8,7 @@ when it cannot be read, and safe to delete at any time.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import tempfile
 from collections.abc import Callable
@@ -36,6 +37,12 @@ def _umask() -> int:
                     return int(line.split()[1], 8)
     except (OSError, ValueError, IndexError):
         pass
+    return _umask_by_setting()
+
+
+@functools.cache
+def _umask_by_setting() -> int:
+    """Elsewhere (macOS), read once: setting it to read it changes it for every thread briefly."""
     mask = os.umask(0o022)
     os.umask(mask)
     return mask

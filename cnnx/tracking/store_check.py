@@ -100,9 +100,10 @@ def _unusable_database(database: Path) -> str | None:
         if _read_only(exc):
             # sqlite writes its journal beside the file: a writable file in a read-only folder
             # fails the same way, and then the folder is what to fix.
-            what = (f"its folder '{database.parent}'" if os.access(database, os.W_OK)
-                    and not os.access(database.parent, os.W_OK) else f"'{database}'")
-            return f"{what} is read-only ({exc}); a run needs a store it can write"
+            folder_read_only = not os.access(database.parent, os.W_OK)
+            what = (f"'{database}' is" if not folder_read_only else f"its folder '{database.parent}' is"
+                    if os.access(database, os.W_OK) else f"'{database}' and its folder are")
+            return f"{what} read-only ({exc}); a run needs a store it can write"
         if not _busy(exc):  # busy: another run is writing, and a store in use is a writable one
             return f"'{database}' cannot be read as a store ({exc})"
     except sqlite3.DatabaseError as exc:  # "database disk image is malformed", "file is not a database"
