@@ -185,10 +185,12 @@ def _refused_option(key: str, parent: object) -> str | None:
 
     component_key, _, option = key.rpartition(".")
     component_type = OmegaConf.select(parent, "type", throw_on_resolution_failure=False)
-    # The type this command gives the component, when it changes it after this key (Hydra
-    # applies overrides in order): judged against the old one, a valid option would be refused.
-    retyped = any(arg.lstrip("+~").startswith((f"{component_key}.type=", f"{component_key}="))
-                  for arg in sys.argv[1:])
+    # The type this command gives the component after this key (Hydra applies overrides in
+    # order): judged against the type before it, a valid option would be refused. A type set
+    # before the key is the one the config holds already.
+    given = [arg.lstrip("+~") for arg in sys.argv[1:]]
+    where = next((i for i, arg in enumerate(given) if arg.startswith(f"{key}=")), len(given))
+    retyped = any(arg.startswith((f"{component_key}.type=", f"{component_key}=")) for arg in given[where + 1:])
     if not isinstance(component_type, str) or retyped:
         return None
     try:

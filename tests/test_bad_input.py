@@ -99,6 +99,9 @@ CASES = [
     # a type no one can resolve yet: the check of the option must not turn into a traceback
     ("option of an interpolated type without +", ["model.layers.conv1.type=${{nope}}", "model.layers.conv1.kk=1"],
      ["model.layers.conv1.kk is not in the config yet"]),
+    # a type chosen before the key is the one to judge it by: a typo stays a typo
+    ("option typo after a group choice", ["optimizer=adam", "optimizer.eps2=1"],
+     ["unknown option optimizer.eps2 for optimizer 'adam'; accepted: lr, betas, eps"]),
     ("layer option typo without +", ["model.layers.conv1.strid=2"],
      ["unknown option model.layers.conv1.strid for layer 'conv2d'", "accepted: out_channels, kernel_size, stride"]),
     ("unknown option", ["+optimizer.lrr=0.1"], ["optimizer.lrr", "lr", "drop it with ~optimizer.lrr"]),
