@@ -36,37 +36,49 @@ def _system_available() -> int | None:
         return None
 
 
-#: (folder, limit, usage, stat file, its reclaimable page-cache line) of cgroup v2, then v1.
-_CGROUP_FILES = (("/sys/fs/cgroup", "memory.max", "memory.current", "memory.stat", "inactive_file"),
+#: (folder, limit, usage, stat file, its reclaimable page-cache line, the /proc/self/cgroup
+#: controller field) of cgroup v2, then v1.
+_CGROUP_FILES = (("/sys/fs/cgroup", "memory.max", "memory.current", "memory.stat", "inactive_file", ""),
                  ("/sys/fs/cgroup/memory", "memory.limit_in_bytes", "memory.usage_in_bytes", "memory.stat",
-                  "total_inactive_file"))
+                  "total_inactive_file", "memory"))
 
 
 def _cgroup_headroom() -> int | None:
-    """The limit of this process's memory cgroup less its working set (its usage but the page
-    cache the kernel reclaims before killing, as docker and the kubelet count it); None
-    without a limit."""
-    for root, limit_name, usage_name, stat_name, reclaimable in _CGROUP_FILES:
-        for folder in (os.path.join(root, _own_cgroup().lstrip("/")), root):
+    """The least room any memory cgroup this process is in leaves (its own and those above
+    it: a container's limit may sit on a parent): each one's limit less its working set (its
+    usage but the page cache the kernel reclaims before killing, as docker and the kubelet
+    count it); None without a limit."""
+    for root, limit_name, usage_name, stat_name, reclaimable, controller in _CGROUP_FILES:
+        if not os.path.isdir(root):
+            continue
+        own = _own_cgroup(controller).strip("/")
+        parts = own.split("/") if own else []
+        rooms, read = [], False
+        for depth in range(len(parts), -1, -1):  # own cgroup first, then each parent, then the root
+            folder = os.path.join(root, *parts[:depth])
             try:
                 with open(os.path.join(folder, limit_name)) as limit, open(os.path.join(folder, usage_name)) as usage:
                     text, used = limit.read().strip(), int(usage.read().strip())
             except (OSError, ValueError):
                 continue
-            if text == "max" or int(text) >= 1 << 60:  # v1 writes "no limit" as a huge number
-                return None
-            return max(0, int(text) - used + _stat(os.path.join(folder, stat_name), reclaimable))
+            read = True
+            if text != "max" and int(text) < 1 << 60:  # v1 writes "no limit" as a huge number
+                rooms.append(max(0, int(text) - used + _stat(os.path.join(folder, stat_name), reclaimable)))
+        if read:  # this version's files, read: the other's are not this process's
+            return min(rooms) if rooms else None
     return None
 
 
-def _own_cgroup() -> str:
-    """This process's cgroup v2 path (``0::/…`` in /proc/self/cgroup), or ""."""
+def _own_cgroup(controller: str) -> str:
+    """This process's cgroup path for ``controller`` in /proc/self/cgroup (``0::/…`` for v2,
+    ``N:memory:/…`` for v1), or ""."""
     try:
         with open("/proc/self/cgroup") as handle:
             for line in handle:
-                if line.startswith("0::"):
-                    return line[3:].strip()
-    except OSError:
+                _, names, path = line.rstrip("\n").split(":", 2)
+                if (controller == "" and names == "") or controller in names.split(","):
+                    return path
+    except (OSError, ValueError):
         pass
     return ""
 

@@ -586,14 +586,20 @@ def test_a_size_whose_arrays_cannot_fit_in_memory_is_refused_before_they_are_mad
 
 def test_a_containers_memory_limit_bounds_the_memory_available(tmp_path, monkeypatch):
     """In a container the host's MemAvailable ignores the container's limit, whose OOM killer
-    then ends the run all the same; its reclaimable page cache is no use, though."""
+    then ends the run all the same; the limit may sit on a parent of the process's own cgroup,
+    and reclaimable page cache is no use to count."""
     from cnnx.data import memory
 
+    own = tmp_path / "init.scope"
+    own.mkdir()
     (tmp_path / "memory.max").write_text("1000000\n")
     (tmp_path / "memory.current").write_text("900000\n")
     (tmp_path / "memory.stat").write_text("anon 400000\ninactive_file 500000\n")
-    files = ((str(tmp_path), "memory.max", "memory.current", "memory.stat", "inactive_file"),)
+    (own / "memory.max").write_text("max\n")
+    (own / "memory.current").write_text("300000\n")
+    files = ((str(tmp_path), "memory.max", "memory.current", "memory.stat", "inactive_file", ""),)
     monkeypatch.setattr(memory, "_CGROUP_FILES", files)
-    assert memory.available_memory() == 600000  # 1 000 000 − (900 000 − 500 000 of page cache)
+    monkeypatch.setattr(memory, "_own_cgroup", lambda controller: "/init.scope")
+    assert memory.available_memory() == 600000  # the parent's 1 000 000 − (900 000 − 500 000 of page cache)
     (tmp_path / "memory.max").write_text("max\n")
     assert memory.available_memory() == memory._system_available()
