@@ -46,10 +46,11 @@ def absolute_store_uri(uri: str, cwd: str | os.PathLike[str] | None = None) -> s
     default): ``sqlite:///mlflow.db`` → ``sqlite:////work/mlflow.db``, the same store from any
     directory, as checkpoints and sweep links record it. Servers and databases are left as they are."""
     base = os.getcwd() if cwd is None else os.fspath(cwd)
-    path = sqlite_path(uri)
-    if path is not None:
-        _, question, options = uri.partition("?")
-        return f"sqlite:///{os.path.abspath(os.path.join(base, path))}{question}{options}"
+    if sqlite_path(uri) is not None:
+        # The path as written, %-escapes and all: SQLAlchemy decodes them, and decoded here they
+        # would name another file once it decodes the result again (a%2541b → a%41b → aAb).
+        written, question, options = uri[len("sqlite:///"):].partition("?")
+        return f"sqlite:///{os.path.normpath(os.path.join(base, written))}{question}{options}"
     if "://" not in uri and not uri.startswith(("file:", "databricks")):
         return os.path.abspath(os.path.join(base, uri))  # a folder store given as a bare path
     return uri

@@ -56,3 +56,13 @@ def test_an_existing_folder_given_as_a_store_is_told_of_a_database_inside_it(tmp
     refusal = Exception("... set MLFLOW_ALLOW_FILE_STORE=true to use it ...")
     message = str(unusable_store(str(tmp_path / "mlruns"), refusal, "tracking.uri"))
     assert f"accepted: sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'} (a database file)" in message
+
+
+def test_a_store_uri_made_absolute_names_the_file_the_relative_one_did():
+    """The decoded path was put back into the URI, which SQLAlchemy decodes again: a%2541b/m.db
+    (the file a%41b/m.db) became aAb/m.db, another store, for a sweep's jobs."""
+    from cnnx.tracking.sqlite_store import absolute_store_uri, sqlite_path
+
+    for uri, file in (("sqlite:///a%2541b/m.db", "/w/a%41b/m.db"), ("sqlite:///a b/m.db", "/w/a b/m.db"),
+                      ("sqlite:///x/../m.db?timeout=5", "/w/m.db")):
+        assert str(sqlite_path(absolute_store_uri(uri, "/w"))) == file, uri
