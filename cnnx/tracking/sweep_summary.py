@@ -313,11 +313,15 @@ def _log_new_params(client, run_id: str, params: dict[str, str]) -> None:
     ``cnnx.resumed_with.<key>`` beside it, as a resumed run's are."""
     from mlflow.entities import Param, RunTag
 
-    logged = client.get_run(run_id).data.params
+    run = client.get_run(run_id)
+    logged = run.data.params
     new = [Param(key, value) for key, value in params.items() if key not in logged]
     changed = [RunTag(RESUMED_WITH_TAG + key, value) for key, value in params.items()
                if key in logged and logged[key] != value]
     log_params(client, run_id, new, changed)
+    for key, value in params.items():  # back to the param's value: an earlier tag would now be wrong
+        if logged.get(key) == value and RESUMED_WITH_TAG + key in run.data.tags:
+            client.delete_tag(run_id, RESUMED_WITH_TAG + key)
 
 
 def logged_model_uri(client, run_id: str) -> str | None:

@@ -23,7 +23,8 @@ from cnnx.tracking.sweep_resume import (
     CHECKPOINT_DIR_TAG, FINGERPRINT_TAG, config_fingerprint, finished_twin, stopped_twin, twins,
 )
 from cnnx.tracking.sweep_summary import (
-    BEST_MODEL_TAG, OVERRIDES_TAG, SWEPT_TAG, record_summary, superseded, swept_keys_of_command, sweep_table,
+    BEST_MODEL_TAG, OVERRIDES_TAG, SWEPT_TAG, child_runs, record_summary, superseded, swept_keys_of_command,
+    sweep_table,
 )
 
 
@@ -126,6 +127,18 @@ def test_a_resumed_sweeps_summary_logs_the_shared_settings_again_without_failing
     assert run.data.params == {"trainer.epochs": "3", "seed": "1"}  # MLflow keeps a param's first value
     # ... so the value the children went on with is tagged beside it, as a resumed run's are
     assert run.data.tags["cnnx.resumed_with.seed"] == "2" and "cnnx.resumed_with.trainer.epochs" not in run.data.tags
+    # Back to the first value on a later resume: the tag goes (it would say what no child did).
+    for child in child_runs(client, parent):
+        client.delete_run(child.info.run_id)
+    for overrides in jobs:
+        again = client.create_run(run.info.experiment_id, run_name="back", tags={
+            "mlflow.parentRunId": parent, OVERRIDES_TAG: json.dumps(overrides)})
+        client.log_batch(again.info.run_id, params=[Param("trainer.epochs", "3"), Param("seed", "1"),
+                                                    Param(*overrides[0].split("="))])
+        client.set_terminated(again.info.run_id, "FINISHED")
+    record_summary(client, parent, sweep_table(client, parent, "val_acc"))
+    assert "cnnx.resumed_with.seed" not in client.get_run(parent).data.tags
+    run = client.get_run(parent)
     assert run.data.metrics["best_test_loss"] == 0.4 and "best_test_acc" not in run.data.metrics
 
 
