@@ -54,7 +54,7 @@ def _cgroup_headroom() -> int | None:
         own = _own_cgroup(controller).strip("/")
         parts = own.split("/") if own else []
         rooms, read = [], False
-        for depth in range(len(parts), -1, -1):  # own cgroup first, then each parent, then the root
+        for depth in range(len(parts), -1, -1):  # this cgroup first, then each parent, then the root
             folder = os.path.join(root, *parts[:depth])
             try:
                 with open(os.path.join(folder, limit_name)) as limit, open(os.path.join(folder, usage_name)) as usage:

@@ -24,7 +24,7 @@ from cnnx.tracking.feature_maps import conv_layers
 from cnnx.tracking.images import kernel_grid
 from cnnx.tracking.outbox import Outbox, Pending
 from cnnx.tracking.sqlite_store import absolute_store_uri, create_store_atomically, sqlite_path
-from cnnx.tracking.sweep_summary import RESUMED_WITH_TAG
+from cnnx.tracking.sweep_summary import log_settings
 from cnnx.training.callbacks import Callback
 from cnnx.training.objective import running_best
 
@@ -548,19 +548,8 @@ class MlflowTracker(Callback):
         """Tag what this resumed run was started with where it differs from the params it
         logged first (only settings that ``trainer.resume`` lets change can differ); whether
         it differs, or did at an earlier resume."""
-        from mlflow.entities import Param, RunTag
-
-        current = flatten(self.config)
-        changed = [RunTag(RESUMED_WITH_TAG + key, value) for key, value in current.items()
-                   if key in params and params[key] != value and key not in _RESUMING_SWITCHES]
-        added = [Param(key, value) for key, value in current.items() if key not in params]
-        log_params(self.client, self.run_id, added, changed)
-        # Back to a param's first value: an earlier resume's tag would now be wrong.
-        for tag in tags:
-            key = tag[len(RESUMED_WITH_TAG):]
-            if tag.startswith(RESUMED_WITH_TAG) and current.get(key) == params.get(key):
-                self.client.delete_tag(self.run_id, tag)
-        return bool(changed) or any(tag.startswith(RESUMED_WITH_TAG) for tag in tags)
+        return log_settings(self.client, self.run_id, flatten(self.config), params, tags,
+                            unchanged=_RESUMING_SWITCHES)
 
     def _log_config_in_effect(self, run) -> None:
         """``config.yaml`` and the run's name say what the run goes on with (``trainer.epochs``

@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import math
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,6 +142,24 @@ def resumed_with(run) -> dict[str, str]:
     """The settings a resumed run changed, by param name, with the values it went on with."""
     return {key[len(RESUMED_WITH_TAG):]: value for key, value in run.data.tags.items()
             if key.startswith(RESUMED_WITH_TAG)}
+
+
+def log_settings(client, run_id: str, settings: Mapping[str, str], params: Mapping[str, str],
+                 tags: Mapping[str, str], unchanged: Collection[str] = ()) -> bool:
+    """Log ``settings`` on a run that already holds ``params`` and ``tags``: new keys as params,
+    a value that differs from its param (MLflow keeps a param's first value) as a
+    ``cnnx.resumed_with.<key>`` tag, and a tag whose key is back at its param's value deleted.
+    Keys in ``unchanged`` are never tagged. Whether any setting differs now or did before."""
+    from mlflow.entities import Param, RunTag
+
+    changed = [RunTag(RESUMED_WITH_TAG + key, value) for key, value in settings.items()
+               if key in params and params[key] != value and key not in unchanged]
+    log_params(client, run_id, [Param(key, value) for key, value in settings.items() if key not in params], changed)
+    for tag in tags:
+        key = tag[len(RESUMED_WITH_TAG):]
+        if tag.startswith(RESUMED_WITH_TAG) and key in settings and settings[key] == params.get(key):
+            client.delete_tag(run_id, tag)
+    return bool(changed) or any(tag.startswith(RESUMED_WITH_TAG) for tag in tags)
 
 
 def swept_value(run, key: str) -> str | None:
@@ -311,17 +330,8 @@ def _log_new_params(client, run_id: str, params: dict[str, str]) -> None:
     it had, which holds an earlier summary's values: MLflow refuses a param's second value, so
     one that differs now (its children went on with another trainer.epochs) is tagged
     ``cnnx.resumed_with.<key>`` beside it, as a resumed run's are."""
-    from mlflow.entities import Param, RunTag
-
     run = client.get_run(run_id)
-    logged = run.data.params
-    new = [Param(key, value) for key, value in params.items() if key not in logged]
-    changed = [RunTag(RESUMED_WITH_TAG + key, value) for key, value in params.items()
-               if key in logged and logged[key] != value]
-    log_params(client, run_id, new, changed)
-    for key, value in params.items():  # back to the param's value: an earlier tag would now be wrong
-        if logged.get(key) == value and RESUMED_WITH_TAG + key in run.data.tags:
-            client.delete_tag(run_id, RESUMED_WITH_TAG + key)
+    log_settings(client, run_id, params, run.data.params, run.data.tags)
 
 
 def logged_model_uri(client, run_id: str) -> str | None:

@@ -7,7 +7,8 @@ import numpy as np
 
 from cnnx.engine.model import build_model
 from cnnx.tracking.background import TrainerView, _History
-from cnnx.tracking.mlflow_tracker import RESUMED_FROM_TAG, RESUMED_WITH_TAG, RUN_KEY_TAG, MlflowTracker
+from cnnx.tracking.mlflow_tracker import RESUMED_FROM_TAG, RUN_KEY_TAG, MlflowTracker
+from cnnx.tracking.sweep_summary import RESUMED_WITH_TAG
 
 SPEC = {"conv1": {"type": "conv2d", "out_channels": 2, "kernel_size": 3}, "flatten": {"type": "flatten"},
         "fc": {"type": "dense", "out_features": 3}}
