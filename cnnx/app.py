@@ -374,13 +374,11 @@ def _tracker(config: dict[str, Any], cfg: DictConfig, overrides: list[str], outp
 
         return BackgroundTracker(arguments, config["model"]["layers"])  # checks a local store itself
     from cnnx.tracking.mlflow_tracker import resolve_tracking_uri
-    from cnnx.tracking.store_check import check_local_store, is_remote
+    from cnnx.tracking.store_check import check_local_store
 
-    uri = resolve_tracking_uri(arguments["tracking_uri"])
-    if not is_remote(uri):
-        # Before the data loads, as with a tracking process; MLflow would say it only on its
-        # first write, with a traceback.
-        check_local_store(uri)
+    # Before the data loads, as with a tracking process; MLflow would say it only on its first
+    # write, with a traceback.
+    check_local_store(resolve_tracking_uri(arguments["tracking_uri"]))
     return MlflowTracker(**arguments)
 
 

@@ -103,8 +103,7 @@ class BackgroundTracker(Callback):
     def __init__(self, options: dict[str, Any], model_spec: dict[str, Any]):
         self.uri = resolve_tracking_uri(options.get("tracking_uri"))
         self.remote = is_remote(self.uri)
-        if not self.remote:
-            check_local_store(self.uri)
+        check_local_store(self.uri)
         self.experiment_name = options["experiment_name"]
         self.experiment_setting = experiment_setting(options.get("config"))
         self.run_key = uuid.uuid4().hex

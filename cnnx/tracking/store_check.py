@@ -15,6 +15,7 @@ this MLflow does not have) is let through: MLflow itself is still the last word.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import sqlite3
@@ -41,17 +42,19 @@ def check_store_uri(uri: str, setting: str) -> None:
     process, and a folder only after minutes of MLflow's retries."""
     if not uri.startswith("sqlite:"):
         return
-    path = uri[len("sqlite:///"):].partition("?")[0] if uri.startswith("sqlite:///") else ""
-    if path in ("", ":memory:"):
+    database = sqlite_path(uri)  # None for sqlite:// and :memory:; "." for sqlite:/// alone
+    if database is None or database == Path("."):
         raise TrackingError(f"{setting}={uri!r} names no database file; expected sqlite:///PATH.db")
-    if Path(path).is_dir():
+    if database.is_dir():
         raise TrackingError(f"{setting}={uri!r} is a folder; expected a database file path "
-                            f"(sqlite:///{path.rstrip('/')}/mlflow.db)")
+                            f"(sqlite:///{database / 'mlflow.db'})")
 
 
 def check_local_store(uri: str) -> None:
     """What MLflow would fail on with a local store (a sqlite file or a folder), checked before
-    anything is trained."""
+    anything is trained; nothing for a remote one."""
+    if is_remote(uri):
+        return
     setting = run_store_setting(uri)
     check_store_uri(uri, setting)
     database = sqlite_path(uri)
@@ -169,33 +172,28 @@ def _revision_problem(database: Path, revision: str | None) -> str | None:
             f"MLflow; upgrade MLflow (pip install -U mlflow) or choose another store")
 
 
-_revisions: tuple[frozenset[str], str | None] | None = None
-
-
+@functools.cache
 def _read_revisions() -> tuple[frozenset[str], str | None]:
     """MLflow's schema revisions and its newest, read from its migration files (a few ms;
     importing MLflow's own alembic helper would take seconds)."""
-    global _revisions
-    if _revisions is None:
-        from importlib.metadata import PackageNotFoundError, distribution
+    from importlib.metadata import PackageNotFoundError, distribution
 
-        revisions: set[str] = set()
-        parents: set[str] = set()
-        try:
-            folder = Path(str(distribution("mlflow").locate_file("mlflow/store/db_migrations/versions")))
-            for path in folder.glob("*.py"):
-                text = path.read_text(encoding="utf-8")
-                revision = re.search(r"^revision\s*=\s*['\"](\w+)['\"]", text, re.M)
-                down = re.search(r"^down_revision\s*=\s*(.*)$", text, re.M)
-                if revision:
-                    revisions.add(revision.group(1))
-                    parents.update(re.findall(r"['\"](\w+)['\"]", down.group(1) if down else ""))
-        except (PackageNotFoundError, OSError, UnicodeDecodeError):
-            pass
-        heads = revisions - parents
-        # Anything but one head (an install laid out otherwise): leave the verdict to MLflow.
-        _revisions = (frozenset(revisions), next(iter(heads)) if len(heads) == 1 else None)
-    return _revisions
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    try:
+        folder = Path(str(distribution("mlflow").locate_file("mlflow/store/db_migrations/versions")))
+        for path in folder.glob("*.py"):
+            text = path.read_text(encoding="utf-8")
+            revision = re.search(r"^revision\s*=\s*['\"](\w+)['\"]", text, re.M)
+            down = re.search(r"^down_revision\s*=\s*(.*)$", text, re.M)
+            if revision:
+                revisions.add(revision.group(1))
+                parents.update(re.findall(r"['\"](\w+)['\"]", down.group(1) if down else ""))
+    except (PackageNotFoundError, OSError, UnicodeDecodeError):
+        pass
+    heads = revisions - parents
+    # Anything but one head (an install laid out otherwise): leave the verdict to MLflow.
+    return frozenset(revisions), next(iter(heads)) if len(heads) == 1 else None
 
 
 def _known_revisions() -> frozenset[str]:
