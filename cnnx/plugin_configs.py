@@ -24,6 +24,7 @@ from importlib import metadata
 from typing import Any
 
 from cnnx.cli import warn
+from cnnx.option_file_yaml import option_of
 
 #: Where cnnx's app reads its own configs (``@hydra.main(config_path="conf")`` in cnnx.app).
 CNNX_CONFIGS = "pkg://cnnx.conf"
@@ -69,8 +70,7 @@ class OptionFile:
 
     @property
     def override(self) -> str:
-        group, _, name = self.option.rpartition("/")
-        return f"{group}={name}" if group else name
+        return option_of(self.option)
 
     def shadowed_message(self) -> str | None:
         if self.read_instead is None:
@@ -104,7 +104,6 @@ def installed_search_path() -> Any:
     from hydra._internal.utils import create_config_search_path
 
     return create_config_search_path(CNNX_CONFIGS)
-
 
 
 def search_path_of(hydra_config: Any) -> Any:
