@@ -99,7 +99,7 @@ def check_layer(
     with _context(label, "parameter gradients without the input gradient"):
         _check_without_input_grad(make, input_shape, draw, seed)
     with _context(label, "an inference call under no_grad between forward and backward"):
-        _check_no_grad_call_keeps_gradients(make, input_shape, draw, seed)
+        memory_contract.check_no_grad_call_leaves_gradients(make, input_shape, draw, seed)
     with _context(label, "float32 preservation"):
         check_float32(make(), input_shape, batch_size=batch_size, seed=seed, training=True)
         layer = make()
@@ -173,31 +173,6 @@ def _check_without_input_grad(
             grads[1][name], grads[0][name], rtol=1e-5, atol=1e-6,
             err_msg=f"gradient of {name} changes when the input gradient is not needed",
         )
-
-
-def _check_no_grad_call_keeps_gradients(
-    make: Callable[[], Module], input_shape: Shape, draw: Callable[..., np.ndarray], seed: int
-) -> None:
-    """Evaluating a validation batch between a training forward and its backward (what
-    ``Model.predict`` does) must not change the gradients: a layer that reuses buffers must
-    get them from its ``Workspace``, which keeps no_grad's apart."""
-    from cnnx.engine.grad_mode import no_grad
-
-    x = draw(np.random.default_rng(seed)).astype(np.float32)
-    other = draw(np.random.default_rng(seed + 7)).astype(np.float32)
-    results = []
-    for evaluate_between in (False, True):
-        layer = make()
-        layer.build(input_shape, np.random.default_rng(seed))
-        y = layer.forward(x.copy(), training=True)
-        if evaluate_between:
-            with no_grad():
-                layer(other.copy(), training=False)
-        grad_x = layer.backward(np.random.default_rng(seed + 3).standard_normal(y.shape).astype(np.float32))
-        results.append({"input": grad_x, **{n: p.grad.copy() for n, p in layer.named_parameters()}})
-    for name, expected in results[0].items():
-        np.testing.assert_allclose(results[1][name], expected, rtol=1e-6, atol=1e-7,
-                                   err_msg=f"gradient of {name} changes when a call under no_grad comes between")
 
 
 def _check_layer_determinism(

@@ -9,7 +9,10 @@ no error and no wrong shape, only wrong gradients elsewhere:
   hands, after its body, to its shortcut;
 - a layer declaring ``backward_reads_output = OutputUse.NONE`` (or ``SIGN``) lets a following
   ``inplace=True`` layer overwrite its output (``cnnx.engine.in_place``); if its backward reads
-  those values after all, it differentiates whatever was written there.
+  those values after all, it differentiates whatever was written there;
+- a call under ``no_grad`` between forward and backward (``Model.predict`` on a validation
+  batch) must leave what backward reads: a layer reusing a buffer that is not a ``Workspace``'s
+  (which keeps no_grad's apart) differentiates the validation batch.
 
 Each check runs the layer as a model would and compares against an untouched copy.
 """
@@ -74,8 +77,7 @@ def check_output_use(make: Callable[[], Module], input_shape: Shape, draw: Draw,
         y = layer.forward(x.copy(), training=True)
         if overwrite:
             _overwrite(y, declared, np.random.default_rng(seed + 11))
-        grad_x = layer.backward(_gradient(y.shape, seed))
-        results.append({"input": grad_x, **{n: p.grad.copy() for n, p in layer.named_parameters()}})
+        results.append(_gradients(layer, _gradient(y.shape, seed)))
     kept = "nothing of it" if declared == OutputUse.NONE else "only which entries are positive"
     for name, expected in results[0].items():
         np.testing.assert_allclose(
@@ -85,6 +87,34 @@ def check_output_use(make: Callable[[], Module], input_shape: Shape, draw: Draw,
                      f"declares that backward reads {kept}: declare what it reads (OutputUse.VALUE, the default, "
                      f"if it reads the output's values)"),
         )
+
+
+def check_no_grad_call_leaves_gradients(
+    make: Callable[[], Module], input_shape: Shape, draw: Draw, seed: int
+) -> None:
+    """A call under ``no_grad`` between a training forward and its backward, on another batch
+    in evaluation mode (what ``Model.predict`` does), leaves the gradients as they were."""
+    from cnnx.engine.grad_mode import no_grad
+
+    x = draw(np.random.default_rng(seed)).astype(np.float32)
+    other = draw(np.random.default_rng(seed + 7)).astype(np.float32)
+    results = []
+    for evaluate_between in (False, True):
+        layer = _built(make, input_shape, seed)
+        y = layer.forward(x.copy(), training=True)
+        if evaluate_between:
+            with no_grad():
+                layer(other.copy(), training=False)
+        results.append(_gradients(layer, _gradient(y.shape, seed)))
+    for name, expected in results[0].items():
+        np.testing.assert_allclose(results[1][name], expected, rtol=1e-6, atol=1e-7,
+                                   err_msg=f"gradient of {name} changes when a call under no_grad comes between")
+
+
+def _gradients(layer: Module, grad_output: np.ndarray) -> dict[str, np.ndarray]:
+    """The input's and every parameter's gradient from one ``backward``."""
+    grad_x = layer.backward(grad_output)
+    return {"input": grad_x, **{name: param.grad.copy() for name, param in layer.named_parameters()}}
 
 
 def _built(make: Callable[[], Module], input_shape: Shape, seed: int) -> Module:
