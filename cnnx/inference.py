@@ -229,13 +229,15 @@ def read_description(path: Path) -> Any:
 
 
 def _plugin_requirements(directory: Path) -> list[str]:
-    """The plugin distributions an MLflow model's ``requirements.txt`` pins (beside its
-    ``MLmodel``, two folders above the cnnx model's own files), cnnx and its own needs left out."""
+    """The plugin distributions an MLflow model's ``requirements.txt`` names (beside its
+    ``MLmodel``, two folders above the cnnx model's own files), cnnx and its own needs left out:
+    pins, and wheels the model carries (``cnnx.tracking.local_wheels``) as paths to install."""
     for root in (directory, *directory.parents[:2]):
         listed = root / "requirements.txt"
         if listed.is_file() and (root / "MLmodel").is_file():
             lines = [line.strip() for line in listed.read_text().splitlines()]
-            return [line for line in lines if line and not line.startswith(("cnnx==", "numpy==", "mlflow=="))]
+            return [str(root / line) if line.endswith(".whl") else line for line in lines
+                    if line and Path(line).name.split("==")[0].split("-")[0] not in ("cnnx", "numpy", "mlflow")]
     return []
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 from e2e_helpers import run_cli
 
+import cnnx
 from cnnx.data.normalize import normalize_splits
 from cnnx.data.splits import DataSplits
 from cnnx.engine.model import build_model
@@ -215,14 +217,17 @@ def test_the_logged_model_requires_the_plugins_its_layers_come_from(installed_pl
     spec = {**SMALL, "conv1": {"type": "separable_conv2d", "out_channels": 4, "kernel_size": 3, "padding": 1}}
     classifier = _classifier(spec)
     save_mlflow_model(classifier, tmp_path / "model", np.zeros((1, 2, 6, 6), np.float32))
-    version = registry.layers.component("separable_conv2d").version
+    # Installed from the checkout (as the README says), the plugin travels in the model as a wheel.
+    wheel = f"wheels/cnnx_contrib-{registry.layers.component('separable_conv2d').version}-py3-none-any.whl"
     requirements = (tmp_path / "model" / "requirements.txt").read_text().split()
-    assert f"cnnx-contrib=={version}" in requirements
-    assert f"  - cnnx-contrib=={version}" in (tmp_path / "model" / "conda.yaml").read_text()
+    assert wheel in requirements
+    assert (tmp_path / "model" / wheel).is_file()
+    assert f"  - {wheel}" in (tmp_path / "model" / "conda.yaml").read_text()
     # A model of built-in layers needs cnnx alone.
     save_mlflow_model(_classifier(), tmp_path / "plain", np.zeros((1, 2, 6, 6), np.float32))
-    assert [r.split("==")[0] for r in (tmp_path / "plain" / "requirements.txt").read_text().split()] == [
+    assert [Path(r).name.split("==")[0].split("-")[0] for r in (tmp_path / "plain" / "requirements.txt").read_text().split()] == [
         "mlflow", "cnnx", "numpy"]
+    assert [p.name for p in (tmp_path / "plain" / "wheels").iterdir()] == [f"cnnx-{cnnx.__version__}-py3-none-any.whl"]
 
 
 @pytest.fixture(scope="module")

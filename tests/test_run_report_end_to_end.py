@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 from e2e_helpers import all_runs, list_artifacts, run_cli, store_client
 
+import cnnx
 from cnnx.data.digits import load_digits
 from cnnx.predict import main as predict_main
 
@@ -150,7 +151,9 @@ def test_the_model_is_an_mlflow_logged_model_of_the_run(lenet_run):
     assert not [a for a in files if a.endswith((".pkl", ".pickle"))]
     with default_store(folder):
         by_id = Path(download_artifacts(f"models:/{logged.model_id}", dst_path=str(folder / "by_id")))
-    assert "cnnx==" in (by_id / "requirements.txt").read_text()
+    wheel = f"wheels/cnnx-{cnnx.__version__}-py3-none-any.whl"  # installed from the checkout
+    assert wheel in (by_id / "requirements.txt").read_text().split()
+    assert f"model/{wheel}" in files
 
 
 FRESH_PROCESS = """

@@ -3,11 +3,12 @@
 The flavour is the loader-module kind: MLflow copies a plain directory (the
 ``cnnx.inference.Classifier`` files: JSON description + weights ``.npz``) into the model and,
 at load time, calls ``_load_pyfunc`` below on it. So
-``mlflow.pyfunc.load_model("runs:/<id>/model").predict(images)`` and
-``mlflow models serve --env-manager local`` need cnnx installed (and the plugins that provide
-its layers) and nothing of the run's training code or config. The requirements are written
-explicitly: MLflow's inference of them imports the model in a subprocess and costs seconds per
-run.
+``mlflow.pyfunc.load_model("runs:/<id>/model").predict(images)`` and ``mlflow models serve``
+need cnnx (and the plugins that provide its layers) and nothing of the run's training code or
+config. The requirements are written explicitly: MLflow's inference of them imports the model
+in a subprocess and costs seconds per run. cnnx and plugins installed from a checkout travel
+inside the model as wheels (``cnnx.tracking.local_wheels``), so the environments MLflow builds
+for it can install them.
 """
 
 from __future__ import annotations
@@ -53,18 +54,19 @@ def _load_pyfunc(data_path: str) -> PyfuncClassifier:
     return PyfuncClassifier(Classifier.load(data_path))
 
 
-def requirements(classifier: Classifier | None = None) -> list[str]:
+def requirements(classifier: Classifier, folder: Path) -> list[str]:
     """cnnx, NumPy and the distribution of every plugin layer in the model: without them the
-    model's spec names layer types that a fresh environment cannot build."""
+    model's spec names layer types that a fresh environment cannot build. A distribution
+    installed from a local checkout is packed into a wheel in ``folder`` (the model's) and
+    named by its path there (``cnnx.tracking.local_wheels``); the others are pinned."""
     from cnnx import registry
+    from cnnx.tracking.local_wheels import requirement_for
 
-    pinned = {"cnnx": cnnx.__version__}
-    for _, layer in classifier.model.named_layers() if classifier is not None else ():
-        if layer.type_name is not None:
-            component = registry.layers.component(layer.type_name)
-            pinned.setdefault(component.distribution, component.version)
-    plugins = [f"{dist}=={version}" for dist, version in pinned.items() if dist != "cnnx"]
-    return [f"cnnx=={cnnx.__version__}", f"numpy=={np.__version__}", *sorted(plugins)]
+    plugins = {component.distribution for component in (
+        registry.layers.component(layer.type_name) for _, layer in classifier.model.named_layers()
+        if layer.type_name is not None) if registry.normalise_distribution(component.distribution) != "cnnx"}
+    return [requirement_for("cnnx", folder), f"numpy=={np.__version__}",
+            *(requirement_for(dist, folder) for dist in sorted(plugins))]
 
 
 def signature(classifier: Classifier):
@@ -94,7 +96,7 @@ def save_mlflow_model(classifier: Classifier, path: str | Path, input_example: n
     path = Path(path)
     path.mkdir(parents=True)
     classifier.save(path / "data" / DATA_DIR)
-    pip = [f"mlflow=={mlflow.__version__}", *requirements(classifier)]
+    pip = [f"mlflow=={mlflow.__version__}", *requirements(classifier, path)]
     python = platform.python_version()
     (path / "requirements.txt").write_text("\n".join(pip) + "\n")
     (path / "python_env.yaml").write_text(

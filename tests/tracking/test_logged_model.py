@@ -4,6 +4,7 @@ happens when the store cannot take it."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -172,3 +173,45 @@ def test_a_model_whose_plugin_is_not_installed_names_the_distribution_to_install
     with pytest.raises(UnknownComponentError, match=r"unknown layer type 'swish'.*; this model was logged with "
                                                     r"my-cnnx-swish==0\.1\.0 \(its requirements\.txt\): pip install them$"):
         Classifier.load(folder / "data" / "cnnx_model")
+    # A plugin installed from its checkout travels in the model as a wheel: its path is given.
+    requirements.write_text(requirements.read_text().replace(
+        "my-cnnx-swish==0.1.0", "wheels/my_cnnx_swish-0.1.0-py3-none-any.whl"))
+    wheel = folder / "wheels" / "my_cnnx_swish-0.1.0-py3-none-any.whl"
+    with pytest.raises(UnknownComponentError, match=rf"; this model was logged with {re.escape(str(wheel))} "
+                                                    r"\(its requirements\.txt\): pip install them$"):
+        Classifier.load(folder / "data" / "cnnx_model")
+
+
+@pytest.mark.slow
+def test_the_model_installs_and_predicts_in_a_fresh_environment_from_its_own_requirements(installed_plugins, tmp_path):
+    """What MLflow's virtualenv and uv environment managers do for `mlflow models serve`: a new
+    environment, `pip install -r requirements.txt` run in the model's folder, then the model
+    loaded there. cnnx and the plugin come from the wheels in the model, not from an index that
+    has no such release (the pins it wrote before) nor from this checkout."""
+    import subprocess
+    import sys
+
+    from cnnx.tracking.pyfunc_model import save_mlflow_model
+
+    spec = {**SPEC, "conv1": {"type": "separable_conv2d", "out_channels": 3, "kernel_size": 3, "padding": 1}}
+    model = build_model(spec, SHAPE, seed=1)
+    model.eval()
+    served = Classifier(model, spec, {"mode": "standard", "shift": [0.5], "scale": [2.0]}, list("abcd"), "logits")
+    folder = save_mlflow_model(served, tmp_path / "model", images()[:1])
+    np.save(tmp_path / "images.npy", images())
+    environment = tmp_path / "env"
+    subprocess.run([sys.executable, "-m", "venv", str(environment)], check=True, timeout=300)
+    python = str(environment / "bin" / "python")
+    isolated = {"PATH": f"{environment / 'bin'}:/usr/bin:/bin", "HOME": str(Path.home())}
+    install = subprocess.run([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                              "-r", "requirements.txt"], cwd=folder, env=isolated, capture_output=True, text=True,
+                             timeout=900)
+    assert install.returncode == 0, install.stderr[-3000:]
+    probe = ("import sys, numpy as np, mlflow.pyfunc, cnnx, cnnx_contrib; "
+             "print(cnnx.__file__.startswith(sys.prefix), cnnx_contrib.__file__.startswith(sys.prefix)); "
+             "np.save('predicted.npy', mlflow.pyfunc.load_model('model').predict(np.load('images.npy')))")
+    shown = subprocess.run([python, "-c", probe], cwd=tmp_path, env=isolated, capture_output=True, text=True,
+                           timeout=300)
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    assert shown.stdout.split() == ["True", "True"]
+    np.testing.assert_allclose(np.load(tmp_path / "predicted.npy"), served.predict_proba(images()), rtol=1e-6)
