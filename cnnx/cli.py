@@ -395,7 +395,7 @@ def _run_task(argv: list[str], sweep_signals) -> int:
         return 128 + getattr(signal, interruption.signal_name, signal.SIGINT)
     except ReportedInputError as reported:
         report(f"cnnx: error: {one_line(reported.error)}")
-        return EXIT_USAGE
+        return exit_status(reported.error)
     except KeyboardInterrupt as interruption:
         if sweep_signals is not None:
             # The sweep's own process (parallel launchers' jobs run elsewhere): it never trains.
@@ -419,8 +419,14 @@ def _run_task(argv: list[str], sweep_signals) -> int:
         if message is None:
             raise
         report(f"cnnx: error: {message}")
-        return EXIT_USAGE
+        return exit_status(error)
     return 0
+
+
+def exit_status(error: BaseException) -> int:
+    """2 for a one-line error (bad input), unless the error carries a status of its own (a
+    tracking process killed mid-run: 128 + the signal's number)."""
+    return getattr(error, "exit_status", None) or EXIT_USAGE
 
 
 def _sweep_interrupted(sweep_signals, name: str, argv: list[str]) -> int:

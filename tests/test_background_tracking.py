@@ -145,7 +145,7 @@ def test_a_killed_tracking_process_stops_the_run_saying_how_and_how_to_resume(tm
         _, stderr = run.communicate(timeout=120)
     finally:
         run.kill()
-    assert run.returncode == 2
+    assert run.returncode == 128 + signal.SIGKILL  # as a shell reports it; 2 is for bad input
     assert stderr.strip().splitlines()[-1] == (
         "cnnx: error: the MLflow tracking process was killed by SIGKILL (also the kernel's out-of-memory "
         "killer's signal); training stopped, and trainer.resume=true resumes it from its newest checkpoint, "
@@ -159,4 +159,6 @@ def test_a_tracking_process_ended_by_a_signal_python_does_not_name_is_still_one_
     from cnnx.tracking.background import BackgroundTracker
 
     ended = BackgroundTracker._ended(SimpleNamespace(_process=SimpleNamespace(exitcode=-35)))
-    assert ended.startswith("the MLflow tracking process was killed by signal 35; training stopped")
+    assert str(ended).startswith("the MLflow tracking process was killed by signal 35; training stopped")
+    assert ended.exit_status == 128 + 35
+    assert BackgroundTracker._ended(SimpleNamespace(_process=SimpleNamespace(exitcode=1))).exit_status == 1

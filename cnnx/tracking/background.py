@@ -115,6 +115,7 @@ class BackgroundTracker(Callback):
         self._branched: str | None = None
         self._kernel_weight: str | None = None
         self._failure: str | None = None
+        self._failure_status: int | None = None  # the exit status a gone process gives the run
         self._start_sent = self._started = self._finished = False
         context = multiprocessing.get_context("fork" if hasattr(os, "fork") else "spawn")
         inbox, self._to_child = context.Pipe(duplex=False)
@@ -215,7 +216,7 @@ class BackgroundTracker(Callback):
         if self._send_error is not None:  # the child is gone; it said why, or exited abnormally
             self._poll()
             self._raise_if_failed()
-            raise self._fail(f"the MLflow tracking process stopped ({self._send_error})")
+            raise self._fail(TrackingError(f"the MLflow tracking process stopped ({self._send_error})", exit_status=1))
         self._outgoing.put((kind, payload))
 
     def _send_all(self) -> None:
@@ -271,10 +272,12 @@ class BackgroundTracker(Callback):
         elif kind == "failed":
             self._failure = value
 
-    def _ended(self) -> str:
-        """Why the tracking process is gone, and that its checkpoints still resume the run."""
+    def _ended(self) -> TrackingError:
+        """Why the tracking process is gone, that its checkpoints still resume the run, and the
+        run's exit status: 128 + the signal's number for a process a signal ended (the shell's
+        convention, which a sweep's killed worker follows too), else 1 — not the 2 of bad input."""
         code = self._process.exitcode
-        how = f"exited (code {code})"
+        how, status = f"exited (code {code})", 1
         if code is not None and code < 0:
             try:
                 name = signal.Signals(-code).name
@@ -282,16 +285,18 @@ class BackgroundTracker(Callback):
                 name = f"signal {-code}"
             how = f"was killed by {name}" + (" (also the kernel's out-of-memory killer's signal)"
                                              if name == "SIGKILL" else "")
-        return (f"the MLflow tracking process {how}; training stopped, and trainer.resume=true resumes it "
-                f"from its newest checkpoint, if it wrote one")
+            status = 128 - code
+        return TrackingError(f"the MLflow tracking process {how}; training stopped, and trainer.resume=true "
+                             f"resumes it from its newest checkpoint, if it wrote one", exit_status=status)
 
-    def _fail(self, message: str) -> TrackingError:
-        self._failure = self._failure or message
-        return TrackingError(self._failure)
+    def _fail(self, ended: TrackingError) -> TrackingError:
+        if self._failure is None:
+            self._failure, self._failure_status = str(ended), ended.exit_status
+        return TrackingError(self._failure, exit_status=self._failure_status)
 
     def _raise_if_failed(self) -> None:
         if self._failure is not None:
-            raise TrackingError(self._failure)
+            raise TrackingError(self._failure, exit_status=self._failure_status)
 
 
 def _set_false(flag: Any) -> None:

@@ -71,7 +71,15 @@ _HTTP_RETRY_DEFAULTS = {
 
 
 class TrackingError(CnnxError):
-    """The MLflow store cannot be reached or written."""
+    """The MLflow store cannot be reached or written, or the process logging to it is gone.
+
+    ``exit_status`` is the command's exit status when it is not the 2 of bad input: a store
+    refused at the start is the user's to fix, a tracking process killed mid-run is not.
+    """
+
+    def __init__(self, message: str, exit_status: int | None = None) -> None:
+        super().__init__(message)
+        self.exit_status = exit_status
 
 
 def use_short_http_retries(uri: str) -> None:
