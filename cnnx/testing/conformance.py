@@ -12,7 +12,8 @@ describes:
   identical seed (and no use of NumPy's global random state), the memory contract (``x`` and
   ``grad_output`` left intact, ``backward_reads_output`` true to what backward reads:
   ``cnnx.testing.memory_contract``), a ``state_dict`` round trip into a layer built from
-  another seed, and a ``get_config`` round trip;
+  another seed, a ``get_config`` round trip, and calls at a second input size and back giving
+  what copies built for each size give (unless the layer refuses that size with a ValueError);
 - losses: finite-difference gradient, float32 preservation, determinism, ``get_config``;
 - optimizers: descent on a quadratic, float32 and in-place updates, determinism, and
   ``state_dict`` save (through ``.npz``, no pickle) / restore giving bit-identical steps;
@@ -28,6 +29,7 @@ registers so that a test can insist every shipped name is checked.
 from __future__ import annotations
 
 import io
+import itertools
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -36,6 +38,7 @@ import numpy as np
 
 from cnnx import registry
 from cnnx.engine.flat_parameters import flatten_parameters
+from cnnx.engine.grad_mode import no_grad
 from cnnx.engine.module import Module, Shape
 from cnnx.engine.parameter import Parameter
 from cnnx.errors import PluginError
@@ -81,8 +84,8 @@ def check_layer(
     def make() -> Module:
         return _build_layer(name, options)
 
-    def draw(rng: np.random.Generator) -> np.ndarray:
-        shape = (batch_size, *input_shape)
+    def draw(rng: np.random.Generator, sample_shape: Shape = input_shape) -> np.ndarray:
+        shape = (batch_size, *sample_shape)
         return np.asarray(make_input(rng, shape) if make_input else rng.standard_normal(shape))
 
     with _context(label, "construction from its config options"):
@@ -123,6 +126,9 @@ def check_layer(
         check_get_config(built, options, label)
         config = built.get_config()
         _check_state_round_trip(make, lambda: _build_layer(name, config), input_shape, draw, seed)
+    # After the round trips: the fresh copies here get the layer's state through params and buffers.
+    with _context(label, "calls at another input size"):
+        _check_other_input_size(make, input_shape, draw, seed)
 
 
 def _build_layer(name: str, options: Mapping[str, Any]) -> Module:
@@ -243,6 +249,112 @@ def _check_state_round_trip(
         "a layer loaded with another layer's parameters and buffers gives different eval "
         "outputs: some state lives outside `params`/`buffers`, so checkpoints lose it"
     )
+
+
+def _check_other_input_size(
+    make: Callable[[], Module], input_shape: Shape, draw: Callable[..., np.ndarray], seed: int
+) -> None:
+    """Called at another spatial size and back, a layer computes what a copy built for that size
+    and fed nothing else computes: arrays it reuses between calls (``Workspace`` buffers whose
+    ``fill`` some positions keep) must not carry values over from the other size.
+
+    Going there and back matters: 7×7 and 8×8 inputs give the same 4×4 output at stride 2, and
+    only the 7×7 call, whose padding the 8×8 one wrote, reads stale values. A layer that takes
+    only the size it was built for refuses the other one with a ``ValueError`` (``ShapeError``,
+    as ``Module._refuse_input`` raises, is one; so is NumPy's for a weight of the built size)
+    and is not checked further.
+    """
+    other = _other_input_size(make, input_shape, seed)
+    if other is None:
+        return
+    layer = make()
+    layer.build(input_shape, np.random.default_rng(seed))
+    x = draw(np.random.default_rng(seed), input_shape).astype(np.float32)
+    _step(layer, x, layer.forward(x.copy(), training=True), seed)
+    for shape, previous in ((other, input_shape), (input_shape, other)):
+        x = draw(np.random.default_rng(seed + 5), shape).astype(np.float32)
+        # Batch statistics and dropout generators move with every training call: the copy
+        # starts from where the layer is.
+        state, generators = _module_state(layer), [g.bit_generator.state for g in _generators(layer)]
+        try:
+            y = layer.forward(x.copy(), training=True)
+        except ValueError:
+            if shape == other:  # it takes only the size it was built for
+                return
+            raise
+        got = _step(layer, x, y, seed)
+        fresh = make()
+        fresh.build(shape, np.random.default_rng(seed))
+        shapes = {key: value.shape for key, value in state.items()}
+        fresh_shapes = {key: value.shape for key, value in _module_state(fresh).items()}
+        # Raised rather than asserted: pytest rewrites cnnx's asserts (cnnx ships a pytest plugin)
+        # and would append both operands, whole arrays here, to the one-sentence message.
+        if fresh_shapes != shapes:
+            raise AssertionError(
+                f"it takes input {shape} though a copy built for that size has parameters and buffers "
+                f"{fresh_shapes}, not {shapes}: refuse sizes other than the built one with a ValueError"
+            )
+        _load_module_state(fresh, state)
+        for generator, saved in zip(_generators(fresh), generators):
+            generator.bit_generator.state = saved
+        expected = _step(fresh, x, fresh.forward(x.copy(), training=True), seed)
+        for what, value in got.items():
+            reference = expected[what]
+            if value.shape != reference.shape:
+                raise AssertionError(
+                    f"called at input {shape} after {previous}, its {what} has shape {value.shape}, and "
+                    f"{reference.shape} from a copy built for that size"
+                )
+            if not np.allclose(value, reference, rtol=1e-5, atol=1e-6):
+                raise AssertionError(
+                    f"called at input {shape} after {previous}, its {what} differs by up to "
+                    f"{np.max(np.abs(value - reference)):.3g} from that of a copy built for that size and "
+                    f"called at that size only, so an array it reuses between calls keeps values from the "
+                    f"other size (a Workspace buffer whose fill some positions must keep needs geometry=, "
+                    f"e.g. the input's (height, width))"
+                )
+
+
+def _other_input_size(make: Callable[[], Module], input_shape: Shape, seed: int) -> Shape | None:
+    """A per-sample shape with other spatial sizes (the axes after the channels) that a fresh copy
+    builds for: one with the same output shape when there is one, since buffers of the same shape
+    are where another geometry finds stale values. None for a flat input, or when no nearby size
+    builds."""
+    spatial = len(input_shape) - 1
+    if spatial < 1:
+        return None
+    target = make().build(input_shape, np.random.default_rng(seed))
+    # Each axis shifted by up to 2 covers strides up to 3; uniform shifts first.
+    uniform = [(d,) * spatial for d in (1, -1, 2, -2)]
+    shifts = uniform + [s for s in itertools.product((0, 1, -1, 2, -2), repeat=spatial)
+                        if any(s) and s not in uniform]
+    fallback = None
+    for shift in shifts:
+        shape = (input_shape[0], *(size + d for size, d in zip(input_shape[1:], shift)))
+        if min(shape) < 1:
+            continue
+        try:
+            output_shape = make().build(shape, np.random.default_rng(seed))
+        except ValueError:  # too small for a window, or another size the layer does not take
+            continue
+        if output_shape == target:
+            return shape
+        fallback = fallback or shape
+    return fallback
+
+
+def _step(layer: Module, x: np.ndarray, y: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+    """Given ``y``, the layer's training output for ``x``, what the rest of a training step and a
+    validation batch read from it: the input's and every parameter's gradient, and the
+    evaluation output under ``no_grad``."""
+    results = {"training output": y.copy()}
+    grad_output = np.random.default_rng(seed + 3).standard_normal(y.shape).astype(np.float32)
+    results["input gradient"] = np.array(layer.backward(grad_output), copy=True)
+    for name, param in layer.named_parameters():
+        results[f"gradient of {name}"] = param.grad.copy()
+    with no_grad():
+        results["evaluation output under no_grad"] = np.array(layer(x.copy(), training=False), copy=True)
+    return results
 
 
 def _module_state(module: Module) -> dict[str, np.ndarray]:

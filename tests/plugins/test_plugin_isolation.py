@@ -74,6 +74,37 @@ def test_conformance_kit_catches_a_broken_memory_contract(broken_visible, name, 
     assert fragment in message
 
 
+FORGETS_GEOMETRY = {"out_channels": 2, "kernel_size": 3, "stride": 2, "padding": 1}
+
+
+@pytest.mark.parametrize(("input_shape", "calls"), [
+    ((2, 6, 6), "called at input (2, 5, 5) after (2, 6, 6)"),  # 5×5 reads what 6×6 left in its padding
+    ((2, 7, 7), "called at input (2, 7, 7) after (2, 8, 8)"),  # there 8×8 writes it, and back at 7×7 it is read
+])
+def test_conformance_kit_catches_a_buffer_reused_at_another_input_size(broken_visible, input_shape, calls):
+    """A column buffer taken from a Workspace without geometry= passes every check made at
+    one input size, and gives wrong outputs and gradients at a second size of the same
+    output shape."""
+    with pytest.raises(AssertionError) as info:
+        check_layer("forgets_geometry", FORGETS_GEOMETRY, input_shape)
+    message = str(info.value)
+    assert message.startswith(f"cnnx conformance: layer 'forgets_geometry' (from {ORIGIN}) fails calls at another "
+                              f"input size: {calls}, its training output differs by up to "), message
+    assert message.endswith("from that of a copy built for that size and called at that size only, so an array "
+                            "it reuses between calls keeps values from the other size (a Workspace buffer whose "
+                            "fill some positions must keep needs geometry=, e.g. the input's (height, width))"), message
+    assert "\n" not in message
+    # Given geometry=, the same layer passes.
+    check_layer("forgets_geometry", {**FORGETS_GEOMETRY, "geometry": True}, input_shape)
+
+
+@pytest.mark.parametrize(("name", "options"), [("position_bias", {}), ("flatten_dense", {"out_features": 3})])
+def test_conformance_kit_passes_a_layer_that_takes_only_the_input_size_it_was_built_for(broken_visible, name, options):
+    """Such a layer refuses another size with a ValueError (NumPy's, or the ShapeError of
+    cnnx's dense layer), as a model after flatten and dense must; the kit does not fail it."""
+    check_layer(name, options, (2, 4, 4))
+
+
 @pytest.mark.parametrize(("name", "fragment"), [
     ("not_a_layer", f"layer 'not_a_layer' from distribution {ORIGIN} points at cnnx_broken_example:not_a_layer, "
                     "which is the function 'not_a_layer', not a subclass of cnnx.engine.module.Module"),

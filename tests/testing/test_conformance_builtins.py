@@ -9,7 +9,10 @@ CONV = {"type": "conv2d", "out_channels": 3, "kernel_size": 3, "padding": 1}
 #: name → list of (options, per-sample input shape)
 LAYER_CASES = {
     "conv2d": [({"out_channels": 3, "kernel_size": 3, "padding": 1}, (2, 5, 5)),
-               ({"out_channels": 2, "kernel_size": (2, 3), "stride": 2, "bias": False}, (3, 6, 7))],
+               ({"out_channels": 2, "kernel_size": (2, 3), "stride": 2, "bias": False}, (3, 6, 7)),
+               # Padding at stride 2: another input size gives the same output (7×7 and 8×8 → 4×4)
+               # with other positions in the padding, which the kit's check at that size covers.
+               ({"out_channels": 2, "kernel_size": 3, "stride": 2, "padding": 1}, (2, 7, 7))],
     "maxpool2d": [({"kernel_size": 2}, (2, 6, 6)), ({"kernel_size": 3, "stride": 2, "padding": 1}, (2, 5, 5))],
     "avgpool2d": [({"kernel_size": 2}, (2, 6, 6)), ({"kernel_size": 3, "stride": 2, "padding": 1}, (2, 5, 5))],
     "global_avgpool2d": [({}, (3, 4, 5))],
