@@ -231,14 +231,30 @@ def read_description(path: Path) -> Any:
 def _plugin_requirements(directory: Path) -> list[str]:
     """The plugin distributions an MLflow model's ``requirements.txt`` names (beside its
     ``MLmodel``, two folders above the cnnx model's own files), cnnx and its own needs left out:
-    pins, and wheels the model carries (``cnnx.tracking.local_wheels``) as paths to install."""
+    as pins or URLs, and wheels the model carries (``cnnx.tracking.local_wheels``) as paths."""
     for root in (directory, *directory.parents[:2]):
         listed = root / "requirements.txt"
         if listed.is_file() and (root / "MLmodel").is_file():
             lines = [line.strip() for line in listed.read_text().splitlines()]
             return [str(root / line) if line.endswith(".whl") else line for line in lines
-                    if line and Path(line).name.split("==")[0].split("-")[0] not in ("cnnx", "numpy", "mlflow")]
+                    if line and not line.startswith(("#", "-")) and _requirement_name(line) not in _NOT_PLUGINS]
     return []
+
+
+_NOT_PLUGINS = {"cnnx", "numpy", "mlflow"}
+
+
+def _requirement_name(line: str) -> str | None:
+    """The canonical distribution name a requirements.txt line installs, or None if unreadable."""
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+
+    try:
+        if line.endswith(".whl"):
+            return parse_wheel_filename(Path(line).name)[0]
+        return canonicalize_name(Requirement(line).name)
+    except (InvalidRequirement, InvalidWheelFilename):
+        return None
 
 
 def load_weights(path: str | Path) -> dict[str, np.ndarray]:

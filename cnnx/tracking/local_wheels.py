@@ -1,19 +1,25 @@
-"""Wheels, inside a logged model, of the distributions it needs that no package index holds.
+"""How a logged model's ``requirements.txt`` names each distribution it needs, and wheels, inside
+the model, of those no package index holds.
 
 cnnx is installed from its checkout (``pip install .``), and so are its plugins: a model whose
-``requirements.txt`` pinned ``cnnx==0.2.1`` sent ``mlflow models serve`` (its uv or virtualenv
-environments), ``build-docker`` and serving platforms to an index without such a release. So
-a distribution that pip installed from a local folder or file — as its ``direct_url.json``
-records (PEP 610) — is packed into a wheel in the model's ``wheels/`` folder, and
-``requirements.txt`` names that file. MLflow installs a model's requirements from within the
-model's folder, so the relative path resolves wherever the model goes. Distributions from an
-index, a VCS or a URL stay pinned by version: those sources can be reached again.
+``requirements.txt`` pinned ``cnnx==0.2.1`` sent ``mlflow models serve`` (its virtualenv or uv
+environments) to an index without such a release. pip records where it installed a
+distribution from (``direct_url.json``, PEP 610), so each is named by what reaches it again:
+- from an index (no record): pinned, ``numpy==2.4.6``;
+- from a remote VCS or archive URL: that URL, ``name @ git+https://…@<commit>``;
+- from a local folder, file or repository: packed into a wheel at
+  ``wheels/<content hash>/<name>-<version>-py3-none-any.whl`` in the model, and named by that
+  path, as MLflow's own models with bundled wheels name theirs. MLflow installs a model's
+  requirements from within its folder, where the path resolves. The content hash in the path
+  changes ``requirements.txt`` whenever the code does: MLflow reuses an environment it built
+  for a model with the same ``requirements.txt``, which held another checkout's code.
 
-The wheel is rebuilt from what is installed, so it is exactly the code the run used: the files
-its RECORD lists for a regular install, or its packages' folders in the source tree for an
-editable one, with its own metadata (``METADATA``, and ``entry_points.txt``, through which
-plugins register). Only pure-Python distributions are packed (tag ``py3-none-any``); one with
-compiled files stays pinned by version.
+A wheel holds the code the run imported: the files the distribution's RECORD lists when Python
+imports them from the installation, else (an editable install, or a checkout that shadows the
+installation from the working directory) the package folders Python imports, less what a build
+would leave out (byte code, dotfiles such as ``.env`` or ``.mypy_cache``, editor backups); with
+the distribution's own metadata (``METADATA``, and ``entry_points.txt``, through which plugins
+register). Only pure-Python code is packed (tag ``py3-none-any``): compiled files keep the pin.
 """
 
 from __future__ import annotations
@@ -26,49 +32,46 @@ import io
 import json
 import os
 import re
+import sys
 import zipfile
 from collections.abc import Iterator
 from importlib.metadata import Distribution, PackageNotFoundError, distributions
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import Any
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
 #: The folder, inside the model, holding the wheels; requirements.txt names files in it.
 WHEELS_DIR = "wheels"
 
-# Metadata files a wheel's .dist-info may not carry over from an installation: the installer's
-# own records (PEP 376, PEP 610) and the two files a wheel must hold as this packing writes them.
-_INSTALLATION_RECORDS = {"RECORD", "INSTALLER", "REQUESTED", "direct_url.json", "WHEEL"}
+# Metadata an installer adds (PEP 376 and 610 records, uv's caches), and the two files a wheel
+# holds as this packing writes them: none of them is the distribution's.
+_NOT_CARRIED = {"RECORD", "INSTALLER", "REQUESTED", "WHEEL"}
 _COMPILED_SUFFIXES = (".so", ".pyd", ".dll", ".dylib")
+_LEFT_OUT_SUFFIXES = (".pyc", ".pyo", "~", ".swp", ".swo", ".orig", ".rej")
 # A fixed timestamp, so the same installed files give the same wheel bytes in every run.
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
-def local_source(dist: Distribution) -> Path | None:
-    """The local folder or file pip installed ``dist`` from, or None (an index, a VCS, a URL,
-    or an installer that keeps no record)."""
-    try:
-        recorded = json.loads(dist.read_text("direct_url.json") or "null")
-    except ValueError:
-        return None
-    if not isinstance(recorded, dict) or "vcs_info" in recorded:
-        return None
-    url = recorded.get("url")
-    if not isinstance(url, str) or not url.startswith("file:"):
-        return None
-    return Path(url2pathname(urlsplit(url).path))
-
-
 def requirement_for(name: str, folder: Path) -> str:
-    """The ``requirements.txt`` line installing distribution ``name`` as it is installed here:
-    a wheel written into ``folder / WHEELS_DIR`` (the model's folder) when it came from a local
-    source and can be packed, else ``name==version``."""
+    """The ``requirements.txt`` line installing distribution ``name`` as it is installed here;
+    a wheel it needs is written under ``folder / WHEELS_DIR`` (``folder``: the model's)."""
     dist = installation(name)
-    if local_source(dist) is not None:
+    pinned = f"{dist.metadata['Name']}=={dist.version}"
+    recorded = direct_url(dist)
+    if recorded is None:
+        return pinned
+    if local_source(dist) is None:
+        return _url_reference(dist.metadata["Name"], recorded) or pinned
+    try:
         wheel = pack_wheel(dist, folder / WHEELS_DIR)
-        if wheel is not None:
-            return f"{WHEELS_DIR}/{wheel.name}"
-    return f"{dist.metadata['Name']}=={dist.version}"
+    except OSError as error:  # a file gone or unreadable since the install: the model still goes
+        from cnnx.cli import warn
+
+        warn(f"{name} could not be packed into the model ({error}); its requirements.txt pins "
+             f"{pinned}, which only an index holding that release can install")
+        return pinned
+    return pinned if wheel is None else wheel.relative_to(folder).as_posix()
 
 
 def installation(name: str) -> Distribution:
@@ -81,38 +84,72 @@ def installation(name: str) -> Distribution:
     return next((dist for dist in found if dist.read_text("INSTALLER") is not None), found[0])
 
 
+def direct_url(dist: Distribution) -> dict[str, Any] | None:
+    """pip's record of the URL ``dist`` was installed from, or None (an index, or no record)."""
+    try:
+        recorded = json.loads(dist.read_text("direct_url.json") or "null")
+    except ValueError:
+        return None
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("url"), str):
+        return None
+    return recorded
+
+
+def local_source(dist: Distribution) -> Path | None:
+    """The local folder, file or repository ``dist`` was installed from, or None."""
+    recorded = direct_url(dist)
+    if recorded is None or not recorded["url"].startswith("file:"):
+        return None
+    return Path(url2pathname(urlsplit(recorded["url"]).path))
+
+
+def _url_reference(name: str, recorded: dict[str, Any]) -> str | None:
+    """A PEP 508 direct reference to a remote source, as pip would install it again."""
+    url = recorded["url"]
+    vcs = recorded.get("vcs_info")
+    if isinstance(vcs, dict) and vcs.get("vcs") and vcs.get("commit_id"):
+        url = f"{vcs['vcs']}+{url}@{vcs['commit_id']}"
+    elif "archive_info" not in recorded:
+        return None
+    subdirectory = recorded.get("subdirectory")
+    return f"{name} @ {url}" + (f"#subdirectory={subdirectory}" if subdirectory else "")
+
+
 def pack_wheel(dist: Distribution, folder: Path) -> Path | None:
-    """Write the installed ``dist`` as a wheel into ``folder``; None when it cannot be packed
-    (compiled files, no RECORD, or no files of its own found)."""
-    record = dist.files
+    """Write the installed ``dist`` as a wheel under ``folder``; None when it cannot be packed
+    (compiled files, no RECORD, or none of its code found)."""
+    record = _record(dist)
     if record is None:
         return None
-    info_dir = f"{wheel_name(dist.metadata['Name'])}-{dist.version.replace('-', '_')}.dist-info"
-    files = dict(_installed_files(dist, record))
+    version = dist.version.replace("-", "_")
+    info_dir = f"{wheel_name(dist.metadata['Name'])}-{version}.dist-info"
+    files = dict(_code_files(dist, record))
     if not files or any(name.endswith(_COMPILED_SUFFIXES) for name in files):
         return None
     for path in record:
-        if len(path.parts) == 2 and path.parts[0].endswith(".dist-info") and path.name not in _INSTALLATION_RECORDS:
-            files[f"{info_dir}/{path.name}"] = Path(str(dist.locate_file(path)))
-        elif len(path.parts) > 2 and path.parts[0].endswith(".dist-info") and path.parts[1] == "licenses":
-            files[f"{info_dir}/{'/'.join(path.parts[1:])}"] = Path(str(dist.locate_file(path)))
+        parts = path.parts
+        if len(parts) >= 2 and parts[0].endswith(".dist-info") and not _left_out(parts) and (
+                (len(parts) == 2 and parts[1] not in _NOT_CARRIED and not parts[1].endswith(".json"))
+                or parts[1] == "licenses"):
+            files["/".join((info_dir, *parts[1:]))] = Path(str(dist.locate_file(path)))
     if f"{info_dir}/METADATA" not in files:
         return None
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"{info_dir[:-len('.dist-info')]}-py3-none-any.whl"
-    contents = {name: files[name].read_bytes() for name in sorted(files)}
+    contents = {name: _read(files[name]) for name in sorted(files)}
     contents[f"{info_dir}/WHEEL"] = (
         "Wheel-Version: 1.0\nGenerator: cnnx (repacked from its installation)\n"
-        "Root-Is-Purelib: true\nTag: py3-none-any\n").encode()
-    rows = [(name, _record_hash(data), str(len(data))) for name, data in contents.items()]
+        "Root-Is-Purelib: true\nTag: py3-none-any\n").encode(), False
+    rows = [(name, _record_hash(data), str(len(data))) for name, (data, _) in contents.items()]
     record_text = io.StringIO()
     csv.writer(record_text, lineterminator="\n").writerows([*rows, (f"{info_dir}/RECORD", "", "")])
-    contents[f"{info_dir}/RECORD"] = record_text.getvalue().encode()
+    contents[f"{info_dir}/RECORD"] = record_text.getvalue().encode(), False
+    digest = hashlib.sha256(record_text.getvalue().encode()).hexdigest()[:16]
+    target = folder / digest / f"{info_dir[:-len('.dist-info')]}-py3-none-any.whl"
+    target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
     with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, data in contents.items():
+        for name, (data, executable) in contents.items():
             entry = zipfile.ZipInfo(name, date_time=_ZIP_EPOCH)
-            entry.external_attr = 0o644 << 16
+            entry.external_attr = (0o755 if executable else 0o644) << 16
             entry.compress_type = zipfile.ZIP_DEFLATED
             archive.writestr(entry, data)
     partial.replace(target)
@@ -124,52 +161,102 @@ def wheel_name(name: str) -> str:
     return re.sub(r"[-_.]+", "_", name).lower()
 
 
-def _installed_files(dist: Distribution, record: list) -> Iterator[tuple[str, Path]]:
-    """(name in the wheel, file) for each file of ``dist``'s own packages and modules."""
-    listed = False
-    for path in record:
-        parts = path.parts
-        if ".." in parts or parts[0].endswith(".dist-info") or _generated(parts) or parts[0].startswith("__editable__"):
-            continue
-        listed = True
-        yield "/".join(parts), Path(str(dist.locate_file(path)))
-    if not listed:  # an editable install: its RECORD lists only the hook that finds the source
-        yield from _editable_files(dist)
+def _record(dist: Distribution) -> list[PurePosixPath] | None:
+    """The files RECORD lists, read here: ``dist.files`` of the importlib_metadata backport (which
+    MLflow imports, and which then answers ``distributions()``) drops files that are gone, and a
+    wheel missing them would install without complaint."""
+    text = dist.read_text("RECORD")
+    return None if text is None else [PurePosixPath(row[0]) for row in csv.reader(io.StringIO(text)) if row]
 
 
-def _editable_files(dist: Distribution) -> Iterator[tuple[str, Path]]:
+def _code_files(dist: Distribution, record: list[PurePosixPath]) -> Iterator[tuple[str, Path]]:
+    """(name in the wheel, file) for each file of the code Python imports as ``dist``'s."""
+    site = Path(str(dist.locate_file(""))).resolve()
+    installed = [path for path in record if not _hook_or_metadata(path.parts)]
     source = local_source(dist)
-    if source is None or not source.is_dir():
-        return
-    for top in (dist.read_text("top_level.txt") or "").split():
+    for top in _top_level_names(dist, installed):
+        for root in _imported_from(top):
+            if root.resolve().is_relative_to(site):  # the installation: exactly its RECORD's files
+                for path in installed:
+                    if path.parts[0] in (top, f"{top}.py") and not _left_out(path.parts):
+                        yield "/".join(path.parts), Path(str(dist.locate_file(path)))
+                break
+            # An editable install, or a checkout shadowing the installation: its source folder.
+            # A namespace package's portions elsewhere are other distributions'.
+            if _is_namespace(top) and (source is None or not root.resolve().is_relative_to(source.resolve())):
+                continue
+            yield from _source_files(top, root)
+
+
+def _hook_or_metadata(parts: tuple[str, ...]) -> bool:
+    """RECORD entries that are no code: metadata, files outside site-packages (scripts), byte
+    code, and the ``.pth`` files and finders through which an editable install finds its source."""
+    return (".." in parts or parts[0].endswith((".dist-info", ".pth")) or parts[0].startswith("__editable__")
+            or _left_out(parts))
+
+
+def _top_level_names(dist: Distribution, installed: list) -> list[str]:
+    """The importable names ``dist`` provides: setuptools lists them (``top_level.txt``); other
+    backends' installs show them in RECORD, and a plugin's in its entry points."""
+    names = dict.fromkeys((dist.read_text("top_level.txt") or "").split())
+    names.update(dict.fromkeys(path.parts[0].removesuffix(".py") for path in installed))
+    if not names:  # an editable install by another backend: its RECORD lists only a .pth file
+        names.update(dict.fromkeys(ep.module.split(".")[0] for ep in dist.entry_points))
+    return [name for name in names if name.isidentifier()]
+
+
+def _imported_from(top: str) -> list[Path]:
+    """Where Python imports ``top`` from: the module it did import, when it has (the code that
+    ran), else where it would."""
+    module = sys.modules.get(top)
+    spec = getattr(module, "__spec__", None) if module is not None else None
+    if spec is None:
         try:
             spec = importlib.util.find_spec(top)
         except (ImportError, ValueError):
-            spec = None
-        if spec is None:
+            return []
+    if spec is None:
+        return []
+    locations = list(spec.submodule_search_locations or ())
+    return [Path(p) for p in locations if os.path.isdir(p)] or (
+        [Path(spec.origin)] if spec.origin and os.path.isfile(spec.origin) else [])
+
+
+def _is_namespace(top: str) -> bool:
+    spec = getattr(sys.modules.get(top), "__spec__", None) or importlib.util.find_spec(top)
+    return spec is not None and spec.origin in (None, "namespace")
+
+
+def _source_files(top: str, root: Path) -> Iterator[tuple[str, Path]]:
+    if root.is_file():
+        yield root.name, root
+        return
+    seen: set[str] = set()
+    # Links followed (a package's data may be a link into the checkout: cnnx/conf is), once each.
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            subfolders[:] = []
             continue
-        # A namespace package (hydra_plugins) has portions from other distributions too: only
-        # the one in this distribution's source tree is its own.
-        roots = [Path(p) for p in spec.submodule_search_locations or ()] or [Path(spec.origin or "")]
-        for root in roots:
-            if not root.resolve().is_relative_to(source.resolve()):
-                continue
-            if root.is_file():
-                yield root.name, root
-                continue
-            # Links followed: a package's data may be a link into the checkout (cnnx/conf is).
-            for folder, _, names in sorted(os.walk(root, followlinks=True)):
-                for name in sorted(names):
-                    relative = (Path(folder) / name).relative_to(root).parts
-                    if not _generated(relative):
-                        yield "/".join((top, *relative)), Path(folder) / name
+        seen.add(real)
+        subfolders[:] = sorted(d for d in subfolders if not _left_out((d,)) and not d.endswith(".egg-info"))
+        for name in sorted(names):
+            relative = (Path(folder) / name).relative_to(root).parts
+            if not _left_out(relative) and os.path.isfile(Path(folder) / name):
+                yield "/".join((top, *relative)), Path(folder) / name
 
 
-def _generated(parts: tuple[str, ...]) -> bool:
-    return "__pycache__" in parts or parts[-1].endswith((".pyc", ".pyo"))
+def _left_out(parts: tuple[str, ...]) -> bool:
+    """Byte code, dotfiles and dot-folders (``.env``, ``.mypy_cache``) and editor backups: no
+    build puts them into a wheel, and a dotfile may hold a secret."""
+    return "__pycache__" in parts or any(part.startswith(".") for part in parts) or parts[-1].endswith(
+        _LEFT_OUT_SUFFIXES)
+
+
+def _read(path: Path) -> tuple[bytes, bool]:
+    return path.read_bytes(), os.access(path, os.X_OK)
 
 
 def _record_hash(data: bytes) -> str:
     digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
     return f"sha256={digest}"
-

@@ -8,6 +8,7 @@ import csv
 import hashlib
 import io
 import json
+import re
 import subprocess
 import sys
 import zipfile
@@ -28,7 +29,7 @@ PACKAGE = {
 
 
 def installation(site: Path, direct_url: dict | None, files: dict[str, str] | None = None,
-                 record_extra: tuple[str, ...] = ()) -> PathDistribution:
+                 top_level: bool = True) -> PathDistribution:
     """A distribution ``demo-pkg`` 1.0 installed into ``site`` as pip leaves one: its files,
     and a .dist-info whose RECORD lists them (and what an installer adds: a script outside
     site-packages, byte code)."""
@@ -40,13 +41,15 @@ def installation(site: Path, direct_url: dict | None, files: dict[str, str] | No
     info.mkdir(parents=True)
     (info / "METADATA").write_text(METADATA)
     (info / "entry_points.txt").write_text(ENTRY_POINTS)
-    (info / "top_level.txt").write_text("demo_pkg\n")
+    metadata = ["METADATA", "entry_points.txt", "INSTALLER", "RECORD"]
+    if top_level:  # setuptools writes it; hatchling, flit and pdm do not
+        (info / "top_level.txt").write_text("demo_pkg\n")
+        metadata.append("top_level.txt")
     (info / "INSTALLER").write_text("pip\n")
     if direct_url is not None:
         (info / "direct_url.json").write_text(json.dumps(direct_url))
-    listed = [*files, *(f"demo_pkg-1.0.dist-info/{n}" for n in ("METADATA", "entry_points.txt", "top_level.txt",
-                                                                "INSTALLER", "RECORD")),
-              "../../../bin/demo", "demo_pkg/__pycache__/__init__.cpython-311.pyc", *record_extra]
+    listed = [*files, *(f"demo_pkg-1.0.dist-info/{n}" for n in metadata),
+              "../../../bin/demo", "demo_pkg/__pycache__/__init__.cpython-311.pyc"]
     (info / "RECORD").write_text("".join(f"{name},,\n" for name in listed))
     return PathDistribution(info)
 
@@ -55,8 +58,21 @@ def from_folder(path: Path) -> dict:
     return {"url": path.as_uri(), "dir_info": {}}
 
 
-def test_a_distribution_installed_from_a_folder_is_packed_into_a_wheel_pip_installs(tmp_path):
-    site = tmp_path / "site"
+def packed_names(wheel: Path) -> set[str]:
+    with zipfile.ZipFile(wheel) as archive:
+        return {name for name in archive.namelist() if ".dist-info/" not in name}
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch) -> Path:
+    """A site-packages folder on sys.path, as the installation's is."""
+    folder = tmp_path / "site"
+    folder.mkdir()
+    monkeypatch.syspath_prepend(str(folder))
+    return folder
+
+
+def test_a_distribution_installed_from_a_folder_is_packed_into_a_wheel_pip_installs(tmp_path, site):
     dist = installation(site, from_folder(tmp_path / "checkout"))
     wheel = pack_wheel(dist, tmp_path / "wheels")
     assert wheel.name == "demo_pkg-1.0-py3-none-any.whl"
@@ -84,10 +100,15 @@ def test_a_distribution_installed_from_a_folder_is_packed_into_a_wheel_pip_insta
     assert (target / "demo_pkg" / "conf" / "model" / "demo.yaml").is_file()
 
 
-def test_the_same_installation_packs_into_the_same_bytes(tmp_path):
-    dist = installation(tmp_path / "site", from_folder(tmp_path / "checkout"))
-    first = pack_wheel(dist, tmp_path / "one").read_bytes()
-    assert pack_wheel(dist, tmp_path / "two").read_bytes() == first
+def test_the_same_code_packs_into_the_same_bytes_and_other_code_into_another_folder(tmp_path, site):
+    """MLflow reuses the environment it built for a model whose requirements.txt reads the same:
+    a wheel of other code under the same name would be served with the first one's code."""
+    dist = installation(site, from_folder(tmp_path / "checkout"))
+    first = pack_wheel(dist, tmp_path / "wheels")
+    again = pack_wheel(dist, tmp_path / "again")
+    assert (again.read_bytes(), again.parent.name) == (first.read_bytes(), first.parent.name)
+    (site / "demo_pkg" / "layers.py").write_text("class Demo:\n    changed = True\n")
+    assert pack_wheel(dist, tmp_path / "wheels").parent.name != first.parent.name
 
 
 @pytest.mark.parametrize(("direct_url", "local"), [
@@ -95,35 +116,50 @@ def test_the_same_installation_packs_into_the_same_bytes(tmp_path):
     ({"url": "file:///src/demo", "dir_info": {"editable": True}}, "/src/demo"),
     ({"url": "file:///dist/demo_pkg-1.0-py3-none-any.whl", "archive_info": {}}, "/dist/demo_pkg-1.0-py3-none-any.whl"),
     ({"url": "file:///src/with%20space", "dir_info": {}}, "/src/with space"),
+    ({"url": "file:///src/repo", "vcs_info": {"vcs": "git", "commit_id": "abc"}}, "/src/repo"),
     ({"url": "https://example.org/demo_pkg-1.0.tar.gz", "archive_info": {}}, None),
-    ({"url": "file:///src/demo", "vcs_info": {"vcs": "git", "commit_id": "abc"}}, None),
+    ({"url": "https://example.org/repo.git", "vcs_info": {"vcs": "git", "commit_id": "abc"}}, None),
     ({"dir_info": {}}, None),
     ([], None),
     (None, None),  # installed from an index: pip records no direct URL
 ])
-def test_only_a_local_folder_or_file_counts_as_a_source_no_index_holds(tmp_path, direct_url, local):
+def test_only_a_local_folder_file_or_repository_counts_as_a_source_to_pack(tmp_path, direct_url, local):
     dist = installation(tmp_path / "site", direct_url)
     assert local_source(dist) == (None if local is None else Path(local))
 
 
-def test_a_distribution_from_an_index_or_with_compiled_files_stays_pinned(tmp_path, monkeypatch):
-    from_index = tmp_path / "index"
-    installation(from_index, None)
-    monkeypatch.syspath_prepend(str(from_index))
-    assert requirement_for("demo-pkg", tmp_path / "model") == "demo-pkg==1.0"
+@pytest.mark.parametrize(("direct_url", "line"), [
+    (None, "demo-pkg==1.0"),
+    ({"url": "https://example.org/demo_pkg-1.0.tar.gz", "archive_info": {"hashes": {"sha256": "ab"}}},
+     "demo-pkg @ https://example.org/demo_pkg-1.0.tar.gz"),
+    ({"url": "https://example.org/repo.git", "vcs_info": {"vcs": "git", "commit_id": "4f2e", "requested_revision": "main"},
+      "subdirectory": "plugins/demo"},
+     "demo-pkg @ git+https://example.org/repo.git@4f2e#subdirectory=plugins/demo"),
+])
+def test_a_distribution_from_an_index_or_a_remote_url_is_named_as_pip_reaches_it_again(
+        tmp_path, site, direct_url, line):
+    installation(site, direct_url)
+    assert requirement_for("demo-pkg", tmp_path / "model") == line
     assert not (tmp_path / "model").exists()
 
-    compiled = tmp_path / "compiled"
-    installation(compiled, from_folder(tmp_path), {**PACKAGE, "demo_pkg/_fast.cpython-311-x86_64-linux-gnu.so": ""})
-    monkeypatch.syspath_prepend(str(compiled))
-    assert requirement_for("demo-pkg", tmp_path / "model") == "demo-pkg==1.0"
-    assert not (tmp_path / "model").exists()
 
-    packed = tmp_path / "packed"
-    installation(packed, from_folder(tmp_path))
-    monkeypatch.syspath_prepend(str(packed))
-    assert requirement_for("demo_pkg", tmp_path / "model") == "wheels/demo_pkg-1.0-py3-none-any.whl"
-    assert (tmp_path / "model" / "wheels" / "demo_pkg-1.0-py3-none-any.whl").is_file()
+def test_a_distribution_with_compiled_files_stays_pinned(tmp_path, site):
+    installation(site, from_folder(tmp_path), {**PACKAGE, "demo_pkg/_fast.cpython-311-x86_64-linux-gnu.so": ""})
+    assert requirement_for("demo-pkg", tmp_path / "model") == "demo-pkg==1.0"
+
+
+def test_a_file_that_cannot_be_read_leaves_the_pin_and_a_warning_not_a_model_lost(tmp_path, site, capsys):
+    installation(site, from_folder(tmp_path))
+    (site / "demo_pkg" / "layers.py").unlink()  # gone since the install; RECORD still lists it
+    assert requirement_for("demo-pkg", tmp_path / "model") == "demo-pkg==1.0"
+    assert capsys.readouterr().err.startswith("cnnx: warning: demo-pkg could not be packed into the model (")
+
+
+def test_packing_names_the_wheel_by_its_path_in_the_model(tmp_path, site):
+    installation(site, from_folder(tmp_path))
+    line = requirement_for("demo_pkg", tmp_path / "model")
+    assert re.fullmatch(r"wheels/[0-9a-f]{16}/demo_pkg-1\.0-py3-none-any\.whl", line)
+    assert (tmp_path / "model" / line).is_file()
 
 
 def test_an_editable_install_packs_its_packages_from_the_source_tree_and_only_its_own_namespace_portion(
@@ -142,9 +178,52 @@ def test_an_editable_install_packs_its_packages_from_the_source_tree_and_only_it
     (others / "demo_pkg-1.0.dist-info" / "top_level.txt").write_text("demo_pkg\nnsp\n")
     monkeypatch.syspath_prepend(str(others))
     monkeypatch.syspath_prepend(str(source))
-    with zipfile.ZipFile(pack_wheel(dist, tmp_path / "wheels")) as archive:
-        packed = {n for n in archive.namelist() if ".dist-info/" not in n}
-    assert packed == {*PACKAGE, "nsp/demo_searchpath/__init__.py"}
+    assert packed_names(pack_wheel(dist, tmp_path / "wheels")) == {*PACKAGE, "nsp/demo_searchpath/__init__.py"}
+
+
+def test_an_editable_install_by_another_backend_packs_the_source_its_pth_file_adds(tmp_path, monkeypatch):
+    """hatchling, flit and pdm install a plain .pth file (not named __editable__) and no
+    top_level.txt: the .pth file is no code, and the entry points name the package."""
+    source = tmp_path / "checkout" / "src"
+    for name, text in PACKAGE.items():
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        (source / name).write_text(text)
+    site = tmp_path / "site"
+    dist = installation(site, {"url": source.parent.as_uri(), "dir_info": {"editable": True}},
+                        files={"_demo_pkg.pth": str(source) + "\n"}, top_level=False)
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.syspath_prepend(str(source))
+    assert packed_names(pack_wheel(dist, tmp_path / "wheels")) == set(PACKAGE)
+
+
+def test_a_source_tree_gives_no_dotfiles_caches_or_editor_backups_and_a_link_loop_ends(tmp_path, monkeypatch):
+    source = tmp_path / "checkout"
+    leftovers = {".env": "token=secret\n", ".mypy_cache/blob": "x", "conf/model/demo.yaml~": "old",
+                 "layers.py.orig": "old", "__pycache__/layers.cpython-311.pyc": ""}
+    for name, text in {**PACKAGE, **{f"demo_pkg/{n}": t for n, t in leftovers.items()}}.items():
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        (source / name).write_text(text)
+    (source / "demo_pkg" / "conf" / "loop").symlink_to(source / "demo_pkg")
+    site = tmp_path / "site"
+    dist = installation(site, {"url": source.as_uri(), "dir_info": {"editable": True}},
+                        files={"__editable__.demo_pkg-1.0.pth": str(source) + "\n"})
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.syspath_prepend(str(source))
+    assert packed_names(pack_wheel(dist, tmp_path / "wheels")) == set(PACKAGE)
+
+
+def test_a_checkout_shadowing_the_installation_is_what_gets_packed(tmp_path, site, monkeypatch):
+    """`python -m cnnx` in the checkout imports the checkout's cnnx (the working directory comes
+    first on sys.path), edited or not since `pip install .`: that is the code the run used."""
+    installation(site, from_folder(tmp_path / "checkout"))
+    checkout = tmp_path / "checkout"
+    for name, text in {**PACKAGE, "demo_pkg/layers.py": "class Demo:\n    edited = True\n"}.items():
+        (checkout / name).parent.mkdir(parents=True, exist_ok=True)
+        (checkout / name).write_text(text)
+    monkeypatch.syspath_prepend(str(checkout))
+    line = requirement_for("demo-pkg", tmp_path / "model")
+    with zipfile.ZipFile(tmp_path / "model" / line) as archive:
+        assert archive.read("demo_pkg/layers.py") == b"class Demo:\n    edited = True\n"
 
 
 def test_a_builds_leftover_egg_info_first_on_the_path_is_not_taken_for_the_installation(tmp_path, monkeypatch):
@@ -157,4 +236,4 @@ def test_a_builds_leftover_egg_info_first_on_the_path_is_not_taken_for_the_insta
     (leftover / "PKG-INFO").write_text(METADATA.replace("1.0", "0.9"))
     monkeypatch.syspath_prepend(str(site))
     monkeypatch.syspath_prepend(str(tmp_path / "checkout"))
-    assert requirement_for("demo-pkg", tmp_path / "model") == "wheels/demo_pkg-1.0-py3-none-any.whl"
+    assert requirement_for("demo-pkg", tmp_path / "model").endswith("/demo_pkg-1.0-py3-none-any.whl")

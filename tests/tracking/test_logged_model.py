@@ -169,14 +169,15 @@ def test_a_model_whose_plugin_is_not_installed_names_the_distribution_to_install
     spec["layers"]["relu1"]["type"] = "swish"
     description.write_text(json.dumps(spec))
     requirements = folder / "requirements.txt"
-    requirements.write_text(requirements.read_text() + "my-cnnx-swish==0.1.0\n")
-    with pytest.raises(UnknownComponentError, match=r"unknown layer type 'swish'.*; this model was logged with "
-                                                    r"my-cnnx-swish==0\.1\.0 \(its requirements\.txt\): pip install them$"):
-        Classifier.load(folder / "data" / "cnnx_model")
+    listed = requirements.read_text()
+    for plugin in ("my-cnnx-swish==0.1.0", "cnnx-swish==0.1.0"):  # named like cnnx, not cnnx
+        requirements.write_text(listed + plugin + "\n")
+        with pytest.raises(UnknownComponentError, match=rf"unknown layer type 'swish'.*; this model was logged with "
+                                                        rf"{re.escape(plugin)} \(its requirements\.txt\): pip install them$"):
+            Classifier.load(folder / "data" / "cnnx_model")
     # A plugin installed from its checkout travels in the model as a wheel: its path is given.
-    requirements.write_text(requirements.read_text().replace(
-        "my-cnnx-swish==0.1.0", "wheels/my_cnnx_swish-0.1.0-py3-none-any.whl"))
-    wheel = folder / "wheels" / "my_cnnx_swish-0.1.0-py3-none-any.whl"
+    requirements.write_text(listed + "wheels/0123456789abcdef/cnnx_swish-0.1.0-py3-none-any.whl\n")
+    wheel = folder / "wheels" / "0123456789abcdef" / "cnnx_swish-0.1.0-py3-none-any.whl"
     with pytest.raises(UnknownComponentError, match=rf"; this model was logged with {re.escape(str(wheel))} "
                                                     r"\(its requirements\.txt\): pip install them$"):
         Classifier.load(folder / "data" / "cnnx_model")
