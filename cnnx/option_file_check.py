@@ -15,7 +15,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from cnnx.errors import CnnxError, PluginError, UnknownComponentError, flat_message
-from cnnx.option_file_yaml import file_of, malformed_option_file, option_of
+from cnnx.option_file_yaml import file_of, yaml_problem
 
 
 def config_groups(search_path: Any) -> list[str]:
@@ -43,22 +43,19 @@ def option_file_problem(option_file: Any, groups: list[str]) -> tuple[str, str] 
     """(the table's word for it, the line saying what is wrong), or None when nothing is."""
     import yaml
 
-    group = option_file.option.rpartition("/")[0]
     location = file_of(option_file.source, option_file.option)
     try:
         loaded = option_file.source.load_config(option_file.option)
     except yaml.YAMLError as error:
-        return "BROKEN", malformed_option_file(error) or f"{option_file.override}: {location} {flat_message(error)}"
+        return "BROKEN", f"{option_file.override}: {location} {yaml_problem(error)}"
     except Exception as error:  # noqa: BLE001 — an unreadable file is the plugin's to fix
         return "BROKEN", f"{option_file.override}: {location}: {flat_message(error)}"
     package = loaded.header.get("package")
     global_package = package is not None and package.startswith("_global_")
-    # A folder inside one of cnnx's groups holds options of it (model=cnn/small); a plugin's own
-    # group of presets (# @package _global_) is reached with +group=option. Any other folder
-    # (losss/, a typo) is one no override reaches.
-    nested = max((g for g in groups if group.startswith(g + "/")), key=len, default=None)
-    if nested is not None:
-        group = nested
+    # A folder inside one of cnnx's groups holds options of it (model=cnn/small: the override
+    # names the group); a plugin's own group of presets (# @package _global_) is reached with
+    # +group=option. Any other folder (losss/, a typo) is one no override reaches.
+    group = option_file.group
     if group and group not in groups and not global_package:
         close = difflib.get_close_matches(group, groups, n=1)
         guess = f" (did you mean {close[0]}/?)" if close else ""

@@ -10,6 +10,7 @@ option (``model=x``) that the user typed or the search-path entry (``pkg://plugi
 from __future__ import annotations
 
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 
@@ -29,11 +30,21 @@ def yaml_problem(error: Any) -> str:
     return f"line {first.line + 1}: {problem}{where}{context}"
 
 
-def option_of(config_path: str) -> str:
+def option_of(config_path: str, is_group: Callable[[str], bool] | None = None) -> str:
     """``model/x`` → ``model=x``; ``hydra/launcher/joblib`` → ``hydra/launcher=joblib``; a
-    primary config (``config``) is no option, and keeps its name."""
-    group, _, name = config_path.removesuffix(".yaml").rpartition("/")
-    return f"{group}={name}" if group else name
+    primary config (``config``) is no option, and keeps its name.
+
+    A file in a sub-folder of a group is an option of that group, typed ``model=cnn/small`` for
+    ``model/cnn/small``: Hydra refuses ``model/cnn=small``, no defaults list choosing a
+    ``model/cnn``. ``is_group`` says which folders are the app's groups (``app_groups``); the
+    innermost of them holding the file is the one a user names. Without it, the file's folder."""
+    path = config_path.removesuffix(".yaml")
+    folder = path.rpartition("/")[0]
+    group = folder
+    while group and is_group is not None and not is_group(group):
+        group = group.rpartition("/")[0]
+    group = group or folder  # in no group of the app's (losss/): named by its own folder
+    return f"{group}={path[len(group) + 1:]}" if group else path
 
 
 def file_of(source: Any, config_path: str) -> str:
@@ -48,17 +59,24 @@ def malformed_option_file(error: BaseException) -> str | None:
     import yaml
     from hydra.plugins.config_source import ConfigSource
 
+    from cnnx.plugin_configs import app_groups
+
     if not isinstance(error, yaml.YAMLError):
         return None
-    loading = None
+    loading = repository = None
     for frame, _ in traceback.walk_tb(error.__traceback__):
-        source = frame.f_locals.get("self")
-        if frame.f_code.co_name == "load_config" and isinstance(source, ConfigSource):
-            loading = source, frame.f_locals.get("config_path")
+        owner = frame.f_locals.get("self")
+        if frame.f_code.co_name != "load_config":
+            continue
+        if isinstance(owner, ConfigSource):
+            loading = owner, frame.f_locals.get("config_path")
+        elif callable(getattr(owner, "get_sources", None)):  # Hydra's repository: whose groups the app has
+            repository = owner
     if loading is None or not isinstance(loading[1], str):
         return None
     source, config_path = loading
-    return f"{option_of(config_path)}: {file_of(source, config_path)} {yaml_problem(error)}"
+    is_group = app_groups(repository.get_sources()) if repository is not None else None
+    return f"{option_of(config_path, is_group)}: {file_of(source, config_path)} {yaml_problem(error)}"
 
 
 def load_problem(loader: Any, config_path: str) -> str | None:

@@ -57,11 +57,24 @@ def is_plugin(provider: str) -> bool:
     return provider not in _NOT_PLUGINS and not provider.startswith("hydra.searchpath ")
 
 
+#: Search-path providers of the groups cnnx's app has: Hydra's, cnnx's and the ConfigStore's.
+_APP = {"hydra", "main", "schema"}
+
+
+def app_groups(sources: Any) -> Callable[[str], bool]:
+    """Whether a folder is one of the config groups of cnnx's app, which other folders' files
+    (a plugin's, the user's) join: ``model`` is, ``model/cnn`` of a plugin's ``model/cnn/small``
+    is not (``hydra/sweeper/sampler``, in the ConfigStore, is)."""
+    own = [source for source in sources if source.provider in _APP and source.available()]
+    return functools.cache(lambda folder: any(source.is_group(folder) for source in own))
+
+
 @dataclass(frozen=True)
 class OptionFile:
     """One option file a plugin adds (``optimizer/lamb``), and whose file Hydra reads instead."""
 
     option: str
+    override: str  # as a user types it: model=cnn/small for model/cnn/small (option_of)
     distribution: str
     version: str
     location: str
@@ -69,8 +82,9 @@ class OptionFile:
     source: Any = field(default=None, compare=False, repr=False)  # Hydra's ConfigSource, to load it
 
     @property
-    def override(self) -> str:
-        return option_of(self.option)
+    def group(self) -> str:
+        """The config group a user names to choose it (``model``); "" for a file in no folder."""
+        return self.override.rpartition("=")[0]
 
     def shadowed_message(self) -> str | None:
         if self.read_instead is None:
@@ -86,7 +100,9 @@ def plugin_option_files(search_path: Any, wanted: Callable[[str], bool] = lambda
     from hydra.core.plugins import Plugins
 
     Plugins.instance()  # registers the pkg:// and file:// sources (done already inside a run)
-    sources = [s for s in ConfigRepository(search_path).get_sources() if s.provider != "schema" and s.available()]
+    every = ConfigRepository(search_path).get_sources()
+    is_group = app_groups(every)
+    sources = [s for s in every if s.provider != "schema" and s.available()]
     found = []
     for i, source in enumerate(sources):
         if not is_plugin(source.provider):
@@ -94,7 +110,7 @@ def plugin_option_files(search_path: Any, wanted: Callable[[str], bool] = lambda
         for option in filter(wanted, _options(source)):
             first = next((s for s in sources[:i] if s.is_config(option)), None)
             name, version = _distribution(source.provider, source.path)
-            found.append(OptionFile(option, name, version, source.full_path(),
+            found.append(OptionFile(option, option_of(option, is_group), name, version, source.full_path(),
                                     None if first is None else _owner(first), source))
     return found
 

@@ -55,3 +55,20 @@ def test_option_files_named_like_an_earlier_one_are_named_as_never_read(tmp_path
         f"distribution other-plugin (file://{tmp_path / 'b'}); rename that option file")
     assert found["my-plugin", "optimizer/fast"].shadowed_message() is None
     assert found["other-plugin", "loss/own"].shadowed_message() is None
+
+
+def test_an_option_in_a_sub_folder_is_listed_as_a_user_types_it(tmp_path):
+    """model/cnn/small.yaml is chosen with model=cnn/small: Hydra refuses model/cnn=small, as no
+    defaults list chooses a model/cnn. The user's own folder having model/cnn/ changes nothing."""
+    from cnnx.plugin_configs import plugin_option_files
+
+    path = search_path("pkg://cnnx.conf")
+    files = {"model/cnn/small": "name: small\n", "model/cnn/deep/big": "name: big\n", "model/flat": "name: flat\n",
+             "hydra/launcher/mine": "n: 1\n", "losss/typo": "type: mse\n"}
+    path.append("hydra.searchpath in command-line", option_dir(tmp_path / "own", {"model/cnn/mine": "name: m\n"}))
+    path.append("my-plugin", option_dir(tmp_path / "plugin", files))
+    path.append("schema", "structured://")
+    listed = {f.option: f.override for f in plugin_option_files(path)}
+    assert listed == {"model/cnn/small": "model=cnn/small", "model/cnn/deep/big": "model=cnn/deep/big",
+                      "model/flat": "model=flat", "hydra/launcher/mine": "hydra/launcher=mine",
+                      "losss/typo": "losss=typo"}
