@@ -27,6 +27,7 @@ from cnnx.data.splits import check_loaded, check_seed
 from cnnx.engine.grad_mode import no_grad
 from cnnx.engine.model import Model, build_model
 from cnnx.errors import CnnxError, ConfigError, PluginError, ReportedInputError
+from cnnx.plugin_configs import CNNX_CONFIG_NAME, CNNX_VERSION_BASE
 from cnnx.plugin_layers import check_plugin_layers
 from cnnx.plugin_optimizers import check_plugin_optimizer
 from cnnx.training.console import ConsoleLogger
@@ -519,7 +520,7 @@ def _run(cfg: DictConfig, overrides: list[str] | None, output_dir: str | None, s
     return objective
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+@hydra.main(version_base=CNNX_VERSION_BASE, config_path="conf", config_name=CNNX_CONFIG_NAME)
 def task(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 

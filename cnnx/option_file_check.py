@@ -4,17 +4,21 @@ no override can reach), a ``type:`` no component of its group registers, option 
 component's factory does not take, a model file without its ``layers:`` mapping.
 
 Each is what a run choosing the file would stop with (``cnnx.component_check`` makes the
-registry's checks), or, for a folder, why no run can choose it.
+registry's checks), or, for a folder, why no run can choose it. A file extending other options
+(``defaults: [lenet5, _self_]``) is checked as Hydra composes it (``cnnx.option_file_compose``),
+since its own lines say only what it changes; any other file as it is, which needs no Hydra.
 """
 
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from typing import Any
 
 from omegaconf import OmegaConf
 
 from cnnx.errors import CnnxError, PluginError, UnknownComponentError, flat_message
+from cnnx.option_file_compose import OptionComposer
 from cnnx.option_file_yaml import file_of, yaml_problem
 
 
@@ -39,8 +43,9 @@ def config_groups(search_path: Any) -> list[str]:
     return sorted({g for s in sources if not is_plugin(s.provider) and s.available() for g in groups(s)})
 
 
-def option_file_problem(option_file: Any, groups: list[str]) -> tuple[str, str] | None:
-    """(the table's word for it, the line saying what is wrong), or None when nothing is."""
+def option_file_problem(option_file: Any, groups: list[str], composer: OptionComposer) -> tuple[str, str] | None:
+    """(the table's word for it, the line saying what is wrong), or None when nothing is.
+    ``composer`` composes, over the search path the file was found on, a file extending others."""
     import yaml
 
     location = file_of(option_file.source, option_file.option)
@@ -64,29 +69,49 @@ def option_file_problem(option_file: Any, groups: list[str]) -> tuple[str, str] 
                                  f"chooses this file; cnnx's groups: {top}")
     if group == "hydra" or group.startswith("hydra/"):
         return None  # Hydra's own settings: Hydra checks them
-    problem = _content_problem(group, loaded.config, package)
+    problem = _content_problem(group, loaded.config, package, lambda: composer.compose(option_file.override))
     return None if problem is None else ("BROKEN", f"{option_file.override}: {location}: {problem}")
 
 
-def _content_problem(group: str, config: Any, package: str | None) -> str | None:
-    """Why a run choosing an option file with this content would stop (None if nothing here)."""
-    from cnnx.component_check import check_components
+def _content_problem(group: str, config: Any, package: str | None, composed: Callable[[], Any]) -> str | None:
+    """Why a run choosing an option file with this content (or ``composed``, the run's config
+    choosing it) would stop (None if nothing here)."""
+    from cnnx.cli import one_line
 
     if not OmegaConf.is_dict(config):
         return f"holds a {type(config).__name__}; expected a mapping of settings"
     # Unresolved: values may be interpolations of keys other files set; only names are checked.
     content = OmegaConf.to_container(config, resolve=False)
-    # A model file extending another (defaults: [lenet5, _self_]) may take its layers from it.
     extends = any(entry != "_self_" for entry in content.pop("defaults", None) or ())
     if package is not None and package.startswith("_global_"):
-        root = OmegaConf.create(content)  # a preset sets keys anywhere (model.layers..., optimizer)
+        # A preset sets keys anywhere (model.layers..., optimizer), for whatever model and data the
+        # command line chooses with it: checked alone, since cnnx's defaults may be none of those.
+        return _components_problem(OmegaConf.create(content))
+    if extends and group:  # (a file in no folder is a primary config, which no override chooses)
+        # It says only what it changes of the options it extends (defaults: [lenet5, _self_]):
+        # a run gets their composition, which Hydra makes here as for a run.
+        try:
+            root = composed()
+        except Exception as error:  # noqa: BLE001 — a base not found, a value the schema refuses…
+            return one_line(error) or flat_message(error)
+        section = OmegaConf.select(root, group.replace("/", "."), default=None)
+        content = OmegaConf.to_container(section, resolve=False) if OmegaConf.is_dict(section) else {}
     else:
-        if group == "model" and not extends and not isinstance(content.get("layers"), dict):
-            found = ", ".join(map(str, content)) or "none"
-            return (f"a model option file needs a layers: mapping (layer name → {{type: ..., ...}}); "
-                    f"its keys: {found}")
         root = OmegaConf.create({})
         OmegaConf.update(root, group.replace("/", "."), content, force_add=True)
+    return _model_problem(group, content) or _components_problem(root)
+
+
+def _model_problem(group: str, content: dict[str, Any]) -> str | None:
+    if group == "model" and not isinstance(content.get("layers"), dict):
+        found = ", ".join(map(str, content)) or "none"
+        return f"a model option file needs a layers: mapping (layer name → {{type: ..., ...}}); its keys: {found}"
+    return None
+
+
+def _components_problem(root: Any) -> str | None:
+    from cnnx.component_check import check_components
+
     try:
         # Options a file leaves out may come from the defaults it extends, or the run's others.
         check_components(root, (), complete=False)

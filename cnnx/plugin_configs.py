@@ -28,6 +28,10 @@ from cnnx.option_file_yaml import option_of
 
 #: Where cnnx's app reads its own configs (``@hydra.main(config_path="conf")`` in cnnx.app).
 CNNX_CONFIGS = "pkg://cnnx.conf"
+#: The config cnnx's app composes a run from and the Hydra behaviour it asks for, given to its
+#: ``@hydra.main`` and used by ``cnnx plugins --check`` to compose option files as a run does.
+CNNX_CONFIG_NAME = "config"
+CNNX_VERSION_BASE = "1.3"
 
 
 def is_cnnx_app(search_path: Any) -> bool:

@@ -4,10 +4,10 @@ Listing imports no component (discovery is lazy), only Hydra's SearchPathPlugins
 option files plugins add (``optimizer=lamb``) and mark those Hydra never reads (SHADOWED: cnnx
 or an earlier plugin ships a file of the same name). Each option is named as a user chooses it
 (``model=cnn/small`` for ``model/cnn/small.yaml``). ``--check`` imports every component and
-loads every option file, and reports the ones that fail — a broken or conflicting plugin, a
-file that is not YAML or names what no component takes (BROKEN), a folder that is no config
-group (UNKNOWN GROUP) — with the error a run using them would print, exiting 1 if there are
-any problems. Entry points in a ``cnnx…`` group that cnnx
+loads every option file (one extending others as Hydra composes it), and reports the ones that
+fail — a broken or conflicting plugin, a file that is not YAML or names what no component takes
+(BROKEN), a folder that is no config group (UNKNOWN GROUP) — with the error a run using them
+would print, exiting 1 if there are any problems. Entry points in a ``cnnx…`` group that cnnx
 does not read (a mistyped ``cnnx.layer``) are listed too, marked UNKNOWN GROUP.
 """
 
@@ -19,6 +19,7 @@ import sys
 from cnnx.cli import report_user_errors
 from cnnx.errors import PluginError
 from cnnx.option_file_check import config_groups, option_file_problem
+from cnnx.option_file_compose import OptionComposer
 from cnnx.plugin_configs import installed_search_path, plugin_option_files
 from cnnx.registry import GROUPS, Component, Registry, installed_components, misplaced_entry_points
 
@@ -51,13 +52,14 @@ def format_table(check: bool = False) -> str:
                      f"{ep.value}   ← UNKNOWN GROUP: cnnx reads {read}"))
     search_path = installed_search_path()
     groups = config_groups(search_path) if check else []
+    composer = OptionComposer(search_path) if check else None
     for option_file in plugin_option_files(search_path):
         target = f"{option_file.location}/{option_file.option}.yaml"
         shadowed = option_file.shadowed_message()
         if shadowed:
             target += f"   ← SHADOWED: {shadowed}"
         elif check:
-            found = option_file_problem(option_file, groups)
+            found = option_file_problem(option_file, groups, composer)
             target += f"   ← {found[0]}: {found[1]}" if found else "   ok"
         rows.append(("config", option_file.override, option_file.distribution, option_file.version, target))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]

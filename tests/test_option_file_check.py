@@ -1,11 +1,12 @@
 """``cnnx plugins --check`` loads every option file a plugin ships and names what a run choosing
-it would stop with, or why no run can choose it."""
+it would stop with, or why no run can choose it; a file extending others, as Hydra composes it."""
 
 from __future__ import annotations
 
 import pytest
 from hydra._internal.config_search_path_impl import ConfigSearchPathImpl
 
+from cnnx import plugins
 from cnnx.option_file_check import config_groups, option_file_problem
 from cnnx.plugin_configs import plugin_option_files
 
@@ -31,6 +32,14 @@ FILES = {
 }
 
 
+def problems_on(path: ConfigSearchPathImpl) -> dict[str, tuple[str, str] | None]:
+    """What the check finds wrong with each option file plugins add to ``path``, by its path."""
+    from cnnx.option_file_compose import OptionComposer
+
+    groups, composer = config_groups(path), OptionComposer(path)
+    return {f.option: option_file_problem(f, groups, composer) for f in plugin_option_files(path)}
+
+
 def search_path(plugin_dir: str) -> ConfigSearchPathImpl:
     path = ConfigSearchPathImpl()
     path.append("hydra", "pkg://hydra.conf")
@@ -45,9 +54,7 @@ def problems(tmp_path):
     for option, text in FILES.items():
         (tmp_path / f"{option}.yaml").parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / f"{option}.yaml").write_text(text)
-    path = search_path(f"file://{tmp_path}")
-    groups = config_groups(path)
-    return {f.option: option_file_problem(f, groups) for f in plugin_option_files(path)}, f"file://{tmp_path}"
+    return problems_on(search_path(f"file://{tmp_path}")), f"file://{tmp_path}"
 
 
 def test_each_wrong_option_file_is_named_with_what_a_run_would_say(problems):
@@ -83,9 +90,7 @@ def test_each_wrong_option_file_is_named_with_what_a_run_would_say(problems):
 
 def test_every_option_file_cnnx_ships_passes_the_check():
     """What cnnx's own files do (presets, defaults lists, interpolations) is what plugins copy."""
-    path = search_path("pkg://cnnx.conf")  # cnnx's files read as a plugin's: the check sees each
-    groups = config_groups(path)
-    found = {f.option: option_file_problem(f, groups) for f in plugin_option_files(path)}
+    found = problems_on(search_path("pkg://cnnx.conf"))  # cnnx's files read as a plugin's: the check sees each
     assert "model/lenet5" in found and "experiment/lenet" in found
     assert {option: problem for option, problem in found.items() if problem is not None} == {}
 
@@ -105,10 +110,52 @@ def test_a_file_naming_a_component_another_plugin_breaks_is_not_blamed_for_it(tm
         for option, text in files.items():
             (tmp_path / "conf" / f"{option}.yaml").parent.mkdir(parents=True, exist_ok=True)
             (tmp_path / "conf" / f"{option}.yaml").write_text(text)
-        path = search_path(f"file://{tmp_path / 'conf'}")
-        found = {f.option: option_file_problem(f, config_groups(path)) for f in plugin_option_files(path)}
+        found = problems_on(search_path(f"file://{tmp_path / 'conf'}"))
         assert found["model/uses_relu"] is None
         assert found["loss/unknown"][0] == "BROKEN"
     finally:
         monkeypatch.undo()
         registry.refresh()
+
+
+#: A plugin's options extending cnnx's own: each line is fine alone; the run each composes is not.
+EXTENDING = {
+    "model/kernel_typo": "defaults:\n  - lenet5\n  - _self_\nlayers:\n  conv1: {kernel_sz: 3}\n",
+    "model/type_key_typo": "defaults:\n  - lenet5\n  - _self_\nlayers:\n  relu1: {tpye: tanh}\n",
+    "model/retyped": "defaults:\n  - lenet5\n  - _self_\nlayers:\n  fc3: {type: tanh}\n",  # keeps out_features
+    "model/no_base": "defaults:\n  - lenet6\n  - _self_\nname: no_base\n",
+    "model/cnn/nested_typo": "defaults:\n  - /model/lenet5@_here_\n  - _self_\nlayers:\n  conv2: {padd: 1}\n",
+    "optimizer/adam_momentum": "defaults:\n  - adam\n  - _self_\nmomentum: 0.5\n",
+    # Caught before too: the typo is in the file's own line.
+    "model/type_typo": "defaults:\n  - lenet5\n  - _self_\nlayers:\n  conv1: {type: conv2dd}\n",
+    "model/wider": "defaults:\n  - lenet5\n  - _self_\nname: wider\nlayers:\n  conv1: {out_channels: 12}\n"
+                   "  drop: {type: dropout, p: 0.1}\n",
+}
+
+
+def check_rows(monkeypatch, plugin_dir) -> dict[str, str]:
+    """``cnnx plugins --check``'s verdict on each option file in ``plugin_dir``, by its override:
+    "ok", or what follows its ← in the table."""
+    for option, text in EXTENDING.items():
+        (plugin_dir / f"{option}.yaml").parent.mkdir(parents=True, exist_ok=True)
+        (plugin_dir / f"{option}.yaml").write_text(text)
+    monkeypatch.setattr(plugins, "installed_search_path", lambda: search_path(f"file://{plugin_dir}"))
+    rows = [line for line in plugins.format_table(check=True).splitlines() if line.startswith("config ")]
+    return {row.split()[1]: row.partition(".yaml   ")[2].removeprefix("← ") for row in rows}
+
+
+def test_an_option_extending_another_is_checked_as_hydra_composes_it(tmp_path, monkeypatch):
+    said = {  # each row's start, after the option and its file
+        "model=kernel_typo": "unknown option model.layers.conv1.kernel_sz for layer 'conv2d'; accepted: out_channels, ",
+        "model=type_key_typo": "unknown option model.layers.relu1.tpye for layer 'relu'",
+        "model=retyped": "unknown option model.layers.fc3.out_features for layer 'tanh'",
+        "model=no_base": "In 'model/no_base': Could not load 'model/lenet6'.",
+        "model=cnn/nested_typo": "unknown option model.layers.conv2.padd for layer 'conv2d'",
+        "optimizer=adam_momentum": "unknown option optimizer.momentum for optimizer 'adam'",
+        "model=type_typo": "unknown layer type 'conv2dd' at model.layers.conv1 (did you mean 'conv2d'?)",
+    }
+    found = check_rows(monkeypatch, tmp_path)
+    wrong = {override: found[override] for override, problem in said.items() if not found[override].startswith(
+        f"BROKEN: {override}: file://{tmp_path}/{override.replace('=', '/')}.yaml: {problem}")}
+    assert wrong == {}
+    assert found["model=wider"] == "ok"

@@ -29,10 +29,12 @@ def test_a_run_names_a_malformed_option_in_a_sub_folder_as_typed(own_folder):
 
     from cnnx.cli import one_line
     from cnnx.config_schema import register
+    from cnnx.plugin_configs import CNNX_CONFIG_NAME, CNNX_VERSION_BASE
 
     register()  # cnnx's config names its schema, which cnnx.app registers
-    with initialize_config_module("cnnx.conf", version_base="1.3"), pytest.raises(yaml.YAMLError) as info:
-        compose("config", overrides=["model=cnn/x", f"hydra.searchpath=[{own_folder}]"])
+    with initialize_config_module("cnnx.conf", version_base=CNNX_VERSION_BASE), \
+            pytest.raises(yaml.YAMLError) as info:
+        compose(CNNX_CONFIG_NAME, overrides=["model=cnn/x", f"hydra.searchpath=[{own_folder}]"])
     assert one_line(info.value) == expected(own_folder)
 
 
