@@ -6,8 +6,9 @@ or an earlier plugin ships a file of the same name). Each option is named as a u
 (``model=cnn/small`` for ``model/cnn/small.yaml``). ``--check`` imports every component and
 loads every option file (one extending others as Hydra composes it), and reports the ones that
 fail — a broken or conflicting plugin, a file that is not YAML or names what no component takes
-(BROKEN), a folder that is no config group (UNKNOWN GROUP) — with the error a run using them
-would print, exiting 1 if there are any problems. Entry points in a ``cnnx…`` group that cnnx
+(BROKEN), a folder that is no config group (UNKNOWN GROUP), a ``hydra_plugins`` module Hydra
+could not import (BROKEN) — with the error a run using them would print, exiting 1 if there are
+any problems. Entry points in a ``cnnx…`` group that cnnx
 does not read (a mistyped ``cnnx.layer``) are listed too, marked UNKNOWN GROUP.
 """
 
@@ -18,6 +19,7 @@ import sys
 
 from cnnx.cli import report_user_errors
 from cnnx.errors import PluginError
+from cnnx.hydra_plugin_imports import failed_imports
 from cnnx.option_file_check import config_groups, option_file_problem
 from cnnx.option_file_compose import OptionComposer
 from cnnx.plugin_configs import installed_search_path, plugin_option_files
@@ -50,6 +52,12 @@ def format_table(check: bool = False) -> str:
         dist = ep.dist
         rows.append((ep.group, ep.name, dist.metadata["Name"] if dist else "?", dist.version if dist else "?",
                      f"{ep.value}   ← UNKNOWN GROUP: cnnx reads {read}"))
+    if check:
+        for failed in failed_imports():
+            rows.append(("hydra_plugins", failed.module.removeprefix("hydra_plugins."), failed.distribution,
+                         failed.version, f"{failed.module}   ← BROKEN: fails to import ({failed.error}); Hydra "
+                                         "skips it, so what it adds (configs' search path, launcher, sweeper) is "
+                                         "missing"))
     search_path = installed_search_path()
     groups = config_groups(search_path) if check else []
     composer = OptionComposer(search_path) if check else None
