@@ -87,18 +87,23 @@ def _content_problem(group: str, config: Any, package: str | None, composed: Cal
         # A preset sets keys anywhere (model.layers..., optimizer), for whatever model and data the
         # command line chooses with it: checked alone, since cnnx's defaults may be none of those.
         return _components_problem(OmegaConf.create(content))
-    if extends and group:  # (a file in no folder is a primary config, which no override chooses)
-        # It says only what it changes of the options it extends (defaults: [lenet5, _self_]):
-        # a run gets their composition, which Hydra makes here as for a run.
-        try:
-            root = composed()
-        except Exception as error:  # noqa: BLE001 — a base not found, a value the schema refuses…
-            return one_line(error) or flat_message(error)
-        section = OmegaConf.select(root, group.replace("/", "."), default=None)
-        content = OmegaConf.to_container(section, resolve=False) if OmegaConf.is_dict(section) else {}
-    else:
+    if not group:  # a file in no folder is a primary config, which no override chooses
+        return None
+    if not extends:  # its own lines first: their messages name what the file holds
         root = OmegaConf.create({})
         OmegaConf.update(root, group.replace("/", "."), content, force_add=True)
+        problem = _model_problem(group, content) or _components_problem(root)
+        if problem is not None:
+            return problem
+    # Then as a run gets it: composed over cnnx's config, whose schema types every setting
+    # (trainer.epochs: many is refused there), with the options it extends (defaults: [lenet5,
+    # _self_]), of which it says only what it changes.
+    try:
+        root = composed()
+    except Exception as error:  # noqa: BLE001 — a base not found, a value the schema refuses…
+        return one_line(error) or flat_message(error)
+    section = OmegaConf.select(root, group.replace("/", "."), default=None)
+    content = OmegaConf.to_container(section, resolve=False) if OmegaConf.is_dict(section) else {}
     return _model_problem(group, content) or _components_problem(root)
 
 

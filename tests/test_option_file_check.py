@@ -159,3 +159,19 @@ def test_an_option_extending_another_is_checked_as_hydra_composes_it(tmp_path, m
         f"BROKEN: {override}: file://{tmp_path}/{override.replace('=', '/')}.yaml: {problem}")}
     assert wrong == {}
     assert found["model=wider"] == "ok"
+
+
+def test_a_plain_option_file_is_also_checked_against_the_settings_schema_a_run_applies(tmp_path, monkeypatch):
+    """trainer.epochs: many passed: its own lines name no component, and only composition
+    applies the schema that types cnnx's settings."""
+    files = {"trainer/typed": "epochs: many\n", "trainer/misspelt": "epochz: 3\n",
+             "tracking/flag": "log_plots: maybe\n", "trainer/fine": "epochs: 3\n"}
+    for option, text in files.items():
+        (tmp_path / f"{option}.yaml").parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f"{option}.yaml").write_text(text)
+    found = problems_on(search_path(f"file://{tmp_path}"))
+    assert found["trainer/fine"] is None
+    for option in ("trainer/typed", "trainer/misspelt", "tracking/flag"):
+        word, message = found[option]
+        assert (word, message.split(": ", 1)[0]) == ("BROKEN", option.replace("/", "="))
+    assert "epochz" in found["trainer/misspelt"][1] and "maybe" in found["tracking/flag"][1]
