@@ -97,10 +97,14 @@ def one_line(error: BaseException) -> str | None:
     )
 
     from cnnx.errors import CnnxError
+    from cnnx.hydra_plugin_imports import scan_stopped_by
     from cnnx.option_file_yaml import malformed_option_file
 
     if isinstance(error, CnnxError):
         return " ".join(str(error).split("\n"))
+    stopped = scan_stopped_by(error)
+    if stopped is not None:
+        return stopped
     malformed = malformed_option_file(error)
     if malformed is not None:
         return malformed

@@ -3,12 +3,15 @@
 Hydra imports each to find its plugins; one that raises ImportError is skipped with a warning
 of several lines at every run, and what it adds is missing: a plugin distribution's search path
 (``dataset=imagefolder`` then finds no file), a launcher, a sweeper. ``cnnx plugins --check``
-names each on a row of its own, with the error.
+names each on a row of its own, with the error. One that raises anything else stops Hydra's scan,
+and with it every run and ``cnnx plugins``: ``scan_stopped_by`` makes that one line.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import os
 import pkgutil
 import sys
 from dataclasses import dataclass
@@ -40,17 +43,40 @@ def failed_imports() -> list[FailedImport]:
             continue  # imported, or one Hydra does not import (its rule for private modules)
         try:
             importlib.import_module(name)
-        except Exception as error:  # noqa: BLE001 — whatever it raises is what Hydra met
+        except Exception as error:  # noqa: BLE001 — ImportError, as Hydra met it (any other error stopped its scan)
             detail = " ".join(str(error).split())
             found.append(FailedImport(name, type(error).__name__ + (f": {detail}" if detail else ""), *_owner(name)))
     return found
 
 
+def scan_stopped_by(error: BaseException) -> str | None:
+    """The line for an error raised inside Hydra's plugin scan (None for any other): the module
+    it was importing, its distribution and the error, from the scan's own frame."""
+    traceback = error.__traceback__
+    while traceback is not None:
+        code = traceback.tb_frame.f_code
+        if code.co_name == "_scan_all_plugins" and code.co_filename.endswith(os.path.join("hydra", "core", "plugins.py")):
+            module = traceback.tb_frame.f_locals.get("modname")
+            if not isinstance(module, str):
+                return None
+            distribution, version = _owner(module)
+            spec = importlib.util.find_spec(module)
+            where = f"{distribution} {version}" if distribution != "?" else (spec.origin if spec else "?")
+            detail = " ".join(str(error).split())
+            return (f"Hydra plugin module {module} ({where}) fails to import ({type(error).__name__}"
+                    f"{': ' + detail if detail else ''}); Hydra stops at it, so no run can start: fix or "
+                    f"uninstall {distribution if distribution != '?' else 'it'}")
+        traceback = traceback.tb_next
+    return None
+
+
 def _owner(module: str) -> tuple[str, str]:
-    """(distribution, version) of the installed distribution whose files hold ``module``."""
-    parts = tuple(module.split(".")[:2])
-    for name in metadata.packages_distributions().get("hydra_plugins", []):
+    """(distribution, version) of the installed distribution whose files hold ``module``, a
+    package or a single-file module."""
+    namespace, _, rest = module.partition(".")
+    held = {(namespace, rest.split(".")[0]), (namespace, rest.split(".")[0] + ".py")}
+    for name in metadata.packages_distributions().get(namespace, []):
         dist = metadata.distribution(name)
-        if any(file.parts[:2] == parts for file in dist.files or ()):
+        if any(tuple(file.parts[:2]) in held for file in dist.files or ()):
             return dist.metadata["Name"], dist.version
     return "?", "?"

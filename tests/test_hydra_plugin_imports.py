@@ -38,3 +38,35 @@ def test_a_hydra_plugin_module_that_fails_to_import_is_named_with_its_error(tmp_
         "hydra_plugins.cnnxtest_broken_searchpath   ← BROKEN: fails to import (ModuleNotFoundError: No module "
         "named 'cnnxtest_no_such_module'); Hydra skips it, so what it adds (configs' search path, launcher, "
         "sweeper) is missing")
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning:hydra.core.plugins")
+def test_a_single_file_hydra_plugin_module_is_named_by_its_distribution(tmp_path, monkeypatch):
+    (tmp_path / "hydra_plugins").mkdir()
+    (tmp_path / "hydra_plugins" / "cnnxtest_single.py").write_text("import cnnxtest_no_such_module\n")
+    dist_info = tmp_path / "cnnxtest_single-0.1.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: cnnxtest-single\nVersion: 0.1\n")
+    (dist_info / "RECORD").write_text("hydra_plugins/cnnxtest_single.py,,\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    [row] = [line for line in plugins.format_table(check=True).splitlines() if "cnnxtest_single" in line]
+    assert row.split()[:4] == ["hydra_plugins", "cnnxtest_single", "cnnxtest-single", "0.1"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", [["plugins", "--check"], ["+experiment=digits_small", "trainer.epochs=1"],
+                                     ["-m", "+experiment=digits_small", "trainer.epochs=1"]])
+def test_a_hydra_plugin_module_raising_another_error_stops_everything_in_one_line(tmp_path, command):
+    """Hydra's scan catches ImportError only: anything else was a traceback from inside Hydra,
+    at every run and at cnnx plugins --check alike."""
+    import os
+    import subprocess
+
+    (tmp_path / "hydra_plugins").mkdir()
+    (tmp_path / "hydra_plugins" / "cnnxtest_raises.py").write_text("raise RuntimeError('broken at import')\n")
+    result = subprocess.run([sys.executable, "-m", "cnnx", *command], cwd=tmp_path, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(tmp_path)}, timeout=300)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        f"cnnx: error: Hydra plugin module hydra_plugins.cnnxtest_raises ({tmp_path}/hydra_plugins/cnnxtest_raises.py) "
+        "fails to import (RuntimeError: broken at import); Hydra stops at it, so no run can start: fix or uninstall it"]
