@@ -17,7 +17,9 @@ distribution from (``direct_url.json``, PEP 610), so each is named by what reach
 A wheel holds the code the run imported: the files the distribution's RECORD lists when Python
 imports them from the installation, else (an editable install, or a checkout that shadows the
 installation from the working directory) the package folders Python imports, less what a build
-would leave out (byte code, dotfiles such as ``.env`` or ``.mypy_cache``, editor backups); with
+would leave out: byte code, dotfiles such as ``.env`` or ``.mypy_cache``, editor backups, and in a
+git checkout every file git ignores or does not track but new modules (a run's outputs, a
+credentials file); with
 the distribution's own metadata (``METADATA``, and ``entry_points.txt``, through which plugins
 register). Only pure-Python code is packed (tag ``py3-none-any``): compiled files keep the pin.
 """
@@ -32,6 +34,7 @@ import io
 import json
 import os
 import re
+import subprocess
 import sys
 import zipfile
 from collections.abc import Iterator
@@ -53,10 +56,17 @@ _LEFT_OUT_SUFFIXES = (".pyc", ".pyo", "~", ".swp", ".swo", ".orig", ".rej")
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
-def requirement_for(name: str, folder: Path) -> str:
+def requirement_for(name: str, folder: Path, version: str | None = None) -> str:
     """The ``requirements.txt`` line installing distribution ``name`` as it is installed here;
-    a wheel it needs is written under ``folder / WHEELS_DIR`` (``folder``: the model's)."""
-    dist = installation(name)
+    a wheel it needs is written under ``folder / WHEELS_DIR`` (``folder``: the model's).
+    ``version`` pins one that is not installed at all (cnnx run from a checkout it was never
+    installed from)."""
+    try:
+        dist = installation(name)
+    except PackageNotFoundError:
+        if version is None:
+            raise
+        return _pinned_anyway(f"{name}=={version}", f"{name} is not installed (run from a checkout?)")
     pinned = f"{dist.metadata['Name']}=={dist.version}"
     recorded = direct_url(dist)
     if recorded is None:
@@ -66,12 +76,18 @@ def requirement_for(name: str, folder: Path) -> str:
     try:
         wheel = pack_wheel(dist, folder / WHEELS_DIR)
     except OSError as error:  # a file gone or unreadable since the install: the model still goes
-        from cnnx.cli import warn
+        return _pinned_anyway(pinned, f"{name} could not be packed into the model ({error})")
+    if wheel is None:
+        return _pinned_anyway(pinned, f"{name} could not be packed into the model (compiled code, or no RECORD)")
+    return wheel.relative_to(folder).as_posix()
 
-        warn(f"{name} could not be packed into the model ({error}); its requirements.txt pins "
-             f"{pinned}, which only an index holding that release can install")
-        return pinned
-    return pinned if wheel is None else wheel.relative_to(folder).as_posix()
+
+def _pinned_anyway(pinned: str, why: str) -> str:
+    from cnnx.cli import warn
+
+    warn(f"{why}; the model's requirements.txt pins {pinned}, which only an index holding that release "
+         "can install")
+    return pinned
 
 
 def installation(name: str) -> Distribution:
@@ -175,17 +191,18 @@ def _code_files(dist: Distribution, record: list[PurePosixPath]) -> Iterator[tup
     installed = [path for path in record if not _hook_or_metadata(path.parts)]
     source = local_source(dist)
     for top in _top_level_names(dist, installed):
+        namespace = _is_namespace(top)  # hydra_plugins: portions from several distributions
         for root in _imported_from(top):
             if root.resolve().is_relative_to(site):  # the installation: exactly its RECORD's files
                 for path in installed:
                     if path.parts[0] in (top, f"{top}.py") and not _left_out(path.parts):
                         yield "/".join(path.parts), Path(str(dist.locate_file(path)))
+            # An editable install, or a checkout shadowing the installation: its source folder;
+            # a namespace package's portions elsewhere are other distributions'.
+            elif not namespace or (source is not None and root.resolve().is_relative_to(source.resolve())):
+                yield from _source_files(top, root)
+            if not namespace:
                 break
-            # An editable install, or a checkout shadowing the installation: its source folder.
-            # A namespace package's portions elsewhere are other distributions'.
-            if _is_namespace(top) and (source is None or not root.resolve().is_relative_to(source.resolve())):
-                continue
-            yield from _source_files(top, root)
 
 
 def _hook_or_metadata(parts: tuple[str, ...]) -> bool:
@@ -231,6 +248,7 @@ def _source_files(top: str, root: Path) -> Iterator[tuple[str, Path]]:
     if root.is_file():
         yield root.name, root
         return
+    kept = _kept_by_git(root)
     seen: set[str] = set()
     # Links followed (a package's data may be a link into the checkout: cnnx/conf is), once each.
     for folder, subfolders, names in os.walk(root, followlinks=True):
@@ -241,9 +259,32 @@ def _source_files(top: str, root: Path) -> Iterator[tuple[str, Path]]:
         seen.add(real)
         subfolders[:] = sorted(d for d in subfolders if not _left_out((d,)) and not d.endswith(".egg-info"))
         for name in sorted(names):
-            relative = (Path(folder) / name).relative_to(root).parts
-            if not _left_out(relative) and os.path.isfile(Path(folder) / name):
-                yield "/".join((top, *relative)), Path(folder) / name
+            path = Path(folder) / name
+            relative = path.relative_to(root).parts
+            if not _left_out(relative) and path.is_file() and (kept is None or os.path.realpath(path) in kept):
+                yield "/".join((top, *relative)), path
+
+
+def _kept_by_git(root: Path) -> set[str] | None:
+    """In a git checkout, the files a build would take: those git tracks, and new modules not
+    yet added (the run may have imported them), but no other untracked file (outputs, a
+    credentials file) nor anything ignored. None outside git, where only dotfiles, caches and
+    backups are left out."""
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *args], capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout if done.returncode == 0 else None
+
+    top = git("-C", os.path.realpath(root), "rev-parse", "--show-toplevel")
+    tracked = top and git("-C", top.strip(), "ls-files", "-z", "--cached")
+    untracked = top and git("-C", top.strip(), "ls-files", "-z", "--others", "--exclude-standard")
+    if tracked is None or untracked is None:
+        return None
+    top = top.strip()
+    new_modules = [name for name in untracked.split("\0") if name.endswith(".py")]
+    return {os.path.join(top, name) for name in (*tracked.split("\0"), *new_modules) if name}
 
 
 def _left_out(parts: tuple[str, ...]) -> bool:

@@ -12,7 +12,7 @@ import re
 import subprocess
 import sys
 import zipfile
-from importlib.metadata import PathDistribution
+from importlib.metadata import PackageNotFoundError, PathDistribution
 from pathlib import Path
 
 import pytest
@@ -143,9 +143,20 @@ def test_a_distribution_from_an_index_or_a_remote_url_is_named_as_pip_reaches_it
     assert not (tmp_path / "model").exists()
 
 
-def test_a_distribution_with_compiled_files_stays_pinned(tmp_path, site):
+def test_a_distribution_with_compiled_files_stays_pinned_with_a_warning(tmp_path, site, capsys):
     installation(site, from_folder(tmp_path), {**PACKAGE, "demo_pkg/_fast.cpython-311-x86_64-linux-gnu.so": ""})
     assert requirement_for("demo-pkg", tmp_path / "model") == "demo-pkg==1.0"
+    assert capsys.readouterr().err == (
+        "cnnx: warning: demo-pkg could not be packed into the model (compiled code, or no RECORD); the model's "
+        "requirements.txt pins demo-pkg==1.0, which only an index holding that release can install\n")
+
+
+def test_a_distribution_not_installed_at_all_is_pinned_at_the_version_given_with_a_warning(tmp_path, capsys):
+    """cnnx run from a checkout that was never installed has no metadata to pack from."""
+    assert requirement_for("cnnxtest-never-installed", tmp_path / "model", "0.2.1") == "cnnxtest-never-installed==0.2.1"
+    assert "cnnxtest-never-installed is not installed (run from a checkout?)" in capsys.readouterr().err
+    with pytest.raises(PackageNotFoundError):
+        requirement_for("cnnxtest-never-installed", tmp_path / "model")
 
 
 def test_a_file_that_cannot_be_read_leaves_the_pin_and_a_warning_not_a_model_lost(tmp_path, site, capsys):
@@ -176,9 +187,12 @@ def test_an_editable_install_packs_its_packages_from_the_source_tree_and_only_it
     dist = installation(others, {"url": source.as_uri(), "dir_info": {"editable": True}},
                         files={"__editable__.demo_pkg-1.0.pth": str(source) + "\n"})
     (others / "demo_pkg-1.0.dist-info" / "top_level.txt").write_text("demo_pkg\nnsp\n")
-    monkeypatch.syspath_prepend(str(others))
-    monkeypatch.syspath_prepend(str(source))
-    assert packed_names(pack_wheel(dist, tmp_path / "wheels")) == {*PACKAGE, "nsp/demo_searchpath/__init__.py"}
+    # Either order: an editable install's .pth comes after site-packages, its finder before.
+    for first, second in ((others, source), (source, others)):
+        with monkeypatch.context() as path:
+            path.syspath_prepend(str(first))
+            path.syspath_prepend(str(second))
+            assert packed_names(pack_wheel(dist, tmp_path / "wheels")) == {*PACKAGE, "nsp/demo_searchpath/__init__.py"}
 
 
 def test_an_editable_install_by_another_backend_packs_the_source_its_pth_file_adds(tmp_path, monkeypatch):
@@ -237,3 +251,28 @@ def test_a_builds_leftover_egg_info_first_on_the_path_is_not_taken_for_the_insta
     monkeypatch.syspath_prepend(str(site))
     monkeypatch.syspath_prepend(str(tmp_path / "checkout"))
     assert requirement_for("demo-pkg", tmp_path / "model").endswith("/demo_pkg-1.0-py3-none-any.whl")
+
+
+def test_a_git_checkout_gives_tracked_files_and_new_modules_but_no_other_untracked_or_ignored_file(
+        tmp_path, monkeypatch):
+    """A credentials file or a run's outputs left in the package folder went into every model."""
+    source = tmp_path / "checkout"
+    for name, text in PACKAGE.items():
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        (source / name).write_text(text)
+    (source / ".gitignore").write_text("*.log\n")
+    git = ["git", "-C", str(source), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "package"], check=True)
+    extra = {"demo_pkg/new_layer.py": "NEW = 1\n", "demo_pkg/credentials.txt": "token=secret\n",
+             "demo_pkg/outputs/weights.npz": "x", "demo_pkg/run.log": "ignored\n"}
+    for name, text in extra.items():
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        (source / name).write_text(text)
+    site = tmp_path / "site"
+    dist = installation(site, {"url": source.as_uri(), "dir_info": {"editable": True}},
+                        files={"__editable__.demo_pkg-1.0.pth": str(source) + "\n"})
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.syspath_prepend(str(source))
+    assert packed_names(pack_wheel(dist, tmp_path / "wheels")) == {*PACKAGE, "demo_pkg/new_layer.py"}
