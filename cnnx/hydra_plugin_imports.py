@@ -14,6 +14,7 @@ import importlib.util
 import os
 import pkgutil
 import sys
+import warnings
 from dataclasses import dataclass
 from importlib import metadata
 
@@ -35,7 +36,9 @@ def failed_imports() -> list[FailedImport]:
         import hydra_plugins
     except ImportError:
         return []  # no Hydra plugin installed
-    Plugins.instance()  # Hydra's scan, if not done yet: what it imported is in sys.modules
+    with warnings.catch_warnings():  # its five lines about a module that fails: the row says it
+        warnings.filterwarnings("ignore", category=UserWarning, module="hydra.core.plugins")
+        Plugins.instance()  # Hydra's scan, if not done yet: what it imported is in sys.modules
     found = []
     for _, name, _ in pkgutil.walk_packages(hydra_plugins.__path__, "hydra_plugins.", onerror=lambda _: None):
         last = name.rpartition(".")[2]

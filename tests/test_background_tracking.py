@@ -158,7 +158,10 @@ def test_a_tracking_process_ended_by_a_signal_python_does_not_name_is_still_one_
 
     from cnnx.tracking.background import BackgroundTracker
 
-    ended = BackgroundTracker._ended(SimpleNamespace(_process=SimpleNamespace(exitcode=-35)))
+    def ended_process(code):
+        return SimpleNamespace(_process=SimpleNamespace(exitcode=code, join=lambda timeout: None))
+
+    ended = BackgroundTracker._ended(ended_process(-35))
     assert str(ended).startswith("the MLflow tracking process was killed by signal 35; training stopped")
     assert ended.exit_status == 128 + 35
-    assert BackgroundTracker._ended(SimpleNamespace(_process=SimpleNamespace(exitcode=1))).exit_status == 1
+    assert BackgroundTracker._ended(ended_process(1)).exit_status == 1

@@ -70,3 +70,17 @@ def test_a_hydra_plugin_module_raising_another_error_stops_everything_in_one_lin
     assert result.stderr.strip().splitlines() == [
         f"cnnx: error: Hydra plugin module hydra_plugins.cnnxtest_raises ({tmp_path}/hydra_plugins/cnnxtest_raises.py) "
         "fails to import (RuntimeError: broken at import); Hydra stops at it, so no run can start: fix or uninstall it"]
+
+
+@pytest.mark.slow
+def test_the_check_shows_a_module_hydra_skips_on_its_row_without_hydras_warning_above_the_table(tmp_path):
+    import os
+    import subprocess
+
+    (tmp_path / "hydra_plugins").mkdir()
+    (tmp_path / "hydra_plugins" / "cnnxtest_skipped.py").write_text("import cnnxtest_no_such_module\n")
+    result = subprocess.run([sys.executable, "-m", "cnnx", "plugins", "--check"], cwd=tmp_path, capture_output=True,
+                            text=True, env={**os.environ, "PYTHONPATH": str(tmp_path)}, timeout=300)
+    assert result.returncode == 1
+    assert "hydra_plugins.cnnxtest_skipped   ← BROKEN: fails to import" in result.stdout
+    assert result.stderr == ""

@@ -324,7 +324,8 @@ def _other_input_size(make: Callable[[], Module], input_shape: Shape, seed: int)
     if spatial < 1:
         return None
     target = make().build(input_shape, np.random.default_rng(seed))
-    # Each axis shifted by up to 2 covers strides up to 3; uniform shifts first.
+    # At any stride of 2 or more a shift of 1 keeps the output size (7×7 and 8×8 at stride 2); a
+    # stride-1 layer keeps none, and the first size it builds for is taken. Uniform shifts first.
     uniform = [(d,) * spatial for d in (1, -1, 2, -2)]
     shifts = uniform + [s for s in itertools.product((0, 1, -1, 2, -2), repeat=spatial)
                         if any(s) and s not in uniform]

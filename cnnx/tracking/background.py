@@ -276,6 +276,8 @@ class BackgroundTracker(Callback):
         """Why the tracking process is gone, that its checkpoints still resume the run, and the
         run's exit status: 128 + the signal's number for a process a signal ended (the shell's
         convention, which a sweep's killed worker follows too), else 1 — not the 2 of bad input."""
+        # The pipe closes as the process dies, a moment before it can be reaped: exitcode would be None.
+        self._process.join(timeout=1.0)
         code = self._process.exitcode
         how, status = f"exited (code {code})", 1
         if code is not None and code < 0:
