@@ -293,7 +293,8 @@ def stopped_at_once_message(error: KeyboardInterrupt, argv: list[str]) -> str:
 
 
 def report_user_errors(function):
-    """Wrap a tool's ``main`` so that user errors become ``cnnx: error: ...`` and exit code 2."""
+    """Wrap a tool's ``main`` so that user errors (and a Hydra plugin that stops Hydra's scan)
+    become ``cnnx: error: ...`` and exit code 2."""
     @functools.wraps(function)
     def wrapper(*args, **kwargs) -> int:
         from cnnx.errors import CnnxError
@@ -308,6 +309,14 @@ def report_user_errors(function):
         except KeyboardInterrupt:  # Ctrl-C: the user knows why, a traceback tells them nothing
             print("cnnx: interrupted", file=sys.stderr)
             return 128 + signal.SIGINT
+        except Exception as error:  # noqa: BLE001 — a broken Hydra plugin is the user's to fix; the rest, bugs
+            from cnnx.hydra_plugin_imports import scan_stopped_by
+
+            stopped = scan_stopped_by(error)
+            if stopped is None:
+                raise
+            print(f"cnnx: error: {stopped}", file=sys.stderr)
+            return EXIT_USAGE
     return wrapper
 
 

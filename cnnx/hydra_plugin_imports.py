@@ -47,9 +47,14 @@ def failed_imports() -> list[FailedImport]:
         try:
             importlib.import_module(name)
         except Exception as error:  # noqa: BLE001 — ImportError, as Hydra met it (any other error stopped its scan)
-            detail = " ".join(str(error).split())
-            found.append(FailedImport(name, type(error).__name__ + (f": {detail}" if detail else ""), *_owner(name)))
+            found.append(FailedImport(name, described(error), *_owner(name)))
     return found
+
+
+def described(error: BaseException) -> str:
+    """``ModuleNotFoundError: No module named 'x'``, on one line."""
+    detail = " ".join(str(error).split())
+    return type(error).__name__ + (f": {detail}" if detail else "")
 
 
 def scan_stopped_by(error: BaseException) -> str | None:
@@ -65,10 +70,8 @@ def scan_stopped_by(error: BaseException) -> str | None:
             distribution, version = _owner(module)
             spec = importlib.util.find_spec(module)
             where = f"{distribution} {version}" if distribution != "?" else (spec.origin if spec else "?")
-            detail = " ".join(str(error).split())
-            return (f"Hydra plugin module {module} ({where}) fails to import ({type(error).__name__}"
-                    f"{': ' + detail if detail else ''}); Hydra stops at it, so no run can start: fix or "
-                    f"uninstall {distribution if distribution != '?' else 'it'}")
+            return (f"Hydra plugin module {module} ({where}) fails to import ({described(error)}); Hydra stops "
+                    f"at it, so no run can start: fix or uninstall {distribution if distribution != '?' else 'it'}")
         traceback = traceback.tb_next
     return None
 

@@ -4,9 +4,10 @@ no override can reach), a ``type:`` no component of its group registers, option 
 component's factory does not take, a model file without its ``layers:`` mapping.
 
 Each is what a run choosing the file would stop with (``cnnx.component_check`` makes the
-registry's checks), or, for a folder, why no run can choose it. A file extending other options
-(``defaults: [lenet5, _self_]``) is checked as Hydra composes it (``cnnx.option_file_compose``),
-since its own lines say only what it changes; any other file as it is, which needs no Hydra.
+registry's checks), or, for a folder, why no run can choose it. A file's own lines are checked
+first, where its messages name what it holds; then the run's config as Hydra composes it with the
+file chosen (``cnnx.option_file_compose``): the settings schema types every value there, and a
+file extending other options (``defaults: [lenet5, _self_]``) says only what it changes of them.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def config_groups(search_path: Any) -> list[str]:
 
 def option_file_problem(option_file: Any, groups: list[str], composer: OptionComposer) -> tuple[str, str] | None:
     """(the table's word for it, the line saying what is wrong), or None when nothing is.
-    ``composer`` composes, over the search path the file was found on, a file extending others."""
+    ``composer`` composes, over the search path the file was found on, a run choosing the file."""
     import yaml
 
     location = file_of(option_file.source, option_file.option)

@@ -1,12 +1,12 @@
-"""An option file that extends others (``defaults: [lenet5, _self_]``) as a run choosing it gets
-it, for ``cnnx plugins --check``: composed by Hydra from cnnx's config with the option chosen.
+"""An option file as a run choosing it gets it, for ``cnnx plugins --check``: composed by Hydra
+from cnnx's config with the option chosen.
 
-Such a file says only what it changes, so its own lines may be fine where the result is not: a
-misspelt key of a layer the base gives its type (``conv1: {kernel_sz: 3}``, ``conv1: {tpye:
-dense}``), a type changed under the base's options (``conv1: {type: dense}`` keeps conv2d's
-``kernel_size``), a base that is not there.
+There the settings schema types every value (``trainer: {epochs: many}`` is refused), and a file
+that extends others (``defaults: [lenet5, _self_]``) meets what it changes of them: its own lines
+may be fine where the result is not, as a misspelt key of a layer the base gives its type
+(``conv1: {kernel_sz: 3}``, ``conv1: {tpye: dense}``), a type changed under the base's options
+(``conv1: {type: dense}`` keeps conv2d's ``kernel_size``), a base that is not there.
 """
-
 from __future__ import annotations
 
 import functools
@@ -14,8 +14,8 @@ from typing import Any
 
 
 class OptionComposer:
-    """Composes runs from one search path; Hydra is set up at the first compose, so a check of
-    files that extend nothing pays nothing."""
+    """Composes runs from one search path; Hydra is set up at the first compose, so a listing
+    without ``--check`` pays nothing."""
 
     def __init__(self, search_path: Any) -> None:
         from hydra import version

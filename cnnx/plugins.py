@@ -19,7 +19,7 @@ import sys
 
 from cnnx.cli import report_user_errors
 from cnnx.errors import PluginError
-from cnnx.hydra_plugin_imports import failed_imports, scan_stopped_by
+from cnnx.hydra_plugin_imports import failed_imports
 from cnnx.option_file_check import config_groups, option_file_problem
 from cnnx.option_file_compose import OptionComposer
 from cnnx.plugin_configs import installed_search_path, plugin_option_files
@@ -82,14 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true",
                         help="import every component and report the ones that fail (exit 1)")
     args = parser.parse_args(argv)
-    try:
-        table = format_table(check=args.check)
-    except Exception as error:  # noqa: BLE001 — one kind is the user's to fix, the rest are bugs
-        stopped = scan_stopped_by(error)
-        if stopped is None:
-            raise
-        print(f"cnnx: error: {stopped}", file=sys.stderr)
-        return 1
+    table = format_table(check=args.check)
     print(table, flush=True)  # a closed pipe (`| head`) raises here, where main reports it
     problems = ("BROKEN", "CONFLICT", "UNKNOWN GROUP", "SHADOWED")
     return 1 if args.check and any(f"← {word}" in table for word in problems) else 0

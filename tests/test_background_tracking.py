@@ -165,3 +165,11 @@ def test_a_tracking_process_ended_by_a_signal_python_does_not_name_is_still_one_
     assert str(ended).startswith("the MLflow tracking process was killed by signal 35; training stopped")
     assert ended.exit_status == 128 + 35
     assert BackgroundTracker._ended(ended_process(1)).exit_status == 1
+
+    class NotYetReaped:  # the pipe closed as it died; its exit code comes once it is joined
+        exitcode = None
+
+        def join(self, timeout):
+            self.exitcode = -9
+
+    assert BackgroundTracker._ended(SimpleNamespace(_process=NotYetReaped())).exit_status == 137

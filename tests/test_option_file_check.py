@@ -1,5 +1,5 @@
 """``cnnx plugins --check`` loads every option file a plugin ships and names what a run choosing
-it would stop with, or why no run can choose it; a file extending others, as Hydra composes it."""
+it would stop with, or why no run can choose it: its own lines, then the run Hydra composes."""
 
 from __future__ import annotations
 

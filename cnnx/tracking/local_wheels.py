@@ -37,7 +37,7 @@ import re
 import subprocess
 import sys
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib.metadata import Distribution, PackageNotFoundError, distributions
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -56,18 +56,14 @@ _LEFT_OUT_SUFFIXES = (".pyc", ".pyo", "~", ".swp", ".swo", ".orig", ".rej")
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
-def requirement_for(name: str, folder: Path, version: str | None = None) -> str:
+def requirement_for(name: str, folder: Path) -> str:
     """The ``requirements.txt`` line installing distribution ``name`` as it is installed here;
-    a wheel it needs is written under ``folder / WHEELS_DIR`` (``folder``: the model's).
-    ``version`` pins one that is not installed at all (cnnx run from a checkout it was never
-    installed from)."""
-    try:
-        dist = installation(name)
-    except PackageNotFoundError:
-        if version is None:
-            raise
-        return _pinned_anyway(f"{name}=={version}", f"{name} is not installed (run from a checkout?)")
+    a wheel it needs is written under ``folder / WHEELS_DIR`` (``folder``: the model's)."""
+    dist = installation(name)
     pinned = f"{dist.metadata['Name']}=={dist.version}"
+    if dist.read_text("INSTALLER") is None:
+        return _pinned_anyway(pinned, f"{name} is not installed: only a build's metadata was found (run from a "
+                                      f"checkout? pip install it)")
     recorded = direct_url(dist)
     if recorded is None:
         return pinned
@@ -78,7 +74,8 @@ def requirement_for(name: str, folder: Path, version: str | None = None) -> str:
     except OSError as error:  # a file gone or unreadable since the install: the model still goes
         return _pinned_anyway(pinned, f"{name} could not be packed into the model ({error})")
     if wheel is None:
-        return _pinned_anyway(pinned, f"{name} could not be packed into the model (compiled code, or no RECORD)")
+        return _pinned_anyway(pinned, f"{name} could not be packed into the model (compiled code, no RECORD, or "
+                                      f"none of its files found)")
     return wheel.relative_to(folder).as_posix()
 
 
@@ -261,30 +258,49 @@ def _source_files(top: str, root: Path) -> Iterator[tuple[str, Path]]:
         for name in sorted(names):
             path = Path(folder) / name
             relative = path.relative_to(root).parts
-            if not _left_out(relative) and path.is_file() and (kept is None or os.path.realpath(path) in kept):
+            if not _left_out(relative) and path.is_file() and (kept is None or kept(relative)):
                 yield "/".join((top, *relative)), path
 
 
-def _kept_by_git(root: Path) -> set[str] | None:
-    """In a git checkout, the files a build would take: those git tracks, and new modules not
-    yet added (the run may have imported them), but no other untracked file (outputs, a
+def _kept_by_git(root: Path) -> Callable[[tuple[str, ...]], bool] | None:
+    """In a git checkout, which files under ``root`` a build would take: those git tracks (also
+    through a tracked link or submodule, whose files git lists as one entry), and new modules not
+    yet added (the run may have imported them), but no other untracked file (a run's outputs, a
     credentials file) nor anything ignored. None outside git, where only dotfiles, caches and
     backups are left out."""
-    def git(*args: str) -> str | None:
-        try:
-            done = subprocess.run(["git", *args], capture_output=True, text=True, timeout=60)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return done.stdout if done.returncode == 0 else None
+    real_root = os.path.realpath(root)
+    # Its own repository, whatever a git hook or the user's shell points GIT_DIR at.
+    environment = {k: v for k, v in os.environ.items() if k not in ("GIT_DIR", "GIT_WORK_TREE")}
 
-    top = git("-C", os.path.realpath(root), "rev-parse", "--show-toplevel")
-    tracked = top and git("-C", top.strip(), "ls-files", "-z", "--cached")
-    untracked = top and git("-C", top.strip(), "ls-files", "-z", "--others", "--exclude-standard")
-    if tracked is None or untracked is None:
+    def git(*args: str) -> tuple[str | None, str]:
+        try:
+            done = subprocess.run(["git", "-C", real_root, *args], capture_output=True, text=True, timeout=60,
+                                  env=environment)
+        except (OSError, subprocess.SubprocessError) as error:
+            return None, str(error)
+        return (done.stdout, "") if done.returncode == 0 else (None, " ".join(done.stderr.split()))
+
+    prefix, why = git("rev-parse", "--show-prefix")  # root's path in its repository
+    tracked, why = (None, why) if prefix is None else git("ls-files", "-z", "--cached", "--full-name")
+    untracked, why = (None, why) if tracked is None else git("ls-files", "-z", "--others", "--exclude-standard",
+                                                             "--full-name")
+    if untracked is None:
+        if any((folder / ".git").exists() for folder in (Path(real_root), *Path(real_root).parents)):
+            from cnnx.cli import warn
+
+            warn(f"git could not list the files of the checkout holding {root} ({why[:200]}); its model wheel "
+                 f"holds every file there but dotfiles, caches and backups")
         return None
-    top = top.strip()
-    new_modules = [name for name in untracked.split("\0") if name.endswith(".py")]
-    return {os.path.join(top, name) for name in (*tracked.split("\0"), *new_modules) if name}
+    base = prefix.strip()
+    listed = set(tracked.split("\0"))
+    new_modules = {name for name in untracked.split("\0") if name.endswith(".py")}
+
+    def kept(relative: tuple[str, ...]) -> bool:
+        path = base + "/".join(relative)
+        ancestors = (base + "/".join(relative[:i]) for i in range(1, len(relative)))
+        return path in listed or path in new_modules or any(a in listed for a in ancestors)
+
+    return kept
 
 
 def _left_out(parts: tuple[str, ...]) -> bool:

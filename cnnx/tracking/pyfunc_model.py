@@ -65,7 +65,7 @@ def requirements(classifier: Classifier, folder: Path) -> list[str]:
     plugins = {component.distribution for component in (
         registry.layers.component(layer.type_name) for _, layer in classifier.model.named_layers()
         if layer.type_name is not None) if registry.normalise_distribution(component.distribution) != "cnnx"}
-    return [requirement_for("cnnx", folder, cnnx.__version__), f"numpy=={np.__version__}",
+    return [requirement_for("cnnx", folder), f"numpy=={np.__version__}",
             *(requirement_for(dist, folder) for dist in sorted(plugins))]
 
 

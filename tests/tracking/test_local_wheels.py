@@ -147,14 +147,19 @@ def test_a_distribution_with_compiled_files_stays_pinned_with_a_warning(tmp_path
     installation(site, from_folder(tmp_path), {**PACKAGE, "demo_pkg/_fast.cpython-311-x86_64-linux-gnu.so": ""})
     assert requirement_for("demo-pkg", tmp_path / "model") == "demo-pkg==1.0"
     assert capsys.readouterr().err == (
-        "cnnx: warning: demo-pkg could not be packed into the model (compiled code, or no RECORD); the model's "
-        "requirements.txt pins demo-pkg==1.0, which only an index holding that release can install\n")
+        "cnnx: warning: demo-pkg could not be packed into the model (compiled code, no RECORD, or none of its files "
+        "found); the model's requirements.txt pins demo-pkg==1.0, which only an index holding that release can "
+        "install\n")
 
 
-def test_a_distribution_not_installed_at_all_is_pinned_at_the_version_given_with_a_warning(tmp_path, capsys):
-    """cnnx run from a checkout that was never installed has no metadata to pack from."""
-    assert requirement_for("cnnxtest-never-installed", tmp_path / "model", "0.2.1") == "cnnxtest-never-installed==0.2.1"
-    assert "cnnxtest-never-installed is not installed (run from a checkout?)" in capsys.readouterr().err
+def test_a_distribution_known_only_from_a_builds_egg_info_is_pinned_with_a_warning(tmp_path, monkeypatch, capsys):
+    """A checkout that was built but never installed: its metadata names no installation."""
+    leftover = tmp_path / "checkout" / "demo_pkg.egg-info"
+    leftover.mkdir(parents=True)
+    (leftover / "PKG-INFO").write_text(METADATA)
+    monkeypatch.syspath_prepend(str(tmp_path / "checkout"))
+    assert requirement_for("demo-pkg", tmp_path / "model") == "demo-pkg==1.0"
+    assert "demo-pkg is not installed: only a build's metadata was found" in capsys.readouterr().err
     with pytest.raises(PackageNotFoundError):
         requirement_for("cnnxtest-never-installed", tmp_path / "model")
 
@@ -253,26 +258,66 @@ def test_a_builds_leftover_egg_info_first_on_the_path_is_not_taken_for_the_insta
     assert requirement_for("demo-pkg", tmp_path / "model").endswith("/demo_pkg-1.0-py3-none-any.whl")
 
 
-def test_a_git_checkout_gives_tracked_files_and_new_modules_but_no_other_untracked_or_ignored_file(
-        tmp_path, monkeypatch):
-    """A credentials file or a run's outputs left in the package folder went into every model."""
-    source = tmp_path / "checkout"
-    for name, text in PACKAGE.items():
+def git_checkout(source: Path, files: dict[str, str]) -> list[str]:
+    """``source`` as a git repository with ``files`` committed; returns the git command prefix."""
+    for name, text in files.items():
         (source / name).parent.mkdir(parents=True, exist_ok=True)
         (source / name).write_text(text)
-    (source / ".gitignore").write_text("*.log\n")
-    git = ["git", "-C", str(source), "-c", "user.name=t", "-c", "user.email=t@t"]
+    git = ["git", "-C", str(source), "-c", "user.name=t", "-c", "user.email=t@t", "-c", "protocol.file.allow=always"]
     subprocess.run([*git, "init", "-q"], check=True)
     subprocess.run([*git, "add", "."], check=True)
     subprocess.run([*git, "commit", "-q", "-m", "package"], check=True)
-    extra = {"demo_pkg/new_layer.py": "NEW = 1\n", "demo_pkg/credentials.txt": "token=secret\n",
-             "demo_pkg/outputs/weights.npz": "x", "demo_pkg/run.log": "ignored\n"}
-    for name, text in extra.items():
-        (source / name).parent.mkdir(parents=True, exist_ok=True)
-        (source / name).write_text(text)
+    return git
+
+
+def editable(tmp_path: Path, source: Path, monkeypatch) -> PathDistribution:
     site = tmp_path / "site"
     dist = installation(site, {"url": source.as_uri(), "dir_info": {"editable": True}},
                         files={"__editable__.demo_pkg-1.0.pth": str(source) + "\n"})
     monkeypatch.syspath_prepend(str(site))
     monkeypatch.syspath_prepend(str(source))
+    return dist
+
+
+def test_a_git_checkout_gives_tracked_files_and_new_modules_but_no_other_untracked_or_ignored_file(
+        tmp_path, monkeypatch):
+    """A credentials file or a run's outputs left in the package folder went into every model."""
+    source = tmp_path / "checkout"
+    git_checkout(source, {**PACKAGE, ".gitignore": "*.log\n"})
+    extra = {"demo_pkg/new_layer.py": "NEW = 1\n", "demo_pkg/credentials.txt": "token=secret\n",
+             "demo_pkg/outputs/weights.npz": "x", "demo_pkg/run.log": "ignored\n"}
+    for name, text in extra.items():
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        (source / name).write_text(text)
+    dist = editable(tmp_path, source, monkeypatch)
+    monkeypatch.setenv("GIT_DIR", str(tmp_path / "elsewhere" / ".git"))  # a git hook's, say: not the package's
     assert packed_names(pack_wheel(dist, tmp_path / "wheels")) == {*PACKAGE, "demo_pkg/new_layer.py"}
+
+
+def test_files_git_tracks_through_a_link_or_a_submodule_are_kept(tmp_path, monkeypatch):
+    """git lists a tracked link, or a submodule, as one entry: the files beneath are the package's."""
+    shared = tmp_path / "shared"
+    git_checkout(shared, {"conf/model/shared.yaml": "layers: {}\n"})
+    vendored = tmp_path / "vendored"
+    git_checkout(vendored, {"__init__.py": "VENDORED = True\n"})
+    source = tmp_path / "checkout"
+    git = git_checkout(source, PACKAGE)
+    (source / "demo_pkg" / "shared").symlink_to(shared / "conf")
+    subprocess.run([*git, "submodule", "add", "-q", str(vendored), "demo_pkg/vendored"], check=True,
+                   capture_output=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "link and submodule"], check=True)
+    dist = editable(tmp_path, source, monkeypatch)
+    assert packed_names(pack_wheel(dist, tmp_path / "wheels")) == {
+        *PACKAGE, "demo_pkg/shared/model/shared.yaml", "demo_pkg/vendored/__init__.py"}
+
+
+def test_a_checkout_git_cannot_read_packs_every_file_but_dotfiles_and_says_so(tmp_path, monkeypatch, capsys):
+    source = tmp_path / "checkout"
+    git_checkout(source, PACKAGE)
+    (source / "demo_pkg" / "notes.txt").write_text("untracked\n")
+    dist = editable(tmp_path, source, monkeypatch)
+    monkeypatch.setenv("PATH", str(tmp_path / "no-git-here"))
+    assert packed_names(pack_wheel(dist, tmp_path / "wheels")) == {*PACKAGE, "demo_pkg/notes.txt"}
+    assert capsys.readouterr().err.startswith(f"cnnx: warning: git could not list the files of the checkout holding "
+                                              f"{source / 'demo_pkg'} (")
