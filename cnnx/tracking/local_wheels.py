@@ -18,8 +18,9 @@ A wheel holds the code the run imported: the files the distribution's RECORD lis
 imports them from the installation, else (an editable install, or a checkout that shadows the
 installation from the working directory) the package folders Python imports, less what a build
 would leave out: byte code, dotfiles such as ``.env`` or ``.mypy_cache``, editor backups, and in a
-git checkout every file git ignores or does not track but new modules (a run's outputs, a
-credentials file); with
+git checkout (the one each file lies in, through links and submodules) every file git ignores or
+does not track but new modules (a run's outputs, a credentials file); every other file where git
+cannot list the checkout, with a warning; with
 the distribution's own metadata (``METADATA``, and ``entry_points.txt``, through which plugins
 register). Only pure-Python code is packed (tag ``py3-none-any``): compiled files keep the pin.
 """
@@ -37,7 +38,7 @@ import re
 import subprocess
 import sys
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from importlib.metadata import Distribution, PackageNotFoundError, distributions
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -245,7 +246,7 @@ def _source_files(top: str, root: Path) -> Iterator[tuple[str, Path]]:
     if root.is_file():
         yield root.name, root
         return
-    kept = _kept_by_git(root)
+    git = _GitFiles(root)
     seen: set[str] = set()
     # Links followed (a package's data may be a link into the checkout: cnnx/conf is), once each.
     for folder, subfolders, names in os.walk(root, followlinks=True):
@@ -258,49 +259,77 @@ def _source_files(top: str, root: Path) -> Iterator[tuple[str, Path]]:
         for name in sorted(names):
             path = Path(folder) / name
             relative = path.relative_to(root).parts
-            if not _left_out(relative) and path.is_file() and (kept is None or kept(relative)):
+            if not _left_out(relative) and path.is_file() and git.kept(os.path.realpath(path)):
                 yield "/".join((top, *relative)), path
 
 
-def _kept_by_git(root: Path) -> Callable[[tuple[str, ...]], bool] | None:
-    """In a git checkout, which files under ``root`` a build would take: those git tracks (also
-    through a tracked link or submodule, whose files git lists as one entry), and new modules not
-    yet added (the run may have imported them), but no other untracked file (a run's outputs, a
-    credentials file) nor anything ignored. None outside git, where only dotfiles, caches and
-    backups are left out."""
-    real_root = os.path.realpath(root)
-    # Its own repository, whatever a git hook or the user's shell points GIT_DIR at.
-    environment = {k: v for k, v in os.environ.items() if k not in ("GIT_DIR", "GIT_WORK_TREE")}
+# What git reads as naming another repository, index or object store: set by a hook or a
+# shell (git rev-parse --local-env-vars), they would make it list some other checkout's files.
+_GIT_LOCATION_VARIABLES = (
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_CONFIG", "GIT_CONFIG_PARAMETERS", "GIT_CONFIG_COUNT",
+    "GIT_OBJECT_DIRECTORY", "GIT_DIR", "GIT_WORK_TREE", "GIT_IMPLICIT_WORK_TREE", "GIT_GRAFT_FILE",
+    "GIT_INDEX_FILE", "GIT_NO_REPLACE_OBJECTS", "GIT_REPLACE_REF_BASE", "GIT_PREFIX",
+    "GIT_INTERNAL_SUPER_PREFIX", "GIT_SHALLOW_FILE", "GIT_COMMON_DIR",
+)
 
-    def git(*args: str) -> tuple[str | None, str]:
-        try:
-            done = subprocess.run(["git", "-C", real_root, *args], capture_output=True, text=True, timeout=60,
-                                  env=environment)
-        except (OSError, subprocess.SubprocessError) as error:
-            return None, str(error)
-        return (done.stdout, "") if done.returncode == 0 else (None, " ".join(done.stderr.split()))
 
-    prefix, why = git("rev-parse", "--show-prefix")  # root's path in its repository
-    tracked, why = (None, why) if prefix is None else git("ls-files", "-z", "--cached", "--full-name")
-    untracked, why = (None, why) if tracked is None else git("ls-files", "-z", "--others", "--exclude-standard",
-                                                             "--full-name")
-    if untracked is None:
-        if any((folder / ".git").exists() for folder in (Path(real_root), *Path(real_root).parents)):
+class _GitFiles:
+    """Which files of a source tree a build would take, by the rules of the git repository each
+    file lies in (a link or a submodule may lead into another): those it tracks, and new modules
+    not yet added (the run may have imported them), but no other untracked file (a run's outputs,
+    a credentials file) nor anything ignored. A file in no repository is kept (only dotfiles,
+    caches and backups are left out); so is every file of a repository git cannot list, with a
+    warning."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+        self._environment = {k: v for k, v in os.environ.items() if k not in _GIT_LOCATION_VARIABLES}
+        self._listings: dict[str, tuple[set[str], set[str]] | None] = {}
+
+    def kept(self, real_path: str) -> bool:
+        top = _repository_of(os.path.dirname(real_path))
+        if top is None:
+            return True
+        if top not in self._listings:
+            self._listings[top] = self._listing(top)
+        listing = self._listings[top]
+        if listing is None:
+            return True
+        tracked, new_modules = listing
+        name = os.path.relpath(real_path, top).replace(os.sep, "/")
+        return name in tracked or name in new_modules
+
+    def _listing(self, top: str) -> tuple[set[str], set[str]] | None:
+        tracked, why = self._git(top, "ls-files", "-z", "--cached")
+        untracked, why = (None, why) if tracked is None else self._git(
+            top, "ls-files", "-z", "--others", "--exclude-standard")
+        if untracked is None:
             from cnnx.cli import warn
 
-            warn(f"git could not list the files of the checkout holding {root} ({why[:200]}); its model wheel "
-                 f"holds every file there but dotfiles, caches and backups")
-        return None
-    base = prefix.strip()
-    listed = set(tracked.split("\0"))
-    new_modules = {name for name in untracked.split("\0") if name.endswith(".py")}
+            warn(f"git could not list the files of the checkout {top}, which holds code of {self._root} "
+                 f"({why[:200]}); the model's wheel holds every file there but dotfiles, caches and backups")
+            return None
+        return set(tracked), {name for name in untracked if name.endswith(".py")}
 
-    def kept(relative: tuple[str, ...]) -> bool:
-        path = base + "/".join(relative)
-        ancestors = (base + "/".join(relative[:i]) for i in range(1, len(relative)))
-        return path in listed or path in new_modules or any(a in listed for a in ancestors)
+    def _git(self, top: str, *args: str) -> tuple[list[str] | None, str]:
+        try:
+            done = subprocess.run(["git", "-C", top, *args], capture_output=True, timeout=60, env=self._environment)
+        except (OSError, subprocess.SubprocessError) as error:
+            return None, str(error)
+        if done.returncode != 0:
+            return None, " ".join(os.fsdecode(done.stderr).split())
+        # Bytes, split on NUL: names in any encoding, or holding a carriage return, come out as
+        # os.walk gives them.
+        return [os.fsdecode(name) for name in done.stdout.split(b"\0") if name], ""
 
-    return kept
+
+def _repository_of(folder: str) -> str | None:
+    """The work tree holding ``folder``: the nearest folder with a ``.git`` (a folder, or the file
+    of a submodule or a linked worktree), or None."""
+    for candidate in (folder, *map(str, Path(folder).parents)):
+        if os.path.lexists(os.path.join(candidate, ".git")):
+            return candidate
+    return None
 
 
 def _left_out(parts: tuple[str, ...]) -> bool:

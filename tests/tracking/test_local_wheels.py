@@ -8,6 +8,7 @@ import csv
 import hashlib
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -294,12 +295,16 @@ def test_a_git_checkout_gives_tracked_files_and_new_modules_but_no_other_untrack
     assert packed_names(pack_wheel(dist, tmp_path / "wheels")) == {*PACKAGE, "demo_pkg/new_layer.py"}
 
 
-def test_files_git_tracks_through_a_link_or_a_submodule_are_kept(tmp_path, monkeypatch):
-    """git lists a tracked link, or a submodule, as one entry: the files beneath are the package's."""
+def test_behind_a_link_or_in_a_submodule_the_files_git_tracks_there_are_kept_and_no_others(tmp_path, monkeypatch):
+    """git lists a tracked link, or a submodule, as one entry: the files beneath are judged by the
+    repository they lie in, which ignores some and does not track others."""
     shared = tmp_path / "shared"
-    git_checkout(shared, {"conf/model/shared.yaml": "layers: {}\n"})
+    git_checkout(shared, {"conf/model/shared.yaml": "layers: {}\n", "conf/.gitignore": "secrets/\n"})
+    (shared / "conf" / "secrets").mkdir()
+    (shared / "conf" / "secrets" / "mlflow.yaml").write_text("token: x\n")
+    (shared / "conf" / "notes.txt").write_text("untracked\n")
     vendored = tmp_path / "vendored"
-    git_checkout(vendored, {"__init__.py": "VENDORED = True\n"})
+    git_checkout(vendored, {"__init__.py": "VENDORED = True\n", ".gitignore": "*.log\n"})
     source = tmp_path / "checkout"
     git = git_checkout(source, PACKAGE)
     (source / "demo_pkg" / "shared").symlink_to(shared / "conf")
@@ -307,9 +312,32 @@ def test_files_git_tracks_through_a_link_or_a_submodule_are_kept(tmp_path, monke
                    capture_output=True)
     subprocess.run([*git, "add", "."], check=True)
     subprocess.run([*git, "commit", "-q", "-m", "link and submodule"], check=True)
+    for name in ("run.log", "credentials.txt"):  # ignored, untracked: in the submodule's checkout
+        (source / "demo_pkg" / "vendored" / name).write_text("x\n")
     dist = editable(tmp_path, source, monkeypatch)
     assert packed_names(pack_wheel(dist, tmp_path / "wheels")) == {
         *PACKAGE, "demo_pkg/shared/model/shared.yaml", "demo_pkg/vendored/__init__.py"}
+
+
+def test_a_hooks_git_variables_do_not_point_the_listing_at_another_repository(tmp_path, monkeypatch):
+    """A pre-commit hook of another repository sets GIT_INDEX_FILE (and GIT_DIR) to its own."""
+    other = tmp_path / "other"
+    git_checkout(other, {"README": "other\n"})
+    source = tmp_path / "checkout"
+    git_checkout(source, PACKAGE)
+    dist = editable(tmp_path, source, monkeypatch)
+    monkeypatch.setenv("GIT_INDEX_FILE", str(other / ".git" / "index"))
+    monkeypatch.setenv("GIT_DIR", str(other / ".git"))
+    assert packed_names(pack_wheel(dist, tmp_path / "wheels")) == set(PACKAGE)
+
+
+def test_file_names_in_any_encoding_or_with_a_carriage_return_are_listed_as_the_walk_finds_them(
+        tmp_path, monkeypatch):
+    source = tmp_path / "checkout"
+    git_checkout(source, {**PACKAGE, "demo_pkg/conf/cr\rname.yaml": "a: 1\n"})
+    (source / "demo_pkg").joinpath(os.fsdecode(b"r\xe9sultat.npz")).write_bytes(b"untracked")
+    dist = editable(tmp_path, source, monkeypatch)
+    assert packed_names(pack_wheel(dist, tmp_path / "wheels")) == {*PACKAGE, "demo_pkg/conf/cr\rname.yaml"}
 
 
 def test_a_checkout_git_cannot_read_packs_every_file_but_dotfiles_and_says_so(tmp_path, monkeypatch, capsys):
@@ -319,5 +347,5 @@ def test_a_checkout_git_cannot_read_packs_every_file_but_dotfiles_and_says_so(tm
     dist = editable(tmp_path, source, monkeypatch)
     monkeypatch.setenv("PATH", str(tmp_path / "no-git-here"))
     assert packed_names(pack_wheel(dist, tmp_path / "wheels")) == {*PACKAGE, "demo_pkg/notes.txt"}
-    assert capsys.readouterr().err.startswith(f"cnnx: warning: git could not list the files of the checkout holding "
-                                              f"{source / 'demo_pkg'} (")
+    assert capsys.readouterr().err.startswith(f"cnnx: warning: git could not list the files of the checkout {source}, "
+                                              f"which holds code of {source / 'demo_pkg'} (")
