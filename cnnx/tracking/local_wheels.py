@@ -72,7 +72,7 @@ def requirement_for(name: str, folder: Path) -> str:
         return _url_reference(dist.metadata["Name"], recorded) or pinned
     try:
         wheel = pack_wheel(dist, folder / WHEELS_DIR)
-    except OSError as error:  # a file gone or unreadable since the install: the model still goes
+    except (OSError, ValueError) as error:  # a file gone or unreadable, a name no codec takes: the model still goes
         return _pinned_anyway(pinned, f"{name} could not be packed into the model ({error})")
     if wheel is None:
         return _pinned_anyway(pinned, f"{name} could not be packed into the model (compiled code, no RECORD, or "
