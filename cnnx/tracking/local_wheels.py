@@ -14,15 +14,16 @@ distribution from (``direct_url.json``, PEP 610), so each is named by what reach
   changes ``requirements.txt`` whenever the code does: MLflow reuses an environment it built
   for a model with the same ``requirements.txt``, which held another checkout's code.
 
-A wheel holds the code the run imported: the files the distribution's RECORD lists when Python
-imports them from the installation, else (an editable install, or a checkout that shadows the
-installation from the working directory) the package folders Python imports, less what a build
-would leave out: byte code, dotfiles such as ``.env`` or ``.mypy_cache``, editor backups, and in a
-git checkout (the one each file lies in, through links and submodules) every file git ignores or
-does not track but new modules (a run's outputs, a credentials file); every other file where git
-cannot list the checkout, with a warning; with
-the distribution's own metadata (``METADATA``, and ``entry_points.txt``, through which plugins
-register). Only pure-Python code is packed (tag ``py3-none-any``): compiled files keep the pin.
+A wheel holds the code the run imported, with the distribution's own metadata (``METADATA``,
+and ``entry_points.txt``, through which plugins register):
+- imported from the installation: the files its RECORD lists;
+- imported from a source tree (an editable install, or a checkout that shadows the installation
+  from the working directory): the package folders, less what a build would leave out — byte
+  code, dotfiles such as ``.env`` or ``.mypy_cache``, editor backups, and, in a git checkout
+  (the one each file lies in, through links and submodules), every file git ignores or does not
+  track but new modules (a run's outputs, a credentials file). Where git cannot list a checkout,
+  its files are all taken, with a warning.
+Only pure-Python code is packed (tag ``py3-none-any``): compiled files keep the pin.
 """
 
 from __future__ import annotations
@@ -220,16 +221,21 @@ def _top_level_names(dist: Distribution, installed: list) -> list[str]:
     return [name for name in names if name.isidentifier()]
 
 
-def _imported_from(top: str) -> list[Path]:
-    """Where Python imports ``top`` from: the module it did import, when it has (the code that
-    ran), else where it would."""
-    module = sys.modules.get(top)
-    spec = getattr(module, "__spec__", None) if module is not None else None
+def _spec(top: str) -> Any:
+    """The import spec of ``top``: of the module Python did import, when it has (the code that
+    ran), else of the one it would."""
+    spec = getattr(sys.modules.get(top), "__spec__", None)
     if spec is None:
         try:
             spec = importlib.util.find_spec(top)
         except (ImportError, ValueError):
-            return []
+            return None
+    return spec
+
+
+def _imported_from(top: str) -> list[Path]:
+    """The folders (or the file) Python imports ``top`` from."""
+    spec = _spec(top)
     if spec is None:
         return []
     locations = list(spec.submodule_search_locations or ())
@@ -238,7 +244,7 @@ def _imported_from(top: str) -> list[Path]:
 
 
 def _is_namespace(top: str) -> bool:
-    spec = getattr(sys.modules.get(top), "__spec__", None) or importlib.util.find_spec(top)
+    spec = _spec(top)
     return spec is not None and spec.origin in (None, "namespace")
 
 
