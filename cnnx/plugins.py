@@ -4,7 +4,7 @@ Listing imports no component (discovery is lazy), only Hydra's SearchPathPlugins
 option files plugins add (``optimizer=lamb``) and mark those Hydra never reads (SHADOWED: cnnx
 or an earlier plugin ships a file of the same name). Each option is named as a user chooses it
 (``model=cnn/small`` for ``model/cnn/small.yaml``). ``--check`` imports every component and
-loads every option file (one extending others as Hydra composes it), and reports the ones that
+loads every option file (its own lines, then as Hydra composes it for a run), and reports the ones that
 fail — a broken or conflicting plugin, a file that is not YAML or names what no component takes
 (BROKEN), a folder that is no config group (UNKNOWN GROUP), a ``hydra_plugins`` module Hydra
 could not import (BROKEN) — with the error a run using them would print, exiting 1 if there are

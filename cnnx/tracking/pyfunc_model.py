@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 
-import cnnx
 from cnnx.errors import CnnxError, flat_message
 from cnnx.inference import Classifier
 
