@@ -267,8 +267,7 @@ def _check_other_input_size(
     other = _other_input_size(make, input_shape, seed)
     if other is None:
         return
-    layer = make()
-    layer.build(input_shape, np.random.default_rng(seed))
+    layer = memory_contract.built(make, input_shape, seed)
     x = draw(np.random.default_rng(seed), input_shape).astype(np.float32)
     _step(layer, x, layer.forward(x.copy(), training=True), seed)
     for shape, previous in ((other, input_shape), (input_shape, other)):
@@ -283,8 +282,7 @@ def _check_other_input_size(
                 return
             raise
         got = _step(layer, x, y, seed)
-        fresh = make()
-        fresh.build(shape, np.random.default_rng(seed))
+        fresh = memory_contract.built(make, shape, seed)
         shapes = {key: value.shape for key, value in state.items()}
         fresh_shapes = {key: value.shape for key, value in _module_state(fresh).items()}
         # Raised rather than asserted: pytest rewrites cnnx's asserts (cnnx ships a pytest plugin)
@@ -349,10 +347,8 @@ def _step(layer: Module, x: np.ndarray, y: np.ndarray, seed: int) -> dict[str, n
     validation batch read from it: the input's and every parameter's gradient, and the
     evaluation output under ``no_grad``."""
     results = {"training output": y.copy()}
-    grad_output = np.random.default_rng(seed + 3).standard_normal(y.shape).astype(np.float32)
-    results["input gradient"] = np.array(layer.backward(grad_output), copy=True)
-    for name, param in layer.named_parameters():
-        results[f"gradient of {name}"] = param.grad.copy()
+    for name, gradient in memory_contract.gradients(layer, memory_contract.output_gradient(y.shape, seed)).items():
+        results["input gradient" if name == "input" else f"gradient of {name}"] = np.array(gradient, copy=True)
     with no_grad():
         results["evaluation output under no_grad"] = np.array(layer(x.copy(), training=False), copy=True)
     return results

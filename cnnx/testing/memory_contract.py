@@ -32,7 +32,7 @@ Draw = Callable[[np.random.Generator], np.ndarray]
 def check_forward_leaves_input(make: Callable[[], Module], input_shape: Shape, draw: Draw, seed: int) -> None:
     """``forward`` leaves ``x`` as it was, unless the layer may overwrite it (``inplace=True``
     sets ``overwrites_input``, and a model turns it off where the input must stay intact)."""
-    layer = _built(make, input_shape, seed)
+    layer = built(make, input_shape, seed)
     if layer.overwrites_input:
         return
     for training in (True, False):
@@ -51,9 +51,9 @@ def check_backward_leaves_grad_output(
 ) -> None:
     """``backward`` leaves ``grad_output`` as it was: a residual block hands the same array to
     its body and then to its shortcut."""
-    layer = _built(make, input_shape, seed)
+    layer = built(make, input_shape, seed)
     y = layer.forward(draw(np.random.default_rng(seed)).astype(np.float32), training=True)
-    grad_output = _gradient(y.shape, seed)
+    grad_output = output_gradient(y.shape, seed)
     before = grad_output.copy()
     layer.backward(grad_output)
     assert np.array_equal(grad_output, before), (
@@ -67,17 +67,17 @@ def check_output_use(make: Callable[[], Module], input_shape: Shape, draw: Draw,
     when its output is overwritten with other values before ``backward``; one declaring
     ``SIGN``, when it is overwritten with values of the same signs (positive or not), which is
     all a sign-preserving in-place layer (ReLU, dropout) leaves of it."""
-    declared = OutputUse(_built(make, input_shape, seed).backward_reads_output)
+    declared = OutputUse(built(make, input_shape, seed).backward_reads_output)
     if declared == OutputUse.VALUE:
         return
     x = draw(np.random.default_rng(seed)).astype(np.float32)
     results = []
     for overwrite in (False, True):
-        layer = _built(make, input_shape, seed)
+        layer = built(make, input_shape, seed)
         y = layer.forward(x.copy(), training=True)
         if overwrite:
             _overwrite(y, declared, np.random.default_rng(seed + 11))
-        results.append(_gradients(layer, _gradient(y.shape, seed)))
+        results.append(gradients(layer, output_gradient(y.shape, seed)))
     kept = "nothing of it" if declared == OutputUse.NONE else "only which entries are positive"
     for name, expected in results[0].items():
         np.testing.assert_allclose(
@@ -100,30 +100,30 @@ def check_no_grad_call_leaves_gradients(
     other = draw(np.random.default_rng(seed + 7)).astype(np.float32)
     results = []
     for evaluate_between in (False, True):
-        layer = _built(make, input_shape, seed)
+        layer = built(make, input_shape, seed)
         y = layer.forward(x.copy(), training=True)
         if evaluate_between:
             with no_grad():
                 layer(other.copy(), training=False)
-        results.append(_gradients(layer, _gradient(y.shape, seed)))
+        results.append(gradients(layer, output_gradient(y.shape, seed)))
     for name, expected in results[0].items():
         np.testing.assert_allclose(results[1][name], expected, rtol=1e-6, atol=1e-7,
                                    err_msg=f"gradient of {name} changes when a call under no_grad comes between")
 
 
-def _gradients(layer: Module, grad_output: np.ndarray) -> dict[str, np.ndarray]:
+def gradients(layer: Module, grad_output: np.ndarray) -> dict[str, np.ndarray]:
     """The input's and every parameter's gradient from one ``backward``."""
     grad_x = layer.backward(grad_output)
     return {"input": grad_x, **{name: param.grad.copy() for name, param in layer.named_parameters()}}
 
 
-def _built(make: Callable[[], Module], input_shape: Shape, seed: int) -> Module:
+def built(make: Callable[[], Module], input_shape: Shape, seed: int) -> Module:
     layer = make()
     layer.build(input_shape, np.random.default_rng(seed))
     return layer
 
 
-def _gradient(shape: tuple[int, ...], seed: int) -> np.ndarray:
+def output_gradient(shape: tuple[int, ...], seed: int) -> np.ndarray:
     return np.random.default_rng(seed + 3).standard_normal(shape).astype(np.float32)
 
 
