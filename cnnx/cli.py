@@ -129,7 +129,7 @@ def one_line(error: BaseException) -> str | None:
     if isinstance(error, MissingConfigException):
         first = str(error).splitlines()[0]
         return (f"{first}; available: {', '.join(error.options)}" if error.options else first) + \
-            _registered_without_config(first)
+            _registered_without_config(first) + _hidden_configs(first)
     cause = error.__cause__ if isinstance(error, HydraException) else error
     if isinstance(cause, OmegaConfBaseException):
         key = getattr(cause, "full_key", None) or getattr(cause, "key", None) or "?"
@@ -219,6 +219,15 @@ def _search_space_override(key: str, keys: list[str]) -> str | None:
     return (f"{key}: no override can set an entry of hydra.sweeper.params{held}: its names hold dots, which "
             f"an override reads as nested keys; sweep the key on the command line instead, which replaces "
             f"its entry: {example}=A,B (or, with hydra/sweeper=optuna, {example}='interval(LOW, HIGH)')")
+
+
+def _hidden_configs(message: str) -> str:
+    """For a config not found: a plugin whose configs an editable install hides from Hydra."""
+    from cnnx.hydra_plugin_imports import hidden_portions
+
+    if "Could not find" not in message:
+        return ""
+    return "".join(f"; {hidden.advice()}" for hidden in hidden_portions())
 
 
 def _registered_without_config(message: str) -> str:

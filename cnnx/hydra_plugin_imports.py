@@ -5,6 +5,12 @@ of several lines at every run, and what it adds is missing: a plugin distributio
 (``dataset=imagefolder`` then finds no file), a launcher, a sweeper. ``cnnx plugins --check``
 names each on a row of its own, with the error. One that raises anything else stops Hydra's scan,
 and with it every run and ``cnnx plugins``: ``scan_stopped_by`` makes that one line.
+
+Hydra lists the namespace's modules by its folders (``pkgutil``). A distribution installed
+editable by setuptools in its default mode is imported through an import hook, which adds no
+folder: its ``hydra_plugins`` module is never listed, so the configs it adds are missing from
+every run, with no warning (hydra#2359). ``hidden_portions`` finds such distributions; their
+``strict`` (or ``compat``) editable mode installs a folder Hydra lists.
 """
 
 from __future__ import annotations
@@ -86,3 +92,42 @@ def _owner(module: str) -> tuple[str, str]:
         if any(tuple(file.parts[:2]) in held for file in dist.files or ()):
             return dist.metadata["Name"], dist.version
     return "?", "?"
+
+
+@dataclass(frozen=True)
+class HiddenPortion:
+    distribution: str
+    version: str
+    modules: tuple[str, ...]  # hydra_plugins.<name> of its own that Hydra's scan cannot list
+    source: str  # the folder it was installed from
+
+    def advice(self) -> str:
+        return (f"{self.distribution} {self.version} is installed editable through setuptools' import hook, "
+                f"which hides its {', '.join(self.modules)} from Hydra's plugin scan, so the configs it adds are "
+                f"missing from every run: reinstall it with pip install -e {self.source} --config-settings "
+                f"editable_mode=strict")
+
+
+def hidden_portions() -> list[HiddenPortion]:
+    """Distributions installed editable from a folder holding a ``hydra_plugins`` package whose
+    modules Hydra's scan, listing the namespace's folders, does not see."""
+    from cnnx.tracking.local_wheels import local_source
+
+    try:
+        import hydra_plugins
+        listed = {module.name for module in pkgutil.iter_modules(hydra_plugins.__path__)}
+    except ImportError:
+        listed = set()
+    found: dict[str, HiddenPortion] = {}
+    for dist in metadata.distributions():
+        name = dist.metadata["Name"]
+        source = local_source(dist)
+        folders = [] if source is None or name in found else [
+            folder for folder in (source / "hydra_plugins", source / "src" / "hydra_plugins") if folder.is_dir()]
+        if not folders:
+            continue
+        own = sorted(module.name for module in pkgutil.iter_modules([str(folder) for folder in folders]))
+        hidden = tuple(f"hydra_plugins.{module}" for module in own if module not in listed)
+        if hidden:
+            found[name] = HiddenPortion(name, dist.version, hidden, str(source))
+    return list(found.values())

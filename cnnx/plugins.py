@@ -19,7 +19,7 @@ import sys
 
 from cnnx.cli import report_user_errors
 from cnnx.errors import PluginError
-from cnnx.hydra_plugin_imports import failed_imports
+from cnnx.hydra_plugin_imports import failed_imports, hidden_portions
 from cnnx.option_file_check import config_groups, option_file_problem
 from cnnx.option_file_compose import OptionComposer
 from cnnx.plugin_configs import installed_search_path, plugin_option_files
@@ -52,6 +52,9 @@ def format_table(check: bool = False) -> str:
         dist = ep.dist
         rows.append((ep.group, ep.name, dist.metadata["Name"] if dist else "?", dist.version if dist else "?",
                      f"{ep.value}   ← UNKNOWN GROUP: cnnx reads {read}"))
+    for hidden in hidden_portions():  # its configs are missing from the rows below
+        rows.append(("hydra_plugins", ", ".join(m.removeprefix("hydra_plugins.") for m in hidden.modules),
+                     hidden.distribution, hidden.version, f"{hidden.source}   ← BROKEN: {hidden.advice()}"))
     if check:
         for failed in failed_imports():
             rows.append(("hydra_plugins", failed.module.removeprefix("hydra_plugins."), failed.distribution,
