@@ -111,7 +111,7 @@ class HiddenPortion:
 def hidden_portions() -> list[HiddenPortion]:
     """Distributions installed editable from a folder holding a ``hydra_plugins`` package whose
     modules Hydra's scan, listing the namespace's folders, does not see."""
-    from cnnx.tracking.local_wheels import local_source
+    from cnnx.tracking.local_wheels import direct_url, local_source
 
     try:
         import hydra_plugins
@@ -120,8 +120,9 @@ def hidden_portions() -> list[HiddenPortion]:
         listed = set()
     found: dict[str, HiddenPortion] = {}
     for dist in metadata.distributions():
-        name = dist.metadata["Name"]
-        source = local_source(dist)
+        name, recorded = dist.metadata["Name"], direct_url(dist) or {}
+        editable = isinstance(recorded.get("dir_info"), dict) and recorded["dir_info"].get("editable") is True
+        source = local_source(dist) if editable else None
         folders = [] if source is None or name in found else [
             folder for folder in (source / "hydra_plugins", source / "src" / "hydra_plugins") if folder.is_dir()]
         if not folders:

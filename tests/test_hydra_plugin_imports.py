@@ -119,7 +119,12 @@ def test_a_plugin_whose_editable_install_hides_its_configs_from_hydra_is_named_w
     error = MissingConfigException("In 'config': Could not find 'model/from_plugin'", "model/from_plugin", ["lenet5"])
     assert one_line(error) == f"In 'config': Could not find 'model/from_plugin'; available: lenet5; {advice}"
     # Installed so that its folder is on sys.path (editable_mode=strict or compat, or not editable).
-    monkeypatch.syspath_prepend(str(source))
+    with monkeypatch.context() as path:
+        path.syspath_prepend(str(source))
+        assert not [line for line in plugins.format_table().splitlines() if "cnnxtest" in line]
+    # Not editable: whatever its folder holds now, what was installed is another matter.
+    (tmp_path / "site" / "cnnxtest_editable-0.1.dist-info" / "direct_url.json").write_text(
+        f'{{"url": "{source.as_uri()}", "dir_info": {{}}}}')
     assert not [line for line in plugins.format_table().splitlines() if "cnnxtest" in line]
 
 
