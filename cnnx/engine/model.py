@@ -52,7 +52,21 @@ class Model(Sequential):
             shape = ()
         if len(shape) != 3 or any(d <= 0 for d in shape):
             raise ShapeError(f"input_shape must be (C, H, W) with positive sizes, got {input_shape!r}")
+        self._refuse_a_layer_used_twice()
         return super().build(shape, rng)
+
+    def _refuse_a_layer_used_twice(self) -> None:
+        """One layer object at two places (``r = ReLU()`` as relu1 and relu2) ran, and its second
+        call replaced what its first one kept for backward: gradients were wrong, silently."""
+        first_place: dict[int, str] = {}
+        for name, layer in self.named_layers():
+            first = first_place.setdefault(id(layer), name)
+            if first != name:
+                raise ConfigError(
+                    f"{self.where}.{name} is the same {type(layer).__name__} object as {self.where}.{first}: a "
+                    f"layer keeps what backward needs from its last call, so one object cannot run at two places "
+                    f"(nor share weights, which cnnx does not support); give each place its own instance"
+                )
 
     # -- running ---------------------------------------------------------------------------
     def forward(self, x: np.ndarray, training: bool | None = None) -> np.ndarray:

@@ -414,3 +414,22 @@ def test_load_state_dict_takes_torch_parameters_as_state_dict_keep_vars_gives_th
     model.load_state_dict(reference.state_dict(keep_vars=True))
     for key, value in reference.state_dict().items():
         np.testing.assert_array_equal(model.state_dict()[key], value.numpy(), err_msg=key)
+
+
+def test_one_layer_object_at_two_places_is_refused_naming_both():
+    """Its second call replaced what the first kept for backward: gradients were silently wrong
+    (relative error 1.0 against finite differences for a shared ReLU, or a shared Conv2D)."""
+    from cnnx.engine.layers.activations import ReLU
+    from cnnx.engine.layers.conv import Conv2D
+    from cnnx.engine.layers.dense import Dense
+    from cnnx.engine.layers.flatten import Flatten
+
+    relu = ReLU()
+    layers = {"c1": Conv2D(4, 3, padding=1), "r1": relu, "c2": Conv2D(4, 3, padding=1), "r2": relu,
+              "f": Flatten(), "fc": Dense(3)}
+    with pytest.raises(ConfigError, match=r"^model\.layers\.r2 is the same ReLU object as model\.layers\.r1: .* give "
+                                          r"each place its own instance$"):
+        cnnx.Model(layers, (1, 8, 8))
+    conv = Conv2D(4, 3, padding=1)  # weight sharing
+    with pytest.raises(ConfigError, match=r"^model\.layers\.c2 is the same Conv2D object as model\.layers\.c1"):
+        cnnx.Model({"c1": conv, "c2": conv, "f": Flatten(), "fc": Dense(3)}, (4, 8, 8))

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from cnnx.engine.flat_parameters import flatten_parameters, shared_buffer
+from cnnx.engine.model import build_model
 from cnnx.engine.optim.adam import Adam, AdamW
 from cnnx.engine.optim.optimizer import Optimizer
 from cnnx.engine.optim.rmsprop import RMSprop
@@ -346,6 +347,10 @@ def test_bad_parameter_lists_raise_config_error():
         SGD([weight, weight])
     with pytest.raises(ConfigError, match="parameter groups .* are not supported; pass model.named_parameters"):
         SGD([{"params": [weight], "weight_decay": 1e-4}], lr=0.1)
+    model = build_model({"flat": {"type": "flatten"}, "fc": {"type": "dense", "out_features": 2}}, (1, 2, 2))
+    with pytest.raises(ConfigError, match=r"^SGD: got the Model itself; pass its parameters: "
+                                          r"SGD\(model\.named_parameters\(\), lr=\.\.\.\)$"):
+        SGD(model, lr=0.1)  # as torch.optim.SGD(model.parameters()) is half-remembered
 
 
 def test_the_pytorch_training_loop_runs_unchanged_and_matches_named_parameters():

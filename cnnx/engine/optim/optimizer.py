@@ -74,6 +74,9 @@ class Optimizer:
         """``model.named_parameters()``; bare Parameters (``model.parameters()``, as PyTorch
         code passes them) are named by position, as in torch's optimizer state_dict."""
         owner = type(self).__name__
+        if hasattr(named_parameters, "named_parameters") and not isinstance(named_parameters, Mapping):
+            raise ConfigError(f"{owner}: got the {type(named_parameters).__name__} itself; pass its "
+                              f"parameters: {owner}(model.named_parameters(), lr=...)")
         if isinstance(named_parameters, Mapping):
             named_parameters = named_parameters.items()
         self.params: dict[str, Parameter] = {}
