@@ -189,6 +189,7 @@ def _code_files(dist: Distribution, record: list[PurePosixPath]) -> Iterator[tup
     site = Path(str(dist.locate_file(""))).resolve()
     installed = [path for path in record if not _hook_or_metadata(path.parts)]
     source = local_source(dist)
+    git = _GitFiles(dist.metadata["Name"])  # one listing per repository, for all its packages
     for top in _top_level_names(dist, installed):
         namespace = _is_namespace(top)  # hydra_plugins: portions from several distributions
         for root in _imported_from(top):
@@ -199,7 +200,7 @@ def _code_files(dist: Distribution, record: list[PurePosixPath]) -> Iterator[tup
             # An editable install, or a checkout shadowing the installation: its source folder;
             # a namespace package's portions elsewhere are other distributions'.
             elif not namespace or (source is not None and root.resolve().is_relative_to(source.resolve())):
-                yield from _source_files(top, root)
+                yield from _source_files(top, root, git)
             if not namespace:
                 break
 
@@ -248,11 +249,10 @@ def _is_namespace(top: str) -> bool:
     return spec is not None and spec.origin in (None, "namespace")
 
 
-def _source_files(top: str, root: Path) -> Iterator[tuple[str, Path]]:
+def _source_files(top: str, root: Path, git: _GitFiles) -> Iterator[tuple[str, Path]]:
     if root.is_file():
         yield root.name, root
         return
-    git = _GitFiles(root)
     seen: set[str] = set()
     # Links followed (a package's data may be a link into the checkout: cnnx/conf is), once each.
     for folder, subfolders, names in os.walk(root, followlinks=True):
@@ -287,13 +287,17 @@ class _GitFiles:
     caches and backups are left out); so is every file of a repository git cannot list, with a
     warning."""
 
-    def __init__(self, root: Path) -> None:
-        self._root = root
+    def __init__(self, distribution: str) -> None:
+        self._distribution = distribution
         self._environment = {k: v for k, v in os.environ.items() if k not in _GIT_LOCATION_VARIABLES}
         self._listings: dict[str, tuple[set[str], set[str]] | None] = {}
+        self._repositories: dict[str, str | None] = {}  # by folder: its files share one
 
     def kept(self, real_path: str) -> bool:
-        top = _repository_of(os.path.dirname(real_path))
+        folder = os.path.dirname(real_path)
+        if folder not in self._repositories:
+            self._repositories[folder] = _repository_of(folder)
+        top = self._repositories[folder]
         if top is None:
             return True
         if top not in self._listings:
@@ -312,7 +316,7 @@ class _GitFiles:
         if untracked is None:
             from cnnx.cli import warn
 
-            warn(f"git could not list the files of the checkout {top}, which holds code of {self._root} "
+            warn(f"git could not list the files of the checkout {top}, which holds code of {self._distribution} "
                  f"({why[:200]}); the model's wheel holds every file there but dotfiles, caches and backups")
             return None
         return set(tracked), {name for name in untracked if name.endswith(".py")}
