@@ -51,7 +51,7 @@ def config_id(c):
 
 
 def make_layer(c):
-    return Conv2D(c["out_channels"], c["kernel"], c["stride"], c["padding"], bias=c["bias"])
+    return Conv2D(c["out_channels"], c["kernel"], stride=c["stride"], padding=c["padding"], bias=c["bias"])
 
 
 def built(c, dtype=np.float64, seed=0):

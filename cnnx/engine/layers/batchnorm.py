@@ -14,7 +14,7 @@ import numpy as np
 from cnnx.engine.in_place import OutputUse
 from cnnx.engine.layers.image_input import check_image_batch, check_image_shape
 from cnnx.engine.module import Module, Shape
-from cnnx.engine.options import check_range
+from cnnx.engine.options import check_range, torch_positional_order_error
 from cnnx.engine.parameter import Parameter
 from cnnx.errors import ConfigError, ShapeError
 
@@ -34,8 +34,11 @@ class BatchNorm2D(Module):
 
     foreign_state_keys = ("num_batches_tracked",)
 
-    def __init__(self, eps: float = 1e-5, momentum: float = 0.1) -> None:
+    def __init__(self, *torch_order: Any, eps: float = 1e-5, momentum: float = 0.1) -> None:
         super().__init__()
+        if torch_order:
+            raise torch_positional_order_error(
+                "BatchNorm2D", torch_order, ("num_features", "eps", "momentum"), 0, "eps and momentum")
         if momentum is None:
             raise ConfigError(
                 "batchnorm2d: momentum=None (PyTorch's cumulative average) is not supported; "

@@ -12,7 +12,7 @@ from cnnx.engine.in_place import OutputUse
 from cnnx.engine.layers.image_input import check_image_batch, check_image_shape, check_window_in_image
 from cnnx.engine.init import check_init, init_weight_and_bias
 from cnnx.engine.module import Module, Shape
-from cnnx.engine.options import check_flag, check_positive_int
+from cnnx.engine.options import check_flag, check_positive_int, torch_positional_order_error
 from cnnx.engine.parameter import Parameter
 
 
@@ -37,12 +37,18 @@ class Conv2D(Module):
         self,
         out_channels: int,
         kernel_size: int | tuple[int, int],
+        *torch_order: Any,
         stride: int | tuple[int, int] = 1,
         padding: int | tuple[int, int] = 0,
         bias: bool = True,
         init: str = "kaiming_uniform",
     ) -> None:
         super().__init__()
+        if torch_order:
+            raise torch_positional_order_error(
+                "Conv2D", (out_channels, kernel_size, *torch_order),
+                ("in_channels", "out_channels", "kernel_size", "stride", "padding"), 2,
+                "stride, padding, bias and init")
         self.out_channels = check_positive_int("conv2d", "out_channels", out_channels)
         self.kernel_size = as_pair(kernel_size, "Conv2D kernel_size", minimum=1)
         self.stride = as_pair(stride, "Conv2D stride", minimum=1)

@@ -9,7 +9,7 @@ import numpy as np
 from cnnx.engine.in_place import OutputUse
 from cnnx.engine.init import check_init, init_weight_and_bias
 from cnnx.engine.module import Module, Shape
-from cnnx.engine.options import check_flag, check_positive_int
+from cnnx.engine.options import check_flag, check_positive_int, torch_positional_order_error
 from cnnx.engine.parameter import Parameter
 from cnnx.errors import ShapeError
 
@@ -24,8 +24,11 @@ class Dense(Module):
 
     backward_reads_output = OutputUse.NONE
 
-    def __init__(self, out_features: int, bias: bool = True, init: str = "kaiming_uniform") -> None:
+    def __init__(self, out_features: int, *torch_order: Any, bias: bool = True, init: str = "kaiming_uniform") -> None:
         super().__init__()
+        if torch_order:
+            raise torch_positional_order_error(
+                "Dense", (out_features, *torch_order), ("in_features", "out_features"), 1, "bias and init")
         self.out_features = check_positive_int("dense", "out_features", out_features)
         self.use_bias = check_flag("dense", "bias", bias)
         self.init = check_init("dense", init)
