@@ -70,18 +70,19 @@ class Model(Sequential):
 
     # -- running ---------------------------------------------------------------------------
     def forward(self, x: np.ndarray, training: bool | None = None) -> np.ndarray:
-        """Inputs of any real dtype are cast to the model's float32 (``real_input``)."""
+        """Inputs of any real dtype are cast to the model's float32 (``real_input``).
+        ``training`` True or False runs every layer in that mode; None (``model(x)``) runs each
+        in its own, as ``train()``/``eval()`` left it."""
         x = real_input(x, self.dtype, "model")
         if x.ndim != 4 or tuple(x.shape[1:]) != self.input_shape:
             raise ShapeError(self._input_shape_message(x.shape))
-        training = self.training if training is None else training
         if not is_grad_enabled():
             return self._forward_without_grad(x, training)
         y = super().forward(x, training)
         self._last_output_shape = y.shape
         return y
 
-    def _forward_without_grad(self, x: np.ndarray, training: bool) -> np.ndarray:
+    def _forward_without_grad(self, x: np.ndarray, training: bool | None) -> np.ndarray:
         """A forward that leaves every layer's caches as the last forward with gradients left
         them (``cnnx.engine.grad_mode``)."""
         with attributes_kept(layer for _, layer in self.named_layers()):

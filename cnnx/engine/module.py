@@ -47,6 +47,11 @@ class Module:
     #: only that many: an input with that many axes in all is then likely one sample without
     #: its batch axis, which PyTorch's Conv2d and Linear accept, and the build error says so.
     sample_rank: int | None = None
+    #: True for containers whose ``forward`` takes ``training=None`` to mean that every
+    #: sub-layer runs in its own mode, as ``train()``/``eval()`` left it: PyTorch's per-module
+    #: ``training`` flags, so ``model.train(); model.layers["bn"].eval()`` freezes one layer.
+    #: Every other layer is always handed a bool.
+    resolves_mode_per_layer = False
 
     def __init__(self) -> None:
         self.params: dict[str, Parameter] = {}
@@ -214,7 +219,7 @@ class Module:
                     also = ", or a batch of one-channel (N, H, W) images as x[:, None]" if x.ndim == 3 else ""
                     hint = f", whose first axis is the batch (pass one sample as x[None]{also})"
                 raise ShapeError(f"{self!r} cannot be built for input {x.shape}{hint}: {exc}") from exc
-        training = self.training if training is None else training
+        training = own_mode(self) if training is None else training
         if is_grad_enabled():
             return self.forward(x, training)
         with attributes_kept(self.modules()):
@@ -239,6 +244,12 @@ class Module:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
+
+
+def own_mode(layer: Module) -> bool | None:
+    """What a layer is handed when its caller names no mode: its own flag, or None for a
+    container, which then hands each of its layers that layer's own flag."""
+    return None if layer.resolves_mode_per_layer else layer.training
 
 
 def real_input(x: np.ndarray, dtype: np.dtype, owner: str) -> np.ndarray:

@@ -7,7 +7,7 @@ import numpy as np
 from cnnx.engine.in_place import guard_in_place
 from cnnx.engine.layers.activations import ReLU
 from cnnx.engine.layers.pooling import MaxPool2D
-from cnnx.engine.module import Module, Shape
+from cnnx.engine.module import Module, Shape, own_mode
 from cnnx.errors import PluginError, ShapeError
 
 
@@ -37,9 +37,12 @@ class Sequential(Module):
         guard_in_place(self._run_order)
         return shape
 
-    def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
+    resolves_mode_per_layer = True
+
+    def forward(self, x: np.ndarray, training: bool | None = True) -> np.ndarray:
+        """``training=None``: each layer in its own mode (``own_mode``)."""
         for layer in self._run_order:
-            x = layer.forward(x, training)
+            x = layer.forward(x, own_mode(layer) if training is None else training)
         return x
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:

@@ -6,7 +6,7 @@ from typing import Any
 import numpy as np
 
 from cnnx.engine.in_place import OutputUse
-from cnnx.engine.module import Module, Shape
+from cnnx.engine.module import Module, Shape, own_mode
 from cnnx.engine.sequential import Sequential
 from cnnx.engine.spec import layers_from_spec
 from cnnx.errors import ConfigError, ShapeError
@@ -26,6 +26,7 @@ class Residual(Module):
     sample_rank = 3
 
     backward_reads_output = OutputUse.NONE
+    resolves_mode_per_layer = True
 
     def __init__(self, layers: Mapping[str, Any], shortcut: str = "auto",
                  activation: str | None = "relu", where: str = "residual"):
@@ -70,10 +71,14 @@ class Residual(Module):
             self.shortcut.build(input_shape, rng)
         return out_shape
 
-    def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
+    def forward(self, x: np.ndarray, training: bool | None = True) -> np.ndarray:
+        """``training=None``: each layer of the block in its own mode (``own_mode``)."""
         x = self.in_own_dtype(x)
         out = self.body.forward(x, training)
-        out = out + (x if self.shortcut is None else self.shortcut.forward(x, training))
+        if self.shortcut is not None:
+            out = out + self.shortcut.forward(x, own_mode(self.shortcut) if training is None else training)
+        else:
+            out = out + x
         if self.activation == "relu":
             self._active = out > 0
             out *= self._active
