@@ -237,6 +237,13 @@ class Module:
             f"{self!r} was built for input {(None, *self.input_shape)} and got {tuple(x.shape)}: {expected}"
         )
 
+    def _wrong_gradient(self, grad_output: np.ndarray, expected: Shape) -> ShapeError:
+        """The error for a ``backward`` handed a gradient not shaped as the last forward's
+        output: NumPy would broadcast many of them (an (N,) gradient against an (N, 1) output
+        gives (N, N)) into a wrong result without any error."""
+        return ShapeError(f"{self!r}: backward got a gradient of shape {tuple(grad_output.shape)}; the last "
+                          f"forward returned {tuple(expected)}, the shape the gradient must have")
+
     def _backward_before_forward(self) -> RuntimeError:
         """The error for a ``backward`` with nothing cached by a ``forward`` to differentiate."""
         return RuntimeError(f"{self!r}: backward called before forward; run layer(x) or layer.forward(x) first")

@@ -50,6 +50,8 @@ class ReLU(_Activation):
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
         if self._y is None:
             raise self._backward_before_forward()
+        if grad_output.shape != self._y.shape:
+            raise self._wrong_gradient(grad_output, self._y.shape)
         # Multiplying by a float mask is ~8x faster than np.where / masked copies, which
         # branch per element on random signs.
         grad = np.greater(self._y, 0).astype(grad_output.dtype)
@@ -90,6 +92,8 @@ class LeakyReLU(_Activation):
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
         if self._y is None:
             raise self._backward_before_forward()
+        if grad_output.shape != self._y.shape:
+            raise self._wrong_gradient(grad_output, self._y.shape)
         slope = self.negative_slope
         positive = self._positive if self._positive is not None else np.greater(self._y, 0)
         grad = positive.astype(grad_output.dtype)
@@ -109,6 +113,8 @@ class Sigmoid(_Activation):
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
         if self._y is None:
             raise self._backward_before_forward()
+        if grad_output.shape != self._y.shape:
+            raise self._wrong_gradient(grad_output, self._y.shape)
         y = self._y
         grad = np.subtract(1, y)
         grad *= y
@@ -124,6 +130,8 @@ class Tanh(_Activation):
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
         if self._y is None:
             raise self._backward_before_forward()
+        if grad_output.shape != self._y.shape:
+            raise self._wrong_gradient(grad_output, self._y.shape)
         grad = np.square(self._y)
         np.subtract(1, grad, out=grad)
         grad *= grad_output
@@ -170,6 +178,8 @@ class Softmax(_Activation):
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
         if self._y is None:
             raise self._backward_before_forward()
+        if grad_output.shape != self._y.shape:
+            raise self._wrong_gradient(grad_output, self._y.shape)
         # J^T g = y * (g - <g, y>) per softmax slice.
         y = self._y
         grad = np.multiply(grad_output, y)

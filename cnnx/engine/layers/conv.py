@@ -58,6 +58,7 @@ class Conv2D(Module):
         self.workspace = Workspace()
         self._col: np.ndarray | None = None
         self._input_hw: tuple[int, int] | None = None  # of the last forward: any size works
+        self._output_seen: tuple[int, ...] | None = None  # what backward's gradient must be
 
     def _build(self, input_shape: Shape, rng: np.random.Generator) -> Shape:
         kernel, padding = self.kernel_size, self.padding
@@ -95,11 +96,14 @@ class Conv2D(Module):
         self._input_hw = x.shape[2:]
         bias = self.params["bias"].data if self.use_bias else None
         y, self._col = conv2d_forward(x, self.params["weight"].data, bias, self.stride, self.padding, self.workspace)
+        self._output_seen = y.shape
         return y
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
         if self._col is None:
             raise self._backward_before_forward()
+        if grad_output.shape != self._output_seen:
+            raise self._wrong_gradient(grad_output, self._output_seen)
         grad_output = self.in_own_dtype(grad_output)
         weight = self.params["weight"]
         grad_x, weight.grad, grad_bias = conv2d_backward(

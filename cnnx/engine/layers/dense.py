@@ -65,6 +65,8 @@ class Dense(Module):
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
         if self._x is None:
             raise self._backward_before_forward()
+        if grad_output.shape != (len(self._x), self.out_features):
+            raise self._wrong_gradient(grad_output, (len(self._x), self.out_features))
         grad_output = self.in_own_dtype(grad_output)
         weight = self.params["weight"]
         weight.grad = grad_output.T @ self._x

@@ -33,6 +33,7 @@ class Dropout(Module):
         self._scale = 1.0 / (1.0 - self.p)
         self.rng: np.random.Generator | None = None
         self._mask: np.ndarray | None = None
+        self._shape: tuple[int, ...] | None = None  # of the last forward, whose output is that shape
 
     def get_config(self) -> dict[str, Any]:
         return {"p": self.p, "inplace": self.inplace}
@@ -47,6 +48,7 @@ class Dropout(Module):
         return input_shape
 
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
+        self._shape = x.shape
         if not training or self.p == 0.0:
             self._mask = None
             return x
@@ -66,6 +68,10 @@ class Dropout(Module):
         return np.multiply(x, self._mask, out=x if self.overwrites_input else None)
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        if self._shape is None:
+            raise self._backward_before_forward()
+        if grad_output.shape != self._shape:
+            raise self._wrong_gradient(grad_output, self._shape)
         if self._mask is None:
             return grad_output
         return grad_output * self._mask

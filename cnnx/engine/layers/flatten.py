@@ -23,6 +23,7 @@ class Flatten(Module):
     def __init__(self) -> None:
         super().__init__()
         self._batch_shape: tuple[int, ...] | None = None
+        self._flat_shape: tuple[int, int] | None = None
 
     def _build(self, input_shape: Shape, rng: np.random.Generator) -> Shape:
         return (math.prod(input_shape),)
@@ -30,9 +31,12 @@ class Flatten(Module):
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
         self._batch_shape = x.shape
         # An explicit size (not -1) keeps empty batches reshapeable.
-        return x.reshape(x.shape[0], math.prod(x.shape[1:]))
+        self._flat_shape = (x.shape[0], math.prod(x.shape[1:]))
+        return x.reshape(self._flat_shape)
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
         if self._batch_shape is None:
             raise self._backward_before_forward()
+        if grad_output.shape != self._flat_shape:  # (C·H·W, N) would reshape without a word
+            raise self._wrong_gradient(grad_output, self._flat_shape)
         return grad_output.reshape(self._batch_shape)

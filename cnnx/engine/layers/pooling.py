@@ -40,6 +40,7 @@ class _Pool2D(Module):
         self.padding = as_pair(padding, f"{name} padding", minimum=0)
         self.workspace = Workspace()
         self._input_hw: tuple[int, int] | None = None  # of the last forward: any size works
+        self._output_seen: tuple[int, ...] | None = None  # what backward's gradient must be
 
     def _check_input(self, x: np.ndarray) -> None:
         """Any channel count and any spatial size the window fits work, as in PyTorch."""
@@ -87,12 +88,15 @@ class MaxPool2D(_Pool2D):
         y, self._winners = max_pool2d_forward(
             x, self.kernel_size, self.stride, self.padding, self.workspace, keep_winners=is_grad_enabled()
         )
+        self._output_seen = y.shape
         return y
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
         if self._winners is None:
             raise RuntimeError(f"{self!r}: backward needs a forward with gradients first (a forward under "
                                f"no_grad keeps no route for the gradient)")
+        if grad_output.shape != self._output_seen:
+            raise self._wrong_gradient(grad_output, self._output_seen)
         return max_pool2d_backward(
             grad_output, self._winners, self._input_hw, self.kernel_size, self.stride,
             self.padding, self.workspace,
@@ -107,11 +111,15 @@ class AvgPool2D(_Pool2D):
         if x.shape[1:] != self.input_shape:
             self._check_input(x)
         self._input_hw = x.shape[2:]
-        return avg_pool2d_forward(x, self.kernel_size, self.stride, self.padding, self.workspace)
+        y = avg_pool2d_forward(x, self.kernel_size, self.stride, self.padding, self.workspace)
+        self._output_seen = y.shape
+        return y
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
         if self._input_hw is None:
             raise self._backward_before_forward()
+        if grad_output.shape != self._output_seen:
+            raise self._wrong_gradient(grad_output, self._output_seen)
         return avg_pool2d_backward(
             grad_output, self._input_hw, self.kernel_size, self.stride, self.padding,
             self.workspace,
@@ -136,14 +144,18 @@ class GlobalAvgPool2D(Module):
     def __init__(self) -> None:
         super().__init__()
         self._input_hw: tuple[int, int] | None = None  # of the last forward: any size works
+        self._input_shape_seen: tuple[int, ...] = ()
 
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
         if x.shape[1:] != self.input_shape:
             check_image_batch(self, x)
         self._input_hw = x.shape[2:]
+        self._input_shape_seen = x.shape
         return global_avg_pool2d_forward(x)
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
         if self._input_hw is None:
             raise self._backward_before_forward()
+        if grad_output.shape != self._input_shape_seen[:2]:
+            raise self._wrong_gradient(grad_output, self._input_shape_seen[:2])
         return global_avg_pool2d_backward(grad_output, self._input_hw)

@@ -45,6 +45,7 @@ class Residual(Module):
         self.body = Sequential(body_layers, f"{where}.layers")
         self.shortcut: Module | None = None
         self._active: np.ndarray | None = None
+        self._output_seen: tuple[int, ...] | None = None  # what backward's gradient must be
 
     def _build(self, input_shape: Shape, rng: np.random.Generator) -> Shape:
         out_shape = self.body.build(input_shape, rng)
@@ -82,13 +83,16 @@ class Residual(Module):
         if self.activation == "relu":
             self._active = out > 0
             out *= self._active
+        self._output_seen = out.shape
         return out
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        if self._output_seen is None:
+            raise self._backward_before_forward()
+        if grad_output.shape != self._output_seen:
+            raise self._wrong_gradient(grad_output, self._output_seen)
         grad_output = self.in_own_dtype(grad_output)
         if self.activation == "relu":
-            if self._active is None:
-                raise self._backward_before_forward()
             grad_output = grad_output * self._active
         grad_input = self.body.backward(grad_output)
         if self.shortcut is None:
