@@ -25,6 +25,7 @@ from cnnx.config_schema import register as register_schema
 from cnnx.data.image_files import LargeImageWarning
 from cnnx.data.splits import check_loaded, check_seed
 from cnnx.engine.grad_mode import no_grad
+from cnnx.engine.losses.cross_entropy import ProbabilitiesAsLogitsWarning
 from cnnx.engine.model import Model, build_model
 from cnnx.errors import CnnxError, ConfigError, PluginError, ReportedInputError
 from cnnx.plugin_configs import CNNX_CONFIG_NAME, CNNX_VERSION_BASE
@@ -84,7 +85,8 @@ def _probe_loss(loss, model: Model, data, label: str) -> None:
     try:
         with no_grad():
             outputs = model.forward(x, training=False)
-        _, grad = loss(outputs, y)
+        with one_line_warnings(ProbabilitiesAsLogitsWarning):
+            _, grad = loss(outputs, y)
     except PluginError as error:  # the contract's check in Loss.__call__, named by the class's name
         raise PluginError(f"{label}: {str(error).removeprefix(f'{loss.name}: ')}") from None
     except CnnxError:  # the data's fault, already one line (labels out of range, say)

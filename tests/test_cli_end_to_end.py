@@ -101,6 +101,15 @@ def test_tracking_disabled_trains_without_a_store(tmp_path):
     assert any(line.startswith("epoch   1/1 ") for line in lines) and lines[-1].startswith("val_acc (best epoch) = ")
     (log,) = (tmp_path / "outputs").glob("*/*/app.log")
     assert f"[cnnx.run][INFO] - {lines[-1]}" in log.read_text()
+    assert "warning" not in result.stderr  # its logits are not taken for probabilities
+
+
+def test_a_softmax_before_cross_entropy_is_warned_about_in_one_line(tmp_path):
+    result = run_cli(["+experiment=digits_small", "trainer.epochs=1", "tracking=none",
+                      "+model.layers.probabilities.type=softmax"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    (warning,) = [line for line in result.stderr.splitlines() if "warning" in line]
+    assert warning.startswith("cnnx: warning: cross_entropy: the model's outputs look like probabilities ")
 
 
 def test_without_a_validation_split_the_closing_line_names_the_training_figure(tmp_path):

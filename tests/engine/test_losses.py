@@ -4,9 +4,9 @@ import warnings
 import numpy as np
 import pytest
 
-from cnnx.engine.functional.softmax import log_softmax
+from cnnx.engine.functional.softmax import log_softmax, softmax
 from cnnx.engine.losses.bce import BCELoss
-from cnnx.engine.losses.cross_entropy import CrossEntropyLoss
+from cnnx.engine.losses.cross_entropy import CrossEntropyLoss, ProbabilitiesAsLogitsWarning
 from cnnx.engine.losses.mse import MSELoss
 from cnnx.errors import ConfigError, DataError
 from cnnx.testing.gradcheck import check_loss_gradients
@@ -328,3 +328,19 @@ def test_cross_entropy_gradient_does_not_depend_on_the_logits_memory_order():
         assert value_f == value
         np.testing.assert_array_equal(grad_f, grad)
         np.testing.assert_allclose(grad.sum(axis=1), 0, atol=1e-7)
+
+
+def test_cross_entropy_warns_once_when_given_probabilities():
+    """A softmax layer before it trains badly (its gradient is flattened) and silently."""
+    logits = np.random.default_rng(0).standard_normal((8, 5)).astype(np.float32)
+    labels = np.arange(8) % 5
+    loss = CrossEntropyLoss()
+    with pytest.warns(ProbabilitiesAsLogitsWarning, match=r"^cross_entropy: the model's outputs look like probabilities"):
+        loss(softmax(logits, axis=1), labels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loss(softmax(logits, axis=1), labels)  # once per loss
+        fresh = CrossEntropyLoss()
+        fresh(logits, labels)  # logits: nothing to say, and not looked at again
+        fresh(softmax(logits, axis=1), labels)
+        CrossEntropyLoss()(np.full((4, 5), 0.1, np.float32), labels[:4])  # in [0, 1], not summing to 1
