@@ -53,7 +53,12 @@ class Model(Sequential):
         if len(shape) != 3 or any(d <= 0 for d in shape):
             raise ShapeError(f"input_shape must be (C, H, W) with positive sizes, got {input_shape!r}")
         self._refuse_a_layer_used_twice()
-        return super().build(shape, rng)
+        built = super().build(shape, rng)
+        # A layer that was another model's first one may have been told to skip its input
+        # gradient; here it may have layers before it (backward tells the first one again).
+        for module in self.modules():
+            module.needs_input_grad = True
+        return built
 
     def _refuse_a_layer_used_twice(self) -> None:
         """One layer object at two places (``r = ReLU()`` as relu1 and relu2) ran, and its second

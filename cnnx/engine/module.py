@@ -121,7 +121,8 @@ class Module:
 
     @property
     def built(self) -> bool:
-        return self.output_shape is not None
+        # getattr: a plugin layer that skipped Module.__init__ is named by build, not here.
+        return getattr(self, "output_shape", None) is not None
 
     # -- computation --------------------------------------------------------------------
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:

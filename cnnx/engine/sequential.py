@@ -23,6 +23,11 @@ class Sequential(Module):
     def _build(self, input_shape: Shape, rng: np.random.Generator) -> Shape:
         shape = input_shape
         for name, layer in self.layers.items():
+            if layer.built and layer.input_shape == shape:
+                # Built before (trained in another model, or called on its own) for this very
+                # input: its weights are kept, as Keras and PyTorch keep a reused layer's.
+                shape = layer.output_shape
+                continue
             try:
                 shape = layer.build(shape, rng)
             except ShapeError as exc:
