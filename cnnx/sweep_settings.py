@@ -111,8 +111,12 @@ def _direction_problem(config: DictConfig, directions: list[str]) -> str | None:
 
 
 def _swept_option_file_problem(config: DictConfig, parsed: list) -> str | None:
-    """An option file a swept group chooses (``model=a,b``) that is not valid YAML: the launcher
-    would load it only when that job's turn came, after the parent run and the earlier jobs."""
+    """An option a swept group chooses (``optimizer=adam,sgdd``) that is not there, or whose
+    file is not valid YAML: Hydra would find it only once the parent run existed (which it then
+    deleted, having printed its id), in two lines."""
+    from hydra.errors import MissingConfigException
+
+    from cnnx.cli import one_line
     from cnnx.option_file_yaml import config_repository, load_problem
 
     if OmegaConf.select(config, "hydra.runtime.config_sources") is None:
@@ -130,6 +134,10 @@ def _swept_option_file_problem(config: DictConfig, parsed: list) -> str | None:
         except Exception:  # noqa: BLE001 — glob(): only the sweeper knows what it picks
             continue
         for value in values:
+            if not repository.config_exists(f"{group}/{value}"):
+                # Worded as the same mistake outside a sweep is (cnnx.cli.one_line).
+                return one_line(MissingConfigException(f"In 'config': Could not find '{group}/{value}'",
+                                                       f"{group}/{value}", repository.get_group_options(group)))
             problem = load_problem(repository, f"{group}/{value}")
             if problem is not None:
                 return problem

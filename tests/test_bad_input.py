@@ -114,6 +114,9 @@ CASES = [
     ("sweep with --cfg", ["-m", "--cfg", "job"], ["-m/--multirun", "--cfg", "drop -m"]),
     ("unknown --cfg choice", ["--cfg", "jobs"], ["--cfg", "'jobs'", "'job', 'hydra', 'all'"]),
     ("sweep of no value", ["-m", "optimizer.lr=range(0.1,0.1)"], ["optimizer.lr=range(0.1,0.1)", "no value"]),
+    # Found by Hydra only after the parent run's line (a run it then deleted), in two lines.
+    ("swept option that is not there", ["-m", "optimizer=adam,sgdd"],
+     ["Could not find 'optimizer/sgdd'", "available: adam, adamw"]),
     ("joblib without workers", ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=0"],
      ["hydra.launcher.n_jobs=0", "positive"]),
     ("launcher chosen with a dot", ["-m", "hydra.launcher=joblib"], ["hydra.launcher=joblib", "hydra/launcher=joblib"]),
