@@ -171,3 +171,11 @@ def test_help_names_the_subcommands_and_the_config_groups(tmp_path):
     for shown in ("python -m cnnx compare", "python -m cnnx predict", "python -m cnnx plugins",
                   "experiment: binary_synthetic, digits_small, lenet", "optimizer: adam"):
         assert shown in result.stdout, shown
+
+
+def test_hydra_verbose_prints_hydras_debug_lines(tmp_path):
+    """The README's hydra.verbose=true: cnnx's Hydra logging held Hydra's loggers at INFO."""
+    result = run_cli(["+experiment=digits_small", "trainer.epochs=1", "tracking=none", "hydra.verbose=true"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "[HYDRA] Installed Hydra Plugins" in result.stdout
+    assert "alembic" not in result.stdout + result.stderr
