@@ -428,7 +428,12 @@ def _check_experiment_name(cfg: DictConfig, swept: Collection[str]) -> None:
         return
     keys = ("tracking.experiment_name", "experiment_name")
     values = [OmegaConf.select(cfg, key, throw_on_resolution_failure=False, default=None) for key in keys]
-    if set(keys) & set(swept) or values[0] or values[1] != "":
+    if set(keys) & set(swept):
+        return  # each job checks its own
+    if values[0] == "":  # null means experiment_name's; '' fell back to it silently
+        raise ConfigError("tracking.experiment_name='' is empty; expected the name of the MLflow experiment to "
+                          "log to, or null to log to experiment_name's")
+    if values[0] or values[1] != "":
         return  # a name, or something other checks own (a missing key, an unresolved interpolation)
     raise ConfigError("experiment_name='' is empty; expected the name of the MLflow experiment to log to")
 

@@ -207,6 +207,9 @@ CASES = [
     ("tracking store a folder, in process", ["tracking.uri=sqlite:///{a_folder}", "tracking.background=false"],
      ["tracking.uri='sqlite:///", "is a folder", "a_folder/mlflow.db)"]),
     ("experiment name empty", ["experiment_name=''"], ["experiment_name=''", "empty"]),
+    # It fell back to experiment_name's, silently.
+    ("tracking's experiment name empty", ["tracking.experiment_name="],
+     ["tracking.experiment_name='' is empty", "or null"]),
     ("experiment name empty, in process", ["experiment_name=''", "tracking.background=false"],
      ["experiment_name=''", "empty"]),
     ("checkpoint dir not writable", ["trainer.checkpoint.dir={a_file}/ck"], ["trainer.checkpoint.dir", "plain_file"]),
