@@ -87,6 +87,11 @@ def _override_through_a_leaf(error: BaseException) -> str | None:
     return None
 
 
+def _typed(key: str) -> bool:
+    """Whether the command line sets ``key`` (``key=…``, ``+key=…``, ``++key=…``)."""
+    return any(arg.split("=", 1)[0].lstrip("+~") == key for arg in sys.argv[1:])
+
+
 def one_line(error: BaseException) -> str | None:
     """The user-facing sentence for an error caused by input, or None for a bug."""
     from hydra.errors import HydraException, MissingConfigException
@@ -96,10 +101,12 @@ def one_line(error: BaseException) -> str | None:
         OmegaConfBaseException, ValidationError,
     )
 
-    from cnnx.errors import CnnxError
+    from cnnx.errors import CnnxError, UnknownOptionError, flat_message
     from cnnx.hydra_plugin_imports import scan_stopped_by
     from cnnx.option_file_yaml import malformed_option_file
 
+    if isinstance(error, UnknownOptionError) and error.maybe_inherited and not _typed(error.key):
+        return f"{flat_message(error)} (set by a preset or another group? drop it with ~{error.key})"
     if isinstance(error, CnnxError):
         return " ".join(str(error).split("\n"))
     stopped = scan_stopped_by(error)

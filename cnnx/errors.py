@@ -20,6 +20,19 @@ class ConfigError(CnnxError, ValueError):
     """A config value is missing, of the wrong type or outside the accepted values."""
 
 
+class UnknownOptionError(ConfigError):
+    """An option name that a component's factory does not take, at config key ``key``.
+
+    ``maybe_inherited``: a preset or another config group may have put it there, which the
+    command line's error says (with the ``~key`` that drops it) unless the user typed the key.
+    """
+
+    def __init__(self, message: str, key: str, maybe_inherited: bool = True) -> None:
+        super().__init__(message)
+        self.key = key
+        self.maybe_inherited = maybe_inherited
+
+
 class ShapeError(CnnxError, ValueError):
     """Layer shapes do not fit together."""
 

@@ -116,6 +116,7 @@ def _model_problem(group: str, content: dict[str, Any]) -> str | None:
 
 
 def _components_problem(root: Any) -> str | None:
+    from cnnx.cli import one_line
     from cnnx.component_check import check_components
 
     try:
@@ -126,5 +127,5 @@ def _components_problem(root: Any) -> str | None:
         # entry points' rows name it.
         return flat_message(error) if isinstance(error, UnknownComponentError) else None
     except CnnxError as error:
-        return flat_message(error)
+        return one_line(error) or flat_message(error)
     return None

@@ -16,7 +16,9 @@ from functools import cache
 from importlib import metadata
 from typing import Any
 
-from cnnx.errors import ConfigError, DataError, DataSplitsError, PluginError, UnknownComponentError
+from cnnx.errors import (
+    ConfigError, DataError, DataSplitsError, PluginError, UnknownComponentError, UnknownOptionError,
+)
 
 #: config word → entry-point group
 GROUPS = {
@@ -181,9 +183,9 @@ def check_options(
     ]
     for key in options:
         if key not in accepted:
-            raise ConfigError(
-                f"unknown option {where}.{key} for {what}; accepted: {', '.join(accepted) or 'none'}"
-                + (f" (set by a preset or another group? drop it with ~{where}.{key})" if hint else "")
+            raise UnknownOptionError(
+                f"unknown option {where}.{key} for {what}; accepted: {', '.join(accepted) or 'none'}",
+                f"{where}.{key}", maybe_inherited=hint,
             )
     for n in accepted if complete else ():
         p = params[n]

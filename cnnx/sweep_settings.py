@@ -149,6 +149,7 @@ def _job_settings_problem(config: DictConfig) -> str | None:
     child per job: the jobs' own checks (``cnnx.app.check_settings``) on the settings they share,
     and the registry's checks of the components they share (``cnnx.component_check``)."""
     from cnnx.app import check_settings
+    from cnnx.cli import one_line
     from cnnx.component_check import check_components
     from cnnx.errors import CnnxError, ConfigError
 
@@ -161,7 +162,7 @@ def _job_settings_problem(config: DictConfig) -> str | None:
     try:
         check_components(shared, swept)
     except CnnxError as error:
-        return " ".join(str(error).split())
+        return one_line(error)
     return None
 
 

@@ -74,7 +74,7 @@ def make_checkpoint(directory: Path, overrides: list[str]) -> Path:
 
 BASE = ["+experiment=digits_small", "dataset=npz", "dataset.path={good}", "trainer.epochs=1"]
 
-# (case id, overrides added to BASE, fragments the error line must contain)
+# (case id, overrides added to BASE, fragments the error line must contain, or not with a leading !)
 CASES = [
     # unknown plugin names
     ("unknown layer", ["model.layers.conv1.type=conv3d"], ["conv3d", "model.layers.conv1", "conv2d"]),
@@ -104,7 +104,12 @@ CASES = [
      ["unknown option optimizer.eps2 for optimizer 'adam'; accepted: lr, betas, eps"]),
     ("layer option typo without +", ["model.layers.conv1.strid=2"],
      ["unknown option model.layers.conv1.strid for layer 'conv2d'", "accepted: out_channels, kernel_size, stride"]),
-    ("unknown option", ["+optimizer.lrr=0.1"], ["optimizer.lrr", "lr", "drop it with ~optimizer.lrr"]),
+    # Typed by the user: no preset to blame.
+    ("unknown option", ["+optimizer.lrr=0.1"], ["optimizer.lrr", "accepted: lr, momentum", "!preset"]),
+    # The preset's conv options, which a dense layer does not take, and how to drop them.
+    ("option from a preset", ["model.layers.conv1.type=dense"],
+     ["model.layers.conv1.out_channels", "out_features", "set by a preset or another group? drop it with "
+      "~model.layers.conv1.out_channels"]),
     ("key added where the schema has none", ["+trainer.epochz=3"], ["trainer.epochz", "epochs, batch_size"]),
     ("top-level key misspelt", ["+experiement=lenet"], ["experiement", "did you mean +experiment=lenet?"]),
     ("top-level key nothing uses", ["+sed=3"], ["+sed=3", "did you mean seed=3?"]),
@@ -235,9 +240,12 @@ def test_every_bad_input_fails_in_one_line_naming_the_key(tmp_path):
         if result.returncode != 2 or len(lines) != 1 or not last.startswith("cnnx: error: "):
             problems.append(f"{name}: exit {result.returncode}, stderr ends {result.stderr[-600:]!r}")
             continue
-        missing = [f for f in fragments if f not in last]
+        missing = [f for f in fragments if not f.startswith("!") and f not in last]
         if missing:
             problems.append(f"{name}: {missing} not in {last!r}")
+        unwanted = [f[1:] for f in fragments if f.startswith("!") and f[1:] in last]
+        if unwanted:
+            problems.append(f"{name}: {unwanted} in {last!r}")
         # A run that got as far as its run directory keeps the error there too.
         for log in workdir.rglob("app.log"):
             logged += 1

@@ -433,3 +433,12 @@ def test_one_layer_object_at_two_places_is_refused_naming_both():
     conv = Conv2D(4, 3, padding=1)  # weight sharing
     with pytest.raises(ConfigError, match=r"^model\.layers\.c2 is the same Conv2D object as model\.layers\.c1"):
         cnnx.Model({"c1": conv, "c2": conv, "f": Flatten(), "fc": Dense(3)}, (4, 8, 8))
+
+
+def test_an_unknown_option_in_a_python_spec_is_not_answered_with_command_line_syntax():
+    """``~key`` drops a preset's option on Hydra's command line; a dict built in Python has no
+    preset, and the hint read as if it had."""
+    with pytest.raises(ConfigError) as caught:
+        cnnx.build_model({"c": {"type": "conv2d", "out_chanels": 2, "kernel_size": 3}}, (1, 8, 8))
+    assert str(caught.value) == ("unknown option model.layers.c.out_chanels for layer 'conv2d'; accepted: "
+                                 "out_channels, kernel_size, stride, padding, bias, init")
