@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -73,6 +74,10 @@ def download_model(uri: str, tracking_uri: str | None, source: str) -> Path:
     except (MlflowException, OSError) as exc:
         if connection_failure(str(exc)):
             raise unusable_store(store, exc, store_setting(tracking_uri)) from None
+        if re.match(r"Run with id=\S* not found", str(exc)):  # mistyped, or another store's
+            raise CheckpointError(f"{source}: no such run in MLflow store {store!r}; a run's id is in the "
+                                  f"line it ends with (cnnx: run ID in experiment …), and cnnx compare "
+                                  f"EXPERIMENT lists them") from None
         raise CheckpointError(f"{source}: cannot load {uri} from MLflow store {store!r} "
                               f"({flat_message(exc)[:300]}); runs log their model when "
                               f"tracking.log_model=true") from None
@@ -301,7 +306,9 @@ def format_predictions(names: Sequence[str], probabilities: np.ndarray, classes:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cnnx predict", description=__doc__.split("\n\n")[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    source = p.add_mutually_exclusive_group(required=True)
+    # Required, but checked after parsing (main), so that a mistyped option (--runs) is
+    # named first: argparse checks a required group before it reports unknown arguments.
+    source = p.add_mutually_exclusive_group()
     source.add_argument("--run", metavar="RUN_ID", help="an MLflow run id (uses runs:/RUN_ID/model)")
     source.add_argument("--model", metavar="DIR_OR_URI", help="an MLflow model directory or URI")
     source.add_argument("--weights", metavar="FILE",
@@ -318,7 +325,10 @@ def parser() -> argparse.ArgumentParser:
 
 @report_user_errors
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    options = parser()
+    args = options.parse_args(argv)
+    if args.run is None and args.model is None and args.weights is None:
+        options.error("one of the arguments --run --model --weights is required")
     if args.top < 1:
         raise ConfigError(f"--top must be at least 1, got {args.top}")
     if args.config and not args.weights:

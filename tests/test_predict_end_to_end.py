@@ -379,3 +379,10 @@ def test_a_run_without_its_model_whose_training_data_is_gone_names_the_run_not_a
     assert error.startswith(f"cnnx: error: --run {run.info.run_id} (its config.yaml: it logged no model): the "
                             "training data is needed to recover its normalisation"), error
     assert error.endswith("log the model with tracking.log_model=true, which carries it") and "\n" not in error
+    # A mistyped id was told to log its model; a mistyped option was told that --run is required.
+    mistyped = predict(tmp_path, "--run", run.info.run_id[:-1] + "x", tmp_path / "three.npz")
+    assert mistyped.returncode == 2 and mistyped.stderr.strip() == (
+        f"cnnx: error: --run {run.info.run_id[:-1]}x: no such run in MLflow store 'sqlite:///mlflow.db'; a run's "
+        "id is in the line it ends with (cnnx: run ID in experiment …), and cnnx compare EXPERIMENT lists them")
+    option = predict(tmp_path, "--runs", run.info.run_id, tmp_path / "three.npz")
+    assert option.returncode == 2 and option.stderr.splitlines()[-1] == "cnnx predict: error: unrecognized arguments: --runs"
