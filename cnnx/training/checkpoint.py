@@ -70,10 +70,15 @@ def newer_checkpoints(directory: Path, than: Path) -> list[Path]:
 def check_writable(directory: Path, key: str) -> None:
     """Fail before training, naming ``key``, if checkpoints cannot be written to ``directory``."""
     probe = directory / f".write-test-{os.getpid()}"
+    # The folders made for the probe are removed after it: the first checkpoint makes them
+    # again, and a run refused later (a resume with no checkpoint) leaves no empty folder.
+    made = [folder for folder in (directory, *directory.parents) if not folder.exists()]
     try:
         directory.mkdir(parents=True, exist_ok=True)
         probe.write_bytes(b"")
         probe.unlink()
+        for folder in made:
+            folder.rmdir()
     except OSError as exc:
         raise ConfigError(
             f"{key}: cannot write checkpoints to '{directory}' ({exc.strerror or exc}); "

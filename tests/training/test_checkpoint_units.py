@@ -8,7 +8,7 @@ from tiny_trainer import SPEC, make_trainer, tiny_data
 
 from cnnx.engine.model import build_model
 from cnnx.errors import CheckpointError
-from cnnx.training.checkpoint import Checkpoint, list_checkpoints
+from cnnx.training.checkpoint import Checkpoint, check_writable, list_checkpoints
 from cnnx.training.checkpoint_file import read_checkpoint, write_checkpoint
 
 
@@ -255,3 +255,12 @@ def test_a_callback_failing_on_the_error_does_not_keep_the_others_from_theirs(tm
     assert seen == ["KeyboardInterrupt"]
     assert capsys.readouterr().err == ("cnnx: warning: Broken could not handle the error that stopped training: "
                                        "TypeError: cannot handle it\n")
+
+
+def test_the_writability_probe_leaves_no_folder_it_made(tmp_path):
+    """A run refused after the probe (a resume with no checkpoint) left an empty checkpoints/."""
+    check_writable(tmp_path / "run" / "checkpoints", "trainer.checkpoint.dir")
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "kept").mkdir()
+    check_writable(tmp_path / "kept", "trainer.checkpoint.dir")
+    assert list(tmp_path.iterdir()) == [tmp_path / "kept"] and not any((tmp_path / "kept").iterdir())
