@@ -32,6 +32,9 @@ class UnknownOptionError(ConfigError):
         self.key = key
         self.maybe_inherited = maybe_inherited
 
+    def __reduce__(self):  # joblib and submitit pickle a job's error back to the sweep
+        return type(self), (str(self), self.key, self.maybe_inherited)
+
 
 class ShapeError(CnnxError, ValueError):
     """Layer shapes do not fit together."""
@@ -56,7 +59,11 @@ class DataSplitsError(DataError):
 
     def __init__(self, dataset_name: str, problem: str):
         super().__init__(f"dataset {dataset_name!r} {problem}")
+        self.dataset_name = dataset_name
         self.problem = problem
+
+    def __reduce__(self):  # errors of a sweep's jobs are pickled (joblib, submitit)
+        return type(self), (self.dataset_name, self.problem)
 
 
 class CheckpointError(CnnxError, ValueError):
@@ -74,3 +81,6 @@ class ReportedInputError(BaseException):
     def __init__(self, error: Exception):
         super().__init__(str(error))
         self.error = error
+
+    def __reduce__(self):
+        return type(self), (self.error,)
