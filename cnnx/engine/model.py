@@ -53,12 +53,7 @@ class Model(Sequential):
         if len(shape) != 3 or any(d <= 0 for d in shape):
             raise ShapeError(f"input_shape must be (C, H, W) with positive sizes, got {input_shape!r}")
         self._refuse_a_layer_used_twice()
-        built = super().build(shape, rng)
-        # A layer that was another model's first one may have been told to skip its input
-        # gradient; here it may have layers before it (backward tells the first one again).
-        for module in self.modules():
-            module.needs_input_grad = True
-        return built
+        return super().build(shape, rng)
 
     def _refuse_a_layer_used_twice(self) -> None:
         """One layer object at two places (``r = ReLU()`` as relu1 and relu2) ran, and its second
@@ -113,9 +108,14 @@ class Model(Sequential):
                 f"grad_output must have the shape of the last forward's output {expected}, "
                 f"got {grad_output.shape}"
             )
-        self._run_order[0].needs_input_grad = input_grad  # not the first declared: see run_order
-        # A loss written in float64 (float64 targets) would otherwise make every gradient float64.
-        return super().backward(grad_output.astype(self.dtype, copy=False))
+        # For this backward only: the same layer may run in another model, with layers before it.
+        first = self._run_order[0]  # not the first declared: see run_order
+        first.needs_input_grad = input_grad
+        try:
+            # A loss written in float64 (float64 targets) would otherwise make every gradient float64.
+            return super().backward(grad_output.astype(self.dtype, copy=False))
+        finally:
+            first.needs_input_grad = True
 
     def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Outputs in eval mode, in batches so that large inputs fit in memory.

@@ -50,6 +50,9 @@ def test_a_model_that_was_first_elsewhere_gives_its_input_gradient_here():
     second = Model({"stem": Conv2D(1, 3, padding=1), "conv": conv, "flatten": Flatten(), "out": Dense(3)}, (1, 8, 8))
     train_step(second)
     assert np.abs(second.layers["stem"].params["weight"].grad).sum() > 0
+    train_step(first, input_grad=False)  # the first model trains on: its backward says so only for itself
+    train_step(second)
+    assert np.abs(second.layers["stem"].params["weight"].grad).sum() > 0
 
 
 def test_a_layer_built_for_another_input_is_built_afresh():
