@@ -72,25 +72,3 @@ def check_range(
         raise ConfigError(f"{owner}: {key}={value!r} is out of range; accepted: {accepted}")
     return value
 
-
-def torch_positional_order_error(
-    layer: str, given: tuple[Any, ...], torch_names: tuple[str, ...], positional: int, keywords: str,
-) -> TypeError:
-    """The error for positional arguments beyond a layer's own, which PyTorch users type in
-    PyTorch's order: ``Conv2D(1, 8, 3)`` as ``nn.Conv2d(in_channels, out_channels, kernel_size)``.
-
-    cnnx infers the input size that comes first in PyTorch (``torch_names[0]``), so the same
-    numbers in cnnx's order would build another layer without any error (1 filter of 8×8,
-    stride 3). The message names both readings: PyTorch's, translated, and passing the extra
-    options by name.
-    """
-    call = f"{layer}({', '.join(map(repr, given))})"
-    own = " and ".join(torch_names[1:1 + positional])
-    takes = f"only {own} {'is' if positional == 1 else 'are'} positional" if own else "takes no positional arguments"
-    message = f"{call}: {takes} ({torch_names[0]} comes from the input); pass {keywords} by name"
-    if len(given) <= len(torch_names):
-        as_torch = dict(zip(torch_names, given))
-        arguments = [repr(as_torch[name]) for name in torch_names[1:1 + positional] if name in as_torch]
-        arguments += [f"{name}={as_torch[name]!r}" for name in torch_names[1 + positional:] if name in as_torch]
-        message += f"; read in PyTorch's order it is {layer}({', '.join(arguments)})"
-    return TypeError(message)

@@ -13,19 +13,29 @@ from cnnx.engine.layers.dense import Dense
     # As cnnx's (out_channels, kernel_size, stride) this was 1 filter of 8x8 at stride 3.
     (lambda: Conv2D(1, 8, 3),
      r"^Conv2D\(1, 8, 3\): only out_channels and kernel_size are positional \(in_channels comes from the "
-     r"input\); pass stride, padding, bias and init by name; read in PyTorch's order it is Conv2D\(8, 3\)$"),
-    (lambda: Conv2D(1, 8, 3, 2, 1), r"read in PyTorch's order it is Conv2D\(8, 3, stride=2, padding=1\)$"),
-    # Beyond the options cnnx has (dilation, groups): no translation is offered.
+     r"input\); pass stride, padding, bias and init by name; in PyTorch's order that is Conv2D\(8, 3\); with "
+     r"the rest named, Conv2D\(1, 8, stride=3\)$"),
+    (lambda: Conv2D(1, 8, 3, 2, 1), r"; in PyTorch's order that is Conv2D\(8, 3, stride=2, padding=1\)$"),
+    # Keywords given are kept in the call quoted and in both readings.
+    (lambda: Conv2D(1, 8, 3, padding=1),
+     r"^Conv2D\(1, 8, 3, padding=1\): .* that is Conv2D\(8, 3, padding=1\); with the rest named, "
+     r"Conv2D\(1, 8, stride=3, padding=1\)$"),
+    # A Keras-style stride: both readings fit.
+    (lambda: Conv2D(8, 3, 2), r"that is Conv2D\(3, 2\); with the rest named, Conv2D\(8, 3, stride=2\)$"),
+    # Beyond the options cnnx has (dilation, groups): no reading is offered.
     (lambda: Conv2D(1, 8, 3, 1, 0, 1, 1), r"pass stride, padding, bias and init by name$"),
     # As cnnx's (out_features, bias) this was refused for a non-boolean bias, naming neither cause.
     (lambda: Dense(64, 10),
      r"^Dense\(64, 10\): only out_features is positional \(in_features comes from the input\); pass bias "
-     r"and init by name; read in PyTorch's order it is Dense\(10\)$"),
+     r"and init by name; in PyTorch's order that is Dense\(10\)$"),
+    # cnnx's former positional bias: only the named reading fits.
+    (lambda: Dense(10, False), r"; with the rest named, Dense\(10, bias=False\)$"),
     # As cnnx's (eps, momentum) this was eps=16: accepted, and every activation squashed.
     (lambda: BatchNorm2D(16),
      r"^BatchNorm2D\(16\): takes no positional arguments \(num_features comes from the input\); pass eps "
-     r"and momentum by name; read in PyTorch's order it is BatchNorm2D\(\)$"),
-    (lambda: BatchNorm2D(16, 1e-3, 0.01), r"BatchNorm2D\(eps=0.001, momentum=0.01\)$"),
+     r"and momentum by name; in PyTorch's order that is BatchNorm2D\(\)$"),
+    (lambda: BatchNorm2D(16, 1e-3, 0.01), r"that is BatchNorm2D\(eps=0.001, momentum=0.01\)$"),
+    (lambda: BatchNorm2D(1e-3), r"takes no positional arguments .*; with the rest named, BatchNorm2D\(eps=0.001\)$"),
 ])
 def test_arguments_in_pytorch_order_are_refused_with_the_cnnx_call(make, message):
     with pytest.raises(TypeError, match=message):

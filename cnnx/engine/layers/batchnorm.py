@@ -14,8 +14,9 @@ import numpy as np
 from cnnx.engine.in_place import OutputUse
 from cnnx.engine.layers.image_input import check_image_batch, check_image_shape
 from cnnx.engine.module import Module, Shape
-from cnnx.engine.options import check_range, torch_positional_order_error
+from cnnx.engine.options import check_range
 from cnnx.engine.parameter import Parameter
+from cnnx.engine.torch_argument_order import torch_order_error
 from cnnx.errors import ConfigError, ShapeError
 
 
@@ -37,8 +38,8 @@ class BatchNorm2D(Module):
     def __init__(self, *torch_order: Any, eps: float = 1e-5, momentum: float = 0.1) -> None:
         super().__init__()
         if torch_order:
-            raise torch_positional_order_error(
-                "BatchNorm2D", torch_order, ("num_features", "eps", "momentum"), 0, "eps and momentum")
+            raise torch_order_error(type(self), (), torch_order, {"eps": eps, "momentum": momentum},
+                                    ("num_features", "eps", "momentum"))
         if momentum is None:
             raise ConfigError(
                 "batchnorm2d: momentum=None (PyTorch's cumulative average) is not supported; "

@@ -12,8 +12,9 @@ from cnnx.engine.in_place import OutputUse
 from cnnx.engine.layers.image_input import check_image_batch, check_image_shape, check_window_in_image
 from cnnx.engine.init import check_init, init_weight_and_bias
 from cnnx.engine.module import Module, Shape
-from cnnx.engine.options import check_flag, check_positive_int, torch_positional_order_error
+from cnnx.engine.options import check_flag, check_positive_int
 from cnnx.engine.parameter import Parameter
+from cnnx.engine.torch_argument_order import torch_order_error
 
 
 def compact_pair(pair: tuple[int, int]) -> int | list[int]:
@@ -45,10 +46,9 @@ class Conv2D(Module):
     ) -> None:
         super().__init__()
         if torch_order:
-            raise torch_positional_order_error(
-                "Conv2D", (out_channels, kernel_size, *torch_order),
-                ("in_channels", "out_channels", "kernel_size", "stride", "padding"), 2,
-                "stride, padding, bias and init")
+            raise torch_order_error(type(self), (out_channels, kernel_size), torch_order,
+                                    {"stride": stride, "padding": padding, "bias": bias, "init": init},
+                                    ("in_channels", "out_channels", "kernel_size", "stride", "padding"))
         self.out_channels = check_positive_int("conv2d", "out_channels", out_channels)
         self.kernel_size = as_pair(kernel_size, "Conv2D kernel_size", minimum=1)
         self.stride = as_pair(stride, "Conv2D stride", minimum=1)

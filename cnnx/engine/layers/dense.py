@@ -9,8 +9,9 @@ import numpy as np
 from cnnx.engine.in_place import OutputUse
 from cnnx.engine.init import check_init, init_weight_and_bias
 from cnnx.engine.module import Module, Shape
-from cnnx.engine.options import check_flag, check_positive_int, torch_positional_order_error
+from cnnx.engine.options import check_flag, check_positive_int
 from cnnx.engine.parameter import Parameter
+from cnnx.engine.torch_argument_order import torch_order_error
 from cnnx.errors import ShapeError
 
 
@@ -27,8 +28,8 @@ class Dense(Module):
     def __init__(self, out_features: int, *torch_order: Any, bias: bool = True, init: str = "kaiming_uniform") -> None:
         super().__init__()
         if torch_order:
-            raise torch_positional_order_error(
-                "Dense", (out_features, *torch_order), ("in_features", "out_features"), 1, "bias and init")
+            raise torch_order_error(type(self), (out_features,), torch_order, {"bias": bias, "init": init},
+                                    ("in_features", "out_features"))
         self.out_features = check_positive_int("dense", "out_features", out_features)
         self.use_bias = check_flag("dense", "bias", bias)
         self.init = check_init("dense", init)
