@@ -25,7 +25,7 @@ from cnnx.config_schema import register as register_schema
 from cnnx.data.image_files import LargeImageWarning
 from cnnx.data.splits import check_loaded, check_seed
 from cnnx.engine.grad_mode import no_grad
-from cnnx.engine.losses.cross_entropy import ProbabilitiesAsLogitsWarning
+from cnnx.engine.losses.base import ProbabilitiesAsLogitsWarning
 from cnnx.engine.model import Model, build_model
 from cnnx.errors import CnnxError, ConfigError, PluginError, ReportedInputError
 from cnnx.plugin_configs import CNNX_CONFIG_NAME, CNNX_VERSION_BASE

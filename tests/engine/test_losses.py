@@ -6,7 +6,8 @@ import pytest
 
 from cnnx.engine.functional.softmax import log_softmax, softmax
 from cnnx.engine.losses.bce import BCELoss
-from cnnx.engine.losses.cross_entropy import CrossEntropyLoss, ProbabilitiesAsLogitsWarning
+from cnnx.engine.losses.base import ProbabilitiesAsLogitsWarning
+from cnnx.engine.losses.cross_entropy import CrossEntropyLoss
 from cnnx.engine.losses.mse import MSELoss
 from cnnx.errors import ConfigError, DataError
 from cnnx.testing.gradcheck import check_loss_gradients

@@ -7,6 +7,7 @@ state, so one object serves training and evaluation.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -14,9 +15,20 @@ import numpy as np
 from cnnx.errors import DataError, PluginError
 
 
+class ProbabilitiesAsLogitsWarning(UserWarning):
+    """Outputs handed to a loss on logits look like probabilities (a softmax layer before it)."""
+
+
 class Loss:
     #: The name used in configs and messages (the entry-point name).
     name = "loss"
+    #: True for a loss on class logits (N, K) that applies its own softmax: outputs that look
+    #: like probabilities on its first call (a softmax layer before it, which flattens the
+    #: gradients and trains badly, silently) get a ``ProbabilitiesAsLogitsWarning``.
+    expects_logits = False
+    #: Whether a first call's outputs were looked at (a model ending in a softmax gives
+    #: probabilities from its first batch on).
+    outputs_checked = False
 
     def __call__(self, outputs: np.ndarray, targets: np.ndarray) -> tuple[float, np.ndarray]:
         outputs = np.asarray(outputs)
@@ -32,6 +44,14 @@ class Loss:
                 f"{self.name}: {outputs.shape[0]} outputs but targets shaped {targets.shape}; "
                 f"outputs and targets must have the same batch size"
             )
+        if self.expects_logits and not self.outputs_checked:
+            self.outputs_checked = True
+            if outputs.ndim == 2 and outputs.shape[1] > 1 and _probabilities(outputs):
+                warnings.warn(
+                    f"{self.name}: the model's outputs look like probabilities (each row in [0, 1], summing "
+                    f"to 1): {self.name} takes logits and applies its own softmax, so a softmax layer before "
+                    f"it flattens the gradients and slows training; remove that layer (cnnx predict and the "
+                    f"logged model turn logits into probabilities)", ProbabilitiesAsLogitsWarning, stacklevel=2)
         value, grad = self.compute(outputs, targets)
         # A plugin's slip, named here: a NumPy scalar would fail only when a checkpoint is
         # written (JSON), a per-sample vector in the divergence check, a misshapen gradient in
@@ -55,6 +75,10 @@ class Loss:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
+
+
+def _probabilities(outputs: np.ndarray) -> bool:
+    return bool(outputs.min() >= 0 and outputs.max() <= 1 and np.allclose(outputs.sum(axis=1), 1, atol=1e-3))
 
 
 def logits_shape(loss: str, logits: np.ndarray) -> tuple[int, int]:

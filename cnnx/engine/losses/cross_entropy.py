@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from functools import lru_cache
 from typing import Any
 
@@ -11,10 +10,6 @@ import numpy as np
 from cnnx.engine.functional.softmax import softmax_parts
 from cnnx.engine.losses.base import Loss, class_labels, logits_shape
 from cnnx.engine.options import check_range
-
-
-class ProbabilitiesAsLogitsWarning(UserWarning):
-    """Outputs handed to a loss on logits look like probabilities (a softmax layer before it)."""
 
 
 class CrossEntropyLoss(Loss):
@@ -26,9 +21,7 @@ class CrossEntropyLoss(Loss):
     """
 
     name = "cross_entropy"
-    #: Whether the outputs of a first call were looked at for probabilities (once per loss:
-    #: a model with a softmax at its end gives them from its first batch on).
-    outputs_checked = False
+    expects_logits = True
 
     def __init__(self, label_smoothing: float = 0.0) -> None:
         self.label_smoothing = check_range(self.name, "label_smoothing", label_smoothing, 0.0, 1.0)
@@ -39,14 +32,6 @@ class CrossEntropyLoss(Loss):
     def compute(self, logits: np.ndarray, targets: np.ndarray) -> tuple[float, np.ndarray]:
         n, k = logits_shape(self.name, logits)
         labels = class_labels(self.name, targets, k)
-        if not self.outputs_checked:
-            self.outputs_checked = True
-            if k > 1 and _probabilities(logits):
-                warnings.warn(
-                    "cross_entropy: the model's outputs look like probabilities (each row in [0, 1], summing "
-                    "to 1): cross_entropy takes logits and applies its own softmax, so a softmax layer before "
-                    "it flattens the gradients and slows training; remove that layer (predictions are "
-                    "softmaxed for you)", ProbabilitiesAsLogitsWarning, stacklevel=3)
         # Positions of the target logits in the flattened (N, K) arrays: one take and one
         # fancy subtraction instead of two (rows, labels) gathers.
         target_at = _row_starts(n, k) + labels
@@ -68,10 +53,6 @@ class CrossEntropyLoss(Loss):
             grad -= smoothing / k
         grad *= 1 / n
         return value, grad
-
-
-def _probabilities(outputs: np.ndarray) -> bool:
-    return bool(outputs.min() >= 0 and outputs.max() <= 1 and np.allclose(outputs.sum(axis=1), 1, atol=1e-3))
 
 
 @lru_cache(maxsize=16)  # batch sizes repeat every step

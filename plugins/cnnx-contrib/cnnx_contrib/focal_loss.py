@@ -21,6 +21,7 @@ from cnnx.engine.options import check_range
 
 class FocalLoss(Loss):
     name = "focal_loss"
+    expects_logits = True  # a softmax layer before it is warned about, as before cross_entropy
 
     def __init__(self, gamma: float = 2.0) -> None:
         self.gamma = check_range(self.name, "gamma", gamma, 0.0, 10.0)
