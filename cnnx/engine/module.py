@@ -238,7 +238,7 @@ class Module:
             f"{self!r} was built for input {(None, *self.input_shape)} and got {tuple(x.shape)}: {expected}"
         )
 
-    def _wrong_gradient(self, grad_output: np.ndarray, expected: Shape) -> ShapeError:
+    def wrong_gradient(self, grad_output: np.ndarray, expected: Shape) -> ShapeError:
         """The error for a ``backward`` handed a gradient not shaped as the last forward's
         output: NumPy would broadcast many of them (an (N,) gradient against an (N, 1) output
         gives (N, N)) into a wrong result without any error."""

@@ -51,13 +51,18 @@ class Sequential(Module):
         return x
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        after = None
         for layer in reversed(self._run_order):
             try:
                 grad_output = layer.backward(grad_output)
-            except RuntimeError as exc:
+            except (RuntimeError, ShapeError) as exc:
                 if _located(exc):
                     raise
-                raise RuntimeError(f"{_LOCATED} {self._location(layer)}: {exc}") from exc
+                # A misshapen gradient came from the backward of the layer after this one.
+                source = f" (from the backward of {self._location(after)})" if isinstance(exc, ShapeError) and after else ""
+                located = ShapeError if isinstance(exc, ShapeError) else RuntimeError
+                raise located(f"{_LOCATED} {self._location(layer)}: {exc}{source}") from exc
+            after = layer
         return grad_output
 
     def _location(self, layer: Module) -> str:

@@ -64,3 +64,23 @@ def test_dropout_backward_before_any_forward_is_refused():
     layer = Dropout()
     with pytest.raises(RuntimeError, match=r"^Dropout\(p=0.5, inplace=False\): backward called before forward"):
         layer.backward(np.ones((2, 3), np.float32))
+
+
+def test_inside_a_model_the_layer_and_the_one_that_handed_the_gradient_on_are_named():
+    """A layer whose backward returns a misshapen input gradient (a plugin's slip) was found
+    only by the next layer's check, which named itself by class, not by its config key."""
+    from cnnx.engine.model import Model
+    from cnnx.engine.module import Module
+
+    class DropsChannels(Module):
+        def forward(self, x, training=True):
+            return x
+
+        def backward(self, grad_output):
+            return grad_output[:, :1]
+
+    model = Model({"conv": Conv2D(2, 3), "slip": DropsChannels(), "relu": ReLU()}, (1, 6, 6))
+    y = model.forward(np.ones((2, 1, 6, 6), np.float32))
+    with pytest.raises(ShapeError, match=r"^layer model.layers.conv \(Conv2D\): .*backward got a gradient of shape "
+                                         r"\(2, 1, 4, 4\); .* \(from the backward of model.layers.slip \(DropsChannels\)\)$"):
+        model.backward(np.ones_like(y))

@@ -51,7 +51,7 @@ class ReLU(_Activation):
         if self._y is None:
             raise self._backward_before_forward()
         if grad_output.shape != self._y.shape:
-            raise self._wrong_gradient(grad_output, self._y.shape)
+            raise self.wrong_gradient(grad_output, self._y.shape)
         # Multiplying by a float mask is ~8x faster than np.where / masked copies, which
         # branch per element on random signs.
         grad = np.greater(self._y, 0).astype(grad_output.dtype)
@@ -93,7 +93,7 @@ class LeakyReLU(_Activation):
         if self._y is None:
             raise self._backward_before_forward()
         if grad_output.shape != self._y.shape:
-            raise self._wrong_gradient(grad_output, self._y.shape)
+            raise self.wrong_gradient(grad_output, self._y.shape)
         slope = self.negative_slope
         positive = self._positive if self._positive is not None else np.greater(self._y, 0)
         grad = positive.astype(grad_output.dtype)
@@ -114,7 +114,7 @@ class Sigmoid(_Activation):
         if self._y is None:
             raise self._backward_before_forward()
         if grad_output.shape != self._y.shape:
-            raise self._wrong_gradient(grad_output, self._y.shape)
+            raise self.wrong_gradient(grad_output, self._y.shape)
         y = self._y
         grad = np.subtract(1, y)
         grad *= y
@@ -131,7 +131,7 @@ class Tanh(_Activation):
         if self._y is None:
             raise self._backward_before_forward()
         if grad_output.shape != self._y.shape:
-            raise self._wrong_gradient(grad_output, self._y.shape)
+            raise self.wrong_gradient(grad_output, self._y.shape)
         grad = np.square(self._y)
         np.subtract(1, grad, out=grad)
         grad *= grad_output
@@ -179,7 +179,7 @@ class Softmax(_Activation):
         if self._y is None:
             raise self._backward_before_forward()
         if grad_output.shape != self._y.shape:
-            raise self._wrong_gradient(grad_output, self._y.shape)
+            raise self.wrong_gradient(grad_output, self._y.shape)
         # J^T g = y * (g - <g, y>) per softmax slice.
         y = self._y
         grad = np.multiply(grad_output, y)

@@ -111,7 +111,7 @@ class BatchNorm2D(Module):
         if self._cache is None:
             raise self._backward_before_forward()
         if grad_output.shape != self._cache[1].shape:  # the input or its centred copy
-            raise self._wrong_gradient(grad_output, self._cache[1].shape)
+            raise self.wrong_gradient(grad_output, self._cache[1].shape)
         g = self.in_own_dtype(grad_output)
         grad_bias = np.einsum("nchw->c", g)
         self.params["bias"].grad = grad_bias

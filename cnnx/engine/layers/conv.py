@@ -103,7 +103,7 @@ class Conv2D(Module):
         if self._col is None:
             raise self._backward_before_forward()
         if grad_output.shape != self._output_seen:
-            raise self._wrong_gradient(grad_output, self._output_seen)
+            raise self.wrong_gradient(grad_output, self._output_seen)
         grad_output = self.in_own_dtype(grad_output)
         weight = self.params["weight"]
         grad_x, weight.grad, grad_bias = conv2d_backward(

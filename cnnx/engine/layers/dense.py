@@ -67,7 +67,7 @@ class Dense(Module):
         if self._x is None:
             raise self._backward_before_forward()
         if grad_output.shape != (len(self._x), self.out_features):
-            raise self._wrong_gradient(grad_output, (len(self._x), self.out_features))
+            raise self.wrong_gradient(grad_output, (len(self._x), self.out_features))
         grad_output = self.in_own_dtype(grad_output)
         weight = self.params["weight"]
         weight.grad = grad_output.T @ self._x

@@ -71,7 +71,7 @@ class Dropout(Module):
         if self._shape is None:
             raise self._backward_before_forward()
         if grad_output.shape != self._shape:
-            raise self._wrong_gradient(grad_output, self._shape)
+            raise self.wrong_gradient(grad_output, self._shape)
         if self._mask is None:
             return grad_output
         return grad_output * self._mask

@@ -38,5 +38,5 @@ class Flatten(Module):
         if self._batch_shape is None:
             raise self._backward_before_forward()
         if grad_output.shape != self._flat_shape:  # (C·H·W, N) would reshape without a word
-            raise self._wrong_gradient(grad_output, self._flat_shape)
+            raise self.wrong_gradient(grad_output, self._flat_shape)
         return grad_output.reshape(self._batch_shape)

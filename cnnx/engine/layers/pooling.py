@@ -96,7 +96,7 @@ class MaxPool2D(_Pool2D):
             raise RuntimeError(f"{self!r}: backward needs a forward with gradients first (a forward under "
                                f"no_grad keeps no route for the gradient)")
         if grad_output.shape != self._output_seen:
-            raise self._wrong_gradient(grad_output, self._output_seen)
+            raise self.wrong_gradient(grad_output, self._output_seen)
         return max_pool2d_backward(
             grad_output, self._winners, self._input_hw, self.kernel_size, self.stride,
             self.padding, self.workspace,
@@ -119,7 +119,7 @@ class AvgPool2D(_Pool2D):
         if self._input_hw is None:
             raise self._backward_before_forward()
         if grad_output.shape != self._output_seen:
-            raise self._wrong_gradient(grad_output, self._output_seen)
+            raise self.wrong_gradient(grad_output, self._output_seen)
         return avg_pool2d_backward(
             grad_output, self._input_hw, self.kernel_size, self.stride, self.padding,
             self.workspace,
@@ -157,5 +157,5 @@ class GlobalAvgPool2D(Module):
         if self._input_hw is None:
             raise self._backward_before_forward()
         if grad_output.shape != self._input_shape_seen[:2]:
-            raise self._wrong_gradient(grad_output, self._input_shape_seen[:2])
+            raise self.wrong_gradient(grad_output, self._input_shape_seen[:2])
         return global_avg_pool2d_backward(grad_output, self._input_hw)

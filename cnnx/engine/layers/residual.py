@@ -90,7 +90,7 @@ class Residual(Module):
         if self._output_seen is None:
             raise self._backward_before_forward()
         if grad_output.shape != self._output_seen:
-            raise self._wrong_gradient(grad_output, self._output_seen)
+            raise self.wrong_gradient(grad_output, self._output_seen)
         grad_output = self.in_own_dtype(grad_output)
         if self.activation == "relu":
             grad_output = grad_output * self._active

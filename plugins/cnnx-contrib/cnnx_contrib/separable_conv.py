@@ -52,6 +52,7 @@ class DepthwiseConv2D(Module):
         self.workspace = Workspace()
         self._col: np.ndarray | None = None
         self._input_hw: tuple[int, int] | None = None  # of the last forward: any size works
+        self._output_seen: tuple[int, ...] | None = None  # what backward's gradient must be
 
     def _build(self, input_shape: Shape, rng: np.random.Generator) -> Shape:
         if len(input_shape) != 3:
@@ -109,11 +110,15 @@ class DepthwiseConv2D(Module):
         y = self._filters() @ self._col  # (C, m, OH·OW·N)
         if self.use_bias:
             y += self.params["bias"].data.reshape(channels, self.depth_multiplier, 1)
-        return to_nchw(y.reshape(-1, out_h, out_w, batch))
+        y = to_nchw(y.reshape(-1, out_h, out_w, batch))
+        self._output_seen = y.shape
+        return y
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray | None:
         if self._col is None:
             raise RuntimeError("depthwise_conv2d: backward called before forward")
+        if grad_output.shape != self._output_seen:  # a broadcastable one gave a wrong input gradient
+            raise self.wrong_gradient(grad_output, self._output_seen)
         grad_output = self.in_own_dtype(grad_output)
         channels, (height, width) = self.input_shape[0], self._input_hw
         (kh, kw), (batch, _, out_h, out_w) = self.kernel_size, grad_output.shape
@@ -155,6 +160,7 @@ class SeparableConv2D(Module):
             self.pointwise = Conv2D(out_channels, 1, bias=bias, init=init)
         except ConfigError as exc:
             raise ConfigError(f"separable_conv2d: {exc}") from None
+        self._output_seen: tuple[int, ...] | None = None  # what backward's gradient must be
 
     def _build(self, input_shape: Shape, rng: np.random.Generator) -> Shape:
         return self.pointwise.build(self.depthwise.build(input_shape, rng), rng)
@@ -169,8 +175,13 @@ class SeparableConv2D(Module):
                 "bias": self.pointwise.use_bias}
 
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
-        return self.pointwise.forward(self.depthwise.forward(x, training), training)
+        y = self.pointwise.forward(self.depthwise.forward(x, training), training)
+        self._output_seen = y.shape
+        return y
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray | None:
+        # Named as this layer, not its pointwise part (which says when there was no forward).
+        if self._output_seen is not None and grad_output.shape != self._output_seen:
+            raise self.wrong_gradient(grad_output, self._output_seen)
         self.depthwise.needs_input_grad = self.needs_input_grad
         return self.depthwise.backward(self.pointwise.backward(grad_output))

@@ -89,6 +89,33 @@ def test_float64_arrays_handed_to_a_float32_layer_leave_its_gradients_float32(na
 
 
 @pytest.mark.parametrize("name", ["depthwise_conv2d", "separable_conv2d"])
+def test_a_gradient_not_shaped_as_the_output_is_refused_naming_the_layer(name):
+    """Depthwise broadcast a (N, 1, H, W) gradient into a wrong input gradient; separable's
+    error named its inner 1x1 Conv2D, which the user never wrote."""
+    import re
+
+    from cnnx.errors import ShapeError
+
+    layer = registry.layers.create(name, {"out_channels": 4, "kernel_size": 3} if name == "separable_conv2d"
+                                   else {"kernel_size": 3}, "t")
+    y = layer(np.ones((2, 2, 6, 6), np.float32))
+    wrong = (y.shape[0], 1, *y.shape[2:])
+    with pytest.raises(ShapeError, match=re.escape(f"{layer!r}: backward got a gradient of shape {wrong}; the last "
+                                                   f"forward returned {y.shape}")):
+        layer.backward(np.ones(wrong, np.float32))
+
+
+def test_a_softmax_before_focal_loss_is_warned_about():
+    """Focal loss takes logits, as cross_entropy does: a softmax before it trained to 0.10."""
+    from cnnx.engine.functional.softmax import softmax
+    from cnnx.engine.losses.base import ProbabilitiesAsLogitsWarning
+
+    logits = np.random.default_rng(0).standard_normal((6, 4)).astype(np.float32)
+    with pytest.warns(ProbabilitiesAsLogitsWarning, match="^focal_loss: the model's outputs look like probabilities"):
+        registry.losses.create("focal_loss", {}, "loss")(softmax(logits, axis=1), np.arange(6) % 4)
+
+
+@pytest.mark.parametrize("name", ["depthwise_conv2d", "separable_conv2d"])
 def test_an_unbatched_image_on_a_first_call_is_refused_naming_the_batch_axis(name):
     import re
 
