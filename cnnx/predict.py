@@ -305,7 +305,10 @@ def format_predictions(names: Sequence[str], probabilities: np.ndarray, classes:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cnnx predict", description=__doc__.split("\n\n")[1],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                # The source is required (main checks it): not shown as optional.
+                                usage="%(prog)s (--run RUN_ID | --model DIR_OR_URI | --weights FILE) [--config FILE]\n"
+                                      "                    [--tracking-uri TRACKING_URI] [--top TOP] images [images ...]")
     # Required, but checked after parsing (main), so that a mistyped option (--runs) is
     # named first: argparse checks a required group before it reports unknown arguments.
     source = p.add_mutually_exclusive_group()
