@@ -74,7 +74,7 @@ def download_model(uri: str, tracking_uri: str | None, source: str) -> Path:
     except (MlflowException, OSError) as exc:
         if connection_failure(str(exc)):
             raise unusable_store(store, exc, store_setting(tracking_uri)) from None
-        if re.match(r"Run with id=\S* not found", str(exc)):  # mistyped, or another store's
+        if re.search(r"Run with id=\S* not found", str(exc)):  # mistyped, or another store's
             raise CheckpointError(f"{source}: no such run in MLflow store {store!r}; a run's id is in the "
                                   f"line it ends with (cnnx: run ID in experiment …), and cnnx compare "
                                   f"EXPERIMENT lists them") from None
