@@ -191,13 +191,14 @@ def readme_python_block(section: str) -> str:
     return text[text.index("```python\n") + len("```python\n"):text.index("```\n", text.index("```python\n") + 1)]
 
 
-def test_the_readmes_python_example_predicts_with_the_quickstart_lenet_model(lenet_run):
+def test_the_readmes_python_example_predicts_with_the_quickstart_lenet_model(lenet_run, monkeypatch):
     """It fed the 32×32 lenet model 8×8 digits, which MLflow's schema check refused."""
     folder, run_id, _, _ = lenet_run
     code = readme_python_block("Use a trained model")
     assert '"runs:/<run_id>/model"' in code
     namespace = {}
-    with default_store(folder):
+    monkeypatch.chdir(folder)  # the Quickstart's folder, whose store the example names
+    with default_store(folder):  # restores the process's store, which the example sets
         exec(code.replace("<run_id>", run_id), namespace)
     probabilities = namespace["probabilities"]
     assert probabilities.dtype == np.float32 and probabilities.shape == (5, 10)
