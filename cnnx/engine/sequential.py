@@ -4,6 +4,7 @@ from collections.abc import Iterator, Mapping
 
 import numpy as np
 
+from cnnx.engine.grad_mode import is_grad_enabled
 from cnnx.engine.in_place import guard_in_place
 from cnnx.engine.layers.activations import ReLU
 from cnnx.engine.layers.pooling import MaxPool2D
@@ -19,6 +20,7 @@ class Sequential(Module):
         self.layers = dict(layers)
         self.where = where
         self._run_order = list(self.layers.values())
+        self._input_shapes: list[tuple[int, ...]] | None = None  # of the last forward with gradients
 
     def _build(self, input_shape: Shape, rng: np.random.Generator) -> Shape:
         shape = input_shape
@@ -46,23 +48,33 @@ class Sequential(Module):
 
     def forward(self, x: np.ndarray, training: bool | None = True) -> np.ndarray:
         """``training=None``: each layer in its own mode (``own_mode``)."""
+        # Each layer's input shape, which its backward must return a gradient of; a forward
+        # under no_grad keeps the last training forward's, as every layer keeps its caches.
+        shapes = [] if is_grad_enabled() else None
         for layer in self._run_order:
+            if shapes is not None:
+                shapes.append(x.shape)
             x = layer.forward(x, own_mode(layer) if training is None else training)
+        if shapes is not None:
+            self._input_shapes = shapes
         return x
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
-        after = None
-        for layer in reversed(self._run_order):
+        # Before any forward, each layer says so itself.
+        shapes = self._input_shapes or [None] * len(self._run_order)
+        for layer, input_shape in zip(reversed(self._run_order), reversed(shapes)):
             try:
                 grad_output = layer.backward(grad_output)
             except (RuntimeError, ShapeError) as exc:
                 if _located(exc):
                     raise
-                # A misshapen gradient came from the backward of the layer after this one.
-                source = f" (from the backward of {self._location(after)})" if isinstance(exc, ShapeError) and after else ""
                 located = ShapeError if isinstance(exc, ShapeError) else RuntimeError
-                raise located(f"{_LOCATED} {self._location(layer)}: {exc}{source}") from exc
-            after = layer
+                raise located(f"{_LOCATED} {self._location(layer)}: {exc}") from exc
+            if grad_output is not None and input_shape is not None and grad_output.shape != input_shape:
+                # Named here, at the layer that made it (a plugin's slip): the layer before it
+                # would refuse it naming itself, or NumPy broadcast it into a wrong result.
+                raise ShapeError(f"{_LOCATED} {self._location(layer)}: its backward returned a gradient of shape "
+                                 f"{tuple(grad_output.shape)} for an input of shape {input_shape}")
         return grad_output
 
     def _location(self, layer: Module) -> str:
