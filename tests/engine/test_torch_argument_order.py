@@ -36,6 +36,17 @@ from cnnx.engine.layers.dense import Dense
      r"and momentum by name; in PyTorch's order that is BatchNorm2D\(\)$"),
     (lambda: BatchNorm2D(16, 1e-3, 0.01), r"that is BatchNorm2D\(eps=0.001, momentum=0.01\)$"),
     (lambda: BatchNorm2D(1e-3), r"takes no positional arguments .*; with the rest named, BatchNorm2D\(eps=0.001\)$"),
+    # nn.Linear(784, 10, False) is valid PyTorch.
+    (lambda: Dense(784, 10, False), r"; in PyTorch's order that is Dense\(10, bias=False\)$"),
+    # No reading that would itself be refused: a negative size, momentum=None, an unknown init.
+    (lambda: Conv2D(-1, 8, 3), r"pass stride, padding, bias and init by name$"),
+    (lambda: BatchNorm2D(16, momentum=None), r"^BatchNorm2D\(16, momentum=None\): .* by name$"),
+    (lambda: Dense(10, False, "nonsense"), r"pass bias and init by name$"),
+    # An array keyword (the message's own comparison with the default failed on it).
+    (lambda: Conv2D(1, 8, 3, padding=np.array([1, 1])), r"^Conv2D\(1, 8, 3, padding=array\(\[1, 1\]\)\): "),
+    # A subclass passing its arguments on (its own signature has no defaults to compare with).
+    (lambda: type("MyConv", (Conv2D,), {"__init__": lambda self, *a, **k: Conv2D.__init__(self, *a, **k)})(1, 8, 3),
+     r"^MyConv\(1, 8, 3\): .* in PyTorch's order that is MyConv\(8, 3\)"),
 ])
 def test_arguments_in_pytorch_order_are_refused_with_the_cnnx_call(make, message):
     with pytest.raises(TypeError, match=message):

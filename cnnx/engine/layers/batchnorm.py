@@ -38,7 +38,7 @@ class BatchNorm2D(Module):
     def __init__(self, *torch_order: Any, eps: float = 1e-5, momentum: float = 0.1) -> None:
         super().__init__()
         if torch_order:
-            raise torch_order_error(type(self), (), torch_order, {"eps": eps, "momentum": momentum},
+            raise torch_order_error(self, BatchNorm2D, (), torch_order, {"eps": eps, "momentum": momentum},
                                     ("num_features", "eps", "momentum"))
         if momentum is None:
             raise ConfigError(

@@ -46,7 +46,7 @@ class Conv2D(Module):
     ) -> None:
         super().__init__()
         if torch_order:
-            raise torch_order_error(type(self), (out_channels, kernel_size), torch_order,
+            raise torch_order_error(self, Conv2D, (out_channels, kernel_size), torch_order,
                                     {"stride": stride, "padding": padding, "bias": bias, "init": init},
                                     ("in_channels", "out_channels", "kernel_size", "stride", "padding"))
         self.out_channels = check_positive_int("conv2d", "out_channels", out_channels)

@@ -28,8 +28,8 @@ class Dense(Module):
     def __init__(self, out_features: int, *torch_order: Any, bias: bool = True, init: str = "kaiming_uniform") -> None:
         super().__init__()
         if torch_order:
-            raise torch_order_error(type(self), (out_features,), torch_order, {"bias": bias, "init": init},
-                                    ("in_features", "out_features"))
+            raise torch_order_error(self, Dense, (out_features,), torch_order, {"bias": bias, "init": init},
+                                    ("in_features", "out_features", "bias"))
         self.out_features = check_positive_int("dense", "out_features", out_features)
         self.use_bias = check_flag("dense", "bias", bias)
         self.init = check_init("dense", init)
