@@ -33,7 +33,7 @@ class UnknownOptionError(ConfigError):
         self.maybe_inherited = maybe_inherited
 
     def __reduce__(self):  # joblib and submitit pickle a job's error back to the sweep
-        return type(self), (str(self), self.key, self.maybe_inherited)
+        return type(self), (str(self), self.key, self.maybe_inherited), self.__dict__
 
 
 class ShapeError(CnnxError, ValueError):
@@ -63,7 +63,7 @@ class DataSplitsError(DataError):
         self.problem = problem
 
     def __reduce__(self):  # errors of a sweep's jobs are pickled (joblib, submitit)
-        return type(self), (self.dataset_name, self.problem)
+        return type(self), (self.dataset_name, self.problem), self.__dict__
 
 
 class CheckpointError(CnnxError, ValueError):
@@ -83,4 +83,4 @@ class ReportedInputError(BaseException):
         self.error = error
 
     def __reduce__(self):
-        return type(self), (self.error,)
+        return type(self), (self.error,), self.__dict__

@@ -10,17 +10,21 @@ import pytest
 
 from cnnx.errors import ConfigError, DataSplitsError, ReportedInputError, UnknownOptionError
 
-ERRORS = [
-    UnknownOptionError("unknown option loss.x for loss 'mse'; accepted: none", "loss.x", maybe_inherited=False),
-    DataSplitsError("digits", "has no training images"),
-    ReportedInputError(ConfigError("trainer.epochs=0 is out of range")),
-]
+ERRORS = {
+    "UnknownOptionError": lambda: UnknownOptionError("unknown option loss.x for loss 'mse'; accepted: none",
+                                                     "loss.x", maybe_inherited=False),
+    "DataSplitsError": lambda: DataSplitsError("digits", "has no training images"),
+    "ReportedInputError": lambda: ReportedInputError(ConfigError("trainer.epochs=0 is out of range")),
+}
 
 
-@pytest.mark.parametrize("error", ERRORS, ids=lambda e: type(e).__name__)
+@pytest.mark.parametrize("make", ERRORS.values(), ids=ERRORS.keys())
 @pytest.mark.parametrize("copy_of", [lambda e: pickle.loads(pickle.dumps(e)), copy.deepcopy], ids=["pickle", "deepcopy"])
-def test_an_error_survives_pickling_with_its_message_and_attributes(error, copy_of):
+def test_an_error_survives_pickling_with_its_message_and_attributes(make, copy_of):
+    error = make()
+    error.add_note("while loading the sweep's third job")  # what else an error may carry
     copied = copy_of(error)
     assert type(copied) is type(error) and str(copied) == str(error)
     attributes = {k: (type(v), str(v)) for k, v in vars(error).items()}
     assert {k: (type(v), str(v)) for k, v in vars(copied).items()} == attributes
+    assert copied.__notes__ == ["while loading the sweep's third job"]
