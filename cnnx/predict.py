@@ -307,7 +307,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cnnx predict", description=__doc__.split("\n\n")[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 # The source is required (main checks it): not shown as optional.
-                                usage="%(prog)s (--run RUN_ID | --model DIR_OR_URI | --weights FILE) [--config FILE]\n"
+                                usage="%(prog)s [-h] (--run RUN_ID | --model DIR_OR_URI | --weights FILE) [--config FILE]\n"
                                       "                    [--tracking-uri TRACKING_URI] [--top TOP] images [images ...]")
     # Required, but checked after parsing (main), so that a mistyped option (--runs) is
     # named first: argparse checks a required group before it reports unknown arguments.

@@ -180,8 +180,10 @@ class SeparableConv2D(Module):
         return y
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray | None:
-        # Named as this layer, not its pointwise part (which says when there was no forward).
-        if self._output_seen is not None and grad_output.shape != self._output_seen:
+        # Named as this layer, not as its pointwise part.
+        if self._output_seen is None:
+            raise RuntimeError("separable_conv2d: backward called before forward")
+        if grad_output.shape != self._output_seen:
             raise self.wrong_gradient(grad_output, self._output_seen)
         self.depthwise.needs_input_grad = self.needs_input_grad
         return self.depthwise.backward(self.pointwise.backward(grad_output))
