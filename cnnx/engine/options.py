@@ -71,4 +71,3 @@ def check_range(
             accepted = f"{key} {high_op} {high:g}"
         raise ConfigError(f"{owner}: {key}={value!r} is out of range; accepted: {accepted}")
     return value
-

@@ -15,6 +15,8 @@ from cnnx.errors import PluginError, ShapeError
 class Sequential(Module):
     """Named layers applied in order; the body of models and of residual blocks."""
 
+    resolves_mode_per_layer = True
+
     def __init__(self, layers: Mapping[str, Module], where: str = "layers"):
         super().__init__()
         self.layers = dict(layers)
@@ -43,8 +45,6 @@ class Sequential(Module):
         self._run_order = run_order(list(self.layers.values()))
         guard_in_place(self._run_order)
         return shape
-
-    resolves_mode_per_layer = True
 
     def forward(self, x: np.ndarray, training: bool | None = True) -> np.ndarray:
         """``training=None``: each layer in its own mode (``own_mode``)."""

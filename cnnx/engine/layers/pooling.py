@@ -144,18 +144,19 @@ class GlobalAvgPool2D(Module):
     def __init__(self) -> None:
         super().__init__()
         self._input_hw: tuple[int, int] | None = None  # of the last forward: any size works
-        self._input_shape_seen: tuple[int, ...] = ()
+        self._output_seen: tuple[int, ...] | None = None  # what backward's gradient must be
 
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
         if x.shape[1:] != self.input_shape:
             check_image_batch(self, x)
         self._input_hw = x.shape[2:]
-        self._input_shape_seen = x.shape
-        return global_avg_pool2d_forward(x)
+        y = global_avg_pool2d_forward(x)
+        self._output_seen = y.shape
+        return y
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
         if self._input_hw is None:
             raise self._backward_before_forward()
-        if grad_output.shape != self._input_shape_seen[:2]:
-            raise self.wrong_gradient(grad_output, self._input_shape_seen[:2])
+        if grad_output.shape != self._output_seen:
+            raise self.wrong_gradient(grad_output, self._output_seen)
         return global_avg_pool2d_backward(grad_output, self._input_hw)

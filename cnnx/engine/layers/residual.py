@@ -76,10 +76,8 @@ class Residual(Module):
         """``training=None``: each layer of the block in its own mode (``own_mode``)."""
         x = self.in_own_dtype(x)
         out = self.body.forward(x, training)
-        if self.shortcut is not None:
-            out = out + self.shortcut.forward(x, own_mode(self.shortcut) if training is None else training)
-        else:
-            out = out + x
+        shortcut = self.shortcut
+        out = out + (x if shortcut is None else shortcut.forward(x, own_mode(shortcut) if training is None else training))
         if self.activation == "relu":
             self._active = out > 0
             out *= self._active
