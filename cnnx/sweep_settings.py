@@ -110,7 +110,7 @@ def _direction_problem(config: DictConfig, directions: list[str]) -> str | None:
     return None
 
 
-def _swept_option_file_problem(config: DictConfig, parsed: list) -> str | None:
+def _swept_option_problem(config: DictConfig, parsed: list) -> str | None:
     """An option a swept group chooses (``optimizer=adam,sgdd``) that is not there, or whose
     file is not valid YAML: Hydra would find it only once the parent run existed (which it then
     deleted, having printed its id), in two lines."""
@@ -179,7 +179,7 @@ def sweep_settings_problem(config: DictConfig) -> str | None:
             # is chosen with a slash.
             return (f"hydra.{group}={chosen} sets hydra.{group} to a string; choose a {group} "
                     f"with hydra/{group}={chosen} (a slash: it is a config group)")
-    problem = _swept_option_file_problem(config, _parsed(list(config.hydra.overrides.task)))
+    problem = _swept_option_problem(config, _parsed(list(config.hydra.overrides.task)))
     if problem is not None:
         return problem
     if "trainer.monitor" in _swept(config):
