@@ -127,5 +127,5 @@ def _components_problem(root: Any) -> str | None:
         # entry points' rows name it.
         return flat_message(error) if isinstance(error, UnknownComponentError) else None
     except CnnxError as error:
-        return one_line(error) or flat_message(error)
+        return one_line(error)  # always a line for cnnx's own errors
     return None
