@@ -28,6 +28,7 @@ from cnnx.engine.grad_mode import no_grad
 from cnnx.engine.losses.base import ProbabilitiesAsLogitsWarning
 from cnnx.engine.model import Model, build_model
 from cnnx.errors import CnnxError, ConfigError, PluginError, ReportedInputError
+from cnnx.override_text import override_key, override_key_value
 from cnnx.plugin_configs import CNNX_CONFIG_NAME, CNNX_VERSION_BASE
 from cnnx.plugin_layers import check_plugin_layers
 from cnnx.plugin_optimizers import check_plugin_optimizer
@@ -173,7 +174,7 @@ def short_overrides(overrides: list[str], keep_presets: bool = False, swept: Col
     presets = ("experiment", "hparams")
     kept = []
     for override in overrides:
-        key, _, value = override.lstrip("+~").partition("=")
+        key, value = override_key_value(override)
         if key == "trainer.resume" or key.startswith(("hydra", "sweep.", "tracking.")):
             continue
         if key in presets and not keep_presets and key not in swept:
@@ -414,7 +415,7 @@ def check_settings(cfg: DictConfig, overrides: list[str], hydra_config: DictConf
     absent = object()
     found = [OmegaConf.select(cfg, key, throw_on_resolution_failure=False, default=absent) for key in swept]
     varied_wholesale = any(value is absent or OmegaConf.is_config(value) for value in found)
-    given = {override.lstrip("+~").partition("=")[0] for override in overrides}
+    given = {override_key(override) for override in overrides}
     warmup_keys = {"scheduler.warmup_epochs", "trainer.epochs"}
     if (not varied_wholesale or warmup_keys <= given) and not warmup_keys & set(swept):
         _check_warmup(*(OmegaConf.select(cfg, key, throw_on_resolution_failure=False)

@@ -24,6 +24,8 @@ import threading
 import traceback
 import warnings
 
+from cnnx.override_text import override_key
+
 EXIT_USAGE = 2
 
 #: The line a stopped or failed run ends with, kept in its run directory's app.log too. Job
@@ -89,7 +91,7 @@ def _override_through_a_leaf(error: BaseException) -> str | None:
 
 def _typed(key: str) -> bool:
     """Whether the command line sets ``key`` (``key=…``, ``+key=…``, ``++key=…``)."""
-    return any(arg.split("=", 1)[0].lstrip("+~") == key for arg in sys.argv[1:])
+    return any(override_key(arg) == key for arg in sys.argv[1:])
 
 
 def one_line(error: BaseException) -> str | None:

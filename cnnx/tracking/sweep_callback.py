@@ -20,6 +20,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from cnnx.override_text import override_key
 from cnnx.tracking.sqlite_store import absolute_store_uri, create_store_atomically, sqlite_path
 from cnnx.tracking.sweep_link import SweepLink, sweep_dir_of
 from cnnx.tracking.sweep_owner import driver_tags, still_running
@@ -37,7 +38,7 @@ def sweep_signature(config: DictConfig, experiment_name: str) -> str:
     ``MLFLOW_TRACKING_URI``), nor the order in which a list of values is given."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    kept = [o for o in config.hydra.overrides.task if not o.lstrip("+~").startswith(("sweep.", "tracking."))]
+    kept = [o for o in config.hydra.overrides.task if not override_key(o).startswith(("sweep.", "tracking."))]
     overrides = sorted(_canonical(o) for o in OverridesParser.create().parse_overrides(kept))
     text = json.dumps([experiment_name, overrides, search_space(config) or {}], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:24]

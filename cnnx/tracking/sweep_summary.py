@@ -14,6 +14,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from cnnx.override_text import override_key_value
 from cnnx.tracking.batched import log_params
 from cnnx.training.objective import objective_mode, train_twin
 
@@ -171,7 +172,7 @@ def swept_value(run, key: str) -> str | None:
     if key in run.data.params:
         return run.data.params[key]
     for override in json.loads(run.data.tags.get(OVERRIDES_TAG, "[]")):
-        name, _, value = override.lstrip("+~").partition("=")
+        name, value = override_key_value(override)
         if name == key:
             return value
     return None
