@@ -22,6 +22,10 @@ class Callback:
     def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
         """``epoch`` counts from 1; ``metrics`` holds that epoch's train/val figures."""
 
+    def on_train_end(self, trainer: Trainer) -> None:
+        """The last epoch is over (every epoch done, or stopped early); the test split is
+        evaluated after this, with the weights the callbacks leave here."""
+
     def on_fit_end(self, trainer: Trainer, test_metrics: dict[str, float]) -> None:
         """Training finished normally; ``test_metrics`` is empty without a test split."""
 

@@ -135,6 +135,7 @@ class Trainer:
                     self.history.epochs.append(metrics)
                     self._emit("on_epoch_end", self.epoch, metrics)
                     self._check_interrupt(batch=0)
+                self._emit("on_train_end")
                 # Still under the handlers: a SIGTERM here would otherwise kill the process
                 # halfway through logging the report and leave the MLflow run RUNNING. Only a
                 # second Ctrl-C cuts the end short; the first lets the run finish.

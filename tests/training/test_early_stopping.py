@@ -13,6 +13,8 @@ from cnnx.engine.losses.cross_entropy import CrossEntropyLoss
 from cnnx.engine.model import build_model
 from cnnx.engine.optim.sgd import SGD
 from cnnx.training.callbacks import Callback
+from cnnx.training.checkpoint import Checkpoint
+from cnnx.training.checkpoint_file import read_checkpoint
 from cnnx.training.early_stopping import EarlyStopping
 from cnnx.training.trainer import Trainer
 
@@ -30,7 +32,7 @@ class Scripted(Callback):
         self.weights[epoch] = trainer.model.state_dict()
 
 
-def fit(key, values, **stopping):
+def fit(key, values, after=(), **stopping):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((24, 1, 4, 4)).astype(np.float32)
     y = np.arange(24) % 3
@@ -40,7 +42,7 @@ def fit(key, values, **stopping):
     script = Scripted(key, values)
     trainer = Trainer(model, CrossEntropyLoss(), SGD(model.named_parameters(), lr=0.1), epochs=EPOCHS,
                       batch_size=8, seed=0, progress=False, log=lambda _: None,
-                      callbacks=[script, EarlyStopping(monitor=key, **stopping)])
+                      callbacks=[script, EarlyStopping(monitor=key, **stopping), *after])
     history = trainer.fit(data)
     return len(history.epochs), model, script
 
@@ -99,6 +101,21 @@ def test_restore_best_ends_with_the_best_epochs_weights(restore_best):
     assert not np.array_equal(script.weights[2]["fc.weight"], script.weights[4]["fc.weight"])
     for key, value in model.state_dict().items():
         np.testing.assert_array_equal(value, expected[key])
+
+
+def test_the_stopping_epochs_checkpoint_holds_that_epochs_weights(tmp_path):
+    """It held the best epoch's, under the stopping epoch's name and figures: restore_best ran
+    before the checkpoint was written, so predict and resume used another model than named."""
+    checkpoint = Checkpoint(tmp_path, keep_last=1, keep_best=False)
+    stopped, model, script = fit("val_loss", [1.0, 0.5, 0.8, 0.9, 0.9, 0.9, 0.9, 0.9], patience=2,
+                                 after=[checkpoint])
+    assert stopped == 4
+    (kept,) = tmp_path.glob("*.npz")
+    arrays, header = read_checkpoint(kept)
+    assert kept.name == "epoch-0004.npz" and header["epochs_completed"] == 4
+    np.testing.assert_array_equal(arrays["model/fc.weight"], script.weights[4]["fc.weight"])
+    # ... and the model the run ends with is still the best epoch's
+    np.testing.assert_array_equal(model.state_dict()["fc.weight"], script.weights[2]["fc.weight"])
 
 
 @pytest.mark.slow
