@@ -26,7 +26,7 @@ class ModelConfig:
 @dataclass
 class EarlyStoppingConfig:
     enabled: bool = False
-    monitor: str = "val_loss"
+    monitor: str = "${..monitor}"  # trainer.monitor: see conf/trainer/default.yaml
     mode: str = "auto"
     patience: int = 5
     min_delta: float = 0.0

@@ -41,3 +41,15 @@ def test_only_keys_the_command_line_adds_are_checked():
     # A preset file may keep notes at its top level; the check is for typed overrides.
     overrides = ["+experiement=lenet", "seed=3", "+trainer.epoch=1", "++note=a", "+hydra/launcher=joblib", "~x"]
     assert added_top_level_keys(overrides) == {"experiement", "note"}
+
+
+@pytest.mark.parametrize(("overrides", "watched"), [
+    ([], "val_acc"),
+    (["trainer.monitor=val_loss"], "val_loss"),
+    (["trainer.monitor=val_loss", "trainer.early_stopping.monitor=train_loss"], "train_loss"),
+])
+def test_early_stopping_watches_the_runs_monitor_unless_told_otherwise(overrides, watched):
+    """It watched val_loss while the run was ranked by val_acc: the weights restore_best handed
+    back were not those of the epoch the run reported as its best."""
+    cfg = composed(*overrides)
+    assert cfg.trainer.early_stopping.monitor == watched
