@@ -122,6 +122,8 @@ class Trainer:
         steps_per_epoch = math.ceil(len(x_train) / self.batch_size)
         if self.scheduler is None and self.scheduler_factory is not None:
             self.scheduler = self.scheduler_factory(steps_per_epoch)
+        else:
+            self._check_scheduler_steps(steps_per_epoch)
         try:
             self._emit("on_fit_start")
             with self.interrupts:
@@ -174,6 +176,19 @@ class Trainer:
         return next(iter(best.values()), float("nan"))
 
     # -- internals ---------------------------------------------------------------------------
+    def _check_scheduler_steps(self, steps_per_epoch: int) -> None:
+        """A schedule counting other steps than this loop's batches would end early or late,
+        silently: built as in PyTorch, ``CosineLR(optimizer, epochs)`` counts each step() as an
+        epoch, and stepped after every batch it reached lr 0 within the first epoch."""
+        counted = getattr(self.scheduler, "steps_per_epoch", None)
+        if isinstance(counted, int) and counted != steps_per_epoch:
+            name = type(self.scheduler).__name__
+            raise ConfigError(
+                f"Trainer: the scheduler counts {counted} step(s) per epoch, but the trainer steps it after each "
+                f"of the {steps_per_epoch} batches of an epoch; build it with steps_per_epoch={steps_per_epoch}, "
+                f"or pass scheduler_factory=lambda steps: {name}(optimizer, epochs, steps) to let the trainer say"
+            )
+
     def _emit(self, hook: str, *args: Any) -> None:
         for callback in self.callbacks:
             getattr(callback, hook)(self, *args)

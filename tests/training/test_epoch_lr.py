@@ -59,3 +59,23 @@ def test_an_epoch_resumed_halfway_reports_the_lr_it_started_with():
     trainer.epoch, trainer.progress_state = 1, EpochProgress(order=np.arange(SAMPLES), batches_done=1)
     assert trainer.optimizer.lr < LR / 2  # the cosine has moved on since epoch 2 began
     assert trainer.fit(tiny_data()).epochs[-1]["lr"] == pytest.approx(LR / 2)
+
+
+def test_a_scheduler_built_for_other_steps_per_epoch_is_refused_before_training():
+    """Built as in PyTorch (one step() an epoch) it reached lr 0 in the first epoch's batches,
+    and the logged lr, read from the schedule, hid it."""
+    from cnnx.errors import ConfigError
+
+    trainer = make_trainer(3)
+    trainer.scheduler = CosineLR(trainer.optimizer, 3)
+    weights = trainer.model.state_dict()
+    with pytest.raises(ConfigError, match=rf"counts 1 step\(s\) per epoch.*steps_per_epoch={STEPS_PER_EPOCH}"):
+        trainer.fit(tiny_data())
+    assert trainer.history.epochs == [] and trainer.optimizer.lr == LR
+    np.testing.assert_array_equal(trainer.model.state_dict()["fc.weight"], weights["fc.weight"])
+
+
+def test_a_scheduler_built_for_the_loops_steps_is_taken():
+    trainer = make_trainer(2)
+    trainer.scheduler = CosineLR(trainer.optimizer, 2, STEPS_PER_EPOCH)
+    assert [epoch["lr"] for epoch in trainer.fit(tiny_data()).epochs] == pytest.approx([LR, LR / 2])
