@@ -61,6 +61,18 @@ class Module:
         self.output_shape: Shape | None = None
         self.training = True
 
+    def __getattr__(self, name: str) -> Any:
+        # Reached only when ordinary lookup fails: parameters and buffers read as attributes,
+        # as in PyTorch (``conv.weight``, ``bn.running_mean``), also for layers that keep them
+        # only in ``params`` and ``buffers``, as the built-in ones do.
+        for held in (vars(self).get("params"), vars(self).get("buffers")):
+            if held is not None and name in held:
+                return held[name]
+        unbuilt = "params" in vars(self) and not self.built
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}" + (
+            " (parameters are created when the layer is built: call it on a batch or put it in a model)"
+            if unbuilt and name in ("weight", "bias") else ""))
+
     # -- construction -------------------------------------------------------------------
     def build(self, input_shape: Shape, rng: np.random.Generator) -> Shape:
         """Create parameters for a per-sample ``input_shape``; return the output shape."""

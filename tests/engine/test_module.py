@@ -89,3 +89,19 @@ def test_a_layer_whose_build_takes_no_rng_is_told_the_signature():
 def test_a_layer_that_skips_module_init_is_named():
     with pytest.raises(PluginError, match=r"Forgetful\.__init__ must call super\(\)\.__init__\(\)"):
         cnnx.Model({"odd": Forgetful(), "flat": Flatten()}, (1, 2, 2))
+
+
+def test_parameters_and_buffers_read_as_attributes_as_in_pytorch():
+    """``model.layers["conv1"].weight`` raised AttributeError for every built-in layer: only
+    ``params["weight"]`` worked, though a plugin layer written as the README shows had both."""
+    model = cnnx.build_model({"conv1": {"type": "conv2d", "out_channels": 4, "kernel_size": 3},
+                         "bn": {"type": "batchnorm2d"}, "flat": {"type": "flatten"},
+                         "fc": {"type": "dense", "out_features": 2}}, (1, 5, 5), seed=0)
+    conv, bn, fc = (model.layers[k] for k in ("conv1", "bn", "fc"))
+    assert conv.weight is conv.params["weight"] and conv.bias is conv.params["bias"]
+    assert fc.weight.data.shape == (2, 36)
+    assert bn.running_mean is bn.buffers["running_mean"] and bn.running_var.shape == (4,)
+    with pytest.raises(AttributeError, match="'Conv2D' object has no attribute 'wieght'$"):
+        conv.wieght
+    with pytest.raises(AttributeError, match="created when the layer is built"):
+        Dense(3).weight
