@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import os
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
@@ -521,11 +522,24 @@ def _run(cfg: DictConfig, overrides: list[str] | None, output_dir: str | None, s
 
         name = trainer.interrupts.signal_name
         raise StoppedBySignal(name, f"{name} received while job {output_dir} was finishing")
+    if sweep is None and output_dir:
+        # Where checkpoints/, app.log and .hydra/ are: what trainer.resume and cnnx predict
+        # --weights need (a sweep's summary names its jobs' directories instead).
+        RUN_LOG.info(f"run directory: {_shown_path(output_dir)}")
     monitor = config["trainer"]["monitor"]
     objective, key = trainer.objective(monitor), trainer.objective_key(monitor)
     # Without a validation split the figure is a training one: labelled as what it is.
     RUN_LOG.info(f"{key} (best epoch) = {objective:.4f}" + (f" (no validation split for {monitor})" if key != monitor else ""))
     return objective
+
+
+def _shown_path(path: str) -> str:
+    """``path`` relative to the working directory when it lies inside it, as Hydra's default
+    ``outputs/DATE/TIME`` does, else as it is."""
+    try:
+        return os.path.relpath(path) if Path(path).resolve().is_relative_to(Path.cwd().resolve()) else path
+    except (OSError, ValueError):
+        return path
 
 
 @hydra.main(version_base=CNNX_VERSION_BASE, config_path="conf", config_name=CNNX_CONFIG_NAME)

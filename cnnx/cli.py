@@ -28,7 +28,7 @@ from cnnx.override_text import override_key
 
 EXIT_USAGE = 2
 
-#: The line a stopped or failed run ends with, kept in its run directory's app.log too. Job
+#: The line a run ends with (stopped, failed, or where it was logged), kept in its run directory's app.log too. Job
 #: logging (conf/hydra/job_logging/cnnx.yaml) gives it the file alone: the console had it on
 #: stderr. Before Hydra has set logging up the line has nowhere else to go, and must not reach
 #: logging's last-resort handler, which would print it a second time.
@@ -37,9 +37,9 @@ OUTCOME_LOG.addHandler(logging.NullHandler())
 OUTCOME_LOG.propagate = False
 
 
-def report(line: str) -> None:
+def report(line: str, level: int = logging.ERROR) -> None:
     print(line, file=sys.stderr)
-    OUTCOME_LOG.error(line)
+    OUTCOME_LOG.log(level, line)
 
 
 def warn(message: str) -> None:

@@ -104,6 +104,21 @@ def test_tracking_disabled_trains_without_a_store(tmp_path):
     assert "warning" not in result.stderr  # its logits are not taken for probabilities
 
 
+def test_a_run_ends_with_its_test_figures_then_where_it_was_logged_and_where_its_files_are(tmp_path):
+    """The test line came only after the MLflow report (seconds of plots and the model), below
+    the line naming the run; that line never reached app.log, and no line named the run's
+    directory, which trainer.resume and cnnx predict --weights need."""
+    result = run_cli(["+experiment=digits_small", "trainer.epochs=2", "hydra.run.dir=runs/first"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    (run,) = all_runs(tmp_path)
+    assert result.stdout.splitlines()[-2:-1] == ["run directory: runs/first"]
+    logged = [line.split("] - ", 1)[1] for line in (tmp_path / "runs/first/app.log").read_text().splitlines()
+              if "] - " in line]
+    ending = [line for line in logged if line.startswith(("epoch   2/2", "test ", "cnnx: run ", "run directory"))]
+    assert [line.split()[0] for line in ending] == ["epoch", "test", "cnnx:", "run"]
+    assert ending[2].startswith(f"cnnx: run {run.info.run_id} in experiment 'digits_small'")
+
+
 def test_a_softmax_before_cross_entropy_is_warned_about_in_one_line(tmp_path):
     result = run_cli(["+experiment=digits_small", "trainer.epochs=1", "tracking=none",
                       "+model.layers.probabilities.type=softmax"], tmp_path)

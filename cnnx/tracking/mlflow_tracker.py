@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cnnx.cli import warn
+from cnnx.cli import report, warn
 from cnnx.errors import CnnxError, flat_message
 from cnnx.tracking import after_fork  # noqa: F401 — registers the fork hook
 from cnnx.tracking.batched import log_params
@@ -622,8 +622,8 @@ class MlflowTracker(Callback):
         if "mlflow.parentRunId" not in self.tags:  # a sweep names its parent, which lists its jobs
             # What `cnnx predict --run`, `mlflow models serve` and the UI's search need.
             model = f"; model: runs:/{self.run_id}/model" if self.log_model else ""
-            print(f"cnnx: run {self.run_id} in experiment {self.experiment_name!r} at "
-                  f"{absolute_store_uri(self.tracking_uri)}{model}", file=sys.stderr)
+            report(f"cnnx: run {self.run_id} in experiment {self.experiment_name!r} at "
+                   f"{absolute_store_uri(self.tracking_uri)}{model}", logging.INFO)
 
     def _log_report(self, trainer: Trainer) -> None:
         """Plots and the servable model, sent directly: too large to queue through an outage,

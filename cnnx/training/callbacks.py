@@ -26,6 +26,10 @@ class Callback:
         """The last epoch is over (every epoch done, or stopped early); the test split is
         evaluated after this, with the weights the callbacks leave here."""
 
+    def on_test_end(self, trainer: Trainer, test_metrics: dict[str, float]) -> None:
+        """The test split is evaluated (``test_metrics`` is empty without one); the run's report
+        (``on_fit_end``) comes next."""
+
     def on_fit_end(self, trainer: Trainer, test_metrics: dict[str, float]) -> None:
         """Training finished normally; ``test_metrics`` is empty without a test split."""
 

@@ -23,6 +23,7 @@ class ConsoleLogger(Callback):
         )
         trainer.log(f"epoch {epoch:>3}/{trainer.epochs} {shown}")
 
-    def on_fit_end(self, trainer: Trainer, test_metrics: dict[str, float]) -> None:
+    def on_test_end(self, trainer: Trainer, test_metrics: dict[str, float]) -> None:
+        # Not at the fit's end: the tracker's report (plots, the model) takes seconds there.
         if test_metrics:
             trainer.log("test " + " ".join(f"{k}={v:.4f}" for k, v in test_metrics.items()))

@@ -62,23 +62,17 @@ class EarlyStopping(Callback):
         # Not when it stops: the callbacks after this one still act on the stopping epoch, and
         # its checkpoint must hold that epoch's weights, which the best epoch's would replace
         # under the stopping epoch's name and figures (predict and resume would use the wrong
-        # model). A run resumed from that checkpoint restores them here too.
-        if self._stopped(trainer) and self._best_weights is not None:
+        # model). A run resumed from that checkpoint ends here too, so it restores them and
+        # says so as well; the line follows the console's line for the last epoch.
+        if not (trainer.stop_training and self.wait >= self.patience):
+            return
+        if self._best_weights is not None:
             trainer.model.load_state_dict(self._best_weights)
-
-    def _stopped(self, trainer: Trainer) -> bool:
-        return trainer.stop_training and self.wait >= self.patience
-
-    def on_fit_end(self, trainer: Trainer, test_metrics: dict[str, float]) -> None:
-        # Here rather than when it stops: a run resumed from the checkpoint of that epoch
-        # ends here too, and the line comes after the console's line for that epoch. The
-        # trainer's callbacks run in order, this one first, the console last.
-        if self._stopped(trainer):
-            key = objective_key(trainer.history.epochs, self.monitor)
-            trainer.log(f"early stopping at epoch {trainer.epoch}: {key} has not improved "
-                        f"since epoch {self.best_epoch} ({self.best:.4f})")
-            trainer.early_stop = {"stopped_epoch": trainer.epoch, "best_epoch": self.best_epoch,
-                                  "restored_best": self._best_weights is not None}
+        key = objective_key(trainer.history.epochs, self.monitor)
+        trainer.log(f"early stopping at epoch {trainer.epoch}: {key} has not improved "
+                    f"since epoch {self.best_epoch} ({self.best:.4f})")
+        trainer.early_stop = {"stopped_epoch": trainer.epoch, "best_epoch": self.best_epoch,
+                              "restored_best": self._best_weights is not None}
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait}

@@ -107,7 +107,7 @@ class Trainer:
         # For callbacks that explain the run at its end (plots, a logged model).
         self.data: DataSplits | None = None
         self.test_evaluation: Evaluation | None = None
-        #: How early stopping ended the run, when it did (``EarlyStopping.on_fit_end``): which
+        #: How early stopping ended the run, when it did (``EarlyStopping.on_train_end``): which
         #: epoch it stopped after, the best epoch, whether the model has that epoch's weights.
         self.early_stop: dict[str, int | bool] | None = None
 
@@ -144,6 +144,7 @@ class Trainer:
                 if data.test is not None and len(data.test[0]):
                     self.test_evaluation = self._evaluate(data.test)
                     self.history.test = self.test_evaluation.prefixed("test")
+                self._emit("on_test_end", self.history.test)
                 self._emit("on_fit_end", self.history.test)
             if self.interrupts.requested:
                 self.log(f"{self.interrupts.signal_name} received while the run was finishing; "
