@@ -144,6 +144,75 @@ def test_cross_entropy_config_errors(bad):
         CrossEntropyLoss(bad)
 
 
+# -- class weights ---------------------------------------------------------------------------
+def _plain_weighted_cross_entropy(logits, labels, weight, smoothing):
+    """PyTorch's definition, one sample at a time."""
+    n, k = logits.shape
+    total = 0.0
+    for i in range(n):
+        log_probs = [z - math.log(sum(math.exp(v) for v in logits[i])) for z in logits[i]]
+        total -= (1 - smoothing) * weight[labels[i]] * log_probs[labels[i]]
+        total -= smoothing / k * sum(w * lp for w, lp in zip(weight, log_probs))
+    return total / sum(weight[y] for y in labels)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_weighted_cross_entropy_value_and_gradients(seed):
+    rng, n, k = _sizes(seed)
+    smoothing = 0.0 if seed % 2 == 0 else float(rng.uniform(0, 0.5))
+    weight = rng.uniform(0, 3, k)
+    weight[rng.integers(0, k)] = 0.0  # a class that does not count
+    logits = 3 * rng.standard_normal((n, k))
+    labels = rng.integers(0, k, n)
+    if weight[labels].sum() == 0:
+        labels[0] = int(np.argmax(weight))
+    loss = CrossEntropyLoss(label_smoothing=smoothing, weight=weight)
+    value, _ = loss(logits, labels)
+    assert value == pytest.approx(_plain_weighted_cross_entropy(logits, labels, weight, smoothing), rel=1e-12)
+    check_loss_gradients(loss, logits, labels, eps=1e-6, rtol=1e-6, atol=1e-9, seed=seed)
+
+
+def test_equal_class_weights_change_nothing_and_float32_stays_float32():
+    rng = np.random.default_rng(0)
+    logits, labels = rng.standard_normal((9, 4)).astype(np.float32), rng.integers(0, 4, 9)
+    for smoothing in (0.0, 0.1):
+        plain = CrossEntropyLoss(smoothing)(logits, labels)
+        weighted = CrossEntropyLoss(smoothing, weight=[2.5] * 4)(logits, labels)
+        assert weighted[0] == pytest.approx(plain[0], rel=1e-6) and weighted[1].dtype == np.float32
+        np.testing.assert_allclose(weighted[1], plain[1], atol=1e-7)
+
+
+def test_a_batch_of_zero_weighted_classes_counts_for_nothing():
+    """PyTorch gives 0/0 = NaN there, which would stop a run at a batch that drew no weighted class."""
+    value, grad = CrossEntropyLoss(weight=[0.0, 1.0, 1.0])(np.ones((2, 3), np.float32), np.array([0, 0]))
+    assert value == 0.0 and not grad.any() and grad.dtype == np.float32
+
+
+@pytest.mark.parametrize("bad", [[1.0], [1.0, -1.0], [0.0, 0.0], [1.0, float("nan")], [[1.0, 2.0]], "balanced"])
+def test_class_weights_config_errors(bad):
+    with pytest.raises(ConfigError, match=r"^cross_entropy: weight=.* one finite number >= 0 per class"):
+        CrossEntropyLoss(weight=bad)
+
+
+def test_class_weights_must_match_the_classes():
+    with pytest.raises(DataError, match="weight has 2 entries for 3 classes"):
+        CrossEntropyLoss(weight=[1.0, 2.0])(np.zeros((2, 3)), np.array([0, 1]))
+
+
+def test_weighted_cross_entropy_matches_torch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(1)
+    logits, labels, weight = 4 * rng.standard_normal((8, 5)), rng.integers(0, 5, 8), rng.uniform(0, 2, 5)
+    for smoothing in (0.0, 0.25):
+        o = torch.tensor(logits, requires_grad=True)
+        expected = torch.nn.functional.cross_entropy(o, torch.tensor(labels), weight=torch.tensor(weight),
+                                                     label_smoothing=smoothing)
+        expected.backward()
+        value, grad = CrossEntropyLoss(smoothing, weight=weight)(logits, labels)
+        assert value == pytest.approx(expected.item(), rel=1e-12)
+        np.testing.assert_allclose(grad, o.grad.numpy(), atol=1e-15)
+
+
 # -- binary cross-entropy --------------------------------------------------------------------
 def _bce_shapes(seed, n):
     # outputs (N, 1) or (N,), targets (N,) or (N, 1), in every combination
