@@ -33,6 +33,7 @@ from cnnx.override_text import override_key, override_key_value
 from cnnx.plugin_configs import CNNX_CONFIG_NAME, CNNX_VERSION_BASE
 from cnnx.plugin_layers import check_plugin_layers
 from cnnx.plugin_optimizers import check_plugin_optimizer
+from cnnx.training.class_weights import with_class_weights
 from cnnx.training.console import ConsoleLogger
 from cnnx.training.divergence import UpdateGuard
 from cnnx.training.early_stopping import EarlyStopping
@@ -122,7 +123,8 @@ def build_run(config: dict[str, Any], callbacks: list | None = None):
     check_plugin_layers(model, config["model"]["layers"])
     loss_cfg = config["loss"]
     loss_type = _component_type(loss_cfg, "loss", registry.losses)
-    loss = registry.losses.create(loss_type, _options(loss_cfg), "loss")
+    loss_options = with_class_weights(_options(loss_cfg), data, RUN_LOG.info)
+    loss = registry.losses.create(loss_type, loss_options, "loss")
     check_output_size(model, data.num_classes, loss_type)
     _probe_loss(loss, model, data, registry.losses.label(loss_type))
     opt_cfg = config["optimizer"]

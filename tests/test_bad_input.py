@@ -148,6 +148,8 @@ CASES = [
     ("missing value", ["dataset.path=???"], ["dataset.path"]),
     ("bad policy", ["trainer.on_nonfinite=explode"], ["trainer.on_nonfinite", "explode", "skip_batch"]),
     ("unknown monitor", ["trainer.monitor=val_accc"], ["trainer.monitor", "val_accc", "val_acc"]),
+    ("class weights of another length", ["+loss.weight=[1,2]"], ["loss.weight", "2 entries", "10 classes"]),
+    ("class weights mistyped", ["+loss.weight=balancd"], ["loss.weight='balancd'", "balanced"]),
     ("unknown early-stopping monitor", ["trainer.early_stopping.enabled=true", "trainer.early_stopping.monitor=vall_loss"],
      ["trainer.early_stopping.monitor", "vall_loss", "val_loss"]),
     # zero or negative sizes, lr, epochs, batch size

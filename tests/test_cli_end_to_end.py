@@ -119,6 +119,15 @@ def test_a_run_ends_with_its_test_figures_then_where_it_was_logged_and_where_its
     assert ending[2].startswith(f"cnnx: run {run.info.run_id} in experiment 'digits_small'")
 
 
+def test_balanced_class_weights_are_computed_shown_and_logged(tmp_path):
+    result = run_cli(["+experiment=digits_small", "trainer.epochs=1", "+loss.weight=balanced"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    (shown,) = [line for line in result.stdout.splitlines() if line.startswith("loss weights (balanced): ")]
+    assert shown.count(",") == 9  # one per digit
+    (run,) = all_runs(tmp_path)
+    assert run.data.params["loss.weight"] == "balanced"
+
+
 def test_a_softmax_before_cross_entropy_is_warned_about_in_one_line(tmp_path):
     result = run_cli(["+experiment=digits_small", "trainer.epochs=1", "tracking=none",
                       "+model.layers.probabilities.type=softmax"], tmp_path)
