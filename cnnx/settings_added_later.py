@@ -1,5 +1,4 @@
-"""Config settings added after runs began recording their config, with the value that behaves
-as runs did before the setting existed.
+"""Config settings added, or whose defaults changed, after runs began recording their config.
 
 Checkpoints keep the config they trained with (resuming refuses a changed one), and sweep jobs
 are matched to their earlier twins by a fingerprint of it. A setting added later is absent
@@ -16,6 +15,26 @@ from typing import Any
 SETTINGS_ADDED_LATER: dict[str, Any] = {
     "dataset.layout": "auto",  # npz datasets: the channels-last check came with it
 }
+
+
+#: dotted key → (its default before, the cnnx version that changed it). A run recorded before
+#: the change and resumed without the key typed differs from its checkpoint in it, though the
+#: user changed nothing: the refusal says how to continue it as it trained.
+DEFAULTS_CHANGED: dict[str, tuple[Any, str]] = {
+    "trainer.early_stopping.monitor": ("val_loss", "0.2.4"),  # now trainer.monitor's
+}
+
+
+def changed_default_hint(saved: Mapping[str, Any], current: Mapping[str, Any]) -> str:
+    """``"; the default of K changed in cnnx V: add K=OLD …"`` for each flat key that differs
+    between a checkpoint's config and the current one as a changed default would make it."""
+    hints = [f"{key}={before}" for key, (before, _) in DEFAULTS_CHANGED.items()
+             if saved.get(key) == before and key in current and current[key] != before]
+    if not hints:
+        return ""
+    versions = sorted({DEFAULTS_CHANGED[hint.split("=")[0]][1] for hint in hints})
+    return (f" (a default changed in cnnx {', '.join(versions)}: add {' '.join(hints)} to continue the run "
+            f"as it trained)")
 
 
 def with_earlier_defaults(saved: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:

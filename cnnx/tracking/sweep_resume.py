@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from cnnx.inert_settings import trainer_without_inert
 from cnnx.settings_added_later import without_earlier_defaults
 from cnnx.tracking.sweep_summary import ROLE_TAG
 from cnnx.training.checkpoint import list_checkpoints
@@ -29,7 +30,7 @@ def config_fingerprint(config: Mapping[str, Any]) -> str:
     # Settings added to cnnx since, at the value that trains as before, are left out: jobs
     # logged by an earlier cnnx keep their fingerprint.
     kept = {k: v for k, v in without_earlier_defaults(config).items() if k not in _NOT_PART_OF_THE_RESULT}
-    trainer = dict(kept.get("trainer") or {})
+    trainer = trainer_without_inert(kept.get("trainer") or {})
     trainer.pop("progress", None)
     # How a run was started does not change what it computes (resuming is exact); False, the
     # default, keeps the fingerprints of runs logged before this normalisation.

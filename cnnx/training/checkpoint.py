@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 from cnnx.cli import warn as cli_warn
 from cnnx.errors import CheckpointError, ConfigError
-from cnnx.settings_added_later import with_earlier_defaults
+from cnnx.inert_settings import flat_without_inert
+from cnnx.settings_added_later import changed_default_hint, with_earlier_defaults
 from cnnx.training.callbacks import Callback
 from cnnx.training.checkpoint_file import CLASSIFIER, TEMP_SUFFIX, read_checkpoint, write_checkpoint
 from cnnx.training.objective import objective_key, objective_mode
@@ -273,17 +274,18 @@ class Checkpoint(Callback):
         saved = (header.get("callbacks") or {}).get(type(self).__name__, {}).get("config")
         if self.config is None or not isinstance(saved, dict):
             return  # not checked, or written by a cnnx that did not record it
-        saved = with_earlier_defaults(saved, self.config)
-        changed = [f"{key}={self.config.get(key, '(absent)')} (checkpoint: {saved.get(key, '(absent)')})"
-                   for key in sorted(set(saved) | set(self.config), key=lambda k: (not k.endswith(".type"), k))
-                   if saved.get(key) != self.config.get(key)]
+        saved = flat_without_inert(with_earlier_defaults(saved, self.config))
+        current = flat_without_inert(self.config)
+        changed = [f"{key}={current.get(key, '(absent)')} (checkpoint: {saved.get(key, '(absent)')})"
+                   for key in sorted(set(saved) | set(current), key=lambda k: (not k.endswith(".type"), k))
+                   if saved.get(key) != current.get(key)]
         if changed:
             listed = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
             raise CheckpointError(
                 f"trainer.resume: the config differs from checkpoint '{path}' in {listed}; a resumed run continues "
                 f"the same training and MLflow run, so only trainer.epochs, tracking.*, "
                 f"trainer.checkpoint.* and where it runs may change: drop the override, or start a "
-                f"new run without trainer.resume"
+                f"new run without trainer.resume" + changed_default_hint(saved, current)
             )
 
     @staticmethod

@@ -237,6 +237,22 @@ def test_fingerprint_ignores_where_a_run_is_logged_but_not_what_it_trains():
     assert npz["dataset"] == {"type": "npz", "path": "x.npz"}  # the caller's config is left as it was
 
 
+def test_early_stoppings_options_while_it_is_off_leave_the_fingerprint_as_earlier_cnnx_computed_it():
+    """cnnx 0.2.4 changed the monitor's default: a sweep of an earlier cnnx, resumed, ran every
+    finished job again (its fingerprint had changed), though early stopping was off."""
+    before = {"enabled": False, "monitor": "val_loss", "mode": "auto", "patience": 5, "min_delta": 0.0,
+              "restore_best": True}
+    config = {"seed": 0, "optimizer": {"lr": 0.1}, "trainer": {"epochs": 2, "early_stopping": before}}
+    # the fingerprint of that config as cnnx 0.2.3 logged it
+    assert config_fingerprint(config) == "4bf672b6b516d3dd7f69c434"
+    for other in ({"monitor": "val_acc"}, {"patience": 9}):
+        changed = {**config, "trainer": {"epochs": 2, "early_stopping": {**before, **other}}}
+        assert config_fingerprint(changed) == config_fingerprint(config)
+        on = {**config, "trainer": {"epochs": 2, "early_stopping": {**before, **other, "enabled": True}}}
+        assert config_fingerprint(on) != config_fingerprint({**config, "trainer": {
+            "epochs": 2, "early_stopping": {**before, "enabled": True}}})
+
+
 def test_a_resumed_sweep_continues_the_newest_stopped_twin_that_left_checkpoints(client, tmp_path):
     experiment_id = client.create_experiment("twins")
     parent = client.create_run(experiment_id, run_name="sweep").info.run_id

@@ -212,6 +212,43 @@ def test_a_checkpoint_from_before_a_setting_existed_resumes_while_it_keeps_its_e
         Checkpoint(tmp_path, resume=True, config=resumable_config(other)).on_fit_start(make_trainer(epochs=2))
 
 
+def _stopping(enabled, monitor, patience=5):
+    return {"enabled": enabled, "monitor": monitor, "mode": "auto", "patience": patience, "min_delta": 0.0,
+            "restore_best": True}
+
+
+def test_early_stoppings_options_while_it_is_off_do_not_refuse_a_resume(tmp_path):
+    """cnnx 0.2.4 made the monitor follow trainer.monitor: every checkpoint of an earlier cnnx
+    was refused ("differs in trainer.early_stopping.monitor=val_acc (checkpoint: val_loss) ... drop
+    the override"), though early stopping was off and the user had typed nothing."""
+    from cnnx.app import resumable_config
+
+    def config(stopping, resume=False):
+        return {"seed": 0, "trainer": {"epochs": 2, "resume": resume, "early_stopping": stopping}}
+
+    make_trainer(epochs=1, callbacks=[Checkpoint(tmp_path, config=resumable_config(config(_stopping(False, "val_loss"))))]
+                 ).fit(tiny_data())
+    now = resumable_config(config(_stopping(False, "val_acc", patience=9), resume=True))
+    Checkpoint(tmp_path, resume=True, config=now).on_fit_start(make_trainer(epochs=2))
+    # turned on, it decides the result: refused, naming it
+    on = resumable_config(config(_stopping(True, "val_loss"), resume=True))
+    with pytest.raises(CheckpointError, match=r"in trainer.early_stopping.enabled=True \(checkpoint: False\)"):
+        Checkpoint(tmp_path, resume=True, config=on).on_fit_start(make_trainer(epochs=2))
+
+
+def test_a_changed_default_is_named_with_the_setting_that_continues_the_run(tmp_path):
+    from cnnx.app import resumable_config
+
+    def config(monitor, resume=False):
+        return {"seed": 0, "trainer": {"epochs": 2, "resume": resume, "early_stopping": _stopping(True, monitor)}}
+
+    make_trainer(epochs=1, callbacks=[Checkpoint(tmp_path, config=resumable_config(config("val_loss")))]).fit(tiny_data())
+    with pytest.raises(CheckpointError) as caught:
+        Checkpoint(tmp_path, resume=True, config=resumable_config(config("val_acc", True))).on_fit_start(make_trainer())
+    assert str(caught.value).endswith("(a default changed in cnnx 0.2.4: add trainer.early_stopping.monitor=val_loss "
+                                      "to continue the run as it trained)")
+
+
 def test_a_header_that_is_not_json_is_a_one_line_checkpoint_error_and_leaves_no_file(tmp_path):
     with pytest.raises(CheckpointError, match=r"^checkpoint '.*a\.npz' cannot be written: its header is not JSON "
                                               r"\(Object of type int64 is not JSON serializable\)$"):

@@ -1,0 +1,37 @@
+"""Settings of a run's config that decide nothing: early stopping's options while it is off.
+
+A resumed run is compared with its checkpoint, and a sweep job with its earlier twin, on the
+settings that decide the result. Options of a feature that is off are left out of both, so
+that changing one, or a new cnnx changing its default, neither refuses a resume nor reruns a
+finished sweep job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+EARLY_STOPPING = "trainer.early_stopping"
+
+#: What the fingerprint of a sweep job reads for early stopping while it is off, whatever its
+#: other options say: the defaults up to cnnx 0.2.3, so that jobs logged by those versions keep
+#: their fingerprints (0.2.4 made the monitor follow trainer.monitor).
+EARLY_STOPPING_OFF = {"enabled": False, "monitor": "val_loss", "mode": "auto", "patience": 5, "min_delta": 0.0,
+                      "restore_best": True}
+
+
+def flat_without_inert(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """A flat config (dotted keys, values as ``str()`` gives them, as checkpoints record them)
+    without the options of early stopping when it is off."""
+    if str(flat.get(f"{EARLY_STOPPING}.enabled")) != "False":
+        return dict(flat)
+    return {key: value for key, value in flat.items()
+            if not key.startswith(f"{EARLY_STOPPING}.") or key == f"{EARLY_STOPPING}.enabled"}
+
+
+def trainer_without_inert(trainer: Mapping[str, Any]) -> dict[str, Any]:
+    """A nested ``trainer`` section whose early stopping, when off, reads as ``EARLY_STOPPING_OFF``."""
+    stopping = trainer.get("early_stopping")
+    if isinstance(stopping, Mapping) and stopping.get("enabled") is False:
+        return {**trainer, "early_stopping": dict(EARLY_STOPPING_OFF)}
+    return dict(trainer)
