@@ -36,6 +36,7 @@ from cnnx.cache_dir import write_atomically
 from cnnx.cli import report_user_errors
 from cnnx.cli import warn as cli_warn
 from cnnx.errors import CnnxError, ConfigError, flat_message
+from cnnx.folder_lock import lock_folder
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -252,23 +253,13 @@ def _array_files_or_none(line: str | bytes) -> list[str] | None:
 
 @contextlib.contextmanager
 def _folder_lock(directory: Path) -> Iterator[None]:
-    """An exclusive lock on the spill folder itself, where the OS has ``flock`` (a no-op
-    elsewhere): a lock on the spill file would stay with the file a rewrite replaces, and a
-    lock file would be one more file in the folder for the user to wonder about."""
+    """The spill folder locked for the block (``cnnx.folder_lock``)."""
+    descriptor = lock_folder(directory)
     try:
-        import fcntl
-    except ImportError:
-        yield
-        return
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX)
-        except OSError:
-            pass  # a filesystem without locks (ENOLCK): writing unlocked beats not writing
         yield
     finally:
-        os.close(descriptor)  # releases the lock
+        if descriptor is not None:
+            os.close(descriptor)
 
 
 def _ends_with_newline(path: Path) -> bool:

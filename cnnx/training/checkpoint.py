@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from cnnx.cli import warn as cli_warn
 from cnnx.errors import CheckpointError, ConfigError
+from cnnx.folder_lock import FolderBusy, lock_folder
 from cnnx.inert_settings import flat_without_inert
 from cnnx.settings_added_later import changed_default_hint, with_earlier_defaults
 from cnnx.training.callbacks import Callback
@@ -126,6 +127,7 @@ class Checkpoint(Callback):
         self.best_epoch = 0
         self.last_saved: Path | None = None
         self.resumed_from: Path | None = None
+        self._lock_descriptor: int | None = None
 
     @property
     def resume_file(self) -> Path | None:
@@ -146,10 +148,41 @@ class Checkpoint(Callback):
     # -- hooks -----------------------------------------------------------------------------
     def on_fit_start(self, trainer: Trainer) -> None:
         check_writable(self.directory, "trainer.checkpoint.dir")
-        for stale in self.directory.glob(f".*{TEMP_SUFFIX}"):
-            stale.unlink(missing_ok=True)  # left by a process killed while writing
-        if self.resume is not False:
-            self.resumed_from = self._resume(trainer)
+        if self.directory.is_dir():  # else the first save makes it, and locks it then
+            self._lock()
+        try:
+            for stale in self.directory.glob(f".*{TEMP_SUFFIX}"):
+                stale.unlink(missing_ok=True)  # left by a process killed while writing
+            if self.resume is not False:
+                self.resumed_from = self._resume(trainer)
+        except BaseException:
+            self._unlock()
+            raise
+
+    def on_fit_end(self, trainer: Trainer, test_metrics: dict[str, float]) -> None:
+        self._unlock()
+
+    def _lock(self) -> None:
+        """Hold the folder's lock while training: a second process resuming the same run (a
+        user who took it for dead, a scheduler requeueing a live job) would log every epoch
+        into its MLflow run twice, and delete the first one's checkpoint half-written."""
+        if self._lock_descriptor is not None:
+            return
+        try:
+            self._lock_descriptor = lock_folder(self.directory, wait=False)
+        except FolderBusy:
+            raise CheckpointError(
+                f"trainer.checkpoint.dir: '{self.directory}' is in use by a run still training (another process "
+                f"holds it); wait for that run to end, or stop it, before resuming it"
+            ) from None
+
+    def __del__(self) -> None:  # a Checkpoint dropped without a fit's end (a caller's own loop)
+        self._unlock()
+
+    def _unlock(self) -> None:
+        if getattr(self, "_lock_descriptor", None) is not None:
+            os.close(self._lock_descriptor)
+            self._lock_descriptor = None
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
         self._track_best(epoch, metrics)
@@ -158,6 +191,12 @@ class Checkpoint(Callback):
             self.save(trainer)
 
     def on_fit_error(self, trainer: Trainer, error: BaseException) -> None:
+        try:
+            self._save_on_error(error, trainer)
+        finally:
+            self._unlock()
+
+    def _save_on_error(self, error: BaseException, trainer: Trainer) -> None:
         if isinstance(error, TrainingInterrupted):
             try:
                 error.checkpoint = str(self.save(trainer))
@@ -191,6 +230,7 @@ class Checkpoint(Callback):
             header[CLASSIFIER] = description
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
+            self._lock()
             path = write_checkpoint(self.directory / name, arrays, header)
         except OSError as exc:  # a full disk or a quota: write_checkpoint left no partial file
             kept = list_checkpoints(self.directory)

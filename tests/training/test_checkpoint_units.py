@@ -128,6 +128,7 @@ def test_an_interrupted_epoch_is_named_as_the_signal_named_it(tmp_path):
     trainer.epoch, trainer.progress_state = 2, EpochProgress(order=np.arange(24), batches_done=4)
     trainer.history.epochs = [{"train_loss": 1.0}]
     trainer.callbacks[0].save(trainer)  # what SIGINT during epoch 2, batch 4 leaves
+    del trainer  # ... once its process has ended, which releases the folder
     lines = []
     resumed = make_trainer(epochs=3, callbacks=[Checkpoint(tmp_path, resume=True)])
     resumed.log = lines.append
@@ -247,6 +248,21 @@ def test_a_changed_default_is_named_with_the_setting_that_continues_the_run(tmp_
         Checkpoint(tmp_path, resume=True, config=resumable_config(config("val_acc", True))).on_fit_start(make_trainer())
     assert str(caught.value).endswith("(a default changed in cnnx 0.2.4: add trainer.early_stopping.monitor=val_loss "
                                       "to continue the run as it trained)")
+
+
+def test_a_run_still_training_in_a_folder_refuses_a_second_one_there(tmp_path):
+    """A resume started while the run still trained (taken for dead, or requeued by a scheduler)
+    was accepted: both logged every epoch into one MLflow run, and the second deleted the first's
+    checkpoint half-written, which then blamed the disk."""
+    training = make_trainer(epochs=2, callbacks=[Checkpoint(tmp_path)])
+    training.callbacks[0].on_fit_start(training)
+    training.callbacks[0].save(training)
+    second = make_trainer(epochs=2, callbacks=[Checkpoint(tmp_path, resume=True)])
+    with pytest.raises(CheckpointError, match=r"^trainer.checkpoint.dir: '.*' is in use by a run still training"):
+        second.fit(tiny_data())
+    assert [p.name for p in tmp_path.iterdir()] == ["epoch-0000.npz"]
+    training.callbacks[0].on_fit_end(training, {})  # it ended: the folder is free again
+    make_trainer(epochs=2, callbacks=[Checkpoint(tmp_path, resume=True)]).fit(tiny_data())
 
 
 def test_a_header_that_is_not_json_is_a_one_line_checkpoint_error_and_leaves_no_file(tmp_path):
