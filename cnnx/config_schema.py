@@ -52,7 +52,7 @@ class CheckpointConfig:
 class TrainerConfig:
     epochs: int = 10
     batch_size: int = 64
-    eval_batch_size: int = 512
+    eval_batch_size: int = 64
     monitor: str = "val_acc"
     progress: Optional[bool] = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)

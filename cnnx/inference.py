@@ -153,7 +153,7 @@ class Classifier:
                     f"rescale the images as the training data was{hint}")
         return None
 
-    def predict_proba(self, images: Any, batch_size: int = 256, *, checked: bool = False) -> np.ndarray:
+    def predict_proba(self, images: Any, batch_size: int = 64, *, checked: bool = False) -> np.ndarray:
         """Class probabilities; ``checked``: ``images`` already came from ``check_images``."""
         x = np.array(images, dtype=np.float32) if checked else self.check_images(images)
         x = apply_normalization(x, self.normalization)

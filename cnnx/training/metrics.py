@@ -25,7 +25,7 @@ class Evaluation:
         return {f"{split}_loss": self.loss, f"{split}_acc": self.accuracy}
 
 
-def evaluate(model, loss, x: np.ndarray, y: np.ndarray, batch_size: int = 512) -> Evaluation:
+def evaluate(model, loss, x: np.ndarray, y: np.ndarray, batch_size: int = 64) -> Evaluation:
     """Loss and accuracy of ``model`` in eval mode over a whole split."""
     outputs = model.predict(x, batch_size)
     value, _ = loss(outputs, y)

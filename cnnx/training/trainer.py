@@ -71,7 +71,7 @@ class Trainer:
         scheduler_factory: Callable[[int], Any] | None = None,
         callbacks: Sequence[Callback] = (),
         max_shift: int = 0,
-        eval_batch_size: int = 512,
+        eval_batch_size: int = 64,
         progress: bool | None = None,
         log: Callable[[str], None] | None = None,
         update_guard: UpdateGuard | None = None,

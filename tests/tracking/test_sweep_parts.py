@@ -251,6 +251,10 @@ def test_early_stoppings_options_while_it_is_off_leave_the_fingerprint_as_earlie
         on = {**config, "trainer": {"epochs": 2, "early_stopping": {**before, **other, "enabled": True}}}
         assert config_fingerprint(on) != config_fingerprint({**config, "trainer": {
             "epochs": 2, "early_stopping": {**before, "enabled": True}}})
+    # eval_batch_size (0.2.4 lowered its default) changes evaluated figures only in float32 rounding
+    for size in (512, 64, 7):
+        chunked = {**config, "trainer": {**config["trainer"], "eval_batch_size": size}}
+        assert config_fingerprint(chunked) == "b19a5f873abc3f21a2f8bcd4"  # as cnnx 0.2.3 logged it at 512
 
 
 def test_a_resumed_sweep_continues_the_newest_stopped_twin_that_left_checkpoints(client, tmp_path):
