@@ -679,6 +679,15 @@ def test_a_job_refused_before_training_is_a_failed_child_that_says_why(tmp_path)
         "nan": "FAILED", "0.1": "FINISHED"}
 
 
+def test_a_sweep_whose_every_job_fails_says_so_naming_them_all(tmp_path):
+    """It showed the first job's error and nothing else: not that the others failed too."""
+    result = run_cli(["-m", *SMALL, *LEAN, "optimizer.lr=nan,-1"], tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.rstrip().splitlines()[-1] == (
+        "cnnx: no run of the sweep finished (2 failed: 'epochs=1,lr=nan', 'epochs=1,lr=-1'); each FAILED run's "
+        "reason is its tag cnnx.error")
+
+
 def test_sweep_without_tracking_writes_no_store(tmp_path):
     result = run_cli(["-m", *SMALL, "optimizer.lr=0.02,0.1", "tracking=none", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
                      tmp_path)

@@ -14,6 +14,7 @@ import atexit
 import hashlib
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from cnnx.tracking.sweep_link import SweepLink, sweep_dir_of
 from cnnx.tracking.sweep_owner import driver_tags, still_running
 from cnnx.tracking.sweep_resume import SIGNATURE_TAG, earlier_parent
 from cnnx.tracking.sweep_summary import (
-    OBJECTIVE_TAG, ROLE_TAG, SWEPT_TAG, record_summary, swept_keys_of_command, sweep_table,
+    ERROR_TAG, OBJECTIVE_TAG, ROLE_TAG, SWEPT_TAG, record_summary, swept_keys_of_command, sweep_table,
 )
 
 OPTUNA_RESULTS = "optimization_results.yaml"
@@ -217,6 +218,12 @@ class MlflowSweepCallback(Callback):
                           f"{f' ({others} more stopped or failed)' if others else ''}: {best['run_name']} "
                           f"{table.objective_column}={best[table.objective_column]:.4f} (run {best['run_id']})",
                           file=sys.stderr)
+                elif table.rows:
+                    # Else the console showed the first failure's error alone, and nothing of the rest.
+                    counts = Counter(row["status"].lower() for row in table.rows)
+                    print(f"cnnx: no run of the sweep finished ({', '.join(f'{n} {s}' for s, n in counts.items())}: "
+                          f"{', '.join(repr(row['run_name']) for row in table.rows)}); each FAILED run's reason is its "
+                          f"tag {ERROR_TAG}", file=sys.stderr)
         finally:
             end_run(client, link.parent_run_id, status)
             # A sweep that failed before any job (a mistyped override) leaves nothing to compare:
