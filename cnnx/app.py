@@ -28,6 +28,7 @@ from cnnx.data.splits import check_loaded, check_seed
 from cnnx.engine.grad_mode import no_grad
 from cnnx.engine.losses.base import ProbabilitiesAsLogitsWarning
 from cnnx.engine.model import Model, build_model
+from cnnx.engine.parameter import Parameter
 from cnnx.errors import CnnxError, ConfigError, PluginError, ReportedInputError
 from cnnx.override_text import override_key, override_key_value
 from cnnx.plugin_configs import CNNX_CONFIG_NAME, CNNX_VERSION_BASE
@@ -37,7 +38,7 @@ from cnnx.training.class_weights import with_class_weights
 from cnnx.training.console import ConsoleLogger
 from cnnx.training.divergence import UpdateGuard
 from cnnx.training.early_stopping import EarlyStopping
-from cnnx.training.trainer import MONITORABLE, Trainer
+from cnnx.training.trainer import COUNTS, MONITORABLE, Trainer, check_count
 
 register_schema()
 config_store_sharing.install()
@@ -418,11 +419,38 @@ def check_settings(cfg: DictConfig, overrides: list[str], hydra_config: DictConf
     absent = object()
     found = [OmegaConf.select(cfg, key, throw_on_resolution_failure=False, default=absent) for key in swept]
     varied_wholesale = any(value is absent or OmegaConf.is_config(value) for value in found)
+    if not varied_wholesale:
+        _check_values_jobs_share(cfg, swept)
     given = {override_key(override) for override in overrides}
     warmup_keys = {"scheduler.warmup_epochs", "trainer.epochs"}
     if (not varied_wholesale or warmup_keys <= given) and not warmup_keys & set(swept):
         _check_warmup(*(OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
                         for key in ("scheduler.warmup_epochs", "trainer.epochs")))
+
+
+def _check_values_jobs_share(cfg: DictConfig, swept: Collection[str]) -> None:
+    """The trainer's counts and the optimizer's options, when no job varies them: a sweep
+    would otherwise log one FAILED run per job for a value every job refuses alike."""
+    for key in COUNTS:
+        value = OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
+        if key not in swept and value is not None:
+            check_count(key, value)
+    if any(key == "optimizer" or key.startswith("optimizer.") for key in swept):
+        return
+    try:
+        section = OmegaConf.to_container(OmegaConf.select(cfg, "optimizer"), resolve=True)
+        opt_type = section["type"]
+    except Exception:  # noqa: BLE001 — a missing or unresolvable section is for the checks that own it
+        return
+    if opt_type not in registry.optimizers.names():
+        return  # named by the run's own check, with the names available
+    probe = [("probe", Parameter(np.zeros(1, np.float32)))]
+    try:
+        registry.optimizers.create(opt_type, _options(section), "optimizer", named_parameters=probe)
+    except ConfigError:
+        raise
+    except Exception:  # noqa: BLE001 — a plugin's other failures are named when the run builds it
+        pass
 
 
 def _check_experiment_name(cfg: DictConfig, swept: Collection[str]) -> None:

@@ -145,3 +145,26 @@ def warmup_sweep(*task):
 def test_a_warm_up_longer_than_the_run_is_refused_before_the_sweep_only_when_every_job_shares_it(task, refused):
     problem = sweep_settings_problem(warmup_sweep(*task))
     assert (problem is not None and problem.startswith("scheduler.warmup_epochs=15 is longer than the run")) == refused
+
+
+@pytest.mark.parametrize(("overrides", "swept", "refused"), [
+    (["optimizer.momentum=2"], ["model.layers.conv1.out_channels"], "optimizer: SGD: momentum=2.0 is out of range"),
+    (["optimizer.lr=-1"], ["trainer.batch_size"], "optimizer: SGD: lr=-1.0 is out of range"),
+    # a job that sweeps an optimizer option or group builds an optimizer of its own: left to it
+    (["optimizer.momentum=2"], ["optimizer.lr"], None),
+    (["optimizer.momentum=2"], ["optimizer"], None),
+])
+def test_an_optimizer_option_every_job_refuses_is_refused_once(overrides, swept, refused):
+    """It left one FAILED run per job of the sweep, each with the same error."""
+    from hydra import compose, initialize_config_module
+
+    from cnnx.app import check_settings
+    from cnnx.errors import ConfigError
+
+    with initialize_config_module("cnnx.conf", version_base="1.3"):
+        cfg = compose("config", overrides=["+experiment=digits_small", *overrides])
+    if refused is None:
+        check_settings(cfg, overrides, None, swept)
+        return
+    with pytest.raises(ConfigError, match=f"^{refused}"):
+        check_settings(cfg, overrides, None, swept)

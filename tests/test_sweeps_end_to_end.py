@@ -597,6 +597,9 @@ PRE_SWEEP_MISTAKES = [
     (["hydra/launcher=joblib", "+hydra.launcher.idle_worker_timeout=abc"],
      "hydra.launcher.idle_worker_timeout='abc' is not a positive number of seconds; accepted: a number > 0 (how long an idle "
      "worker lives)"),
+    # values every job refuses alike: a FAILED child per job, each saying the same
+    (["trainer.epochs=-1"], "trainer.epochs must be a positive integer, got -1"),
+    (["trainer.batch_size=0"], "trainer.batch_size must be a positive integer, got 0"),
     (["hydra/launcher=submitit_local", "+hydra.launcher.cpus_per_tsk=1"],
      "unknown config key hydra.launcher.cpus_per_tsk (added with +hydra.launcher.cpus_per_tsk); accepted keys here: "
      "submitit_folder, timeout_min, cpus_per_task, gpus_per_node, tasks_per_node, mem_gb, nodes, name, stderr_to_stdout"),

@@ -57,6 +57,15 @@ class History:
         return self.epochs[-1][key]
 
 
+#: The trainer's settings that count something (``check_count``).
+COUNTS = ("trainer.epochs", "trainer.batch_size", "trainer.eval_batch_size")
+
+
+def check_count(key: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{key} must be a positive integer, got {value!r}")
+
+
 class Trainer:
     def __init__(
         self,
@@ -76,10 +85,8 @@ class Trainer:
         log: Callable[[str], None] | None = None,
         update_guard: UpdateGuard | None = None,
     ):
-        for key, value in (("trainer.epochs", epochs), ("trainer.batch_size", batch_size),
-                           ("trainer.eval_batch_size", eval_batch_size)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{key} must be a positive integer, got {value!r}")
+        for key, value in zip(COUNTS, (epochs, batch_size, eval_batch_size)):
+            check_count(key, value)
         if max_shift < 0:
             raise ConfigError(f"trainer.augment.max_shift must be ≥ 0, got {max_shift}")
         self.model, self.loss, self.optimizer = model, loss, optimizer
