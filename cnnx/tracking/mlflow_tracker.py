@@ -595,10 +595,14 @@ class MlflowTracker(Callback):
     def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
         timestamp = int(time.time() * 1000)
         best = (running_best(trainer.history.epochs, self.monitor) or [{}])[-1]
+        # An epoch trained again after a resume from an older checkpoint (every_n_epochs > 1, a
+        # truncated newest one) was logged before: its figures are not sent twice, nor its kernels.
+        replayed = all((k, epoch) in self._logged for k in metrics)
         fresh = {k: float(v) for k, v in {**metrics, **best}.items() if (k, epoch) not in self._logged}
         if fresh:
             self._send_metrics([(k, v, timestamp, epoch) for k, v in fresh.items()])
-        self._log_kernels(trainer, step=epoch)
+        if not replayed:
+            self._log_kernels(trainer, step=epoch)
 
     def on_fit_end(self, trainer: Trainer, test_metrics: dict[str, float]) -> None:
         if self._complete:

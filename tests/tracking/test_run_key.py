@@ -194,3 +194,29 @@ def test_a_checkpoint_records_its_store_the_same_from_any_working_directory(tmp_
     for kept in ("sqlite:///:memory:", "http://127.0.0.1:5000", "file:///abs/mlruns", "databricks",
                  "postgresql://u@h/db"):
         assert absolute_store_uri(kept) == kept
+
+
+def test_an_epoch_trained_again_after_a_resume_logs_its_kernel_image_once(tmp_path, monkeypatch):
+    """Resumed from a checkpoint older than the last logged epoch, the replayed epochs' figures
+    were de-duplicated but their kernel images were logged a second time."""
+    from mlflow import MlflowClient
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first = _tracker(uri, tmp_path)
+    first.on_fit_start(_view([]))
+    epochs = [{"train_loss": 1.0 / n, "val_acc": 0.1 * n} for n in (1, 2)]
+    for n in (1, 2):
+        first.on_epoch_end(_view(epochs[:n]), n, epochs[n - 1])
+    first.outbox.drain(30)
+    # killed here; the newest checkpoint was of epoch 1, so epoch 2 is trained again
+    resumed = _tracker(uri, tmp_path, run_id=first.run_id)
+    resumed.on_fit_start(_view(epochs[:1]))
+    resumed.on_epoch_end(_view(epochs), 2, epochs[1])
+    third = {"train_loss": 0.3, "val_acc": 0.3}
+    resumed.on_epoch_end(_view([*epochs, third]), 3, third)
+    resumed.on_fit_end(_view([*epochs, third]), {})
+    client = MlflowClient(uri)
+    images = [a.path for a in client.list_artifacts(first.run_id, "images")]
+    steps = sorted(int(p.split("+step+")[1].split("+")[0]) for p in images if p.endswith(".png") and "kernels~" in p)
+    assert steps == [0, 1, 2, 3]  # 0: the initial kernels
