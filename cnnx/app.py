@@ -38,6 +38,7 @@ from cnnx.training.class_weights import with_class_weights
 from cnnx.training.console import ConsoleLogger
 from cnnx.training.divergence import UpdateGuard
 from cnnx.training.early_stopping import EarlyStopping
+from cnnx.training.signals import FINISHED_RUN_SIGNALS
 from cnnx.training.trainer import COUNTS, MONITORABLE, Trainer, check_count
 
 register_schema()
@@ -538,6 +539,8 @@ def _run(cfg: DictConfig, overrides: list[str] | None, output_dir: str | None, s
             callbacks.append(_tracker(config, cfg, overrides or [], output_dir, sweep, checkpoint))
         data, trainer = build_run(config, [c for c in callbacks if c is not None])
         progress.training = True  # from here on the job's own run records what happens
+        if sweep is None:
+            FINISHED_RUN_SIGNALS.install()
         try:
             trainer.fit(data)
         except KeyboardInterrupt as interruption:  # TrainingInterrupted, or a second Ctrl-C
@@ -545,6 +548,7 @@ def _run(cfg: DictConfig, overrides: list[str] | None, output_dir: str | None, s
             interruption.sweep_tracked = config["tracking"]["enabled"]
             interruption.checkpoints_off = checkpoint is None
             raise
+        FINISHED_RUN_SIGNALS.finished = sweep is None
     if sweep is not None and trainer.interrupts.requested:
         # The signal came while this job was finishing: its run is complete, and the sweep
         # stops before the next job, as it does for a Ctrl-C between jobs.

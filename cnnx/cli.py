@@ -516,6 +516,12 @@ def entry() -> None:
     standard streams are flushed: only the teardown of modules is skipped.
     """
     code = main()
+    from cnnx.training.signals import FINISHED_RUN_SIGNALS
+
+    if FINISHED_RUN_SIGNALS.late_signal is not None and code == 0:
+        # stderr only: the run's log file is closed by now
+        print(f"cnnx: {FINISHED_RUN_SIGNALS.late_signal} received once the run had finished; nothing was lost "
+              f"(nothing to resume)", file=sys.stderr)
     # The interpreter's own order: join threads and run their exit hooks (joblib's workers
     # are told to stop there), then the atexit handlers.
     threading._shutdown()

@@ -112,3 +112,38 @@ class InterruptFlag:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous.clear()
+
+
+class FinishedRunSignals:
+    """A single CLI run's handlers from just before training to the process's exit.
+
+    Until the run has finished they act as Python's defaults would (SIGINT raises
+    ``KeyboardInterrupt``, SIGTERM and SIGHUP end the process); the trainer's own handlers
+    take over while it trains. Once the run has finished, a signal is only noted: the run is
+    complete, and a late Ctrl-C or a scheduler's SIGTERM must not turn it into an exit 130 or
+    −15, or a traceback from the teardown, which read as a lost run.
+    """
+
+    def __init__(self) -> None:
+        self.finished = False
+        self.late_signal: str | None = None
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for name in HANDLED:
+                signal.signal(getattr(signal, name), self._handle)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.finished:
+            self.late_signal = self.late_signal or signal.Signals(signum).name
+            if signum == getattr(signal, "SIGHUP", None):
+                silence_hung_up_terminal()
+            return
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+
+#: The one a CLI run installs (``cnnx.app``) and its exit reads (``cnnx.cli.entry``).
+FINISHED_RUN_SIGNALS = FinishedRunSignals()

@@ -136,3 +136,28 @@ def test_a_second_ctrl_c_while_the_first_one_winds_down_points_at_the_checkpoint
     assert stopped_at_once_message(caught.value, ["+experiment=lenet"]) == (
         f"interrupted; no checkpoint written for this moment, but the newest one, {tmp_path / 'epoch-0001.npz'}, "
         f"resumes with: python -m cnnx +experiment=lenet trainer.resume=true hydra.run.dir=runs/x")
+
+
+def test_a_signal_once_the_run_has_finished_is_only_noted_and_before_it_acts_as_usual():
+    """Just after a CLI run finished, a Ctrl-C gave exit 130 and "no checkpoint written", a
+    SIGTERM exit -15: a complete run reported as lost."""
+    import os
+    import signal
+
+    from cnnx.training.signals import FinishedRunSignals
+
+    previous = {name: signal.getsignal(getattr(signal, name)) for name in ("SIGINT", "SIGTERM")}
+    handlers = FinishedRunSignals()
+    try:
+        handlers.install()
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            signal.sigtimedwait([], 0.1)  # the handler runs at the next bytecode
+        handlers.finished = True
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGINT)
+        signal.sigtimedwait([], 0.1)
+        assert handlers.late_signal == "SIGTERM"
+    finally:
+        for name, handler in previous.items():
+            signal.signal(getattr(signal, name), handler)
