@@ -128,7 +128,7 @@ def test_a_killed_tracking_process_stops_the_run_saying_how_and_how_to_resume(tm
     import os
     import signal
 
-    from e2e_helpers import processes, start_cli, wait_for_file
+    from e2e_helpers import all_runs, processes, start_cli, wait_for_file
 
     import time
 
@@ -136,7 +136,8 @@ def test_a_killed_tracking_process_stops_the_run_saying_how_and_how_to_resume(tm
                      "hydra.run.dir=run"], tmp_path)
     # Once an epoch is checkpointed (the file names change as older ones are pruned).
     wait_for_file(tmp_path / "run" / "checkpoints", run)
-    while not list((tmp_path / "run" / "checkpoints").glob("epoch-*.npz")):
+    # ... and the tracking process has started the MLflow run
+    while not list((tmp_path / "run" / "checkpoints").glob("epoch-*.npz")) or not all_runs(tmp_path):
         assert run.poll() is None, run.stderr.read()
         time.sleep(0.05)
     (helper,) = [p["pid"] for p in processes() if p["ppid"] == run.pid and "resource_tracker" not in p["command"]]
@@ -150,6 +151,10 @@ def test_a_killed_tracking_process_stops_the_run_saying_how_and_how_to_resume(tm
         "cnnx: error: the MLflow tracking process was killed by SIGKILL (also the kernel's out-of-memory "
         "killer's signal); training stopped, and trainer.resume=true resumes it from its newest checkpoint, "
         "if it wrote one")
+    # ... and the run it had started is not left RUNNING for good: KILLED, as an interrupted one
+    (run_record,) = all_runs(tmp_path)
+    assert run_record.info.status == "KILLED" and run_record.data.tags["error"].startswith(
+        "the MLflow tracking process was killed by SIGKILL")
 
 
 def test_a_tracking_process_ended_by_a_signal_python_does_not_name_is_still_one_line():

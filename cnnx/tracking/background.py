@@ -294,7 +294,25 @@ class BackgroundTracker(Callback):
     def _fail(self, ended: TrackingError) -> TrackingError:
         if self._failure is None:
             self._failure, self._failure_status = str(ended), ended.exit_status
+            self._end_orphaned_run(str(ended))
         return TrackingError(self._failure, exit_status=self._failure_status)
+
+    def _end_orphaned_run(self, reason: str) -> None:
+        """End the run the gone tracking process had started, KILLED as an interrupted run is,
+        with ``reason`` as its error: else the UI shows it RUNNING for good. (MLflow is imported
+        in the training process only here.) A resume goes on with it all the same."""
+        if self.run_id is None:
+            return
+        try:
+            from mlflow import MlflowClient
+
+            from cnnx.tracking.mlflow_tracker import end_run
+
+            client = MlflowClient(self.uri)
+            client.set_tag(self.run_id, "error", reason)
+            end_run(client, self.run_id, "KILLED")
+        except Exception:  # noqa: BLE001 — the store may be why the process died; the error says what to do
+            pass
 
     def _raise_if_failed(self) -> None:
         if self._failure is not None:
