@@ -515,6 +515,7 @@ class MlflowTracker(Callback):
         holds that the store does not."""
         if "error" in run.data.tags:  # how it stopped last time; a FINISHED run must not keep it
             self.client.delete_tag(self.run_id, "error")
+        self._fail_unfinished_models(run)
         if self._log_changed_settings(run.data.params, run.data.tags):
             from mlflow.exceptions import MlflowException
 
@@ -526,6 +527,22 @@ class MlflowTracker(Callback):
         for key, history in histories.items():
             self._logged.update((key, m.step) for m in history)
         self._log_missing_history(trainer)
+
+    def _fail_unfinished_models(self, run) -> None:
+        """Mark FAILED the logged models the run's killed process left PENDING (it died while
+        logging its report): the Models tab listed them as models of the run, beside the one the
+        continued run logs. A store without logged models (MLflow 2) has none to mark."""
+        from mlflow.entities import LoggedModelStatus
+        from mlflow.exceptions import MlflowException
+
+        try:
+            models = self.client.search_logged_models([run.info.experiment_id],
+                                                      filter_string=f"source_run_id = '{self.run_id}'")
+            for model in models:
+                if model.status == LoggedModelStatus.PENDING:
+                    self.client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
+        except MlflowException:
+            pass
 
     def _branches_off(self, run, trainer: Trainer, histories: Mapping[str, list]) -> bool:
         """Whether a run resumed from ``resume_file`` must be a new run, and if so make it one.

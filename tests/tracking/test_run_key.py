@@ -220,3 +220,28 @@ def test_an_epoch_trained_again_after_a_resume_logs_its_kernel_image_once(tmp_pa
     images = [a.path for a in client.list_artifacts(first.run_id, "images")]
     steps = sorted(int(p.split("+step+")[1].split("+")[0]) for p in images if p.endswith(".png") and "kernels~" in p)
     assert steps == [0, 1, 2, 3]  # 0: the initial kernels
+
+
+def test_a_continued_run_marks_failed_the_model_its_killed_process_left_pending(tmp_path, monkeypatch):
+    """Killed while logging its report, a run left a PENDING model, which the Models tab listed
+    as the run's beside the one the continued run then logged."""
+    from mlflow import MlflowClient
+    from mlflow.entities import LoggedModelStatus
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first = _tracker(uri, tmp_path)
+    first.on_fit_start(_view([]))
+    epoch_1 = {"train_loss": 1.0, "val_acc": 0.5}
+    first.on_epoch_end(_view([epoch_1]), 1, epoch_1)
+    first.outbox.drain(30)
+    client = MlflowClient(uri)
+    experiment_id = client.get_run(first.run_id).info.experiment_id
+    pending = client.create_logged_model(experiment_id, source_run_id=first.run_id, name="model")
+    other_run = client.create_run(experiment_id).info.run_id
+    elsewhere = client.create_logged_model(experiment_id, source_run_id=other_run, name="model")
+    # killed here, during the report
+    resumed = _tracker(uri, tmp_path, run_id=first.run_id)
+    resumed.on_fit_start(_view([epoch_1]))
+    assert client.get_logged_model(pending.model_id).status == LoggedModelStatus.FAILED
+    assert client.get_logged_model(elsewhere.model_id).status == LoggedModelStatus.PENDING  # another run's
