@@ -128,6 +128,19 @@ def test_balanced_class_weights_are_computed_shown_and_logged(tmp_path):
     assert run.data.params["loss.weight"] == "balanced"
 
 
+@pytest.mark.parametrize("background", ["true", "false"])
+def test_an_empty_store_file_gets_its_schema_without_mlflows_lines(tmp_path, background):
+    """A run killed as it started can leave mlflow.db empty; the next run printed MLflow's
+    "Creating initial MLflow database tables..." and "Updating database tables" lines."""
+    (tmp_path / "mlflow.db").touch()
+    result = run_cli(["+experiment=digits_small", "trainer.epochs=1", f"tracking.background={background}",
+                      "tracking.log_plots=false"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert [line.split(" in experiment")[0][:10] for line in result.stderr.splitlines()] == ["cnnx: run "]
+    (run,) = all_runs(tmp_path)
+    assert run.info.status == "FINISHED"
+
+
 def test_a_softmax_before_cross_entropy_is_warned_about_in_one_line(tmp_path):
     result = run_cli(["+experiment=digits_small", "trainer.epochs=1", "tracking=none",
                       "+model.layers.probabilities.type=softmax"], tmp_path)
