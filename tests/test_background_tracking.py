@@ -178,3 +178,25 @@ def test_a_tracking_process_ended_by_a_signal_python_does_not_name_is_still_one_
             self.exitcode = -9
 
     assert BackgroundTracker._ended(SimpleNamespace(_process=NotYetReaped())).exit_status == 137
+
+
+def test_a_run_whose_tracking_process_died_before_reporting_it_is_found_by_its_key_and_ended(tmp_path):
+    """Killed after creating the run but before telling the trainer its id, the tracking process
+    left it RUNNING: the trainer knew no id to end it by."""
+    from types import SimpleNamespace
+
+    from mlflow import MlflowClient
+
+    from cnnx.tracking.background import BackgroundTracker
+    from cnnx.tracking.mlflow_tracker import RUN_KEY_TAG
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment("e", artifact_location=str(tmp_path / "artifacts"))
+    ours = client.create_run(experiment_id, tags={RUN_KEY_TAG: "ours"}).info.run_id
+    other = client.create_run(experiment_id, tags={RUN_KEY_TAG: "other"}).info.run_id
+    trainer_side = SimpleNamespace(uri=uri, run_id=None, run_key="ours", experiment_name="e")
+    BackgroundTracker._end_orphaned_run(trainer_side, "the MLflow tracking process was killed by SIGKILL")
+    assert client.get_run(ours).info.status == "KILLED"
+    assert client.get_run(ours).data.tags["error"] == "the MLflow tracking process was killed by SIGKILL"
+    assert client.get_run(other).info.status == "RUNNING"

@@ -301,16 +301,22 @@ class BackgroundTracker(Callback):
         """End the run the gone tracking process had started, KILLED as an interrupted run is,
         with ``reason`` as its error: else the UI shows it RUNNING for good. (MLflow is imported
         in the training process only here.) A resume goes on with it all the same."""
-        if self.run_id is None:
-            return
         try:
             from mlflow import MlflowClient
 
-            from cnnx.tracking.mlflow_tracker import end_run
+            from cnnx.tracking.mlflow_tracker import RUN_KEY_TAG, end_run
 
             client = MlflowClient(self.uri)
-            client.set_tag(self.run_id, "error", reason)
-            end_run(client, self.run_id, "KILLED")
+            run_id = self.run_id
+            if run_id is None:  # killed after creating the run, before saying so: found by its key
+                experiment = client.get_experiment_by_name(self.experiment_name)
+                runs = [] if experiment is None else client.search_runs(
+                    [experiment.experiment_id], f"tags.`{RUN_KEY_TAG}` = '{self.run_key}'", max_results=1)
+                if not runs:
+                    return
+                run_id = runs[0].info.run_id
+            client.set_tag(run_id, "error", reason)
+            end_run(client, run_id, "KILLED")
         except Exception:  # noqa: BLE001 — the store may be why the process died; the error says what to do
             pass
 
