@@ -70,7 +70,7 @@ def test_each_wrong_option_file_is_named_with_what_a_run_would_say(problems):
         f"loss=unregistered: {where}/loss/unregistered.yaml: unknown loss type 'not_registered' at loss; available: ")
     assert found["loss/option_typo"] == (
         "BROKEN", f"loss=option_typo: {where}/loss/option_typo.yaml: unknown option loss.label_smoothin for loss "
-                  "'cross_entropy'; accepted: label_smoothing (set by a preset or another group? drop it with "
+                  "'cross_entropy'; accepted: label_smoothing, weight (set by a preset or another group? drop it with "
                   "~loss.label_smoothin)")
     assert found["model/not_a_model"] == (
         "BROKEN", f"model=not_a_model: {where}/model/not_a_model.yaml: a model option file needs a layers: mapping "

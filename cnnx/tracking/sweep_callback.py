@@ -218,8 +218,9 @@ class MlflowSweepCallback(Callback):
                           f"{f' ({others} more stopped or failed)' if others else ''}: {best['run_name']} "
                           f"{table.objective_column}={best[table.objective_column]:.4f} (run {best['run_id']})",
                           file=sys.stderr)
-                elif table.rows:
+                elif any(row["status"] == "FAILED" for row in table.rows):
                     # Else the console showed the first failure's error alone, and nothing of the rest.
+                    # (A sweep stopped by a signal, its runs KILLED, has said so already.)
                     counts = Counter(row["status"].lower() for row in table.rows)
                     print(f"cnnx: no run of the sweep finished ({', '.join(f'{n} {s}' for s, n in counts.items())}: "
                           f"{', '.join(repr(row['run_name']) for row in table.rows)}); each FAILED run's reason is its "

@@ -150,7 +150,7 @@ def test_cli_trains_next_to_a_broken_plugin_and_names_it_when_used(installed_plu
            "loss; available: " in files["loss=unregistered"]
     assert files["loss=option_typo"].endswith(
         f"← BROKEN: loss=option_typo: {conf}/loss/option_typo.yaml: unknown option loss.label_smoothin for loss "
-        "'cross_entropy'; accepted: label_smoothing (set by a preset or another group? drop it with "
+        "'cross_entropy'; accepted: label_smoothing, weight (set by a preset or another group? drop it with "
         "~loss.label_smoothin)")
     # Everything else, the other plugins included, imports fine.
     assert all(line.endswith(" ok") for line in lines[1:]
