@@ -65,11 +65,17 @@ class Module:
         # Reached only when ordinary lookup fails: parameters and buffers read as attributes,
         # as in PyTorch (``conv.weight``, ``bn.running_mean``), also for layers that keep them
         # only in ``params`` and ``buffers``, as the built-in ones do.
+        if hasattr(type(self), name):
+            # A property of the class failed with an AttributeError of its own: raise that one.
+            return object.__getattribute__(self, name)
         for held in (vars(self).get("params"), vars(self).get("buffers")):
             if held is not None and name in held:
                 return held[name]
+        raise self.missing_attribute(name)
+
+    def missing_attribute(self, name: str) -> AttributeError:
         unbuilt = "params" in vars(self) and not self.built
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}" + (
+        return AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}" + (
             " (parameters are created when the layer is built: call it on a batch or put it in a model)"
             if unbuilt and name in ("weight", "bias") else ""))
 

@@ -105,3 +105,35 @@ def test_parameters_and_buffers_read_as_attributes_as_in_pytorch():
         conv.wieght
     with pytest.raises(AttributeError, match="created when the layer is built"):
         Dense(3).weight
+
+
+def test_assigning_a_parameter_or_buffer_replaces_it_as_in_pytorch():
+    """The assignment only added an attribute beside params/buffers: outputs and state_dict
+    kept the old values, silently."""
+    from cnnx.errors import ShapeError
+
+    model = cnnx.build_model({"bn": {"type": "batchnorm2d"}, "flat": {"type": "flatten"},
+                              "fc": {"type": "dense", "out_features": 3}}, (2, 2, 2), seed=0)
+    fc, bn = model.layers["fc"], model.layers["bn"]
+    fc.weight = Parameter(np.zeros((3, 8), np.float32))
+    fc.bias = Parameter(np.ones(3, np.float32))
+    bn.running_mean = [1.0, 2.0]
+    np.testing.assert_array_equal(model.predict(np.ones((2, 2, 2, 2), np.float32)), np.ones((2, 3)))
+    state = model.state_dict()
+    assert not state["fc.weight"].any() and state["bn.running_mean"].tolist() == [1.0, 2.0]
+    assert bn.running_mean.dtype == np.float32
+    with pytest.raises(TypeError, match="cannot assign ndarray as parameter 'weight' of Dense"):
+        fc.weight = np.zeros((3, 8), np.float32)
+    with pytest.raises(ShapeError, match=r"Dense.weight has shape \(3, 8\); got an array of shape \(8, 3\)"):
+        fc.weight = Parameter(np.zeros((8, 3), np.float32))
+
+
+def test_an_attribute_error_inside_a_layers_property_is_its_own():
+    """Module.__getattr__ answered it, naming the property instead of what the property missed."""
+    class Scaled(Scale):
+        @property
+        def gain(self):
+            return self.factr  # a typo inside the property
+
+    with pytest.raises(AttributeError, match="'factr'"):
+        Scaled().gain

@@ -16,6 +16,7 @@ from cnnx.engine.layers.image_input import check_image_batch, check_image_shape
 from cnnx.engine.module import Module, Shape
 from cnnx.engine.options import check_range
 from cnnx.engine.parameter import Parameter
+from cnnx.engine.slots import BufferSlot, ParameterSlot
 from cnnx.engine.torch_argument_order import torch_order_error
 from cnnx.errors import ConfigError, ShapeError
 
@@ -28,6 +29,11 @@ class BatchNorm2D(Module):
     """Parameters ``weight`` (gamma) and ``bias`` (beta); buffers ``running_mean`` and
     ``running_var``, all of shape (C,), named as in PyTorch so state_dicts transfer.
     ``num_batches_tracked`` is not kept: it only matters for ``momentum=None``."""
+
+    weight = ParameterSlot()
+    bias = ParameterSlot()
+    running_mean = BufferSlot()
+    running_var = BufferSlot()
 
     sample_rank = 3
 

@@ -9,11 +9,12 @@ import numpy as np
 from cnnx.engine.functional.conv import conv2d_backward, conv2d_forward
 from cnnx.engine.functional.im2col import Workspace, as_pair, output_size
 from cnnx.engine.in_place import OutputUse
-from cnnx.engine.layers.image_input import check_image_batch, check_image_shape, check_window_in_image
 from cnnx.engine.init import check_init, init_weight_and_bias
+from cnnx.engine.layers.image_input import check_image_batch, check_image_shape, check_window_in_image
 from cnnx.engine.module import Module, Shape
 from cnnx.engine.options import check_flag, check_positive_int
 from cnnx.engine.parameter import Parameter
+from cnnx.engine.slots import ParameterSlot
 from cnnx.engine.torch_argument_order import torch_order_error
 
 
@@ -29,6 +30,9 @@ class Conv2D(Module):
     ``torch.nn.Conv2d``, so state dicts move between the two by name; ``init`` names the
     weight initialiser (``cnnx.engine.init.INITIALIZERS``, PyTorch's by default).
     """
+
+    weight = ParameterSlot()
+    bias = ParameterSlot()
 
     sample_rank = 3
 

@@ -11,6 +11,7 @@ from cnnx.engine.init import check_init, init_weight_and_bias
 from cnnx.engine.module import Module, Shape
 from cnnx.engine.options import check_flag, check_positive_int
 from cnnx.engine.parameter import Parameter
+from cnnx.engine.slots import ParameterSlot
 from cnnx.engine.torch_argument_order import torch_order_error
 from cnnx.errors import ShapeError
 
@@ -20,6 +21,9 @@ class Dense(Module):
 
     ``init`` names the weight initialiser (``cnnx.engine.init.INITIALIZERS``, PyTorch's by default).
     """
+
+    weight = ParameterSlot()
+    bias = ParameterSlot()
 
     sample_rank = 1
 
