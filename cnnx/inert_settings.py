@@ -8,7 +8,7 @@ finished sweep job.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 EARLY_STOPPING = "trainer.early_stopping"
@@ -20,13 +20,18 @@ EARLY_STOPPING_OFF = {"enabled": False, "monitor": "val_loss", "mode": "auto", "
                       "restore_best": True}
 
 
-def flat_without_inert(flat: Mapping[str, Any]) -> dict[str, Any]:
-    """A flat config (dotted keys, values as ``str()`` gives them, as checkpoints record them)
-    without the options of early stopping when it is off."""
-    if str(flat.get(f"{EARLY_STOPPING}.enabled")) != "False":
-        return dict(flat)
-    return {key: value for key, value in flat.items()
-            if not key.startswith(f"{EARLY_STOPPING}.") or key == f"{EARLY_STOPPING}.enabled"}
+def flat_without_inert(saved: Mapping[str, Any], current: Mapping[str, Any]) -> tuple[dict, dict]:
+    """Two flat configs (dotted keys, values as ``str()`` gives them, as checkpoints record
+    them) to compare, without early stopping's options when either has it off: then only its
+    ``enabled`` can tell them apart, and says so alone."""
+    enabled = f"{EARLY_STOPPING}.enabled"
+    if "False" not in (str(saved.get(enabled)), str(current.get(enabled))):
+        return dict(saved), dict(current)
+
+    def kept(flat: Mapping[str, Any]) -> dict[str, Any]:
+        return {key: value for key, value in flat.items() if not key.startswith(f"{EARLY_STOPPING}.") or key == enabled}
+
+    return kept(saved), kept(current)
 
 
 #: ... and for ``trainer.eval_batch_size``, which changes evaluated figures only in float32
@@ -34,13 +39,16 @@ def flat_without_inert(flat: Mapping[str, Any]) -> dict[str, Any]:
 EVAL_BATCH_SIZE = 512
 
 
-def trainer_without_inert(trainer: Mapping[str, Any]) -> dict[str, Any]:
+def trainer_without_inert(trainer: Mapping[str, Any], swept: Collection[str] = ()) -> dict[str, Any]:
     """A nested ``trainer`` section as a sweep job's fingerprint reads it: early stopping, when
-    off, as ``EARLY_STOPPING_OFF``, and any eval_batch_size as ``EVAL_BATCH_SIZE``."""
+    off, as ``EARLY_STOPPING_OFF``, and any eval_batch_size as ``EVAL_BATCH_SIZE`` — unless the
+    sweep varies them (``swept``): its jobs must then stay apart, each with its own run."""
     trainer = dict(trainer)
     stopping = trainer.get("early_stopping")
-    if isinstance(stopping, Mapping) and stopping.get("enabled") is False:
+    varied = {key for key in swept if key.startswith("trainer.")}
+    if isinstance(stopping, Mapping) and stopping.get("enabled") is False and not any(
+            key.startswith(f"{EARLY_STOPPING}.") or key == EARLY_STOPPING for key in varied):
         trainer["early_stopping"] = dict(EARLY_STOPPING_OFF)
-    if "eval_batch_size" in trainer:
+    if "eval_batch_size" in trainer and "trainer.eval_batch_size" not in varied:
         trainer["eval_batch_size"] = EVAL_BATCH_SIZE
     return trainer

@@ -69,7 +69,8 @@ def tracker_options(job: SweepJob | None, config: dict[str, Any], checkpoint_dir
     from cnnx.blas_threads import blas_threads_in_effect
 
     # Results depend on the BLAS thread count (summation order), so every run records it.
-    tags = {FINGERPRINT_TAG: config_fingerprint(config), "cnnx.blas_threads": str(blas_threads_in_effect())}
+    swept = job.swept if job is not None else ()
+    tags = {FINGERPRINT_TAG: config_fingerprint(config, swept), "cnnx.blas_threads": str(blas_threads_in_effect())}
     if checkpoint_dir is not None:
         tags[CHECKPOINT_DIR_TAG] = str(checkpoint_dir.resolve())
     if job is None or job.link is None:
@@ -88,7 +89,7 @@ def earlier_attempt(job: SweepJob | None, config: dict[str, Any], experiment_nam
     experiment = client.get_experiment_by_name(experiment_name)
     if experiment is None:
         return EarlierAttempt()
-    runs = twins(client, experiment.experiment_id, job.link.parent_run_id, config_fingerprint(config))
+    runs = twins(client, experiment.experiment_id, job.link.parent_run_id, config_fingerprint(config, job.swept))
     finished = finished_twin(runs)
     if finished is not None:
         monitor = config["trainer"]["monitor"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +26,11 @@ SIGNATURE_TAG = "cnnx.sweep.signature"
 _NOT_PART_OF_THE_RESULT = ("tracking", "sweep")
 
 
-def config_fingerprint(config: Mapping[str, Any]) -> str:
+def config_fingerprint(config: Mapping[str, Any], swept: Collection[str] = ()) -> str:
     # Settings added to cnnx since, at the value that trains as before, are left out: jobs
     # logged by an earlier cnnx keep their fingerprint.
     kept = {k: v for k, v in without_earlier_defaults(config).items() if k not in _NOT_PART_OF_THE_RESULT}
-    trainer = trainer_without_inert(kept.get("trainer") or {})
+    trainer = trainer_without_inert(kept.get("trainer") or {}, swept)
     trainer.pop("progress", None)
     # How a run was started does not change what it computes (resuming is exact); False, the
     # default, keeps the fingerprints of runs logged before this normalisation.

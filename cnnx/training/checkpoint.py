@@ -179,6 +179,11 @@ class Checkpoint(Callback):
     def __del__(self) -> None:  # a Checkpoint dropped without a fit's end (a caller's own loop)
         self._unlock()
 
+    def __getstate__(self) -> dict[str, Any]:
+        # A copy (deepcopy, pickle) holds no lock: closing the original's descriptor when it
+        # is collected would release the original's lock, or close a file reusing the number.
+        return {**self.__dict__, "_lock_descriptor": None}
+
     def _unlock(self) -> None:
         if getattr(self, "_lock_descriptor", None) is not None:
             os.close(self._lock_descriptor)
@@ -314,8 +319,7 @@ class Checkpoint(Callback):
         saved = (header.get("callbacks") or {}).get(type(self).__name__, {}).get("config")
         if self.config is None or not isinstance(saved, dict):
             return  # not checked, or written by a cnnx that did not record it
-        saved = flat_without_inert(with_earlier_defaults(saved, self.config))
-        current = flat_without_inert(self.config)
+        saved, current = flat_without_inert(with_earlier_defaults(saved, self.config), self.config)
         changed = [f"{key}={current.get(key, '(absent)')} (checkpoint: {saved.get(key, '(absent)')})"
                    for key in sorted(set(saved) | set(current), key=lambda k: (not k.endswith(".type"), k))
                    if saved.get(key) != current.get(key)]

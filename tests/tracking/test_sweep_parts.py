@@ -255,6 +255,12 @@ def test_early_stoppings_options_while_it_is_off_leave_the_fingerprint_as_earlie
     for size in (512, 64, 7):
         chunked = {**config, "trainer": {**config["trainer"], "eval_batch_size": size}}
         assert config_fingerprint(chunked) == "b19a5f873abc3f21a2f8bcd4"  # as cnnx 0.2.3 logged it at 512
+    # ... unless the sweep varies them: its jobs then stay apart, each its own run
+    apart = {config_fingerprint({**config, "trainer": {**config["trainer"], "eval_batch_size": size}},
+                                swept=["trainer.eval_batch_size"]) for size in (32, 64)}
+    patience = {config_fingerprint({**config, "trainer": {"epochs": 2, "early_stopping": {**before, "patience": p}}},
+                                   swept=["trainer.early_stopping.patience"]) for p in (3, 5)}
+    assert len(apart) == 2 and len(patience) == 2
 
 
 def test_a_resumed_sweep_continues_the_newest_stopped_twin_that_left_checkpoints(client, tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from tiny_trainer import SPEC, make_trainer, tiny_data
@@ -233,7 +235,7 @@ def test_early_stoppings_options_while_it_is_off_do_not_refuse_a_resume(tmp_path
     Checkpoint(tmp_path, resume=True, config=now).on_fit_start(make_trainer(epochs=2))
     # turned on, it decides the result: refused, naming it
     on = resumable_config(config(_stopping(True, "val_loss"), resume=True))
-    with pytest.raises(CheckpointError, match=r"in trainer.early_stopping.enabled=True \(checkpoint: False\)"):
+    with pytest.raises(CheckpointError, match=r"in trainer.early_stopping.enabled=True \(checkpoint: False\); "):
         Checkpoint(tmp_path, resume=True, config=on).on_fit_start(make_trainer(epochs=2))
 
 
@@ -317,3 +319,22 @@ def test_the_writability_probe_leaves_no_folder_it_made(tmp_path):
     (tmp_path / "kept").mkdir()
     check_writable(tmp_path / "kept", "trainer.checkpoint.dir")
     assert list(tmp_path.iterdir()) == [tmp_path / "kept"] and not any((tmp_path / "kept").iterdir())
+
+
+def test_a_copy_of_a_checkpoint_callback_holds_no_lock_of_its_own(tmp_path):
+    """A deepcopy shared the lock's descriptor: collecting the copy closed it, which released the
+    original's lock (or closed a file that had reused the number), and the fit's end failed."""
+    import copy
+    import gc
+
+    from cnnx.folder_lock import FolderBusy, lock_folder
+
+    checkpoint = Checkpoint(tmp_path)
+    trainer = make_trainer(epochs=1, callbacks=[checkpoint])
+    checkpoint.on_fit_start(trainer)
+    copy.deepcopy(checkpoint)
+    gc.collect()
+    with pytest.raises(FolderBusy):  # still held by the original
+        lock_folder(tmp_path, wait=False)
+    checkpoint.on_fit_end(trainer, {})
+    os.close(lock_folder(tmp_path, wait=False))
