@@ -568,10 +568,12 @@ def _run(cfg: DictConfig, overrides: list[str] | None, output_dir: str | None, s
 
 
 def _shown_path(path: str) -> str:
-    """``path`` relative to the working directory when it lies inside it, as Hydra's default
-    ``outputs/DATE/TIME`` does, else as it is."""
+    """``path`` relative to the working directory when it lies below it, as Hydra's default
+    ``outputs/DATE/TIME`` does, else absolute (``hydra.job.chdir=true`` makes it the working
+    directory itself, which "." would not name)."""
     try:
-        return os.path.relpath(path) if Path(path).resolve().is_relative_to(Path.cwd().resolve()) else path
+        resolved, here = Path(path).resolve(), Path.cwd().resolve()
+        return os.path.relpath(resolved, here) if resolved != here and resolved.is_relative_to(here) else str(resolved)
     except (OSError, ValueError):
         return path
 

@@ -471,6 +471,9 @@ def _sweep_interrupted(sweep_signals, name: str, argv: list[str]) -> int:
 def _sweep_stopped(sweep_signals) -> None:
     """The sweep stops. After a SIGTERM or SIGHUP, which may have come to this process alone,
     so do its jobs in processes of their own; a Ctrl-C in its terminal has reached them too."""
+    import cnnx.sweep_signals
+
+    cnnx.sweep_signals.sweep_stopped = True
     if sweep_signals is None:
         return
     sweep_signals.stopping()
@@ -515,9 +518,10 @@ def entry() -> None:
     temporary files, helper processes, joblib's workers) run as at a normal exit, and the
     standard streams are flushed: only the teardown of modules is skipped.
     """
-    code = main()
     from cnnx.training.signals import FINISHED_RUN_SIGNALS
 
+    FINISHED_RUN_SIGNALS.wanted = True  # this process ends with the run: see FinishedRunSignals
+    code = main()
     if FINISHED_RUN_SIGNALS.late_signal is not None and code == 0:
         # stderr only: the run's log file is closed by now
         print(f"cnnx: {FINISHED_RUN_SIGNALS.late_signal} received once the run had finished; nothing was lost "

@@ -27,6 +27,11 @@ from cnnx.training.signals import StoppedBySignal, silence_hung_up_terminal
 STOPPING = tuple(name for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
+#: Set once a signal or a lost worker has stopped this process's sweep, whose console has said
+#: how to continue it: its summary at exit then adds no line about failed jobs.
+sweep_stopped = False
+
+
 class SweepSignals:
     """Installs the handlers in the sweep's process (main thread only; a no-op elsewhere).
 

@@ -195,8 +195,12 @@ def test_a_run_whose_tracking_process_died_before_reporting_it_is_found_by_its_k
     experiment_id = client.create_experiment("e", artifact_location=str(tmp_path / "artifacts"))
     ours = client.create_run(experiment_id, tags={RUN_KEY_TAG: "ours"}).info.run_id
     other = client.create_run(experiment_id, tags={RUN_KEY_TAG: "other"}).info.run_id
-    trainer_side = SimpleNamespace(uri=uri, run_id=None, run_key="ours", experiment_name="e")
+    trainer_side = SimpleNamespace(uri=uri, remote=False, run_id=None, run_key="ours", experiment_name="e")
     BackgroundTracker._end_orphaned_run(trainer_side, "the MLflow tracking process was killed by SIGKILL")
     assert client.get_run(ours).info.status == "KILLED"
     assert client.get_run(ours).data.tags["error"] == "the MLflow tracking process was killed by SIGKILL"
     assert client.get_run(other).info.status == "RUNNING"
+    # A tracking server is left alone: MLflow's retries held the failing run for 248 s when the
+    # server itself was unreachable
+    BackgroundTracker._end_orphaned_run(SimpleNamespace(uri="http://127.0.0.1:9", remote=True, run_id="x",
+                                                        run_key="k", experiment_name="e"), "gone")

@@ -216,3 +216,11 @@ def test_hydra_verbose_prints_hydras_debug_lines(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "[HYDRA] Installed Hydra Plugins" in result.stdout
     assert "alembic" not in result.stdout + result.stderr
+
+
+def test_the_run_directory_line_names_a_directory_that_is_the_working_one(tmp_path):
+    """With hydra.job.chdir=true the run's directory is the working directory: it said "."."""
+    result = run_cli(["+experiment=digits_small", "trainer.epochs=1", "tracking=none", "hydra.job.chdir=true",
+                      "hydra.run.dir=run"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"run directory: {(tmp_path / 'run').resolve()}" in result.stdout.splitlines()

@@ -300,7 +300,11 @@ class BackgroundTracker(Callback):
     def _end_orphaned_run(self, reason: str) -> None:
         """End the run the gone tracking process had started, KILLED as an interrupted run is,
         with ``reason`` as its error: else the UI shows it RUNNING for good. (MLflow is imported
-        in the training process only here.) A resume goes on with it all the same."""
+        in the training process only here.) A resume goes on with it all the same. Not for a
+        tracking server: MLflow's retries could hold the failing run for minutes when the server
+        is why the process died."""
+        if self.remote:
+            return
         try:
             from mlflow import MlflowClient
 

@@ -531,10 +531,13 @@ class MlflowTracker(Callback):
     def _fail_unfinished_models(self, run) -> None:
         """Mark FAILED the logged models the run's killed process left PENDING (it died while
         logging its report): the Models tab listed them as models of the run, beside the one the
-        continued run logs. A store without logged models (MLflow 2) has none to mark."""
-        from mlflow.entities import LoggedModelStatus
+        continued run logs. A store or client without logged models (MLflow 2) has none to mark."""
         from mlflow.exceptions import MlflowException
 
+        try:
+            from mlflow.entities import LoggedModelStatus
+        except ImportError:
+            return
         try:
             models = self.client.search_logged_models([run.info.experiment_id],
                                                       filter_string=f"source_run_id = '{self.run_id}'")

@@ -21,6 +21,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from cnnx import sweep_signals
 from cnnx.override_text import override_key
 from cnnx.tracking.sqlite_store import absolute_store_uri, create_store_atomically, sqlite_path
 from cnnx.tracking.sweep_link import SweepLink, sweep_dir_of
@@ -218,9 +219,9 @@ class MlflowSweepCallback(Callback):
                           f"{f' ({others} more stopped or failed)' if others else ''}: {best['run_name']} "
                           f"{table.objective_column}={best[table.objective_column]:.4f} (run {best['run_id']})",
                           file=sys.stderr)
-                elif any(row["status"] == "FAILED" for row in table.rows):
+                elif not sweep_signals.sweep_stopped and any(row["status"] == "FAILED" for row in table.rows):
                     # Else the console showed the first failure's error alone, and nothing of the rest.
-                    # (A sweep stopped by a signal, its runs KILLED, has said so already.)
+                    # (A sweep stopped by a signal has said how to go on: that stays its last line.)
                     counts = Counter(row["status"].lower() for row in table.rows)
                     print(f"cnnx: no run of the sweep finished ({', '.join(f'{n} {s}' for s, n in counts.items())}: "
                           f"{', '.join(repr(row['run_name']) for row in table.rows)}); each FAILED run's reason is its "

@@ -125,11 +125,14 @@ class FinishedRunSignals:
     """
 
     def __init__(self) -> None:
+        #: Set by the ``cnnx`` command's entry point only: a script or notebook that runs
+        #: ``cnnx.cli.main`` in its own process keeps its own handlers after the run.
+        self.wanted = False
         self.finished = False
         self.late_signal: str | None = None
 
     def install(self) -> None:
-        if threading.current_thread() is threading.main_thread():
+        if self.wanted and threading.current_thread() is threading.main_thread():
             for name in HANDLED:
                 signal.signal(getattr(signal, name), self._handle)
 

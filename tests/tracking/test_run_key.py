@@ -222,6 +222,17 @@ def test_an_epoch_trained_again_after_a_resume_logs_its_kernel_image_once(tmp_pa
     assert steps == [0, 1, 2, 3]  # 0: the initial kernels
 
 
+def _run_with_one_epoch(tmp_path):
+    """A run that logged its first epoch, then (the caller says how) stopped."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first = _tracker(uri, tmp_path)
+    first.on_fit_start(_view([]))
+    epoch_1 = {"train_loss": 1.0, "val_acc": 0.5}
+    first.on_epoch_end(_view([epoch_1]), 1, epoch_1)
+    first.outbox.drain(30)
+    return uri, first, epoch_1
+
+
 def test_a_continued_run_marks_failed_the_model_its_killed_process_left_pending(tmp_path, monkeypatch):
     """Killed while logging its report, a run left a PENDING model, which the Models tab listed
     as the run's beside the one the continued run then logged."""
@@ -229,12 +240,7 @@ def test_a_continued_run_marks_failed_the_model_its_killed_process_left_pending(
     from mlflow.entities import LoggedModelStatus
 
     monkeypatch.chdir(tmp_path)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    first = _tracker(uri, tmp_path)
-    first.on_fit_start(_view([]))
-    epoch_1 = {"train_loss": 1.0, "val_acc": 0.5}
-    first.on_epoch_end(_view([epoch_1]), 1, epoch_1)
-    first.outbox.drain(30)
+    uri, first, epoch_1 = _run_with_one_epoch(tmp_path)
     client = MlflowClient(uri)
     experiment_id = client.get_run(first.run_id).info.experiment_id
     pending = client.create_logged_model(experiment_id, source_run_id=first.run_id, name="model")
@@ -245,3 +251,15 @@ def test_a_continued_run_marks_failed_the_model_its_killed_process_left_pending(
     resumed.on_fit_start(_view([epoch_1]))
     assert client.get_logged_model(pending.model_id).status == LoggedModelStatus.FAILED
     assert client.get_logged_model(elsewhere.model_id).status == LoggedModelStatus.PENDING  # another run's
+
+
+def test_a_continued_run_with_an_mlflow_2_client_marks_no_model(tmp_path, monkeypatch):
+    """MLflow 2 has no logged models: the import of LoggedModelStatus failed, and the resume with it."""
+    import mlflow.entities
+
+    monkeypatch.chdir(tmp_path)
+    uri, first, epoch_1 = _run_with_one_epoch(tmp_path)
+    monkeypatch.delattr(mlflow.entities, "LoggedModelStatus")
+    resumed = _tracker(uri, tmp_path, run_id=first.run_id)
+    resumed.on_fit_start(_view([epoch_1]))
+    assert resumed.run_id == first.run_id

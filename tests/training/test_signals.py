@@ -148,6 +148,7 @@ def test_a_signal_once_the_run_has_finished_is_only_noted_and_before_it_acts_as_
 
     previous = {name: signal.getsignal(getattr(signal, name)) for name in ("SIGINT", "SIGTERM")}
     handlers = FinishedRunSignals()
+    handlers.wanted = True  # as the cnnx command's entry point sets it
     try:
         handlers.install()
         with pytest.raises(KeyboardInterrupt):
@@ -161,3 +162,15 @@ def test_a_signal_once_the_run_has_finished_is_only_noted_and_before_it_acts_as_
     finally:
         for name, handler in previous.items():
             signal.signal(getattr(signal, name), handler)
+
+
+def test_the_finished_run_handlers_are_installed_only_for_the_cnnx_command():
+    """cnnx.cli.main run from a script left them installed: the script's own Ctrl-C and SIGTERM
+    were swallowed after the run."""
+    import signal
+
+    from cnnx.training.signals import FinishedRunSignals
+
+    before = signal.getsignal(signal.SIGINT)
+    FinishedRunSignals().install()  # not wanted: the process is not the cnnx command's
+    assert signal.getsignal(signal.SIGINT) is before

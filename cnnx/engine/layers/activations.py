@@ -39,7 +39,10 @@ class ReLU(_Activation):
         super().__init__()
         self.inplace = check_flag("relu", "inplace", inplace)
         self.overwrites_input = self.inplace
-        self._zeros: np.ndarray | None = None
+        # by (shape, strides, dtype): a training batch, an evaluation batch and a remainder
+        # alternate; a dict, kept in place, so that a no_grad forward (which restores the
+        # layer's attributes after it) keeps what it made too
+        self._zeros: dict[tuple, np.ndarray] = {}
 
     def get_config(self) -> dict[str, Any]:
         return {"inplace": self.inplace}
@@ -52,12 +55,15 @@ class ReLU(_Activation):
         return self._y
 
     def _zeros_laid_out_as(self, x: np.ndarray) -> np.ndarray:
-        zeros = self._zeros
-        if zeros is None or zeros.shape != x.shape or zeros.strides != x.strides or zeros.dtype != x.dtype:
+        key = (x.shape, x.strides, x.dtype)
+        zeros = self._zeros.get(key)
+        if zeros is None:
             # Layers hand on NCHW views of CHWN memory: allocate in x's own axis order.
             order = sorted(range(x.ndim), key=lambda axis: -abs(x.strides[axis]))
             zeros = np.zeros([x.shape[axis] for axis in order], x.dtype).transpose(np.argsort(order))
-            self._zeros = zeros
+            if len(self._zeros) >= 3:
+                del self._zeros[next(iter(self._zeros))]
+            self._zeros[key] = zeros
         return zeros
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
