@@ -45,10 +45,9 @@ def trainer_without_inert(trainer: Mapping[str, Any], swept: Collection[str] = (
     sweep varies them (``swept``): its jobs must then stay apart, each with its own run."""
     trainer = dict(trainer)
     stopping = trainer.get("early_stopping")
-    varied = {key for key in swept if key.startswith("trainer.")}
     if isinstance(stopping, Mapping) and stopping.get("enabled") is False and not any(
-            key.startswith(f"{EARLY_STOPPING}.") or key == EARLY_STOPPING for key in varied):
+            key == EARLY_STOPPING or key.startswith(f"{EARLY_STOPPING}.") for key in swept):
         trainer["early_stopping"] = dict(EARLY_STOPPING_OFF)
-    if "eval_batch_size" in trainer and "trainer.eval_batch_size" not in varied:
+    if "eval_batch_size" in trainer and "trainer.eval_batch_size" not in swept:
         trainer["eval_batch_size"] = EVAL_BATCH_SIZE
     return trainer

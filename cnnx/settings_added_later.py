@@ -28,13 +28,13 @@ DEFAULTS_CHANGED: dict[str, tuple[Any, str]] = {
 def changed_default_hint(saved: Mapping[str, Any], current: Mapping[str, Any]) -> str:
     """``"; the default of K changed in cnnx V: add K=OLD …"`` for each flat key that differs
     between a checkpoint's config and the current one as a changed default would make it."""
-    hints = [f"{key}={before}" for key, (before, _) in DEFAULTS_CHANGED.items()
-             if saved.get(key) == before and key in current and current[key] != before]
-    if not hints:
+    changed = {key: (before, version) for key, (before, version) in DEFAULTS_CHANGED.items()
+               if saved.get(key) == before and key in current and current[key] != before}
+    if not changed:
         return ""
-    versions = sorted({DEFAULTS_CHANGED[hint.split("=")[0]][1] for hint in hints})
-    return (f" (a default changed in cnnx {', '.join(versions)}: add {' '.join(hints)} to continue the run "
-            f"as it trained)")
+    versions = ", ".join(sorted({version for _, version in changed.values()}))
+    settings = " ".join(f"{key}={before}" for key, (before, _) in changed.items())
+    return f" (a default changed in cnnx {versions}: add {settings} to continue the run as it trained)"
 
 
 def with_earlier_defaults(saved: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:
