@@ -9,6 +9,7 @@ import numpy as np
 
 from cnnx.engine.flat_parameters import flatten_parameters
 from cnnx.engine.grad_mode import attributes_kept, is_grad_enabled, no_grad
+from cnnx.engine.layer_reuse import restored_on_failure
 from cnnx.engine.module import Module, Shape, real_input
 from cnnx.engine.options import check_positive_int
 from cnnx.engine.sequential import Sequential
@@ -53,7 +54,9 @@ class Model(Sequential):
         if len(shape) != 3 or any(d <= 0 for d in shape):
             raise ShapeError(f"input_shape must be (C, H, W) with positive sizes, got {input_shape!r}")
         self._refuse_a_layer_used_twice()
-        return super().build(shape, rng)
+        reused = [module for _, layer in self.named_layers() if layer.built for module in layer.modules()]
+        with restored_on_failure(reused):
+            return super().build(shape, rng)
 
     def _refuse_a_layer_used_twice(self) -> None:
         """One layer object at two places (``r = ReLU()`` as relu1 and relu2) ran, and its second

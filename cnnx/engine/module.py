@@ -71,6 +71,16 @@ class Module:
         for held in (vars(self).get("params"), vars(self).get("buffers")):
             if held is not None and name in held:
                 return held[name]
+        # Sub-layers by name, as PyTorch's modules: model.fc, block.bn. Not while children()
+        # itself is looking something up (a plugin's children() reading a missing attribute).
+        if "params" in vars(self) and not vars(self).get("_finding_child"):
+            vars(self)["_finding_child"] = True
+            try:
+                child = next((layer for child_name, layer in self.children() if child_name == name), None)
+            finally:
+                del vars(self)["_finding_child"]
+            if child is not None:
+                return child
         raise self.missing_attribute(name)
 
     def missing_attribute(self, name: str) -> AttributeError:

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from typing import Any, NoReturn
 
 import numpy as np
 
 from cnnx.engine.grad_mode import is_grad_enabled
 from cnnx.engine.in_place import guard_in_place
+from cnnx.engine.layer_reuse import build_keeping_weights
 from cnnx.engine.layers.activations import ReLU
 from cnnx.engine.layers.pooling import MaxPool2D
 from cnnx.engine.module import Module, Shape, own_mode
@@ -19,10 +21,18 @@ class Sequential(Module):
 
     def __init__(self, layers: Mapping[str, Module], where: str = "layers"):
         super().__init__()
-        self.layers = dict(layers)
+        self.layers = Layers(layers, where)
         self.where = where
         self._run_order = list(self.layers.values())
         self._input_shapes: list[tuple[int, ...]] | None = None  # of the last forward with gradients
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, Module):
+            # model.fc = Dense(10), as in PyTorch: forward, state_dict and optimizers would each
+            # go on seeing the old layers (the run order is fixed when the model is built).
+            raise TypeError(f"{type(self).__name__}.{name} = {type(value).__name__}(...) cannot add or replace a layer: "
+                            f"{self.where} is fixed when the model is built; {_REBUILD_HINT.format(name=name)}")
+        super().__setattr__(name, value)
 
     def _build(self, input_shape: Shape, rng: np.random.Generator) -> Shape:
         shape = input_shape
@@ -33,7 +43,7 @@ class Sequential(Module):
                 shape = layer.output_shape
                 continue
             try:
-                shape = layer.build(shape, rng)
+                shape = build_keeping_weights(layer, shape, rng) if layer.built else layer.build(shape, rng)
             except ShapeError as exc:
                 if _located(exc):
                     raise
@@ -87,6 +97,40 @@ class Sequential(Module):
     def get_config(self) -> dict:
         return {"layers": {n: {"type": l.type_name or type(l).__name__, **l.get_config()}
                            for n, l in self.layers.items()}}
+
+
+_REBUILD_HINT = ("to replace or add {name!r}, build a new model from these layers: "
+                 "Model({{**model.layers, {name!r}: new_layer}}, input_shape), whose other layers keep their weights")
+
+
+class Layers(Mapping[str, Module]):
+    """A container's layers by name, read-only: its run order, parameters and state_dict are
+    fixed when it is built, so ``model.layers["fc"] = Dense(10)`` or ``del`` would leave them
+    running and saving another model than the mapping shows."""
+
+    def __init__(self, layers: Mapping[str, Module], where: str) -> None:
+        self._layers = dict(layers)
+        self._where = where
+
+    def __getitem__(self, name: str) -> Module:
+        return self._layers[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._layers)
+
+    def __len__(self) -> int:
+        return len(self._layers)
+
+    def __setitem__(self, name: str, layer: Any) -> NoReturn:
+        raise TypeError(f"{self._where} cannot change once the model is built; {_REBUILD_HINT.format(name=name)}")
+
+    def __delitem__(self, name: str) -> NoReturn:
+        raise TypeError(f"{self._where} cannot change once the model is built; to drop {name!r}, build a new "
+                        f"model without it: Model({{n: l for n, l in model.layers.items() if n != {name!r}}}, "
+                        f"input_shape)")
+
+    def __repr__(self) -> str:
+        return repr(self._layers)
 
 
 #: How an error named by a Sequential starts: a layer only knows its class, the user knows it

@@ -26,8 +26,13 @@ def layers_from_spec(spec: Mapping[str, Any], where: str) -> dict[str, Module]:
             raise ConfigError(f"layer name {name!r} at {where} must be an identifier (letters, digits, _)")
         if layer_spec is None:
             continue  # lets a preset drop a layer with `model.layers.drop1=null`
+        if isinstance(layer_spec, Module):
+            # A layer object (defined in a script, or trained in another model) beside specs, as
+            # Model takes them: a residual body can hold it too.
+            built[name] = layer_spec
+            continue
         if not isinstance(layer_spec, Mapping) or "type" not in layer_spec:
-            raise ConfigError(f"{key} must be a mapping with a 'type' key, got {layer_spec!r}")
+            raise ConfigError(f"{key} must be a mapping with a 'type' key (or a layer object), got {layer_spec!r}")
         options = {k: v for k, v in layer_spec.items() if k != "type"}
         # The registry has already checked that it is a Module subclass.
         cls = layer_registry.get(layer_spec["type"], key)

@@ -35,7 +35,6 @@ class Residual(Module):
             raise ConfigError(f"{where}.shortcut must be one of {', '.join(SHORTCUTS)}, got {shortcut!r}")
         if activation not in ACTIVATIONS:
             raise ConfigError(f"{where}.activation must be 'relu' or null, got {activation!r}")
-        self.layer_spec = dict(layers)
         self.shortcut_mode = shortcut
         self.activation = activation
         self.where = where
@@ -103,4 +102,4 @@ class Residual(Module):
             yield "shortcut", self.shortcut
 
     def get_config(self) -> dict[str, Any]:
-        return {"layers": self.layer_spec, "shortcut": self.shortcut_mode, "activation": self.activation}
+        return {**self.body.get_config(), "shortcut": self.shortcut_mode, "activation": self.activation}
