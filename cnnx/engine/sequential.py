@@ -121,6 +121,19 @@ class Layers(Mapping[str, Module]):
     def __len__(self) -> int:
         return len(self._layers)
 
+    def __reversed__(self) -> Iterator[str]:
+        return reversed(self._layers)
+
+    # A dict's own (read-only) views: reversible, as code written for a dict expects.
+    def keys(self):
+        return self._layers.keys()
+
+    def values(self):
+        return self._layers.values()
+
+    def items(self):
+        return self._layers.items()
+
     def __setitem__(self, name: str, layer: Any) -> NoReturn:
         raise TypeError(f"{self._where} cannot change once the model is built; {_REBUILD_HINT.format(name=name)}")
 

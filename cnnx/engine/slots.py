@@ -40,7 +40,8 @@ class _Slot:
 
 class ParameterSlot(_Slot):
     """A trainable parameter: assigning replaces the ``Parameter`` (an optimizer built before
-    keeps the old one, as in PyTorch); anything else than a Parameter is refused, as torch does."""
+    keeps the old one, as in PyTorch), its values cast to the layer's dtype; anything else than
+    a Parameter is refused, as torch does."""
 
     store = "params"
 
@@ -49,7 +50,14 @@ class ParameterSlot(_Slot):
             raise TypeError(f"cannot assign {type(value).__name__} as parameter {self.name!r} of "
                             f"{type(layer).__name__} (a cnnx Parameter expected; to change the values in place, "
                             f"assign to {self.name}.data[...])")
-        self._check_shape(layer, value.data)
+        data = np.asarray(value.data)
+        if data.dtype.kind not in "fiub":
+            raise TypeError(f"cannot assign a Parameter of dtype {data.dtype} as {type(layer).__name__}.{self.name}; "
+                            f"expected real numbers")
+        self._check_shape(layer, data)
+        # NumPy's float64 default (Parameter(rng.standard_normal(shape))) would make the model's
+        # outputs and state_dict float64: cast, as buffers are, so that float32 holds end to end.
+        value.data = data.astype(layer.dtype, copy=False)
         layer.params[self.name] = value
 
 

@@ -206,7 +206,11 @@ class Trainer:
             raise TrainingInterrupted(self.interrupts.signal_name, self.epoch, batch)
 
     def _train_epoch(self, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
-        self.model.train()
+        if not self.model.training:
+            # A model handed over after model.eval() trains in training mode, as under Lightning;
+            # a layer put in eval inside a training model (a frozen batchnorm) stays frozen, as
+            # Lightning (2.2 on) keeps each submodule's mode.
+            self.model.train()
         # An epoch reports the lr of its first step, as Lightning's epoch-level lr monitor does:
         # the lr after its last step belongs to the next epoch (a step schedule's epoch 10 would
         # show the decayed lr it never trained with, a cosine's last epoch 0). The schedule is
@@ -248,7 +252,7 @@ class Trainer:
             index = progress.order[start:start + self.batch_size]
             xb = random_shift(x[index], self.max_shift, self.augment_rng)
             yb = y[index]
-            outputs = self.model.forward(xb, training=True)
+            outputs = self.model.forward(xb, training=None)  # each layer in its own mode
             loss_value, grad = self.loss(outputs, yb)
             applied = self.guard.loss_ok(loss_value, self.epoch, batch_number)
             if applied:

@@ -87,3 +87,37 @@ def test_a_residual_body_takes_layer_objects():
     config = built.get_config()["layers"]["block"]
     assert config["layers"]["conv"]["type"] == "Conv2D" and config["layers"]["act"] == {"type": "Swish"}
     assert block.get_config()["layers"]["fc"]["out_features"] == 4
+
+
+def test_a_float64_parameter_is_held_in_float32():
+    """NumPy's default dtype made the model's outputs, predictions and state_dict float64."""
+    built = model()
+    built.fc.weight = cnnx.engine.parameter.Parameter(np.random.default_rng(0).standard_normal((3, 32)))
+    assert built.fc.weight.data.dtype == np.float32
+    assert built.forward(np.ones((1, 2, 4, 4))).dtype == np.float32
+    assert built.state_dict()["fc.weight"].dtype == np.float32
+    with pytest.raises(TypeError, match=r"^cannot assign a Parameter of dtype complex128 as Dense.weight; expected real"):
+        built.fc.weight = cnnx.engine.parameter.Parameter(np.zeros((3, 32), complex))
+
+
+def test_tied_weights_are_refused_by_the_optimizer_with_the_reason():
+    """Each layer's backward replaces .grad, so a Parameter shared by two layers held one
+    layer's gradient; the message advised passing it once, which trained on that."""
+    from cnnx.engine.optim.sgd import SGD
+    from cnnx.errors import ConfigError
+
+    built = Model({"flatten": Flatten(), "fc1": Dense(4), "fc2": Dense(4)}, (1, 2, 2))
+    built.fc2.weight = built.fc1.weight
+    with pytest.raises(ConfigError, match=r"'fc2.weight' is the same Parameter as 'fc1.weight'; pass each parameter "
+                                          r"once \(cnnx does not support layers sharing a Parameter: each backward "
+                                          r"replaces .grad, so it would hold one layer's gradient only\)$"):
+        SGD(built.named_parameters(), lr=0.1)
+
+
+def test_layers_read_as_a_dict_does():
+    built = model()
+    assert next(reversed(built.layers)) == "fc"
+    assert dict(built.layers) == {"block": built.block, "flatten": built.flatten, "fc": built.fc}
+    assert "fc" in built.layers and len(built.layers) == 3
+    assert next(reversed(built.layers.values())) is built.fc
+    assert next(reversed(built.layers.items()))[0] == "fc"

@@ -106,8 +106,12 @@ class Optimizer:
                 raise ConfigError(f"{owner}: parameter name {name!r} appears twice")
             if id(param) in names_by_identity:
                 # Under two names it would be updated twice per step.
+                # Two layers sharing it (tied weights, fc2.weight = fc1.weight) is no better: each
+                # backward replaces .grad, so it would step on one layer's gradient only.
                 raise ConfigError(f"{owner}: parameter {name!r} is the same Parameter as "
-                                  f"{names_by_identity[id(param)]!r}; pass each parameter once")
+                                  f"{names_by_identity[id(param)]!r}; pass each parameter once (cnnx does not "
+                                  f"support layers sharing a Parameter: each backward replaces .grad, so it would "
+                                  f"hold one layer's gradient only)")
             names_by_identity[id(param)] = str(name)
             self.params[str(name)] = param
         if not self.params:
