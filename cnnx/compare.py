@@ -21,7 +21,7 @@ from cnnx.cache_dir import write_atomically
 from cnnx.cli import report_user_errors
 from cnnx.errors import CnnxError, ConfigError
 from cnnx.tracking.sweep_summary import (
-    OBJECTIVE_TAG, ROLE_TAG, child_runs, objective_metric, objective_mode, runs_table,
+    OBJECTIVE_TAG, ROLE_TAG, child_runs, objective_metric, objective_mode, runs_table, superseded,
 )
 from cnnx.training.objective import train_twin
 
@@ -70,6 +70,8 @@ def find_runs(client, target: str) -> tuple[str, list, Any]:
     parents = {r.data.tags.get(PARENT_TAG) for r in runs}
     # A sweep's parent summarises its children; listing it among them would count it twice.
     trained = [r for r in runs if r.info.run_id not in parents and ROLE_TAG not in r.data.tags]
+    hidden = superseded(trained)  # as a sweep's own table leaves out the attempts it ran again
+    trained = [r for r in trained if r.info.run_id not in hidden]
     if not trained:
         raise CompareError(f"experiment {target!r} has no runs")
     return f"experiment {target}", trained, None
@@ -101,8 +103,9 @@ def _cell(value: Any) -> str:
 def format_table(columns: list[str], rows: list[dict[str, Any]]) -> str:
     cells = [columns] + [[_cell(row.get(c)) for c in columns] for row in rows]
     widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
-    numeric = [all(_cell(r.get(c)).replace(".", "").replace("-", "").isdigit() for r in rows)
-               for c in columns]
+    # A missing value ("-") leaves a column of numbers right-aligned.
+    shown = [[_cell(r.get(c)) for r in rows if r.get(c) is not None] for c in columns]
+    numeric = [bool(values) and all(v.replace(".", "").replace("-", "").isdigit() for v in values) for values in shown]
     return "\n".join(
         "  ".join(cell.rjust(w) if num else cell.ljust(w)
                   for cell, w, num in zip(line, widths, numeric, strict=True)).rstrip()

@@ -688,7 +688,7 @@ def test_a_sweep_whose_every_job_fails_says_so_naming_them_all(tmp_path):
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.rstrip().splitlines()[-1] == (
         "cnnx: no run of the sweep finished (2 failed: 'epochs=1,lr=nan', 'epochs=1,lr=-1'); each FAILED run's "
-        "reason is its tag cnnx.error")
+        "reason is its tag error (tag cnnx.error when it failed before training)")
 
 
 def test_sweep_without_tracking_writes_no_store(tmp_path):

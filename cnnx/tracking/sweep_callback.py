@@ -225,7 +225,7 @@ class MlflowSweepCallback(Callback):
                     counts = Counter(row["status"].lower() for row in table.rows)
                     print(f"cnnx: no run of the sweep finished ({', '.join(f'{n} {s}' for s, n in counts.items())}: "
                           f"{', '.join(repr(row['run_name']) for row in table.rows)}); each FAILED run's reason is its "
-                          f"tag {ERROR_TAG}", file=sys.stderr)
+                          f"tag error (tag {ERROR_TAG} when it failed before training)", file=sys.stderr)
         finally:
             end_run(client, link.parent_run_id, status)
             # A sweep that failed before any job (a mistyped override) leaves nothing to compare:

@@ -14,7 +14,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cnnx.override_text import override_key_value
+from cnnx.override_text import override_key, override_key_value
 from cnnx.tracking.batched import log_params
 from cnnx.training.objective import objective_mode, train_twin
 
@@ -54,9 +54,11 @@ def objective_metric(runs: list, monitor: str) -> str:
     return twin
 
 
-def run_objective(client, run, monitor: str) -> float | None:
-    """The best epoch's ``monitor`` of a run (its train twin when there is no validation split)."""
-    for key in (monitor, train_twin(monitor)):
+def run_objective(client, run, monitor: str, twin: bool = True) -> float | None:
+    """The best epoch's ``monitor`` of a run (its train twin when there is no validation split,
+    unless ``twin`` is False: a table ranking by ``val_acc`` would rank a run without a validation
+    split by its optimistic train accuracy under that name)."""
+    for key in (monitor, train_twin(monitor)) if twin else (monitor,):
         if key in run.data.metrics:
             values = [m.value for m in client.get_metric_history(run.info.run_id, key)
                       if not math.isnan(m.value)]
@@ -91,7 +93,11 @@ def superseded(runs: list) -> set[str]:
     def identities(run) -> list[str]:
         fingerprint, overrides = run.data.tags.get(FINGERPRINT_TAG), run.data.tags.get(OVERRIDES_TAG)
         found = [f"fingerprint {fingerprint}"] if fingerprint else []
-        return found + ([f"overrides {sorted(json.loads(overrides))}"] if overrides else [])
+        # Without how the sweep resumed and where it logged: a rerun adds sweep.resume=true.
+        if overrides:
+            kept = sorted(o for o in json.loads(overrides) if not override_key(o).startswith(("sweep.", "tracking.")))
+            found.append(f"overrides {kept}")
+        return found
 
     newest: dict[str, int] = {}
     for run in runs:
@@ -236,7 +242,7 @@ def runs_table(client, runs: list, monitor: str, parent=None) -> SweepTable:
     for run in runs:
         row = {"run_id": run.info.run_id, "run_name": run.info.run_name, "status": run.info.status,
                **{k: swept_value(run, k) for k in swept},
-               table.objective_column: run_objective(client, run, monitor)}
+               table.objective_column: run_objective(client, run, metric, twin=False)}
         row.update({m: run.data.metrics[m] for m in REPORTED_METRICS if m in run.data.metrics})
         table.rows.append(row)
     return table

@@ -191,8 +191,11 @@ def test_an_attempt_a_later_run_of_the_same_job_replaced_is_left_out():
         run("refused", 3, "FAILED", overrides=["lr=nan", "epochs=1"]),  # failed before training...
         run("retried", 7, "FINISHED", "c", overrides=["epochs=1", "lr=nan"]),  # ...then ran
         run("stopped last", 8, "KILLED", "d"),  # nothing replaced it: it shows
+        # Refused (a data file missing), then rerun by the resumed sweep, which adds sweep.resume:
+        run("no data yet", 9, "FAILED", overrides=["lr=0.1", "tracking.uri=a"]),
+        run("resumed", 10, "FINISHED", "e", overrides=["lr=0.1", "tracking.uri=b", "sweep.resume=true"]),
     ]
-    assert superseded(runs) == {"killed", "refused"}
+    assert superseded(runs) == {"killed", "refused", "no data yet"}
 
 
 @pytest.mark.slow
@@ -217,6 +220,20 @@ def test_children_without_a_validation_split_are_judged_by_the_train_twin(client
     assert table.objective_column == "best_train_acc"
     assert [r["best_train_acc"] for r in table.rows] == [0.7, 0.9]
     assert table.best()["run_id"] == ids[1]
+
+
+@pytest.mark.slow
+def test_a_child_without_a_validation_split_is_not_ranked_by_its_train_accuracy_among_validated_ones(client):
+    """It was: its optimistic train_acc won the best_val_acc column, and the parent's
+    best_val_acc was a train accuracy."""
+    parent, ids = make_sweep(client, [
+        ({"dataset.val_fraction": 0.1}, {"val_acc": [0.8, 0.93], "train_acc": [0.8, 0.95]}, "FINISHED"),
+        ({"dataset.val_fraction": 0.0}, {"train_acc": [0.9, 0.98]}, "FINISHED"),
+    ])
+    table = sweep_table(client, parent, "val_acc")
+    assert table.objective_column == "best_val_acc"
+    assert [r["best_val_acc"] for r in table.rows] == [0.93, None]
+    assert table.best()["run_id"] == ids[0]
 
 
 def test_fingerprint_ignores_where_a_run_is_logged_but_not_what_it_trains():
@@ -545,3 +562,26 @@ def test_the_plot_marks_integer_params_at_whole_numbers_only(values):
     low, high = axes.get_xlim()
     ticks = [t for t in axes.get_xticks() if low <= t <= high]
     assert ticks and all(float(t).is_integer() for t in ticks), ticks  # was 7.5, 12.5, ...
+
+
+@pytest.mark.slow
+def test_an_experiments_table_leaves_out_the_attempts_a_resumed_sweep_ran_again(client):
+    """``cnnx compare EXPERIMENT`` listed them while ``cnnx compare PARENT`` did not."""
+    from cnnx.compare import find_runs
+
+    parent, ids = make_sweep(client, [
+        ({"optimizer.lr": 0.01}, {"val_acc": [0.5]}, "FAILED"),
+        ({"optimizer.lr": 0.01}, {"val_acc": [0.9]}, "FINISHED"),
+    ], overrides=[["optimizer.lr=0.01"], ["optimizer.lr=0.01", "sweep.resume=true"]])
+    experiment = client.get_run(parent).info.experiment_id
+    _, runs, _ = find_runs(client, client.get_experiment(experiment).name)
+    shown = {run.info.run_id for run in runs}
+    assert ids[1] in shown and ids[0] not in shown
+
+
+def test_a_column_of_numbers_with_missing_values_stays_right_aligned():
+    from cnnx.compare import format_table
+
+    lines = format_table(["run_name", "best_val_acc"], [{"run_name": "a", "best_val_acc": 0.5},
+                                                        {"run_name": "bb", "best_val_acc": None}]).splitlines()
+    assert lines == ["run_name  best_val_acc", "a               0.5000", "bb                   -"]
