@@ -704,3 +704,31 @@ def test_sweep_without_tracking_writes_no_store(tmp_path):
     assert [log.count("] - val_acc (best epoch)") for log in logs] == [1, 1]
     assert "[#" not in logs[0] + logs[1]
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "sweep" / "mlflow_sweep.json").exists()
+
+
+def test_a_sweep_dir_another_running_sweep_holds_is_refused_and_taken_over_once_it_ended(tmp_path):
+    """Two sweeps started in the same second share Hydra's default sweep dir: the second's link
+    replaced the first's, and every job of both became a child of one parent."""
+    from cnnx.tracking.sweep_link import SweepLink
+    from cnnx.tracking.sweep_owner import driver_tags
+
+    client = store_client(tmp_path)
+    experiment = client.create_experiment("digits_small")
+    first = client.create_run(experiment, run_name="sweep first", tags={"cnnx.sweep.role": "parent", **driver_tags()})
+    link = SweepLink(f"sqlite:///{tmp_path / 'mlflow.db'}", experiment, first.info.run_id, "digits_small")
+    link.write(tmp_path / "sw")
+    command = ["-m", *SMALL, *LEAN, "optimizer.lr=0.01,0.1", "hydra.sweep.dir=sw"]
+    result = run_cli(command, tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.rstrip().splitlines()[-1] == (
+        f"cnnx: error: hydra.sweep.dir '{tmp_path / 'sw'}' belongs to another sweep, still running (parent run "
+        f"{first.info.run_id}); sweeps started in the same second share Hydra's default sweep dir: set "
+        f"hydra.sweep.dir, or start this one a second later")
+    assert SweepLink.read(tmp_path / "sw") == link
+    active = [r for r in all_runs(tmp_path)]
+    assert [r.info.run_id for r in active] == [first.info.run_id]  # the refused sweep's parent is in the trash
+
+    client.set_terminated(first.info.run_id, "FINISHED")
+    result = run_cli(command, tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert SweepLink.read(tmp_path / "sw").parent_run_id != first.info.run_id

@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from cnnx import sweep_signals
 from cnnx.override_text import override_key
 from cnnx.tracking.sqlite_store import absolute_store_uri, create_store_atomically, sqlite_path
-from cnnx.tracking.sweep_link import SweepLink, sweep_dir_of
+from cnnx.tracking.sweep_link import SweepDirTaken, SweepLink, sweep_dir_of
 from cnnx.tracking.sweep_owner import driver_tags, still_running
 from cnnx.tracking.sweep_resume import SIGNATURE_TAG, earlier_parent
 from cnnx.tracking.sweep_summary import (
@@ -32,6 +32,18 @@ from cnnx.tracking.sweep_summary import (
 )
 
 OPTUNA_RESULTS = "optimization_results.yaml"
+
+
+def _ended(other: SweepLink) -> bool:
+    """Whether the sweep of another link has ended, so that its sweep dir may be taken over (a
+    pinned hydra.sweep.dir, used again)."""
+    from mlflow import MlflowClient
+
+    try:
+        client = MlflowClient(other.tracking_uri)
+        return still_running(client, client.get_run(other.parent_run_id)) is None
+    except Exception:  # noqa: BLE001 — its store or run is gone: no job of it can read the link
+        return True
 
 
 def sweep_signature(config: DictConfig, experiment_name: str) -> str:
@@ -168,8 +180,14 @@ class MlflowSweepCallback(Callback):
             raise SystemExit(EXIT_USAGE) from exc
         self._link = SweepLink(uri, experiment_id, parent.info.run_id, experiment_name, tuple(swept_keys))
         atexit.register(self._close, "FAILED")
+        sweep_dir = sweep_dir_of(config.hydra)
         try:
-            self._link.write(sweep_dir_of(config.hydra))
+            self._link.write(sweep_dir, replaceable=_ended)
+        except SweepDirTaken as taken:
+            print(f"cnnx: error: hydra.sweep.dir {str(sweep_dir)!r} belongs to another sweep, still running (parent "
+                  f"run {taken.other.parent_run_id}); sweeps started in the same second share Hydra's default sweep "
+                  f"dir: set hydra.sweep.dir, or start this one a second later", file=sys.stderr)
+            raise SystemExit(EXIT_USAGE) from None
         except OSError as exc:
             print(f"cnnx: error: cannot write the sweep's {exc.filename or 'directory'} "
                   f"(hydra.sweep.dir): {exc.strerror}", file=sys.stderr)
