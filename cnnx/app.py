@@ -7,9 +7,11 @@ which ``cnnx.cli`` wraps so that errors reach the user as one line.
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import math
 import os
+import sys
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
@@ -252,6 +254,14 @@ def _checkpoint(config: dict[str, Any], output_dir: str | None, continue_in: Pat
             )
         return None
     earlier = list_checkpoints(Path(directory)) if resume is False else []
+    if earlier and sweep is not None and config["sweep"]["resume"] and not settings.get("dir"):
+        # A resumed sweep numbers its jobs in the order its values are typed, which may differ
+        # from the first attempt's: this job's folder can hold another job's checkpoints (which
+        # that job may be continuing from right now). They stay; this run writes beside them.
+        taken, directory = Path(directory), _free_checkpoint_folder(Path(directory))
+        print(f"cnnx: {taken} holds another run's checkpoints (a job numbered otherwise in an earlier attempt); "
+              f"this run writes its own beside it, to {directory.name}", file=sys.stderr)
+        earlier = []
     if earlier:
         raise ConfigError(_earlier_checkpoints(earlier[-1], config, output_dir, sweep))
     checkpoint = Checkpoint(
@@ -275,6 +285,14 @@ def _classifier_description(config: dict[str, Any], trainer: Trainer) -> dict[st
     from cnnx.inference import trained_classifier
 
     return None if trainer.data is None else trained_classifier(trainer.model, config, trainer.data).description()
+
+
+def _free_checkpoint_folder(taken: Path) -> Path:
+    """``checkpoints-2``, ``checkpoints-3``…: the first folder beside ``taken`` without checkpoints."""
+    from cnnx.training.checkpoint import list_checkpoints
+
+    return next(folder for n in itertools.count(2)
+                if not list_checkpoints(folder := taken.with_name(f"{taken.name}-{n}")))
 
 
 def _checkpoints_placed_by(config: dict[str, Any], output_dir: str | None, sweep) -> tuple[str, str, Path]:
@@ -317,9 +335,7 @@ def _earlier_checkpoints(newest: Path, config: dict[str, Any], output_dir: str |
                 "resume that run with trainer.resume=true, or choose another trainer.checkpoint.dir")
     elif sweep is not None:
         todo = "choose another hydra.sweep.dir"
-        if config["sweep"]["resume"]:
-            todo = f"no stopped run of this sweep claims them: {todo}"
-        elif config["tracking"]["enabled"]:
+        if config["tracking"]["enabled"]:
             todo = f"continue that sweep with sweep.resume=true, or {todo}"
     else:
         todo = "resume that run with trainer.resume=true, or choose another hydra.run.dir"

@@ -732,3 +732,28 @@ def test_a_sweep_dir_another_running_sweep_holds_is_refused_and_taken_over_once_
     result = run_cli(command, tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert SweepLink.read(tmp_path / "sw").parent_run_id != first.info.run_id
+
+
+def test_a_sweep_resumed_with_its_values_in_another_order_finishes_in_its_pinned_directory(tmp_path):
+    """The resumed sweep numbers its jobs as the values are typed: a new job landed in a job folder
+    holding the stopped job's checkpoints and failed, and after that no order could finish it."""
+    sweep_dir = f"hydra.sweep.dir={tmp_path / 'sw'}"
+    first = start_sweep_until_training(["-m", *SMALL, *LEAN, "optimizer.lr=0.01,0.05", sweep_dir], tmp_path,
+                                       summaries=1)
+    time.sleep(0.5)
+    first.send_signal(signal.SIGINT)
+    first.communicate(timeout=60)
+    assert list((tmp_path / "sw" / "0" / "checkpoints").glob("*.npz"))  # lr=0.01 stopped, with a checkpoint
+
+    reordered = run_cli(["-m", *SMALL, *LEAN, "optimizer.lr=0.05,0.01", sweep_dir, "sweep.resume=true"], tmp_path)
+    assert reordered.returncode == 0, reordered.stderr[-3000:]
+    assert (f"cnnx: {tmp_path / 'sw' / '0' / 'checkpoints'} holds another run's checkpoints (a job numbered "
+            f"otherwise in an earlier attempt); this run writes its own beside it, to checkpoints-2") in reordered.stderr
+    assert "cnnx: continuing 'epochs=1,lr=0.01'" in reordered.stderr
+    client = store_client(tmp_path)
+    (parent,), children = sweep_runs(client)
+    assert sorted((c.data.params["optimizer.lr"], c.info.status) for c in children) == [
+        ("0.01", "FINISHED"), ("0.05", "FINISHED")]
+    again = run_cli(["-m", *SMALL, *LEAN, "optimizer.lr=0.01,0.05", sweep_dir, "sweep.resume=true"], tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stderr.count("cnnx: skipping") == 2
