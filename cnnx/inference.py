@@ -50,6 +50,17 @@ def output_kind(model: Model, loss_type: str, loss_options: Mapping[str, Any]) -
     return "probabilities" if last == "softmax" else "logits"
 
 
+def save_weights(directory: str | Path, state: Mapping[str, np.ndarray], description: dict[str, Any] | None) -> Path:
+    """``weights.npz`` and, when given, the ``cnnx_model.json`` that names its outputs (classes,
+    normalisation) into ``directory``: what ``Classifier.load`` and ``cnnx predict`` read."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if description is not None:
+        (directory / SPEC_FILE).write_text(json.dumps(description, indent=2) + "\n")
+    np.savez(directory / WEIGHTS_FILE, **state)
+    return directory
+
+
 def trained_classifier(model: Model, config: Mapping[str, Any], data: Any) -> Classifier:
     """The classifier a run trains: its model, with the classes and normalisation of ``data``
     (the run's ``DataSplits``) and its resolved ``config``'s layers and loss."""
@@ -174,11 +185,7 @@ class Classifier:
         }
 
     def save(self, directory: str | Path) -> Path:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / SPEC_FILE).write_text(json.dumps(self.description(), indent=2) + "\n")
-        np.savez(directory / WEIGHTS_FILE, **self.model.state_dict())
-        return directory
+        return save_weights(directory, self.model.state_dict(), self.description())
 
     @classmethod
     def load(cls, directory: str | Path) -> Classifier:

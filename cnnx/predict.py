@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -198,6 +199,12 @@ def load_classifier(args: argparse.Namespace) -> Classifier:
                                    for name in ("weights.npz", "config.yaml"))
             except CheckpointError:
                 raise no_model from None
+            try:  # what names the outputs, beside the weights (runs of cnnx before 0.2.5 have none)
+                description = download_model(f"runs:/{args.run}/{SPEC_FILE}", args.tracking_uri, source)
+            except CheckpointError:
+                pass
+            else:
+                shutil.move(description, weights.parent / SPEC_FILE)
             return classifier_from_weights(weights, config, run=args.run)
     if args.model:
         local = Path(args.model).expanduser()

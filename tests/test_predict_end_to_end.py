@@ -360,9 +360,34 @@ def test_a_run_logged_without_its_model_predicts_from_its_weights_and_config(tmp
     assert from_run.stdout == from_checkpoint.stdout and len(from_run.stdout.splitlines()) == 4
 
 
-def test_a_run_without_its_model_whose_training_data_is_gone_names_the_run_not_a_temporary_file(tmp_path):
+def test_a_run_without_its_model_names_its_outputs_as_trained_whatever_became_of_its_data(tmp_path):
+    """--run rebuilt the class names from the dataset as it is now: renamed classes relabelled every
+    prediction, silently, and data moved away stopped it. The run records them beside its weights."""
+    from e2e_helpers import all_runs
+
+    rng = np.random.default_rng(4)
+    y = np.arange(40) % 2
+    x = rng.random((40, 1, 8, 8), dtype=np.float32)
+    x[y == 0, 0, :4] += 1.0
+    np.savez(tmp_path / "data.npz", x=x, y=y, classes=np.array(["cat", "dog"]))
+    result = run_cli(["dataset=npz", "dataset.path=data.npz", "model.layers.fc2.out_features=2", "trainer.epochs=1",
+                      "tracking.log_plots=false", "tracking.log_model=false", "hydra.run.dir=run"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = all_runs(tmp_path)
+    np.savez(tmp_path / "three.npz", x=x[:3])
+    before = predict(tmp_path, "--run", run.info.run_id, tmp_path / "three.npz")
+    assert before.returncode == 0, before.stderr
+    assert "cat" in before.stdout
+    np.savez(tmp_path / "data.npz", x=x, y=y, classes=np.array(["dog", "cat"]))  # the names swapped
+    assert predict(tmp_path, "--run", run.info.run_id, tmp_path / "three.npz").stdout == before.stdout
+    (tmp_path / "data.npz").rename(tmp_path / "moved.npz")
+    assert predict(tmp_path, "--run", run.info.run_id, tmp_path / "three.npz").stdout == before.stdout
+
+
+def test_a_run_without_its_model_or_outputs_record_whose_training_data_is_gone_names_the_run(tmp_path):
     """The fallback's errors named the downloaded config.yaml as --config, which the user never
-    passed, and advised --run, which they had used."""
+    passed, and advised --run, which they had used. (Runs of cnnx before 0.2.5 logged no
+    cnnx_model.json beside their weights: their data is rebuilt for its classes.)"""
     from e2e_helpers import all_runs
 
     rng = np.random.default_rng(4)
@@ -371,6 +396,8 @@ def test_a_run_without_its_model_whose_training_data_is_gone_names_the_run_not_a
                       "tracking.log_plots=false", "tracking.log_model=false", "hydra.run.dir=run"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = all_runs(tmp_path)
+    (recorded,) = tmp_path.glob(f"mlruns/*/{run.info.run_id}/artifacts/cnnx_model.json")
+    recorded.unlink()  # as an earlier cnnx logged it
     (tmp_path / "data.npz").rename(tmp_path / "moved.npz")
     np.savez(tmp_path / "three.npz", x=rng.random((3, 1, 8, 8), dtype=np.float32))
     refused = predict(tmp_path, "--run", run.info.run_id, tmp_path / "three.npz")

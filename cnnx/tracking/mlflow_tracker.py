@@ -247,6 +247,14 @@ def no_artifacts_progress_bar():
         os.environ.pop(name, None)
 
 
+def log_weights(client, run_id: str, weights: dict[str, np.ndarray], description: dict[str, Any] | None) -> None:
+    """The final weights as run artifacts, with the ``cnnx_model.json`` naming their outputs."""
+    from cnnx.inference import save_weights
+
+    with no_artifacts_progress_bar(), tempfile.TemporaryDirectory() as tmp:
+        client.log_artifacts(run_id, str(save_weights(tmp, weights, description)))
+
+
 def end_run(client, run_id: str, status: str) -> None:
     """``client.set_terminated``, with the links MLflow then prints for a run on a tracking
     server ("View run ... at: http://...") on stderr: cnnx's stdout holds the run's summary,
@@ -636,8 +644,15 @@ class MlflowTracker(Callback):
             self._submit_tag(key, value)
         if self.log_weights:
             weights = trainer.model.state_dict()
-            self.outbox.submit(Pending(lambda: self._log_weights(weights),
-                                       {"kind": "weights", "run_id": self.run_id},
+            # What names the outputs, beside the weights: without it `cnnx predict --run` rebuilt
+            # the classes from the dataset as it is later, and a renamed class folder relabelled
+            # every prediction.
+            from cnnx.inference import trained_classifier
+
+            description = (None if trainer.data is None else
+                           trained_classifier(trainer.model, self.config, trainer.data).description())
+            self.outbox.submit(Pending(lambda: self._log_weights(weights, description),
+                                       {"kind": "weights", "run_id": self.run_id, "description": description},
                                        {f"weights.{k}": v for k, v in weights.items()}))
         if self.log_model or self.log_plots:
             self._log_report(trainer)
@@ -710,11 +725,8 @@ class MlflowTracker(Callback):
         self.outbox.submit(Pending(lambda: end_run(self.client, run_id, status),
                                    {"kind": "status", "run_id": run_id, "status": status}))
 
-    def _log_weights(self, weights: dict[str, np.ndarray]) -> None:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "weights.npz"
-            np.savez(path, **weights)
-            self.client.log_artifact(self.run_id, str(path))
+    def _log_weights(self, weights: dict[str, np.ndarray], description: dict[str, Any] | None) -> None:
+        log_weights(self.client, self.run_id, weights, description)
 
     def _finish(self, timeout: float | None = None) -> None:
         if self.outbox.drain(self.flush_timeout if timeout is None else timeout):

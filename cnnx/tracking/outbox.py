@@ -326,13 +326,11 @@ def _send(client: MlflowClient, directory: Path, record: dict[str, Any]) -> None
         image = np.load(directory / record["arrays"]["image"], allow_pickle=False)
         client.log_image(run_id, image, key=record["key"], step=record["step"], synchronous=True)
     elif kind == "weights":
-        import tempfile
+        from cnnx.tracking.mlflow_tracker import log_weights
 
         weights = {name[len("weights."):]: np.load(directory / file, allow_pickle=False)
                    for name, file in record["arrays"].items()}
-        with tempfile.TemporaryDirectory() as tmp:
-            np.savez(Path(tmp) / "weights.npz", **weights)
-            client.log_artifact(run_id, str(Path(tmp) / "weights.npz"))
+        log_weights(client, run_id, weights, record.get("description"))  # spilled by an earlier cnnx: none
     elif kind == "status":
         end_run(client, run_id, record["status"])
     elif kind == "tag":
