@@ -222,11 +222,22 @@ def load_classifier(args: argparse.Namespace) -> Classifier:
 # -- the images ------------------------------------------------------------------------------
 def image_for_model(path: Path, classifier: Classifier) -> np.ndarray:
     """(C, H, W) float32 in [0, 1], decoded as the image-folder dataset decodes for training;
-    a model trained on image files gets them prepared (resized, coloured) as its own were."""
+    a model trained on image files gets them prepared (resized, coloured) as its own were. A
+    model trained on byte pixels (an npz of uint8 images, 0–255, whatever its normalisation) gets
+    them on that scale: it takes raw pixels as it was trained on them and normalises them itself."""
     if classifier.preparation:
         return prepare_image(path, classifier.preparation)
     color_mode = "grayscale" if classifier.input_shape[0] == 1 else "rgb"
-    return read_image(path, color_mode)
+    image = read_image(path, color_mode)
+    trained = classifier.normalization.get("input_range")
+    if trained and BYTE_PIXELS_ABOVE < trained[1] <= 255:
+        image *= 255
+    return image
+
+
+#: A training range topping out above this (and at most 255) is one of 8-bit pixels; below, as
+#: the digits' 0–16, it is no scale an image file has.
+BYTE_PIXELS_ABOVE = 128
 
 
 def read_npz(path: Path) -> np.ndarray:

@@ -413,3 +413,26 @@ def test_a_run_without_its_model_or_outputs_record_whose_training_data_is_gone_n
         "id is in the line it ends with (cnnx: run ID in experiment …), and cnnx compare EXPERIMENT lists them")
     option = predict(tmp_path, "--runs", run.info.run_id, tmp_path / "three.npz")
     assert option.returncode == 2 and option.stderr.splitlines()[-1] == "cnnx predict: error: unrecognized arguments: --runs"
+
+
+def test_image_files_reach_a_model_trained_on_byte_pixels_on_that_scale(tmp_path):
+    """An npz of uint8 images trained with dataset.normalize=unit (cnnx's own advice) took
+    image files in [0, 1]: every one came out the same class, with a range warning each."""
+    rng = np.random.default_rng(5)
+    y = np.arange(60) % 2
+    x = rng.integers(0, 90, (60, 1, 8, 8)).astype(np.uint8)
+    x[y == 0, 0, :4] += 160
+    np.savez(tmp_path / "data.npz", x=x, y=y)
+    result = run_cli(["dataset=npz", "dataset.path=data.npz", "dataset.normalize=unit", "trainer.epochs=3",
+                      "model.layers.fc2.out_features=2", "trainer.checkpoint.enabled=true", "tracking=none",
+                      "hydra.run.dir=run"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    checkpoint = sorted((tmp_path / "run" / "checkpoints").glob("epoch-*.npz"))[-1]
+    for i in range(4):
+        Image.fromarray(x[i, 0], "L").save(tmp_path / f"{i}.png")
+    np.savez(tmp_path / "four.npz", x=x[:4])
+    from_files = predict(tmp_path, "--weights", checkpoint, *(tmp_path / f"{i}.png" for i in range(4)))
+    from_array = predict(tmp_path, "--weights", checkpoint, tmp_path / "four.npz")
+    assert from_files.returncode == 0 and "warning" not in from_files.stderr, from_files.stderr
+    assert [line.split()[1:] for line in from_files.stdout.splitlines()] == \
+        [line.split()[1:] for line in from_array.stdout.splitlines()]
