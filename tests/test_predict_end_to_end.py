@@ -337,6 +337,15 @@ def test_a_folder_predicts_the_images_directly_in_it_by_name(pets_run, tmp_path)
                                     "pass image files or a folder of them")
 
 
+def train_on_npz(workdir, x, y, *overrides, **arrays):
+    """A two-class run on ``x``/``y`` (plus ``arrays``, such as ``classes``) saved as data.npz,
+    into ``workdir/run``."""
+    np.savez(workdir / "data.npz", x=x, y=y, **arrays)
+    result = run_cli(["dataset=npz", "dataset.path=data.npz", "model.layers.fc2.out_features=2",
+                      "tracking.log_plots=false", "hydra.run.dir=run", *overrides], workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
 def test_a_run_logged_without_its_model_predicts_from_its_weights_and_config(tmp_path):
     """--run gave up on a run logged with tracking.log_model=false (the README's advice for
     large sweeps), though the run holds weights.npz and config.yaml, what --weights takes."""
@@ -346,11 +355,7 @@ def test_a_run_logged_without_its_model_predicts_from_its_weights_and_config(tmp
     y = np.arange(40) % 2
     x = rng.random((40, 1, 8, 8), dtype=np.float32)
     x[y == 0, 0, :4] += 1.0
-    np.savez(tmp_path / "data.npz", x=x, y=y)
-    result = run_cli(["dataset=npz", "dataset.path=data.npz", "model.layers.fc2.out_features=2", "trainer.epochs=1",
-                      "trainer.checkpoint.enabled=true", "tracking.log_plots=false", "tracking.log_model=false",
-                      "hydra.run.dir=run"], tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
+    train_on_npz(tmp_path, x, y, "trainer.epochs=1", "trainer.checkpoint.enabled=true", "tracking.log_model=false")
     (run,) = all_runs(tmp_path)
     np.savez(tmp_path / "three.npz", x=x[:3])
     from_run = predict(tmp_path, "--run", run.info.run_id, tmp_path / "three.npz")
@@ -369,10 +374,7 @@ def test_a_run_without_its_model_names_its_outputs_as_trained_whatever_became_of
     y = np.arange(40) % 2
     x = rng.random((40, 1, 8, 8), dtype=np.float32)
     x[y == 0, 0, :4] += 1.0
-    np.savez(tmp_path / "data.npz", x=x, y=y, classes=np.array(["cat", "dog"]))
-    result = run_cli(["dataset=npz", "dataset.path=data.npz", "model.layers.fc2.out_features=2", "trainer.epochs=1",
-                      "tracking.log_plots=false", "tracking.log_model=false", "hydra.run.dir=run"], tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
+    train_on_npz(tmp_path, x, y, "trainer.epochs=1", "tracking.log_model=false", classes=np.array(["cat", "dog"]))
     (run,) = all_runs(tmp_path)
     np.savez(tmp_path / "three.npz", x=x[:3])
     before = predict(tmp_path, "--run", run.info.run_id, tmp_path / "three.npz")
@@ -391,10 +393,8 @@ def test_a_run_without_its_model_or_outputs_record_whose_training_data_is_gone_n
     from e2e_helpers import all_runs
 
     rng = np.random.default_rng(4)
-    np.savez(tmp_path / "data.npz", x=rng.random((40, 1, 8, 8), dtype=np.float32), y=np.arange(40) % 2)
-    result = run_cli(["dataset=npz", "dataset.path=data.npz", "model.layers.fc2.out_features=2", "trainer.epochs=1",
-                      "tracking.log_plots=false", "tracking.log_model=false", "hydra.run.dir=run"], tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
+    train_on_npz(tmp_path, rng.random((40, 1, 8, 8), dtype=np.float32), np.arange(40) % 2, "trainer.epochs=1",
+                 "tracking.log_model=false")
     (run,) = all_runs(tmp_path)
     (recorded,) = tmp_path.glob(f"mlruns/*/{run.info.run_id}/artifacts/cnnx_model.json")
     recorded.unlink()  # as an earlier cnnx logged it
@@ -422,11 +422,8 @@ def test_image_files_reach_a_model_trained_on_byte_pixels_on_that_scale(tmp_path
     y = np.arange(60) % 2
     x = rng.integers(0, 90, (60, 1, 8, 8)).astype(np.uint8)
     x[y == 0, 0, :4] += 160
-    np.savez(tmp_path / "data.npz", x=x, y=y)
-    result = run_cli(["dataset=npz", "dataset.path=data.npz", "dataset.normalize=unit", "trainer.epochs=3",
-                      "model.layers.fc2.out_features=2", "trainer.checkpoint.enabled=true", "tracking=none",
-                      "hydra.run.dir=run"], tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
+    train_on_npz(tmp_path, x, y, "dataset.normalize=unit", "trainer.epochs=3", "trainer.checkpoint.enabled=true",
+                 "tracking=none")
     checkpoint = sorted((tmp_path / "run" / "checkpoints").glob("epoch-*.npz"))[-1]
     for i in range(4):
         Image.fromarray(x[i, 0], "L").save(tmp_path / f"{i}.png")
