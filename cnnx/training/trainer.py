@@ -17,7 +17,7 @@ from cnnx.cli import warn
 from cnnx.data.splits import DataSplits
 from cnnx.engine.model import Model
 from cnnx.errors import ConfigError, flat_message
-from cnnx.training.augment import random_shift
+from cnnx.training.augment import black_border, random_shift
 from cnnx.training.callbacks import Callback
 from cnnx.training.divergence import TrainingDiverged, UpdateGuard
 from cnnx.training.metrics import Evaluation, evaluate, predicted_labels
@@ -126,6 +126,7 @@ class Trainer:
         if self.max_shift and self.max_shift >= min(image_hw, default=0):  # before any callback starts a run
             raise ConfigError(f"trainer.augment.max_shift={self.max_shift} can move {'×'.join(map(str, image_hw))} "
                               f"images out of the frame; accepted: 0 <= max_shift < {min(image_hw)}")
+        self._border = black_border(data.normalization)
         steps_per_epoch = math.ceil(len(x_train) / self.batch_size)
         if self.scheduler is None and self.scheduler_factory is not None:
             self.scheduler = self.scheduler_factory(steps_per_epoch)
@@ -250,7 +251,7 @@ class Trainer:
         for batch_number in range(progress.batches_done + 1, batch_count + 1):
             start = (batch_number - 1) * self.batch_size
             index = progress.order[start:start + self.batch_size]
-            xb = random_shift(x[index], self.max_shift, self.augment_rng)
+            xb = random_shift(x[index], self.max_shift, self.augment_rng, self._border)
             yb = y[index]
             outputs = self.model.forward(xb, training=None)  # each layer in its own mode
             loss_value, grad = self.loss(outputs, yb)
