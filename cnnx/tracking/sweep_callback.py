@@ -28,7 +28,8 @@ from cnnx.tracking.sweep_link import SweepDirTaken, SweepLink, sweep_dir_of
 from cnnx.tracking.sweep_owner import driver_tags, still_running
 from cnnx.tracking.sweep_resume import SIGNATURE_TAG, earlier_parent
 from cnnx.tracking.sweep_summary import (
-    ERROR_TAG, OBJECTIVE_TAG, ROLE_TAG, SWEPT_TAG, record_summary, swept_keys_of_command, sweep_table,
+    ERROR_TAG, OBJECTIVE_TAG, ROLE_TAG, SWEPT_TAG, last_epoch_note, record_summary, swept_keys_of_command,
+    sweep_table,
 )
 
 OPTUNA_RESULTS = "optimization_results.yaml"
@@ -237,6 +238,9 @@ class MlflowSweepCallback(Callback):
                           f"{f' ({others} more stopped or failed)' if others else ''}: {best['run_name']} "
                           f"{table.objective_column}={best[table.objective_column]:.4f} (run {best['run_id']})",
                           file=sys.stderr)
+                    note = last_epoch_note(client, best["run_id"], best["run_name"], table.objective)
+                    if note is not None:
+                        print(note, file=sys.stderr)
                 elif not sweep_signals.sweep_stopped and any(row["status"] == "FAILED" for row in table.rows):
                     # Else the console showed the first failure's error alone, and nothing of the rest.
                     # (A sweep stopped by a signal has said how to go on: that stays its last line.)

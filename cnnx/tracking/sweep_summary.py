@@ -107,6 +107,27 @@ def superseded(runs: list) -> set[str]:
             and any(newest[identity] > run.info.start_time for identity in identities(run))}
 
 
+def last_epoch_note(client, run_id: str, run_name: str, metric: str) -> str | None:
+    """A note when a run's logged model and test figures, its last epoch's weights, score far
+    below (by a tenth) the best epoch it is ranked by: a run that peaked, then collapsed, is a
+    sweep's best by its peak while its model is the collapsed one. None when the weights are the
+    best epoch's (early stopping restored them) or close to it."""
+    run = client.get_run(run_id)
+    if run.data.tags.get("cnnx.early_stopping.restored_best") == "true":
+        return None
+    history = sorted((m for m in client.get_metric_history(run_id, metric) if not math.isnan(m.value)),
+                     key=lambda m: m.step)
+    if not history:
+        return None
+    pick = max if objective_mode(metric) == "max" else min
+    best, last = pick(history, key=lambda m: m.value), history[-1]
+    if abs(best.value - last.value) <= 0.1 * abs(best.value):
+        return None
+    return (f"cnnx: note: {run_name!r} ranks by its epoch {best.step} ({metric}={best.value:.4f}), but its logged "
+            f"model and test figures are its last epoch's (epoch {last.step}, {metric}={last.value:.4f}); "
+            f"trainer.early_stopping.enabled=true hands back the best epoch's weights")
+
+
 def overrides_tag(overrides: list[str]) -> dict[str, str]:
     """The ``OVERRIDES_TAG`` of a run; none when the overrides would not fit in a tag (the run's
     params still hold every value)."""

@@ -585,3 +585,22 @@ def test_a_column_of_numbers_with_missing_values_stays_right_aligned():
     lines = format_table(["run_name", "best_val_acc"], [{"run_name": "a", "best_val_acc": 0.5},
                                                         {"run_name": "bb", "best_val_acc": None}]).splitlines()
     assert lines == ["run_name  best_val_acc", "a               0.5000", "bb                   -"]
+
+
+@pytest.mark.slow
+def test_a_best_child_that_collapsed_after_its_best_epoch_is_noted(client):
+    """Ranked by its peak, its logged model and test figures were the collapsed last epoch's
+    (0.099 on the digits), and nothing said so."""
+    from cnnx.tracking.sweep_summary import last_epoch_note
+
+    parent, ids = make_sweep(client, [
+        ({"optimizer.lr": 0.1}, {"val_acc": [0.5, 0.89, 0.3, 0.1]}, "FINISHED"),
+        ({"optimizer.lr": 0.01}, {"val_acc": [0.5, 0.88, 0.87]}, "FINISHED"),
+    ])
+    assert last_epoch_note(client, ids[0], "lr=0.1", "val_acc") == (
+        "cnnx: note: 'lr=0.1' ranks by its epoch 2 (val_acc=0.8900), but its logged model and test figures are its "
+        "last epoch's (epoch 4, val_acc=0.1000); trainer.early_stopping.enabled=true hands back the best epoch's "
+        "weights")
+    assert last_epoch_note(client, ids[1], "lr=0.01", "val_acc") is None
+    client.set_tag(ids[0], "cnnx.early_stopping.restored_best", "true")
+    assert last_epoch_note(client, ids[0], "lr=0.1", "val_acc") is None
