@@ -98,7 +98,10 @@ class Model(Sequential):
     def backward(self, grad_output: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
         """Fill every ``Parameter.grad``; return the input's gradient, or None with
         ``input_grad=False`` — training never needs it, and for the first convolution it
-        costs as much as the weight gradient (a GEMM plus a col2im over the whole image)."""
+        costs as much as the weight gradient (a GEMM plus a col2im over the whole image).
+
+        It differentiates the latest forward with gradients (what every layer cached), whichever
+        output ``grad_output`` was computed from: there is one graph, not one per forward."""
         expected = self._last_output_shape
         if expected is None:
             raise RuntimeError(
@@ -186,7 +189,11 @@ class Model(Sequential):
             # which refuse NumPy conversion until detached from autograd.
             if callable(getattr(value, "detach", None)):
                 value = value.detach()
-            value = np.asarray(value)
+            try:
+                value = np.asarray(value)
+            except TypeError as exc:  # a torch.bfloat16 tensor, which NumPy has no dtype for
+                raise CheckpointError(f"state_dict entry {key!r} cannot become a NumPy array ({exc}); convert "
+                                      f"it first, e.g. {{k: v.float() for k, v in state.items()}}") from None
             target = owner.data if attr == "data" else owner[attr]
             if value.shape != target.shape:
                 raise CheckpointError(
@@ -248,6 +255,8 @@ def layout_hint(expected: Shape, shape: tuple[int, ...]) -> str:
 
     Keras and image libraries hand out (N, H, W, C) and, for grey images, (N, H, W)."""
     channels, height, width = expected
+    if tuple(shape) == tuple(expected):
+        return ": one sample without its batch axis; pass x[None]"
     if len(shape) == 4 and tuple(shape[1:]) == (height, width, channels):
         return ": channels last; pass x.transpose(0, 3, 1, 2)"
     if channels == 1 and len(shape) == 3 and tuple(shape[1:]) == (height, width):

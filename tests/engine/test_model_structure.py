@@ -121,3 +121,28 @@ def test_layers_read_as_a_dict_does():
     assert "fc" in built.layers and len(built.layers) == 3
     assert next(reversed(built.layers.values())) is built.fc
     assert next(reversed(built.layers.items()))[0] == "fc"
+
+
+def test_one_sample_without_its_batch_axis_is_told_to_add_it():
+    with pytest.raises(Exception, match=r"got \(2, 4, 4\): one sample without its batch axis; pass x\[None\]$"):
+        model().forward(np.ones((2, 4, 4)))
+
+
+def test_a_state_dict_entry_numpy_cannot_read_is_named():
+    torch = pytest.importorskip("torch")
+    from cnnx.errors import CheckpointError
+
+    built = model()
+    state = {k: torch.from_numpy(v).to(torch.bfloat16) for k, v in built.state_dict().items()}
+    with pytest.raises(CheckpointError, match=r"^state_dict entry 'block.conv.weight' cannot become a NumPy array "
+                                              r"\(.*\); convert it first, e\.g\. \{k: v\.float\(\)"):
+        built.load_state_dict(state)
+
+
+def test_class_probability_targets_are_refused_with_the_fix():
+    from cnnx.engine.losses.cross_entropy import CrossEntropyLoss
+    from cnnx.errors import DataError
+
+    with pytest.raises(DataError, match=r"targets shaped \(4, 3\) \(class probabilities or one-hot rows are not "
+                                        r"supported: pass y.argmax\(axis=1\)\)$"):
+        CrossEntropyLoss()(np.zeros((4, 3), np.float32), np.eye(3)[[0, 1, 2, 0]])

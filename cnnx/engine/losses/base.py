@@ -96,8 +96,11 @@ def class_labels(loss: str, targets: np.ndarray, num_classes: int) -> np.ndarray
     if targets.ndim == 2 and targets.shape[1] == 1:
         targets = targets[:, 0]
     if targets.ndim != 1:
+        # torch's cross_entropy also takes class probabilities (N, K); cnnx takes indices only.
+        soft = (" (class probabilities or one-hot rows are not supported: pass y.argmax(axis=1))"
+                if targets.ndim == 2 and targets.shape[1] == num_classes else "")
         raise DataError(
-            f"{loss}: expected integer class labels shaped (N,), got targets shaped {targets.shape}"
+            f"{loss}: expected integer class labels shaped (N,), got targets shaped {targets.shape}{soft}"
         )
     kind = targets.dtype.kind  # dtype kinds, not np.issubdtype: this runs on every batch
     integral = kind in "iub"
