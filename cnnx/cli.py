@@ -469,21 +469,23 @@ def _sweep_interrupted(sweep_signals, name: str, argv: list[str]) -> int:
 
 
 def _sweep_stopped(sweep_signals) -> None:
-    """The sweep stops. After a SIGTERM or SIGHUP, which may have come to this process alone,
-    so do its jobs in processes of their own; a Ctrl-C in its terminal has reached them too."""
+    """The sweep stops, and so do its jobs in processes of their own, which a signal sent to
+    this process alone did not reach."""
     import cnnx.sweep_signals
 
     cnnx.sweep_signals.sweep_stopped = True
     if sweep_signals is None:
         return
     sweep_signals.stopping()
-    if sweep_signals.signal_name is not None:
-        from cnnx.sweep_signals import stop_children
+    from cnnx.sweep_signals import stop_children
 
-        try:
-            stop_children()
-        except KeyboardInterrupt:  # a Ctrl-C while it waits for them: it waits no longer
-            pass
+    try:
+        # A Ctrl-C in the terminal reached the jobs as well, and they stop on their own; a SIGINT
+        # sent to this process alone (kill -INT PID) did not: jobs still running after a moment
+        # are stopped as after a SIGTERM (submitit's local jobs trained on to the end).
+        stop_children(settle=0.0 if sweep_signals.signal_name is not None else 3.0)
+    except KeyboardInterrupt:  # a Ctrl-C while it waits for them: it waits no longer
+        pass
 
 
 def _stopped_sweep_continuation(argv: list[str]) -> str:

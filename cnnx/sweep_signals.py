@@ -102,7 +102,7 @@ class JoblibTrackerOutlivesSighup(Callback):
             signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
-def stop_children(term_grace: float = 10.0, int_grace: float = 5.0) -> None:
+def stop_children(term_grace: float = 10.0, int_grace: float = 5.0, settle: float = 0.0) -> None:
     """Stop the sweep's child processes that outlive its launcher (submitit's local jobs,
     which go on after the sweep's process exits), and wait until they have ended.
 
@@ -111,9 +111,14 @@ def stop_children(term_grace: float = 10.0, int_grace: float = 5.0) -> None:
     Those still running after ``term_grace`` (submitit has its jobs ignore SIGTERM outside
     training) get SIGINT, what a terminal's Ctrl-C sends them, on which submitit's local job
     controller cancels its job. Children that ignore SIGINT (joblib's resource tracker, cnnx's
-    tracking helper) are not workers: they end with this process.
+    tracking helper) are not workers: they end with this process. ``settle``: how long children
+    that may have got the signal themselves have to end before they are sent any.
     """
     children = [pid for pid in _live_children() if _takes_sigint(pid)]
+    deadline = time.monotonic() + settle
+    while children and time.monotonic() < deadline:
+        time.sleep(0.05)
+        children = [pid for pid in children if _alive(pid)]
     for signum, grace in ((signal.SIGTERM, term_grace), (signal.SIGINT, int_grace)):
         for pid in children:
             try:

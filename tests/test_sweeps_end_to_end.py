@@ -494,6 +494,26 @@ def test_sigterm_or_sighup_stops_a_sweep_as_ctrl_c_does(tmp_path, launcher, sign
     assert "comparison.csv" in list_artifacts(client, parent.info.run_id)
 
 
+def test_a_sigint_to_a_submitit_sweeps_process_alone_stops_its_jobs(tmp_path):
+    """kill -INT PID (not a terminal's Ctrl-C, which reaches the jobs too) left submitit's local
+    jobs training to the end, after the sweep had called them KILLED and summarised."""
+    args = ["-m", *SMALL, *LEAN, "trainer.epochs=60", "optimizer.lr=0.02,0.1", "hydra/launcher=submitit_local",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    sweep = start_sweep_until_training(args, tmp_path, summaries=0, start_new_session=True,
+                                       checkpoint=tmp_path / "sweep" / "0" / "checkpoints" / "epoch-0001.npz")
+    os.kill(sweep.pid, signal.SIGINT)
+    try:
+        _, stderr = sweep.communicate(timeout=120)
+        left = wait_until_group_is_gone(sweep.pid, timeout=30)
+    finally:
+        kill_group(sweep.pid)
+    assert sweep.returncode == 128 + signal.SIGINT, stderr[-3000:]
+    assert left == [], "its jobs must stop with it"
+    (parent,), children = sweep_runs(store_client(tmp_path))
+    assert parent.info.status == "FAILED"
+    assert sorted(c.info.status for c in children) == ["KILLED", "KILLED"]
+
+
 def test_a_killed_parallel_worker_stops_the_sweep_in_one_line_that_says_how_to_continue(tmp_path):
     """The OOM killer or a kill -9 of a joblib worker printed joblib's TerminatedWorkerError
     traceback, some 55 lines, and no way to continue."""
