@@ -240,23 +240,55 @@ def image_for_model(path: Path, classifier: Classifier) -> np.ndarray:
 BYTE_PIXELS_ABOVE = 128
 
 
-def read_npz(path: Path) -> np.ndarray:
+def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """The archive's images and, when it holds them (array ``y``, as ``dataset=npz`` reads),
+    their labels."""
     try:
         with np.load(path, allow_pickle=False) as archive:
             keys = archive.files
             key = "x" if "x" in keys else (keys[0] if len(keys) == 1 else None)
             images = None if key is None else archive[key]
+            labels = archive["y"] if key == "x" and "y" in keys else None
     except NPZ_READ_ERRORS as exc:
         raise DataError(f"images '{path}': not a readable .npz archive ({load_failure(path, exc)})") from None
     if images is None:
         raise DataError(f"images '{path}': holds arrays {', '.join(keys)}; expected 'x' "
                         f"(N, C, H, W) or a single array")
-    return images
+    return images, labels
 
 
-def read_images(paths: Sequence[str], classifier: Classifier) -> tuple[list[str], np.ndarray]:
-    """Every image the arguments name: files, and the image files directly in folders."""
-    names, batches = [], []
+#: The label of an image whose file holds none.
+UNLABELLED = -1
+
+
+def labels_for(labels: np.ndarray | None, count: int, classes: Sequence[str], path: Path) -> np.ndarray:
+    """``labels`` as class indices, one per image; UNLABELLED where there are none, or (with a
+    warning) when they do not fit the images or the model's classes."""
+    unlabelled = np.full(count, UNLABELLED)
+    if labels is None:
+        return unlabelled
+    labels = np.asarray(labels)
+    if labels.shape != (count,) or labels.dtype.kind not in "iu" or not len(labels) \
+            or labels.min() < 0 or labels.max() >= len(classes):
+        warn(f"labels 'y' in '{path}' are not {count} class indices in [0, {len(classes)}) "
+             f"(shape {labels.shape}, dtype {labels.dtype}); no accuracy for them")
+        return unlabelled
+    return labels.astype(np.intp)
+
+
+def accuracy_line(labels: np.ndarray, probabilities: np.ndarray) -> str | None:
+    """How many of the labelled images the model got right; None when none is labelled."""
+    known = labels != UNLABELLED
+    if not known.any():
+        return None
+    right = int(np.count_nonzero(probabilities[known].argmax(axis=1) == labels[known]))
+    return f"cnnx: accuracy on the {int(known.sum())} labelled images (array y): {right / known.sum():.4f} ({right} right)"
+
+
+def read_images(paths: Sequence[str], classifier: Classifier) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Every image the arguments name (files, and the image files directly in folders), with its
+    label where an archive holds them (else UNLABELLED)."""
+    names, batches, labels = [], [], []
     # Rows name a file by its name, or as given when another argument has the same name
     # (cat/001.png and dog/001.png).
     seen = Counter(Path(name).expanduser().name for name in paths)
@@ -268,13 +300,14 @@ def read_images(paths: Sequence[str], classifier: Classifier) -> tuple[list[str]
             found = [read_file(path, path.name if seen[path.name] == 1 else name, classifier)]
         else:
             raise DataError(f"image file '{path}' not found")
-        for shown, x in found:
+        for shown, x, y in found:
             names.extend(shown)
             batches.append(x)
-    return names, np.concatenate(batches)
+            labels.append(y)
+    return names, np.concatenate(batches), np.concatenate(labels)
 
 
-def read_folder(folder: Path, name: str, classifier: Classifier) -> list[tuple[list[str], np.ndarray]]:
+def read_folder(folder: Path, name: str, classifier: Classifier) -> list[tuple[list[str], np.ndarray, np.ndarray]]:
     """The images in ``folder`` itself, by name (hidden files and other types left out, as
     imagefolder does); a file that cannot be read or does not fit the model is skipped with
     a warning, so one stray file does not cost the rest of the folder."""
@@ -293,17 +326,18 @@ def read_folder(folder: Path, name: str, classifier: Classifier) -> list[tuple[l
     return found
 
 
-def read_file(path: Path, shown: str, classifier: Classifier) -> tuple[list[str], np.ndarray]:
-    """``(row names, images)`` of one file; ``shown``: how the rows name it."""
+def read_file(path: Path, shown: str, classifier: Classifier) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """``(row names, images, labels)`` of one file; ``shown``: how the rows name it."""
     suffix = path.suffix.lower()
     if suffix == ".npz":
-        x = classifier.check_images(read_npz(path), f"images in '{path}'")
+        images, labels = read_npz(path)
+        x = classifier.check_images(images, f"images in '{path}'")
         if not len(x):
             raise DataError(f"images in '{path}': the archive holds no images (shape {x.shape})")
-        return [f"{shown}[{i}]" for i in range(len(x))], x
+        return [f"{shown}[{i}]" for i in range(len(x))], x, labels_for(labels, len(x), classifier.classes, path)
     if suffix in IMAGE_SUFFIXES:
         image = image_for_model(path, classifier)
-        return [shown], classifier.check_images(image[None], f"image '{path}'")
+        return [shown], classifier.check_images(image[None], f"image '{path}'"), np.full(1, UNLABELLED)
     raise DataError(f"image file '{path}': unsupported type {suffix or '(none)'}; "
                     f"accepted: .npz, {', '.join(IMAGE_SUFFIXES)}")
 
@@ -356,9 +390,13 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError("--config goes with --weights; --run and --model carry their own config")
     classifier = load_classifier(args)
     with one_line_warnings(InputRangeWarning, LargeImageWarning):  # the predictions still follow
-        names, images = read_images(args.images, classifier)
+        names, images, labels = read_images(args.images, classifier)
     probabilities = classifier.predict_proba(images, checked=True)
     print(format_predictions(names, probabilities, classifier.classes, args.top))
+    accuracy = accuracy_line(labels, probabilities)
+    if accuracy is not None:  # on stderr: stdout stays one row per image
+        sys.stdout.flush()
+        print(accuracy, file=sys.stderr)
     return 0
 
 

@@ -188,7 +188,7 @@ def test_sixteen_bit_greyscale_is_read_on_its_own_levels_not_clipped(tmp_path):
     assert Image.open(tmp_path / "wide.png").mode == "I;16"
     expected = levels.astype(np.float32) / np.float32(65535.0)
     for channels in (1, 3):
-        model = SimpleNamespace(preparation=None, input_shape=(channels, 16, 16))
+        model = SimpleNamespace(preparation=None, input_shape=(channels, 16, 16), normalization={"mode": "none"})
         np.testing.assert_array_equal(image_for_model(tmp_path / "wide.png", model), np.stack([expected] * channels))
 
 
@@ -433,3 +433,25 @@ def test_image_files_reach_a_model_trained_on_byte_pixels_on_that_scale(tmp_path
     assert from_files.returncode == 0 and "warning" not in from_files.stderr, from_files.stderr
     assert [line.split()[1:] for line in from_files.stdout.splitlines()] == \
         [line.split()[1:] for line in from_array.stdout.splitlines()]
+
+
+def test_an_archive_with_labels_gets_the_accuracy_on_them(tmp_path):
+    """Labelled new data could only be predicted: y was ignored, and nothing measured the model."""
+    rng = np.random.default_rng(6)
+    y = np.arange(60) % 2
+    x = rng.random((60, 1, 8, 8), dtype=np.float32)
+    x[y == 0, 0, :4] += 1.0
+    train_on_npz(tmp_path, x, y, "trainer.epochs=2", "trainer.checkpoint.enabled=true", "tracking=none")
+    checkpoint = sorted((tmp_path / "run" / "checkpoints").glob("epoch-*.npz"))[-1]
+    np.savez(tmp_path / "new.npz", x=x[:10], y=y[:10])
+    result = predict(tmp_path, "--weights", checkpoint, tmp_path / "new.npz")
+    assert result.returncode == 0, result.stderr
+    predicted = [int(line.split()[1]) for line in result.stdout.splitlines()[1:]]
+    right = sum(p == t for p, t in zip(predicted, y[:10]))
+    assert result.stderr.strip() == (f"cnnx: accuracy on the 10 labelled images (array y): {right / 10:.4f} "
+                                     f"({right} right)")
+    np.savez(tmp_path / "odd.npz", x=x[:3], y=np.array([0, 1]))
+    odd = predict(tmp_path, "--weights", checkpoint, tmp_path / "odd.npz")
+    assert odd.returncode == 0 and odd.stderr.strip() == (
+        f"cnnx: warning: labels 'y' in '{tmp_path / 'odd.npz'}' are not 3 class indices in [0, 2) (shape (2,), "
+        f"dtype int64); no accuracy for them")
