@@ -100,8 +100,9 @@ class DataSplits:
         if len(counts) <= _CLASSES_LISTED:
             per_class = ", ".join(f"{name} {n}" for name, n in counts.items())
         else:
+            # "name: count": class names are often numbers, and "0 (10)" read as class 0's count.
             fewest, most = min(counts, key=counts.get), max(counts, key=counts.get)
-            per_class = f"{counts[fewest]} ({fewest}) to {counts[most]} ({most})"
+            per_class = f"fewest class {fewest}: {counts[fewest]}, most class {most}: {counts[most]}"
         line = (f"data: {self.name}: {self.num_classes} classes, {sum(sizes.values())} images "
                 f"({', '.join(f'{k} {v}' for k, v in sizes.items())}); per class: {per_class}")
         if self.skipped:
@@ -173,10 +174,12 @@ def stratified_indices(
         )
     # One RandomState consumed by both calls: the val split depends on the seed too, but is
     # not a copy of the test split's shuffle.
+    fractions = f"val_fraction={val_fraction} and test_fraction={test_fraction}"
+    _one_per_class(n, len(np.unique(y)), {"val": (val_fraction, n_val), "test": (test_fraction, n_test)},
+                   source, fractions)
     random_state = np.random.RandomState(seed)
     empty = np.empty(0, dtype=np.int64)
     index = np.arange(n)
-    fractions = f"val_fraction={val_fraction} and test_fraction={test_fraction}"
     rest, test, train, val = index, empty, index, empty
     needed = _needed_per_class(n_test / n, n_val > 0)
     try:
@@ -197,6 +200,33 @@ def stratified_indices(
             f"{fractions}: {flat_message(exc)}"
         ) from None
     return train, val, test
+
+
+def _one_per_class(n: int, classes: int, held_out: dict[str, tuple[float, int]], source: str,
+                   fractions: str) -> None:
+    """A stratified split needs a sample of every class on both sides. sklearn says so as
+    "The test_size = 2 should be greater or equal to the number of classes = 3" whichever
+    split is short, the val split included: this names the split and its own fraction key."""
+    short = {name: (fraction, size) for name, (fraction, size) in held_out.items() if 0 < size < classes}
+    if short:
+        given = " and ".join(f"a {name} split of {size} ({name}_fraction={fraction})"
+                             for name, (fraction, size) in short.items())
+        # The smallest fraction, in hundredths, whose split holds `classes` samples.
+        least = math.ceil(100 * classes / n) / 100
+        keys = " and ".join(f"{name}_fraction" for name in short)
+        left = n - sum(math.ceil((least if name in short else fraction) * n)
+                       for name, (fraction, _) in held_out.items())
+        remedy = f"set {keys} to at least {least} or to 0" if left >= classes else f"set {keys} to 0, or add samples"
+        raise DataError(
+            f"{source}: {n} samples give {given}, fewer than the {classes} classes; a stratified split "
+            f"needs a sample of each class: {remedy}"
+        )
+    train = n - sum(size for _, size in held_out.values())
+    if train < classes:
+        raise DataError(
+            f"{source}: {fractions} leave {train} of {n} samples for the train split, fewer than the "
+            f"{classes} classes; a stratified split needs a sample of each class: set the fractions lower"
+        )
 
 
 def _needed_per_class(test_share: float, val_split: bool) -> int:

@@ -258,7 +258,10 @@ def test_synthetic_config_errors(kwargs, fragment):
 
 
 def test_synthetic_too_small_to_stratify():
-    with pytest.raises(DataError, match="cannot split 10 samples of 4 classes"):
+    # Raising both fractions until each split holds 4 would leave 2 training samples.
+    with pytest.raises(DataError, match=r"10 samples give a val split of 1 \(val_fraction=0.1\) and a test split "
+                                        r"of 2 \(test_fraction=0.2\), fewer than the 4 classes; .*: set "
+                                        r"val_fraction and test_fraction to 0, or add samples$"):
         load_synthetic(num_samples=10, num_classes=4)
 
 
@@ -308,6 +311,26 @@ def test_a_class_too_small_to_split_is_named_with_what_it_needs(count, val, test
     y = np.array([0] * 20 + [1] * 20 + [2] * needed)
     stratified_indices(y, val, test, seed=0, classes=["cat", "dog", "rare"])  # enough, whatever the seed
     stratified_indices(y, val, test, seed=1, classes=["cat", "dog", "rare"])
+
+
+@pytest.mark.parametrize(("n", "val", "test", "message"), [
+    # ceil(0.1 · 12) = 2 val samples for 3 classes; the test split's 3 are enough. sklearn's
+    # "The test_size = 2 should be greater or equal to the number of classes = 3" blamed the test.
+    (12, 0.1, 0.2, "12 samples give a val split of 2 (val_fraction=0.1), fewer than the 3 classes; a stratified "
+                   "split needs a sample of each class: set val_fraction to at least 0.25 or to 0"),
+    (12, 0.0, 0.1, "12 samples give a test split of 2 (test_fraction=0.1), fewer than the 3 classes; a "
+                   "stratified split needs a sample of each class: set test_fraction to at least 0.25 or to 0"),
+    (24, 0.05, 0.05, "24 samples give a val split of 2 (val_fraction=0.05) and a test split of 2 "
+                     "(test_fraction=0.05), fewer than the 3 classes; a stratified split needs a sample of each "
+                     "class: set val_fraction and test_fraction to at least 0.13 or to 0"),
+    (6, 0.0, 0.6, "val_fraction=0.0 and test_fraction=0.6 leave 2 of 6 samples for the train split, fewer than "
+                  "the 3 classes; a stratified split needs a sample of each class: set the fractions lower"),
+])
+def test_a_split_smaller_than_the_class_count_is_named_with_its_own_key(n, val, test, message):
+    y = np.arange(n) % 3
+    with pytest.raises(DataError) as info:
+        stratified_indices(y, val, test, seed=0, source="dataset toy")
+    assert str(info.value) == f"dataset toy: {message}"
 
 
 def test_data_splits_rejects_inconsistent_shapes():
@@ -568,7 +591,11 @@ def test_data_splits_describe_and_params_for_any_dataset():
     many = DataSplits(split([*range(12), 5, 5, 5]), split([]), split([]), [f"c{i}" for i in range(12)],
                       (1, 2, 2), "synthetic", skipped=["x.bmp: not read"])
     assert many.describe() == ("data: synthetic: 12 classes, 15 images (train 15, val 0, test 0); "
-                               "per class: 1 (c0) to 4 (c5); skipped 1 file (e.g. x.bmp: not read)")
+                               "per class: fewest class c0: 1, most class c5: 4; skipped 1 file (e.g. x.bmp: not read)")
+    # Numbered classes: "0 (10) to 40 (0)" read as "class 0 has 10".
+    numbered = DataSplits(split([0] * 40 + [*range(1, 10)] * 10 + [11]), split([]), split([]),
+                          [str(i) for i in range(12)], (1, 2, 2), "npz:twelve.npz")
+    assert numbered.describe().endswith("per class: fewest class 10: 0, most class 0: 40")
 
 
 def test_a_size_whose_arrays_cannot_fit_in_memory_is_refused_before_they_are_made():
