@@ -125,6 +125,13 @@ class DataSplits:
         )
 
 
+def listed(names: Sequence[str], most: int = 6, total: int | None = None) -> str:
+    """``a, b, c`` or, past ``most`` names, ``a, b, c, d, e, f, … (40 in all)``: one line.
+    ``total`` counts what the names stand for where one name stands for several (``0..8``)."""
+    shown = ", ".join(names[:most])
+    return shown if len(names) <= most else f"{shown}, … ({total or len(names)} in all)"
+
+
 def _kinds(split: Any) -> str:
     """``(list, list)`` for a pair of lists: what a loader returned instead of two arrays."""
     if isinstance(split, (tuple, list)):

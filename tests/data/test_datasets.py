@@ -517,7 +517,18 @@ NPZ_ERRORS = [
     ),
     (lambda p: write_npz(p, x=X * np.inf, y=Y), "NaN or infinite"),
     (lambda p: write_npz(p, x=X, y=Y + 0.5), "non-integer labels such as 0.5"),
-    (lambda p: write_npz(p, x=X, y=Y.astype(str)), "y has dtype <U"),
+    (lambda p: write_npz(p, x=X, y=np.array([f"c{v}" for v in Y])),
+     "array 'y' holds strings such as 'c0'; expected integer class indices 0..K-1: names, y = "
+     "np.unique(y, return_inverse=True), then save y=y and classes=names.astype(str)"),
+    # Labels that are not 0..K-1 trained outputs for classes that do not exist.
+    (lambda p: write_npz(p, x=X, y=Y + 1), "labels are 1..3, which leaves class 0 without a sample; labels must "
+                                           "be 0..K-1: names, y = np.unique(y, return_inverse=True)"),
+    (lambda p: write_npz(p, x=X, y=np.where(Y == 0, 3, 7)), "labels are 3, 7, which leaves classes 0..2, 4..6 "
+                                                             "without a sample; labels must be 0..K-1"),
+    (lambda p: write_npz(p, x_train=X, y_train=Y * 2, x_test=X, y_test=Y * 2),
+     "labels are 0, 2, 4, which leaves classes 1, 3 without a sample; labels must be 0..K-1: names, y = "
+     "np.unique(y, return_inverse=True), then save y=y and classes=names.astype(str) (over every split's labels "
+     "at once)"),
     (lambda p: write_npz(p, x=X, y=np.zeros(60, int)), "single class"),
     (lambda p: write_npz(p, x=X[:0], y=Y[:0]), "x is empty"),
     (lambda p: write_npz(p, x=X, y=np.array([object()] * 60)), "need pickle"),
