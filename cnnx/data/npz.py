@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnx.cli import warn
-from cnnx.data.normalize import check_mode, normalize_splits
+from cnnx.data.normalize import check_mode, normalize_splits, other_scale
 from cnnx.data.splits import DataSplits, Split, check_split_config, listed, stratified_split
 from cnnx.data.validation import check_dataset
 from cnnx.errors import ConfigError, DataError, flat_message
@@ -98,11 +98,23 @@ def load_npz(
     }
     if len(set(shapes.values())) > 1:
         raise DataError(f"{source}: splits have different image shapes {shapes}")
-    if normalize == "none" and read.unscaled_integer_dtype:
+    train_key = "x_train" if presplit else "x"
+    trained = float(train[0].min()), float(train[0].max())
+    if normalize == "none" and _unscaled(read.dtypes[train_key], *trained):
         # Trained on 0–255 as they are, a network's first steps saturate: often it never learns.
-        warn(f"{source}: x holds {read.unscaled_integer_dtype} pixels (up to {read.largest_pixel}), used as "
+        warn(f"{source}: {train_key} holds {read.dtypes[train_key]} pixels (up to {trained[1]:g}), used as "
              f"they are with dataset.normalize=none; set dataset.normalize=unit to scale them to [0, 1] "
              f"(or standard)")
+    # The file's own held-out splits, exported by another pipeline, may be on another scale:
+    # fitted to x_train's, normalisation would not bring them to it, and their scores mean little.
+    held_out = {"x_val": val[0], "x_test": test[0]} if presplit else {}
+    for key, x in held_out.items():
+        if key in read.dtypes and len(x):
+            seen = float(x.min()), float(x.max())
+            if other_scale(trained, seen):
+                warn(f"{source}: {key} spans [{seen[0]:.4g}, {seen[1]:.4g}], but {train_key} spans "
+                     f"[{trained[0]:.4g}, {trained[1]:.4g}]; a split on another scale than training is scored "
+                     f"on inputs the model never saw: save every split on the same scale")
     normalization = normalize_splits((train, val, test), normalize, owner)
     return DataSplits(
         train=train,
@@ -130,12 +142,11 @@ def _read(archive, key: str, source: str) -> np.ndarray:
 
 
 class _Reader:
-    """Reads (x, y) pairs of one archive in its layout, noting integer pixels beyond 1."""
+    """Reads (x, y) pairs of one archive in its layout, noting each x array's dtype as saved."""
 
     def __init__(self, archive, source: str, layout: str):
         self.archive, self.source, self.layout = archive, source, layout
-        self.unscaled_integer_dtype: str | None = None  # of integer x going above 1: not scaled to [0, 1]
-        self.largest_pixel = 0
+        self.dtypes: dict[str, np.dtype] = {}
 
     def pair(self, x_key: str, y_key: str, min_classes: int = 2) -> Split:
         x = _read(self.archive, x_key, self.source)
@@ -158,10 +169,17 @@ class _Reader:
                 f"dataset.layout=nhwc to transpose it, or dataset.layout=nchw if it holds {x.shape[1]} "
                 f"channels of {x.shape[2]}×{x.shape[3]} pixels"
             )
-        if x.dtype.kind in "iu" and x.size and x.max() > 1:
-            self.unscaled_integer_dtype = str(x.dtype)
-            self.largest_pixel = max(self.largest_pixel, int(x.max()))
+        self.dtypes[x_key] = x.dtype
         return check_dataset(x, y, f"{self.source} ({x_key!r}, {y_key!r})", min_classes=min_classes)
+
+
+def _unscaled(dtype: np.dtype, low: float, high: float) -> bool:
+    """Whether pixels saved as ``dtype`` spanning [low, high] look like 0–255 (or 0–16, …)
+    rather than [0, 1]: integers beyond 1, or non-negative floats reaching 2 (resampling a
+    [0, 1] image overshoots 1 a little, never that far)."""
+    if dtype.kind in "iu":
+        return high > 1
+    return dtype.kind == "f" and low >= 0 and high >= 2
 
 
 def _presplit(read: _Reader, keys, val_fraction, seed) -> tuple[Split, Split, Split]:

@@ -484,6 +484,56 @@ def test_npz_with_its_own_splits(tmp_path):
     np.testing.assert_array_equal(d.val[1], y[60:70])
 
 
+@pytest.mark.parametrize(("pixels", "warned"), [
+    (np.uint8, "x holds uint8 pixels (up to 255)"),
+    # What np.asarray(image, np.float32) gives: it trained to a collapse without a word.
+    (np.float32, "x holds float32 pixels (up to 255)"),
+])
+def test_npz_pixels_of_0_to_255_get_a_warning_whatever_their_dtype(tmp_path, capsys, pixels, warned):
+    x, y = make_images(n=40)
+    np.savez(tmp_path / "p.npz", x=(x / x.max() * 255).round().astype(pixels), y=y)
+    load_npz(tmp_path / "p.npz")
+    err = capsys.readouterr().err
+    assert err == (f"cnnx: warning: npz file '{tmp_path / 'p.npz'}': {warned}, used as they are with "
+                   f"dataset.normalize=none; set dataset.normalize=unit to scale them to [0, 1] (or standard)\n")
+    load_npz(tmp_path / "p.npz", normalize="unit")
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("pixels", [
+    lambda x: x / x.max() * 1.05,  # [0, 1] resampled, with overshoot
+    lambda x: (x - x.mean()) / x.std(),  # already standardised
+])
+def test_npz_float_pixels_on_a_unit_scale_get_no_warning(tmp_path, capsys, pixels):
+    x, y = make_images(n=40)
+    np.savez(tmp_path / "p.npz", x=pixels(x).astype(np.float32), y=y)
+    load_npz(tmp_path / "p.npz")
+    assert capsys.readouterr().err == ""
+
+
+def test_npz_held_out_splits_on_another_scale_than_training_get_a_warning(tmp_path, capsys):
+    x, y = make_images(n=90)
+    unit = (x / x.max()).astype(np.float32)
+    bytes_ = (unit * 255).round().astype(np.uint8)
+    np.savez(tmp_path / "t.npz", x_train=unit[:60], y_train=y[:60], x_test=bytes_[60:], y_test=y[60:])
+    load_npz(tmp_path / "t.npz", normalize="standard")
+    assert capsys.readouterr().err == (
+        f"cnnx: warning: npz file '{tmp_path / 't.npz'}': x_test spans [{bytes_[60:].min()}, {bytes_[60:].max()}], "
+        f"but x_train spans [{unit[:60].min():.4g}, {unit[:60].max():.4g}]; a split on another scale than training "
+        f"is scored on inputs the model never saw: save every split on the same scale\n")
+    # The other way round: a [0, 1] val split beside 0–255 training images; the training
+    # images' own scale gets its warning (normalize=none), the val split's its own.
+    np.savez(tmp_path / "v.npz", x_train=bytes_[:60], y_train=y[:60], x_val=unit[60:70], y_val=y[60:70],
+             x_test=bytes_[70:], y_test=y[70:])
+    load_npz(tmp_path / "v.npz")
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and "x_train holds uint8 pixels" in lines[0], lines
+    assert ": x_val spans [" in lines[1] and "but x_train spans [" in lines[1], lines
+    np.savez(tmp_path / "same.npz", x_train=unit[:60], y_train=y[:60], x_test=unit[60:], y_test=y[60:])
+    load_npz(tmp_path / "same.npz")
+    assert capsys.readouterr().err == ""
+
+
 def write_npz(tmp_path, **arrays):
     path = tmp_path / "bad.npz"
     np.savez(path, **arrays)
