@@ -29,7 +29,8 @@ def write_inputs(folder: Path) -> dict[str, str]:
     nan[3, 0, 2, 2], inf[7, 0, 1, 5] = np.nan, -np.inf
     files = {
         "good": dict(x_train=xt, y_train=yt, x_val=xv, y_val=yv, x_test=xs, y_test=ys),
-        "labels12": dict(x_train=xt, y_train=np.arange(200) % 12, x_val=xv, y_val=yv, x_test=xs, y_test=ys),
+        "labels12": dict(x_train=xt, y_train=np.arange(200) % 12, x_val=xv, y_val=np.arange(50) % 12, x_test=xs,
+                         y_test=np.arange(50) % 12),
         "label_gaps": dict(x_train=xt, y_train=yt + (yt == 9) * 2, x_val=xv, y_val=yv, x_test=xs, y_test=ys),
         "nan": dict(x=nan, y=yt),
         "inf": dict(x=inf, y=yt),

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnx.cli import warn
 from cnnx.data.normalize import raw_range
 from cnnx.engine.options import check_range
 from cnnx.errors import ConfigError, DataError, DataSplitsError, flat_message
@@ -309,4 +310,34 @@ def check_loaded(data: Any, label: str) -> DataSplits:
                 f"{label} returned {split} labels {y.min()}..{y.max()} for {data.num_classes} "
                 f"classes {data.classes}; expected labels in [0, {data.num_classes})"
             )
+    _check_classes_in_splits(data)
     return data
+
+
+def _check_classes_in_splits(data: DataSplits) -> None:
+    """Refuse a class the train split lacks, and warn of one a held-out split lacks: the data
+    line sums the three splits, so it cannot show either. A class missing from training gets
+    an output that learns nothing; one missing from val or test is never scored there (a class
+    of 2 samples, which any draw can split, lands wholly in train)."""
+    counts = {split: np.bincount(getattr(data, split)[1], minlength=data.num_classes)
+              for split in ("train", "val", "test")}
+
+    def names(missing: np.ndarray) -> str:
+        return f"class{'es' if len(missing) > 1 else ''} {listed([repr(data.classes[i]) for i in missing])}"
+
+    unseen = np.flatnonzero(counts["train"] == 0)
+    if len(unseen):
+        held = [f"{int(counts[split][unseen].sum())} in {split}" for split in ("val", "test")
+                if counts[split][unseen].sum()]
+        raise DataError(
+            f"data {data.name}: the train split holds no samples of {names(unseen)} "
+            f"({', '.join(held) if held else 'nor does val or test'}); a model cannot learn a class it never "
+            f"trains on: add training samples of it, or leave it out and number the labels 0..K-1"
+        )
+    for split in ("val", "test"):
+        missing = np.flatnonzero(counts[split] == 0)
+        if counts[split].sum() and len(missing):
+            them = "it" if len(missing) == 1 else "them"
+            warn(f"data {data.name}: the {split} split holds no samples of {names(missing)} "
+                 f"({int(counts['train'][missing].sum())} in train); the {split} metrics never see {them}: "
+                 f"add samples of {them}")

@@ -8,7 +8,7 @@ import pytest
 from cnnx.data.digits import load_digits
 from cnnx.data.npz import load_npz
 from cnnx.data.resize import bilinear_matrix, resize_bilinear
-from cnnx.data.splits import DataSplits, stratified_indices, stratified_split
+from cnnx.data.splits import DataSplits, check_loaded, stratified_indices, stratified_split
 from cnnx.data.synthetic import PATTERNS, load_synthetic
 from cnnx.data.validation import check_dataset
 from cnnx.errors import ConfigError, DataError
@@ -657,6 +657,42 @@ def test_data_splits_describe_and_params_for_any_dataset():
     numbered = DataSplits(split([0] * 40 + [*range(1, 10)] * 10 + [11]), split([]), split([]),
                           [str(i) for i in range(12)], (1, 2, 2), "npz:twelve.npz")
     assert numbered.describe().endswith("per class: fewest class 10: 0, most class 0: 40")
+
+
+def _labelled(labels):
+    y = np.asarray(labels, dtype=np.int64)
+    return np.zeros((len(y), 1, 2, 2), np.float32), y
+
+
+@pytest.mark.parametrize(("classes", "test", "lacking"), [
+    # Only in the file's own test split: it was trained on 9 classes and scored on 10.
+    (["0", "1", "2"], [0, 1, 2, 2], "class '2' (2 in test)"),
+    # Named by a classes array, with no sample anywhere.
+    (["cat", "dog", "emu", "yak"], [0, 1], "classes 'emu', 'yak' (nor does val or test)"),
+])
+def test_a_class_missing_from_the_train_split_is_refused(classes, test, lacking):
+    data = DataSplits(_labelled([0, 0, 1, 1]), _labelled([]), _labelled(test), classes, (1, 2, 2), "npz:mine.npz")
+    with pytest.raises(DataError) as info:
+        check_loaded(data, "dataset 'npz'")
+    assert str(info.value) == (
+        f"data npz:mine.npz: the train split holds no samples of {lacking}; a model cannot learn a class it "
+        f"never trains on: add training samples of it, or leave it out and number the labels 0..K-1")
+
+
+def test_a_class_missing_from_a_held_out_split_gets_a_warning(tmp_path, capsys):
+    # A class of 2 images passes the split check; stratification puts both in train on any seed.
+    x, _ = make_images(n=357)
+    y = np.repeat([0, 1, 2], [178, 2, 177])
+    np.savez(tmp_path / "rare.npz", x=x / x.max(), y=y)
+    for seed in (0, 1):
+        data = check_loaded(load_npz(tmp_path / "rare.npz", seed=seed), "dataset 'npz'")
+        assert np.bincount(data.train[1])[1] == 2
+        assert capsys.readouterr().err.splitlines() == [
+            f"cnnx: warning: data npz:rare.npz: the {split} split holds no samples of class '1' (2 in train); "
+            f"the {split} metrics never see it: add samples of it" for split in ("val", "test")]
+    # No val split asked for: nothing to warn of.
+    check_loaded(load_npz(tmp_path / "rare.npz", val_fraction=0, test_fraction=0), "dataset 'npz'")
+    assert capsys.readouterr().err == ""
 
 
 def test_a_size_whose_arrays_cannot_fit_in_memory_is_refused_before_they_are_made():
