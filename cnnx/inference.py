@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnx.data.normalize import apply_normalization
+from cnnx.data.normalize import apply_normalization, other_scale
 from cnnx.engine.functional.softmax import sigmoid, softmax
 from cnnx.engine.model import Model, build_model
 from cnnx.errors import CheckpointError, DataError, UnknownComponentError
@@ -137,32 +137,25 @@ class Classifier:
         return x
 
     def outside_training_range(self, x: np.ndarray, source: str = "images") -> str | None:
-        """Why ``x`` looks like another pixel scale than the training images', else None.
-
-        Pixels beyond the training range by more than its own width (0–16 or 0–255 against
-        [0, 1]) mean a scale was missed; augmentation or noise stay well within that. So do
-        images whose whole span fits in a sliver (1/50) of the training width at its low end
-        ([0, 1] against 0–255): a dark or faint image still spans more, and a blank one (no
-        span at all) says nothing of its scale.
-        """
+        """Why ``x`` looks like another pixel scale than the training images' (as
+        ``normalize.other_scale`` judges it), else None."""
         trained = self.normalization.get("input_range")
         if not trained or not x.size:
             return None
         low, high = trained
-        margin = high - low if high > low else max(abs(low), 1.0)
         seen_low, seen_high = float(x.min()), float(x.max())
+        scale = other_scale((low, high), (seen_low, seen_high))
+        if scale is None:
+            return None
         spans = (f"{source}: pixels span [{seen_low:.4g}, {seen_high:.4g}], but this model was trained "
                  f"on pixels in [{low:.4g}, {high:.4g}]")
-        if not (low - margin <= seen_low and seen_high <= high + margin):
+        if scale == "larger":
             return (f"{spans}; predictions on another scale mean little (rescale the images as the "
                     f"training data was)")
-        sliver = (high - low) / 50
-        if high > low and 0 < seen_high - seen_low < sliver and seen_high < low + sliver:
-            hint = " (multiply [0, 1] images by 255 for a model trained on 0–255 pixels)" \
-                if seen_high <= 1 < high / 2 else ""
-            return (f"{spans}: they look like a smaller scale, and predictions on it mean little; "
-                    f"rescale the images as the training data was{hint}")
-        return None
+        hint = " (multiply [0, 1] images by 255 for a model trained on 0–255 pixels)" \
+            if seen_high <= 1 < high / 2 else ""
+        return (f"{spans}: they look like a smaller scale, and predictions on it mean little; "
+                f"rescale the images as the training data was{hint}")
 
     def predict_proba(self, images: Any, batch_size: int = 64, *, checked: bool = False) -> np.ndarray:
         """Class probabilities; ``checked``: ``images`` already came from ``check_images``."""

@@ -29,7 +29,9 @@ def write_inputs(folder: Path) -> dict[str, str]:
     nan[3, 0, 2, 2], inf[7, 0, 1, 5] = np.nan, -np.inf
     files = {
         "good": dict(x_train=xt, y_train=yt, x_val=xv, y_val=yv, x_test=xs, y_test=ys),
-        "labels12": dict(x_train=xt, y_train=yt + (yt == 9) * 2, x_val=xv, y_val=yv, x_test=xs, y_test=ys),
+        "labels12": dict(x_train=xt, y_train=np.arange(200) % 12, x_val=xv, y_val=np.arange(50) % 12, x_test=xs,
+                         y_test=np.arange(50) % 12),
+        "label_gaps": dict(x_train=xt, y_train=yt + (yt == 9) * 2, x_val=xv, y_val=yv, x_test=xs, y_test=ys),
         "nan": dict(x=nan, y=yt),
         "inf": dict(x=inf, y=yt),
         "empty": dict(x=np.zeros((0, 1, 8, 8), np.float32), y=np.zeros(0, np.int64)),
@@ -183,6 +185,9 @@ CASES = [
     ("one output for cross_entropy", ["dataset.path={two_classes}", "model.layers.fc2.out_features=1"],
      ["cross_entropy", "model.layers.fc2", "loss=bce"]),
     ("labels out of range", ["dataset.path={labels12}"], ["model.layers.fc2", "12 classes"]),
+    # 1-based labels, or a subset: "set out_features" to 12 would train outputs for no class.
+    ("labels with gaps", ["dataset.path={label_gaps}"],
+     ["label_gaps.npz", "labels are 0..9, 11", "class 10 without a sample", "0..K-1", "np.unique", "!out_features"]),
     ("nan in data", ["dataset.path={nan}"], ["nan.npz", "NaN"]),
     ("inf in data", ["dataset.path={inf}"], ["inf.npz", "infinite"]),
     ("empty dataset", ["dataset.path={empty}"], ["empty.npz", "empty"]),

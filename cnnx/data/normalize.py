@@ -84,6 +84,27 @@ def raw_range(x: np.ndarray, normalization: dict[str, Any]) -> list[float]:
     return [round(low, decimals) + 0.0, round(high, decimals) + 0.0]  # + 0.0: no -0.0
 
 
+def other_scale(trained: tuple[float, float], seen: tuple[float, float]) -> str | None:
+    """``"larger"`` or ``"smaller"`` when pixels spanning ``seen`` ([min, max]) look like
+    another scale than pixels spanning ``trained``, else None.
+
+    Pixels beyond the trained range by more than its own width (0–16 or 0–255 against [0, 1])
+    mean a scale was missed; augmentation or noise stay well within that. So do images whose
+    whole span fits in a sliver (1/50) of the trained width at its low end ([0, 1] against
+    0–255): a dark or faint image still spans more, and a blank one (no span at all) says
+    nothing of its scale.
+    """
+    low, high = trained
+    seen_low, seen_high = seen
+    margin = high - low if high > low else max(abs(low), 1.0)
+    if not (low - margin <= seen_low and seen_high <= high + margin):
+        return "larger"
+    sliver = (high - low) / 50
+    if high > low and 0 < seen_high - seen_low < sliver and seen_high < low + sliver:
+        return "smaller"
+    return None
+
+
 def normalize_splits(splits: Any, mode: str, owner: str = "dataset") -> dict[str, Any]:
     """Fit on the first (training) split's images, normalise every split in place, and return
     the fitted transform. ``splits`` are ``(x, y)`` pairs: train, then the held-out ones."""

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnx.cli import warn
 from cnnx.data.normalize import raw_range
 from cnnx.engine.options import check_range
 from cnnx.errors import ConfigError, DataError, DataSplitsError, flat_message
@@ -100,8 +101,9 @@ class DataSplits:
         if len(counts) <= _CLASSES_LISTED:
             per_class = ", ".join(f"{name} {n}" for name, n in counts.items())
         else:
+            # "name: count": class names are often numbers, and "0 (10)" read as class 0's count.
             fewest, most = min(counts, key=counts.get), max(counts, key=counts.get)
-            per_class = f"{counts[fewest]} ({fewest}) to {counts[most]} ({most})"
+            per_class = f"fewest class {fewest}: {counts[fewest]}, most class {most}: {counts[most]}"
         line = (f"data: {self.name}: {self.num_classes} classes, {sum(sizes.values())} images "
                 f"({', '.join(f'{k} {v}' for k, v in sizes.items())}); per class: {per_class}")
         if self.skipped:
@@ -122,6 +124,13 @@ class DataSplits:
             f"DataSplits(name={self.name!r}, {sizes}, input_shape={self.input_shape}, "
             f"num_classes={self.num_classes})"
         )
+
+
+def listed(names: Sequence[str], most: int = 6, total: int | None = None) -> str:
+    """``a, b, c`` or, past ``most`` names, ``a, b, c, d, e, f, … (40 in all)``: one line.
+    ``total`` counts what the names stand for where one name stands for several (``0..8``)."""
+    shown = ", ".join(names[:most])
+    return shown if len(names) <= most else f"{shown}, … ({total or len(names)} in all)"
 
 
 def _kinds(split: Any) -> str:
@@ -173,10 +182,12 @@ def stratified_indices(
         )
     # One RandomState consumed by both calls: the val split depends on the seed too, but is
     # not a copy of the test split's shuffle.
+    fractions = f"val_fraction={val_fraction} and test_fraction={test_fraction}"
+    _one_per_class(n, len(np.unique(y)), {"val": (val_fraction, n_val), "test": (test_fraction, n_test)},
+                   source, fractions)
     random_state = np.random.RandomState(seed)
     empty = np.empty(0, dtype=np.int64)
     index = np.arange(n)
-    fractions = f"val_fraction={val_fraction} and test_fraction={test_fraction}"
     rest, test, train, val = index, empty, index, empty
     needed = _needed_per_class(n_test / n, n_val > 0)
     try:
@@ -197,6 +208,33 @@ def stratified_indices(
             f"{fractions}: {flat_message(exc)}"
         ) from None
     return train, val, test
+
+
+def _one_per_class(n: int, classes: int, held_out: dict[str, tuple[float, int]], source: str,
+                   fractions: str) -> None:
+    """A stratified split needs a sample of every class on both sides. sklearn says so as
+    "The test_size = 2 should be greater or equal to the number of classes = 3" whichever
+    split is short, the val split included: this names the split and its own fraction key."""
+    short = {name: (fraction, size) for name, (fraction, size) in held_out.items() if 0 < size < classes}
+    if short:
+        given = " and ".join(f"a {name} split of {size} ({name}_fraction={fraction})"
+                             for name, (fraction, size) in short.items())
+        # The smallest fraction, in hundredths, whose split holds `classes` samples.
+        least = math.ceil(100 * classes / n) / 100
+        keys = " and ".join(f"{name}_fraction" for name in short)
+        left = n - sum(math.ceil((least if name in short else fraction) * n)
+                       for name, (fraction, _) in held_out.items())
+        remedy = f"set {keys} to at least {least} or to 0" if left >= classes else f"set {keys} to 0, or add samples"
+        raise DataError(
+            f"{source}: {n} samples give {given}, fewer than the {classes} classes; a stratified split "
+            f"needs a sample of each class: {remedy}"
+        )
+    train = n - sum(size for _, size in held_out.values())
+    if train < classes:
+        raise DataError(
+            f"{source}: {fractions} leave {train} of {n} samples for the train split, fewer than the "
+            f"{classes} classes; a stratified split needs a sample of each class: set the fractions lower"
+        )
 
 
 def _needed_per_class(test_share: float, val_split: bool) -> int:
@@ -272,4 +310,34 @@ def check_loaded(data: Any, label: str) -> DataSplits:
                 f"{label} returned {split} labels {y.min()}..{y.max()} for {data.num_classes} "
                 f"classes {data.classes}; expected labels in [0, {data.num_classes})"
             )
+    _check_classes_in_splits(data)
     return data
+
+
+def _check_classes_in_splits(data: DataSplits) -> None:
+    """Refuse a class the train split lacks, and warn of one a held-out split lacks: the data
+    line sums the three splits, so it cannot show either. A class missing from training gets
+    an output that learns nothing; one missing from val or test is never scored there (a class
+    of 2 samples, which any draw can split, lands wholly in train)."""
+    counts = {split: np.bincount(getattr(data, split)[1], minlength=data.num_classes)
+              for split in ("train", "val", "test")}
+
+    def names(missing: np.ndarray) -> str:
+        return f"class{'es' if len(missing) > 1 else ''} {listed([repr(data.classes[i]) for i in missing])}"
+
+    unseen = np.flatnonzero(counts["train"] == 0)
+    if len(unseen):
+        held = [f"{int(counts[split][unseen].sum())} in {split}" for split in ("val", "test")
+                if counts[split][unseen].sum()]
+        raise DataError(
+            f"data {data.name}: the train split holds no samples of {names(unseen)} "
+            f"({', '.join(held) if held else 'nor does val or test'}); a model cannot learn a class it never "
+            f"trains on: add training samples of it, or leave it out and number the labels 0..K-1"
+        )
+    for split in ("val", "test"):
+        missing = np.flatnonzero(counts[split] == 0)
+        if counts[split].sum() and len(missing):
+            them = "it" if len(missing) == 1 else "them"
+            warn(f"data {data.name}: the {split} split holds no samples of {names(missing)} "
+                 f"({int(counts['train'][missing].sum())} in train); the {split} metrics never see {them}: "
+                 f"add samples of {them}")

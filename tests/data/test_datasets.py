@@ -8,7 +8,7 @@ import pytest
 from cnnx.data.digits import load_digits
 from cnnx.data.npz import load_npz
 from cnnx.data.resize import bilinear_matrix, resize_bilinear
-from cnnx.data.splits import DataSplits, stratified_indices, stratified_split
+from cnnx.data.splits import DataSplits, check_loaded, stratified_indices, stratified_split
 from cnnx.data.synthetic import PATTERNS, load_synthetic
 from cnnx.data.validation import check_dataset
 from cnnx.errors import ConfigError, DataError
@@ -258,7 +258,10 @@ def test_synthetic_config_errors(kwargs, fragment):
 
 
 def test_synthetic_too_small_to_stratify():
-    with pytest.raises(DataError, match="cannot split 10 samples of 4 classes"):
+    # Raising both fractions until each split holds 4 would leave 2 training samples.
+    with pytest.raises(DataError, match=r"10 samples give a val split of 1 \(val_fraction=0.1\) and a test split "
+                                        r"of 2 \(test_fraction=0.2\), fewer than the 4 classes; .*: set "
+                                        r"val_fraction and test_fraction to 0, or add samples$"):
         load_synthetic(num_samples=10, num_classes=4)
 
 
@@ -308,6 +311,26 @@ def test_a_class_too_small_to_split_is_named_with_what_it_needs(count, val, test
     y = np.array([0] * 20 + [1] * 20 + [2] * needed)
     stratified_indices(y, val, test, seed=0, classes=["cat", "dog", "rare"])  # enough, whatever the seed
     stratified_indices(y, val, test, seed=1, classes=["cat", "dog", "rare"])
+
+
+@pytest.mark.parametrize(("n", "val", "test", "message"), [
+    # ceil(0.1 · 12) = 2 val samples for 3 classes; the test split's 3 are enough. sklearn's
+    # "The test_size = 2 should be greater or equal to the number of classes = 3" blamed the test.
+    (12, 0.1, 0.2, "12 samples give a val split of 2 (val_fraction=0.1), fewer than the 3 classes; a stratified "
+                   "split needs a sample of each class: set val_fraction to at least 0.25 or to 0"),
+    (12, 0.0, 0.1, "12 samples give a test split of 2 (test_fraction=0.1), fewer than the 3 classes; a "
+                   "stratified split needs a sample of each class: set test_fraction to at least 0.25 or to 0"),
+    (24, 0.05, 0.05, "24 samples give a val split of 2 (val_fraction=0.05) and a test split of 2 "
+                     "(test_fraction=0.05), fewer than the 3 classes; a stratified split needs a sample of each "
+                     "class: set val_fraction and test_fraction to at least 0.13 or to 0"),
+    (6, 0.0, 0.6, "val_fraction=0.0 and test_fraction=0.6 leave 2 of 6 samples for the train split, fewer than "
+                  "the 3 classes; a stratified split needs a sample of each class: set the fractions lower"),
+])
+def test_a_split_smaller_than_the_class_count_is_named_with_its_own_key(n, val, test, message):
+    y = np.arange(n) % 3
+    with pytest.raises(DataError) as info:
+        stratified_indices(y, val, test, seed=0, source="dataset toy")
+    assert str(info.value) == f"dataset toy: {message}"
 
 
 def test_data_splits_rejects_inconsistent_shapes():
@@ -461,6 +484,56 @@ def test_npz_with_its_own_splits(tmp_path):
     np.testing.assert_array_equal(d.val[1], y[60:70])
 
 
+@pytest.mark.parametrize(("pixels", "warned"), [
+    (np.uint8, "x holds uint8 pixels (up to 255)"),
+    # What np.asarray(image, np.float32) gives: it trained to a collapse without a word.
+    (np.float32, "x holds float32 pixels (up to 255)"),
+])
+def test_npz_pixels_of_0_to_255_get_a_warning_whatever_their_dtype(tmp_path, capsys, pixels, warned):
+    x, y = make_images(n=40)
+    np.savez(tmp_path / "p.npz", x=(x / x.max() * 255).round().astype(pixels), y=y)
+    load_npz(tmp_path / "p.npz")
+    err = capsys.readouterr().err
+    assert err == (f"cnnx: warning: npz file '{tmp_path / 'p.npz'}': {warned}, used as they are with "
+                   f"dataset.normalize=none; set dataset.normalize=unit to scale them to [0, 1] (or standard)\n")
+    load_npz(tmp_path / "p.npz", normalize="unit")
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("pixels", [
+    lambda x: x / x.max() * 1.05,  # [0, 1] resampled, with overshoot
+    lambda x: (x - x.mean()) / x.std(),  # already standardised
+])
+def test_npz_float_pixels_on_a_unit_scale_get_no_warning(tmp_path, capsys, pixels):
+    x, y = make_images(n=40)
+    np.savez(tmp_path / "p.npz", x=pixels(x).astype(np.float32), y=y)
+    load_npz(tmp_path / "p.npz")
+    assert capsys.readouterr().err == ""
+
+
+def test_npz_held_out_splits_on_another_scale_than_training_get_a_warning(tmp_path, capsys):
+    x, y = make_images(n=90)
+    unit = (x / x.max()).astype(np.float32)
+    bytes_ = (unit * 255).round().astype(np.uint8)
+    np.savez(tmp_path / "t.npz", x_train=unit[:60], y_train=y[:60], x_test=bytes_[60:], y_test=y[60:])
+    load_npz(tmp_path / "t.npz", normalize="standard")
+    assert capsys.readouterr().err == (
+        f"cnnx: warning: npz file '{tmp_path / 't.npz'}': x_test spans [{bytes_[60:].min()}, {bytes_[60:].max()}], "
+        f"but x_train spans [{unit[:60].min():.4g}, {unit[:60].max():.4g}]; a split on another scale than training "
+        f"is scored on inputs the model never saw: save every split on the same scale\n")
+    # The other way round: a [0, 1] val split beside 0–255 training images; the training
+    # images' own scale gets its warning (normalize=none), the val split's its own.
+    np.savez(tmp_path / "v.npz", x_train=bytes_[:60], y_train=y[:60], x_val=unit[60:70], y_val=y[60:70],
+             x_test=bytes_[70:], y_test=y[70:])
+    load_npz(tmp_path / "v.npz")
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and "x_train holds uint8 pixels" in lines[0], lines
+    assert ": x_val spans [" in lines[1] and "but x_train spans [" in lines[1], lines
+    np.savez(tmp_path / "same.npz", x_train=unit[:60], y_train=y[:60], x_test=unit[60:], y_test=y[60:])
+    load_npz(tmp_path / "same.npz")
+    assert capsys.readouterr().err == ""
+
+
 def write_npz(tmp_path, **arrays):
     path = tmp_path / "bad.npz"
     np.savez(path, **arrays)
@@ -494,7 +567,18 @@ NPZ_ERRORS = [
     ),
     (lambda p: write_npz(p, x=X * np.inf, y=Y), "NaN or infinite"),
     (lambda p: write_npz(p, x=X, y=Y + 0.5), "non-integer labels such as 0.5"),
-    (lambda p: write_npz(p, x=X, y=Y.astype(str)), "y has dtype <U"),
+    (lambda p: write_npz(p, x=X, y=np.array([f"c{v}" for v in Y])),
+     "array 'y' holds strings such as 'c0'; expected integer class indices 0..K-1: names, y = "
+     "np.unique(y, return_inverse=True), then save y=y and classes=names.astype(str)"),
+    # Labels that are not 0..K-1 trained outputs for classes that do not exist.
+    (lambda p: write_npz(p, x=X, y=Y + 1), "labels are 1..3, which leaves class 0 without a sample; labels must "
+                                           "be 0..K-1: names, y = np.unique(y, return_inverse=True)"),
+    (lambda p: write_npz(p, x=X, y=np.where(Y == 0, 3, 7)), "labels are 3, 7, which leaves classes 0..2, 4..6 "
+                                                             "without a sample; labels must be 0..K-1"),
+    (lambda p: write_npz(p, x_train=X, y_train=Y * 2, x_test=X, y_test=Y * 2),
+     "labels are 0, 2, 4, which leaves classes 1, 3 without a sample; labels must be 0..K-1: names, y = "
+     "np.unique(y, return_inverse=True), then save y=y and classes=names.astype(str) (over every split's labels "
+     "at once)"),
     (lambda p: write_npz(p, x=X, y=np.zeros(60, int)), "single class"),
     (lambda p: write_npz(p, x=X[:0], y=Y[:0]), "x is empty"),
     (lambda p: write_npz(p, x=X, y=np.array([object()] * 60)), "need pickle"),
@@ -568,7 +652,47 @@ def test_data_splits_describe_and_params_for_any_dataset():
     many = DataSplits(split([*range(12), 5, 5, 5]), split([]), split([]), [f"c{i}" for i in range(12)],
                       (1, 2, 2), "synthetic", skipped=["x.bmp: not read"])
     assert many.describe() == ("data: synthetic: 12 classes, 15 images (train 15, val 0, test 0); "
-                               "per class: 1 (c0) to 4 (c5); skipped 1 file (e.g. x.bmp: not read)")
+                               "per class: fewest class c0: 1, most class c5: 4; skipped 1 file (e.g. x.bmp: not read)")
+    # Numbered classes: "0 (10) to 40 (0)" read as "class 0 has 10".
+    numbered = DataSplits(split([0] * 40 + [*range(1, 10)] * 10 + [11]), split([]), split([]),
+                          [str(i) for i in range(12)], (1, 2, 2), "npz:twelve.npz")
+    assert numbered.describe().endswith("per class: fewest class 10: 0, most class 0: 40")
+
+
+def _labelled(labels):
+    y = np.asarray(labels, dtype=np.int64)
+    return np.zeros((len(y), 1, 2, 2), np.float32), y
+
+
+@pytest.mark.parametrize(("classes", "test", "lacking"), [
+    # Only in the file's own test split: it was trained on 9 classes and scored on 10.
+    (["0", "1", "2"], [0, 1, 2, 2], "class '2' (2 in test)"),
+    # Named by a classes array, with no sample anywhere.
+    (["cat", "dog", "emu", "yak"], [0, 1], "classes 'emu', 'yak' (nor does val or test)"),
+])
+def test_a_class_missing_from_the_train_split_is_refused(classes, test, lacking):
+    data = DataSplits(_labelled([0, 0, 1, 1]), _labelled([]), _labelled(test), classes, (1, 2, 2), "npz:mine.npz")
+    with pytest.raises(DataError) as info:
+        check_loaded(data, "dataset 'npz'")
+    assert str(info.value) == (
+        f"data npz:mine.npz: the train split holds no samples of {lacking}; a model cannot learn a class it "
+        f"never trains on: add training samples of it, or leave it out and number the labels 0..K-1")
+
+
+def test_a_class_missing_from_a_held_out_split_gets_a_warning(tmp_path, capsys):
+    # A class of 2 images passes the split check; stratification puts both in train on any seed.
+    x, _ = make_images(n=357)
+    y = np.repeat([0, 1, 2], [178, 2, 177])
+    np.savez(tmp_path / "rare.npz", x=x / x.max(), y=y)
+    for seed in (0, 1):
+        data = check_loaded(load_npz(tmp_path / "rare.npz", seed=seed), "dataset 'npz'")
+        assert np.bincount(data.train[1])[1] == 2
+        assert capsys.readouterr().err.splitlines() == [
+            f"cnnx: warning: data npz:rare.npz: the {split} split holds no samples of class '1' (2 in train); "
+            f"the {split} metrics never see it: add samples of it" for split in ("val", "test")]
+    # No val split asked for: nothing to warn of.
+    check_loaded(load_npz(tmp_path / "rare.npz", val_fraction=0, test_fraction=0), "dataset 'npz'")
+    assert capsys.readouterr().err == ""
 
 
 def test_a_size_whose_arrays_cannot_fit_in_memory_is_refused_before_they_are_made():

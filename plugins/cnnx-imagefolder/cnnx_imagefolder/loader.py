@@ -5,7 +5,11 @@
       cat/ 001.png 002.jpg …
       dog/ …
 
-Classes are the sub-folder names in sorted order (label 0 is the first). Every image is
+Classes are the sub-folder names in sorted order (label 0 is the first). A class folder is
+read recursively, as torchvision's ``ImageFolder`` and Keras' ``image_dataset_from_directory``
+read it: images in its sub-folders belong to its class. So a root holding split folders
+(``train/``, ``test/``, each with class folders) would train a classifier of splits: class
+folders named like splits get a warning that says which folder to give. Every image is
 decoded by ``cnnx.data.image_files.read_image`` (re-exported here): converted to grayscale or
 RGB, resized to ``size`` (bilinear, with Pillow's antialiasing when shrinking) and scaled to
 [0, 1] whatever its bit depth (8-bit / 255, 16-bit / 65535); the splits are stratified and
@@ -24,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnx.cli import warn
 from cnnx.data.image_files import EXTENSIONS, check_color_mode, prepare_image, preparation, read_image
 from cnnx.data.memory import check_fits_in_memory
 from cnnx.data.normalize import check_mode, normalize_splits
@@ -36,6 +41,8 @@ from cnnx_imagefolder import cache as image_cache
 __all__ = ["load_imagefolder", "read_image"]
 
 OWNER = "dataset imagefolder"
+#: Folder names of the ``root/train/<class>/…`` layout that datasets are often downloaded in.
+SPLIT_NAMES = ("train", "training", "val", "valid", "validation", "test", "testing")
 
 
 def load_imagefolder(
@@ -124,6 +131,12 @@ def _scan(root: Path) -> tuple[list[str], list[Path], list[int], list[str]]:
             f"{OWNER}: root '{root}' has no class sub-folders; expected one sub-folder per "
             f"class holding {'/'.join(EXTENSIONS)} images (e.g. '{root}/cat/001.png')"
         )
+    split_like = [p.name for p in class_dirs if p.name.lower() in SPLIT_NAMES]
+    if split_like:
+        trained = next((name for name in split_like if name.lower().startswith("train")), split_like[0])
+        warn(f"{OWNER}: root '{root}' has class folders named like splits ({', '.join(split_like)}); class "
+             f"folders are read recursively, so the splits would be trained on as classes: point dataset.root "
+             f"at one split's folder, e.g. dataset.root={root / trained}")
     files: list[Path] = []
     labels: list[int] = []
     skipped = [f"{p.name}: not in a class folder" for p in sorted(root.iterdir()) if p.is_file() and _visible(p)]

@@ -113,6 +113,22 @@ def test_empty_folder_single_class_and_empty_class_are_named(tmp_path):
         load(root, tmp_path)
 
 
+def test_class_folders_named_like_splits_get_a_warning_naming_the_folder_to_give(tmp_path, capsys):
+    """root/train/<class>/…, root/test/<class>/… given as root trained a "train vs test"
+    classifier without a word: class folders are read recursively."""
+    root = tmp_path / "downloaded"
+    write_folder(root / "train")
+    write_folder(root / "test")
+    data = load(root, tmp_path)
+    assert data.classes == ["test", "train"] and sum(data.sizes().values()) == 48
+    assert capsys.readouterr().err == (
+        f"cnnx: warning: dataset imagefolder: root '{root.resolve()}' has class folders named like splits (test, "
+        f"train); class folders are read recursively, so the splits would be trained on as classes: point "
+        f"dataset.root at one split's folder, e.g. dataset.root={root.resolve() / 'train'}\n")
+    assert load(root / "train", tmp_path).classes == ["circle", "square", "triangle"]
+    assert capsys.readouterr().err == ""
+
+
 def test_unreadable_image_is_named(tmp_path):
     root = write_folder(tmp_path / "images")
     bad = root / "square" / "broken.png"
