@@ -144,6 +144,23 @@ def _swept_option_problem(config: DictConfig, parsed: list) -> str | None:
     return None
 
 
+def _swept_added_key_problem(config: DictConfig, parsed: list) -> str | None:
+    """A key the sweep adds that no job's config takes (``+trainer.foo=1,2``): unknown whatever
+    its value, it failed every job, after the parent run existed. A fixed one is refused with
+    the other settings the jobs share; a swept one is not in the config the sweep composes."""
+    from cnnx.config_schema import added_key_problem
+
+    for override in parsed:
+        key = override.key_or_group
+        if override.is_sweep_override() and (override.is_add() or override.is_force_add()) and "." in key:
+            probe = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
+            OmegaConf.update(probe, key, None, force_add=True)
+            problem = added_key_problem(probe)
+            if problem is not None and f" {key} " in problem:
+                return problem
+    return None
+
+
 def _job_settings_problem(config: DictConfig) -> str | None:
     """What every job would refuse, each after the sweep's parent run exists, leaving a FAILED
     child per job: the jobs' own checks (``cnnx.app.check_settings``) on the settings they share,
@@ -179,7 +196,8 @@ def sweep_settings_problem(config: DictConfig) -> str | None:
             # is chosen with a slash.
             return (f"hydra.{group}={chosen} sets hydra.{group} to a string; choose a {group} "
                     f"with hydra/{group}={chosen} (a slash: it is a config group)")
-    problem = _swept_option_problem(config, _parsed(list(config.hydra.overrides.task)))
+    parsed = _parsed(list(config.hydra.overrides.task))
+    problem = _swept_option_problem(config, parsed) or _swept_added_key_problem(config, parsed)
     if problem is not None:
         return problem
     if "trainer.monitor" in _swept(config):

@@ -594,6 +594,10 @@ PRE_SWEEP_MISTAKES = [
      "train_loss"),
     (["+sweep.resum=true"], "unknown config key sweep.resum (added with +sweep.resum); accepted keys here: resume, "
                             "fork_workers"),
+    # unknown whatever its value: every job failed on it
+    (["+trainer.foo=1,2"], "unknown config key trainer.foo (added with +trainer.foo); accepted keys here: epochs, "
+                           "batch_size, eval_batch_size, monitor, progress, augment, early_stopping, checkpoint, resume, "
+                           "on_nonfinite, grad_clip_norm, blas_threads"),
     (["+sed=3"], "unknown config key sed (added with +sed=3): nothing refers to it as ${sed}; did you mean seed=3?"),
     (["+hparams=lenet_optuna", "trainer.monitor=val_loss", "hydra.sweeper.direction=maximize"],
      "hydra.sweeper.direction=maximize contradicts trainer.monitor=val_loss: a sweep's best run is the one of lowest "
