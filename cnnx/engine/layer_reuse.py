@@ -35,10 +35,11 @@ def build_keeping_weights(layer: Module, input_shape: Shape, rng: np.random.Gene
         if needed != held or list(layer.modules()) != modules:
             changes = [f"{name} {held.get(name, ('none',))[0]} → {needed.get(name, ('none',))[0]}"
                        for name in dict.fromkeys([*held, *needed]) if held.get(name) != needed.get(name)]
+            misfit = (f"its weights do not fit {tuple(input_shape)} ({', '.join(changes)})" if changes else
+                      f"at {tuple(input_shape)} it would need other sub-layers than those holding its weights")
             raise ShapeError(
-                f"it was built for input {old_input}, and its weights do not fit {tuple(input_shape)} "
-                f"({', '.join(changes) or 'other sub-layers'}); a built layer keeps its weights, so it only goes "
-                f"where they fit: use a new layer here"
+                f"it was built for input {old_input}, and {misfit}; a built layer keeps its weights, so it only "
+                f"goes where they fit: use a new layer here"
             )
     for module, before in zip(modules, saved):
         # The same Parameter objects (an optimizer of the trained model keeps updating them) and

@@ -127,3 +127,15 @@ def test_a_pytorch_style_layer_keeps_the_parameter_it_holds_as_an_attribute():
     gain = scale.gain
     Model({"scale": scale}, (2, 6, 6))
     assert scale.gain is gain and scale.params["gain"] is gain
+
+
+def test_a_downsampling_block_keeps_its_weights_at_another_image_size():
+    """Its projection shortcut was made anew at every build: the block was refused, its weights
+    said not to fit, though every one of them did."""
+    block = Residual({"conv": {"type": "conv2d", "out_channels": 4, "kernel_size": 3, "stride": 2, "padding": 1}})
+    small = Model({"block": block, "flatten": Flatten(), "out": Dense(3)}, (2, 8, 8))
+    state = {k: v.copy() for k, v in small.state_dict().items() if k.startswith("block.")}
+    larger = Model({"block": block, "flatten": Flatten(), "out": Dense(3)}, (2, 16, 16), rng=np.random.default_rng(7))
+    for key, value in state.items():
+        np.testing.assert_array_equal(larger.state_dict()[key], value, err_msg=key)
+    assert larger.forward(np.ones((1, 2, 16, 16), np.float32)).shape == (1, 3)

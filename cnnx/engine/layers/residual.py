@@ -67,8 +67,14 @@ class Residual(Module):
                 raise ShapeError(
                     f"no 1×1 strided projection maps input {input_shape} onto body output {out_shape}"
                 )
-            self.shortcut = Conv2D(out_c, 1, stride=(stride_h, stride_w), bias=False)
+            stride = (stride_h, stride_w)
+            # The same projection at another image size stays the same layer: a block reused
+            # there keeps its weights (``cnnx.engine.layer_reuse``).
+            if self.shortcut is None or (self.shortcut.out_channels, self.shortcut.stride) != (out_c, stride):
+                self.shortcut = Conv2D(out_c, 1, stride=stride, bias=False)
             self.shortcut.build(input_shape, rng)
+        else:
+            self.shortcut = None
         return out_shape
 
     def forward(self, x: np.ndarray, training: bool | None = True) -> np.ndarray:
