@@ -240,40 +240,54 @@ def image_for_model(path: Path, classifier: Classifier) -> np.ndarray:
 BYTE_PIXELS_ABOVE = 128
 
 
-def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """The archive's images and, when it holds them (array ``y``, as ``dataset=npz`` reads),
-    their labels."""
+def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """The archive's images and, when it holds them (arrays ``y`` and ``classes``, as
+    ``dataset=npz`` reads them), their labels and the names of those."""
     try:
         with np.load(path, allow_pickle=False) as archive:
             keys = archive.files
             key = "x" if "x" in keys else (keys[0] if len(keys) == 1 else None)
             images = None if key is None else archive[key]
             labels = archive["y"] if key == "x" and "y" in keys else None
+            names = archive["classes"] if labels is not None and "classes" in keys else None
     except NPZ_READ_ERRORS as exc:
         raise DataError(f"images '{path}': not a readable .npz archive ({load_failure(path, exc)})") from None
     if images is None:
         raise DataError(f"images '{path}': holds arrays {', '.join(keys)}; expected 'x' "
                         f"(N, C, H, W) or a single array")
-    return images, labels
+    return images, labels, names
 
 
 #: The label of an image whose file holds none.
 UNLABELLED = -1
 
 
-def labels_for(labels: np.ndarray | None, count: int, classes: Sequence[str], path: Path) -> np.ndarray:
-    """``labels`` as class indices, one per image; UNLABELLED where there are none, or (with a
-    warning) when they do not fit the images or the model's classes."""
+def labels_for(labels: np.ndarray | None, names: np.ndarray | None, count: int, classes: Sequence[str],
+               path: Path) -> np.ndarray:
+    """``labels`` as the model's class indices, one per image (through the archive's own class
+    ``names`` when it has them: it may number the classes otherwise); UNLABELLED where there are
+    none, or (with a warning) when they do not fit the images or the model's classes."""
     unlabelled = np.full(count, UNLABELLED)
     if labels is None:
         return unlabelled
     labels = np.asarray(labels)
-    if labels.shape != (count,) or labels.dtype.kind not in "iu" or not len(labels) \
-            or labels.min() < 0 or labels.max() >= len(classes):
-        warn(f"labels 'y' in '{path}' are not {count} class indices in [0, {len(classes)}) "
+    named = [str(n) for n in names.tolist()] if names is not None and names.ndim == 1 else None
+    span = len(named) if named is not None else len(classes)
+    # Whole-number floats count, as the training loader takes them.
+    integral = labels.dtype.kind in "iu" or (labels.dtype.kind == "f" and bool(np.all(np.mod(labels, 1) == 0)))
+    if labels.shape != (count,) or not integral or not len(labels) or labels.min() < 0 or labels.max() >= span:
+        warn(f"labels 'y' in '{path}' are not {count} class indices in [0, {span}) "
              f"(shape {labels.shape}, dtype {labels.dtype}); no accuracy for them")
         return unlabelled
-    return labels.astype(np.intp)
+    labels = labels.astype(np.intp)
+    if named is None:
+        return labels
+    unknown = [name for name in named if name not in classes]
+    if unknown:
+        warn(f"classes in '{path}' include {', '.join(map(repr, unknown[:3]))}, which the model does not know "
+             f"(its classes: {', '.join(classes)}); no accuracy for them")
+        return unlabelled
+    return np.array([list(classes).index(name) for name in named], np.intp)[labels]
 
 
 def accuracy_line(labels: np.ndarray, probabilities: np.ndarray) -> str | None:
@@ -330,11 +344,12 @@ def read_file(path: Path, shown: str, classifier: Classifier) -> tuple[list[str]
     """``(row names, images, labels)`` of one file; ``shown``: how the rows name it."""
     suffix = path.suffix.lower()
     if suffix == ".npz":
-        images, labels = read_npz(path)
+        images, labels, names = read_npz(path)
         x = classifier.check_images(images, f"images in '{path}'")
         if not len(x):
             raise DataError(f"images in '{path}': the archive holds no images (shape {x.shape})")
-        return [f"{shown}[{i}]" for i in range(len(x))], x, labels_for(labels, len(x), classifier.classes, path)
+        return [f"{shown}[{i}]" for i in range(len(x))], x, labels_for(labels, names, len(x), classifier.classes,
+                                                                          path)
     if suffix in IMAGE_SUFFIXES:
         image = image_for_model(path, classifier)
         return [shown], classifier.check_images(image[None], f"image '{path}'"), np.full(1, UNLABELLED)

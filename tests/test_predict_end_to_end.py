@@ -455,3 +455,8 @@ def test_an_archive_with_labels_gets_the_accuracy_on_them(tmp_path):
     assert odd.returncode == 0 and odd.stderr.strip() == (
         f"cnnx: warning: labels 'y' in '{tmp_path / 'odd.npz'}' are not 3 class indices in [0, 2) (shape (2,), "
         f"dtype int64); no accuracy for them")
+    # labels saved as floats (the training loader takes them), and an archive numbering its classes otherwise
+    np.savez(tmp_path / "floats.npz", x=x[:10], y=y[:10].astype(np.float32))
+    assert predict(tmp_path, "--weights", checkpoint, tmp_path / "floats.npz").stderr == result.stderr
+    np.savez(tmp_path / "renumbered.npz", x=x[:10], y=1 - y[:10], classes=np.array(["1", "0"]))
+    assert predict(tmp_path, "--weights", checkpoint, tmp_path / "renumbered.npz").stderr == result.stderr

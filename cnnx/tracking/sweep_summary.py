@@ -125,7 +125,19 @@ def last_epoch_note(client, run_id: str, run_name: str, metric: str) -> str | No
         return None
     return (f"cnnx: note: {run_name!r} ranks by its epoch {best.step} ({metric}={best.value:.4f}), but its logged "
             f"model and test figures are its last epoch's (epoch {last.step}, {metric}={last.value:.4f}); "
-            f"trainer.early_stopping.enabled=true hands back the best epoch's weights")
+            f"{_best_weights_advice(run.data.params)}")
+
+
+def _best_weights_advice(params: Mapping[str, str]) -> str:
+    """How the run would have handed back its best epoch's weights, given its early stopping."""
+    key = "trainer.early_stopping."
+    if params.get(key + "enabled") != "True":
+        return f"{key}enabled=true hands back the best epoch's weights when it stops a run"
+    if params.get(key + "restore_best") != "True":
+        return f"{key}restore_best=true hands back the best epoch's weights when early stopping stops a run"
+    patience = params.get(key + "patience", "?")
+    return (f"early stopping hands them back only when it stops the run, after {patience} epochs without "
+            f"improvement ({key}patience)")
 
 
 def overrides_tag(overrides: list[str]) -> dict[str, str]:

@@ -593,14 +593,25 @@ def test_a_best_child_that_collapsed_after_its_best_epoch_is_noted(client):
     (0.099 on the digits), and nothing said so."""
     from cnnx.tracking.sweep_summary import last_epoch_note
 
+    stopping = "trainer.early_stopping."
+    collapsed = {"val_acc": [0.5, 0.89, 0.3, 0.1]}
     parent, ids = make_sweep(client, [
-        ({"optimizer.lr": 0.1}, {"val_acc": [0.5, 0.89, 0.3, 0.1]}, "FINISHED"),
+        ({"optimizer.lr": 0.1, stopping + "enabled": False}, collapsed, "FINISHED"),
         ({"optimizer.lr": 0.01}, {"val_acc": [0.5, 0.88, 0.87]}, "FINISHED"),
+        # early stopping on, but the run ended within its patience; or on, without restoring
+        ({stopping + "enabled": True, stopping + "restore_best": True, stopping + "patience": 5}, collapsed, "FINISHED"),
+        ({stopping + "enabled": True, stopping + "restore_best": False}, collapsed, "FINISHED"),
     ])
+    peak = ("ranks by its epoch 2 (val_acc=0.8900), but its logged model and test figures are its last epoch's "
+            "(epoch 4, val_acc=0.1000); ")
     assert last_epoch_note(client, ids[0], "lr=0.1", "val_acc") == (
-        "cnnx: note: 'lr=0.1' ranks by its epoch 2 (val_acc=0.8900), but its logged model and test figures are its "
-        "last epoch's (epoch 4, val_acc=0.1000); trainer.early_stopping.enabled=true hands back the best epoch's "
-        "weights")
+        f"cnnx: note: 'lr=0.1' {peak}trainer.early_stopping.enabled=true hands back the best epoch's weights when it "
+        "stops a run")
     assert last_epoch_note(client, ids[1], "lr=0.01", "val_acc") is None
+    assert last_epoch_note(client, ids[2], "a", "val_acc") == (
+        f"cnnx: note: 'a' {peak}early stopping hands them back only when it stops the run, after 5 epochs without "
+        "improvement (trainer.early_stopping.patience)")
+    assert last_epoch_note(client, ids[3], "b", "val_acc").endswith(
+        "trainer.early_stopping.restore_best=true hands back the best epoch's weights when early stopping stops a run")
     client.set_tag(ids[0], "cnnx.early_stopping.restored_best", "true")
     assert last_epoch_note(client, ids[0], "lr=0.1", "val_acc") is None
