@@ -188,7 +188,7 @@ def short_overrides(overrides: list[str], keep_presets: bool = False, swept: Col
             continue
         kept.append((key, value))
     names = _short_keys([key for key, _ in kept])
-    return [f"{names[key]}={_short_number(value)}" for key, value in kept]
+    return [f"{names[key]}={_short_value(value)}" for key, value in kept]
 
 
 def _short_keys(keys: list[str]) -> dict[str, str]:
@@ -196,7 +196,8 @@ def _short_keys(keys: list[str]) -> dict[str, str]:
     key shares it: ``trainer.early_stopping.enabled`` and ``trainer.checkpoint.enabled`` →
     ``early_stopping.enabled``, ``checkpoint.enabled``."""
     paths = {key: key.split(".") for key in keys}
-    length = {key: min(len(parts), 2 if parts[0] == "model" else 1) for key, parts in paths.items()}
+    length = {key: min(len(parts), 2 if parts[0] == "model" or parts[-1] in _VAGUE_NAMES else 1)
+              for key, parts in paths.items()}
     while True:
         owners: dict[str, set[str]] = {}
         for key, parts in paths.items():
@@ -209,9 +210,16 @@ def _short_keys(keys: list[str]) -> dict[str, str]:
             length[key] += 1
 
 
-def _short_number(value: str) -> str:
-    """``0.033175532177089365`` (a float Optuna drew, printed in full) → ``0.03318``; a value
-    as short as people type stays as it is."""
+#: Last parts that say nothing alone: ``enabled=false`` does not say what it turns off.
+_VAGUE_NAMES = {"enabled", "type", "name", "mode", "dir", "path"}
+
+
+def _short_value(value: str) -> str:
+    """``0.033175532177089365`` (a float Optuna drew, printed in full) → ``0.03318``; Hydra's
+    ``False`` as typed, ``false`` (a parent names its command as typed, a job as Hydra rendered
+    it); a value as short as people type stays as it is."""
+    if value in ("True", "False"):
+        return value.lower()
     if len(value) <= 10 or "." not in value:
         return value
     try:

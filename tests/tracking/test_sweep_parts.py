@@ -361,6 +361,9 @@ def test_run_names_tell_keys_with_the_same_last_part_apart():
     # a sweep's parent and its jobs: the same keys, the same names
     assert short_overrides(["+experiment=lenet", "seed=0,1", "dataset.seed=2"], keep_presets=True) == [
         "experiment=lenet", "seed=0,1", "dataset.seed=2"]
+    # a last part that says nothing alone keeps its section; Hydra's False reads as typed
+    assert short_overrides(["trainer.checkpoint.enabled=False", "dataset.type=npz"]) == [
+        "checkpoint.enabled=false", "dataset.type=npz"]
 
 
 def test_a_sweeps_jobs_log_into_its_parents_experiment_whatever_their_preset_names():
