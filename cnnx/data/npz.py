@@ -132,9 +132,12 @@ def _read(archive, key: str, source: str) -> np.ndarray:
         return archive[key]
     except ValueError as exc:
         if "pickle" in str(exc):
+            # A list of Python strings saved as is becomes an object array.
+            instead = "save it as strings: classes=np.array(names).astype(str)" if key == "classes" else \
+                "save numeric arrays instead"
             raise DataError(
                 f"{source}: array {key!r} is stored as Python objects, which need pickle "
-                f"(disabled: loading it could run code); save numeric arrays instead"
+                f"(disabled: loading it could run code); {instead}"
             ) from None
         raise DataError(f"{source}: array {key!r} is unreadable ({flat_message(exc)})") from None
     except NPZ_READ_ERRORS as exc:
@@ -215,7 +218,13 @@ def _classes(archive, keys, source: str, labels: list[np.ndarray], presplit: boo
         raise DataError(
             f"{source}: array 'classes' names {len(names)} classes but labels go up to {count - 1}"
         )
-    return [n.decode() if isinstance(n, bytes) else str(n) for n in names.tolist()]
+    named = [n.decode() if isinstance(n, bytes) else str(n) for n in names.tolist()]
+    twice = sorted({name for name in named if named.count(name) > 1})
+    if twice:
+        # Two outputs under one name: counts, predictions and accuracy would merge them.
+        raise DataError(f"{source}: array 'classes' names {', '.join(map(repr, twice))} more than once; "
+                        f"expected one distinct name per class")
+    return named
 
 
 def _runs(values: np.ndarray) -> str:

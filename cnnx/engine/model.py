@@ -27,6 +27,8 @@ class IncompatibleKeys(NamedTuple):
 class Model(Sequential):
     """A built network with PyTorch-compatible ``state_dict`` names and layouts."""
 
+    kind = "model"
+
     def __init__(self, layers: Mapping[str, Module], input_shape: Shape,
                  rng: np.random.Generator | None = None, where: str = "model.layers"):
         """``rng`` draws the initial weights; by default seed 0, as ``build_model``'s."""

@@ -19,9 +19,12 @@ class Sequential(Module):
 
     resolves_mode_per_layer = True
 
+    #: What holds it (``REPLACE_HINTS``): a block's body, unless a Model.
+    kind = "block"
+
     def __init__(self, layers: Mapping[str, Module], where: str = "layers"):
         super().__init__()
-        self.layers = Layers(layers, where)
+        self.layers = Layers(layers, where, self.kind)
         self.where = where
         self._run_order = list(self.layers.values())
         self._input_shapes: list[tuple[int, ...]] | None = None  # of the last forward with gradients
@@ -31,7 +34,7 @@ class Sequential(Module):
             # model.fc = Dense(10), as in PyTorch: forward, state_dict and optimizers would each
             # go on seeing the old layers (the run order is fixed when the model is built).
             raise TypeError(f"{type(self).__name__}.{name} = {type(value).__name__}(...) cannot add or replace a layer: "
-                            f"{self.where} is fixed when the model is built; {_REBUILD_HINT.format(name=name)}")
+                            f"{self.where} is fixed once built; {REPLACE_HINTS[self.kind].format(name=name)}")
         super().__setattr__(name, value)
 
     def _build(self, input_shape: Shape, rng: np.random.Generator) -> Shape:
@@ -99,8 +102,20 @@ class Sequential(Module):
                            for n, l in self.layers.items()}}
 
 
-_REBUILD_HINT = ("to replace or add {name!r}, build a new model from these layers: "
-                 "Model({{**model.layers, {name!r}: new_layer}}, input_shape), whose other layers keep their weights")
+#: How to get a container with one layer replaced or added, and with one dropped, by the kind
+#: of container: a model, or a block's body (whose layers are replaced in a new block).
+REPLACE_HINTS = {
+    "model": "to replace or add {name!r}, build a new model from these layers: "
+             "Model({{**model.layers, {name!r}: new_layer}}, input_shape), whose other layers keep their weights",
+    "block": "to replace or add {name!r}, build a new block from these layers, Residual({{**block.body.layers, "
+             "{name!r}: new_layer}}), and a new model with it; the other layers keep their weights",
+}
+DROP_HINTS = {
+    "model": "to drop {name!r}, build a new model without it: "
+             "Model({{n: l for n, l in model.layers.items() if n != {name!r}}}, input_shape)",
+    "block": "to drop {name!r}, build a new block without it, Residual({{n: l for n, l in block.body.layers.items() "
+             "if n != {name!r}}}), and a new model with it",
+}
 
 
 class Layers(Mapping[str, Module]):
@@ -108,9 +123,10 @@ class Layers(Mapping[str, Module]):
     fixed when it is built, so ``model.layers["fc"] = Dense(10)`` or ``del`` would leave them
     running and saving another model than the mapping shows."""
 
-    def __init__(self, layers: Mapping[str, Module], where: str) -> None:
+    def __init__(self, layers: Mapping[str, Module], where: str, kind: str) -> None:
         self._layers = dict(layers)
         self._where = where
+        self._kind = kind  # "model" or "block": what to build anew (REPLACE_HINTS)
 
     def __getitem__(self, name: str) -> Module:
         return self._layers[name]
@@ -135,12 +151,10 @@ class Layers(Mapping[str, Module]):
         return self._layers.items()
 
     def __setitem__(self, name: str, layer: Any) -> NoReturn:
-        raise TypeError(f"{self._where} cannot change once the model is built; {_REBUILD_HINT.format(name=name)}")
+        raise TypeError(f"{self._where} cannot change once built; {REPLACE_HINTS[self._kind].format(name=name)}")
 
     def __delitem__(self, name: str) -> NoReturn:
-        raise TypeError(f"{self._where} cannot change once the model is built; to drop {name!r}, build a new "
-                        f"model without it: Model({{n: l for n, l in model.layers.items() if n != {name!r}}}, "
-                        f"input_shape)")
+        raise TypeError(f"{self._where} cannot change once built; {DROP_HINTS[self._kind].format(name=name)}")
 
     def __repr__(self) -> str:
         return repr(self._layers)

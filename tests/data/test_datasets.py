@@ -590,6 +590,12 @@ NPZ_ERRORS = [
         lambda p: write_npz(p, x=X, y=Y, classes=np.arange(3)),
         "'classes' has shape (3,) and dtype int64",
     ),
+    # two outputs under one name: the data line, predictions and accuracy merged them
+    (lambda p: write_npz(p, x=X, y=Y, classes=np.array(["a", "b", "a"])), "array 'classes' names 'a' more than once"),
+    # a list of str saved as is: the advice was to save numeric arrays
+    (lambda p: write_npz(p, x=X, y=Y, classes=np.array(["a", "b", "c"], dtype=object)),
+     "array 'classes' is stored as Python objects, which need pickle (disabled: loading it could run code); save it "
+     "as strings: classes=np.array(names).astype(str)"),
     (
         lambda p: write_npz(p, x_train=X, y_train=Y, x_test=X[:, :, :5], y_test=Y),
         "splits have different image shapes",

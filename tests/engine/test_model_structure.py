@@ -12,6 +12,7 @@ import pytest
 
 import cnnx
 from cnnx.engine.layers.activations import ReLU
+from cnnx.engine.layers.batchnorm import BatchNorm2D
 from cnnx.engine.layers.conv import Conv2D
 from cnnx.engine.layers.dense import Dense
 from cnnx.engine.layers.flatten import Flatten
@@ -33,13 +34,13 @@ def model():
 
 def test_layers_cannot_be_replaced_or_dropped_after_the_build():
     built = model()
-    with pytest.raises(TypeError, match=r"^model.layers cannot change once the model is built; to replace or add 'fc', "
+    with pytest.raises(TypeError, match=r"^model.layers cannot change once built; to replace or add 'fc', "
                                         r"build a new model from these layers: Model\(\{\*\*model.layers, 'fc': "
                                         r"new_layer\}, input_shape\), whose other layers keep their weights$"):
         built.layers["fc"] = Dense(10)
-    with pytest.raises(TypeError, match=r"^model.layers cannot change .* to drop 'fc', build a new model without it"):
+    with pytest.raises(TypeError, match=r"^model.layers cannot change once built; to drop 'fc', build a new model without it"):
         del built.layers["fc"]
-    with pytest.raises(TypeError, match=r"^Model.fc = Dense\(...\) cannot add or replace a layer: model.layers is fixed"):
+    with pytest.raises(TypeError, match=r"^Model.fc = Dense\(...\) cannot add or replace a layer: model.layers is fixed once built"):
         built.fc = Dense(10)
     assert list(built.layers) == ["block", "flatten", "fc"]
     assert built.forward(np.ones((1, 2, 4, 4))).shape == (1, 3)
@@ -146,3 +147,20 @@ def test_class_probability_targets_are_refused_with_the_fix():
     with pytest.raises(DataError, match=r"targets shaped \(4, 3\) \(class probabilities or one-hot rows are not "
                                         r"supported: pass y.argmax\(axis=1\)\)$"):
         CrossEntropyLoss()(np.zeros((4, 3), np.float32), np.eye(3)[[0, 1, 2, 0]])
+
+
+def test_a_blocks_layers_cannot_be_replaced_and_the_advice_builds_a_new_block():
+    """block.bn = X was accepted and did nothing; a body's refusal advised a new model with the
+    layer added at the top level, which did not build."""
+    built = model()
+    with pytest.raises(TypeError, match=r"^Residual.bn = BatchNorm2D\(...\) cannot add or replace a layer: a block's "
+                                        r"layers are fixed once built; to replace or add 'bn', build a new block from "
+                                        r"these layers, Residual\(\{\*\*block.body.layers, 'bn': new_layer\}\), and a "
+                                        r"new model with it"):
+        built.block.bn = BatchNorm2D()
+    with pytest.raises(TypeError, match=r"^model.layers.block.layers cannot change once built; to replace or add 'bn', "
+                                        r"build a new block"):
+        built.block.body.layers["bn"] = BatchNorm2D()
+    block = Residual({**built.block.body.layers, "bn": BatchNorm2D(momentum=0.5)})
+    rebuilt = Model({**built.layers, "block": block}, (2, 4, 4))
+    assert rebuilt.block.bn.momentum == 0.5 and rebuilt.block.conv is built.block.conv

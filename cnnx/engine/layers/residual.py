@@ -46,6 +46,15 @@ class Residual(Module):
         self._active: np.ndarray | None = None
         self._output_seen: tuple[int, ...] | None = None  # what backward's gradient must be
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, Module) and name not in ("body", "shortcut"):
+            # block.bn = BatchNorm2D(): read back, but never run, saved or optimised.
+            from cnnx.engine.sequential import REPLACE_HINTS
+
+            raise TypeError(f"Residual.{name} = {type(value).__name__}(...) cannot add or replace a layer: a "
+                            f"block's layers are fixed once built; {REPLACE_HINTS['block'].format(name=name)}")
+        super().__setattr__(name, value)
+
     def _build(self, input_shape: Shape, rng: np.random.Generator) -> Shape:
         out_shape = self.body.build(input_shape, rng)
         if len(input_shape) != 3 or len(out_shape) != 3:
