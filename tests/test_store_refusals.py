@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -43,7 +44,12 @@ def test_an_experiment_deleted_in_the_ui_is_refused_before_training_naming_how_t
     client.delete_experiment(experiment.experiment_id)
 
     runs = [([*BASE, *mode, f"hydra.run.dir=runs/new{i}"], tmp_path) for i, mode in enumerate(MODES)]
-    runs += [([*BASE, *mode, "trainer.resume=true", "hydra.run.dir=runs/seed"], tmp_path) for mode in MODES]
+    # Each resume from a copy of the run's folder: two processes resuming one folder at once are
+    # refused for that (its lock), whichever comes second, before the store is looked at.
+    shutil.copytree(tmp_path / "runs" / "seed", tmp_path / "copy")
+    shutil.move(tmp_path / "copy", tmp_path / "runs" / "seed" / "copy")
+    runs += [([*BASE, *mode, "trainer.resume=true", f"hydra.run.dir={folder}"], tmp_path)
+             for mode, folder in zip(MODES, ["runs/seed", "runs/seed/copy"], strict=True)]
     results = run_cli_many(runs)
     assert not refused_before_training(results, tmp_path)
     restore = (f"restore it with: MLFLOW_TRACKING_URI=sqlite:///{tmp_path}/mlflow.db mlflow experiments restore "
