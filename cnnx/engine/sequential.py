@@ -33,8 +33,7 @@ class Sequential(Module):
         if isinstance(value, Module):
             # model.fc = Dense(10), as in PyTorch: forward, state_dict and optimizers would each
             # go on seeing the old layers (the run order is fixed when the model is built).
-            raise TypeError(f"{type(self).__name__}.{name} = {type(value).__name__}(...) cannot add or replace a layer: "
-                            f"{self.where} is fixed once built; {REPLACE_HINTS[self.kind].format(name=name)}")
+            raise layer_assignment_error(self, name, value, self.where, self.kind)
         super().__setattr__(name, value)
 
     def _build(self, input_shape: Shape, rng: np.random.Generator) -> Shape:
@@ -116,6 +115,13 @@ DROP_HINTS = {
     "block": "to drop {name!r}, build a new block without it, Residual({{n: l for n, l in block.body.layers.items() "
              "if n != {name!r}}}), and a new model with it",
 }
+
+
+def layer_assignment_error(owner: Module, name: str, layer: Module, layers: str, kind: str) -> TypeError:
+    """The refusal of ``owner.name = layer`` for a container whose ``layers`` (how users know
+    them) are fixed once built; ``kind`` picks the advice (``REPLACE_HINTS``)."""
+    return TypeError(f"{type(owner).__name__}.{name} = {type(layer).__name__}(...) cannot add or replace a layer: "
+                     f"{layers} is fixed once built; {REPLACE_HINTS[kind].format(name=name)}")
 
 
 class Layers(Mapping[str, Module]):

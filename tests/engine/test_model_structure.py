@@ -153,8 +153,9 @@ def test_a_blocks_layers_cannot_be_replaced_and_the_advice_builds_a_new_block():
     """block.bn = X was accepted and did nothing; a body's refusal advised a new model with the
     layer added at the top level, which did not build."""
     built = model()
-    with pytest.raises(TypeError, match=r"^Residual.bn = BatchNorm2D\(...\) cannot add or replace a layer: a block's "
-                                        r"layers are fixed once built; to replace or add 'bn', build a new block from "
+    with pytest.raises(TypeError, match=r"^Residual.bn = BatchNorm2D\(...\) cannot add or replace a layer: "
+                                        r"model.layers.block.layers is fixed once built; to replace or add 'bn', build "
+                                        r"a new block from "
                                         r"these layers, Residual\(\{\*\*block.body.layers, 'bn': new_layer\}\), and a "
                                         r"new model with it"):
         built.block.bn = BatchNorm2D()

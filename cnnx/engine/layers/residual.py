@@ -7,7 +7,7 @@ import numpy as np
 
 from cnnx.engine.in_place import OutputUse
 from cnnx.engine.module import Module, Shape, own_mode
-from cnnx.engine.sequential import Sequential
+from cnnx.engine.sequential import Sequential, layer_assignment_error
 from cnnx.engine.spec import layers_from_spec
 from cnnx.errors import ConfigError, ShapeError
 
@@ -49,10 +49,7 @@ class Residual(Module):
     def __setattr__(self, name: str, value: Any) -> None:
         if isinstance(value, Module) and name not in ("body", "shortcut"):
             # block.bn = BatchNorm2D(): read back, but never run, saved or optimised.
-            from cnnx.engine.sequential import REPLACE_HINTS
-
-            raise TypeError(f"Residual.{name} = {type(value).__name__}(...) cannot add or replace a layer: a "
-                            f"block's layers are fixed once built; {REPLACE_HINTS['block'].format(name=name)}")
+            raise layer_assignment_error(self, name, value, f"{self.where}.layers", "block")
         super().__setattr__(name, value)
 
     def _build(self, input_shape: Shape, rng: np.random.Generator) -> Shape:
