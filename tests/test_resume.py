@@ -426,6 +426,7 @@ def test_sighup_from_a_closed_terminal_stops_the_run_with_129_and_keeps_the_line
     try:
         wait_for_file(tmp_path / "run" / "checkpoints" / "epoch-0001.npz", process)
     finally:
+        time.sleep(0.5)  # into epoch 2: the callbacks after epoch 1's checkpoint may still be running
         reading.clear()
         reader.join()
         os.close(terminal)  # the ssh session is gone ...
