@@ -329,11 +329,18 @@ def read_folder(folder: Path, name: str, classifier: Classifier) -> list[tuple[l
     files = sorted(p for p in folder.iterdir()
                    if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in accepted)
     found = []
+    # Files skipped for one reason (a folder of images of another size) are said in one line.
+    skipped: dict[str, list[str]] = {}
     for path in files:
+        shown = str(Path(name) / path.name)
         try:
-            found.append(read_file(path, str(Path(name) / path.name), classifier))
+            found.append(read_file(path, shown, classifier))
         except DataError as exc:
-            warn(f"{exc}; skipped")
+            skipped.setdefault(str(exc).replace(shown, "\0"), []).append(shown)
+    for reason, shown in skipped.items():
+        others = len(shown) - 1
+        more = f", and {others} more file{'s' if others > 1 else ''} of '{name}' alike" if others else ""
+        warn(f"{reason.replace(chr(0), shown[0])}; skipped{more}")
     if not found:
         raise DataError(f"folder '{folder}': holds no {'/'.join(accepted)} file"
                         + (" this model can take" if files else "") + "; pass image files or a folder of them")

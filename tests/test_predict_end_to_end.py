@@ -318,6 +318,14 @@ def test_a_folder_predicts_the_images_directly_in_it_by_name(pets_run, tmp_path)
     warning = result.stderr.strip()
     assert warning.startswith("cnnx: warning: cannot read image 'batch/broken.png': ") and \
         warning.endswith("; skipped") and "\n" not in warning, warning
+    # more files skipped alike: one line (a folder of 40 such files printed 40)
+    for more in ("broken2.png", "broken3.png"):
+        (folder / more).write_text("not a PNG")
+    alike = predict(workdir, "--weights", checkpoint, "batch")
+    assert alike.stdout == result.stdout
+    assert alike.stderr.strip() == warning + ", and 2 more files of 'batch' alike"
+    for more in ("broken2.png", "broken3.png"):
+        (folder / more).unlink()
     single = predict(workdir, "--weights", checkpoint, images[0], images[1])
     assert [line.split()[1:] for line in result.stdout.splitlines()[1:3]] == \
         [line.split()[1:] for line in single.stdout.splitlines()[1:]]
