@@ -11,6 +11,7 @@ import itertools
 import logging
 import math
 import os
+import re
 import sys
 from collections.abc import Collection
 from pathlib import Path
@@ -218,8 +219,7 @@ def _short_value(value: str) -> str:
     """``0.033175532177089365`` (a float Optuna drew, printed in full) → ``0.03318``; Hydra's
     ``False`` as typed, ``false`` (a parent names its command as typed, a job as Hydra rendered
     it); a value as short as people type stays as it is."""
-    if value in ("True", "False"):
-        return value.lower()
+    value = re.sub(r"(?<![\w'\"])(True|False)(?![\w'\"])", lambda found: found.group(1).lower(), value)
     if len(value) <= 10 or "." not in value:
         return value
     try:

@@ -249,13 +249,23 @@ def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | No
             key = "x" if "x" in keys else (keys[0] if len(keys) == 1 else None)
             images = None if key is None else archive[key]
             labels = archive["y"] if key == "x" and "y" in keys else None
-            names = archive["classes"] if labels is not None and "classes" in keys else None
+            names = _class_names(archive) if labels is not None and "classes" in keys else None
     except NPZ_READ_ERRORS as exc:
         raise DataError(f"images '{path}': not a readable .npz archive ({load_failure(path, exc)})") from None
     if images is None:
         raise DataError(f"images '{path}': holds arrays {', '.join(keys)}; expected 'x' "
                         f"(N, C, H, W) or a single array")
     return images, labels, names
+
+
+def _class_names(archive) -> np.ndarray:
+    """The archive's ``classes``; unreadable ones (stored as Python objects, which need pickle)
+    as an empty array, which ``labels_for`` takes for no names: they only name the labels, and
+    the images are predicted all the same."""
+    try:
+        return archive["classes"]
+    except ValueError:
+        return np.empty(0)
 
 
 #: The label of an image whose file holds none.
@@ -271,7 +281,13 @@ def labels_for(labels: np.ndarray | None, names: np.ndarray | None, count: int, 
     if labels is None:
         return unlabelled
     labels = np.asarray(labels)
-    named = [str(n) for n in names.tolist()] if names is not None and names.ndim == 1 else None
+    named = None
+    if names is not None:
+        if names.ndim != 1 or names.dtype.kind not in "US":
+            warn(f"classes in '{path}' are not a 1-D array of strings (a list saved as Python objects is not "
+                 f"read: save np.array(names).astype(str)); no accuracy for its labels")
+            return unlabelled
+        named = [n.decode() if isinstance(n, bytes) else str(n) for n in names.tolist()]  # as training names them
     span = len(named) if named is not None else len(classes)
     # Whole-number floats count, as the training loader takes them.
     integral = labels.dtype.kind in "iu" or (labels.dtype.kind == "f" and bool(np.all(np.mod(labels, 1) == 0)))

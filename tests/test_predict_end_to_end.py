@@ -468,3 +468,14 @@ def test_an_archive_with_labels_gets_the_accuracy_on_them(tmp_path):
     assert predict(tmp_path, "--weights", checkpoint, tmp_path / "floats.npz").stderr == result.stderr
     np.savez(tmp_path / "renumbered.npz", x=x[:10], y=1 - y[:10], classes=np.array(["1", "0"]))
     assert predict(tmp_path, "--weights", checkpoint, tmp_path / "renumbered.npz").stderr == result.stderr
+    np.savez(tmp_path / "bytes.npz", x=x[:10], y=y[:10], classes=np.array([b"0", b"1"]))  # decoded, as training does
+    assert predict(tmp_path, "--weights", checkpoint, tmp_path / "bytes.npz").stderr == result.stderr
+    # names saved as Python objects cannot be read: the images are predicted, without an accuracy
+    np.savez(tmp_path / "objects.npz", x=x[:10], y=y[:10], classes=np.array(["0", "1"], dtype=object))
+    objects = predict(tmp_path, "--weights", checkpoint, tmp_path / "objects.npz")
+    assert objects.returncode == 0
+    assert [line.split()[1:] for line in objects.stdout.splitlines()] == \
+        [line.split()[1:] for line in result.stdout.splitlines()]
+    assert objects.stderr.strip() == (
+        f"cnnx: warning: classes in '{tmp_path / 'objects.npz'}' are not a 1-D array of strings (a list saved as "
+        "Python objects is not read: save np.array(names).astype(str)); no accuracy for its labels")

@@ -107,13 +107,14 @@ REPLACE_HINTS = {
     "model": "to replace or add {name!r}, build a new model from these layers: "
              "Model({{**model.layers, {name!r}: new_layer}}, input_shape), whose other layers keep their weights",
     "block": "to replace or add {name!r}, build a new block from these layers, Residual({{**block.body.layers, "
-             "{name!r}: new_layer}}), and a new model with it; the other layers keep their weights",
+             "{name!r}: new_layer}}, shortcut=block.shortcut_mode, activation=block.activation), and a new model "
+             "with it; the body's other layers keep their weights",
 }
 DROP_HINTS = {
     "model": "to drop {name!r}, build a new model without it: "
              "Model({{n: l for n, l in model.layers.items() if n != {name!r}}}, input_shape)",
     "block": "to drop {name!r}, build a new block without it, Residual({{n: l for n, l in block.body.layers.items() "
-             "if n != {name!r}}}), and a new model with it",
+             "if n != {name!r}}}, shortcut=block.shortcut_mode, activation=block.activation), and a new model with it",
 }
 
 

@@ -155,13 +155,37 @@ def test_a_blocks_layers_cannot_be_replaced_and_the_advice_builds_a_new_block():
     built = model()
     with pytest.raises(TypeError, match=r"^Residual.bn = BatchNorm2D\(...\) cannot add or replace a layer: "
                                         r"model.layers.block.layers is fixed once built; to replace or add 'bn', build "
-                                        r"a new block from "
-                                        r"these layers, Residual\(\{\*\*block.body.layers, 'bn': new_layer\}\), and a "
-                                        r"new model with it"):
+                                        r"a new block from these layers, Residual\(\{\*\*block.body.layers, 'bn': "
+                                        r"new_layer\}, shortcut=block.shortcut_mode, activation=block.activation\), "
+                                        r"and a new model with it; the body's other layers keep their weights$"):
         built.block.bn = BatchNorm2D()
+    for name, value in (("shortcut", None), ("body", built.block.body)):
+        with pytest.raises(TypeError, match=rf"^Residual.{name} = .* cannot add or replace a layer"):
+            setattr(built.block, name, value)
     with pytest.raises(TypeError, match=r"^model.layers.block.layers cannot change once built; to replace or add 'bn', "
                                         r"build a new block"):
         built.block.body.layers["bn"] = BatchNorm2D()
-    block = Residual({**built.block.body.layers, "bn": BatchNorm2D(momentum=0.5)})
+    block = Residual({**built.block.body.layers, "bn": BatchNorm2D(momentum=0.5)},
+                     shortcut=built.block.shortcut_mode, activation=built.block.activation)
     rebuilt = Model({**built.layers, "block": block}, (2, 4, 4))
     assert rebuilt.block.bn.momentum == 0.5 and rebuilt.block.conv is built.block.conv
+
+
+def test_a_block_subclass_sets_up_sub_layers_of_its_own_before_it_is_built():
+    """The guard on a built block's layers refused a plugin block's own sub-layer at construction."""
+    class Gated(Residual):
+        def __init__(self, layers):
+            super().__init__(layers)
+            self.gate = Conv2D(2, 1)
+
+        def _build(self, input_shape, rng):
+            shape = super()._build(input_shape, rng)
+            self.gate.build(shape, rng)
+            return shape
+
+        def children(self):
+            yield from super().children()
+            yield "gate", self.gate
+
+    built = Model({"block": Gated({"conv": Conv2D(2, 3, padding=1)})}, (2, 4, 4))
+    assert "block.gate.weight" in dict(built.named_parameters())

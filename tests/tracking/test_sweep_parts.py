@@ -364,6 +364,8 @@ def test_run_names_tell_keys_with_the_same_last_part_apart():
     # a last part that says nothing alone keeps its section; Hydra's False reads as typed
     assert short_overrides(["trainer.checkpoint.enabled=False", "dataset.type=npz"]) == [
         "checkpoint.enabled=false", "dataset.type=npz"]
+    assert short_overrides(["+x.flags=[True,False]", "+x.title='True story'"]) == [
+        "flags=[true,false]", "title='True story'"]
 
 
 def test_a_sweeps_jobs_log_into_its_parents_experiment_whatever_their_preset_names():

@@ -47,8 +47,9 @@ class Residual(Module):
         self._output_seen: tuple[int, ...] | None = None  # what backward's gradient must be
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if isinstance(value, Module) and name not in ("body", "shortcut"):
-            # block.bn = BatchNorm2D(): read back, but never run, saved or optimised.
+        # Once built, block.bn = BatchNorm2D() (or a new shortcut) would be read back, but never
+        # run, saved or optimised. (A subclass sets up its own sub-layers before that.)
+        if (isinstance(value, Module) or name in ("body", "shortcut")) and self.built:
             raise layer_assignment_error(self, name, value, f"{self.where}.layers", "block")
         super().__setattr__(name, value)
 
@@ -77,10 +78,10 @@ class Residual(Module):
             # The same projection at another image size stays the same layer: a block reused
             # there keeps its weights (``cnnx.engine.layer_reuse``).
             if self.shortcut is None or (self.shortcut.out_channels, self.shortcut.stride) != (out_c, stride):
-                self.shortcut = Conv2D(out_c, 1, stride=stride, bias=False)
+                vars(self)["shortcut"] = Conv2D(out_c, 1, stride=stride, bias=False)  # past the user's guard
             self.shortcut.build(input_shape, rng)
         else:
-            self.shortcut = None
+            vars(self)["shortcut"] = None
         return out_shape
 
     def forward(self, x: np.ndarray, training: bool | None = True) -> np.ndarray:
