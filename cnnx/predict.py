@@ -287,7 +287,8 @@ def labels_for(labels: np.ndarray | None, names: np.ndarray | None, count: int, 
             warn(f"classes in '{path}' are not a 1-D array of strings (a list saved as Python objects is not "
                  f"read: save np.array(names).astype(str)); no accuracy for its labels")
             return unlabelled
-        named = [n.decode() if isinstance(n, bytes) else str(n) for n in names.tolist()]  # as training names them
+        # Bytes decoded, as the training loader names its classes.
+        named = [n.decode() if isinstance(n, bytes) else str(n) for n in names.tolist()]
     span = len(named) if named is not None else len(classes)
     # Whole-number floats count, as the training loader takes them.
     integral = labels.dtype.kind in "iu" or (labels.dtype.kind == "f" and bool(np.all(np.mod(labels, 1) == 0)))
