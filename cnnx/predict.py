@@ -30,6 +30,7 @@ import numpy as np
 from cnnx.cli import one_line_warnings, report_user_errors, warn
 from cnnx.data.image_files import EXTENSIONS as IMAGE_SUFFIXES
 from cnnx.data.image_files import LargeImageWarning, prepare_image, read_image
+from cnnx.data.validation import class_indices
 from cnnx.errors import CheckpointError, CnnxError, ConfigError, DataError, flat_message
 from cnnx.inference import SPEC_FILE, Classifier, InputRangeWarning
 from cnnx.npz_load_failure import NPZ_READ_ERRORS, load_failure
@@ -290,13 +291,17 @@ def labels_for(labels: np.ndarray | None, names: np.ndarray | None, count: int, 
         # Bytes decoded, as the training loader names its classes.
         named = [n.decode() if isinstance(n, bytes) else str(n) for n in names.tolist()]
     span = len(named) if named is not None else len(classes)
-    # Whole-number floats count, as the training loader takes them.
-    integral = labels.dtype.kind in "iu" or (labels.dtype.kind == "f" and bool(np.all(np.mod(labels, 1) == 0)))
-    if labels.shape != (count,) or not integral or not len(labels) or labels.min() < 0 or labels.max() >= span:
+    try:
+        # As the training loader takes them: whole-number floats count.
+        indices = class_indices(labels, f"'{path}'") if labels.shape == (count,) else None
+    except DataError as exc:
+        warn(f"{exc}; no accuracy for them")
+        return unlabelled
+    if indices is None or indices.max() >= span:
         warn(f"labels 'y' in '{path}' are not {count} class indices in [0, {span}) "
              f"(shape {labels.shape}, dtype {labels.dtype}); no accuracy for them")
         return unlabelled
-    labels = labels.astype(np.intp)
+    labels = indices
     if named is None:
         return labels
     unknown = [name for name in named if name not in classes]

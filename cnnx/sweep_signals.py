@@ -114,23 +114,25 @@ def stop_children(term_grace: float = 10.0, int_grace: float = 5.0, settle: floa
     tracking helper) are not workers: they end with this process. ``settle``: how long children
     that may have got the signal themselves have to end before they are sent any.
     """
-    children = [pid for pid in _live_children() if _takes_sigint(pid)]
-    deadline = time.monotonic() + settle
-    while children and time.monotonic() < deadline:
-        time.sleep(0.05)
-        children = [pid for pid in children if _alive(pid)]
+    children = _still_alive([pid for pid in _live_children() if _takes_sigint(pid)], settle)
     for signum, grace in ((signal.SIGTERM, term_grace), (signal.SIGINT, int_grace)):
         for pid in children:
             try:
                 os.kill(pid, signum)
             except OSError:
                 pass
-        deadline = time.monotonic() + grace
-        while children and time.monotonic() < deadline:
-            time.sleep(0.05)
-            children = [pid for pid in children if _alive(pid)]
+        children = _still_alive(children, grace)
         if not children:
             return
+
+
+def _still_alive(pids: list[int], seconds: float) -> list[int]:
+    """Those of ``pids`` that have not ended within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while pids and time.monotonic() < deadline:
+        time.sleep(0.05)
+        pids = [pid for pid in pids if _alive(pid)]
+    return pids
 
 
 def _live_children() -> list[int]:

@@ -49,6 +49,19 @@ def check_dataset(
             f"{source}: x contains {bad} NaN or infinite values (or values beyond float32 range)"
         )
 
+    y = class_indices(y, source)
+    present = np.unique(y)
+    if len(present) < min_classes:
+        raise DataError(
+            f"{source}: y contains a single class ({int(present[0])}); "
+            f"a classifier needs at least two"
+        )
+    return x, y
+
+
+def class_indices(y: np.ndarray, source: str) -> np.ndarray:
+    """Labels ``y`` (N,) as int64 class indices: integers >= 0, or floats that are all whole
+    (files written by other tools often store ``1.0``); else a DataError naming ``source``."""
     if np.issubdtype(y.dtype, np.floating):
         if not np.isfinite(y).all() or not np.array_equal(y, np.round(y)):
             example = y[~np.isfinite(y) | (y != np.round(y))][0].item()
@@ -59,14 +72,8 @@ def check_dataset(
     elif not (np.issubdtype(y.dtype, np.integer) or y.dtype == bool):
         raise DataError(f"{source}: y has dtype {y.dtype}; expected integer class indices 0..K-1")
     y = y.astype(np.int64, copy=False)
-    if y.min() < 0:
+    if len(y) and y.min() < 0:
         raise DataError(
             f"{source}: y contains negative label {int(y.min())}; expected class indices 0..K-1"
         )
-    present = np.unique(y)
-    if len(present) < min_classes:
-        raise DataError(
-            f"{source}: y contains a single class ({int(present[0])}); "
-            f"a classifier needs at least two"
-        )
-    return x, y
+    return y
