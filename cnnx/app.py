@@ -546,7 +546,7 @@ def _run(cfg: DictConfig, overrides: list[str] | None, output_dir: str | None, s
         # Ignoring it would start the fresh run that the user meant to avoid.
         raise ConfigError("sweep.resume=true resumes sweeps (-m); a single run continues with trainer.resume=true")
     config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-    attempt = earlier_attempt(sweep, config, logged_in(config, sweep))
+    attempt = earlier_attempt(sweep, config, logged_in(config, sweep), output_dir)
     if attempt.objective is not None:
         return attempt.objective
     if sweep is not None and sweep.parallel and config["trainer"]["progress"] is None:

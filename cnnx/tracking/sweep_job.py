@@ -79,9 +79,19 @@ def tracker_options(job: SweepJob | None, config: dict[str, Any], checkpoint_dir
             "parent_run_id": job.link.parent_run_id}
 
 
-def earlier_attempt(job: SweepJob | None, config: dict[str, Any], experiment_name: str) -> EarlierAttempt:
-    """With ``sweep.resume=true``: what an earlier run of this job in the sweep left."""
-    if job is None or job.link is None or not config["sweep"]["resume"] or not config["tracking"]["enabled"]:
+def earlier_attempt(job: SweepJob | None, config: dict[str, Any], experiment_name: str,
+                    job_dir: str | None = None) -> EarlierAttempt:
+    """With ``sweep.resume=true``: what an earlier run of this job in the sweep left.
+
+    Without it, a job whose own folder (``job_dir``) already holds checkpoints is the same job
+    run again by its launcher while the sweep goes on: SLURM requeues a preempted job, submitit
+    one that hit its time limit, Ray retries a task whose worker died. Each reruns it in the
+    same folder, and it continues its earlier attempt's run there as a resumed sweep would.
+    """
+    if job is None or job.link is None or not config["tracking"]["enabled"]:
+        return EarlierAttempt()
+    rerun_in = None if config["sweep"]["resume"] else _checkpoints_of_a_rerun(config, job_dir)
+    if not config["sweep"]["resume"] and rerun_in is None:
         return EarlierAttempt()
     from mlflow import MlflowClient
 
@@ -99,12 +109,28 @@ def earlier_attempt(job: SweepJob | None, config: dict[str, Any], experiment_nam
               f"({monitor} (best epoch) = {shown})", file=sys.stderr)
         return EarlierAttempt(objective=float("nan") if objective is None else objective)
     stopped = stopped_twin(runs) if config["trainer"]["checkpoint"]["enabled"] else None
-    if stopped is None:
+    if stopped is None or (rerun_in is not None and stopped[1].resolve() != rerun_in.resolve()):
+        # Checkpoints that no unfinished attempt of this job in this sweep wrote: the job's own
+        # refusal of a folder holding another run's checkpoints says what to do.
         return EarlierAttempt()
     run, directory = stopped
+    if rerun_in is not None:
+        print(f"cnnx: job {job.number} was started again in its folder by the launcher (a requeue or a "
+              f"retry)", file=sys.stderr)
     print(f"cnnx: continuing {run.info.run_name!r} (run {run.info.run_id}, {run.info.status}) from its "
           f"checkpoints in {directory}", file=sys.stderr)
     return EarlierAttempt(checkpoint_dir=directory)
+
+
+def _checkpoints_of_a_rerun(config: dict[str, Any], job_dir: str | None) -> Path | None:
+    """The job folder's own checkpoint folder when it holds checkpoints already, else None."""
+    from cnnx.training.checkpoint import list_checkpoints
+
+    settings = config["trainer"]["checkpoint"]
+    if job_dir is None or not settings["enabled"] or settings.get("dir"):
+        return None
+    folder = Path(job_dir) / "checkpoints"
+    return folder if list_checkpoints(folder) else None
 
 
 @dataclass

@@ -83,9 +83,9 @@ def child_runs(client, parent_run_id: str) -> list:
 
 
 def superseded(runs: list) -> set[str]:
-    """Ids of the runs that did not finish and that a later run of the same job replaced: a job
-    stopped before its first checkpoint, or one that failed before training, starts a new run
-    when its sweep resumes. The same job: the same config fingerprint, or the same overrides
+    """Ids of the runs that did not finish and that a later or a FINISHED run of the same job
+    replaced: a job stopped before its first checkpoint, or one that failed before training,
+    starts a new run when its sweep resumes. The same job: the same config fingerprint, or the same overrides
     (a job that failed before training has no fingerprint). FINISHED runs always count: Optuna
     may draw the same trial twice."""
     from cnnx.tracking.sweep_resume import FINGERPRINT_TAG
@@ -100,11 +100,16 @@ def superseded(runs: list) -> set[str]:
         return found
 
     newest: dict[str, int] = {}
+    finished: set[str] = set()
     for run in runs:
         for identity in identities(run):
             newest[identity] = max(newest.get(identity, 0), run.info.start_time)
+            if run.info.status == "FINISHED":
+                finished.add(identity)
+    # A job that finished replaces its other attempts, also newer ones: a resumed run keeps its
+    # first start time, so an attempt refused meanwhile would otherwise count as the later one.
     return {run.info.run_id for run in runs if run.info.status != "FINISHED"
-            and any(newest[identity] > run.info.start_time for identity in identities(run))}
+            and any(newest[identity] > run.info.start_time or identity in finished for identity in identities(run))}
 
 
 def last_epoch_note(client, run_id: str, run_name: str, metric: str) -> str | None:

@@ -194,8 +194,10 @@ def test_an_attempt_a_later_run_of_the_same_job_replaced_is_left_out():
         # Refused (a data file missing), then rerun by the resumed sweep, which adds sweep.resume:
         run("no data yet", 9, "FAILED", overrides=["lr=0.1", "tracking.uri=a"]),
         run("resumed", 10, "FINISHED", "e", overrides=["lr=0.1", "tracking.uri=b", "sweep.resume=true"]),
+        # Refused while it was stopped; the stopped run, resumed, finished and kept its start time:
+        run("continued", 11, "FINISHED", "f"), run("refused rerun", 12, "FAILED", "f"),
     ]
-    assert superseded(runs) == {"killed", "refused", "no data yet"}
+    assert superseded(runs) == {"killed", "refused", "no data yet", "refused rerun"}
 
 
 @pytest.mark.slow
