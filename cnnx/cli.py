@@ -446,7 +446,7 @@ def _run_task(argv: list[str], sweep_signals) -> int:
             _sweep_stopped(sweep_signals)
             print(f"cnnx: error: {what}; {_stopped_sweep_continuation(argv)}", file=sys.stderr)
             return code
-        message = one_line(error)
+        message = one_line(error) or refused_submission(error)
         if message is None:
             raise
         report(f"cnnx: error: {message}")
@@ -496,13 +496,27 @@ def _stopped_sweep_continuation(argv: list[str]) -> str:
 
 
 def killed_worker(error: BaseException) -> tuple[str, int] | None:
-    """What killed a parallel sweep's worker (joblib's ``TerminatedWorkerError``: the OOM
-    killer, ``kill -9``), and the exit code that says so; None for any other error. Matched by
-    name: importing joblib here would slow every command's start."""
-    if not any(cls.__name__ == "TerminatedWorkerError" for cls in type(error).__mro__):
-        return None
+    """What ended a job outside cnnx's hands, and the exit code that says so; None for any other
+    error. Matched by name: importing joblib, submitit or Ray here would slow every command's start.
+
+    - joblib's ``TerminatedWorkerError``: a worker killed (the OOM killer, ``kill -9``);
+    - Ray's ``WorkerCrashedError``: the same under the Ray launcher;
+    - submitit's ``UncompletedJobError``: a SLURM job cancelled (``scancel``), killed (out of
+      memory, a failed node) or past its time limit with no requeue left.
+    """
+    names = {cls.__name__ for cls in type(error).__mro__}
+    if "TerminatedWorkerError" in names:
+        return _terminated_worker(str(error))
+    if "WorkerCrashedError" in names:
+        return "a Ray worker process of the sweep died while it ran a job (out of memory? killed?)", 1
+    if "UncompletedJobError" in names and "FailedJobError" not in names:
+        return _uncompleted_slurm_job(str(error)), 1
+    return None
+
+
+def _terminated_worker(text: str) -> tuple[str, int]:
     # Its message lists the workers' exit codes as {SIGKILL(-9), EXIT(1)}.
-    for name, code in re.findall(r"\b([A-Z][A-Z0-9]*)\((-?\d+)\)", str(error)):
+    for name, code in re.findall(r"\b([A-Z][A-Z0-9]*)\((-?\d+)\)", text):
         if int(code) < 0 and name.startswith("SIG"):
             hint = " (out of memory?)" if name == "SIGKILL" else ""
             # As for a signal that stops the sweep itself: 128 + its number.
@@ -510,6 +524,30 @@ def killed_worker(error: BaseException) -> tuple[str, int] | None:
         if int(code) > 0:
             return f"a worker process of the sweep exited unexpectedly with code {code}", 1
     return "a worker process of the sweep ended unexpectedly", 1
+
+
+def _uncompleted_slurm_job(text: str) -> str:
+    """submitit's message, many lines with the job's log in them, as one sentence."""
+    if "timed-out" in text:
+        return ("a job of the sweep reached its time limit (hydra.launcher.timeout_min) more often than "
+                "submitit requeues it (hydra.launcher.max_num_timeout)")
+    ended = re.search(r"Job (\S+) \(task: \d+\) with path (\S+)\s+has not produced any output \(state: ([^)\n]+)\)", text)
+    if ended is None:
+        return f"a job of the sweep ended without a result: {text.strip().splitlines()[0] if text.strip() else 'no reason given'}"
+    job, result, state = ended.groups()
+    return (f"SLURM job {job} ended without a result (state: {state.strip()}: cancelled, out of memory or a "
+            f"failed node?); its logs are in {os.path.dirname(result)}")
+
+
+def refused_submission(error: BaseException) -> str | None:
+    """The scheduler's own reason when it refused the sweep's jobs (submitit's ``FailedJobError``
+    carrying ``sbatch``'s error: an unknown partition, a time limit above the partition's)."""
+    if not any(cls.__name__ == "FailedJobError" for cls in type(error).__mro__):
+        return None
+    lines = [line.strip() for line in str(error).splitlines() if line.strip().startswith("sbatch:")]
+    if not lines:
+        return None
+    return f"SLURM refused the sweep's jobs: {'; '.join(lines)}; check the hydra.launcher settings it names"
 
 
 def entry() -> None:

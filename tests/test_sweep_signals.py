@@ -66,3 +66,38 @@ def test_a_killed_worker_is_named_with_its_signal(codes, said, code):
                                   f"could be caused by ... \nThe exit codes of the workers are {codes}")
     assert killed_worker(error) == (said, code)
     assert killed_worker(RuntimeError("The exit codes of the workers are {SIGKILL(-9)}")) is None
+
+
+class WorkerCrashedError(Exception):
+    """Named as Ray's (Ray is not a test dependency)."""
+
+
+def test_a_job_ended_by_slurm_or_ray_is_one_line_naming_what_ended_it(tmp_path):
+    from submitit.core.utils import FailedJobError, UncompletedJobError
+
+    result = tmp_path / ".submitit" / "1000_1" / "1000_1_0_result.pkl"
+    cancelled = UncompletedJobError(f"Job 1000_1 (task: 0) with path {result}\nhas not produced any output "
+                                    "(state: CANCELLED by 0)\nError stream produced:\n----\nTraceback ...")
+    assert killed_worker(cancelled) == (
+        "SLURM job 1000_1 ended without a result (state: CANCELLED by 0: cancelled, out of memory or a failed "
+        f"node?); its logs are in {result.parent}", 1)
+    timed_out = UncompletedJobError("Job not requeued because: timed-out too many times.")
+    assert "time limit (hydra.launcher.timeout_min)" in killed_worker(timed_out)[0]
+    assert killed_worker(WorkerCrashedError("The worker died unexpectedly while executing this task.")) == (
+        "a Ray worker process of the sweep died while it ran a job (out of memory? killed?)", 1)
+    # A job's own failure reaches the sweep as its exception, not as a lost job:
+    assert killed_worker(FailedJobError("Job (task=0) failed during processing with trace: ...")) is None
+
+
+def test_a_submission_slurm_refused_is_one_line_with_sbatchs_reason():
+    from submitit.core.utils import FailedJobError
+
+    from cnnx.cli import refused_submission
+
+    error = FailedJobError("sbatch: error: invalid partition specified: cpux\n"
+                           "sbatch: error: Batch job submission failed: Invalid partition name specified\n")
+    assert refused_submission(error) == (
+        "SLURM refused the sweep's jobs: sbatch: error: invalid partition specified: cpux; sbatch: error: Batch "
+        "job submission failed: Invalid partition name specified; check the hydra.launcher settings it names")
+    assert refused_submission(FailedJobError("Job (task=0) failed during processing")) is None
+    assert refused_submission(RuntimeError("sbatch: error: x")) is None
