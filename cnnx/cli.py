@@ -484,6 +484,9 @@ def _sweep_stopped(sweep_signals) -> None:
         # sent to this process alone (kill -INT PID) did not: jobs still running after a moment
         # are stopped as after a SIGTERM (submitit's local jobs trained on to the end).
         stop_children(settle=0.0 if sweep_signals.signal_name is not None else 3.0)
+        from cnnx.slurm_jobs import cancel_slurm_jobs
+
+        cancel_slurm_jobs()  # jobs on other machines, which no signal here reaches
     except KeyboardInterrupt:  # a Ctrl-C while it waits for them: it waits no longer
         pass
 
