@@ -614,11 +614,18 @@ def task(cfg: DictConfig) -> float:
 
     hydra_config = HydraConfig.get()
     warn_shadowed_choices(hydra_config)
+    sweep = current_sweep_job(hydra_config)
     try:
-        return run(cfg, list(hydra_config.overrides.task), hydra_config.runtime.output_dir,
-                   current_sweep_job(hydra_config))
+        return run(cfg, list(hydra_config.overrides.task), hydra_config.runtime.output_dir, sweep)
     except Exception as error:
         # In a sweep, Hydra's line naming the failing job's overrides is worth keeping.
         if hydra_config.mode == RunMode.RUN and one_line(error) is not None:
             raise ReportedInputError(error) from error
+        if sweep is not None and sweep.parallel:
+            # The job's own log says why it failed: on SLURM its process still exits 0 (Hydra
+            # hands the error to the sweep), and the sweep's console may be long gone. (A job in
+            # the sweep's own process has the sweep's line in its log already.)
+            from cnnx.cli import OUTCOME_LOG
+
+            OUTCOME_LOG.error(f"cnnx: error: {one_line(error) or f'{type(error).__name__}: {error}'}")
         raise

@@ -715,6 +715,18 @@ def test_a_sweep_whose_every_job_fails_says_so_naming_them_all(tmp_path):
         "reason is its tag error (tag cnnx.error when it failed before training)")
 
 
+def test_a_parallel_job_that_fails_says_why_in_its_own_log(tmp_path):
+    """A SLURM job's process exits 0 when its job fails (Hydra hands the error to the sweep):
+    its log said "Job completed successfully" and nothing else."""
+    result = run_cli(["-m", *SMALL, "optimizer.lr=0.1,-1", "tracking=none", "hydra/launcher=joblib",
+                      "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    said = "cnnx: error: optimizer: SGD: lr=-1.0 is out of range; accepted: lr > 0"
+    assert result.stderr.count(said) == 1, result.stderr[-2000:]  # not once more from the job
+    assert (tmp_path / "sweep" / "1" / "app.log").read_text().count(said) == 1
+    assert "cnnx: error" not in (tmp_path / "sweep" / "0" / "app.log").read_text()
+
+
 def test_sweep_without_tracking_writes_no_store(tmp_path):
     result = run_cli(["-m", *SMALL, "optimizer.lr=0.02,0.1", "tracking=none", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
                      tmp_path)
