@@ -176,7 +176,7 @@ def build_run(config: dict[str, Any], callbacks: list | None = None):
 
 def short_overrides(overrides: list[str], keep_presets: bool = False, swept: Collection[str] = ()) -> list[str]:
     """``model.layers.conv1.out_channels=16`` → ``conv1.out_channels=16``; where and how runs are
-    logged is left out, and presets too unless ``keep_presets`` (a sweep's parent names them)
+    logged or executed is left out, and presets too unless ``keep_presets`` (a sweep's parent names them)
     or a sweep varies them (``swept``). Keys that would read the same keep as much of their
     path as tells them apart: ``seed=1,dataset.seed=2``."""
     presets = ("experiment", "hparams")
@@ -184,6 +184,8 @@ def short_overrides(overrides: list[str], keep_presets: bool = False, swept: Col
     for override in overrides:
         key, value = override_key_value(override)
         if key == "trainer.resume" or key.startswith(("hydra", "sweep.", "tracking.")):
+            continue
+        if key in _HOW_IT_RUNS and key not in swept:
             continue
         if key in presets and not keep_presets and key not in swept:
             continue
@@ -210,6 +212,10 @@ def _short_keys(keys: list[str]) -> dict[str, str]:
         for key in clashing:
             length[key] += 1
 
+
+#: Settings of how a run executes, not of what it trains: ``trainer.blas_threads=null``, which
+#: the README advises for every SLURM or Ray job, named no job apart from the others.
+_HOW_IT_RUNS = {"trainer.blas_threads", "trainer.progress"}
 
 #: Last parts that say nothing alone: ``enabled=false`` does not say what it turns off.
 _VAGUE_NAMES = {"enabled", "type", "name", "mode", "dir", "path"}

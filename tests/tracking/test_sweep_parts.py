@@ -346,6 +346,10 @@ def test_run_names_state_the_overrides_but_not_where_or_how_the_sweep_runs():
         "lr=0.03318", "lr=0.00125", "seed=1234567890123"]
     # a sweep over presets (+experiment=lenet,digits_small) names each job's
     assert run_name_from_overrides(overrides, {}, swept=("experiment",)) == "experiment=lenet,conv1.out_channels=16,lr=0.1"
+    # how a job executes names no job apart (the README advises blas_threads=null on clusters) ...
+    assert short_overrides(["optimizer.lr=0.1", "trainer.blas_threads=null", "trainer.progress=false"]) == ["lr=0.1"]
+    # ... unless the sweep varies it
+    assert short_overrides(["trainer.blas_threads=1"], swept=("trainer.blas_threads",)) == ["blas_threads=1"]
 
 
 def test_run_names_tell_keys_with_the_same_last_part_apart():
