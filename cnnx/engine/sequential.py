@@ -78,7 +78,10 @@ class Sequential(Module):
             try:
                 grad_output = layer.backward(grad_output)
             except (RuntimeError, ShapeError) as exc:
-                if _located(exc):
+                # Only the kinds a layer raises are located here: another RuntimeError subclass
+                # (submitit's UncompletedJobError from a signal handler, RecursionError) is not
+                # the layer's, and must reach its handler as what it is.
+                if _located(exc) or type(exc) not in (RuntimeError, ShapeError):
                     raise
                 located = ShapeError if isinstance(exc, ShapeError) else RuntimeError
                 raise located(f"{_LOCATED} {self._location(layer)}: {exc}") from exc

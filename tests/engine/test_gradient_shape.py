@@ -94,3 +94,34 @@ def test_inside_a_model_the_layer_whose_backward_misshaped_the_gradient_is_named
     out = block(IMAGES)
     with pytest.raises(ShapeError, match=r"^layer block.layers.slip \(DropsChannels\): its backward returned"):
         block.backward(np.ones_like(out))
+
+
+class JobEnded(RuntimeError):
+    """As submitit's UncompletedJobError, which its time-limit signal handler raises wherever
+    the program is: here, in a layer's backward."""
+
+
+class Raises(Module):
+    def __init__(self, error):
+        super().__init__()
+        self.error = error
+
+    def forward(self, x, training=True):
+        return x
+
+    def backward(self, grad_output):
+        raise self.error
+
+
+def test_a_layers_backward_error_is_located_but_another_runtime_error_kind_passes_as_it_is():
+    """Every RuntimeError became a plain one naming the layer, so a job's time-limit error read
+    as the layer's, and no handler of its own kind caught it."""
+    from cnnx.engine.model import Model
+
+    x = np.ones((2, 1, 6, 6), np.float32)
+    model = Model({"conv": Conv2D(2, 3), "odd": Raises(RuntimeError("no gradient here"))}, (1, 6, 6))
+    with pytest.raises(RuntimeError, match=r"^layer model.layers.odd \(Raises\): no gradient here$"):
+        model.backward(np.ones_like(model.forward(x)))
+    model = Model({"conv": Conv2D(2, 3), "odd": Raises(JobEnded("timed-out too many times"))}, (1, 6, 6))
+    with pytest.raises(JobEnded, match=r"^timed-out too many times$"):
+        model.backward(np.ones_like(model.forward(x)))
