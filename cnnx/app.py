@@ -620,6 +620,9 @@ def task(cfg: DictConfig) -> float:
 
     hydra_config = HydraConfig.get()
     warn_shadowed_choices(hydra_config)
+    # submitit's jobs log through a handler of their own: passed on to Hydra's as well, each of
+    # its lines came twice in a job's console log, and into the job's app.log of cnnx's lines.
+    logging.getLogger("submitit").propagate = False
     sweep = current_sweep_job(hydra_config)
     try:
         return run(cfg, list(hydra_config.overrides.task), hydra_config.runtime.output_dir, sweep)

@@ -116,6 +116,11 @@ def test_submitit_local_sweep_runs_eight_children_under_one_parent(tmp_path):
     result = run_cli(["-m", *SMALL, *LEAN, *EIGHT_JOBS, "hydra/launcher=submitit_local",
                       f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path)
     assert_complete_sweep(store_client(tmp_path), result, jobs=8)
+    # submitit's own lines: once in each job's console log, none in its app.log
+    for job in range(8):
+        assert "submitit" not in (tmp_path / "sweep" / str(job) / "app.log").read_text()
+    outs = list((tmp_path / "sweep" / ".submitit").glob("*/*_log.out"))
+    assert len(outs) == 8 and all(out.read_text().count("Job completed successfully") == 1 for out in outs)
 
 
 def _free_port() -> int:
