@@ -37,11 +37,12 @@ def test_the_readmes_slurm_command_runs_each_job_as_an_array_task(tmp_path, fake
     assert {"#SBATCH --partition=cpu", "#SBATCH --cpus-per-task=2", "#SBATCH --array=0-1%2"} <= set(directives)
     assert any(line.startswith("#SBATCH --signal=USR2@") for line in directives), directives
     assert [c.split()[0] for c in fake_slurm.commands()].count("sbatch") == 1
+    # submitit takes a job's result once it is written, before SLURM records the job's end
+    assert fake_slurm.wait_until_idle() == []
     assert set(fake_slurm.tasks().values()) == {"COMPLETED"}, fake_slurm.tasks()
     # each job kept its own log in its folder
     for job in ("0", "1"):
         assert "epoch   1/1" in (sweep_dir / job / "app.log").read_text()
-    assert fake_slurm.wait_until_idle() == []
 
 
 def wait_for_line(path: Path, text: str, driver, timeout: float = 120) -> None:
@@ -84,6 +85,8 @@ def test_a_job_requeued_by_slurm_continues_its_own_run_from_its_checkpoint(tmp_p
 
     # SLURM ran the task twice, submitit did not submit it again
     assert (fake_slurm.task(task) / "restarts").read_text().strip() == "1"
+    # submitit takes a job's result once it is written, before SLURM records the job's end
+    assert fake_slurm.wait_until_idle() == []
     assert set(fake_slurm.tasks().values()) == {"COMPLETED"}, fake_slurm.tasks()
     assert [c.split()[0] for c in fake_slurm.commands()].count("sbatch") == 1
     # the first attempt was stopped while it trained; the second continued its run
@@ -110,4 +113,3 @@ def test_a_job_requeued_by_slurm_continues_its_own_run_from_its_checkpoint(tmp_p
     for child in children:
         history = metric_history(client, child.info.run_id, "val_acc")
         assert [step for step, _ in history] == list(range(1, EPOCHS + 1)), (child.data.tags["cnnx.sweep.job"], history)
-    assert fake_slurm.wait_until_idle() == []

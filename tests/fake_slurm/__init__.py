@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -101,7 +102,8 @@ def write_wrappers(folder: Path) -> None:
     folder.mkdir(parents=True)
     for command in COMMANDS:
         wrapper = folder / command
-        wrapper.write_text(f"#!/bin/sh\nexec '{sys.executable}' -I -S '{FAKE}' {command} \"$@\"\n")
+        fake = f"{shlex.quote(sys.executable)} -I -S {shlex.quote(str(FAKE))}"
+        wrapper.write_text(f'#!/bin/sh\nexec {fake} {command} "$@"\n')
         wrapper.chmod(0o755)
 
 
