@@ -453,10 +453,10 @@ def sacct(argv: list[str]) -> int:
         throttle = items[0][1]["throttle"]
         name = f"{base}_[{collapse([t for t, _ in items])}{f'%{throttle}' if throttle else ''}]"
         lines.extend(sacct_rows(name, "PENDING", None, items[0][1], fields))
-    if not noheader:
-        print("|".join(fields))
-    for row in lines:
-        print("|".join(row) + ("" if parsable2 else "|"))
+    # always sacct's --parsable (a trailing |) or --parsable2 format, never its table
+    end = "" if parsable2 else "|"
+    for row in ([] if noheader else [fields]) + lines:
+        print("|".join(row) + end)
     return 0
 
 
