@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 import yaml
 from e2e_helpers import (
-    all_runs, git_work_tree, kill_group, list_artifacts, processes, run_cli, run_cli_many, store_client,
-    wait_for_file, wait_until_group_is_gone,
+    all_runs, assert_complete_sweep, git_work_tree, kill_group, list_artifacts, processes, run_cli, run_cli_many,
+    store_client, sweep_runs, wait_for_file, wait_until_group_is_gone,
 )
 
 pytestmark = pytest.mark.slow
@@ -36,66 +36,12 @@ SWEPT = {"optimizer.lr", "model.layers.conv1.out_channels", "trainer.batch_size"
 LEAN = ["tracking.log_plots=false", "tracking.log_model=false"]
 
 
-def sweep_runs(client, experiment: str = "digits_small"):
-    exp = client.get_experiment_by_name(experiment)
-    assert exp is not None, f"no experiment {experiment!r}"
-    runs = client.search_runs([exp.experiment_id])
-    parents = [r for r in runs if r.data.tags.get("cnnx.sweep.role") == "parent"]
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    return parents, children
-
-
-def assert_complete_sweep(client, result, jobs: int, swept: set[str] = SWEPT, interrupted: int = 0,
-                          models: bool = False):
-    """One FINISHED parent, ``jobs`` FINISHED children under it (plus ``interrupted`` ones that
-    were stopped), and the summary on the parent; with ``models``, the children logged their
-    models and the parent names the best one's."""
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "database is locked" not in result.stderr
-    parents, children = sweep_runs(client)
-    assert len(parents) == 1, [p.info.run_name for p in parents]
-    parent = parents[0]
-    assert parent.info.status == "FINISHED"
-    assert len(children) == jobs + interrupted, [c.info.run_name for c in children]
-    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
-    finished = [c for c in children if c.info.status == "FINISHED"]
-    assert len(finished) == jobs, [c.info.status for c in children]
-    # nothing lost or run twice: every combination exactly once, its metrics logged
-    assert len({tuple(c.data.params[k] for k in sorted(swept)) for c in finished}) == jobs
-    assert all("val_acc" in c.data.metrics and "test_acc" in c.data.metrics for c in finished)
-
-    best_val = {c.info.run_id: c.data.metrics["val_acc"] for c in finished}  # 1 epoch: last = best
-    tags = parent.data.tags
-    assert best_val[tags["cnnx.sweep.best_run_id"]] == max(best_val.values())
-    assert parent.data.metrics["best_val_acc"] == max(best_val.values())
-    best_child = next(c for c in finished if c.info.run_id == tags["cnnx.sweep.best_run_id"])
-    assert json.loads(tags["cnnx.sweep.best_params"]) == {k: best_child.data.params[k] for k in sorted(swept)}
-    # what the UI shows of the sweep on the parent's row: the best child's test figures, and
-    # the settings no job varied, so that a search by params finds the sweep (a resumed
-    # sweep logged them twice)
-    assert {k: parent.data.metrics[f"best_{k}"] for k in ("test_acc", "test_loss")} == {
-        k: best_child.data.metrics[k] for k in ("test_acc", "test_loss")}
-    assert parent.data.params["model.name"] == best_child.data.params["model.name"]
-    assert parent.data.params["trainer.epochs"] == best_child.data.params["trainer.epochs"]
-    assert not {k for k in parent.data.params if k in swept or k.startswith(("tracking.", "sweep."))}
-    if models:
-        (output,) = client.get_run(best_child.info.run_id).outputs.model_outputs
-        assert tags["cnnx.sweep.best_model_uri"] == f"models:/{output.model_id}"
-    else:
-        assert "cnnx.sweep.best_model_uri" not in tags
-
-    assert {"comparison.csv", "comparison.png", "best_child.json"} <= set(list_artifacts(client, parent.info.run_id))
-    table = list(csv.DictReader(Path(client.download_artifacts(parent.info.run_id, "comparison.csv")).open()))
-    assert len(table) == len(children) and swept <= set(table[0]) and "best_val_acc" in table[0]
-    return parent, finished
-
-
 def test_joblib_sweep_runs_eight_children_under_one_parent(tmp_path):
     commit = git_work_tree(tmp_path)
     result = run_cli(["-m", *SMALL, *EIGHT_JOBS, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
                       "+hydra.launcher.idle_worker_timeout=60"], tmp_path)
     client = store_client(tmp_path)
-    parent, children = assert_complete_sweep(client, result, jobs=8, models=True)
+    parent, children = assert_complete_sweep(client, result, jobs=8, swept=SWEPT, models=True)
     # a loky setting the launcher's config does not list reaches joblib (not refused as a typo)
     assert "idle_worker_timeout=60) is launching 8 jobs" in result.stdout + result.stderr
     # the parent and every job record the commit they ran, its tracked files unchanged
@@ -115,7 +61,7 @@ def test_joblib_sweep_runs_eight_children_under_one_parent(tmp_path):
 def test_submitit_local_sweep_runs_eight_children_under_one_parent(tmp_path):
     result = run_cli(["-m", *SMALL, *LEAN, *EIGHT_JOBS, "hydra/launcher=submitit_local",
                       f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path)
-    assert_complete_sweep(store_client(tmp_path), result, jobs=8)
+    assert_complete_sweep(store_client(tmp_path), result, jobs=8, swept=SWEPT)
     # submitit's own lines: once in each job's console log, none in its app.log
     for job in range(8):
         assert "submitit" not in (tmp_path / "sweep" / str(job) / "app.log").read_text()
@@ -164,7 +110,7 @@ def test_joblib_sweep_logs_to_a_shared_mlflow_server(tmp_path):
         # Models too: their files go through the server's artifact proxy.
         result = run_cli(["-m", *SMALL, "tracking.log_plots=false", *EIGHT_JOBS, "hydra/launcher=joblib",
                           "hydra.launcher.n_jobs=2", "sweep.fork_workers=false", f"tracking.uri={url}"], tmp_path)
-        assert_complete_sweep(MlflowClient(url), result, jobs=8, models=True)
+        assert_complete_sweep(MlflowClient(url), result, jobs=8, swept=SWEPT, models=True)
         assert not (tmp_path / "mlflow.db").exists()
         # MLflow's links for runs on a server go to stderr: stdout keeps the runs' own lines.
         assert "View run" not in result.stdout and result.stderr.count("View run") == 9, result.stdout
