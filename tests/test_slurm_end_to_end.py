@@ -113,3 +113,46 @@ def test_a_job_requeued_by_slurm_continues_its_own_run_from_its_checkpoint(tmp_p
     for child in children:
         history = metric_history(client, child.info.run_id, "val_acc")
         assert [step for step, _ in history] == list(range(1, EPOCHS + 1)), (child.data.tags["cnnx.sweep.job"], history)
+
+
+def test_a_sweep_stopped_by_sigterm_cancels_its_slurm_jobs_and_resumes_training_none_twice(tmp_path, fake_slurm):  # noqa: F811
+    """Its SLURM jobs trained on after the sweep's process stopped, reporting to a FAILED parent,
+    and the resume command it printed trained the pending ones a second time."""
+    import signal
+
+    sweep_dir = tmp_path / "sweep"
+    args = ["-m", "+experiment=digits_small", f"trainer.epochs={EPOCHS}", "optimizer.lr=0.02,0.05,0.1", *LEAN, *SLURM,
+            f"hydra.sweep.dir={sweep_dir}"]
+    one_slot = {**fake_slurm.env, "FAKE_SLURM_SLOTS": "1"}  # job 0 trains, jobs 1 and 2 wait in the queue
+    driver = start_cli(args, tmp_path, env=one_slot)
+    try:
+        wait_for_line(sweep_dir / "0" / "app.log", "epoch   1/", driver)
+        (task,) = [t for t in fake_slurm.tasks() if t.endswith("_0")]
+        fake_slurm.stop_steps(task)  # held inside training until SLURM's SIGCONT and SIGTERM
+        driver.send_signal(signal.SIGTERM)  # a closed login session, `timeout`
+        _, err = driver.communicate(timeout=180)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.communicate()
+    assert driver.returncode == 128 + signal.SIGTERM, err[-3000:]
+    job_id = task.split("_")[0]
+    assert f"cnnx: cancelling the sweep's SLURM job {job_id} (scancel)" in err, err[-3000:]
+    assert err.rstrip().splitlines()[-1].startswith("cnnx: sweep interrupted by SIGTERM; continue it with: ")
+    # the sweep waited for its jobs: none left in the queue, the training one saved its checkpoint
+    assert fake_slurm.wait_until_idle(timeout=5) == []
+    assert set(fake_slurm.tasks().values()) == {"CANCELLED"}, fake_slurm.tasks()
+    client = store_client(tmp_path)
+    (parent,), children = sweep_runs(client)
+    assert parent.info.status == "FAILED"
+    assert [(c.data.tags["cnnx.sweep.job"], c.info.status) for c in children] == [("0", "KILLED")]
+
+    resumed = run_cli([*args, "sweep.resume=true"], tmp_path, env=fake_slurm.env, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    (parent,), children = sweep_runs(client)
+    assert parent.info.status == "FINISHED"
+    assert sorted((c.data.tags["cnnx.sweep.job"], c.info.status) for c in children) == [
+        ("0", "FINISHED"), ("1", "FINISHED"), ("2", "FINISHED")]
+    assert len(all_runs(tmp_path)) == 4  # no job trained twice
+    for child in children:
+        assert [step for step, _ in metric_history(client, child.info.run_id, "val_acc")] == list(range(1, EPOCHS + 1))

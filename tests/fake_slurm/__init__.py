@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 FAKE = Path(__file__).resolve().with_name("fakeslurm.py")
-COMMANDS = ("sbatch", "srun", "sacct", "scancel", "scontrol")
+COMMANDS = ("sbatch", "srun", "sacct", "scancel", "scontrol", "squeue")
 #: SLURM's KillWait (SIGTERM to SIGKILL) on the fake: enough for a job to save its checkpoint.
 KILL_WAIT = 10
 

@@ -530,6 +530,19 @@ def scancel(argv: list[str]) -> int:
     return int(rc)
 
 
+def squeue(argv: list[str]) -> int:
+    """``squeue -h -o %i -j ID[,ID...]``: the tasks of those jobs still queued, running, or
+    completing (SLURM's CG: cancelled, but its processes have not ended yet), one id per line."""
+    ids = argv[argv.index("-j") + 1].split(",") if "-j" in argv else None
+    for jobdir in sorted(all_jobdirs(), key=task_key):
+        if ids is not None and jobdir.name.split("_")[0] not in ids and jobdir.name not in ids:
+            continue
+        pgid = read(jobdir, "pgid")
+        if read(jobdir, "state") in ("PENDING", "RUNNING", "REQUEUED") or (pgid and group_alive(int(pgid))):
+            print(jobdir.name)
+    return 0
+
+
 def scontrol(argv: list[str]) -> int:
     """``scontrol requeue ID[_TASK][,...]``: a running task is stopped and runs again (with
     SLURM_RESTART_COUNT one more), as SLURM's preemption in REQUEUE mode and submitit's own
@@ -556,7 +569,8 @@ def main() -> int:
     if len(sys.argv) == 3 and sys.argv[1] == "__run":
         run(Path(sys.argv[2]))
         return 0
-    commands = {"sbatch": sbatch, "srun": srun, "sacct": sacct, "scancel": scancel, "scontrol": scontrol}
+    commands = {"sbatch": sbatch, "srun": srun, "sacct": sacct, "scancel": scancel, "scontrol": scontrol,
+                "squeue": squeue}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         print(f"fakeslurm: usage: fakeslurm.py {{{','.join(commands)}}} ARGS...", file=sys.stderr)
         return 2
