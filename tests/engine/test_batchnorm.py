@@ -98,6 +98,22 @@ def test_eval_uses_running_statistics_and_leaves_them_alone():
         np.testing.assert_array_equal(v, stats[k])
 
 
+def test_eval_adds_eps_to_the_running_variance_so_a_dead_channel_stays_finite():
+    """Without eps, evaluation differed from PyTorch by about eps/(2·var), too little to see at
+    eps=1e-5 with the variances above, and a channel whose running variance fell to 0 gave inf."""
+    rng = np.random.default_rng(2)
+    layer = _RandomisedBN(eps=0.5)
+    layer.build((2, 3, 3), rng)
+    layer.to(np.float64)
+    layer.buffers["running_var"][:] = [0.0, 0.25]  # the first channel never varied
+    x = _x(rng, (3, 2, 3, 3))
+    y = layer.forward(x, training=False)
+    assert np.isfinite(y).all()
+    expected = _plain_reference(x, layer.params["weight"].data, layer.params["bias"].data,
+                                layer.buffers["running_mean"], layer.buffers["running_var"], 0.5)
+    np.testing.assert_allclose(y, expected, rtol=1e-12)
+
+
 def test_training_output_is_standardised_per_channel():
     layer = BatchNorm2D()
     layer.build((3, 5, 5), np.random.default_rng(0))

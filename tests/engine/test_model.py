@@ -337,6 +337,17 @@ def test_backward_keeps_float32_and_names_a_misfit_gradient():
     assert {p.grad.dtype for _, p in model.named_parameters()} == {np.dtype(np.float32)}
 
 
+def test_backward_casts_a_float64_gradient_even_where_no_layer_on_its_path_would():
+    """Dense, Conv2D, BatchNorm2D and Residual cast a gradient to their own dtype, which hid
+    from the LeNet-5 test above that the model's own cast was gone; a path of layers without
+    parameters (or a plugin layer that does not cast) handed back float64."""
+    model = cnnx.build_model({"relu": {"type": "relu"}, "pool": {"type": "maxpool2d", "kernel_size": 2},
+                              "flat": {"type": "flatten"}}, (1, 4, 4))
+    model.forward(np.random.default_rng(0).standard_normal((2, 1, 4, 4)).astype(np.float32), training=True)
+    grad_x = model.backward(np.ones((2, 4)))  # float64, as a loss with float64 targets returns it
+    assert grad_x.dtype == np.float32
+
+
 def test_a_torch_state_dict_with_batchnorm_loads_as_is():
     # torch.nn.BatchNorm2d's state_dict carries num_batches_tracked, which cnnx does not keep.
     spec = {"conv": {"type": "conv2d", "out_channels": 4, "kernel_size": 3}, "bn": {"type": "batchnorm2d"}}

@@ -288,6 +288,24 @@ def test_load_state_dict_is_strict(mutate, message):
         np.testing.assert_array_equal(after[k], before[k])
 
 
+@pytest.mark.parametrize("misfit", [np.zeros(3), np.array(["a"] * 5)], ids=["shape", "dtype"])
+def test_a_state_dict_whose_last_slot_misfits_changes_none_of_the_slots_before_it(misfit):
+    """The strict test above loads the optimizer's own values, so a load that copied each slot
+    as it was checked, before the misfit was found, looked as if it changed nothing; here every
+    slot before the misfit holds other values. (training_state.restore puts a trainer back
+    itself; a caller's own loop relies on the docstring's "nothing is changed".)"""
+    start, grad_fn = make_problem()
+    params, opt = run_cnnx(Adam, {"lr": 0.01}, start, grad_fn, steps=2)
+    before = opt.state_dict()
+    state = {k: v + 1.0 if isinstance(v, np.ndarray) else v for k, v in before.items()}
+    last = [k for k, v in state.items() if isinstance(v, np.ndarray)][-1]
+    state[last] = misfit
+    with pytest.raises(CheckpointError, match=last):
+        opt.load_state_dict(state)
+    for key, value in opt.state_dict().items():
+        np.testing.assert_array_equal(value, before[key], err_msg=key)
+
+
 def test_checkpoint_from_another_momentum_setting_is_rejected():
     p = Parameter(np.zeros(3))
     plain = SGD([("w", p)], lr=0.1)

@@ -23,8 +23,8 @@ from cnnx.tracking.sweep_resume import (
     CHECKPOINT_DIR_TAG, FINGERPRINT_TAG, config_fingerprint, finished_twin, stopped_twin, twins,
 )
 from cnnx.tracking.sweep_summary import (
-    BEST_MODEL_TAG, OVERRIDES_TAG, SWEPT_TAG, child_runs, record_summary, superseded, swept_keys_of_command,
-    sweep_table,
+    BEST_MODEL_TAG, OVERRIDES_TAG, SWEPT_TAG, SweepTable, child_runs, record_summary, superseded,
+    swept_keys_of_command, sweep_table,
 )
 
 
@@ -200,6 +200,17 @@ def test_an_attempt_a_later_run_of_the_same_job_replaced_is_left_out():
     assert superseded(runs) == {"killed", "refused", "no data yet", "refused rerun"}
 
 
+def test_a_sweep_in_which_no_child_finished_names_no_best():
+    """A Ctrl-C'd sweep whose children were all stopped or failed after some epochs: the parent
+    was tagged with a KILLED run as cnnx.sweep.best_run_id and logged its figures as the best."""
+    table = SweepTable(objective="val_acc", mode="max", swept=["optimizer.lr"], rows=[
+        {"run_id": "a", "run_name": "lr=0.1", "status": "KILLED", "optimizer.lr": "0.1", "best_val_acc": 0.9},
+        {"run_id": "b", "run_name": "lr=1", "status": "FAILED", "optimizer.lr": "1", "best_val_acc": None},
+    ])
+    assert table.ranked()[0]["run_id"] == "a"  # still listed first in the comparison ...
+    assert table.best() is None  # ... but not named the sweep's best
+
+
 @pytest.mark.slow
 def test_loss_objectives_are_minimised(client):
     parent, ids = make_sweep(client, [
@@ -315,6 +326,18 @@ def test_a_resumed_sweep_continues_the_newest_stopped_twin_that_left_checkpoints
 
     finished = child("FINISHED", saved)
     assert finished_twin(twins(client, experiment_id, parent, "same")).info.run_id == finished
+
+
+def test_a_finished_twin_under_another_sweeps_parent_is_not_this_sweeps(client):
+    """Twins were searched in the whole experiment: a resumed sweep skipped a job that had
+    FINISHED under another sweep there (another grid sharing some values), and it was missing
+    from this sweep's table."""
+    experiment_id = client.create_experiment("twins of two sweeps")
+    this, other = (client.create_run(experiment_id, run_name=name).info.run_id for name in ("this", "other"))
+    done = client.create_run(experiment_id, tags={"mlflow.parentRunId": other, FINGERPRINT_TAG: "same"}).info.run_id
+    client.set_terminated(done, "FINISHED")
+    assert twins(client, experiment_id, this, "same") == []
+    assert finished_twin(twins(client, experiment_id, other, "same")).info.run_id == done
 
 
 @pytest.mark.parametrize("launcher,cpus,expected", [

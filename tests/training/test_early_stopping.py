@@ -5,17 +5,22 @@ callback ahead of EarlyStopping that overwrites it, because a real val_loss cann
 epoch by epoch. The weights still change every epoch, which restore_best needs.
 """
 
+import os
+import signal
+
 import numpy as np
 import pytest
 
 from cnnx.data.splits import DataSplits
 from cnnx.engine.losses.cross_entropy import CrossEntropyLoss
 from cnnx.engine.model import build_model
+from cnnx.engine.optim.schedulers import StepLR
 from cnnx.engine.optim.sgd import SGD
 from cnnx.training.callbacks import Callback
-from cnnx.training.checkpoint import Checkpoint
+from cnnx.training.checkpoint import Checkpoint, list_checkpoints
 from cnnx.training.checkpoint_file import read_checkpoint
 from cnnx.training.early_stopping import EarlyStopping
+from cnnx.training.signals import TrainingInterrupted
 from cnnx.training.trainer import Trainer
 
 EPOCHS = 8
@@ -32,12 +37,16 @@ class Scripted(Callback):
         self.weights[epoch] = trainer.model.state_dict()
 
 
-def fit(key, values, after=(), **stopping):
+def scripted_data():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((24, 1, 4, 4)).astype(np.float32)
     y = np.arange(24) % 3
-    data = DataSplits(train=(x, y), val=(x[:6], y[:6]), test=(x[:6], y[:6]), classes=["a", "b", "c"],
+    return DataSplits(train=(x, y), val=(x[:6], y[:6]), test=(x[:6], y[:6]), classes=["a", "b", "c"],
                       input_shape=(1, 4, 4), name="t")
+
+
+def fit(key, values, after=(), **stopping):
+    data = scripted_data()
     model = build_model({"flat": {"type": "flatten"}, "fc": {"type": "dense", "out_features": 3}}, (1, 4, 4), seed=0)
     script = Scripted(key, values)
     trainer = Trainer(model, CrossEntropyLoss(), SGD(model.named_parameters(), lr=0.1), epochs=EPOCHS,
@@ -50,6 +59,13 @@ def fit(key, values, after=(), **stopping):
 def test_stops_at_the_epoch_patience_runs_out():
     # best at epoch 2; epochs 3 and 4 do not improve: patience 2 is used up at epoch 4
     stopped, _, _ = fit("val_loss", [1.0, 0.9, 0.95, 0.95, 0.95, 0.95, 0.95, 0.95], patience=2)
+    assert stopped == 4
+
+
+def test_a_value_equal_to_the_best_is_not_an_improvement():
+    """A loss repeating its best exactly (a plateau: lr=0, a frozen model) reset the patience and
+    moved the best epoch; Keras and Lightning compare strictly, and so does min_delta=0 here."""
+    stopped, _, _ = fit("val_loss", [1.0, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9], patience=2)
     assert stopped == 4
 
 
@@ -116,6 +132,67 @@ def test_the_stopping_epochs_checkpoint_holds_that_epochs_weights(tmp_path):
     np.testing.assert_array_equal(arrays["model/fc.weight"], script.weights[4]["fc.weight"])
     # ... and the model the run ends with is still the best epoch's
     np.testing.assert_array_equal(model.state_dict()["fc.weight"], script.weights[2]["fc.weight"])
+
+
+# Best at epoch 2, patience 3 used up at epoch 5; the scripted loss of epoch 4 is the best
+# after epoch 3, so a resumed checkpoint callback that forgot epoch 2 would take epoch 4 for it.
+RESUMED_SCRIPT = [1.0, 0.5, 0.8, 0.6, 0.9, 0.9, 0.9, 0.9]
+
+
+class InterruptAfter(Callback):
+    """Sends the process SIGINT at the end of ``epoch``: the trainer stops there with a checkpoint."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_epoch_end(self, trainer, epoch, metrics):
+        if epoch == self.epoch:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def stopping_run(directory, resume=False, interrupt_after=None):
+    model = build_model({"flat": {"type": "flatten"}, "fc": {"type": "dense", "out_features": 3}}, (1, 4, 4), seed=0)
+    optimizer = SGD(model.named_parameters(), lr=0.1, momentum=0.9)
+    interrupt = [InterruptAfter(interrupt_after)] if interrupt_after else []
+    return Trainer(model, CrossEntropyLoss(), optimizer, epochs=EPOCHS, batch_size=8, seed=0, progress=False,
+                   log=lambda _: None, scheduler=StepLR(optimizer, step_size=1, gamma=0.7, steps_per_epoch=3),
+                   callbacks=[Scripted("val_loss", RESUMED_SCRIPT), EarlyStopping(monitor="val_loss", patience=3),
+                              Checkpoint(directory, keep_last=1, monitor="val_loss", resume=resume), *interrupt])
+
+
+def test_a_run_resumed_after_its_best_epoch_or_after_it_stopped_ends_as_the_uninterrupted_one(tmp_path):
+    """test_resume.py never lets early stopping fire. Resumed mid-patience, a run waited a full
+    patience again (the used patience lost), handed back its last weights instead of the best
+    (the best weights not checkpointed), and its checkpoint callback took the first epoch after
+    the resume for the best and pruned the real best file; resumed from the checkpoint of the
+    stopping epoch, a run trained on past the stop."""
+    straight = stopping_run(tmp_path / "straight")
+    straight.fit(scripted_data())
+    assert len(straight.history.epochs) == 5
+    assert straight.early_stop == {"stopped_epoch": 5, "best_epoch": 2, "restored_best": True}
+    assert [p.name for p in list_checkpoints(tmp_path / "straight")] == ["epoch-0002.npz", "epoch-0005.npz"]
+
+    # Interrupted after epoch 3: after the best epoch, one epoch into the patience.
+    with pytest.raises(TrainingInterrupted):
+        stopping_run(tmp_path / "resumed", interrupt_after=3).fit(scripted_data())
+    assert [p.name for p in list_checkpoints(tmp_path / "resumed")] == ["epoch-0002.npz", "epoch-0003.npz"]
+    resumed = stopping_run(tmp_path / "resumed", resume=True)
+    resumed.fit(scripted_data())
+    # ... and resumed from the stopping epoch's checkpoint: early stopping had ended the run.
+    after_stop = stopping_run(tmp_path / "straight", resume=True)
+    after_stop.fit(scripted_data())
+
+    assert resumed.callbacks[2].resumed_from.name == "epoch-0003.npz"
+    assert after_stop.callbacks[2].resumed_from.name == "epoch-0005.npz"
+    for name, run in [("resumed after epoch 3", resumed), ("resumed after the stop", after_stop)]:
+        assert len(run.history.epochs) == 5, name
+        assert [e["lr"] for e in run.history.epochs] == [e["lr"] for e in straight.history.epochs], name
+        assert [e["train_loss"] for e in run.history.epochs] == [e["train_loss"] for e in straight.history.epochs], name
+        assert run.early_stop == straight.early_stop, name
+        for key, value in straight.model.state_dict().items():  # the best epoch's, restored
+            np.testing.assert_array_equal(run.model.state_dict()[key], value, err_msg=f"{name}: {key}")
+    assert [p.name for p in list_checkpoints(tmp_path / "resumed")] == ["epoch-0002.npz", "epoch-0005.npz"]
+    assert [p.name for p in list_checkpoints(tmp_path / "straight")] == ["epoch-0002.npz", "epoch-0005.npz"]
 
 
 @pytest.mark.slow
