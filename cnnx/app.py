@@ -41,7 +41,7 @@ from cnnx.training.class_weights import with_class_weights
 from cnnx.training.console import ConsoleLogger
 from cnnx.training.divergence import UpdateGuard
 from cnnx.training.early_stopping import EarlyStopping
-from cnnx.training.signals import FINISHED_RUN_SIGNALS
+from cnnx.training.signals import FINISHED_RUN_SIGNALS, TrainingInterrupted, hand_over
 from cnnx.training.trainer import COUNTS, MONITORABLE, Trainer, check_count
 
 register_schema()
@@ -577,6 +577,8 @@ def _run(cfg: DictConfig, overrides: list[str] | None, output_dir: str | None, s
             interruption.run_dir, interruption.in_sweep = output_dir, sweep is not None
             interruption.sweep_tracked = config["tracking"]["enabled"]
             interruption.checkpoints_off = checkpoint is None
+            if isinstance(interruption, TrainingInterrupted):
+                hand_over(interruption)
             raise
         FINISHED_RUN_SIGNALS.finished = sweep is None
     if sweep is not None and trainer.interrupts.requested:

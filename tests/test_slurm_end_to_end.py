@@ -59,7 +59,11 @@ def wait_for_line(path: Path, text: str, driver, timeout: float = 120) -> None:
 EPOCHS = 4
 
 
-def test_a_job_requeued_by_slurm_continues_its_own_run_from_its_checkpoint(tmp_path, fake_slurm):  # noqa: F811
+@pytest.mark.parametrize("preemption", ["requeue", "usr2"])
+def test_a_job_requeued_by_slurm_continues_its_own_run_from_its_checkpoint(tmp_path, fake_slurm, preemption):  # noqa: F811
+    """``requeue``: SLURM's PreemptMode=REQUEUE. ``usr2``: the signal submitit has SLURM send
+    ahead of the time limit (and sends itself to simulate a preemption), on which submitit
+    requeues the job: the run was FAILED with ``SystemExit: -1`` and no checkpoint of its own."""
     sweep_dir = tmp_path / "sweep"
     driver = start_cli(["-m", "+experiment=digits_small", f"trainer.epochs={EPOCHS}", "optimizer.lr=0.05,0.1",
                         *LEAN, *SLURM, f"hydra.sweep.dir={sweep_dir}"], tmp_path, env=fake_slurm.env)
@@ -73,8 +77,12 @@ def test_a_job_requeued_by_slurm_continues_its_own_run_from_its_checkpoint(tmp_p
         # (whose SIGCONT resumes it), so that it lands inside training on any machine
         fake_slurm.stop_steps(task)
         assert f"epoch {EPOCHS:>3}/{EPOCHS}" not in app_log.read_text(), "job 1 finished training before it was stopped"
-        requeue = fake_slurm.run("scontrol", "requeue", task)
-        assert requeue.returncode == 0, requeue.stderr
+        if preemption == "requeue":
+            requeue = fake_slurm.run("scontrol", "requeue", task)
+            assert requeue.returncode == 0, requeue.stderr
+        else:  # delivered once the job runs on, then submitit requeues it from its handler
+            for sent in ("USR2", "CONT"):
+                assert fake_slurm.run("scancel", "--signal", sent, task).returncode == 0
         out, err = driver.communicate(timeout=180)
     finally:
         if driver.poll() is None:
@@ -91,7 +99,12 @@ def test_a_job_requeued_by_slurm_continues_its_own_run_from_its_checkpoint(tmp_p
     assert [c.split()[0] for c in fake_slurm.commands()].count("sbatch") == 1
     # the first attempt was stopped while it trained; the second continued its run
     job_err = "".join(p.read_text() for p in sweep_dir.glob(f".submitit/{task}/*_log.err"))
-    assert "TrainingInterrupted: SIGTERM received; stopped " in job_err, job_err[-3000:]
+    if preemption == "requeue":
+        assert "TrainingInterrupted: SIGTERM received; stopped " in job_err, job_err[-3000:]
+    else:  # the batch ended and a checkpoint was saved before submitit requeued the job
+        job_out = "".join(p.read_text() for p in sweep_dir.glob(f".submitit/{task}/*_log.out"))
+        assert "this job is preempted" in job_err and f"Requeued job {task}" in job_out, job_err[-3000:]
+        assert "SystemExit" not in job_err, job_err[-3000:]
     assert "cnnx: job 1 was started again in its folder by the launcher" in job_err, job_err[-3000:]
     continued = re.search(r"cnnx: continuing '.*' \(run (\w+), KILLED\) from its checkpoints in (.*)", job_err)
     assert continued and continued[2] == str(sweep_dir / "1" / "checkpoints"), job_err[-3000:]

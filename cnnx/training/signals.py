@@ -106,12 +106,29 @@ class InterruptFlag:
             for name in HANDLED:
                 signum = getattr(signal, name)
                 self._previous[signum] = signal.signal(signum, self._handle)
+            warning = getattr(signal, "SIGUSR2", None)
+            if warning is not None and callable(signal.getsignal(warning)):
+                # A job manager's warning before it stops the job (submitit has SLURM send
+                # SIGUSR2 ahead of the time limit, and requeues the job from its handler): the
+                # batch ends and a checkpoint is saved first; ``hand_over`` then calls it.
+                self._previous[warning] = signal.signal(warning, self._handle)
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous.clear()
+
+
+def hand_over(interruption: TrainingInterrupted) -> None:
+    """After training stopped on a job manager's warning signal (SIGUSR2), with its checkpoint
+    saved and its run ended: call the handler the signal was meant for (submitit's requeues the
+    job and exits; past its requeues it raises its own error)."""
+    if interruption.signal_name != "SIGUSR2":
+        return
+    handler = signal.getsignal(signal.SIGUSR2)
+    if callable(handler):
+        handler(signal.SIGUSR2, None)
 
 
 class FinishedRunSignals:

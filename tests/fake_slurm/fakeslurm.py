@@ -574,6 +574,10 @@ def main() -> int:
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         print(f"fakeslurm: usage: fakeslurm.py {{{','.join(commands)}}} ARGS...", file=sys.stderr)
         return 2
+    if sys.argv[1] in ("scontrol", "scancel"):
+        # Called from inside a job (submitit requeues its job with scontrol), it must outlive
+        # the stop it asks for: SLURM's controller does the stopping, not the job's own processes.
+        os.setpgid(0, 0)
     STATE.mkdir(parents=True, exist_ok=True)
     with open(STATE / "commands.log", "a") as f:
         f.write(f"{time.strftime('%H:%M:%S')} pid={os.getpid()} {shlex.join(sys.argv[1:])}\n")
