@@ -100,6 +100,10 @@ def earlier_attempt(job: SweepJob | None, config: dict[str, Any], experiment_nam
     if experiment is None:
         return EarlierAttempt()
     runs = twins(client, experiment.experiment_id, job.link.parent_run_id, config_fingerprint(config, job.swept))
+    if rerun_in is not None:
+        # Its own earlier attempt, by its folder: a sweep may hold jobs of one config twice
+        # (Optuna drawing a trial again), each with its own run.
+        runs = [run for run in runs if _wrote_to(run, rerun_in)]
     finished = finished_twin(runs)
     if finished is not None:
         monitor = config["trainer"]["monitor"]
@@ -109,7 +113,7 @@ def earlier_attempt(job: SweepJob | None, config: dict[str, Any], experiment_nam
               f"({monitor} (best epoch) = {shown})", file=sys.stderr)
         return EarlierAttempt(objective=float("nan") if objective is None else objective)
     stopped = stopped_twin(runs) if config["trainer"]["checkpoint"]["enabled"] else None
-    if stopped is None or (rerun_in is not None and stopped[1].resolve() != rerun_in.resolve()):
+    if stopped is None:
         # Checkpoints that no unfinished attempt of this job in this sweep wrote: the job's own
         # refusal of a folder holding another run's checkpoints says what to do.
         return EarlierAttempt()
@@ -120,6 +124,11 @@ def earlier_attempt(job: SweepJob | None, config: dict[str, Any], experiment_nam
     print(f"cnnx: continuing {run.info.run_name!r} (run {run.info.run_id}, {run.info.status}) from its "
           f"checkpoints in {directory}", file=sys.stderr)
     return EarlierAttempt(checkpoint_dir=directory)
+
+
+def _wrote_to(run, folder: Path) -> bool:
+    written = run.data.tags.get(CHECKPOINT_DIR_TAG)
+    return written is not None and Path(written).resolve() == folder.resolve()
 
 
 def _checkpoints_of_a_rerun(config: dict[str, Any], job_dir: str | None) -> Path | None:

@@ -99,17 +99,24 @@ def superseded(runs: list) -> set[str]:
             found.append(f"overrides {kept}")
         return found
 
+    def finished_in_its_sweep(run, identity: str) -> bool:
+        parent = run.data.tags.get("mlflow.parentRunId")
+        return parent is not None and (parent, identity) in finished
+
     newest: dict[str, int] = {}
-    finished: set[str] = set()
+    finished: set[tuple[str, str]] = set()
     for run in runs:
         for identity in identities(run):
             newest[identity] = max(newest.get(identity, 0), run.info.start_time)
-            if run.info.status == "FINISHED":
-                finished.add(identity)
-    # A job that finished replaces its other attempts, also newer ones: a resumed run keeps its
-    # first start time, so an attempt refused meanwhile would otherwise count as the later one.
+            if run.info.status == "FINISHED" and "mlflow.parentRunId" in run.data.tags:
+                finished.add((run.data.tags["mlflow.parentRunId"], identity))
+    # A sweep's job that finished replaces its other attempts in that sweep, also newer ones: a
+    # resumed run keeps its first start time, so an attempt refused meanwhile would otherwise
+    # count as the later one. (Runs outside a sweep are separate runs: the same command run
+    # again while the first finished shows.)
     return {run.info.run_id for run in runs if run.info.status != "FINISHED"
-            and any(newest[identity] > run.info.start_time or identity in finished for identity in identities(run))}
+            and any(newest[identity] > run.info.start_time or finished_in_its_sweep(run, identity)
+                    for identity in identities(run))}
 
 
 def last_epoch_note(client, run_id: str, run_name: str, metric: str) -> str | None:

@@ -178,8 +178,10 @@ def test_the_columns_are_what_the_command_swept_even_a_group_or_a_value_no_child
 def test_an_attempt_a_later_run_of_the_same_job_replaced_is_left_out():
     from types import SimpleNamespace
 
-    def run(run_id, start, status, fingerprint=None, overrides=None):
+    def run(run_id, start, status, fingerprint=None, overrides=None, parent="sweep"):
         tags = {FINGERPRINT_TAG: fingerprint} if fingerprint else {}
+        if parent is not None:
+            tags["mlflow.parentRunId"] = parent
         if overrides is not None:
             tags[OVERRIDES_TAG] = json.dumps(overrides)
         return SimpleNamespace(info=SimpleNamespace(run_id=run_id, start_time=start, status=status),
@@ -196,6 +198,10 @@ def test_an_attempt_a_later_run_of_the_same_job_replaced_is_left_out():
         run("resumed", 10, "FINISHED", "e", overrides=["lr=0.1", "tracking.uri=b", "sweep.resume=true"]),
         # Refused while it was stopped; the stopped run, resumed, finished and kept its start time:
         run("continued", 11, "FINISHED", "f"), run("refused rerun", 12, "FAILED", "f"),
+        # Outside a sweep (cnnx compare EXPERIMENT), the same command run again is another run:
+        run("plain", 13, "FINISHED", "g", parent=None), run("plain again, training", 14, "RUNNING", "g", parent=None),
+        # ... and so is the same config in another sweep
+        run("other sweep's", 15, "KILLED", "f", parent="other"),
     ]
     assert superseded(runs) == {"killed", "refused", "no data yet", "refused rerun"}
 
@@ -649,3 +655,31 @@ def test_a_best_child_that_collapsed_after_its_best_epoch_is_noted(client):
         "trainer.early_stopping.restore_best=true hands back the best epoch's weights when early stopping stops a run")
     client.set_tag(ids[0], "cnnx.early_stopping.restored_best", "true")
     assert last_epoch_note(client, ids[0], "lr=0.1", "val_acc") is None
+
+
+def test_a_job_its_launcher_reruns_in_its_folder_continues_its_own_attempt_not_a_twins(client, tmp_path):
+    """SLURM requeues a preempted job, Ray retries one whose worker died: in its own folder.
+    A sweep may hold one config twice (Optuna drawing a trial again); the newest stopped twin
+    was taken, and the rerun refused its own checkpoints as another run's."""
+    from cnnx.tracking.sweep_job import SweepJob, earlier_attempt
+    from cnnx.tracking.sweep_link import SweepLink
+
+    config = {"seed": 0, "tracking": {"enabled": True}, "sweep": {"resume": False},
+              "trainer": {"monitor": "val_acc", "checkpoint": {"enabled": True, "dir": None}}}
+    fingerprint = config_fingerprint(config)
+    experiment_id = client.create_experiment("rerun in place")
+    parent = client.create_run(experiment_id, run_name="sweep").info.run_id
+    own, twin = tmp_path / "1", tmp_path / "4"
+    for number, (folder, started) in enumerate(((own, 1_000), (twin, 2_000))):
+        (folder / "checkpoints").mkdir(parents=True)
+        (folder / "checkpoints" / "epoch-0002.npz").write_bytes(b"")
+        run = client.create_run(experiment_id, start_time=started, tags={
+            "mlflow.parentRunId": parent, FINGERPRINT_TAG: fingerprint,
+            CHECKPOINT_DIR_TAG: str(folder / "checkpoints")})
+        client.set_terminated(run.info.run_id, "KILLED")
+    job = SweepJob(SweepLink(client.tracking_uri, experiment_id, parent, "rerun in place"), None, True, 1)
+
+    assert earlier_attempt(job, config, "rerun in place", str(own)).checkpoint_dir == own / "checkpoints"
+    assert earlier_attempt(job, config, "rerun in place", str(twin)).checkpoint_dir == twin / "checkpoints"
+    # a folder without checkpoints is a first attempt: nothing is looked up
+    assert earlier_attempt(job, config, "rerun in place", str(tmp_path / "7")).checkpoint_dir is None
