@@ -11,50 +11,57 @@ before it exits, so that its resume finds every checkpoint written.
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-#: Where submitit keeps this sweep's jobs (one folder per job, named by its SLURM job id).
-_jobs_folder: Path | None = None
-
-_JOB_ID = re.compile(r"(\d+)(?:_\d+)?")
+#: The SLURM job ids (an array's one id for all its tasks) this process has submitted.
+_submitted: list[str] = []
 
 
 class SlurmJobsStopWithTheSweep(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        global _jobs_folder
         target = str(OmegaConf.select(config, "hydra.launcher._target_", default=""))
-        if "hydra_submitit_launcher" not in target or not target.endswith("SlurmLauncher"):
-            return
-        folder = str(OmegaConf.select(config, "hydra.launcher.submitit_folder"))
-        # "%j" names each job's own folder; the folder above holds them all.
-        _jobs_folder = Path(folder.split("%j")[0]) if "%j" in folder else None
+        if "hydra_submitit_launcher" in target and target.endswith("SlurmLauncher"):
+            record_submissions()
 
 
-def submitted_job_ids(folder: Path) -> list[str]:
-    """The SLURM job ids (an array's one id for all its tasks) of the jobs submitit made in ``folder``."""
-    try:
-        names = [entry.name for entry in folder.iterdir() if entry.is_dir()]
-    except OSError:
-        return []
-    return sorted({match.group(1) for name in names if (match := _JOB_ID.fullmatch(name))}, key=int)
+def record_submissions() -> None:
+    """Have submitit's executors note the ids of the jobs they submit from this process: only
+    those are this sweep's (a shared ``submitit_folder`` holds other sweeps' jobs too)."""
+    from submitit.core.core import Executor
+
+    if getattr(Executor.map_array, "records_job_ids", False):
+        return
+    submit_array = Executor.map_array
+
+    def map_array(self, fn, *iterable):
+        jobs = submit_array(self, fn, *iterable)
+        for job in jobs:
+            array_id = str(job.job_id).split("_")[0]
+            if array_id not in _submitted:
+                _submitted.append(array_id)
+        return jobs
+
+    map_array.records_job_ids = True
+    map_array.__doc__ = submit_array.__doc__
+    Executor.map_array = map_array
 
 
 def cancel_slurm_jobs(wait: float = 90.0) -> None:
-    """Cancel the stopping sweep's SLURM jobs and wait (up to ``wait`` seconds) until they have left
-    the queue; nothing for a sweep on another launcher."""
-    if _jobs_folder is None or shutil.which("scancel") is None:
-        return
-    ids = submitted_job_ids(_jobs_folder)
+    """Cancel the SLURM jobs this sweep submitted and wait (up to ``wait`` seconds) until they
+    have left the queue; nothing for a sweep on another launcher."""
+    ids = list(_submitted)
     if not ids:
+        return
+    if shutil.which("scancel") is None:
+        print(f"cnnx: warning: no scancel on PATH; cancel the sweep's SLURM jobs yourself: scancel {' '.join(ids)}",
+              file=sys.stderr)
         return
     print(f"cnnx: cancelling the sweep's SLURM job{'s' if len(ids) > 1 else ''} {', '.join(ids)} (scancel); "
           f"jobs in training save a checkpoint first", file=sys.stderr)
@@ -69,7 +76,7 @@ def cancel_slurm_jobs(wait: float = 90.0) -> None:
 
 
 def _queued(ids: list[str]) -> bool:
-    """Whether a task of the jobs is still pending or running (squeue lists it)."""
+    """Whether a task of the jobs is still pending, running or completing (squeue lists it)."""
     try:
         listed = subprocess.run(["squeue", "-h", "-o", "%i", "-j", ",".join(ids)], capture_output=True,
                                 text=True, timeout=30)

@@ -152,7 +152,12 @@ def test_a_sweep_stopped_by_sigterm_cancels_its_slurm_jobs_and_resumes_training_
     job_id = task.split("_")[0]
     assert f"cnnx: cancelling the sweep's SLURM job {job_id} (scancel)" in err, err[-3000:]
     assert err.rstrip().splitlines()[-1].startswith("cnnx: sweep interrupted by SIGTERM; continue it with: ")
-    # the sweep waited for its jobs: none left in the queue, the training one saved its checkpoint
+    # the sweep waited for its jobs: at its exit none is left in the queue (squeue lists a task
+    # until its processes have ended), and the training one has saved its checkpoint
+    queue = fake_slurm.run("squeue", "-h", "-o", "%i", "-j", job_id)
+    assert queue.returncode == 0 and queue.stdout.strip() == "", queue.stdout
+    saved = {path.name for path in (sweep_dir / "0" / "checkpoints").glob("epoch-*.npz")}
+    assert saved - {"epoch-0001.npz"}, f"no checkpoint of where SIGTERM stopped it: {saved}"
     assert fake_slurm.wait_until_idle(timeout=5) == []
     assert set(fake_slurm.tasks().values()) == {"CANCELLED"}, fake_slurm.tasks()
     client = store_client(tmp_path)

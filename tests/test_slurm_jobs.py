@@ -1,29 +1,47 @@
-"""Which SLURM jobs a stopping sweep cancels (the cancelling itself runs against a fake SLURM in
-tests/test_slurm_end_to_end.py)."""
+"""Which SLURM jobs a stopping sweep cancels: those its own process submitted (the cancelling
+itself runs against a fake SLURM in tests/test_slurm_end_to_end.py)."""
 
+from types import SimpleNamespace
+
+import pytest
 from omegaconf import OmegaConf
+from submitit.core.core import Executor
 
 import cnnx.slurm_jobs
-from cnnx.slurm_jobs import SlurmJobsStopWithTheSweep, submitted_job_ids
+from cnnx.slurm_jobs import SlurmJobsStopWithTheSweep
 
 
-def test_the_array_ids_come_from_submitits_job_folders(tmp_path):
-    for name in ("1000_0", "1000_1", "1003_2", "1004", "not-a-job", "12x_3"):
-        (tmp_path / name).mkdir()
-    (tmp_path / "1005_0").write_text("a file, not a job folder")
-    assert submitted_job_ids(tmp_path) == ["1000", "1003", "1004"]
-    assert submitted_job_ids(tmp_path / "missing") == []
+class ArrayOfTwo(Executor):
+    """An executor submitting nothing: its jobs are a SLURM array's two tasks."""
+
+    def __init__(self, array_id):
+        self.array_id = array_id
+
+    def _internal_process_submissions(self, delayed_submissions):
+        return [SimpleNamespace(job_id=f"{self.array_id}_{n}") for n, _ in enumerate(delayed_submissions)]
 
 
-def test_only_a_slurm_sweep_records_its_job_folder(tmp_path, monkeypatch):
-    monkeypatch.setattr(cnnx.slurm_jobs, "_jobs_folder", None)
-    local = OmegaConf.create({"hydra": {"launcher": {
-        "_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher",
-        "submitit_folder": f"{tmp_path}/.submitit/%j"}}})
-    SlurmJobsStopWithTheSweep().on_multirun_start(local)
-    assert cnnx.slurm_jobs._jobs_folder is None
-    slurm = OmegaConf.create({"hydra": {"launcher": {
-        "_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher",
-        "submitit_folder": f"{tmp_path}/.submitit/%j"}}})
-    SlurmJobsStopWithTheSweep().on_multirun_start(slurm)
-    assert cnnx.slurm_jobs._jobs_folder == tmp_path / ".submitit"
+@pytest.fixture
+def submitted(monkeypatch):
+    monkeypatch.setattr(Executor, "map_array", Executor.map_array)  # undone after the test
+    monkeypatch.setattr(cnnx.slurm_jobs, "_submitted", [])
+    return cnnx.slurm_jobs._submitted
+
+
+def launcher(kind):
+    return OmegaConf.create({"hydra": {"launcher": {
+        "_target_": f"hydra_plugins.hydra_submitit_launcher.submitit_launcher.{kind}"}}})
+
+
+def test_a_slurm_sweep_records_the_arrays_it_submits(submitted):
+    SlurmJobsStopWithTheSweep().on_multirun_start(launcher("SlurmLauncher"))
+    SlurmJobsStopWithTheSweep().on_multirun_start(launcher("SlurmLauncher"))  # wrapped once
+    assert [job.job_id for job in ArrayOfTwo("1000").map_array(abs, [1, -2])] == ["1000_0", "1000_1"]
+    ArrayOfTwo("1003").map_array(abs, [3])
+    assert submitted == ["1000", "1003"]
+
+
+def test_another_launchers_sweep_records_nothing(submitted):
+    SlurmJobsStopWithTheSweep().on_multirun_start(launcher("LocalLauncher"))
+    ArrayOfTwo("1000").map_array(abs, [1, -2])
+    assert submitted == []
