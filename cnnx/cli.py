@@ -505,7 +505,8 @@ def killed_worker(error: BaseException) -> tuple[str, int] | None:
     - joblib's ``TerminatedWorkerError``: a worker killed (the OOM killer, ``kill -9``);
     - Ray's ``WorkerCrashedError``: the same under the Ray launcher;
     - submitit's ``UncompletedJobError``: a SLURM job cancelled (``scancel``), killed (out of
-      memory, a failed node) or past its time limit with no requeue left.
+      memory, a failed node) or past its time limit with no requeue left; a submitit_local
+      job's process killed.
     """
     names = {cls.__name__ for cls in type(error).__mro__}
     if "TerminatedWorkerError" in names:
@@ -538,8 +539,9 @@ def _uncompleted_slurm_job(text: str) -> str:
     if ended is None:
         return f"a job of the sweep ended without a result: {text.strip().splitlines()[0] if text.strip() else 'no reason given'}"
     job, result, state = ended.groups()
-    return (f"SLURM job {job} ended without a result (state: {state.strip()}: cancelled, out of memory or a "
-            f"failed node?); its logs are in {os.path.dirname(result)}")
+    # SLURM's states say what ended it; submitit_local's (FINISHED) only that its process is gone.
+    return (f"job {job} of the sweep ended without a result (state: {state.strip()}: cancelled, killed, out of "
+            f"memory?); its logs are in {os.path.dirname(result)}")
 
 
 def refused_submission(error: BaseException) -> str | None:

@@ -68,10 +68,13 @@ class StartRayForTheLauncher(Callback):
         ours = {signum: signal.getsignal(signum) for signum in _stopping_signals()}
         try:
             ray.init(**ray_init_options(config))
-        except (TypeError, RuntimeError, ValueError) as error:
+        except (TypeError, RuntimeError, ValueError, ConnectionError) as error:
             if ray.is_initialized():
                 raise
-            print(f"cnnx: error: hydra.launcher.ray.init: {error}", file=sys.stderr)
+            # A mistyped key, or no cluster at ray.init.address: before the sweep's parent run.
+            message = " ".join(str(error).split())
+            print(f"cnnx: error: Ray did not start with hydra.launcher.ray.init={_shown(config)}: {message}",
+                  file=sys.stderr)
             raise SystemExit(EXIT_USAGE) from None
         finally:
             for signum, handler in ours.items():
@@ -90,6 +93,10 @@ def _warn_of_a_relative_sweep_dir(config: DictConfig) -> None:
         warn(f"hydra.sweep.dir={config.hydra.sweep.dir} is relative: on a running Ray cluster the jobs make it "
              f"in the working directory of the cluster's workers; give an absolute one, such as "
              f"hydra.sweep.dir=$PWD/multirun/\\${{now:%Y-%m-%d}}/\\${{now:%H-%M-%S}}")
+
+
+def _shown(config: DictConfig) -> str:
+    return str(OmegaConf.to_container(config.hydra.launcher.ray.init, resolve=True))
 
 
 def _nothing() -> None:

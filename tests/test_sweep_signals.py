@@ -79,8 +79,8 @@ def test_a_job_ended_by_slurm_or_ray_is_one_line_naming_what_ended_it(tmp_path):
     cancelled = UncompletedJobError(f"Job 1000_1 (task: 0) with path {result}\nhas not produced any output "
                                     "(state: CANCELLED by 0)\nError stream produced:\n----\nTraceback ...")
     assert killed_worker(cancelled) == (
-        "SLURM job 1000_1 ended without a result (state: CANCELLED by 0: cancelled, out of memory or a failed "
-        f"node?); its logs are in {result.parent}", 1)
+        "job 1000_1 of the sweep ended without a result (state: CANCELLED by 0: cancelled, killed, out of "
+        f"memory?); its logs are in {result.parent}", 1)
     timed_out = UncompletedJobError("Job not requeued because: timed-out too many times.")
     assert "time limit (hydra.launcher.timeout_min)" in killed_worker(timed_out)[0]
     assert killed_worker(WorkerCrashedError("The worker died unexpectedly while executing this task.")) == (

@@ -79,9 +79,9 @@ class Sequential(Module):
                 grad_output = layer.backward(grad_output)
             except (RuntimeError, ShapeError) as exc:
                 # Only the kinds a layer raises are located here: another RuntimeError subclass
-                # (submitit's UncompletedJobError from a signal handler, RecursionError) is not
-                # the layer's, and must reach its handler as what it is.
-                if _located(exc) or type(exc) not in (RuntimeError, ShapeError):
+                # (submitit's UncompletedJobError from a signal handler) is not the layer's, and
+                # must reach its handler as what it is.
+                if _located(exc) or type(exc) not in _LAYER_ERRORS:
                     raise
                 located = ShapeError if isinstance(exc, ShapeError) else RuntimeError
                 raise located(f"{_LOCATED} {self._location(layer)}: {exc}") from exc
@@ -173,6 +173,11 @@ class Layers(Mapping[str, Module]):
 #: How an error named by a Sequential starts: a layer only knows its class, the user knows it
 #: by its name in the spec.
 _LOCATED = "layer"
+
+
+#: What a layer's backward raises of its own: its refusals, a plugin's missing backward, a
+#: recursion in its code. These are named with the layer.
+_LAYER_ERRORS = (RuntimeError, ShapeError, NotImplementedError, RecursionError)
 
 
 def _located(error: Exception) -> bool:

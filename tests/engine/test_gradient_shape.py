@@ -125,3 +125,7 @@ def test_a_layers_backward_error_is_located_but_another_runtime_error_kind_passe
     model = Model({"conv": Conv2D(2, 3), "odd": Raises(JobEnded("timed-out too many times"))}, (1, 6, 6))
     with pytest.raises(JobEnded, match=r"^timed-out too many times$"):
         model.backward(np.ones_like(model.forward(x)))
+    # a plugin layer without a backward of its own is still named
+    model = Model({"conv": Conv2D(2, 3), "odd": Raises(NotImplementedError())}, (1, 6, 6))
+    with pytest.raises(RuntimeError, match=r"^layer model.layers.odd \(Raises\): $"):
+        model.backward(np.ones_like(model.forward(x)))
