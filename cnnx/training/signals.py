@@ -86,6 +86,8 @@ class InterruptFlag:
 
     def __init__(self) -> None:
         self.signal_name: str | None = None
+        #: submitit's SIGUSR2 came (before or after another signal): ``hand_over`` owes it a call.
+        self.requeue_asked = False
         self._previous: dict[int, Any] = {}
 
     @property
@@ -93,6 +95,10 @@ class InterruptFlag:
         return self.signal_name is not None
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if signum == getattr(signal, "SIGUSR2", None):
+            self.requeue_asked = True
+            self.signal_name = self.signal_name or "SIGUSR2"
+            return
         if self.signal_name is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt("second Ctrl-C: stopped at once")  # the MLflow run's error tag
         # The first names the stop (and the exit code): a repeat or another signal (a SIGTERM
@@ -107,10 +113,11 @@ class InterruptFlag:
                 signum = getattr(signal, name)
                 self._previous[signum] = signal.signal(signum, self._handle)
             warning = getattr(signal, "SIGUSR2", None)
-            if warning is not None and callable(signal.getsignal(warning)):
-                # A job manager's warning before it stops the job (submitit has SLURM send
-                # SIGUSR2 ahead of the time limit, and requeues the job from its handler): the
-                # batch ends and a checkpoint is saved first; ``hand_over`` then calls it.
+            if warning is not None and _submitits(signal.getsignal(warning)):
+                # submitit's warning before SLURM stops the job (sent ahead of the time limit,
+                # and on a preemption), on which its handler requeues the job: the batch ends
+                # and a checkpoint is saved first; ``hand_over`` then calls it. Another
+                # program's own SIGUSR2 handler is left alone.
                 self._previous[warning] = signal.signal(warning, self._handle)
         return self
 
@@ -120,14 +127,18 @@ class InterruptFlag:
         self._previous.clear()
 
 
-def hand_over(interruption: TrainingInterrupted) -> None:
-    """After training stopped on a job manager's warning signal (SIGUSR2), with its checkpoint
-    saved and its run ended: call the handler the signal was meant for (submitit's requeues the
-    job and exits; past its requeues it raises its own error)."""
-    if interruption.signal_name != "SIGUSR2":
+def _submitits(handler: Any) -> bool:
+    return callable(handler) and str(getattr(handler, "__module__", "")).startswith("submitit")
+
+
+def hand_over(interrupts: InterruptFlag) -> None:
+    """After training stopped with submitit's SIGUSR2 among the signals, its checkpoint saved
+    and its run ended: call submitit's handler, which requeues the job and exits (past its
+    requeues it raises its own error)."""
+    if not interrupts.requeue_asked:
         return
     handler = signal.getsignal(signal.SIGUSR2)
-    if callable(handler):
+    if _submitits(handler):
         handler(signal.SIGUSR2, None)
 
 

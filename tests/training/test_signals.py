@@ -174,3 +174,59 @@ def test_the_finished_run_handlers_are_installed_only_for_the_cnnx_command():
     before = signal.getsignal(signal.SIGINT)
     FinishedRunSignals().install()  # not wanted: the process is not the cnnx command's
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def submitits_handler(calls):
+    """A SIGUSR2 handler from submitit's module, as submitit installs in a SLURM job (its real one
+    requeues the job and exits)."""
+
+    def checkpoint_and_try_requeue(signum, frame):
+        calls.append(signum)
+
+    checkpoint_and_try_requeue.__module__ = "submitit.core.job_environment"
+    return checkpoint_and_try_requeue
+
+
+def test_submitits_sigusr2_stops_training_then_goes_to_submitit_whatever_came_first():
+    """SLURM's preemption as submitit models it: SIGTERM, then SIGUSR2 within the same batch. The
+    SIGUSR2 was dropped, so the job was never requeued and its sweep failed."""
+    import os
+    import signal
+
+    from cnnx.training.signals import InterruptFlag, hand_over
+
+    calls = []
+    before = signal.signal(signal.SIGUSR2, submitits_handler(calls))
+    try:
+        for first in (signal.SIGUSR2, signal.SIGTERM):
+            with InterruptFlag() as flag:
+                os.kill(os.getpid(), first)
+                os.kill(os.getpid(), signal.SIGUSR2)
+                assert flag.signal_name == signal.Signals(first).name and flag.requeue_asked
+                assert calls == []  # not before the batch has ended and the checkpoint is saved
+            hand_over(flag)
+            assert calls == [signal.SIGUSR2]
+            calls.clear()
+        with InterruptFlag() as flag:
+            os.kill(os.getpid(), signal.SIGTERM)
+        hand_over(flag)
+        assert calls == []  # no SIGUSR2 came: nothing to requeue
+    finally:
+        signal.signal(signal.SIGUSR2, before)
+
+
+def test_another_programs_own_sigusr2_handler_is_left_alone():
+    """Any handler made SIGUSR2 stop training, and it never reached the program's own handler."""
+    import os
+    import signal
+
+    from cnnx.training.signals import InterruptFlag
+
+    got = []
+    before = signal.signal(signal.SIGUSR2, lambda signum, frame: got.append(signum))
+    try:
+        with InterruptFlag() as flag:
+            os.kill(os.getpid(), signal.SIGUSR2)
+            assert got == [signal.SIGUSR2] and not flag.requested
+    finally:
+        signal.signal(signal.SIGUSR2, before)
