@@ -27,6 +27,7 @@ _submitted: list[str] = []
 class SlurmJobsStopWithTheSweep(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         target = str(OmegaConf.select(config, "hydra.launcher._target_", default=""))
+        _submitted.clear()  # a sweep's own jobs only, also when a process runs several
         if "hydra_submitit_launcher" in target and target.endswith("SlurmLauncher"):
             record_submissions()
 
@@ -42,10 +43,12 @@ def record_submissions() -> None:
 
     def map_array(self, fn, *iterable):
         jobs = submit_array(self, fn, *iterable)
-        for job in jobs:
-            array_id = str(job.job_id).split("_")[0]
-            if array_id not in _submitted:
-                _submitted.append(array_id)
+        # SLURM's only: a local executor's job ids are process ids, no business of scancel's
+        if getattr(self, "cluster", None) == "slurm" or type(self).__name__ == "SlurmExecutor":
+            for job in jobs:
+                array_id = str(job.job_id).split("_")[0]
+                if array_id not in _submitted:
+                    _submitted.append(array_id)
         return jobs
 
     map_array.records_job_ids = True

@@ -14,11 +14,20 @@ from cnnx.slurm_jobs import SlurmJobsStopWithTheSweep
 class ArrayOfTwo(Executor):
     """An executor submitting nothing: its jobs are a SLURM array's two tasks."""
 
+    cluster = "slurm"  # as submitit's AutoExecutor says it
+
     def __init__(self, array_id):
         self.array_id = array_id
 
+
     def _internal_process_submissions(self, delayed_submissions):
         return [SimpleNamespace(job_id=f"{self.array_id}_{n}") for n, _ in enumerate(delayed_submissions)]
+
+
+class LocalJobs(ArrayOfTwo):
+    """submitit_local's: its job ids are process ids."""
+
+    cluster = "local"
 
 
 @pytest.fixture
@@ -44,4 +53,14 @@ def test_a_slurm_sweep_records_the_arrays_it_submits(submitted):
 def test_another_launchers_sweep_records_nothing(submitted):
     SlurmJobsStopWithTheSweep().on_multirun_start(launcher("LocalLauncher"))
     ArrayOfTwo("1000").map_array(abs, [1, -2])
+    assert submitted == []
+
+
+def test_each_sweep_records_its_own_slurm_arrays_only(submitted):
+    SlurmJobsStopWithTheSweep().on_multirun_start(launcher("SlurmLauncher"))
+    ArrayOfTwo("1000").map_array(abs, [1, -2])
+    LocalJobs("19748").map_array(abs, [1])  # a local job in the same process: no SLURM job
+    assert submitted == ["1000"]
+    SlurmJobsStopWithTheSweep().on_multirun_start(launcher("LocalLauncher"))  # the next sweep
+    LocalJobs("19750").map_array(abs, [1])
     assert submitted == []

@@ -83,8 +83,8 @@ class Sequential(Module):
                 # must reach its handler as what it is.
                 if _located(exc) or type(exc) not in _LAYER_ERRORS:
                     raise
-                located = ShapeError if isinstance(exc, ShapeError) else RuntimeError
-                raise located(f"{_LOCATED} {self._location(layer)}: {exc}") from exc
+                # Its own kind, named: ``except NotImplementedError`` still catches it.
+                raise type(exc)(f"{_LOCATED} {self._location(layer)}: {str(exc) or type(exc).__name__}") from exc
             if grad_output is not None and input_shape is not None and grad_output.shape != input_shape:
                 # Named here, at the layer that made it (a plugin's slip): the layer before it
                 # would refuse it naming itself, or NumPy broadcast it into a wrong result.
