@@ -49,6 +49,10 @@ def record_submissions() -> None:
                 array_id = str(job.job_id).split("_")[0]
                 if array_id not in _submitted:
                     _submitted.append(array_id)
+                    tasks = sum(str(other.job_id).split("_")[0] == array_id for other in jobs)
+                    # What squeue, sacct and scancel know the sweep's jobs by.
+                    print(f"cnnx: submitted SLURM job {array_id} ({tasks} task{'s' if tasks > 1 else ''})",
+                          file=sys.stderr)
         return jobs
 
     map_array.records_job_ids = True

@@ -37,6 +37,8 @@ def test_the_readmes_slurm_command_runs_each_job_as_an_array_task(tmp_path, fake
     assert {"#SBATCH --partition=cpu", "#SBATCH --cpus-per-task=2", "#SBATCH --array=0-1%2"} <= set(directives)
     assert any(line.startswith("#SBATCH --signal=USR2@") for line in directives), directives
     assert [c.split()[0] for c in fake_slurm.commands()].count("sbatch") == 1
+    array_id = next(iter(fake_slurm.tasks())).split("_")[0]
+    assert f"cnnx: submitted SLURM job {array_id} (2 tasks)" in result.stderr
     # submitit takes a job's result once it is written, before SLURM records the job's end
     assert fake_slurm.wait_until_idle() == []
     assert set(fake_slurm.tasks().values()) == {"COMPLETED"}, fake_slurm.tasks()

@@ -42,12 +42,14 @@ def launcher(kind):
         "_target_": f"hydra_plugins.hydra_submitit_launcher.submitit_launcher.{kind}"}}})
 
 
-def test_a_slurm_sweep_records_the_arrays_it_submits(submitted):
+def test_a_slurm_sweep_records_the_arrays_it_submits_and_names_them(submitted, capsys):
     SlurmJobsStopWithTheSweep().on_multirun_start(launcher("SlurmLauncher"))
     SlurmJobsStopWithTheSweep().on_multirun_start(launcher("SlurmLauncher"))  # wrapped once
     assert [job.job_id for job in ArrayOfTwo("1000").map_array(abs, [1, -2])] == ["1000_0", "1000_1"]
     ArrayOfTwo("1003").map_array(abs, [3])
     assert submitted == ["1000", "1003"]
+    assert capsys.readouterr().err.splitlines() == [
+        "cnnx: submitted SLURM job 1000 (2 tasks)", "cnnx: submitted SLURM job 1003 (1 task)"]
 
 
 def test_another_launchers_sweep_records_nothing(submitted):
