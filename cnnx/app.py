@@ -581,10 +581,9 @@ def _run(cfg: DictConfig, overrides: list[str] | None, output_dir: str | None, s
                 hand_over(trainer.interrupts)
             raise
         FINISHED_RUN_SIGNALS.finished = sweep is None
-    if sweep is not None and trainer.interrupts.requested and trainer.interrupts.signal_name != "SIGUSR2":
+    if sweep is not None and trainer.interrupts.stops_the_sweep:
         # The signal came while this job was finishing: its run is complete, and the sweep
-        # stops before the next job, as it does for a Ctrl-C between jobs. (submitit's SIGUSR2
-        # is only a warning that SLURM will stop this job, which has finished.)
+        # stops before the next job, as it does for a Ctrl-C between jobs.
         from cnnx.training.signals import StoppedBySignal
 
         name = trainer.interrupts.signal_name

@@ -94,6 +94,13 @@ class InterruptFlag:
     def requested(self) -> bool:
         return self.signal_name is not None
 
+    @property
+    def stops_the_sweep(self) -> bool:
+        """Whether a signal that came while a sweep's job was finishing stops the sweep: not in a
+        submitit job that got its SIGUSR2 (SLURM stops such a job on its own, and this one is
+        complete), whichever signal came first."""
+        return self.requested and not self.requeue_asked
+
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if signum == getattr(signal, "SIGUSR2", None):
             self.requeue_asked = True
@@ -128,7 +135,7 @@ class InterruptFlag:
 
 
 def _submitits(handler: Any) -> bool:
-    return callable(handler) and str(getattr(handler, "__module__", "")).startswith("submitit")
+    return callable(handler) and str(getattr(handler, "__module__", "")).startswith("submitit.")
 
 
 def hand_over(interrupts: InterruptFlag) -> None:

@@ -211,6 +211,14 @@ def test_submitits_sigusr2_stops_training_then_goes_to_submitit_whatever_came_fi
             os.kill(os.getpid(), signal.SIGTERM)
         hand_over(flag)
         assert calls == []  # no SIGUSR2 came: nothing to requeue
+        assert flag.stops_the_sweep  # ... and a sweep's job finishing then stops its sweep
+        # A submitit job that got its SIGUSR2 while finishing is complete, whatever came first:
+        # it raised StoppedBySignal and failed its sweep when the SIGTERM came first.
+        for signals in ((signal.SIGTERM, signal.SIGUSR2), (signal.SIGUSR2, signal.SIGTERM)):
+            with InterruptFlag() as flag:
+                for signum in signals:
+                    os.kill(os.getpid(), signum)
+            assert not flag.stops_the_sweep
     finally:
         signal.signal(signal.SIGUSR2, before)
 
