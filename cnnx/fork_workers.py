@@ -41,7 +41,9 @@ warnings.filterwarnings("ignore", message="`fork` start method should not be use
 
 
 def joblib_launcher(config: DictConfig) -> bool:
-    return "hydra_joblib_launcher" in str(OmegaConf.select(config, "hydra.launcher._target_", default=""))
+    from cnnx.launcher_kind import launcher_kind
+
+    return launcher_kind(config) == "joblib"
 
 
 def fork_workers_wanted(config: DictConfig) -> bool:

@@ -31,7 +31,9 @@ _LAUNCHER_DEFAULT = {"object_store_memory": 78643200}
 
 
 def ray_launcher(config: DictConfig) -> bool:
-    return "hydra_ray_launcher" in str(OmegaConf.select(config, "hydra.launcher._target_", default=""))
+    from cnnx.launcher_kind import launcher_kind
+
+    return launcher_kind(config) == "ray"
 
 
 def ray_init_options(config: DictConfig) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 #: The SLURM job ids (an array's one id for all its tasks) this process has submitted.
 _submitted: list[str] = []
@@ -26,9 +26,10 @@ _submitted: list[str] = []
 
 class SlurmJobsStopWithTheSweep(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        target = str(OmegaConf.select(config, "hydra.launcher._target_", default=""))
+        from cnnx.launcher_kind import launcher_kind
+
         _submitted.clear()  # a sweep's own jobs only, also when a process runs several
-        if "hydra_submitit_launcher" in target and target.endswith("SlurmLauncher"):
+        if launcher_kind(config) == "submitit_slurm":
             record_submissions()
 
 

@@ -17,6 +17,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from cnnx.fork_workers import joblib_launcher
+from cnnx.launcher_kind import launcher_kind
 
 OPTUNA_DIRECTIONS = ("minimize", "maximize")
 #: What the joblib launcher passes on to loky although its config does not list it: joblib's
@@ -227,7 +228,7 @@ def sweep_settings_problem(config: DictConfig) -> str | None:
         # traceback about un-serialising a task.
         return (f"hydra.launcher.idle_worker_timeout={timeout!r} is not a positive number of seconds; accepted: a "
                 f"number > 0 (how long an idle worker lives)")
-    if "SlurmLauncher" in str(launcher.get("_target_", "")):
+    if launcher_kind(config) == "submitit_slurm":
         import shutil
 
         if shutil.which("srun") is None:
