@@ -508,7 +508,7 @@ def killed_worker(error: BaseException) -> tuple[str, int] | None:
       memory, a failed node) or past its time limit with no requeue left; a submitit_local
       job's process killed.
     """
-    names = {cls.__name__ for cls in type(error).__mro__}
+    names = _class_names(error)
     if "TerminatedWorkerError" in names:
         return _terminated_worker(str(error))
     if "WorkerCrashedError" in names:
@@ -516,6 +516,11 @@ def killed_worker(error: BaseException) -> tuple[str, int] | None:
     if "UncompletedJobError" in names and "FailedJobError" not in names:
         return _uncompleted_slurm_job(str(error)), 1
     return None
+
+
+def _class_names(error: BaseException) -> set[str]:
+    """The names of the error's classes: launchers' errors are matched by name, unimported."""
+    return {cls.__name__ for cls in type(error).__mro__}
 
 
 def _terminated_worker(text: str) -> tuple[str, int]:
@@ -547,7 +552,7 @@ def _uncompleted_slurm_job(text: str) -> str:
 def refused_submission(error: BaseException) -> str | None:
     """The scheduler's own reason when it refused the sweep's jobs (submitit's ``FailedJobError``
     carrying ``sbatch``'s error: an unknown partition, a time limit above the partition's)."""
-    if not any(cls.__name__ == "FailedJobError" for cls in type(error).__mro__):
+    if "FailedJobError" not in _class_names(error):
         return None
     lines = [line.strip() for line in str(error).splitlines() if line.strip().startswith("sbatch:")]
     if not lines:
