@@ -3,7 +3,6 @@ conformance kit with the README's own test code and trains in a model."""
 
 import re
 import sys
-import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,11 @@ import pytest
 
 import cnnx
 from cnnx import registry
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10, which cnnx supports: the same parser before it joined the standard library
+    import tomli as tomllib
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
