@@ -132,9 +132,12 @@ class Trainer:
             self.scheduler = self.scheduler_factory(steps_per_epoch)
         else:
             self._check_scheduler_steps(steps_per_epoch)
-        try:
-            self._emit("on_fit_start")
-            with self.interrupts:
+        # Under the handlers from the run's start to its cleanup: a signal while a callback starts
+        # or ends the run (a SLURM job's SIGUSR2 or a repeated SIGTERM) stops it as one in training
+        # would, instead of leaving its MLflow run RUNNING or FAILED with submitit's SystemExit.
+        with self.interrupts:
+            try:
+                self._emit("on_fit_start")
                 while self.epoch < self.epochs and not self.stop_training:
                     self.epoch += 1
                     started = time.perf_counter()
@@ -154,19 +157,19 @@ class Trainer:
                     self.history.test = self.test_evaluation.prefixed("test")
                 self._emit("on_test_end", self.history.test)
                 self._emit("on_fit_end", self.history.test)
-            if self.interrupts.requested:
-                self.log(f"{self.interrupts.signal_name} received while the run was finishing; "
-                         f"it finished first (nothing to resume)")
-        except BaseException as error:
-            for callback in self.callbacks:
-                try:
-                    callback.on_fit_error(self, error)
-                except Exception as failure:  # noqa: BLE001 — reported, and the error that stopped training wins
-                    # The callbacks after it still clean up: the tracker ends its MLflow run, which
-                    # would otherwise be left RUNNING.
-                    warn(f"{type(callback).__name__} could not handle the error that stopped training: "
-                         f"{type(failure).__name__}: {flat_message(failure)}")
-            raise
+                if self.interrupts.requested:
+                    self.log(f"{self.interrupts.signal_name} received while the run was finishing; "
+                             f"it finished first (nothing to resume)")
+            except BaseException as error:
+                for callback in self.callbacks:
+                    try:
+                        callback.on_fit_error(self, error)
+                    except Exception as failure:  # noqa: BLE001 — reported, and the error that stopped training wins
+                        # The callbacks after it still clean up: the tracker ends its MLflow run, which
+                        # would otherwise be left RUNNING.
+                        warn(f"{type(callback).__name__} could not handle the error that stopped training: "
+                             f"{type(failure).__name__}: {flat_message(failure)}")
+                raise
         return self.history
 
     @property

@@ -212,6 +212,14 @@ def test_submitits_sigusr2_stops_training_then_goes_to_submitit_whatever_came_fi
         hand_over(flag)
         assert calls == []  # no SIGUSR2 came: nothing to requeue
         assert flag.stops_the_sweep  # ... and a sweep's job finishing then stops its sweep
+        # ... but not from a submitit job, whose SIGTERM is SLURM's for it alone (scancel, a
+        # preemption): it is complete. It raised, left submitit no result, and its sweep said
+        # "ended without a result (out of memory?)" and failed.
+        os.environ["SUBMITIT_EXECUTOR"] = "slurm"
+        try:
+            assert not flag.stops_the_sweep
+        finally:
+            del os.environ["SUBMITIT_EXECUTOR"]
         # A submitit job that got its SIGUSR2 while finishing is complete, whatever came first:
         # it raised StoppedBySignal and failed its sweep when the SIGTERM came first.
         for signals in ((signal.SIGTERM, signal.SIGUSR2), (signal.SIGUSR2, signal.SIGTERM)):
@@ -236,5 +244,53 @@ def test_another_programs_own_sigusr2_handler_is_left_alone():
         with InterruptFlag() as flag:
             os.kill(os.getpid(), signal.SIGUSR2)
             assert got == [signal.SIGUSR2] and not flag.requested
+    finally:
+        signal.signal(signal.SIGUSR2, before)
+
+
+@pytest.mark.parametrize("when", ["on_fit_start", "on_fit_error"])
+def test_submitits_sigusr2_while_the_run_starts_or_cleans_up_waits_for_the_run_to_end(when):
+    """SLURM's warning while a callback starts the run (its MLflow run just created) or, after a
+    SIGTERM stopped training, while callbacks save the checkpoint and end the run: it went
+    straight to submitit, which requeued the job at once, leaving the run FAILED with its
+    SystemExit, or RUNNING."""
+    import os
+    import signal
+
+    from cnnx.training.callbacks import Callback
+    from cnnx.training.signals import TrainingInterrupted, hand_over
+
+    class Signals(Callback):
+        def on_fit_start(self, trainer):
+            if when == "on_fit_start":
+                os.kill(os.getpid(), signal.SIGUSR2)
+
+        def on_epoch_end(self, trainer, epoch, metrics):
+            if when == "on_fit_error":
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        def on_fit_error(self, trainer, error):
+            if when == "on_fit_error":
+                os.kill(os.getpid(), signal.SIGUSR2)
+
+    class LaterCallback(Callback):  # the tracker, which ends the MLflow run
+        ended_with = None
+
+        def on_fit_error(self, trainer, error):
+            self.ended_with = error
+
+    calls = []
+    before = signal.signal(signal.SIGUSR2, submitits_handler(calls))
+    later = LaterCallback()
+    try:
+        trainer = make_trainer(epochs=2, callbacks=[Signals(), later])
+        with pytest.raises(TrainingInterrupted) as stopped:
+            trainer.fit(tiny_data())
+        assert calls == []  # not while the run was still being started or ended
+        assert isinstance(later.ended_with, TrainingInterrupted)
+        assert stopped.value.where == ("during epoch 1, batch 1" if when == "on_fit_start" else "after epoch 1")
+        assert trainer.interrupts.requeue_asked
+        hand_over(trainer.interrupts)  # as the CLI does once the run has ended
+        assert calls == [signal.SIGUSR2]
     finally:
         signal.signal(signal.SIGUSR2, before)
