@@ -50,7 +50,9 @@ def current_sweep_job(hydra_cfg: Any) -> SweepJob | None:
 
     if hydra_cfg.mode != RunMode.MULTIRUN:
         return None
-    parallel = "BasicLauncher" not in str(hydra_cfg.launcher.get("_target_", ""))
+    from cnnx.launcher_kind import kind_of_launcher
+
+    parallel = kind_of_launcher(str(hydra_cfg.launcher.get("_target_", ""))) != "basic"
     return SweepJob(SweepLink.read(sweep_dir_of(hydra_cfg)), threads_per_job(hydra_cfg.launcher), parallel,
                     hydra_cfg.job.get("num"))
 
