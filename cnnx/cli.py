@@ -503,7 +503,8 @@ def killed_worker(error: BaseException) -> tuple[str, int] | None:
     error. Matched by name: importing joblib, submitit or Ray here would slow every command's start.
 
     - joblib's ``TerminatedWorkerError``: a worker killed (the OOM killer, ``kill -9``);
-    - Ray's ``WorkerCrashedError``: the same under the Ray launcher;
+    - Ray's ``WorkerCrashedError``: the same under the Ray launcher; its ``OutOfMemoryError`` (the
+      memory monitor killed the task) and ``NodeDiedError`` (a lost node);
     - submitit's ``UncompletedJobError``: a SLURM job cancelled (``scancel``), killed (out of
       memory, a failed node) or past its time limit with no requeue left; a submitit_local
       job's process killed.
@@ -513,6 +514,10 @@ def killed_worker(error: BaseException) -> tuple[str, int] | None:
         return _terminated_worker(str(error))
     if "WorkerCrashedError" in names:
         return "a Ray worker process of the sweep died while it ran a job (out of memory? killed?)", 1
+    if "RayError" in names and "OutOfMemoryError" in names:
+        return "Ray's memory monitor killed a job of the sweep: its node ran out of memory", 1
+    if "RayError" in names and "NodeDiedError" in names:
+        return "the Ray node that ran a job of the sweep died", 1
     if "UncompletedJobError" in names and "FailedJobError" not in names:
         return _uncompleted_slurm_job(str(error)), 1
     return None

@@ -68,8 +68,20 @@ def test_a_killed_worker_is_named_with_its_signal(codes, said, code):
     assert killed_worker(RuntimeError("The exit codes of the workers are {SIGKILL(-9)}")) is None
 
 
-class WorkerCrashedError(Exception):
-    """Named as Ray's (Ray is not a test dependency)."""
+class RayError(Exception):
+    """Named as Ray's (Ray is not a test dependency), as are the errors below."""
+
+
+class WorkerCrashedError(RayError):
+    pass
+
+
+class OutOfMemoryError(RayError):
+    pass
+
+
+class NodeDiedError(RayError):
+    pass
 
 
 def test_a_job_ended_by_slurm_or_ray_is_one_line_naming_what_ended_it(tmp_path):
@@ -85,6 +97,12 @@ def test_a_job_ended_by_slurm_or_ray_is_one_line_naming_what_ended_it(tmp_path):
     assert "time limit (hydra.launcher.timeout_min)" in killed_worker(timed_out)[0]
     assert killed_worker(WorkerCrashedError("The worker died unexpectedly while executing this task.")) == (
         "a Ray worker process of the sweep died while it ran a job (out of memory? killed?)", 1)
+    assert killed_worker(OutOfMemoryError("Task was killed due to the node running low on memory.")) == (
+        "Ray's memory monitor killed a job of the sweep: its node ran out of memory", 1)
+    assert killed_worker(NodeDiedError("The node with node id: 1a2b has been marked dead")) == (
+        "the Ray node that ran a job of the sweep died", 1)
+    # A job's own MemoryError-like exception of the same name is the job's failure, not Ray's:
+    assert killed_worker(type("OutOfMemoryError", (Exception,), {})("a plugin's own")) is None
     # A job's own failure reaches the sweep as its exception, not as a lost job:
     assert killed_worker(FailedJobError("Job (task=0) failed during processing with trace: ...")) is None
 
