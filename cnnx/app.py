@@ -351,6 +351,11 @@ def _earlier_checkpoints(newest: Path, config: dict[str, Any], output_dir: str |
         todo = "choose another hydra.sweep.dir"
         if config["tracking"]["enabled"]:
             todo = f"continue that sweep with sweep.resume=true, or {todo}"
+        else:
+            # Tracking off: a job its launcher runs again (a SLURM requeue, a Ray retry) cannot
+            # tell its earlier attempt's run apart, which only MLflow records.
+            todo = (f"a job that its launcher runs again (a SLURM requeue, a Ray retry) continues its "
+                    f"checkpoints only with tracking on; {todo}")
     else:
         todo = "resume that run with trainer.resume=true, or choose another hydra.run.dir"
     return (f"{key}: {shown} already holds checkpoints of an earlier run (newest: {_within(newest, directory)}), "

@@ -563,3 +563,22 @@ def test_divergence_names_epoch_and_batch_and_fails_the_run(tmp_path, data):
     (run,) = all_runs(tmp_path)
     assert run.info.status == "FAILED"
     assert run.data.tags["error"].startswith("TrainingDiverged: loss became nan at epoch 1")
+
+
+def test_a_rerun_job_without_tracking_is_told_that_continuing_needs_tracking(tmp_path):
+    """A SLURM requeue or Ray retry of a job with tracking=none finds its own checkpoints: the
+    refusal advised another hydra.sweep.dir, which a requeued job cannot choose."""
+    from cnnx.app import _earlier_checkpoints
+    from cnnx.tracking.sweep_job import SweepJob
+
+    job_dir = tmp_path / "sweep" / "3"
+    newest = job_dir / "checkpoints" / "epoch-0002.npz"
+    config = {"trainer": {"checkpoint": {"dir": None}}, "tracking": {"enabled": False}}
+    said = _earlier_checkpoints(newest, config, str(job_dir), SweepJob(link=None, blas_threads=None))
+    assert said.endswith("already holds checkpoints of an earlier run (newest: checkpoints/epoch-0002.npz), which a "
+                         "new run there would prune and mix with its own; a job that its launcher runs again (a "
+                         "SLURM requeue, a Ray retry) continues its checkpoints only with tracking on; choose "
+                         "another hydra.sweep.dir")
+    config["tracking"]["enabled"] = True
+    assert _earlier_checkpoints(newest, config, str(job_dir), SweepJob(link=None, blas_threads=None)).endswith(
+        "continue that sweep with sweep.resume=true, or choose another hydra.sweep.dir")

@@ -327,8 +327,9 @@ class Checkpoint(Callback):
             listed = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
             raise CheckpointError(
                 f"trainer.resume: the config differs from checkpoint '{path}' in {listed}; a resumed run continues "
-                f"the same training and MLflow run, so only trainer.epochs, tracking.*, "
-                f"trainer.checkpoint.* and where it runs may change: drop the override, or start a "
+                f"the same training and MLflow run, so only trainer.epochs, tracking.*, trainer.checkpoint.*, "
+                f"trainer.blas_threads, trainer.eval_batch_size, early stopping's options while it is off and "
+                f"where it runs may change: drop the override, or start a "
                 f"new run without trainer.resume" + changed_default_hint(saved, current)
             )
 

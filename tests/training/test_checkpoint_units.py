@@ -199,6 +199,9 @@ def test_resuming_with_a_changed_config_is_refused_naming_the_key(tmp_path):
     message = str(caught.value)
     assert message.startswith("trainer.resume: the config differs from checkpoint")
     assert "in optimizer.type=adam (checkpoint: sgd), seed=3 (checkpoint: 0);" in message
+    # every setting a resume may change, as the README lists them (blas_threads was left out)
+    assert ("so only trainer.epochs, tracking.*, trainer.checkpoint.*, trainer.blas_threads, trainer.eval_batch_size, "
+            "early stopping's options while it is off and where it runs may change") in message
 
 
 def test_a_checkpoint_from_before_a_setting_existed_resumes_while_it_keeps_its_earlier_behaviour(tmp_path):
