@@ -543,8 +543,10 @@ def _terminated_worker(text: str) -> tuple[str, int]:
 def _uncompleted_slurm_job(text: str) -> str:
     """submitit's message, many lines with the job's log in them, as one sentence."""
     if "timed-out" in text:
-        return ("a job of the sweep reached its time limit (hydra.launcher.timeout_min) more often than "
-                "submitit requeues it (hydra.launcher.max_num_timeout)")
+        named = re.search(r"\(job (\S+); its logs are in (.+)\)\s*$", text)
+        job, logs = (f"job {named.group(1)}", f"; its logs are in {named.group(2)}") if named else ("a job", "")
+        return (f"{job} of the sweep reached its time limit (hydra.launcher.timeout_min) more often than "
+                f"submitit requeues it (hydra.launcher.max_num_timeout){logs}")
     ended = re.search(r"Job (\S+) \(task: \d+\) with path (\S+)\s+has not produced any output \(state: ([^)\n]+)\)", text)
     if ended is None:
         return f"a job of the sweep ended without a result: {text.strip().splitlines()[0] if text.strip() else 'no reason given'}"

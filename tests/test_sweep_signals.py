@@ -95,6 +95,12 @@ def test_a_job_ended_by_slurm_or_ray_is_one_line_naming_what_ended_it(tmp_path):
         f"memory?); its logs are in {result.parent}", 1)
     timed_out = UncompletedJobError("Job not requeued because: timed-out too many times.")
     assert "time limit (hydra.launcher.timeout_min)" in killed_worker(timed_out)[0]
+    # ... named by the job that raised it (cnnx.training.signals.hand_over), as a 100-task array needs
+    named = UncompletedJobError(f"Job not requeued because: timed-out too many times. (job 1000_3; its logs are "
+                                f"in {result.parent})")
+    assert killed_worker(named) == (
+        "job 1000_3 of the sweep reached its time limit (hydra.launcher.timeout_min) more often than submitit "
+        f"requeues it (hydra.launcher.max_num_timeout); its logs are in {result.parent}", 1)
     assert killed_worker(WorkerCrashedError("The worker died unexpectedly while executing this task.")) == (
         "a Ray worker process of the sweep died while it ran a job (out of memory? killed?)", 1)
     assert killed_worker(OutOfMemoryError("Task was killed due to the node running low on memory.")) == (

@@ -147,7 +147,20 @@ def hand_over(interrupts: InterruptFlag) -> None:
         return
     handler = signal.getsignal(signal.SIGUSR2)
     if _submitits(handler):
-        handler(signal.SIGUSR2, None)
+        try:
+            handler(signal.SIGUSR2, None)
+        except RuntimeError as no_requeue:  # UncompletedJobError: timed out more often than it requeues
+            # The sweep's process gets this error, not which of its jobs raised it: named here.
+            no_requeue.args = (f"{no_requeue} ({_submitit_job()})",)
+            raise
+
+
+def _submitit_job() -> str:
+    """``job 1000_3; its logs are in …/.submitit/1000_3``, from inside a submitit job."""
+    import submitit
+
+    environment = submitit.JobEnvironment()
+    return f"job {environment.job_id}; its logs are in {environment.paths.folder}"
 
 
 class FinishedRunSignals:

@@ -294,3 +294,32 @@ def test_submitits_sigusr2_while_the_run_starts_or_cleans_up_waits_for_the_run_t
         assert calls == [signal.SIGUSR2]
     finally:
         signal.signal(signal.SIGUSR2, before)
+
+
+def test_a_job_past_its_last_requeue_says_which_job_it_is(tmp_path, monkeypatch):
+    """submitit's handler raises UncompletedJobError when the job timed out more often than it
+    requeues: the sweep's process got it without knowing which of its jobs raised it."""
+    import signal
+
+    from submitit.core.utils import UncompletedJobError
+
+    from cnnx.training.signals import InterruptFlag, hand_over
+
+    def checkpoint_and_try_requeue(signum, frame):
+        raise UncompletedJobError("Job not requeued because: timed-out too many times.")
+
+    checkpoint_and_try_requeue.__module__ = "submitit.core.job_environment"
+    for name, value in {"SUBMITIT_EXECUTOR": "slurm", "SUBMITIT_FOLDER": str(tmp_path / "%j"), "SLURM_JOB_ID": "1004",
+                        "SLURM_ARRAY_JOB_ID": "1000", "SLURM_ARRAY_TASK_ID": "3", "SLURM_PROCID": "0",
+                        "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_NTASKS": "1"}.items():
+        monkeypatch.setenv(name, value)
+    flag = InterruptFlag()
+    flag.requeue_asked = True
+    before = signal.signal(signal.SIGUSR2, checkpoint_and_try_requeue)
+    try:
+        with pytest.raises(UncompletedJobError) as raised:
+            hand_over(flag)
+    finally:
+        signal.signal(signal.SIGUSR2, before)
+    assert str(raised.value) == (f"Job not requeued because: timed-out too many times. (job 1000_3; its logs are in "
+                                 f"{tmp_path / '1000_3'})")
