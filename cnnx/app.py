@@ -281,7 +281,7 @@ def _checkpoint(config: dict[str, Any], output_dir: str | None, continue_in: Pat
     checkpoint = Checkpoint(
         directory, every_n_epochs=settings["every_n_epochs"], keep_last=settings["keep_last"],
         keep_best=settings["keep_best"], monitor=trainer_cfg["monitor"], resume=resume,
-        config=resumable_config(config),
+        config=resumable_config(config), may_change=resumable_keys_shown(config),
         classifier_description=functools.partial(_classifier_description, config),
     )
     resumed = checkpoint.resume_file
@@ -375,6 +375,19 @@ def resumable_config(config: dict[str, Any]) -> dict[str, str]:
 
     return {key: value for key, value in flatten(config).items()
             if not any(key == prefix or key.startswith(prefix + ".") for prefix in RESUMABLE_CHANGES)}
+
+
+def resumable_keys_shown(config: dict[str, Any]) -> tuple[str, ...]:
+    """``RESUMABLE_CHANGES`` as a refusal names them to the user: a section as ``tracking.*``;
+    ``trainer.resume`` and ``sweep`` go without saying."""
+    def is_section(key: str) -> bool:
+        node: Any = config
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        return isinstance(node, dict)
+
+    return tuple(key + ".*" if is_section(key) else key for key in RESUMABLE_CHANGES
+                 if key not in ("trainer.resume", "sweep"))
 
 
 def _tracker(config: dict[str, Any], cfg: DictConfig, overrides: list[str], output_dir: str | None,
@@ -585,14 +598,15 @@ def _run(cfg: DictConfig, overrides: list[str] | None, output_dir: str | None, s
             if isinstance(interruption, TrainingInterrupted):
                 hand_over(trainer.interrupts)
             raise
+        except Exception as failure:
+            # A signal while the failed job cleaned up (its MLflow run ended FAILED, with its
+            # error) stops the sweep too, rather than waiting for the next job to be killed.
+            _stop_the_sweep_if_signalled(sweep, trainer, output_dir, "failing", failure)
+            raise
         FINISHED_RUN_SIGNALS.finished = sweep is None
-    if sweep is not None and trainer.interrupts.stops_the_sweep:
-        # The signal came while this job was finishing: its run is complete, and the sweep
-        # stops before the next job, as it does for a Ctrl-C between jobs.
-        from cnnx.training.signals import StoppedBySignal
-
-        name = trainer.interrupts.signal_name
-        raise StoppedBySignal(name, f"{name} received while job {output_dir} was finishing")
+    # A signal while this job was finishing: its run is complete, and the sweep stops before
+    # the next job, as it does for a Ctrl-C between jobs.
+    _stop_the_sweep_if_signalled(sweep, trainer, output_dir, "finishing")
     if sweep is None and output_dir:
         # Where checkpoints/, app.log and .hydra/ are: what trainer.resume and cnnx predict
         # --weights need (a sweep's summary names its jobs' directories instead).
@@ -602,6 +616,19 @@ def _run(cfg: DictConfig, overrides: list[str] | None, output_dir: str | None, s
     # Without a validation split the figure is a training one: labelled as what it is.
     RUN_LOG.info(f"{key} (best epoch) = {objective:.4f}" + (f" (no validation split for {monitor})" if key != monitor else ""))
     return objective
+
+
+def _stop_the_sweep_if_signalled(sweep, trainer, output_dir: str | None, doing: str,
+                                  cause: BaseException | None = None) -> None:
+    """Raise ``StoppedBySignal`` when a signal came while a sweep's job was ``doing`` its end.
+    Not in a submitit job: its signal was for it alone (SLURM's scancel, preemption or time
+    limit), and a job that raised would leave submitit no result, read as a lost job."""
+    if sweep is None or sweep.own_process_signals or not trainer.interrupts.stops_the_sweep:
+        return
+    from cnnx.training.signals import StoppedBySignal
+
+    name = trainer.interrupts.signal_name
+    raise StoppedBySignal(name, f"{name} received while job {output_dir} was {doing}") from cause
 
 
 def _shown_path(path: str) -> str:

@@ -15,16 +15,18 @@ from typing import Any
 
 def threads_per_job(launcher: Mapping[str, Any], cpu_count: int | None = None) -> int | None:
     """BLAS threads for one job under ``launcher`` (hydra.launcher), or None to leave BLAS alone."""
+    from cnnx.launcher_kind import kind_of_launcher
+
     cpus = cpu_count or os.cpu_count() or 1
-    target = str(launcher.get("_target_", ""))
-    if "joblib" in target:
+    kind = kind_of_launcher(str(launcher.get("_target_", "")))
+    if kind == "joblib":
         n_jobs = launcher.get("n_jobs") or -1
         workers = n_jobs if n_jobs > 0 else max(1, cpus + 1 + n_jobs)  # joblib: -1 = all cores
         return max(1, cpus // workers)
-    if "submitit" in target:
+    if kind in ("submitit_local", "submitit_slurm"):
         # Every local job starts at once, and SLURM gives a task cpus_per_task cores (1 unless set).
         return int(launcher.get("cpus_per_task") or 1)
-    if "ray" in target:
+    if kind == "ray":
         remote = (launcher.get("ray") or {}).get("remote") or {}
         return int(remote.get("num_cpus") or 1)
     return None

@@ -142,6 +142,11 @@ class BackgroundTracker(Callback):
         self._sender.start()
 
     # -- hooks -----------------------------------------------------------------------------
+    def on_signals_handled(self, trainer: Trainer) -> None:
+        # From here a SIGTERM or SIGHUP to the whole group (``timeout``, a closed terminal)
+        # stops the run through the trainer, even while other callbacks start it.
+        self._trainer_handles_signals.value = True
+
     def on_fit_start(self, trainer: Trainer) -> None:
         from cnnx.tracking.feature_maps import conv_layers
 
@@ -169,7 +174,6 @@ class BackgroundTracker(Callback):
             self._wait_started()
             if self._branched is not None:
                 trainer.log(self._branched)
-        self._trainer_handles_signals.value = True
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
         self._poll()

@@ -30,6 +30,14 @@ class SweepJob:
     parallel: bool = False
     #: Hydra's job number: which of the sweep's jobs, or Optuna's trials, this is.
     number: int | None = None
+    #: Its launcher's kind (``cnnx.launcher_kind``): ``basic``, ``joblib``, ``submitit_slurm``…
+    launcher: str | None = None
+
+    @property
+    def own_process_signals(self) -> bool:
+        """Whether a signal this job's process gets is meant for this job alone: a submitit job's
+        (SLURM's scancel, preemption or time limit), not a stop of the whole sweep."""
+        return self.launcher in ("submitit_local", "submitit_slurm")
 
     @property
     def experiment_name(self) -> str | None:
@@ -52,9 +60,9 @@ def current_sweep_job(hydra_cfg: Any) -> SweepJob | None:
         return None
     from cnnx.launcher_kind import kind_of_launcher
 
-    parallel = kind_of_launcher(str(hydra_cfg.launcher.get("_target_", ""))) != "basic"
-    return SweepJob(SweepLink.read(sweep_dir_of(hydra_cfg)), threads_per_job(hydra_cfg.launcher), parallel,
-                    hydra_cfg.job.get("num"))
+    kind = kind_of_launcher(str(hydra_cfg.launcher.get("_target_", "")))
+    return SweepJob(SweepLink.read(sweep_dir_of(hydra_cfg)), threads_per_job(hydra_cfg.launcher), kind != "basic",
+                    hydra_cfg.job.get("num"), kind)
 
 
 @dataclass(frozen=True)

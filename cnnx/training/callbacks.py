@@ -16,6 +16,10 @@ class Callback:
     #: Keys older checkpoints kept this state under, still read when resuming them.
     former_state_keys: tuple[str, ...] = ()
 
+    def on_signals_handled(self, trainer: Trainer) -> None:
+        """The trainer's signal handlers are in place, before any ``on_fit_start``: from here a
+        SIGINT, SIGTERM or SIGHUP stops the run at a batch boundary (``on_fit_error``)."""
+
     def on_fit_start(self, trainer: Trainer) -> None:
         """Everything is built and the first epoch is about to start."""
 

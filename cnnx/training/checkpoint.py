@@ -100,10 +100,12 @@ class Checkpoint(Callback):
         resume: bool | str | os.PathLike[str] = False,
         warn: Callable[[str], None] | None = None,
         config: dict[str, str] | None = None,
+        may_change: tuple[str, ...] = ("trainer.epochs",),
         classifier_description: Callable[[Trainer], dict[str, Any] | None] | None = None,
     ):
         """``config``: the settings a resumed run must share with its checkpoint (flat key →
         value); saved in each checkpoint and compared when resuming. None: not checked.
+        ``may_change``: the settings left out of ``config``, as a refusal names them.
         ``classifier_description``: the trainer's ``Classifier.description()``, what a
         checkpoint needs to predict on its own (the model's layers, classes, normalisation),
         saved under the header's ``classifier`` key."""
@@ -121,6 +123,7 @@ class Checkpoint(Callback):
         self.monitor = monitor
         self.resume = resume
         self.config = config
+        self.may_change = may_change
         self.classifier_description = classifier_description
         self.warn = warn or cli_warn
         self.best_value: float | None = None
@@ -327,9 +330,8 @@ class Checkpoint(Callback):
             listed = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
             raise CheckpointError(
                 f"trainer.resume: the config differs from checkpoint '{path}' in {listed}; a resumed run continues "
-                f"the same training and MLflow run, so only trainer.epochs, tracking.*, trainer.checkpoint.*, "
-                f"trainer.blas_threads, trainer.eval_batch_size, early stopping's options while it is off and "
-                f"where it runs may change: drop the override, or start a "
+                f"the same training and MLflow run, so only {', '.join(self.may_change)}, early stopping's "
+                f"options while it is off and where it runs may change: drop the override, or start a "
                 f"new run without trainer.resume" + changed_default_hint(saved, current)
             )
 

@@ -97,10 +97,9 @@ class InterruptFlag:
     @property
     def stops_the_sweep(self) -> bool:
         """Whether a signal that came while a sweep's job was finishing stops the sweep: not in a
-        submitit job. There it was meant for this job alone (SLURM's scancel, preemption or time
-        limit, submitit's SIGUSR2), which is complete; and a job that raised instead would leave
-        submitit no result, which the sweep reads as a lost job."""
-        return self.requested and not self.requeue_asked and "SUBMITIT_EXECUTOR" not in os.environ
+        submitit job that got its SIGUSR2 (SLURM stops such a job on its own, and this one is
+        complete), whichever signal came first."""
+        return self.requested and not self.requeue_asked
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if signum == getattr(signal, "SIGUSR2", None):

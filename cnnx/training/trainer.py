@@ -137,6 +137,7 @@ class Trainer:
         # would, instead of leaving its MLflow run RUNNING or FAILED with submitit's SystemExit.
         with self.interrupts:
             try:
+                self._emit("on_signals_handled")
                 self._emit("on_fit_start")
                 while self.epoch < self.epochs and not self.stop_training:
                     self.epoch += 1

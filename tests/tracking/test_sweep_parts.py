@@ -359,6 +359,8 @@ def test_a_finished_twin_under_another_sweeps_parent_is_not_this_sweeps(client):
     ({"_target_": "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher",
       "ray": {"remote": {"num_cpus": 2}}}, 16, 2),
     ({"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"}, 2, None),
+    # told by its class, not by words in its path: "array" holds "ray"
+    ({"_target_": "my_lab.array_launcher.ArrayLauncher", "ray": {"remote": {"num_cpus": 2}}}, 16, None),
 ])
 def test_each_job_gets_its_share_of_the_cores(launcher, cpus, expected):
     assert threads_per_job(launcher, cpus) == expected

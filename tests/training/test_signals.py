@@ -212,14 +212,6 @@ def test_submitits_sigusr2_stops_training_then_goes_to_submitit_whatever_came_fi
         hand_over(flag)
         assert calls == []  # no SIGUSR2 came: nothing to requeue
         assert flag.stops_the_sweep  # ... and a sweep's job finishing then stops its sweep
-        # ... but not from a submitit job, whose SIGTERM is SLURM's for it alone (scancel, a
-        # preemption): it is complete. It raised, left submitit no result, and its sweep said
-        # "ended without a result (out of memory?)" and failed.
-        os.environ["SUBMITIT_EXECUTOR"] = "slurm"
-        try:
-            assert not flag.stops_the_sweep
-        finally:
-            del os.environ["SUBMITIT_EXECUTOR"]
         # A submitit job that got its SIGUSR2 while finishing is complete, whatever came first:
         # it raised StoppedBySignal and failed its sweep when the SIGTERM came first.
         for signals in ((signal.SIGTERM, signal.SIGUSR2), (signal.SIGUSR2, signal.SIGTERM)):
@@ -323,3 +315,52 @@ def test_a_job_past_its_last_requeue_says_which_job_it_is(tmp_path, monkeypatch)
         signal.signal(signal.SIGUSR2, before)
     assert str(raised.value) == (f"Job not requeued because: timed-out too many times. (job 1000_3; its logs are in "
                                  f"{tmp_path / '1000_3'})")
+
+
+def test_a_signal_while_a_sweeps_job_ends_stops_the_sweep_unless_it_was_the_jobs_own():
+    """A Ctrl-C or SIGTERM while a job finished or failed stops the sweep (while a failed job
+    cleaned up it was swallowed, and the next job was killed mid-run); in a submitit job it is
+    SLURM's for that job alone (scancel, a preemption): raising there left submitit no result,
+    which the sweep read as a lost job ("out of memory?") and failed."""
+    import os
+    import signal
+
+    from cnnx.app import _stop_the_sweep_if_signalled
+    from cnnx.tracking.sweep_job import SweepJob
+    from cnnx.training.signals import InterruptFlag, StoppedBySignal
+
+    trainer = make_trainer()
+    with trainer.interrupts:
+        os.kill(os.getpid(), signal.SIGTERM)
+    failure = ValueError("diverged")
+    for launcher in ("basic", "joblib", "ray", None):
+        with pytest.raises(StoppedBySignal) as stopped:
+            _stop_the_sweep_if_signalled(SweepJob(None, None, launcher=launcher), trainer, "sweep/0", "failing", failure)
+        assert stopped.value.signal_name == "SIGTERM" and stopped.value.__cause__ is failure
+        assert str(stopped.value) == "SIGTERM received while job sweep/0 was failing"
+    for launcher in ("submitit_local", "submitit_slurm"):
+        _stop_the_sweep_if_signalled(SweepJob(None, None, launcher=launcher), trainer, "sweep/0", "finishing")
+    _stop_the_sweep_if_signalled(None, trainer, None, "finishing")  # a single run: nothing to stop
+    trainer.interrupts = InterruptFlag()  # no signal
+    _stop_the_sweep_if_signalled(SweepJob(None, None, launcher="basic"), trainer, "sweep/0", "finishing")
+
+
+def test_callbacks_hear_that_the_handlers_are_in_place_before_any_of_them_starts_the_run():
+    """The MLflow helper process exits on a SIGTERM to the whole group until told that the
+    trainer decides: told in its own on_fit_start, after the checkpoint callback's, a group's
+    SIGTERM in between lost the run ('the MLflow tracking process exited')."""
+    import signal
+
+    from cnnx.training.callbacks import Callback
+
+    heard = []
+
+    class Listener(Callback):
+        def on_signals_handled(self, trainer):
+            heard.append(("handled", signal.getsignal(signal.SIGTERM) == trainer.interrupts._handle))
+
+        def on_fit_start(self, trainer):
+            heard.append(("start", None))
+
+    make_trainer(epochs=1, callbacks=[Callback(), Listener()]).fit(tiny_data())
+    assert heard == [("handled", True), ("start", None)]
