@@ -32,6 +32,7 @@ def kind_of_launcher(target: str) -> str | None:
             if module.startswith(prefix) and class_name in (None, name):
                 return kind
     return None
+    return None
 
 
 def _class_and_bases(target: str) -> list[tuple[str, str]]:
