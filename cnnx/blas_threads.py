@@ -15,7 +15,7 @@ from typing import Any
 
 def threads_per_job(launcher: Mapping[str, Any], cpu_count: int | None = None) -> int | None:
     """BLAS threads for one job under ``launcher`` (hydra.launcher), or None to leave BLAS alone."""
-    from cnnx.launcher_kind import kind_of_launcher
+    from cnnx.launcher_kind import SUBMITIT_KINDS, kind_of_launcher
 
     cpus = cpu_count or os.cpu_count() or 1
     kind = kind_of_launcher(str(launcher.get("_target_", "")))
@@ -23,7 +23,7 @@ def threads_per_job(launcher: Mapping[str, Any], cpu_count: int | None = None) -
         n_jobs = launcher.get("n_jobs") or -1
         workers = n_jobs if n_jobs > 0 else max(1, cpus + 1 + n_jobs)  # joblib: -1 = all cores
         return max(1, cpus // workers)
-    if kind in ("submitit_local", "submitit_slurm"):
+    if kind in SUBMITIT_KINDS:
         # Every local job starts at once, and SLURM gives a task cpus_per_task cores (1 unless set).
         return int(launcher.get("cpus_per_task") or 1)
     if kind == "ray":

@@ -18,6 +18,9 @@ _KINDS = (
     ("hydra._internal.core_plugins.basic_launcher", "BasicLauncher", "basic"),
 )
 
+#: The kinds whose jobs are submitit's: a process each, with its own signals and its own logs.
+SUBMITIT_KINDS = ("submitit_local", "submitit_slurm")
+
 
 def launcher_kind(config: DictConfig) -> str | None:
     """``joblib``, ``submitit_local``, ``submitit_slurm``, ``ray`` or ``basic`` (Hydra's own,

@@ -37,7 +37,9 @@ class SweepJob:
     def own_process_signals(self) -> bool:
         """Whether a signal this job's process gets is meant for this job alone: a submitit job's
         (SLURM's scancel, preemption or time limit), not a stop of the whole sweep."""
-        return self.launcher in ("submitit_local", "submitit_slurm")
+        from cnnx.launcher_kind import SUBMITIT_KINDS
+
+        return self.launcher in SUBMITIT_KINDS
 
     @property
     def experiment_name(self) -> str | None:
